@@ -1,0 +1,34 @@
+# sessa-bench: `make help` lists the targets. Targets that run Python set up .venv first when it is
+# missing (CPU torch 2.13.0, then the package with its dev extras), so a fresh machine needs nothing else.
+# Override PYTHON to use another interpreter (the GPU machine: `make test-gpu PYTHON=python3`).
+
+VENV      ?= .venv
+PYTHON    ?= $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+BUDGET    ?= tiny
+VOCAB     ?= 4096
+SEQ_LEN   ?= 2048
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-gpu params
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(TORCH_PIN)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv: CPU torch first, then sessa-bench[dev] (editable)
+
+test: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## CPU test suite (GPU tests skipped)
+	$(PYTHON) -m pytest
+
+test-gpu: ## GPU tests only: fast paths against the PyTorch references (needs CUDA)
+	$(PYTHON) -m pytest -m gpu -rs
+
+params: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## per-family sizes for BUDGET=tiny|small|base (VOCAB, SEQ_LEN)
+	$(PYTHON) -m sessa_bench.budget --budget $(BUDGET) --vocab $(VOCAB) --seq-len $(SEQ_LEN)

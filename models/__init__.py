@@ -1,0 +1,1 @@
+"""Model families: one backbone, one gated block, one file per mixer."""

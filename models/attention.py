@@ -1,0 +1,157 @@
+"""Causal multi-head softmax attention with RoPE: the Transformer family's mixer and Sessa's forward branch.
+
+Backends (`backend=`): `math` (the einsum reference), `sdpa` (torch scaled_dot_product_attention, cuDNN >
+FLASH > EFFICIENT > MATH on CUDA), `flash_attn` (the flash-attn package, CUDA and bf16/fp16 only) and
+`auto` (the fastest one available for the tensors at hand). The backend that actually ran is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import LayerCache
+from .mixer import Mixer
+from .rope import apply_rope, rope_inv_freq
+
+BACKENDS = ("auto", "math", "sdpa", "flash_attn")
+
+
+def _flash_attn_func():
+    """flash-attn's causal kernel, if the package imports (FA2, else the FA4 CuTe build)."""
+    try:
+        from flash_attn import flash_attn_func
+        return flash_attn_func
+    except Exception:
+        pass
+    try:
+        from flash_attn.cute import flash_attn_func
+        return flash_attn_func
+    except Exception:
+        return None
+
+
+def attention_math(q, k, v):
+    """Reference causal attention. q: (B, T, H, d), k/v: (B, T, Hkv, d); softmax in >= float32."""
+    H, Hkv, d = q.shape[2], k.shape[2], q.shape[-1]
+    if Hkv != H:
+        k, v = k.repeat_interleave(H // Hkv, dim=2), v.repeat_interleave(H // Hkv, dim=2)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    s = torch.einsum("bthd,bshd->bhts", q.to(acc), k.to(acc)) / math.sqrt(d)
+    T, S = q.shape[1], k.shape[1]
+    mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    p = s.masked_fill(~mask, float("-inf")).softmax(-1)
+    return torch.einsum("bhts,bshd->bthd", p, v.to(acc)).to(q.dtype)
+
+
+def attention_sdpa(q, k, v):
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    gqa = k.shape[2] != q.shape[2]
+    if q.is_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                 SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        with sdpa_kernel(order, set_priority=True):
+            o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa)
+    else:
+        o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa)
+    return o.transpose(1, 2)
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend={backend!r} is not one of {BACKENDS}")
+    fa_ok = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _flash_attn_func() is not None
+    if backend == "flash_attn" and not fa_ok:
+        raise RuntimeError("attention backend='flash_attn' needs the flash-attn package, CUDA tensors and "
+                           "bf16/fp16 activations; use backend='sdpa' or 'auto'")
+    if backend == "auto":
+        return "flash_attn" if fa_ok else "sdpa"
+    return backend
+
+
+class CausalAttention(Mixer):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, backend: str = "auto",
+                 rope_base: float = 10000.0, use_rope: bool = True):
+        super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
+        if n_heads < 1 or d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if n_kv_heads < 1 or n_heads % n_kv_heads:
+            raise ValueError(f"n_heads={n_heads} must be divisible by n_kv_heads={n_kv_heads}")
+        self.head_dim = d_model // n_heads
+        if use_rope and self.head_dim % 2:
+            raise ValueError(f"head dim d_model/n_heads = {self.head_dim} must be even (RoPE rotates pairs)")
+        if backend not in BACKENDS:
+            raise ValueError(f"attention backend={backend!r} is not one of {BACKENDS}")
+        self.d_model, self.n_heads, self.n_kv_heads, self.backend = d_model, n_heads, n_kv_heads, backend
+        self.use_rope = use_rope  # False: no positional signal in the mixer (official use_forward_rope=False)
+        kv_dim = n_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, kv_dim)
+        self.v_proj = nn.Linear(d_model, kv_dim)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False) if n_heads > 1 else nn.Identity()
+        # Kept out of the state_dict and out of .to(dtype): RoPE angles must stay in float32.
+        self._inv_freq = rope_inv_freq(self.head_dim, rope_base) if use_rope else None
+
+    # --- pieces shared with Sessa ------------------------------------------------------------------
+    def qkv(self, x: torch.Tensor, start: int = 0):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if not self.use_rope:
+            return q, k, v
+        return apply_rope(q, self._inv_freq, start), apply_rope(k, self._inv_freq, start), v
+
+    def attend(self, q, k, v):
+        backend = resolve_backend(self.backend, q)
+        self._backend_used = backend
+        if backend == "flash_attn":
+            o = _flash_attn_func()(q, k, v, causal=True)
+            o = o[0] if isinstance(o, tuple) else o
+        elif backend == "sdpa":
+            o = attention_sdpa(q, k, v)
+        else:
+            o = attention_math(q, k, v)
+        return o
+
+    def merge(self, o: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(o.flatten(-2))
+
+    # --- Mixer interface ---------------------------------------------------------------------------
+    def parallel(self, x):
+        return self.merge(self.attend(*self.qkv(x)))
+
+    def init_cache(self, batch_size, max_len, device=None, dtype=None):
+        kv = (self.n_kv_heads, self.head_dim)
+        return LayerCache(batch_size, max_len, {"k": kv, "v": kv}, device=device, dtype=dtype)
+
+    def prefill(self, x, cache):
+        q, k, v = self.qkv(x)
+        cache.write(k=k, v=v)
+        cache.advance(x.shape[1])
+        return self.merge(self.attend(q, k, v))
+
+    def step_attend(self, x, cache):
+        """Attention output (B, 1, H, d) for one new token; stores its k, v but does not advance."""
+        q, k, v = self.qkv(x, start=cache.pos)
+        cache.write(k=k, v=v)
+        end = cache.pos + 1
+        # A single query attends to every cached key: the math path with an all-true mask.
+        return attention_math(q, cache.upto("k", end), cache.upto("v", end))
+
+    def step(self, x, cache):
+        o = self.step_attend(x, cache)
+        cache.advance(1)
+        return self.merge(o)
+
+    def flops_per_token(self, seq_len):
+        # q.k and p.v over (seq_len + 1) / 2 keys on average, 2 FLOPs per multiply-add.
+        return 4.0 * self.d_model * (seq_len + 1) / 2
+
+    def state_per_token(self):
+        return 2 * self.n_kv_heads * self.head_dim

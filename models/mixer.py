@@ -1,0 +1,53 @@
+"""The interface every sequence mixer implements, so blocks, decoding and budgets treat them alike.
+
+A mixer maps (B, T, D) -> (B, T, D) causally. To add a new one, subclass Mixer, implement `parallel`,
+`init_cache` and `step` (and optionally a faster `prefill`), and point a model config at the class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cache import LayerCache
+
+
+class Mixer(nn.Module):
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        if cache is None:
+            return self.parallel(x)
+        if cache.pos == 0 and x.shape[1] > 1:
+            return self.prefill(x, cache)
+        return torch.cat([self.step(x[:, t:t + 1], cache) for t in range(x.shape[1])], dim=1)
+
+    def parallel(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def init_cache(self, batch_size: int, max_len: int, device=None, dtype=None) -> LayerCache:
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """Consume one token x: (B, 1, D), update the cache, return (B, 1, D)."""
+        raise NotImplementedError
+
+    def prefill(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """Run a prompt into an empty cache. Default: token by token (exact, slow); mixers override."""
+        return torch.cat([self.step(x[:, t:t + 1], cache) for t in range(x.shape[1])], dim=1)
+
+    # --- accounting used by the budget solver and benchmarks -------------------------------------
+    def flops_per_token(self, seq_len: int) -> float:
+        """Forward FLOPs per token that are not parameter matmuls (e.g. attention scores), averaged
+        over a causal sequence of length seq_len."""
+        return 0.0
+
+    def state_per_token(self) -> int:
+        """Decode-cache elements that grow with each token of context."""
+        return 0
+
+    def state_fixed(self) -> int:
+        """Decode-cache elements that do not grow with context (e.g. an SSM state)."""
+        return 0
+
+    def backend_used(self) -> str | None:
+        """Name of the implementation that ran last (recorded in run summaries)."""
+        return getattr(self, "_backend_used", None)

@@ -1,0 +1,28 @@
+"""Rotary position embedding on interleaved pairs (2i, 2i+1), angles t * base^(-2i/d) in float32.
+
+Angles are always computed in float32 (or float64 for float64 inputs), never in the activation dtype:
+bf16 cannot represent positions above 256 exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_inv_freq(head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head dim, got head_dim={head_dim}")
+    return base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+
+
+def apply_rope(x: torch.Tensor, inv_freq: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """x: (B, T, H, d). Position of x[:, t] is start + t."""
+    T, d = x.shape[1], x.shape[-1]
+    ang_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    pos = torch.arange(start, start + T, device=x.device, dtype=ang_dtype)
+    ang = pos[:, None] * inv_freq.to(device=x.device, dtype=ang_dtype)[None, :]  # (T, d/2)
+    cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+    xp = x.to(ang_dtype).unflatten(-1, (d // 2, 2))
+    x0, x1 = xp[..., 0], xp[..., 1]
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
+    return out.to(x.dtype)

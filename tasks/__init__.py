@@ -1,0 +1,1 @@
+"""Tasks: one file per task, all with the interface of base.Task."""

@@ -1,0 +1,93 @@
+"""The interface every task implements (Zoology style: a small config object with a pure build).
+
+A task is a plain object built by Hydra from `conf/task/*.yaml`. It knows its vocabulary, its head and its
+metrics, and hands out one torch Dataset per split. Each dataset item is a dict:
+
+- `input_ids`: LongTensor (T,)
+- `labels`: for head="lm", LongTensor (T,) where labels[t] is the target of the logits at position t
+  (already shifted; IGNORE where there is nothing to score); for head="cls", a LongTensor scalar class id
+  read from the logits at the last real position.
+- `slices` (optional): LongTensor (T,) with an index into `task.slice_names` for every scored position
+  (IGNORE elsewhere), so accuracy is also reported per slice (e.g. per lag bucket).
+
+Splits are built from seeds that never collide across splits: see `split_seed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from torch.utils.data import Dataset
+
+IGNORE = -100
+SPLITS = ("train", "val", "test")
+
+
+def split_seed(seed: int, split: str) -> int:
+    """A seed per (task seed, split); distinct splits never share a stream."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    return int(seed) * 1000 + SPLITS.index(split) * 7919 + 17
+
+
+def config_key(cfg: dict) -> str:
+    """Short stable hash of a JSON-able config, used to key on-disk caches."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Task:
+    name: str = "task"
+    head: str = "lm"              # "lm" (per-position labels) or "cls" (one label per sequence)
+    metrics: tuple[str, ...] = ("acc",)   # any of: acc, example_acc, ppl, top1, top5
+    vocab_size: int = 0
+    num_classes: int = 0
+    pad_id: int = 0
+    slice_names: tuple[str, ...] = ()
+
+    @property
+    def max_len(self) -> int:
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def collate(self, items: list[dict]) -> dict:
+        return pad_collate(items, self.pad_id)
+
+
+def pad_collate(items: list[dict], pad_id: int) -> dict:
+    """Right-pads a batch; adds `lengths` so class heads can read the last real position."""
+    lengths = torch.tensor([len(it["input_ids"]) for it in items])
+    T = int(lengths.max())
+    B = len(items)
+    out = {"input_ids": torch.full((B, T), pad_id, dtype=torch.long), "lengths": lengths}
+    for i, it in enumerate(items):
+        out["input_ids"][i, :len(it["input_ids"])] = it["input_ids"]
+    first = items[0]
+    if first["labels"].dim() == 0:
+        out["labels"] = torch.stack([it["labels"] for it in items])
+    else:
+        out["labels"] = torch.full((B, T), IGNORE, dtype=torch.long)
+        for i, it in enumerate(items):
+            out["labels"][i, :len(it["labels"])] = it["labels"]
+    if "slices" in first:
+        out["slices"] = torch.full((B, T), IGNORE, dtype=torch.long)
+        for i, it in enumerate(items):
+            out["slices"][i, :len(it["slices"])] = it["slices"]
+    return out
+
+
+class TensorDataset(Dataset):
+    """Items from parallel lists/tensors: {'input_ids': [...], 'labels': [...], ...}."""
+
+    def __init__(self, columns: dict[str, list[torch.Tensor]]):
+        self.columns = columns
+        self.n = len(next(iter(columns.values())))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.columns.items()}

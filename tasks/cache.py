@@ -1,0 +1,39 @@
+"""On-disk cache for generated or tokenised data, keyed by the config that produced it.
+
+Files are written to a temporary name and renamed, so an interrupted build never leaves a file that a
+later run would trust.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .base import config_key
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SESSA_BENCH_CACHE", Path.home() / ".cache" / "sessa_bench"))
+
+
+def atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def cached(kind: str, cfg: dict, build: Callable[[], object]):
+    """Return build() for this config, computing and saving it once."""
+    path = cache_dir() / kind / f"{config_key(cfg)}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # a corrupt cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    obj = build()
+    atomic_save(obj, path)
+    return obj
