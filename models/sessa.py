@@ -1,0 +1,114 @@
+"""Sessa's mixer: causal attention (the forward branch) feeding a recurrent attention over past outputs.
+
+    f = out_proj(causal MHA with RoPE)(a)                       forward branch = CausalAttention
+    alpha[t, j] = softmax_{j<t}(q_b[t] . k_b[j] / sqrt(D))       feedback routing, strict past, no RoPE
+    gamma[t] = gamma_max * tanh(gamma_bias + <a[t], w_gamma>)    per-token feedback gain in (-1, 1)
+    s[t] = f[t] + gamma[t] * sum_{j<t} alpha[t, j] s[j]          i.e. (I - diag(gamma) alpha) s = f
+
+Exactly the official LibratioAI/sessa v1.0.0 layer (DESIGN.md section 4), parameter names included, so
+models/convert.py maps official weights one to one. The parallel path hands the solve to
+models.kernels.feedback (dense reference or faster impls); decoding keeps k, v (post-RoPE), k_b and s
+per token and applies the recurrence directly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import kernels
+from .attention import CausalAttention
+from .cache import LayerCache
+
+
+class SessaMixer(CausalAttention):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, gamma_max: float = 0.999,
+                 backend: str = "auto", impl: str = "auto", feedback: bool = True,
+                 rope_base: float = 10000.0, use_rope: bool = True):
+        try:
+            ok = 0.0 < float(gamma_max) < 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:  # |gamma| < 1 keeps the feedback contractive: |s| <= max|f| / (1 - gamma_max)
+            raise ValueError(f"sessa gamma_max={gamma_max!r} must lie strictly between 0 and 1")
+        if impl not in kernels.IMPLS:
+            raise ValueError(f"sessa impl={impl!r} is not one of {kernels.IMPLS}")
+        super().__init__(d_model, n_heads, n_kv_heads, backend, rope_base, use_rope)
+        self.gamma_max, self.impl, self.feedback = float(gamma_max), impl, bool(feedback)
+        # Feedback parameters exist even with feedback=False, so the ablation changes nothing else.
+        self.proj_fb = nn.Linear(d_model, 2 * d_model)          # [q_b | k_b], one full-width head
+        self.gamma_ctx = nn.Linear(d_model, 1, bias=False)
+        self.gamma_bias = nn.Parameter(torch.tensor(1.0))
+
+    def gamma(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) feedback gains, in at least float32."""
+        acc = torch.promote_types(x.dtype, torch.float32)
+        return self.gamma_max * torch.tanh(self.gamma_bias.to(acc) + self.gamma_ctx(x).squeeze(-1).to(acc))
+
+    def feedback_qk(self, x: torch.Tensor):
+        return self.proj_fb(x).chunk(2, dim=-1)
+
+    # --- Mixer interface ---------------------------------------------------------------------------
+    def parallel(self, x):
+        f = super().parallel(x)
+        if not self.feedback:
+            return f
+        q_b, k_b = self.feedback_qk(x)
+        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl)
+
+    def init_cache(self, batch_size, max_len, device=None, dtype=None):
+        if not self.feedback:
+            return super().init_cache(batch_size, max_len, device=device, dtype=dtype)
+        kv, D = (self.n_kv_heads, self.head_dim), (self.d_model,)
+        return LayerCache(batch_size, max_len, {"k": kv, "v": kv, "k_b": D, "s": D}, device=device, dtype=dtype)
+
+    def prefill(self, x, cache):
+        if cache.pos:
+            raise ValueError(f"prefill needs an empty cache, this one already holds {cache.pos} tokens")
+        if not self.feedback:
+            return super().prefill(x, cache)
+        q, k, v = self.qkv(x)
+        f = self.merge(self.attend(q, k, v))
+        q_b, k_b = self.feedback_qk(x)
+        s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl)
+        cache.write(k=k, v=v, k_b=k_b, s=s)
+        cache.advance(x.shape[1])
+        return s
+
+    def step(self, x, cache):
+        if not self.feedback:
+            return super().step(x, cache)
+        t = cache.pos
+        f = self.merge(self.step_attend(x, cache))  # (B, 1, D); k, v of token t are now cached
+        q_b, k_b = self.feedback_qk(x)
+        s = f
+        if t > 0:  # token 0 has no past: s[0] = f[0]
+            acc = torch.promote_types(f.dtype, torch.float32)
+            logits = torch.einsum("bd,bsd->bs", q_b[:, 0].to(acc), cache.upto("k_b", t).to(acc))
+            alpha = (logits / math.sqrt(self.d_model)).softmax(-1)
+            ctx = torch.einsum("bs,bsd->bd", alpha, cache.upto("s", t).to(acc))
+            s = (f.to(acc) + self.gamma(x)[..., None] * ctx[:, None]).to(f.dtype)
+        cache.write(k_b=k_b, s=s)
+        cache.advance(1)
+        return s
+
+    # --- accounting --------------------------------------------------------------------------------
+    def flops_per_token(self, seq_len):
+        fwd = super().flops_per_token(seq_len)
+        if not self.feedback:
+            return fwd
+        # Token t routes over its t strict-past outputs, (seq_len - 1) / 2 on average: q_b.k_b logits
+        # (2D each) and the weighted sum of past s (2D each). That weighted sum *is* the triangular
+        # solve (T(T-1)/2 multiply-adds per channel), so it is counted once; + 2D for f + gamma * ctx.
+        past = (seq_len - 1) / 2
+        return fwd + 4.0 * self.d_model * past + 2.0 * self.d_model
+
+    def state_per_token(self):
+        # k, v of the forward branch plus k_b and s of the feedback branch.
+        return super().state_per_token() + (2 * self.d_model if self.feedback else 0)
+
+    def backend_used(self):
+        attn = super().backend_used()
+        return attn if not self.feedback or attn is None else f"{attn}+{self.impl}"
