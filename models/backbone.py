@@ -1,0 +1,75 @@
+"""The one macro-architecture all families share:
+token embedding -> N blocks (each wrapping a mixer) -> final LayerNorm -> head.
+
+The head is an LM head (logits at every position; tied to the embedding by default) or a class head read at
+the last real position of each sequence. Decoding: `init_cache` + `forward(idx, caches)` consume tokens
+incrementally, and `generate` decodes greedily.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .block import make_block
+from .config import ModelConfig
+from .registry import mixer_class
+
+
+def build_mixer(cfg: ModelConfig) -> nn.Module:
+    return mixer_class(cfg.mixer)(cfg.d_model, cfg.n_heads, **cfg.mixer_kwargs)
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(make_block(cfg.block, cfg.d_model, build_mixer(cfg), cfg.mlp_ratio)
+                                    for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        if cfg.head == "lm":
+            self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            if cfg.tie_embeddings:
+                self.head.weight = self.embed.weight
+        else:
+            self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+        # Small embedding init (as GPT-2) so tied logits start near uniform; everything else keeps
+        # PyTorch's default init, as the paper's layer does.
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    @property
+    def mixers(self):
+        return [b.mixer for b in self.blocks]
+
+    def forward(self, idx: torch.Tensor, caches: list | None = None, lengths: torch.Tensor | None = None):
+        """idx: (B, T). Returns (B, T, V) logits for the LM head, (B, n_classes) for the class head,
+        read at position lengths-1 (default: the last position)."""
+        x = self.embed(idx)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if caches is None else caches[i])
+        x = self.ln_f(x)
+        if self.cfg.head == "cls":
+            last = (lengths - 1) if lengths is not None else torch.full((x.shape[0],), x.shape[1] - 1)
+            x = x[torch.arange(x.shape[0], device=x.device), last.to(x.device)]
+        return self.head(x)
+
+    def init_cache(self, batch_size: int, max_len: int, device=None, dtype=None) -> list:
+        device = device or self.embed.weight.device
+        dtype = dtype or self.embed.weight.dtype
+        return [m.init_cache(batch_size, max_len, device=device, dtype=dtype) for m in self.mixers]
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding: prefill the prompt into the caches, then one token per step."""
+        if self.cfg.head != "lm":
+            raise ValueError("generate() needs model.head='lm'")
+        caches = self.init_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
+        logits = self(idx, caches)
+        out = [idx]
+        for i in range(max_new_tokens):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+            if i + 1 < max_new_tokens:
+                logits = self(nxt, caches)
+        return torch.cat(out, dim=1)

@@ -1,0 +1,167 @@
+"""Budget solver: choose depth (then width) per family so every family lands within a tolerance of one
+target parameter count, and report what each model costs.
+
+A budget (conf/budget/*.yaml) fixes the target, a reference width and the head count; a family
+(conf/model/*.yaml) fixes the mixer and block. For each candidate width (multiples of 2 * n_heads, so the
+head dim stays even, nearest the reference first) the solver measures the parameters of a 1- and a
+2-layer model on the meta device (exact for any mixer, including user-added ones), derives the depth that
+best hits the target, and keeps the width nearest the reference whose deviation is under 3/4 of the
+tolerance.
+
+    python -m sessa_bench.budget --budget small --vocab 4096 --seq-len 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from sessa_bench.models.backbone import Backbone
+from sessa_bench.models.config import ModelConfig
+from sessa_bench.models.registry import mixer_class
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+FAMILIES = ("sessa", "transformer", "mamba2")
+
+
+@dataclass
+class Budget:
+    name: str
+    target_params: int
+    d_model: int
+    n_heads: int
+    tolerance: float = 0.02
+    n_layers: int | None = None          # given: no solving, d_model x n_layers as stated
+    mixer_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.target_params <= 0:
+            raise ValueError(f"budget.target_params must be positive, got {self.target_params}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"budget.tolerance must lie in (0, 1), got {self.tolerance}")
+
+
+def _available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _load(group: str, name: str) -> dict:
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"{group}={name!r} is unknown; available: {_available(group)}")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    cfg.pop("defaults", None)  # Hydra's schema line, not a field
+    return cfg
+
+
+def load_budget(name: str) -> Budget:
+    return Budget(**_load("budget", name))
+
+
+def load_family(name: str) -> dict:
+    return _load("model", name)
+
+
+def model_config(family: dict, budget: Budget, vocab_size: int, d_model: int, n_layers: int,
+                 head: str = "lm", n_classes: int = 0) -> ModelConfig:
+    kwargs = {**family.get("mixer_kwargs", {}), **budget.mixer_overrides.get(family["mixer"], {})}
+    return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=budget.n_heads,
+                       mixer=family["mixer"], mixer_kwargs=kwargs, block=family.get("block", "gated"),
+                       mlp_ratio=family.get("mlp_ratio", 4), tie_embeddings=family.get("tie_embeddings", True),
+                       head=head, n_classes=n_classes)
+
+
+def meta_model(cfg: ModelConfig) -> Backbone:
+    with torch.device("meta"):
+        return Backbone(cfg)
+
+
+def count_params(model: Backbone) -> tuple[int, int]:
+    """(total, embedding) parameters; a tied LM head counts once, an untied one as embedding."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.embed.weight.numel()
+    if model.cfg.head == "lm" and not model.cfg.tie_embeddings:
+        emb += model.head.weight.numel()
+    return total, emb
+
+
+def solve(family: dict, budget: Budget, vocab_size: int, head: str = "lm", n_classes: int = 0) -> ModelConfig:
+    if budget.n_layers:
+        return model_config(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
+    mixer_class(family["mixer"])  # an unknown mixer is a config error, not a width to skip
+    step = 2 * budget.n_heads
+    fits = []  # (deviation, width, depth) of the best depth at each allowed width
+    for d in range(step, 3 * budget.d_model + 1, step):
+        try:
+            p1 = count_params(meta_model(model_config(family, budget, vocab_size, d, 1, head, n_classes)))[0]
+            p2 = count_params(meta_model(model_config(family, budget, vocab_size, d, 2, head, n_classes)))[0]
+        except ValueError:
+            continue  # width not allowed by this mixer (e.g. Mamba2 head dim)
+        per_layer, fixed = p2 - p1, 2 * p1 - p2
+        n = max(1, round((budget.target_params - fixed) / per_layer))
+        fits.append((abs(fixed + n * per_layer - budget.target_params) / budget.target_params, d, n))
+    if not fits:
+        raise ValueError(f"no width allows family {family.get('family', family['mixer'])!r} with "
+                         f"n_heads={budget.n_heads}")
+    # The width nearest the reference whose best depth lands within 3/4 of the tolerance (a margin for
+    # mixers whose count is not exactly linear in depth); else the closest fit overall.
+    ok = [f for f in fits if f[0] <= 0.75 * budget.tolerance]
+    best = min(ok, key=lambda f: (abs(f[1] - budget.d_model), f[0])) if ok else min(fits)
+    return model_config(family, budget, vocab_size, best[1], best[2], head, n_classes)
+
+
+def describe(cfg: ModelConfig, seq_len: int, target: int | None = None) -> dict:
+    """Size and cost of one model: parameters, decode state, training FLOPs per token."""
+    model = meta_model(cfg)
+    total, emb = count_params(model)
+    mixers = model.mixers
+    head_flops = 2 * cfg.d_model * cfg.vocab_size if cfg.head == "lm" else 0
+    # Forward: 2 FLOPs per non-embedding parameter (matmuls) + mixer-specific terms (attention scores,
+    # feedback solve, SSD scan) + the LM head; training = forward + backward ~ 3x forward.
+    fwd = 2 * (total - emb) + sum(m.flops_per_token(seq_len) for m in mixers) + head_flops
+    return {
+        "layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+        "params_total": total, "params_non_embedding": total - emb,
+        "deviation": (total - target) / target if target else None,
+        "state_per_token": sum(m.state_per_token() for m in mixers) if mixers else 0,
+        "state_fixed": sum(m.state_fixed() for m in mixers) if mixers else 0,
+        "train_flops_per_token": 3 * fwd,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ["family", "layers", "d_model", "n_heads", "params_total", "params_non_embedding", "deviation",
+            "state_per_token", "state_fixed", "train_flops_per_token"]
+    fmt = {"deviation": lambda v: f"{v:+.2%}" if v is not None else "",
+           "train_flops_per_token": lambda v: f"{v / 1e6:.2f}M"}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt.get(c, lambda v: f"{v:,}" if isinstance(v, int) else str(v))(r[c])
+                                       for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", default="tiny", help=f"one of {_available('budget')}")
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), help=f"from {_available('model')}")
+    args = ap.parse_args(argv)
+    budget = load_budget(args.budget)
+    rows = []
+    for fam in args.families:
+        cfg = solve(load_family(fam), budget, args.vocab)
+        rows.append({"family": fam, **describe(cfg, args.seq_len, budget.target_params)})
+    print(f"budget={budget.name} target={budget.target_params:,} params, vocab={args.vocab}, "
+          f"seq_len={args.seq_len} (decode state in elements per layer stack; FLOPs per training token)")
+    print(format_table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
