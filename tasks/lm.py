@@ -1,0 +1,187 @@
+"""Causal language modelling (paper Table 2: SimpleStories; also the offline "bible" and "local" corpora).
+
+Pipeline, per split:
+  documents (corpora.py) -> byte-level BPE ids (tokenizer.py), each document followed by <|endoftext|>
+  -> one token stream -> segments of seq_len + 1 tokens taken with stride seq_len, so consecutive segments
+  share one token and every token after the first is a target exactly once -> input_ids = seg[:-1],
+  labels = seg[1:]. The tail shorter than a segment is dropped. No label is IGNORE (all segments are full).
+
+The train documents are shuffled once with a fixed seed (0) before they are joined, so max_train_tokens
+(a cut of the train stream) is a uniform sample of documents; val and test keep the corpus order. The task
+seed only orders the train segments.
+
+Token streams are cached as .npy (uint16 when the vocabulary fits, else int32) in
+cache_dir()/lm/<corpus>-<key>/<split>.npy with key = hash(corpus, data_dir as given, sha256 of the tokenizer
+file); the train file name also carries max_train_tokens. Loading a cached stream needs only numpy and the
+tokenizer JSON, never `datasets` or the corpus, so a machine without them (the GPU box) trains from a
+copied cache folder: point SESSA_BENCH_CACHE at it and pass the same task.corpus / task.data_dir strings.
+Prepare the cache with `python -m sessa_bench.tasks.lm --corpus simplestories --data-dir <folder>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import corpora
+from .base import Task, config_key, split_seed
+from .cache import cache_dir
+from .corpora import CORPORA, SPLITS
+from .tokenizer import EOT, file_sha, load_tokenizer, resolve
+
+VERSION = 1            # bump when tokenisation or stream layout changes so stale shards are not reused
+CHUNK = 4096           # documents per encode_batch call
+DOC_SHUFFLE_SEED = 0   # fixed: the shards must not depend on the task seed
+
+
+class Segments(Dataset):
+    """Segment i of a token stream: tokens[i*L : i*L + L + 1], split into inputs and shifted labels."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, order: np.ndarray | None = None):
+        self.tokens, self.seq_len = tokens, seq_len
+        self.n = max(0, (len(tokens) - 1) // seq_len)
+        self.order = order
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"segment {i} out of range for {self.n} segments")
+        j = int(self.order[i]) if self.order is not None else i % self.n
+        seg = torch.from_numpy(np.asarray(self.tokens[j * self.seq_len: (j + 1) * self.seq_len + 1],
+                                          dtype=np.int64))
+        return {"input_ids": seg[:-1], "labels": seg[1:]}
+
+
+def tokenize(docs: list[str], tok, dtype, max_tokens: int | None = None) -> np.ndarray:
+    """One stream: every document's ids followed by EOT, cut to max_tokens."""
+    eot = tok.token_to_id(EOT)
+    parts, total = [], 0
+    for i in range(0, len(docs), CHUNK):
+        flat: list[int] = []
+        for enc in tok.encode_batch_fast(docs[i: i + CHUNK], add_special_tokens=False):
+            flat.extend(enc.ids)
+            flat.append(eot)
+        parts.append(np.asarray(flat, dtype=dtype))
+        total += len(flat)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    return stream[:max_tokens] if max_tokens is not None else stream
+
+
+def save_npy(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:   # a file object, so numpy does not append another .npy
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def _check_int(name: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name}={value!r} must be an int >= {lo}")
+    return int(value)
+
+
+class LanguageModeling(Task):
+    name = "lm"
+    head = "lm"
+    metrics = ("ppl", "top1", "top5")
+
+    def __init__(self, corpus: str = "simplestories", data_dir: str | None = None,
+                 tokenizer: str | None = None, vocab_size: int = 4096, seq_len: int = 256,
+                 max_train_tokens: int | None = None, seed: int = 0):
+        if corpus not in CORPORA:
+            raise ValueError(f"corpus={corpus!r} is not one of {CORPORA}")
+        self.corpus = corpus
+        self.data_dir = None if data_dir is None else os.path.normpath(str(data_dir))
+        self.seq_len = _check_int("seq_len", seq_len, 1)
+        self.max_train_tokens = None if max_train_tokens is None else \
+            _check_int("max_train_tokens", max_train_tokens, self.seq_len + 1)
+        self.seed = _check_int("seed", seed, 0)
+        # vocab_size is the size to train to; the attribute below is what the tokenizer really has
+        # (smaller only when a tiny corpus runs out of merges).
+        vocab_size = _check_int("vocab_size", vocab_size, 257)
+        self.tokenizer_path = resolve(corpus, vocab_size, self.data_dir, tokenizer)
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        self.vocab_size = self.tokenizer.get_vocab_size()
+        self.eot_id = self.pad_id = self.tokenizer.token_to_id(EOT)   # pad never occurs: segments are full
+        self.dtype = np.uint16 if self.vocab_size <= 2 ** 16 else np.int32
+        key = config_key({"corpus": corpus, "data_dir": self.data_dir, "version": VERSION,
+                          "tokenizer_sha256": file_sha(self.tokenizer_path)})
+        self.shard_dir = cache_dir() / "lm" / f"{corpus}-{key}"
+
+    @property
+    def max_len(self) -> int:
+        return self.seq_len
+
+    def shard_path(self, split: str) -> Path:
+        split_seed(0, split)  # validates the split name
+        cap = f"-max{self.max_train_tokens}" if split == "train" and self.max_train_tokens else ""
+        return self.shard_dir / f"{split}{cap}.npy"
+
+    def build_shards(self) -> None:
+        """Tokenise every split whose shard is missing (one corpus read for all of them)."""
+        missing = [s for s in SPLITS if not self.shard_path(s).is_file()]
+        if not missing:
+            return
+        docs = corpora.load_corpus(self.corpus, self.data_dir)
+        for split in missing:
+            d = docs[split]
+            if split == "train":
+                perm = np.random.default_rng(DOC_SHUFFLE_SEED).permutation(len(d))
+                d = [d[i] for i in perm]
+            cap = self.max_train_tokens if split == "train" else None
+            stream = tokenize(d, self.tokenizer, self.dtype, cap)
+            path = self.shard_path(split)
+            meta = {"corpus": self.corpus, "data_dir": self.data_dir, "split": split,
+                    "tokenizer": str(self.tokenizer_path), "tokenizer_sha256": file_sha(self.tokenizer_path),
+                    "vocab_size": self.vocab_size, "n_docs": len(d), "n_tokens": int(len(stream)),
+                    "max_train_tokens": cap, "version": VERSION}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+            save_npy(stream, path)   # written last: its presence marks a complete shard
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The split's token stream, memory-mapped from the cache (built on first use)."""
+        path = self.shard_path(split)
+        if not path.is_file():
+            self.build_shards()
+        return np.load(path, mmap_mode="r")
+
+    def dataset(self, split: str) -> Segments:
+        tokens = self.tokens(split)
+        data = Segments(tokens, self.seq_len)
+        if split == "train":  # shuffled at segment level; val/test keep stream order
+            data.order = np.random.default_rng(split_seed(self.seed, split)).permutation(len(data))
+        return data
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Tokenise a corpus into the shard cache (no training).")
+    p.add_argument("--corpus", required=True, choices=CORPORA)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--tokenizer", default=None, help="tokenizer JSON (default: the committed one)")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--max-train-tokens", type=int, default=None)
+    a = p.parse_args(argv)
+    task = LanguageModeling(a.corpus, a.data_dir, a.tokenizer, a.vocab_size,
+                            max_train_tokens=a.max_train_tokens)
+    task.build_shards()
+    for split in SPLITS:
+        print(f"{split}: {len(task.tokens(split)):,} tokens in {task.shard_path(split)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The training harness end to end on CPU: run folders, skip, resume, bad input, a user-added mixer."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sessa_bench.compose import compose_train
+from sessa_bench.run_folder import RunFolder
+from sessa_bench.train import run
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_SOUP = ["task.min_len=41", "task.max_len=61", "task.n_train=200", "task.n_val=40", "task.n_test=40"]
+
+
+def overrides(tmp_path, *extra):
+    return [f"results_dir={tmp_path}/runs", "logger=none", "trainer.progress_bar=false", "budget=tiny",
+            "trainer.max_steps=6", "trainer.val_every=3", "trainer.ckpt_every=2", "trainer.log_every=1",
+            "data.batch_size=4", *SMALL_SOUP, *extra]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_run_folder_contract_and_skip(tmp_path, caplog):
+    cfg = compose_train(overrides(tmp_path, "model=transformer"))
+    summary = run(cfg)
+    folder = RunFolder(tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0")
+    assert folder.is_finished()
+    saved = OmegaConf.load(folder.config)
+    assert saved.model.family == "transformer" and "hydra" not in saved
+    lines = folder.read_metrics()
+    assert [l["step"] for l in lines if "train/loss" in l] == sorted(l["step"] for l in lines if "train/loss" in l)
+    assert any("val/acc" in l for l in lines)
+    for key in ("val/acc", "test/acc", "val/loss"):
+        assert 0 <= summary["final"][key] < 100
+    assert summary["params"]["total"] > 0 and abs(summary["params"]["deviation"]) <= 0.02
+    assert summary["backends"] == ["sdpa"] and summary["git_commit"] and summary["hardware"]["torch"]
+    assert summary["steps"] == 6 and summary["throughput_tokens_per_s"] > 0
+    # a rerun is skipped and leaves the folder as it was
+    before = folder.summary.read_text()
+    mtime = folder.summary.stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="sessa_bench"):
+        assert run(compose_train(overrides(tmp_path, "model=transformer"))) == json.loads(before)
+    assert folder.summary.stat().st_mtime_ns == mtime
+    assert "skipping finished run" in caplog.text
+
+
+def _train_subprocess(tmp_path, *extra):
+    env = {**os.environ, "SESSA_BENCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "sessa_bench.train", *overrides(tmp_path, *extra)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    common = ["model=sessa", "trainer.max_steps=8", "trainer.val_every=4"]
+    killed = _train_subprocess(tmp_path, *common, "experiment_name=resumed", "debug.kill_at_step=4")
+    assert killed.returncode == 17, killed.stderr[-2000:]
+    folder = RunFolder(tmp_path / "runs" / "resumed" / "sessa-symbol_soup-tiny-s0")
+    assert folder.checkpoint.exists() and not folder.is_finished()
+    resumed = _train_subprocess(tmp_path, *common, "experiment_name=resumed", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout
+    full = _train_subprocess(tmp_path, *common, "experiment_name=full")
+    assert full.returncode == 0, full.stderr[-2000:]
+    a = folder.read_summary()["final"]
+    b = RunFolder(tmp_path / "runs" / "full" / "sessa-symbol_soup-tiny-s0").read_summary()["final"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+    # the metrics file of the resumed run holds each training step once
+    steps = [l["step"] for l in folder.read_metrics() if "train/loss" in l]
+    assert len(steps) == len(set(steps))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (["model=gpt5"], "model"),
+    (["task=nonexistent"], "task"),
+    (["budget=huge"], "budget"),
+    (["trainer.max_steps=-3"], "trainer.max_steps"),
+    (["trainer.max_steps=many"], "max_steps"),
+    (["trainer.no_such_key=1"], "no_such_key"),
+    (["task.data_dir=/no/such/folder"], "data_dir"),
+    (["+model.mixer_kwargs.gamma_max=1.5", "model=sessa"], "gamma_max"),
+])
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, bad, match):
+    with pytest.raises(Exception, match=match):
+        run(compose_train(overrides(tmp_path, *bad)))
+    assert not (tmp_path / "runs").exists()  # nothing was started, so nothing a rerun could trust
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    folder = RunFolder(tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0")
+    folder.checkpoint.parent.mkdir(parents=True)
+    folder.checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        run(compose_train(overrides(tmp_path, "model=transformer")))
+
+
+def test_new_baseline_from_one_yaml(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    confdir = tmp_path / "myconf" / "model"
+    confdir.mkdir(parents=True)
+    (confdir / "running_mean.yaml").write_text(
+        "defaults:\n  - model_schema\n  - _self_\nfamily: running_mean\nmixer: toy_mixer.RunningMeanMixer\n"
+        "mixer_kwargs: {scale: 0.5}\n")
+    cfg = compose_train(overrides(tmp_path, "model=running_mean",
+                                  f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"))
+    summary = run(cfg)
+    assert summary["family"] == "running_mean" and summary["model"]["mixer"] == "toy_mixer.RunningMeanMixer"
+    assert abs(summary["params"]["deviation"]) <= 0.02
+
+
+def test_toy_mixer_decodes_like_parallel():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_mixer import RunningMeanMixer
+    m = RunningMeanMixer(8, 1).double()
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    cache = m.init_cache(2, 7, dtype=torch.float64)
+    assert torch.allclose(m(x, cache), m(x))
