@@ -1,0 +1,76 @@
+"""Lightning callbacks of the harness: atomic checkpoints, throughput, and a hard kill for resume tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class AtomicCheckpoint(L.Callback):
+    """Saves the full training state to checkpoints/last.ckpt every n steps, via a temporary file and a
+    rename, so a run killed mid-write still has its previous checkpoint."""
+
+    def __init__(self, path: Path, every_n_steps: int):
+        self.path, self.every = Path(path), every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every == 0 or step >= trainer.max_steps:
+            self.save(trainer)
+
+    def save(self, trainer):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+
+class Throughput(L.Callback):
+    """Training tokens per second, logged per window and averaged after `warmup` steps for the summary
+    (the first steps pay for compilation and autotuning)."""
+
+    def __init__(self, warmup: int = 5):
+        self.warmup = warmup
+        self.tokens = 0
+        self.seconds = 0.0
+        self._t0 = None
+        self._seen = 0
+
+    def _sync(self):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._sync()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._sync()
+        dt = time.perf_counter() - self._t0
+        n = batch["input_ids"].numel() * trainer.world_size
+        self._seen += 1
+        if self._seen > self.warmup:
+            self.tokens += n
+            self.seconds += dt
+        pl_module.log("train/tokens_per_s", n / max(dt, 1e-9))
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.seconds if self.seconds else None
+
+
+class KillAtStep(L.Callback):
+    """Test hook (debug.kill_at_step): exit the process abruptly, as a crash would, right after the
+    checkpoint of the given step has been written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os._exit(17)

@@ -1,0 +1,44 @@
+"""`sessa-bench` command: train | eval | params | demo | report. Each forwards to its module's main."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: sessa-bench <command> [args]
+
+  train  [hydra overrides]        train one run (or -m for a multirun), e.g. model=mamba2 budget=small
+  eval   RUN_DIR [--split test] [--lengths 1 2 4]
+  params [--budget small] [--vocab 4096] [--seq-len 2048]
+  demo   [hydra overrides]        the CPU comparison of all three families (results/demo.md)
+  report demo                     rebuild a table from run folders
+"""
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        from sessa_bench import train
+        sys.argv = ["sessa-bench train", *rest]  # Hydra reads sys.argv
+        train.main()
+    elif cmd == "eval":
+        from sessa_bench.evaluate import main as m
+        m(rest)
+    elif cmd == "params":
+        from sessa_bench.budget import main as m
+        m(rest)
+    elif cmd == "demo":
+        from sessa_bench.demo import main as m
+        m(rest)
+    elif cmd == "report":
+        from sessa_bench.report import main as m
+        m(rest)
+    else:
+        sys.exit(f"sessa-bench: unknown command {cmd!r}\n{USAGE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Evaluate a finished or interrupted run's checkpoint on a split, optionally at longer lengths.
+
+    sessa-bench eval results/runs/demo/sessa-symbol_soup-tiny-s0 [--split test] [--lengths 1 2 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sessa_bench.data import TaskDataModule
+from sessa_bench.lit_module import LitSequenceModel
+from sessa_bench.run_folder import RunFolder, atomic_write_text
+
+
+def load_run(path: str | Path):
+    folder = RunFolder(path)
+    if not folder.config.exists():
+        raise FileNotFoundError(f"{folder.path} is not a run folder (no config.yaml)")
+    if not folder.checkpoint.exists():
+        raise FileNotFoundError(f"{folder.path} has no checkpoint at {folder.checkpoint}")
+    cfg = OmegaConf.load(folder.config)
+    try:
+        lit = LitSequenceModel.load_from_checkpoint(folder.checkpoint, map_location="cpu")
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {folder.checkpoint} is corrupt or unreadable "
+                           f"({type(e).__name__}: {e})") from None
+    return folder, cfg, lit
+
+
+def evaluate(path: str | Path, split: str = "test", lengths=(1,), accelerator: str = "auto") -> dict:
+    folder, cfg, lit = load_run(path)
+    task = instantiate(cfg.task)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    results = {}
+    for factor in lengths:
+        t = task if int(factor) == 1 else task.scaled(int(factor))
+        lit.test_prefix = split if int(factor) == 1 else f"{split}@{factor}x"
+        lit.slice_names = tuple(getattr(t, "slice_names", ()))
+        dm = TaskDataModule(t, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed)
+        dm.test_dataloader = lambda dm=dm: dm._eval_loader(split)
+        results.update(trainer.test(lit, datamodule=dm, verbose=False)[0])
+    atomic_write_text(folder.path / f"eval_{split}.json", json.dumps(results, indent=2, sort_keys=True))
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--split", default="test", choices=["val", "test"])
+    ap.add_argument("--lengths", nargs="+", type=int, default=[1])
+    args = ap.parse_args(argv)
+    for k, v in evaluate(args.run_dir, args.split, args.lengths).items():
+        print(f"{k}: {v:.6g}")
+
+
+if __name__ == "__main__":
+    main()

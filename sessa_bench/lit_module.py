@@ -1,0 +1,87 @@
+"""The LightningModule shared by every family and task: loss, AdamW with warmup + cosine decay, and
+exact split-level metrics for validation and test."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from sessa_bench.metrics import MetricAccumulator
+from sessa_bench.models.backbone import Backbone
+from sessa_bench.models.config import ModelConfig
+from sessa_bench.tasks.base import IGNORE
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float):
+    """Linear warmup to 1, then cosine decay to min_ratio at `total` steps."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+class LitSequenceModel(L.LightningModule):
+    def __init__(self, model_cfg: dict, optim: dict, max_steps: int, slice_names: tuple = ()):
+        super().__init__()
+        self.save_hyperparameters()  # checkpoints rebuild the model on their own
+        self.model = Backbone(ModelConfig(**model_cfg))
+        self.head = self.model.cfg.head
+        self.slice_names = tuple(slice_names)
+        self._acc: MetricAccumulator | None = None
+
+    def forward(self, batch):
+        return self.model(batch["input_ids"], lengths=batch.get("lengths"))
+
+    def loss(self, logits, labels):
+        if self.head == "cls":
+            return F.cross_entropy(logits.float(), labels)
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    # --- evaluation: accumulate over the split, reduce once ------------------------------------------
+    def _eval_start(self):
+        self._acc = MetricAccumulator(self.head, self.slice_names)
+
+    def _eval_step(self, batch):
+        self._acc.update(self(batch), batch["labels"], batch.get("slices"))
+
+    def on_validation_epoch_start(self):
+        self._eval_start()
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self):
+        self.log_dict(self._acc.compute("val"), prog_bar=False, sync_dist=True)
+
+    def on_test_epoch_start(self):
+        self._eval_start()
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self):
+        self.log_dict(self._acc.compute(getattr(self, "test_prefix", "test")), sync_dist=True)
+
+    # --- optimisation -----------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            (decay if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False) else no_decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(o["warmup_steps"], self.hparams.max_steps, o["min_lr_ratio"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,156 @@
+"""Train one (family, task, budget, seed) run into its run folder; skip it when already finished.
+
+    sessa-bench train model=mamba2 task=symbol_soup budget=tiny trainer.max_steps=200
+    python -m sessa_bench.train -m model=sessa,transformer,mamba2 seed=0,1     # Hydra multirun
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sessa_bench import schema
+from sessa_bench.budget import Budget, count_params, describe, solve
+from sessa_bench.callbacks import AtomicCheckpoint, KillAtStep, Throughput
+from sessa_bench.data import TaskDataModule
+from sessa_bench.lit_module import LitSequenceModel
+from sessa_bench.loggers import build_loggers
+from sessa_bench.models.config import ModelConfig
+from sessa_bench.run_folder import RunFolder, atomic_write_text, git_commit, hardware
+
+log = logging.getLogger("sessa_bench")
+schema.register()
+
+
+def build_task(cfg: DictConfig):
+    try:
+        return instantiate(cfg.task)
+    except Exception as e:  # Hydra wraps constructor errors; surface the task's own message
+        cause = e.__cause__ or e
+        if isinstance(cause, TypeError):
+            raise ValueError(f"task ({cfg.task_name}): {cause}; see conf/task/{cfg.task_name}.yaml") from e
+        raise cause from None
+
+
+def resolve_model(cfg: DictConfig, task) -> tuple[ModelConfig, Budget]:
+    budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
+    family = OmegaConf.to_container(cfg.model, resolve=True)
+    return solve(family, budget, task.vocab_size, head=task.head, n_classes=task.num_classes), budget
+
+
+def parameter_table(model_cfg: ModelConfig, budget: Budget, seq_len: int) -> tuple[str, dict]:
+    d = describe(model_cfg, seq_len, budget.target_params)
+    text = (f"model: {model_cfg.mixer} x {d['layers']} layers, d_model={d['d_model']}, heads={d['n_heads']}, "
+            f"block={model_cfg.block}\n"
+            f"params: total {d['params_total']:,} (target {budget.target_params:,}, {d['deviation']:+.2%}), "
+            f"non-embedding {d['params_non_embedding']:,}\n"
+            f"decode state: {d['state_per_token']:,} elements/token + {d['state_fixed']:,} fixed; "
+            f"train FLOPs/token at T={seq_len}: {d['train_flops_per_token'] / 1e6:.1f}M")
+    return text, d
+
+
+def _resume_step(cfg: DictConfig, folder: RunFolder) -> int | None:
+    """Step of the checkpoint to resume from, or None for a fresh start."""
+    if str(cfg.resume).lower() == "false" or not folder.checkpoint.exists():
+        return None
+    try:
+        ckpt = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
+        return int(ckpt["global_step"])
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {folder.checkpoint} is corrupt or unreadable ({type(e).__name__}: "
+                           f"{e}); delete it to restart this run from scratch, or pass resume=false") from None
+
+
+def run(cfg: DictConfig) -> dict:
+    schema.validate(cfg)
+    folder = RunFolder(f"{cfg.results_dir}/{cfg.experiment_name}/{cfg.run_name}")
+    if folder.is_finished():
+        log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
+        return folder.read_summary()
+
+    # Everything that can fail on bad input happens before the run folder is touched.
+    task = build_task(cfg)
+    dm = TaskDataModule(task, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.num_workers)
+    for split in ("train", "val", "test"):
+        dm.split(split)  # builds or loads the data now: a missing dataset fails here
+    model_cfg, budget = resolve_model(cfg, task)
+    start_step = _resume_step(cfg, folder)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    table, cost = parameter_table(model_cfg, budget, task.max_len)
+    print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
+
+    if start_step is None:
+        for stale in (folder.metrics, folder.summary):
+            stale.unlink(missing_ok=True)
+    else:
+        folder.truncate_metrics(start_step)
+        print(f"resuming from {folder.checkpoint} at step {start_step}", flush=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)  # present when composed outside @hydra.main
+    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved))
+
+    lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
+                           tuple(getattr(task, "slice_names", ())))
+    t = cfg.trainer
+    throughput = Throughput()
+    callbacks = [AtomicCheckpoint(folder.checkpoint, t.ckpt_every), throughput]
+    if cfg.debug.kill_at_step:
+        callbacks.append(KillAtStep(cfg.debug.kill_at_step))
+    tags = [f"family:{cfg.model.family}", f"task:{cfg.task_name}", f"budget:{budget.name}", f"seed:{cfg.seed}"]
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
+        max_steps=t.max_steps, val_check_interval=t.val_every, check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches or 1.0, log_every_n_steps=t.log_every,
+        gradient_clip_val=t.grad_clip or None, logger=build_loggers(cfg, folder, tags), callbacks=callbacks,
+        enable_checkpointing=False, enable_progress_bar=t.progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=0, default_root_dir=str(folder.path))
+    if t.compile:
+        lit.model = torch.compile(lit.model)
+
+    t0 = time.time()
+    trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None)
+    final = {}
+    final.update(trainer.validate(lit, datamodule=dm, verbose=False)[0])
+    final.update(trainer.test(lit, datamodule=dm, verbose=False)[0])
+    for factor in cfg.eval.lengths:  # length generalisation: the same model on longer sequences
+        if int(factor) != 1:
+            longer = task.scaled(int(factor))
+            lit.test_prefix, lit.slice_names = f"test@{factor}x", tuple(getattr(longer, "slice_names", ()))
+            final.update(trainer.test(lit, datamodule=TaskDataModule(longer, cfg.data.batch_size,
+                                                                    cfg.data.eval_batch_size, cfg.seed),
+                                      verbose=False)[0])
+
+    total, _ = count_params(lit.model)
+    summary = {
+        "final": final,
+        "experiment": cfg.experiment_name, "run_name": cfg.run_name, "family": cfg.model.family,
+        "task": cfg.task_name, "budget": budget.name, "seed": cfg.seed,
+        "params": {"total": total, "non_embedding": cost["params_non_embedding"],
+                   "target": budget.target_params, "deviation": (total - budget.target_params) / budget.target_params},
+        "cost": cost, "model": model_cfg.to_dict(),
+        "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
+        "throughput_tokens_per_s": throughput.tokens_per_s,
+        "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
+        "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
+        "precision": t.precision, "hardware": hardware(), "git_commit": git_commit(),
+    }
+    folder.write_summary(summary)
+    print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()
+                                                  if "/acc" in k or "/ppl" in k)[:600], flush=True)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
