@@ -141,8 +141,12 @@ class CausalAttention(Mixer):
         q, k, v = self.qkv(x, start=cache.pos)
         cache.write(k=k, v=v)
         end = cache.pos + 1
-        # A single query attends to every cached key: the math path with an all-true mask.
-        return attention_math(q, cache.upto("k", end), cache.upto("v", end))
+        # One query attends to every cached key (no mask). SDPA reads the cache in its own dtype: an
+        # upcast copy of a long cache would cost more memory than the cache itself.
+        k, v = cache.upto("k", end), cache.upto("v", end)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           enable_gqa=k.shape[2] != q.shape[2])
+        return o.transpose(1, 2)
 
     def step(self, x, cache):
         o = self.step_attend(x, cache)
