@@ -10,7 +10,7 @@ VOCAB     ?= 4096
 SEQ_LEN   ?= 2048
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-gpu params
+.PHONY: help install demo test test-gpu params bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ test: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## CPU tes
 
 test-gpu: ## GPU tests only: fast paths against the PyTorch references (needs CUDA)
 	$(PYTHON) -m pytest -m gpu -rs
+
+demo: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## tiny Sessa vs Transformer vs Mamba2 on SymbolSoup (CPU) -> results/demo.md
+	$(PYTHON) -m sessa_bench.demo
+
+bench: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## speed/memory/decode benchmark -> results/bench/<device>.md (toy shapes on CPU)
+	$(PYTHON) -m sessa_bench.bench
 
 params: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## per-family sizes for BUDGET=tiny|small|base (VOCAB, SEQ_LEN)
 	$(PYTHON) -m sessa_bench.budget --budget $(BUDGET) --vocab $(VOCAB) --seq-len $(SEQ_LEN)

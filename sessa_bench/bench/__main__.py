@@ -1,0 +1,182 @@
+"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode]
+
+Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import math
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from sessa_bench.bench.blocks import bench_blocks
+from sessa_bench.bench.decoding import bench_decoding
+from sessa_bench.bench.training import bench_training
+from sessa_bench.run_folder import atomic_write_text, git_commit
+
+FAMILIES = ("sessa", "transformer", "mamba2")
+PRESETS = {
+    # The shapes of the issue: D=768, 12 heads, bf16, 16384 tokens per batch; base budget for training
+    # and decoding.
+    "gpu": dict(dtype=torch.bfloat16, d_model=768, n_heads=12, tokens=16384,
+                lengths=[512, 1024, 2048, 4096, 8192, 16384], fit_lengths=[16384, 32768, 65536, 131072],
+                mamba=dict(headdim=64, d_state=128, chunk_size=256), reps=5,
+                train=dict(budget_name="base", vocab=4096, seq_len=2048, batch=8, warmup=5, steps=10),
+                decode=dict(budget_name="base", vocab=4096, contexts=[1024, 4096, 16384], batches=[1, 16],
+                            steps=16)),
+    # The same code at toy shapes, so CI runs it.
+    "cpu": dict(dtype=torch.float32, d_model=64, n_heads=4, tokens=512, lengths=[64, 128, 256],
+                fit_lengths=[], mamba=dict(headdim=16, d_state=16, chunk_size=32), reps=2,
+                train=dict(budget_name="tiny", vocab=256, seq_len=64, batch=4, warmup=1, steps=2),
+                decode=dict(budget_name="tiny", vocab=256, contexts=[32, 64], batches=[1, 4], steps=4)),
+}
+
+
+def device_slug(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def fmt(v, spec=".2f"):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else format(v, spec)
+    return str(v)
+
+
+def md_table(rows, cols, specs=None) -> str:
+    specs = specs or {}
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r.get(c), specs.get(c, ".2f")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def block_table(rows) -> str:
+    """One line per (impl, T): fwd+bwd and fwd-only side by side."""
+    merged = {}
+    for r in rows:
+        m = merged.setdefault((r["impl"], r["T"]), {"impl": r["impl"], "T": r["T"], "batch": r["batch"]})
+        key = "fb" if r["mode"] == "fwd+bwd" else "f"
+        m[f"{key}_ms"], m[f"{key}_x"], m[f"{key}_gib"] = r["ms"], r["x_attention"], r["peak_gib"]
+    cols = ["impl", "T", "batch", "fb_ms", "fb_x", "fb_gib", "f_ms", "f_x", "f_gib"]
+    return md_table(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols)
+
+
+def plot(rows, path: Path, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for impl in sorted({r["impl"] for r in rows}):
+        pts = sorted((r["T"], r["ms"], r["peak_gib"]) for r in rows
+                     if r["impl"] == impl and r["mode"] == "fwd+bwd" and isinstance(r["ms"], float))
+        style = "-" if impl.startswith("sessa") else "--" if impl.startswith("attention") else ":"
+        a.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=impl)
+        b.plot([p[0] for p in pts], [p[2] for p in pts], style, marker="o", label=impl)
+    has_mem = any(isinstance(r["peak_gib"], float) and r["peak_gib"] > 0 for r in rows)  # NaN on CPU: no allocator statistics there
+    for ax, ylabel in ((a, "fwd+bwd time per block (ms)"), (b, "peak memory (GiB)" if has_mem else
+                                                             "peak memory (not measured on CPU)")):
+        ax.set_xscale("log", base=2)
+        if ax is a or has_mem:
+            ax.set_yscale("log")
+        ax.set_xlabel("sequence length T (tokens per batch fixed)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--parts", nargs="+", default=["blocks", "train", "decode"], choices=["blocks", "train", "decode"])
+    ap.add_argument("--out-dir", default="results/bench")
+    args = ap.parse_args(argv)
+    p = PRESETS[args.preset]
+    device = torch.device("cuda" if args.preset == "gpu" else "cpu")
+    if args.preset == "gpu" and not torch.cuda.is_available():
+        sys.exit("--preset gpu needs a CUDA device")
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    slug = device_slug(device)
+    try:
+        import triton
+        triton_v = triton.__version__
+    except ImportError:
+        triton_v = "not installed"
+    dtype_name = str(p["dtype"]).replace("torch.", "")
+    header = (f"# Benchmark: {slug}\n\n"
+              f"- device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}; "
+              f"torch {torch.__version__}; triton {triton_v}; commit {git_commit()}; "
+              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+              f"- rerun: `make bench` (= `python -m sessa_bench.bench --preset {args.preset}`)\n")
+    sections, csv_rows = [header], []
+
+    if "blocks" in args.parts:
+        log("== blocks")
+        rows, fits = bench_blocks(device, p["dtype"], p["d_model"], p["n_heads"], p["tokens"], p["lengths"],
+                                  p["mamba"], p["reps"], p["fit_lengths"], log)
+        sections.append(
+            f"## Block level\n\nGated block around each mixer implementation; D={p['d_model']}, "
+            f"{p['n_heads']} heads, {dtype_name}, {p['tokens']} tokens per batch (batch = tokens // T), "
+            f"Mamba2 {p['mamba']}. Median of {p['reps']} after 2 warm-ups. `fb` = forward+backward, `f` = "
+            f"forward only; `_x` = time / the SDPA attention block's at the same T; `_gib` = peak memory "
+            f"above inputs.\n\n{block_table(rows)}\n\n"
+            + (f"Largest single sequence (batch 1) that trains (forward+backward), trying T in "
+               f"{p['fit_lengths']}:\n\n{md_table(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"
+               if p["fit_lengths"] else "")
+            + f"![block time and memory](./{slug}.png)\n")
+        csv_rows += [{"part": "blocks", **r} for r in rows] + [{"part": "fits", **r} for r in fits]
+        plot(rows, Path(args.out_dir) / f"{slug}.png",
+             f"{slug}: gated block fwd+bwd, D={p['d_model']}, {dtype_name}, {p['tokens']} tokens/batch")
+
+    if "train" in args.parts:
+        log("== training")
+        rows = bench_training(device, FAMILIES, log=log, **p["train"])
+        t = p["train"]
+        sections.append(
+            f"## Training\n\nBudget `{t['budget_name']}`, vocab {t['vocab']}, sequence {t['seq_len']}, batch "
+            f"{t['batch']}, bf16 autocast on GPU, AdamW; {t['steps']} timed steps after {t['warmup']} warm-up "
+            f"steps (Triton autotuning excluded). MFU = tokens/s x training FLOPs per token / dense bf16 peak "
+            f"(989 TFLOP/s on H100/H200).\n\n"
+            + md_table(rows, ["family", "params", "layers", "d_model", "tokens_per_s", "train_flops_per_token",
+                              "mfu", "backends"], {"tokens_per_s": ",.0f", "train_flops_per_token": ".3e",
+                                                   "mfu": ".3f"}) + "\n")
+        csv_rows += [{"part": "train", **r} for r in rows]
+
+    if "decode" in args.parts:
+        log("== decoding")
+        rows = bench_decoding(device, p["dtype"], FAMILIES, log=log, **p["decode"])
+        d = p["decode"]
+        sections.append(
+            f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
+            f"of the given length, one warm-up pass. Cache bytes per token of context, plus a fixed state per "
+            f"sequence.\n\n"
+            + md_table(rows, ["family", "context", "batch", "tokens_per_s", "cache_bytes_per_token",
+                              "cache_fixed_bytes_per_seq", "cache_gib"], {"tokens_per_s": ",.1f"}) + "\n")
+        csv_rows += [{"part": "decode", **r} for r in rows]
+
+    out = Path(args.out_dir)
+    atomic_write_text(out / f"{slug}.md", "\n".join(sections))
+    buf = io.StringIO()
+    keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k != "part", k))
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(csv_rows)
+    atomic_write_text(out / f"{slug}.csv", buf.getvalue())
+    print("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()

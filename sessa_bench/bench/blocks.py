@@ -1,0 +1,95 @@
+"""Block level: the gated block around each mixer implementation, forward+backward and forward only, at
+a fixed number of tokens per batch, for growing T; then the largest T each implementation fits."""
+
+from __future__ import annotations
+
+import torch
+
+from sessa_bench.bench.timing import free_memory, is_oom, measure
+from sessa_bench.models.attention import CausalAttention, _flash_attn_func
+from sessa_bench.models.block import GatedBlock
+
+
+def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict) -> dict:
+    """name -> factory of a mixer, for every implementation usable on this device."""
+    from sessa_bench.models import kernels
+    from sessa_bench.models.mamba2 import Mamba2Mixer
+    from sessa_bench.models.mamba_ssm_import import import_mamba_ssm
+    from sessa_bench.models.sessa import SessaMixer
+
+    cuda = device.type == "cuda"
+    out = {}
+    for impl in ("dense", "chunked", "triton"):
+        if impl not in kernels.IMPLS or (impl == "triton" and not (cuda and kernels.triton_available())):
+            continue
+        out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl)
+    for backend in ("math", "sdpa", "flash_attn"):
+        if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
+            continue
+        out[f"attention/{backend}"] = lambda b=backend: CausalAttention(d_model, n_heads, backend=b)
+    for backend in ("torch", "mamba_ssm"):
+        if backend == "mamba_ssm" and not (cuda and import_mamba_ssm() is not None):
+            continue
+        out[f"mamba2/{backend}"] = lambda b=backend: Mamba2Mixer(d_model, backend=b, **mamba)
+    return out
+
+
+def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
+    block = GatedBlock(d_model, factory()).to(device=device, dtype=dtype)
+    x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=backward)
+    grad = torch.randn_like(x)
+
+    def step():
+        y = block(x)
+        if backward:
+            y.backward(grad)
+            x.grad = None
+            for p in block.parameters():
+                p.grad = None
+
+    if not backward:
+        with torch.no_grad():
+            return measure(step, device, reps=reps)
+    return measure(step, device, reps=reps)
+
+
+def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths: list[int],
+                 mamba: dict, reps: int = 5, fit_lengths: list[int] = (), log=print) -> tuple[list, list]:
+    impls = implementations(device, d_model, n_heads, mamba)
+    rows = []
+    for T in lengths:
+        batch = max(1, tokens // T)
+        for name, factory in impls.items():
+            for backward in (True, False):
+                row = {"impl": name, "T": T, "batch": batch, "mode": "fwd+bwd" if backward else "fwd"}
+                try:
+                    row.update(run_one(factory, d_model, batch, T, dtype, device, backward, reps))
+                except Exception as e:  # OOM or an implementation limit: record, keep going
+                    if not is_oom(e):
+                        raise
+                    row.update(ms="OOM", peak_gib="OOM")
+                free_memory()
+                rows.append(row)
+                log(f"  {name:20s} T={T:6d} {row['mode']:7s} {row['ms']} ms  {row['peak_gib']} GiB")
+    # ratio to the attention block (sdpa) at the same T and mode
+    ref = {(r["T"], r["mode"]): r["ms"] for r in rows if r["impl"] == "attention/sdpa"}
+    for r in rows:
+        a, b = r["ms"], ref.get((r["T"], r["mode"]))
+        r["x_attention"] = a / b if isinstance(a, float) and isinstance(b, float) else "n/a"
+    # the largest single-sequence T each implementation trains (one fwd+bwd pass)
+    fits = []
+    for name, factory in impls.items():
+        largest = None
+        for T in fit_lengths:
+            try:
+                run_one(factory, d_model, 1, T, dtype, device, True, reps=1)
+                largest = T
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                free_memory()
+                break
+            free_memory()
+        fits.append({"impl": name, "largest_T_fwd_bwd": largest, "tried_up_to": max(fit_lengths, default=None)})
+        log(f"  fits: {name:20s} largest T = {largest}")
+    return rows, fits

@@ -1,0 +1,21 @@
+"""`make bench` on CPU: the same benchmark code at toy shapes writes its table, CSV and plot."""
+
+import csv
+
+from sessa_bench.bench.__main__ import main
+
+
+def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
+    main(["--preset", "cpu", "--out-dir", str(tmp_path)])
+    md = (tmp_path / "cpu.md").read_text()
+    for section in ("## Block level", "## Training", "## Decoding", "commit", "rerun: `make bench`"):
+        assert section in md
+    rows = list(csv.DictReader((tmp_path / "cpu.csv").open()))
+    blocks = [r for r in rows if r["part"] == "blocks"]
+    impls = {r["impl"] for r in blocks}
+    assert {"sessa/dense", "attention/sdpa", "attention/math", "mamba2/torch"} <= impls
+    # the attention/sdpa block is the reference of every ratio
+    assert all(float(r["x_attention"]) == 1.0 for r in blocks if r["impl"] == "attention/sdpa")
+    assert {r["family"] for r in rows if r["part"] == "decode"} == {"sessa", "transformer", "mamba2"}
+    assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["part"] in ("train", "decode"))
+    assert (tmp_path / "cpu.png").stat().st_size > 1000
