@@ -56,7 +56,8 @@ class SessaMixer(CausalAttention):
         if not self.feedback:
             return f
         q_b, k_b = self.feedback_qk(x)
-        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl)
+        self._impl_used = kernels.resolve_impl(self.impl, f)
+        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used)
 
     def init_cache(self, batch_size, max_len, device=None, dtype=None):
         if not self.feedback:
@@ -111,4 +112,5 @@ class SessaMixer(CausalAttention):
 
     def backend_used(self):
         attn = super().backend_used()
-        return attn if not self.feedback or attn is None else f"{attn}+{self.impl}"
+        impl = getattr(self, "_impl_used", self.impl)
+        return attn if not self.feedback or attn is None else f"{attn}+{impl}"

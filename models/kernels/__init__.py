@@ -1,16 +1,53 @@
 """Implementations of Sessa's feedback solve. `feedback(..., impl=)` picks one; all compute the same s.
 
-- dense:   the T x T reference (feedback_dense.py)
+- dense:   the T x T reference (feedback_dense.py); O(B T^2) memory
+- chunked: pure PyTorch, chunks of C rows, O(B T C + B T D) memory, any device (feedback_chunked.py)
+- triton:  Triton kernels for CUDA, same memory bound as chunked (feedback_triton.py, NOTES.md)
+- auto:    triton for CUDA tensors (fp16/bf16/fp32) when Triton imports, else chunked above AUTO_DENSE_MAX_T tokens and
+           dense up to it; `resolve_impl` says which one a call would use
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
+import torch
+
+from .feedback_chunked import feedback_chunked
 from .feedback_dense import feedback_dense
 
-IMPLS = ("auto", "dense")
+IMPLS = ("auto", "dense", "chunked", "triton")
+AUTO_DENSE_MAX_T = 512
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked  # dense is fastest on CPU for short rows and its T x T buffers are small there
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_impl(impl: str, x: torch.Tensor) -> str:
+    """The implementation `feedback(x, ..., impl=impl)` runs for an input like x: (B, T, D)."""
+    if impl not in IMPLS:
+        raise ValueError(f"sessa impl={impl!r} is not one of {IMPLS}")
+    if impl != "auto":
+        return impl
+    if x.is_cuda and x.dtype in TRITON_DTYPES and triton_available():
+        return "triton"
+    return "chunked" if x.shape[1] > AUTO_DENSE_MAX_T else "dense"
 
 
 def feedback(f, q_b, k_b, gamma, impl: str = "auto"):
-    if impl not in IMPLS:
-        raise ValueError(f"sessa impl={impl!r} is not one of {IMPLS}")
-    return feedback_dense(f, q_b, k_b, gamma)
+    impl = resolve_impl(impl, f)
+    if impl == "dense":
+        return feedback_dense(f, q_b, k_b, gamma)
+    if impl == "chunked":
+        return feedback_chunked(f, q_b, k_b, gamma)
+    if not triton_available():
+        raise ValueError("sessa impl='triton' needs the triton package (pip install triton); "
+                         "use impl='chunked' without it")
+    if not f.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
+    from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
+    return feedback_triton(f, q_b, k_b, gamma)
+

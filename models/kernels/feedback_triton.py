@@ -1,0 +1,318 @@
+"""Triton feedback solve for CUDA: the same s as feedback_dense in O(B T D + B T C) memory, fp32 accumulation.
+
+Notation as in feedback_chunked.py: chunk (tile) size C = BC rows, alpha[t, j] = exp(l[t, j] - lse[t]) for j < t,
+N_c = diag(gamma_c) alpha_cc the strictly lower diagonal block of chunk c, W_c = (I - N_c)^{-1}.
+NOTES.md beside this file has the algorithm, its flop and byte counts and the expected times.
+
+forward
+  _prep_kernel     grid (chunks, B), fully parallel: lse (flash-style online logsumexp over the row's past
+                   tiles), alpha_cc and W_c = (I+N)(I+N^2)(I+N^4)... (N is nilpotent: log2(C) doublings).
+  _solve_kernel    one program per (chunk, batch, D tile), in chunk order: s_c = W_c (f_c + gamma_c
+                   sum_{j<c} alpha_cj s_j). The alpha tiles need no s, so each program computes them while
+                   earlier chunks are still being solved and waits, per tile, on a flag that the program of
+                   chunk j raises once s_j is stored. Programs take tickets from an atomic counter, so a
+                   program only waits on programs that hold smaller tickets and are already running: no
+                   deadlock whatever the launch order or the number of resident programs.
+backward
+  _adjoint_kernel  the same wavefront in reverse chunk order for u = M^{-T} ds (df = u), with column
+                   strips of alpha: u_c = W_c^T (ds_c + sum_{t>c} alpha_tc^T gamma_t u_t).
+  dgamma, delta    u . h and gamma u . h, elementwise in PyTorch (h = alpha s is saved by the forward).
+  _dl_kernel       the softmax backward dl = alpha (gamma u s^T - delta) / sqrt(D) for a strip of R rows,
+                   written to an (R, T) scratch; cuBLAS then does dq_strip = dl k, dk += dl^T q. The strip
+                   bounds memory at B R T (linear in T for fixed R) and the D = 768-wide contractions of the
+                   outputs run once, on the tensor cores, instead of once per D tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .feedback_chunked import check_inputs
+
+STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
+
+
+@triton.jit
+def _gram(X, Y, rows, cols, T, D, BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """X[rows] @ Y[cols]^T over the full width D, fp32 accumulator; X, Y already offset to the batch."""
+    acc = tl.zeros((BC, BC), dtype=tl.float32)
+    for d0 in range(0, D, BK):
+        dk = d0 + tl.arange(0, BK)
+        x = tl.load(X + rows[:, None] * D + dk[None, :], mask=(rows[:, None] < T) & (dk[None, :] < D), other=0.0)
+        y = tl.load(Y + cols[:, None] * D + dk[None, :], mask=(cols[:, None] < T) & (dk[None, :] < D), other=0.0)
+        acc = tl.dot(x.to(DT), tl.trans(y.to(DT)), acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
+def _wait(FLAG):
+    """Spin until FLAG is set; the returned value feeds the masks of the loads it guards, so no compiler
+    pass can move those loads above the wait."""
+    ready = tl.atomic_add(FLAG, 0, sem="acquire")
+    while ready == 0:
+        ready = tl.atomic_add(FLAG, 0, sem="acquire")
+    return ready
+
+
+@triton.jit
+def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
+                 BC: tl.constexpr, BK: tl.constexpr, LOG2BC: tl.constexpr, DT: tl.constexpr,
+                 PREC: tl.constexpr, WPREC: tl.constexpr):
+    c = NC - 1 - tl.program_id(0)  # longest rows first
+    b = tl.program_id(1).to(tl.int64)
+    Q += b * T * D
+    K += b * T * D
+    rows = c * BC + tl.arange(0, BC)
+    # Diagonal tile first: it starts the running logsumexp and is kept for alpha_cc.
+    l_cc = _gram(Q, K, rows, rows, T, D, BC, BK, DT, PREC) * scale
+    l_cc = tl.where(rows[None, :] < rows[:, None], l_cc, float("-inf"))
+    m_i = tl.max(l_cc, 1)
+    z_i = tl.sum(tl.exp(l_cc - tl.where(m_i == float("-inf"), 0.0, m_i)[:, None]), 1)
+    for jt in range(0, c):
+        cols = jt * BC + tl.arange(0, BC)
+        l = _gram(Q, K, rows, cols, T, D, BC, BK, DT, PREC) * scale
+        m_new = tl.maximum(m_i, tl.max(l, 1))  # finite: every row of chunk c > 0 has this whole tile as past
+        z_i = z_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(l - m_new[:, None]), 1)
+        m_i = m_new
+    lse = tl.where(z_i == 0.0, 0.0, m_i + tl.log(z_i))  # row 0 has no past: any finite lse gives alpha = 0
+    tl.store(LSE + b * T + rows, lse, mask=rows < T)
+    a_cc = tl.exp(l_cc - lse[:, None])
+    g = tl.load(G + b * T + rows, mask=rows < T, other=0.0)
+    n = g[:, None] * a_cc
+    # W = sum_{i < BC} N^i, built as (I + N)(I + N^2)(I + N^4)...: after k steps W = sum_{i < 2^(k+1)} N^i.
+    w = (rows[:, None] == rows[None, :]).to(tl.float32) + n
+    p = n
+    for _ in tl.static_range(LOG2BC - 1):
+        p = tl.dot(p, p, input_precision=WPREC)
+        w = w + tl.dot(w, p, input_precision=WPREC)
+    i = tl.arange(0, BC)
+    offs = ((b * NC + c) * BC + i[:, None]) * BC + i[None, :]
+    tl.store(Wm + offs, w)
+    tl.store(Am + offs, a_cc)
+
+
+@triton.jit
+def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, NB, scale,
+                  BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+                  PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr):
+    tile = tl.atomic_add(COUNTER, 1)  # tickets in chunk order: see the module docstring
+    c = tile // (NB * ND)
+    b = (tile // ND) % NB
+    d = tile % ND
+    b64 = b.to(tl.int64)
+    base = b64 * T * D
+    rows = c * BC + tl.arange(0, BC)
+    dcols = d * BD + tl.arange(0, BD)
+    lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
+    acc = tl.zeros((BC, BD), dtype=tl.float32)
+    for jt in range(0, c):
+        cols = jt * BC + tl.arange(0, BC)
+        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale - lse[:, None])
+        ready = _wait(FLAGS + (b * NC + jt) * ND + d)
+        s_j = tl.load(S + base + cols[:, None] * D + dcols[None, :],
+                      mask=(dcols[None, :] < D) & (ready != 0), other=0.0, cache_modifier=".cg")
+        if PV_LOWP:
+            acc = tl.dot(p.to(DT), s_j.to(DT), acc)
+        else:
+            acc = tl.dot(p, s_j, acc, input_precision=PV_PREC)
+    io = base + rows[:, None] * D + dcols[None, :]
+    io_mask = (rows[:, None] < T) & (dcols[None, :] < D)
+    g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
+    r = tl.load(F + io, mask=io_mask, other=0.0).to(tl.float32) + g[:, None] * acc
+    i = tl.arange(0, BC)
+    offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
+    s_c = tl.dot(tl.load(Wm + offs), r, input_precision=WPREC)
+    tl.store(S + io, s_c, mask=io_mask)
+    tl.debug_barrier()  # every thread's part of s_c is stored before the flag goes up
+    tl.atomic_xchg(FLAGS + (b * NC + c) * ND + d, 1, sem="release")
+    # h = alpha s for the backward (dgamma = u . h), off the critical path.
+    h = acc + tl.dot(tl.load(Am + offs), s_c, input_precision=WPREC)
+    tl.store(H + io, h, mask=io_mask)
+
+
+@triton.jit
+def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, scale,
+                    BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+                    PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr):
+    tile = tl.atomic_add(COUNTER, 1)  # tickets in reverse chunk order
+    c = NC - 1 - tile // (NB * ND)
+    b = (tile // ND) % NB
+    d = tile % ND
+    b64 = b.to(tl.int64)
+    base = b64 * T * D
+    cols = c * BC + tl.arange(0, BC)  # this program solves u for the rows of chunk c = columns of alpha
+    dcols = d * BD + tl.arange(0, BD)
+    acc = tl.zeros((BC, BD), dtype=tl.float32)
+    for i in range(0, NC - 1 - c):
+        tt = NC - 1 - i  # latest chunk first: it was solved first, so the waits overlap with work
+        rows = tt * BC + tl.arange(0, BC)
+        lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
+        g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
+        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale - lse[:, None])
+        p = tl.where(rows[:, None] < T, p, 0.0)
+        ready = _wait(FLAGS + (b * NC + tt) * ND + d)
+        u_t = tl.load(U + base + rows[:, None] * D + dcols[None, :],
+                      mask=(rows[:, None] < T) & (dcols[None, :] < D) & (ready != 0), other=0.0,
+                      cache_modifier=".cg")
+        v_t = g[:, None] * u_t
+        if PV_LOWP:
+            acc = tl.dot(tl.trans(p.to(DT)), v_t.to(DT), acc)
+        else:
+            acc = tl.dot(tl.trans(p), v_t, acc, input_precision=PV_PREC)
+    io = base + cols[:, None] * D + dcols[None, :]
+    io_mask = (cols[:, None] < T) & (dcols[None, :] < D)
+    rhs = tl.load(DS + io, mask=io_mask, other=0.0).to(tl.float32) + acc
+    i = tl.arange(0, BC)
+    offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
+    u_c = tl.dot(tl.trans(tl.load(Wm + offs)), rhs, input_precision=WPREC)
+    tl.store(U + io, u_c, mask=io_mask)
+    tl.debug_barrier()
+    tl.atomic_xchg(FLAGS + (b * NC + c) * ND + d, 1, sem="release")
+
+
+@triton.jit
+def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
+               BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    i = tl.program_id(0)
+    jt = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    base = b * T * D
+    rows = r0 + i * BC + tl.arange(0, BC)
+    cols = jt * BC + tl.arange(0, BC)
+    out = DL + b * RS * LDL + (i * BC + tl.arange(0, BC))[:, None] * LDL + cols[None, :]
+    if jt * BC > r0 + i * BC:  # tile wholly on or above the diagonal: alpha = 0 there
+        tl.store(out, tl.zeros((BC, BC), dtype=DL.dtype.element_ty))
+    else:
+        lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
+        g = tl.load(G + b * T + rows, mask=rows < T, other=0.0)
+        delta = tl.load(DELTA + b * T + rows, mask=rows < T, other=0.0)
+        l = _gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale
+        past = (cols[None, :] < rows[:, None]) & (rows[:, None] < T)
+        p = tl.where(past, tl.exp(l - lse[:, None]), 0.0)
+        dalpha = g[:, None] * _gram(U + base, S + base, rows, cols, T, D, BC, BK, DT, PREC)
+        tl.store(out, (p * (dalpha - delta[:, None]) * scale).to(DL.dtype.element_ty))
+
+
+_TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+
+
+class _Config:
+    """Tile sizes and dot precisions for one call (all compile-time constants of the kernels)."""
+
+    def __init__(self, dtype: torch.dtype, D: int, chunk: int, block_d: int | None, num_warps: int | None):
+        if dtype not in _TL:
+            raise ValueError(f"feedback impl='triton' needs q_b/k_b in float16, bfloat16 or float32, got {dtype}")
+        if chunk not in (16, 32, 64):
+            raise ValueError(f"feedback chunk={chunk!r} must be one of 16, 32, 64 for impl='triton'")
+        self.BC, self.DT = chunk, _TL[dtype]
+        self.LOG2BC = chunk.bit_length() - 1
+        self.BK = 64 if D >= 64 else max(16, triton.next_power_of_2(D))
+        self.BD = block_d or max(16, min(128, triton.next_power_of_2(D)))
+        if self.BD < 16 or self.BD & (self.BD - 1):
+            raise ValueError(f"feedback block_d={block_d!r} must be a power of two >= 16")
+        self.ND = triton.cdiv(D, self.BD)
+        self.num_warps = num_warps or (8 if self.BD >= 256 else 4)
+        low = dtype != torch.float32
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        fp32_prec = "tf32" if tf32 else "ieee"
+        # The logits are exponentiated, so a TF32 rounding of q.k (1e-3 of |l|) would become a relative
+        # error of alpha itself: with float32 operands they keep float32 accuracy (3xTF32 when TF32 is on).
+        self.PREC = "tf32" if low else ("tf32x3" if tf32 else "ieee")   # q.k and u.s (bf16/fp16: exact products)
+        self.PV_LOWP, self.PV_PREC = low, fp32_prec                      # alpha @ s and alpha^T (gamma u) tiles
+        self.WPREC = "tf32x3" if low else fp32_prec                      # the small fp32 W products
+
+
+def _prep(q, k, g, cfg: _Config):
+    B, T, D = q.shape
+    NC = triton.cdiv(T, cfg.BC)
+    lse = torch.empty(B, T, dtype=torch.float32, device=q.device)
+    W = torch.empty(B, NC, cfg.BC, cfg.BC, dtype=torch.float32, device=q.device)
+    A = torch.empty_like(W)
+    _prep_kernel[(NC, B)](q, k, g, lse, W, A, T, D, NC, 1.0 / math.sqrt(D), BC=cfg.BC, BK=cfg.BK,
+                          LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, num_warps=cfg.num_warps)
+    return lse, W, A
+
+
+def _wavefront_args(B, T, cfg: _Config, device):
+    NC = triton.cdiv(T, cfg.BC)
+    flags = torch.zeros(B * NC * cfg.ND, dtype=torch.int32, device=device)
+    counter = torch.zeros(1, dtype=torch.int32, device=device)
+    return (NC * B * cfg.ND,), flags, counter, NC
+
+
+def _solve(f, q, k, g, lse, W, A, cfg: _Config):
+    B, T, D = f.shape
+    s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
+    h = torch.empty_like(s)
+    grid, flags, counter, NC = _wavefront_args(B, T, cfg, f.device)
+    _solve_kernel[grid](q, k, f, g, lse, W, A, s, h, flags, counter, T, D, NC, cfg.ND, B, 1.0 / math.sqrt(D),
+                        BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
+                        PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, num_warps=cfg.num_warps)
+    return s, h
+
+
+def _adjoint(ds, q, k, g, lse, W, cfg: _Config):
+    B, T, D = ds.shape
+    u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
+    grid, flags, counter, NC = _wavefront_args(B, T, cfg, ds.device)
+    _adjoint_kernel[grid](q, k, ds, g, lse, W, u, flags, counter, T, D, NC, cfg.ND, B, 1.0 / math.sqrt(D),
+                          BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
+                          PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, num_warps=cfg.num_warps)
+    return u
+
+
+def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
+    """dq, dk (fp32) from strips of R rows of dl = alpha (gamma u s^T - delta) / sqrt(D)."""
+    B, T, D = q.shape
+    BC = cfg.BC
+    T_pad = triton.cdiv(T, BC) * BC
+    R = min(T_pad, BC * max(1, STRIP_ELEMS // (B * T_pad * BC)))
+    dl_dtype = q.dtype
+    dl = torch.empty(B, R, T_pad, dtype=dl_dtype, device=q.device)
+    dq = torch.empty(B, T, D, dtype=torch.float32, device=q.device)
+    dk = torch.zeros(B, T, D, dtype=torch.float32, device=q.device)
+    for r0 in range(0, T, R):
+        r1 = min(r0 + R, T)
+        grid = (triton.cdiv(r1 - r0, BC), triton.cdiv(r1, BC), B)
+        _dl_kernel[grid](q, k, u, s, g, lse, delta, dl, T, D, r0, T_pad, R, 1.0 / math.sqrt(D), BC=BC, BK=cfg.BK,
+                         DT=cfg.DT, PREC=cfg.PREC, num_warps=4)
+        strip = dl[:, :r1 - r0, :r1]
+        dq[:, r0:r1] = torch.bmm(strip, k[:, :r1])
+        dk[:, :r1] += torch.bmm(strip.transpose(1, 2), q[:, r0:r1])
+    return dq, dk
+
+
+class TritonFeedback(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, q_b, k_b, gamma, chunk, block_d, num_warps):
+        dt = torch.promote_types(q_b.dtype, k_b.dtype)
+        cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps)
+        q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
+        g = gamma.to(torch.float32).contiguous()
+        lse, W, A = _prep(q, k, g, cfg)
+        s32, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg)
+        s = s32.to(f.dtype)
+        ctx.save_for_backward(q, k, g, lse, W, s, h)
+        ctx.cfg, ctx.dtypes = cfg, (f.dtype, q_b.dtype, k_b.dtype, gamma.dtype)
+        return s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, ds):
+        q, k, g, lse, W, s, h = ctx.saved_tensors
+        u = _adjoint(ds.contiguous(), q, k, g, lse, W, ctx.cfg)
+        dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
+        dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, ctx.cfg)
+        return (*(x.to(dt) for x, dt in zip((u, dq, dk, dgamma), ctx.dtypes)), None, None, None)
+
+
+def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
+                    chunk: int = 64, block_d: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable.
+    chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns."""
+    check_inputs(f, q_b, k_b, gamma)
+    return TritonFeedback.apply(f, q_b, k_b, gamma, chunk, block_d, num_warps)

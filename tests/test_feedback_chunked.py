@@ -1,0 +1,220 @@
+"""The linear-memory feedback solves against the dense T x T reference (feedback_dense, float64): the chunked
+PyTorch version's output and all four gradients over sequence lengths that are and are not multiples of the
+chunk, gains near +-gamma_max, peaked and flat routing and exact zeros in gamma; torch.autograd.gradcheck;
+a dispatch-mode check that no T x T tensor is ever created (and that the same check catches the dense
+version); the impl dispatch; and, where Triton is installed, the Triton kernels run by its CPU interpreter."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sessa_bench.models import kernels
+from sessa_bench.models.kernels.feedback_chunked import feedback_chunked
+from sessa_bench.models.kernels.feedback_dense import feedback_dense
+
+GAMMA_MAX = 0.999
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Thousands of tiny ops: with threads on a shared 2-core box each op waits on the others; one is faster.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def draw(B, T, D, regime="peaked", dtype=torch.float64, seed=0):
+    """Fresh inputs. peaked: large logits, near one-hot routing; flat: near-uniform routing. Gains sit near
+    +-GAMMA_MAX (tanh of a wide normal), where the solve is least contractive."""
+    gen = torch.Generator().manual_seed(seed)
+    f, q, k = (torch.randn(B, T, D, generator=gen, dtype=torch.float64) for _ in range(3))
+    q = q * {"peaked": 4.0, "flat": 0.01}[regime]
+    gamma = GAMMA_MAX * torch.tanh(4.0 * torch.randn(B, T, generator=gen, dtype=torch.float64))
+    return [x.to(dtype) for x in (f, q, k, gamma)]
+
+
+def run(fn, inputs, ds):
+    """s and (df, dq_b, dk_b, dgamma) for the loss <s, ds>."""
+    xs = [x.detach().clone().requires_grad_() for x in inputs]
+    s = fn(*xs)
+    return [s.detach(), *torch.autograd.grad(s, xs, ds.to(s.dtype))]
+
+
+def rel(a, b):
+    # The floor keeps analytically zero gradients (dq_b, dk_b at T <= 2, where every softmax is over one
+    # entry) from dividing rounding noise by zero; every input is O(1), so 1e-3 is far below any real norm.
+    return float((a.double() - b).norm() / max(float(b.norm()), 1e-3))
+
+
+NAMES = ("s", "df", "dq_b", "dk_b", "dgamma")
+
+
+@pytest.mark.parametrize("regime", ["peaked", "flat"])
+@pytest.mark.parametrize("T", [1, 2, 5, 37, 100])
+@pytest.mark.parametrize("chunk", [1, 4, 16, 64])
+def test_chunked_matches_dense_float64(T, chunk, regime):
+    inputs = draw(2, T, 6, regime, seed=T * 100 + chunk)
+    ds = torch.randn(2, T, 6, dtype=torch.float64)
+    ref = run(feedback_dense, inputs, ds)
+    out = run(lambda *x: feedback_chunked(*x, chunk=chunk), inputs, ds)
+    for name, a, b in zip(NAMES, out, ref):
+        assert a.dtype == torch.float64
+        assert rel(a, b) <= 1e-10, (name, rel(a, b))
+
+
+@pytest.mark.parametrize("T,chunk", [(37, 16), (100, 64), (100, 7)])
+def test_chunked_float32_matches_dense_float64(T, chunk):
+    inputs = draw(2, T, 6, "peaked", seed=T + chunk)
+    ds = torch.randn(2, T, 6, dtype=torch.float64)
+    ref = run(feedback_dense, inputs, ds)
+    out = run(lambda *x: feedback_chunked(*x, chunk=chunk), [x.float() for x in inputs], ds)
+    for name, a, b in zip(NAMES, out, ref):
+        assert a.dtype == torch.float32
+        assert rel(a, b) <= 1e-4, (name, rel(a, b))
+
+
+def test_chunked_gamma_zero_gradient():
+    """dgamma where gamma is exactly 0 (the direct form u . alpha s, not (s - f) . u / gamma)."""
+    f, q, k, gamma = draw(2, 20, 5, "flat", seed=3)
+    gamma[:, ::3] = 0.0
+    ds = torch.randn(2, 20, 5, dtype=torch.float64)
+    ref = run(feedback_dense, (f, q, k, gamma), ds)
+    out = run(lambda *x: feedback_chunked(*x, chunk=4), (f, q, k, gamma), ds)
+    assert torch.isfinite(out[4]).all()
+    assert rel(out[4], ref[4]) <= 1e-10
+    assert out[4][:, ::3].abs().max() > 1e-3  # the zero-gain positions still get a real gradient
+
+
+@pytest.mark.parametrize("T,chunk", [(6, 4), (5, 1), (4, 8)])
+def test_chunked_gradcheck(T, chunk):
+    f, q, k, gamma = draw(1, T, 3, "peaked", seed=T)
+    xs = [x.requires_grad_() for x in (f, q * 0.5, k, gamma * 0.9)]
+    assert torch.autograd.gradcheck(lambda *x: feedback_chunked(*x, chunk=chunk), xs, eps=1e-6, atol=1e-8)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def largest_tensor(fn, B, T, D):
+    f, q, k, gamma = draw(B, T, D, "flat", dtype=torch.float32, seed=1)
+    xs = [x.requires_grad_() for x in (f, q, k, gamma)]
+    with LargestTensor() as mode:
+        s = fn(*xs)
+        s.backward(torch.ones_like(s))
+    assert all(torch.isfinite(x.grad).all() for x in xs)
+    return mode.largest
+
+
+def test_chunked_never_builds_t_by_t():
+    T, C = 2048, 16
+    largest = largest_tensor(lambda *x: feedback_chunked(*x, chunk=C), 1, T, 8)
+    assert largest <= C * T, largest  # one (C, T) strip of logits is the biggest thing, forward and backward
+
+
+def test_largest_tensor_check_catches_dense():
+    T = 64
+    assert largest_tensor(feedback_dense, 1, T, 8) >= T * T
+
+
+def test_bad_inputs_raise():
+    f, q, k, gamma = draw(1, 5, 4)
+    with pytest.raises(ValueError, match="chunk"):
+        feedback_chunked(f, q, k, gamma, chunk=0)
+    with pytest.raises(ValueError, match="q_b"):
+        feedback_chunked(f, q[:, :4], k, gamma)
+    with pytest.raises(ValueError, match="gamma"):
+        feedback_chunked(f, q, k, gamma[..., None])
+    with pytest.raises(ValueError, match="impl"):
+        kernels.feedback(f, q, k, gamma, impl="fast")
+
+
+def test_dispatch():
+    short, long = torch.zeros(1, kernels.AUTO_DENSE_MAX_T, 2), torch.zeros(1, kernels.AUTO_DENSE_MAX_T + 1, 2)
+    assert kernels.resolve_impl("auto", short) == "dense"
+    assert kernels.resolve_impl("auto", long) == "chunked"
+    assert kernels.resolve_impl("triton", short) == "triton"
+    f, q, k, gamma = draw(2, 30, 4, seed=5)
+    ref = feedback_dense(f, q, k, gamma)
+    assert rel(kernels.feedback(f, q, k, gamma, impl="chunked"), ref) <= 1e-12
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA|triton"):
+            kernels.feedback(f, q, k, gamma, impl="triton")
+
+
+# --- the Triton kernels under TRITON_INTERPRET=1 -----------------------------------------------------------
+# Triton reads TRITON_INTERPRET when it is imported and again at each launch, so the interpreted runs happen
+# in a child process that has it from the start (this file run as a script, see the bottom); the tests here
+# check what it reports. The interpreter runs programs one after another in launch order, so it checks the
+# arithmetic and indexing of the kernels, not their behaviour under real concurrency (test_gpu_feedback.py).
+
+INTERPRETED = {  # name -> (B, T, D, chunk, block_d, regime, strip_elems)
+    **{f"T{T}-D{D}-C{C}-{r}": (2, T, D, C, None, r, None)
+       for T, D, C in [(1, 8, 16), (5, 8, 16), (37, 20, 16), (70, 33, 32), (50, 16, 16)] for r in ("peaked", "flat")},
+    "D40-three-d-tiles": (1, 45, 40, 16, 16, "peaked", None),  # each solve program owns one 16-wide D tile
+    "several-dl-strips": (2, 40, 8, 16, None, "flat", 1),     # dq, dk from one-chunk row strips of dl
+}
+
+
+def interpreted_errors() -> dict:
+    """Run in the child: the Triton kernels in float32 against the dense float64 reference."""
+    from triton.runtime import interpreter
+
+    # Triton 3.6's interpreter turns scalars into ints with int(1-element array), which numpy >= 2.3 refuses.
+    original = interpreter._patch_lang_tensor
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patch_lang_tensor
+    from sessa_bench.models.kernels import feedback_triton as ft
+
+    errors = {}
+    for name, (B, T, D, chunk, block_d, regime, strip) in INTERPRETED.items():
+        ft.STRIP_ELEMS = strip or (1 << 25)
+        inputs = draw(B, T, D, regime, seed=T * D + chunk)
+        ds = torch.randn(B, T, D, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
+        ref = run(feedback_dense, inputs, ds)
+        out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d), [x.float() for x in inputs], ds)
+        errors[name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf") for n, a, b in zip(NAMES, out, ref)}
+    return errors
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, __file__, "--interpret"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", list(INTERPRETED))
+def test_triton_interpreted_float32(interpreted, case):
+    for name, err in interpreted[case].items():
+        assert err <= 1e-4, (case, name, err)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--interpret"]:
+    print(json.dumps(interpreted_errors()))

@@ -1,0 +1,120 @@
+"""GPU parity of the linear-memory feedback solves (run with `make test-gpu`): the Triton kernels and the
+chunked PyTorch version on CUDA against the dense float64 reference, for s and every gradient, in float32
+(exact dots, and TF32 dots) and bfloat16; bitwise repeatability (a race in the wavefront's flags would show
+as run-to-run differences); more programs than fit on the GPU at once (the ticket order must not deadlock);
+and peak memory far under one T x T buffer at T = 32768."""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from sessa_bench.models import kernels  # noqa: E402
+from sessa_bench.models.kernels.feedback_chunked import feedback_chunked  # noqa: E402
+from sessa_bench.models.kernels.feedback_dense import feedback_dense  # noqa: E402
+from sessa_bench.models.kernels.feedback_triton import feedback_triton  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+NAMES = ("s", "df", "dq_b", "dk_b", "dgamma")
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32():
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def draw(B, T, D, regime, dtype, seed):
+    """Inputs rounded to dtype, so the float64 reference sees exactly what the kernels see."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    f, q, k = (torch.randn(B, T, D, generator=gen, device="cuda") for _ in range(3))
+    q = q * {"peaked": 4.0, "flat": 0.01}[regime]
+    gamma = 0.999 * torch.tanh(4.0 * torch.randn(B, T, generator=gen, device="cuda"))
+    return [x.to(dtype) for x in (f, q, k)] + [gamma]
+
+
+def run(fn, inputs, ds, dtype=None):
+    xs = [(x.to(dtype) if dtype else x).detach().requires_grad_() for x in inputs]
+    s = fn(*xs)
+    return [s.detach(), *torch.autograd.grad(s, xs, ds.to(s.dtype))]
+
+
+def rel(a, b):
+    return float((a.double() - b).norm() / max(float(b.norm()), 1e-3))
+
+
+def check(fn, inputs, tol, ref=None):
+    ds = torch.randn_like(inputs[0], dtype=torch.float64)
+    ref = ref or run(feedback_dense, inputs, ds, torch.float64)
+    out = run(fn, inputs, ds)
+    for name, a, b, x in zip(NAMES, out, ref, [inputs[0], *inputs]):
+        assert a.dtype == x.dtype and torch.isfinite(a).all(), name
+        assert rel(a, b) <= tol, (name, rel(a, b))
+    return out
+
+
+SHAPES = [(2, 37, 16, 16), (2, 200, 64, 64), (3, 333, 96, 32), (1, 1000, 768, 64), (2, 129, 200, 32)]
+
+
+@pytest.mark.parametrize("B,T,D,chunk", SHAPES)
+@pytest.mark.parametrize("regime", ["peaked", "flat"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_triton_matches_dense(B, T, D, chunk, regime, dtype, tol):
+    inputs = draw(B, T, D, regime, dtype, seed=T + D)
+    check(lambda *x: feedback_triton(*x, chunk=chunk), inputs, tol)
+
+
+@pytest.mark.parametrize("block_d", [16, 64, 256])
+def test_triton_block_d(block_d):
+    inputs = draw(2, 300, 160, "peaked", torch.bfloat16, seed=block_d)
+    check(lambda *x: feedback_triton(*x, block_d=block_d), inputs, 2e-2)
+
+
+def test_triton_tf32():
+    torch.backends.cuda.matmul.allow_tf32 = True  # the fixture restores it
+    inputs = draw(2, 500, 128, "peaked", torch.float32, seed=7)
+    check(lambda *x: feedback_triton(*x), inputs, 3e-3)
+
+
+def test_triton_is_auto_on_cuda():
+    inputs = draw(1, 64, 32, "flat", torch.float32, seed=3)
+    assert kernels.resolve_impl("auto", inputs[0]) == "triton"
+    check(lambda *x: kernels.feedback(*x, impl="auto"), inputs, 1e-4)
+
+
+def test_triton_repeatable_and_many_programs():
+    """3072 solve programs (far more than can be resident): the ticket order must not deadlock, and the
+    spin-wait flags must order every read after its write, so two runs agree bit for bit."""
+    inputs = draw(8, 2048, 768, "peaked", torch.bfloat16, seed=5)
+    ds = torch.randn_like(inputs[0])
+    fn = lambda *x: feedback_triton(*x, block_d=64)  # noqa: E731
+    first = run(fn, inputs, ds)
+    for _ in range(2):
+        for name, a, b in zip(NAMES, run(fn, inputs, ds), first):
+            assert torch.equal(a, b), name
+    ref = run(feedback_dense, [x[:1] for x in inputs], ds[:1].double(), torch.float64)
+    for name, a, b in zip(NAMES, first, ref):
+        assert rel(a[:1], b) <= 2e-2, (name, rel(a[:1], b))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_chunked_on_cuda(dtype, tol):
+    inputs = draw(2, 300, 96, "peaked", dtype, seed=9)
+    check(lambda *x: feedback_chunked(*x, chunk=64), inputs, tol)
+
+
+@pytest.mark.parametrize("impl", ["triton", "chunked"])
+def test_memory_linear_in_t(impl):
+    T, D = 32768, 64
+    inputs = draw(1, T, D, "flat", torch.bfloat16, seed=1)
+    xs = [x.requires_grad_() for x in inputs]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    s = kernels.feedback(*xs, impl=impl)
+    s.backward(torch.ones_like(s))
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    assert peak < T * T * 2 // 4, peak / 2**20  # a quarter of one bf16 T x T matrix
