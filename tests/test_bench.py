@@ -8,7 +8,7 @@ from sessa_bench.bench.__main__ import main
 def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
     main(["--preset", "cpu", "--out-dir", str(tmp_path)])
     md = (tmp_path / "cpu.md").read_text()
-    for section in ("## Block level", "## Training", "## Decoding", "commit", "rerun: `make bench`"):
+    for section in ("## Block level", "## Training", "## Decoding", "commit", "rerun: `python -m sessa_bench.bench"):
         assert section in md
     rows = list(csv.DictReader((tmp_path / "cpu.csv").open()))
     blocks = [r for r in rows if r["part"] == "blocks"]

@@ -26,7 +26,7 @@ PRESETS = {
     # and decoding.
     "gpu": dict(dtype=torch.bfloat16, d_model=768, n_heads=12, tokens=16384,
                 lengths=[512, 1024, 2048, 4096, 8192, 16384], fit_lengths=[16384, 32768, 65536, 131072],
-                mamba=dict(headdim=64, d_state=128, chunk_size=256), reps=5,
+                mamba=dict(headdim=64, d_state=128, chunk_size=256), reps=3,
                 train=dict(budget_name="base", vocab=4096, seq_len=2048, batch=8, warmup=5, steps=10),
                 decode=dict(budget_name="base", vocab=4096, contexts=[1024, 4096, 16384], batches=[1, 16],
                             steps=16)),
@@ -98,6 +98,16 @@ def plot(rows, path: Path, title: str):
     tmp.replace(path)
 
 
+def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
+    atomic_write_text(out / f"{slug}.md", "\n".join(sections))
+    buf = io.StringIO()
+    keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k != "part", k))
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(csv_rows)
+    atomic_write_text(out / f"{slug}.csv", buf.getvalue())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if torch.cuda.is_available() else "cpu")
@@ -120,7 +130,8 @@ def main(argv=None):
               f"- device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}; "
               f"torch {torch.__version__}; triton {triton_v}; commit {git_commit()}; "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-              f"- rerun: `make bench` (= `python -m sessa_bench.bench --preset {args.preset}`)\n")
+              f"- rerun: `python -m sessa_bench.bench --preset {args.preset} --parts {' '.join(args.parts)}` "
+              f"(`make bench` runs every part)\n")
     sections, csv_rows = [header], []
 
     if "blocks" in args.parts:
@@ -138,6 +149,7 @@ def main(argv=None):
                if p["fit_lengths"] else "")
             + f"![block time and memory](./{slug}.png)\n")
         csv_rows += [{"part": "blocks", **r} for r in rows] + [{"part": "fits", **r} for r in fits]
+        write(Path(args.out_dir), slug, sections, csv_rows)
         plot(rows, Path(args.out_dir) / f"{slug}.png",
              f"{slug}: gated block fwd+bwd, D={p['d_model']}, {dtype_name}, {p['tokens']} tokens/batch")
 
@@ -154,6 +166,7 @@ def main(argv=None):
                               "mfu", "backends"], {"tokens_per_s": ",.0f", "train_flops_per_token": ".3e",
                                                    "mfu": ".3f"}) + "\n")
         csv_rows += [{"part": "train", **r} for r in rows]
+        write(Path(args.out_dir), slug, sections, csv_rows)
 
     if "decode" in args.parts:
         log("== decoding")
@@ -167,16 +180,8 @@ def main(argv=None):
                               "cache_fixed_bytes_per_seq", "cache_gib"], {"tokens_per_s": ",.1f"}) + "\n")
         csv_rows += [{"part": "decode", **r} for r in rows]
 
-    out = Path(args.out_dir)
-    atomic_write_text(out / f"{slug}.md", "\n".join(sections))
-    buf = io.StringIO()
-    keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k != "part", k))
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(csv_rows)
-    atomic_write_text(out / f"{slug}.csv", buf.getvalue())
+    write(Path(args.out_dir), slug, sections, csv_rows)
     print("\n".join(sections))
-
 
 if __name__ == "__main__":
     main()
