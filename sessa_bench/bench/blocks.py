@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sessa_bench.bench.timing import free_memory, is_oom, measure
+from sessa_bench.bench.timing import free_memory, is_oom, measure, record_oom
 from sessa_bench.models.attention import CausalAttention, _flash_attn_func
 from sessa_bench.models.block import GatedBlock
 
@@ -62,13 +62,8 @@ def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths
         for name, factory in impls.items():
             for backward in (True, False):
                 row = {"impl": name, "T": T, "batch": batch, "mode": "fwd+bwd" if backward else "fwd"}
-                try:
+                with record_oom(row, "ms", "peak_gib"):
                     row.update(run_one(factory, d_model, batch, T, dtype, device, backward, reps))
-                except Exception as e:  # OOM or an implementation limit: record, keep going
-                    if not is_oom(e):
-                        raise
-                    row.update(ms="OOM", peak_gib="OOM")
-                free_memory()
                 rows.append(row)
                 log(f"  {name:20s} T={T:6d} {row['mode']:7s} {row['ms']} ms  {row['peak_gib']} GiB")
     # ratio to the attention block (sdpa) at the same T and mode

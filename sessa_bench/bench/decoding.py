@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from sessa_bench.bench.timing import free_memory, is_oom
+from sessa_bench.bench.timing import free_memory, record_oom
 from sessa_bench.budget import load_budget, load_family, solve
 from sessa_bench.models.backbone import Backbone
 
@@ -27,7 +27,7 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
             for B in batches:
                 row = {"family": fam, "context": ctx, "batch": B, "cache_bytes_per_token": per_tok,
                        "cache_fixed_bytes_per_seq": fixed}
-                try:
+                with record_oom(row, "tokens_per_s", "cache_gib"):
                     caches = model.init_cache(B, ctx + steps + 2, device=device, dtype=dtype)
                     tok = torch.randint(0, vocab, (B, 1), device=device)
 
@@ -48,11 +48,6 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
                     row["tokens_per_s"] = B * steps / (time.perf_counter() - t0)
                     row["cache_gib"] = (per_tok * ctx + fixed) * B / 2**30
                     del caches
-                except Exception as e:
-                    if not is_oom(e):
-                        raise
-                    row.update(tokens_per_s="OOM", cache_gib="OOM")
-                free_memory()
                 rows.append(row)
                 log(f"  decode {fam:12s} ctx={ctx:6d} B={B:3d} {row['tokens_per_s']} tok/s")
         del model

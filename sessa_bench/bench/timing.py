@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -43,3 +44,17 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 2, rep
 def free_memory():
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def record_oom(row: dict, *fields: str):
+    """Run the body; if it runs out of device memory, mark `fields` of row as "OOM" and carry on (any
+    other error propagates). Frees cached memory either way so the next measurement starts clean."""
+    try:
+        yield
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        row.update({f: "OOM" for f in fields})
+    finally:
+        free_memory()

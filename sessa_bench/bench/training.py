@@ -8,7 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sessa_bench.bench.timing import free_memory, is_oom
+from sessa_bench.bench.timing import record_oom
 from sessa_bench.budget import describe, load_budget, load_family, solve
 from sessa_bench.models.backbone import Backbone
 
@@ -33,7 +33,7 @@ def bench_training(device, families, budget_name: str, vocab: int, seq_len: int,
         cost = describe(cfg, seq_len, budget.target_params)
         row = {"family": fam, "budget": budget_name, "params": cost["params_total"], "layers": cfg.n_layers,
                "d_model": cfg.d_model, "seq_len": seq_len, "batch": batch}
-        try:
+        with record_oom(row, "tokens_per_s", "mfu"):
             torch.manual_seed(0)
             model = Backbone(cfg).to(device)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -62,11 +62,6 @@ def bench_training(device, families, budget_name: str, vocab: int, seq_len: int,
                        mfu=tps * cost["train_flops_per_token"] / peak if peak else float("nan"),
                        backends=",".join(sorted({str(m.backend_used()) for m in model.mixers})))
             del model, opt
-        except Exception as e:
-            if not is_oom(e):
-                raise
-            row.update(tokens_per_s="OOM", mfu="OOM")
-        free_memory()
         rows.append(row)
         log(f"  train {fam:12s} {row['tokens_per_s']} tok/s  MFU {row['mfu']}")
     return rows
