@@ -34,14 +34,15 @@ def caption(summaries: list[dict]) -> str:
 
 
 def demo_table(summaries: list[dict], metric: str = "val/acc") -> str:
-    lines = [f"| family | params | steps | {metric} | test/acc | train tokens/s | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| family | params | steps | {metric} | val/loss | test/acc | train tokens/s | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for fam in sorted({s["family"] for s in summaries}):
         runs = [s for s in summaries if s["family"] == fam]
         tps = [s["throughput_tokens_per_s"] for s in runs if s["throughput_tokens_per_s"]]
         tps_text = f"{statistics.mean(tps):,.0f}" if tps else "n/a"
         lines.append(f"| {fam} | {runs[0]['params']['total']:,} | {runs[0]['steps']} | "
                      f"{mean_std([s['final'][metric] for s in runs])} | "
+                     f"{mean_std([s['final']['val/loss'] for s in runs])} | "
                      f"{mean_std([s['final'].get('test/acc', float('nan')) for s in runs])} | "
                      f"{tps_text} | {len(runs)} |")
     return "\n".join(lines)
@@ -55,7 +56,7 @@ def write_demo(results_dir: str | Path = "results/runs", out: str | Path = "resu
     text = (f"# Demo: tiny budget on SymbolSoup (CPU)\n\n"
             f"Task `{s0['task']}`, budget `{s0['budget']}` (~{s0['params']['target']:,} parameters), "
             f"{s0['steps']} steps of batch {s0['batch_size']}, sequences up to {s0['seq_len']} tokens; "
-            f"chance accuracy is 0.05.\n\n{demo_table(summaries)}\n\n"
+            f"chance accuracy is 0.05 (loss ln 20 = 2.996).\n\n{demo_table(summaries)}\n\n"
             f"_{caption(summaries)}. Built by `make demo` (python -m sessa_bench.demo) from results/runs/demo/._\n")
     atomic_write_text(Path(out), text)
     return text
