@@ -20,6 +20,13 @@ def main(argv=None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    try:
+        dispatch(cmd, rest)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input: one line, no traceback
+        sys.exit(f"sessa-bench {cmd}: error: {e}")
+
+
+def dispatch(cmd: str, rest: list[str]) -> None:
     if cmd == "train":
         from sessa_bench import train
         sys.argv = ["sessa-bench train", *rest]  # Hydra reads sys.argv

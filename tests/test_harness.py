@@ -125,3 +125,23 @@ def test_toy_mixer_decodes_like_parallel():
     x = torch.randn(2, 7, 8, dtype=torch.float64)
     cache = m.init_cache(2, 7, dtype=torch.float64)
     assert torch.allclose(m(x, cache), m(x))
+
+
+def test_eval_reproduces_the_final_test_metrics(tmp_path):
+    from sessa_bench.evaluate import evaluate
+    summary = run(compose_train(overrides(tmp_path, "model=transformer")))
+    folder = tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0"
+    again = evaluate(folder, "test", accelerator="cpu")
+    assert again["test/acc"] == pytest.approx(summary["final"]["test/acc"])
+    assert json.loads((folder / "eval_test.json").read_text())["test/acc"] == again["test/acc"]
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        evaluate(folder)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "sessa_bench.cli", "eval", str(tmp_path / "nope")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [f"sessa-bench eval: error: {tmp_path / 'nope'} is not a run "
+                                               "folder (no config.yaml)"]
