@@ -145,3 +145,15 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [f"sessa-bench eval: error: {tmp_path / 'nope'} is not a run "
                                                "folder (no config.yaml)"]
+
+
+def test_wandb_logger_offline_mirrors_the_run(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    res = subprocess.run([sys.executable, "-m", "sessa_bench.train", *overrides(tmp_path, "model=transformer"),
+                          "logger=wandb", "trainer.max_steps=2", "trainer.val_every=2"],
+                         cwd=ROOT, env={**env, "SESSA_BENCH_CACHE": str(tmp_path / "cache")},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    folder = tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0"
+    runs = list((folder / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and RunFolder(folder).is_finished()
