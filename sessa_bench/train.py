@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sessa_bench import schema
 from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import AtomicCheckpoint, KillAtStep, Throughput
+from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
 from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import build_loggers
@@ -147,7 +148,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

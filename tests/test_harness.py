@@ -157,3 +157,15 @@ def test_wandb_logger_offline_mirrors_the_run(tmp_path):
     folder = tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0"
     runs = list((folder / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and RunFolder(folder).is_finished()
+
+
+def test_cli_multirun_runs_every_family_and_writes_nothing_in_cwd(tmp_path):
+    env = {**os.environ, "SESSA_BENCH_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-m", "sessa_bench.cli", "train", "-m", "model=transformer,mamba2",
+                          *overrides(tmp_path, "trainer.max_steps=2", "trainer.val_every=2")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    exp = tmp_path / "runs" / "default"
+    assert {p.name for p in exp.iterdir()} == {"transformer-symbol_soup-tiny-s0", "mamba2-symbol_soup-tiny-s0",
+                                               "multirun.yaml"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "runs"]
