@@ -68,10 +68,46 @@ def _resume_step(cfg: DictConfig, folder: RunFolder) -> int | None:
                            f"{e}); delete it to restart this run from scratch, or pass resume=false") from None
 
 
+# Keys that may differ between a run and its rerun without changing what the run computes.
+RUN_INDEPENDENT = ("resume", "debug", "trainer.progress_bar", "logger", "results_dir")
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)  # present when composed outside @hydra.main
+    return resolved
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring RUN_INDEPENDENT ones."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in RUN_INDEPENDENT:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def check_same_config(folder: RunFolder, cfg: DictConfig, what: str) -> None:
+    if not folder.config.exists():
+        return
+    changed = config_changes(OmegaConf.to_container(OmegaConf.load(folder.config)), resolved_config(cfg))
+    if changed:
+        raise ValueError(f"run folder {folder.path} holds {what} with a different config "
+                         f"({', '.join(changed[:8])}); choose another experiment_name or run_name, "
+                         f"or delete the folder to start over")
+
+
 def run(cfg: DictConfig) -> dict:
     schema.validate(cfg)
     folder = RunFolder(f"{cfg.results_dir}/{cfg.experiment_name}/{cfg.run_name}")
     if folder.is_finished():
+        check_same_config(folder, cfg, "a finished run")
         log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
         return folder.read_summary()
 
@@ -82,6 +118,8 @@ def run(cfg: DictConfig) -> dict:
         dm.split(split)  # builds or loads the data now: a missing dataset fails here
     model_cfg, budget = resolve_model(cfg, task)
     start_step = _resume_step(cfg, folder)
+    if start_step is not None:
+        check_same_config(folder, cfg, "an unfinished run")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     table, cost = parameter_table(model_cfg, budget, task.max_len)
@@ -93,9 +131,7 @@ def run(cfg: DictConfig) -> dict:
     else:
         folder.truncate_metrics(start_step)
         print(f"resuming from {folder.checkpoint} at step {start_step}", flush=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("hydra", None)  # present when composed outside @hydra.main
-    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved))
+    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
 
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
                            tuple(getattr(task, "slice_names", ())))

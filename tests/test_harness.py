@@ -51,6 +51,9 @@ def test_run_folder_contract_and_skip(tmp_path, caplog):
         assert run(compose_train(overrides(tmp_path, "model=transformer"))) == json.loads(before)
     assert folder.summary.stat().st_mtime_ns == mtime
     assert "skipping finished run" in caplog.text
+    # the same run name with different hyperparameters is an error, not a silent skip
+    with pytest.raises(ValueError, match=r"different config \(optim.lr: 0.001 -> 0.5\)"):
+        run(compose_train(overrides(tmp_path, "model=transformer", "optim.lr=0.5")))
 
 
 def _train_subprocess(tmp_path, *extra):
