@@ -10,7 +10,7 @@ VOCAB     ?= 4096
 SEQ_LEN   ?= 2048
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-gpu params bench
+.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,3 +38,15 @@ bench: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## speed/
 
 params: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## per-family sizes for BUDGET=tiny|small|base (VOCAB, SEQ_LEN)
 	$(PYTHON) -m sessa_bench.budget --budget $(BUDGET) --vocab $(VOCAB) --seq-len $(SEQ_LEN)
+
+table1: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 1 (SymbolSoup, Diffuse MQAR): runs what is missing (GPU), then results/table1.md
+	$(PYTHON) -m sessa_bench.tables table1 --run $(ARGS)
+
+table2: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 2 (SimpleStories LM; ARGS=task=bible offline) -> results/table2.md
+	$(PYTHON) -m sessa_bench.tables table2 --run $(ARGS)
+
+ablation: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Sessa vs Sessa without feedback (reuses Table 2's Sessa runs) -> results/ablation.md
+	$(PYTHON) -m sessa_bench.tables ablation --run $(ARGS)
+
+tables: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## all three tables (ARGS are passed on, e.g. ARGS="--seeds 0")
+	$(PYTHON) -m sessa_bench.tables all --run $(ARGS)

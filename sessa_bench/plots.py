@@ -1,0 +1,126 @@
+"""PNG plots for the paper tables, from run folders only (called by sessa_bench.tables):
+
+- <table>_<task>_val.png   the table's validation metric against the training step, one line per family
+                           (mean over seeds of metrics.jsonl; a shaded band spans min..max over seeds)
+- <table>_<task>_lags.png  Diffuse MQAR test token accuracy per lag bucket and family; buckets beyond the
+                           longest training lag (out of distribution) are shaded
+
+Files are written to a temporary name and renamed, like every result file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on the training machines
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from sessa_bench.run_folder import RunFolder  # noqa: E402
+
+LAG = re.compile(r"^test/acc/lag=(\d+)-(\d+)$")
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Steps, mean, min and max over runs of `metric` from metrics.jsonl (steps where any run logged it)."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for d in run_dirs:
+        for row in RunFolder(d).read_metrics():
+            if metric in row and "step" in row:
+                by_step[int(row["step"])].append(float(row[metric]))
+    steps = sorted(by_step)
+    vals = [by_step[s] for s in steps]
+    return steps, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals]
+
+
+def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str) -> Path | None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for fam, dirs in runs.items():
+        steps, mean, lo, hi = mean_curve(dirs, metric)
+        if not steps:
+            continue
+        line, = ax.plot(steps, mean, marker="o", ms=3, label=f"{fam} ({len(dirs)} seed{'s' * (len(dirs) > 1)})")
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="training step", ylabel=metric, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, out)
+
+
+def ood_above(run_dir: Path) -> int | None:
+    """The largest training lag of a Diffuse MQAR run (task.ood_above, default task.train_lag's hi)."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    task = OmegaConf.load(path).get("task", {})
+    if task.get("ood_above") is not None:
+        return int(task.ood_above)
+    return int(task.train_lag[1]) if task.get("train_lag") is not None else None
+
+
+def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path]], out: Path,
+                 title: str) -> Path | None:
+    buckets = sorted({(int(m[1]), int(m[2])) for runs in summaries.values() for s in runs
+                      for m in [LAG.match(k) for k in s["final"]] if m})
+    if not buckets:
+        return None
+    fams = [f for f in summaries if summaries[f]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(buckets)), 4))
+    width = 0.8 / len(fams)
+    for i, fam in enumerate(fams):
+        ys = []
+        for lo, hi in buckets:
+            v = [s["final"][f"test/acc/lag={lo}-{hi}"] for s in summaries[fam] if f"test/acc/lag={lo}-{hi}" in s["final"]]
+            ys.append(sum(v) / len(v) if v else float("nan"))
+        ax.bar([j + (i - (len(fams) - 1) / 2) * width for j in range(len(buckets))], ys, width, label=fam)
+    limits = {ood_above(d) for dirs in run_dirs.values() for d in dirs} - {None}
+    if limits:  # a bucket is out of distribution when all its lags exceed the longest training lag
+        edge = min(limits)
+        ood = [j for j, (lo, _) in enumerate(buckets) if lo > edge]
+        if ood:
+            ax.axvspan(ood[0] - 0.5, len(buckets) - 0.5, color="grey", alpha=0.15,
+                       label=f"out of distribution (lag > {edge})")
+    ax.set_xticks(range(len(buckets)), [f"{lo}-{hi}" for lo, hi in buckets], rotation=30)
+    ax.set(xlabel="lag (query answer - value in memory)", ylabel="test token accuracy", title=title,
+           xlim=(-0.5, len(buckets) - 0.5))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, out)
+
+
+def table_plots(table, got: dict, out_dir: Path) -> list[Path]:
+    """The plots of one sessa_bench.tables.Table from its Collected runs; skips plots without data."""
+    out, done = [], set()
+    for c in got.values():
+        if c.task in done:
+            continue
+        done.add(c.task)
+        dirs = {f: [c.run_dir(s) for s in c.runs[f]] for f in table.families}
+        p = val_curves(dirs, table.curve_metric, Path(out_dir) / f"{table.name}_{c.task}_val.png",
+                       f"{table.name}: {c.experiment_name} ({c.task}, {c.budget})")
+        if p:
+            out.append(p)
+        p = lag_accuracy(c.runs, dirs, Path(out_dir) / f"{table.name}_{c.task}_lags.png",
+                         f"{c.task}: test accuracy per lag ({c.budget})")
+        if p:
+            out.append(p)
+    return out

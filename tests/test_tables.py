@@ -1,0 +1,171 @@
+"""The paper-table pipeline on CPU: fresh tiny runs (2 steps, tiny data) of every table's families, then the
+markdown/csv tables and plots. Expected values come from the run folders' own summary.json files (read
+here directly) and from DESIGN.md section 1 (typed in below), never from the table code."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hydra.utils import get_class
+
+from sessa_bench.compose import compose_train
+from sessa_bench.tables import build, main, split_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "simplestories"
+TINY = ["budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_every=1",
+        "trainer.ckpt_every=2", "trainer.progress_bar=false", "data.batch_size=2", "data.eval_batch_size=64"]
+LM = [f"task.data_dir={FIXTURE}", "task.vocab_size=300", "task.seq_len=32",
+      "task.tokenizer=tasks/tokenizers/simplestories-fixture-bpe300.json"]
+SOUP = [f"table1_symbol_soup:task.{k}" for k in ("n_train=16", "n_val=4", "n_test=4", "min_len=41", "max_len=61")]
+DMQAR = [f"table1_diffuse_mqar:task.{k}" for k in ("n_train=16", "n_val=4", "n_test=8", "key_vocab=8",
+                                                   "value_vocab=8", "n_pairs=4", "n_queries=4", "train_lag=[8,31]")]
+
+# DESIGN.md section 1 (the paper's numbers), as the tables must print them.
+PAPER = {
+    "table1": {"sessa": ["0.8601 ± 0.0016", "0.1541 ± 0.0071"], "transformer": ["0.7921 ± 0.0070", "0.1222 ± 0.0003"],
+               "mamba2": ["0.0500 ± 0.0000", "0.0021 ± 0.0000"]},
+    "table2": {"transformer": ["7.6701 ± 0.0313", "50.441 ± 0.059", "78.497 ± 0.062"],
+               "mamba2": ["7.7229 ± 0.0207", "50.299 ± 0.046", "78.302 ± 0.043"],
+               "sessa": ["8.3700 ± 0.0482", "49.144 ± 0.081", "77.119 ± 0.090"]},
+    "ablation": {"sessa": ["8.3700 ± 0.0482", "49.144 ± 0.081"], "sessa_nofb": ["8.0902 ± 0.0192", "49.648 ± 0.026"]},
+}
+# table -> [(run folder experiment, metric, scale, digits)] per metric column
+COLUMNS = {
+    "table1": [("table1_symbol_soup", "test/acc", 1, 4), ("table1_diffuse_mqar", "test/acc", 1, 4)],
+    "table2": [("table2_simplestories", "test/ppl", 1, 4), ("table2_simplestories", "test/acc", 100, 3),
+               ("table2_simplestories", "test/top5", 100, 3)],
+    "ablation": [("table2_simplestories", "test/ppl", 1, 4), ("table2_simplestories", "test/acc", 100, 3)],
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tables")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SESSA_BENCH_CACHE", str(tmp / "cache"))
+    base = [f"results_dir={tmp / 'runs'}", *TINY]
+    out = {"tmp": tmp, "base": base}
+    out["table2"] = build("table2", [0], base + LM, run=True, out_dir=tmp)
+    out["ablation_before"] = build("ablation", [0], base + LM, run=False, out_dir=tmp / "before")["md"].read_text()
+    out["ablation"] = build("ablation", [0], base + LM, run=True, out_dir=tmp)
+    out["table1"] = build("table1", [0], base + SOUP + DMQAR, run=True, out_dir=tmp)
+    yield out
+    mp.undo()
+
+
+def rows(md: str) -> dict[str, list[str]]:
+    """family -> cells of the first markdown table (the metric table)."""
+    first = md.split("\n\n")[2]
+    return {cells[0]: cells[1:] for line in first.splitlines()[2:]
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+
+
+def summary(tmp: Path, experiment: str, family: str) -> dict:
+    (path,) = (tmp / "runs" / experiment).glob(f"{family}-*-tiny-s0/summary.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "ablation"])
+def test_rows_means_and_paper_column(built, table):
+    got = rows(built[table]["md"].read_text())
+    assert set(got) == set(PAPER[table])
+    for fam, cells in got.items():
+        ours, paper = cells[0::2], cells[1::2]
+        assert paper == PAPER[table][fam]
+        for (exp, metric, scale, digits), cell in zip(COLUMNS[table], ours):
+            assert cell == f"{summary(built['tmp'], exp, fam)['final'][metric] * scale:.{digits}f}"
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "ablation"])
+def test_csv_means_equal_summaries(built, table):
+    with built[table]["csv"].open() as f:
+        recs = list(csv.DictReader(f))
+    assert len(recs) == len(PAPER[table]) * len(COLUMNS[table])
+    for i, r in enumerate(recs):  # family-major, columns in table order
+        exp, metric, scale, _ = COLUMNS[table][i % len(COLUMNS[table])]
+        assert r["metric"] == metric
+        s = summary(built["tmp"], exp, r["family"])
+        assert float(r["mean"]) == pytest.approx(s["final"][metric] * scale, rel=1e-12)
+        assert r["std"] == "" and r["n_seeds"] == "1"  # one seed: no std
+        assert int(r["params_total"]) == s["params"]["total"]
+
+
+def test_missing_family_prints_not_run(built):
+    got = rows(built["ablation_before"])
+    assert got["sessa_nofb"][0::2] == ["not run", "not run"]
+    # the ablation shares Table 2's run folder: its Sessa row is Table 2's Sessa run
+    ppl = summary(built["tmp"], "table2_simplestories", "sessa")["final"]["test/ppl"]
+    assert got["sessa"][0] == f"{ppl:.4f}"
+
+
+def test_parameter_table_and_caption(built):
+    md = built["table1"]["md"].read_text()
+    for exp in ("table1_symbol_soup", "table1_diffuse_mqar"):
+        for fam in ("sessa", "transformer", "mamba2"):
+            p = summary(built["tmp"], exp, fam)["params"]
+            (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {fam} | {exp} |")]
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert cells[4] == f"{p['total']:,}" and cells[5] == "1,000,000"
+            assert abs(float(cells[6].rstrip("%"))) <= 2.0
+    # tokens = steps x batch x training length: Diffuse MQAR trains on 1 + 4 pairs x 3 + lag 31 = 44 tokens,
+    # rounded up to 64 -> 2 x 2 x 64 = 256; SymbolSoup's bound is its longest sequence, 2 x 2 x 61 = 244.
+    assert "2 steps of batch 2 x 64 tokens = 256 training tokens" in md
+    assert "2 steps of batch 2 x 61 tokens = at most 244 training tokens" in md
+    wall = sum(summary(built["tmp"], "table1_diffuse_mqar", f)["wall_seconds_this_process"]
+               for f in ("sessa", "transformer", "mamba2"))
+    assert f"time {wall:,.0f} s" in md and "device CPU x" in md and "budget `tiny`" in md
+    lm = built["table2"]["md"].read_text()
+    assert "2 steps of batch 2 x 32 tokens = 128 training tokens" in lm
+    assert "these runs are on" not in lm  # the fixture is SimpleStories itself
+
+
+def test_plots_exist(built):
+    tmp = built["tmp"]
+    for name in ("table1_symbol_soup_val", "table1_diffuse_mqar_val", "table1_diffuse_mqar_lags",
+                 "table2_simplestories_val", "ablation_simplestories_val"):
+        assert (tmp / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not (tmp / "table1_symbol_soup_lags.png").exists()  # SymbolSoup has no lag buckets
+
+
+def test_ood_limit_from_run_config(built):
+    from sessa_bench.plots import ood_above
+    (d,) = (built["tmp"] / "runs" / "table1_diffuse_mqar").glob("sessa-*")
+    assert ood_above(d) == 31  # train_lag=[8,31]: buckets 32-63 and 64-127 are out of distribution
+
+
+def test_cli_rebuild_from_folders_only(built, capsys):
+    tmp = built["tmp"]
+    before = (tmp / "table2.md").read_text()
+    main(["table2", "--seeds", "0", "--results-dir", str(tmp / "runs"), "--out-dir", str(tmp / "again"),
+          *TINY, *LM])
+    assert capsys.readouterr().out.strip() == before.strip()
+
+
+def test_scoped_overrides():
+    got = split_overrides(["a=1", "table1_diffuse_mqar:task.n_pairs=4", "table2_simplestories:x=2", "p=q:r"],
+                          ["table1_symbol_soup", "table1_diffuse_mqar"])
+    assert got == {"table1_symbol_soup": ["a=1", "p=q:r"], "table1_diffuse_mqar": ["a=1", "task.n_pairs=4", "p=q:r"]}
+    with pytest.raises(ValueError, match="not an experiment"):
+        split_overrides(["nosuch:task.n=1"], ["table1_symbol_soup"])
+    with pytest.raises(ValueError, match="table"):
+        build("table3")
+
+
+@pytest.mark.parametrize("exp", ["table1_symbol_soup", "table1_diffuse_mqar", "table2_simplestories", "ablation"])
+def test_families_differ_only_in_model(exp):
+    cfgs = [compose_train([f"experiment={exp}", f"model={m}"]) for m in ("sessa", "transformer", "mamba2", "sessa_nofb")]
+    for c in cfgs:
+        assert c.budget.name == "small" and c.trainer.accelerator == "gpu" and c.logger.kind == "csv"
+        for key in ("optim", "trainer", "data", "task", "budget", "experiment_name"):
+            assert c[key] == cfgs[0][key], key
+    assert cfgs[0].experiment_name == ("table2_simplestories" if exp == "ablation" else exp)
+
+
+def test_launchers_compose():
+    slurm = compose_train(["experiment=table1_symbol_soup", "hydra/launcher=submitit_slurm"]).hydra.launcher
+    assert slurm.gpus_per_node == 1 and slurm.tasks_per_node == 1 and slurm.partition is None
+    assert get_class(slurm._target_).__name__ == "SlurmLauncher"
+    local = compose_train(["hydra/launcher=local"]).hydra.launcher
+    assert get_class(local._target_).__name__ == "BasicLauncher"
