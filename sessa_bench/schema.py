@@ -45,7 +45,6 @@ class TrainerSchema:
     grad_clip: float = 1.0
     limit_val_batches: Optional[int] = None   # None: the whole validation split
     progress_bar: bool = True
-    compile: bool = False
 
 
 @dataclass

@@ -148,8 +148,6 @@ def run(cfg: DictConfig) -> dict:
         gradient_clip_val=t.grad_clip or None, logger=build_loggers(cfg, folder, tags), callbacks=callbacks,
         enable_checkpointing=False, enable_progress_bar=t.progress_bar, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=str(folder.path))
-    if t.compile:
-        lit.model = torch.compile(lit.model)
 
     t0 = time.time()
     trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None)
