@@ -25,8 +25,10 @@ class StepBatchSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
 
     def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        if getattr(self, "_cached", (None,))[0] != epoch:  # one permutation per pass, not per batch
+            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            self._cached = (epoch, torch.randperm(self.n, generator=g))
+        return self._cached[1]
 
     def batch(self, step: int) -> list[int]:
         start = step * self.batch_size

@@ -172,3 +172,14 @@ def test_cli_multirun_runs_every_family_and_writes_nothing_in_cwd(tmp_path):
     assert {p.name for p in exp.iterdir()} == {"transformer-symbol_soup-tiny-s0", "mamba2-symbol_soup-tiny-s0",
                                                "multirun.yaml"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "runs"]
+
+
+def test_step_batches_are_a_pure_function_of_seed_and_step():
+    from sessa_bench.data import StepBatchSampler
+    a = StepBatchSampler(10, 4, seed=3)
+    batches = [a.batch(s) for s in range(5)]  # 20 draws = two full passes over 10 examples
+    assert sorted(sum(batches[:2], []) + batches[2][:2]) == list(range(10))  # a pass covers every example once
+    resumed = StepBatchSampler(10, 4, seed=3, start_step=lambda: 3)
+    it = iter(resumed)
+    assert [next(it), next(it)] == batches[3:5]
+    assert StepBatchSampler(10, 4, seed=4).batch(0) != batches[0]
