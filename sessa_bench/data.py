@@ -48,12 +48,13 @@ class StepBatchSampler(Sampler[list[int]]):
 
 class TaskDataModule(L.LightningDataModule):
     def __init__(self, task: Task, batch_size: int, eval_batch_size: int | None = None, seed: int = 0,
-                 num_workers: int = 0):
+                 num_workers: int = 0, test_split: str = "test"):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.task, self.batch_size, self.seed, self.num_workers = task, batch_size, seed, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
+        self.test_split = test_split  # what trainer.test() reads: `sessa-bench eval --split val` sets "val"
         self._sets: dict = {}
 
     def split(self, name: str):
@@ -76,4 +77,4 @@ class TaskDataModule(L.LightningDataModule):
         return self._eval_loader("val")
 
     def test_dataloader(self):
-        return self._eval_loader("test")
+        return self._eval_loader(self.test_split)

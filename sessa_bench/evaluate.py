@@ -43,8 +43,7 @@ def evaluate(path: str | Path, split: str = "test", lengths=(1,), accelerator: s
         t = task if int(factor) == 1 else task.scaled(int(factor))
         lit.test_prefix = split if int(factor) == 1 else f"{split}@{factor}x"
         lit.slice_names = tuple(getattr(t, "slice_names", ()))
-        dm = TaskDataModule(t, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed)
-        dm.test_dataloader = lambda dm=dm: dm._eval_loader(split)
+        dm = TaskDataModule(t, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, test_split=split)
         results.update(trainer.test(lit, datamodule=dm, verbose=False)[0])
     atomic_write_text(folder.path / f"eval_{split}.json", json.dumps(results, indent=2, sort_keys=True))
     return results
