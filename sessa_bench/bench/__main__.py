@@ -70,8 +70,8 @@ def block_table(rows) -> str:
 
 
 def plot(rows, path: Path, title: str):
-    import matplotlib
-    matplotlib.use("Agg")
+    from sessa_bench.plots import save  # atomic PNG write; imported first, it selects the Agg backend
+
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for impl in sorted({r["impl"] for r in rows}):
@@ -92,10 +92,7 @@ def plot(rows, path: Path, title: str):
     a.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    save(fig, path)
 
 
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
