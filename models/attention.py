@@ -7,6 +7,7 @@ FLASH > EFFICIENT > MATH on CUDA), `flash_attn` (the flash-attn package, CUDA an
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -15,11 +16,12 @@ from torch import nn
 
 from .cache import LayerCache
 from .mixer import Mixer
-from .rope import apply_rope, rope_inv_freq
+from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate
 
 BACKENDS = ("auto", "math", "sdpa", "flash_attn")
 
 
+@functools.cache  # a failed import is not cached by Python: look once, not on every forward
 def _flash_attn_func():
     """flash-attn's causal kernel, if the package imports (FA2, else the FA4 CuTe build)."""
     try:
@@ -105,7 +107,21 @@ class CausalAttention(Mixer):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         if not self.use_rope:
             return q, k, v
-        return apply_rope(q, self._inv_freq, start), apply_rope(k, self._inv_freq, start), v
+        # One angle table for q and k; inv_freq is copied to the device once, not on every call.
+        dev = self._rope_on.get(x.device)
+        if dev is None:
+            dev = self._rope_on[x.device] = self._inv_freq.to(x.device)
+        cos, sin = rope_cos_sin(dev, start, T, x.device, angle_dtype(x))
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
+
+    @property
+    def _inv_freq(self) -> torch.Tensor | None:
+        return self._inv_freq_master
+
+    @_inv_freq.setter
+    def _inv_freq(self, value: torch.Tensor | None) -> None:
+        # The converter installs the official buffer's values here: drop the per-device copies.
+        self._inv_freq_master, self._rope_on = value, {}
 
     def attend(self, q, k, v):
         backend = resolve_backend(self.backend, q)

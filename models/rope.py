@@ -15,14 +15,24 @@ def rope_inv_freq(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     return base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
 
 
+def angle_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def rope_cos_sin(inv_freq: torch.Tensor, start: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the angles of positions start .. start+T-1, shaped (1, T, 1, d/2) to broadcast."""
+    pos = torch.arange(start, start + T, device=device, dtype=dtype)
+    ang = pos[:, None] * inv_freq.to(device=device, dtype=dtype)[None, :]  # (T, d/2)
+    return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the interleaved pairs of x: (B, T, H, d) by precomputed angles, in the angles' dtype."""
+    xp = x.to(cos.dtype).unflatten(-1, (x.shape[-1] // 2, 2))
+    x0, x1 = xp[..., 0], xp[..., 1]
+    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
+
+
 def apply_rope(x: torch.Tensor, inv_freq: torch.Tensor, start: int = 0) -> torch.Tensor:
     """x: (B, T, H, d). Position of x[:, t] is start + t."""
-    T, d = x.shape[1], x.shape[-1]
-    ang_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pos = torch.arange(start, start + T, device=x.device, dtype=ang_dtype)
-    ang = pos[:, None] * inv_freq.to(device=x.device, dtype=ang_dtype)[None, :]  # (T, d/2)
-    cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
-    xp = x.to(ang_dtype).unflatten(-1, (d // 2, 2))
-    x0, x1 = xp[..., 0], xp[..., 1]
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
-    return out.to(x.dtype)
+    return rotate(x, *rope_cos_sin(inv_freq, start, x.shape[1], x.device, angle_dtype(x)))

@@ -146,3 +146,18 @@ def test_rope_angles_kept_in_float32_for_bf16():
     out = apply_rope(x.bfloat16(), inv, start=1001).float()
     ref = apply_rope(x.double(), inv, start=1001).float()
     assert (out - ref).norm() / ref.norm() < 1e-2
+
+
+def test_new_inv_freq_replaces_the_per_device_copy():
+    # qkv keeps a per-device copy of inv_freq; installing other frequencies (as the converter does
+    # with an official checkpoint's buffer) must take effect even after a forward has run.
+    torch.manual_seed(0)
+    m = CausalAttention(8, 2, backend="math").double()
+    x = torch.randn(1, 6, 8, dtype=torch.float64)
+    before = m(x)
+    m._inv_freq = m._inv_freq * 0.5
+    fresh = CausalAttention(8, 2, backend="math").double()
+    fresh.load_state_dict(m.state_dict())
+    fresh._inv_freq = m._inv_freq.clone()
+    assert not torch.allclose(m(x), before)
+    assert torch.allclose(m(x), fresh(x), atol=1e-14)

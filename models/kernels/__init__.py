@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -18,10 +19,11 @@ from .feedback_chunked import feedback_chunked
 from .feedback_dense import feedback_dense
 
 IMPLS = ("auto", "dense", "chunked", "triton")
-AUTO_DENSE_MAX_T = 512
-TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked  # dense is fastest on CPU for short rows and its T x T buffers are small there
+AUTO_DENSE_MAX_T = 512  # dense is fastest on CPU for short rows and its T x T buffers are small there
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 
 
+@functools.cache  # asked on every Sessa forward: search the import path once
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
