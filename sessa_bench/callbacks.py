@@ -31,33 +31,40 @@ class AtomicCheckpoint(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Training tokens per second, logged per window and averaged after `warmup` steps for the summary
-    (the first steps pay for compilation and autotuning)."""
+    """Training tokens per second over windows of `window` steps (data loading included), logged at the
+    end of each window and averaged over the windows after `warmup` steps for the summary (the first steps
+    pay for compilation and autotuning). The device is synchronised only at window ends, and the clock
+    restarts after validation, so neither a sync per step nor evaluation time distorts the number."""
 
-    def __init__(self, warmup: int = 5):
-        self.warmup = warmup
+    def __init__(self, warmup: int = 5, window: int = 10):
+        self.warmup, self.window = warmup, max(1, window)  # window: the trainer's log interval
         self.tokens = 0
         self.seconds = 0.0
-        self._t0 = None
-        self._seen = 0
+        self._t0: float | None = None
+        self._window_tokens = 0
 
-    def _sync(self):
+    def _restart(self):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+        self._t0, self._window_tokens = time.perf_counter(), 0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._sync()
-        self._t0 = time.perf_counter()
+    def on_train_start(self, trainer, pl_module):
+        self._restart()
+
+    def on_validation_end(self, trainer, pl_module):
+        self._restart()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._sync()
-        dt = time.perf_counter() - self._t0
-        n = batch["input_ids"].numel() * trainer.world_size
-        self._seen += 1
-        if self._seen > self.warmup:
-            self.tokens += n
+        self._window_tokens += batch["input_ids"].numel() * trainer.world_size
+        if trainer.global_step % self.window:
+            return
+        tokens, t0 = self._window_tokens, self._t0
+        self._restart()
+        dt = self._t0 - t0
+        pl_module.log("train/tokens_per_s", tokens / max(dt, 1e-9))
+        if trainer.global_step - self.window >= self.warmup:  # windows that start after the warm-up
+            self.tokens += tokens
             self.seconds += dt
-        pl_module.log("train/tokens_per_s", n / max(dt, 1e-9))
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -136,7 +136,7 @@ def run(cfg: DictConfig) -> dict:
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
                            tuple(getattr(task, "slice_names", ())))
     t = cfg.trainer
-    throughput = Throughput()
+    throughput = Throughput(warmup=min(5, t.log_every), window=t.log_every)
     callbacks = [AtomicCheckpoint(folder.checkpoint, t.ckpt_every), throughput]
     if cfg.debug.kill_at_step:
         callbacks.append(KillAtStep(cfg.debug.kill_at_step))
