@@ -67,6 +67,8 @@ class RunFolder:
 
 
 def git_commit() -> str:
+    """HEAD (+ "-dirty"), or where there is no git checkout (the GPU machine gets a copy of the working tree
+    without .git) the commit named by SESSA_BENCH_GIT_COMMIT, else "unknown"."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -75,7 +77,7 @@ def git_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("SESSA_BENCH_GIT_COMMIT", "unknown")
 
 
 def hardware() -> dict:

@@ -1,10 +1,11 @@
 """The paper's tables, rebuilt only from run folders (DESIGN.md sections 1 and 6).
 
-    python -m sessa_bench.tables table1|table2|ablation|all [--run] [--seeds 0 1] [--results-dir DIR]
-                                 [--out-dir results] [hydra overrides...]
+    python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N]] [--seeds 0 1]
+                                 [--results-dir DIR] [--out-dir results] [hydra overrides...]
 
 With --run, every missing (family, seed) run of the table's experiments is trained first, one after another
-in this process (the semantics of the `local` launcher; finished runs are skipped by `train.run`). Then the
+in this process (the semantics of the `local` launcher; finished runs are skipped by `train.run`), or with
+--jobs N in N worker processes that share the machine (small models leave most of a GPU idle). Then the
 finished run folders are collected and results/<table>.md and .csv are written (atomically): mean ± std over
 seeds per family, the paper's number beside each of ours, parameter counts with their deviation from the
 budget, and a caption with budget, steps, tokens, devices, commits and the GPU time spent. Plots come from
@@ -121,13 +122,21 @@ def compose(experiment: str, family: str, seed: int, overrides: list[str]):
     return compose_train([f"experiment={experiment}", f"model={family}", f"seed={seed}", *overrides])
 
 
-def run_missing(table: Table, seeds: list[int], overrides: dict[str, list[str]]) -> None:
+def run_missing(table: Table, seeds: list[int], overrides: dict[str, list[str]], jobs: int = 1) -> None:
+    """Train the table's unfinished runs: in this process one after another (jobs=1, the `local`
+    launcher's semantics), or in `jobs` worker processes sharing the machine (sessa_bench.concurrent_runs).
+    Runs are ordered seed by seed with the families of one seed side by side, so concurrent workers train
+    different families."""
+    todo = [(exp, fam, seed) for exp in experiments(table) for seed in seeds for fam in table.families]
+    if jobs > 1:
+        from sessa_bench.concurrent_runs import train_concurrently
+        train_concurrently([[f"experiment={e}", f"model={f}", f"seed={s}", *overrides[e]] for e, f, s in todo],
+                           jobs)
+        return
     from sessa_bench.train import run  # heavy import (Lightning) only when training
 
-    for exp in experiments(table):
-        for fam in table.families:
-            for seed in seeds:
-                run(compose(exp, fam, seed, overrides[exp]))
+    for exp, fam, seed in todo:
+        run(compose(exp, fam, seed, overrides[exp]))
 
 
 def train_length(run_dir: Path, summary: dict) -> tuple[int, bool]:
@@ -249,6 +258,8 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
         tokens = sorted({s["steps"] * s["batch_size"] * n for s in runs for n, _ in lengths})
         bound = "" if all(exact for _, exact in lengths) else "at most "
         gpu_s = sum(s.get("wall_seconds_this_process") or 0.0 for s in runs)
+        shared = max(s.get("concurrent_runs", 1) for s in runs)
+        sharing = f"; up to {shared} runs shared the device at once, so it was busy for less" if shared > 1 else ""
         devices = sorted({s["hardware"].get("gpu") or f"CPU x{s['hardware'].get('cpu_count')}" for s in runs})
         commits = sorted({s["git_commit"][:12] + ("-dirty" if s["git_commit"].endswith("-dirty") else "")
                           for s in runs})
@@ -259,13 +270,13 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
             f"{'/'.join(f'{t:,}' for t in tokens)} training tokens per run; {len(runs)} runs; "
             f"device {', '.join(devices)}; commit {', '.join(commits)}; precision "
             f"{', '.join(sorted({str(s['precision']) for s in runs}))}; "
-            f"time {gpu_s:,.0f} s = {gpu_s / 60:.1f} min (sum of the runs' wall time, evaluation included)")
+            f"time {gpu_s:,.0f} s = {gpu_s / 60:.1f} min (sum of the runs' wall time, evaluation included{sharing})")
     return ("_" + "; ".join(parts) + f". Built by `python -m sessa_bench.tables {table.name}` from run folders "
             f"only._")
 
 
 def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: bool = False,
-          out_dir: str | Path = "results", plots: bool = True) -> dict[str, Path]:
+          out_dir: str | Path = "results", plots: bool = True, jobs: int = 1) -> dict[str, Path]:
     """Run what is missing (run=True), then write <out_dir>/<name>.md and .csv (and plots); returns paths."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
@@ -275,7 +286,7 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     table = TABLES[name]
     scoped = split_overrides(list(overrides), experiments(table))
     if run:
-        run_missing(table, seeds, scoped)
+        run_missing(table, seeds, scoped, jobs)
     got = gather(table, seeds, scoped)
     md, csv_text = render(table, got, seeds)
     out = Path(out_dir)
@@ -296,6 +307,8 @@ def main(argv=None) -> None:
                                              "what is missing first)")
     ap.add_argument("table", choices=[*TABLES, "all"])
     ap.add_argument("--run", action="store_true", help="train missing runs first (sequentially, skips finished)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="with --run: train up to this many runs at once, each in its own process (default 1)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out-dir", default="results", help="where <table>.md/.csv and plots go")
@@ -306,7 +319,7 @@ def main(argv=None) -> None:
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     for name in (list(TABLES) if args.table == "all" else [args.table]):
-        paths = build(name, args.seeds, overrides, args.run, args.out_dir)
+        paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=args.jobs)
         print(paths["md"].read_text())
 
 

@@ -19,6 +19,7 @@ from sessa_bench import schema
 from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import AtomicCheckpoint, KillAtStep, Throughput
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
+from sessa_bench.concurrent_runs import concurrent_runs
 from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import build_loggers
@@ -173,6 +174,7 @@ def run(cfg: DictConfig) -> dict:
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
         "throughput_tokens_per_s": throughput.tokens_per_s,
         "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
+        "concurrent_runs": concurrent_runs(),
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": t.precision, "hardware": hardware(), "git_commit": git_commit(),
     }

@@ -169,3 +169,34 @@ def test_launchers_compose():
     assert get_class(slurm._target_).__name__ == "SlurmLauncher"
     local = compose_train(["hydra/launcher=local"]).hydra.launcher
     assert get_class(local._target_).__name__ == "BasicLauncher"
+
+
+def test_jobs_train_in_worker_processes(built):
+    """--jobs 2: the missing seed-1 runs of the ablation train in two worker processes; the finished seed-0
+    runs are skipped, and the table's caption says that runs shared the device."""
+    tmp, base = built["tmp"], built["base"]
+    seed0 = summary(tmp, "table2_simplestories", "sessa")
+    paths = build("ablation", [0, 1], base + LM, run=True, out_dir=tmp / "jobs", jobs=2)
+    for fam in ("sessa", "sessa_nofb"):
+        (path,) = (tmp / "runs" / "table2_simplestories").glob(f"{fam}-*-tiny-s1/summary.json")
+        s = json.loads(path.read_text())
+        assert s["concurrent_runs"] == 2 and s["seed"] == 1 and s["steps"] == 2
+        assert (path.parent.parent / "logs" / f"{path.parent.name}.log").exists()
+    assert summary(tmp, "table2_simplestories", "sessa") == seed0  # finished: not retrained
+    md = paths["md"].read_text()
+    assert "up to 2 runs shared the device at once" in md
+    assert "mean ± std over seeds 0, 1" in md
+
+
+def test_jobs_bad_config_fails_before_any_worker(built):
+    with pytest.raises(ValueError, match="optim.lr"):
+        build("ablation", [3], built["base"] + LM + ["optim.lr=-1"], run=True, out_dir=built["tmp"] / "bad", jobs=2)
+    assert not list((built["tmp"] / "runs" / "table2_simplestories").glob("*-s3"))
+
+
+def test_jobs_report_every_failed_run(built):
+    """Both workers crash (debug.kill_at_step exits with 17 after step 1): one error names both runs."""
+    with pytest.raises(RuntimeError, match="2 of 2 runs failed") as e:
+        build("ablation", [2], built["base"] + LM + ["debug.kill_at_step=1"], run=True,
+              out_dir=built["tmp"] / "fail", jobs=2)
+    assert str(e.value).count("exit 17") == 2
