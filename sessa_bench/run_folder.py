@@ -67,8 +67,10 @@ class RunFolder:
 
 
 def git_commit() -> str:
-    """HEAD (+ "-dirty"), or where there is no git checkout (the GPU machine gets a copy of the working tree
-    without .git) the commit named by SESSA_BENCH_GIT_COMMIT, else "unknown"."""
+    """The commit named by SESSA_BENCH_GIT_COMMIT when set (the GPU machine gets a copy of the working tree
+    whose .git, if any, need not match it), else HEAD (+ "-dirty"), else "unknown"."""
+    if os.environ.get("SESSA_BENCH_GIT_COMMIT"):
+        return os.environ["SESSA_BENCH_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -77,7 +79,7 @@ def git_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("SESSA_BENCH_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def hardware() -> dict:

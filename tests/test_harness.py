@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sessa_bench.compose import compose_train
-from sessa_bench.run_folder import RunFolder
+from sessa_bench.run_folder import RunFolder, git_commit
 from sessa_bench.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,16 @@ def test_run_folder_contract_and_skip(tmp_path, caplog):
     # the same run name with different hyperparameters is an error, not a silent skip
     with pytest.raises(ValueError, match=r"different config \(optim.lr: 0.001 -> 0.5\)"):
         run(compose_train(overrides(tmp_path, "model=transformer", "optim.lr=0.5")))
+
+
+def test_git_commit_is_head_or_the_named_commit(monkeypatch):
+    monkeypatch.delenv("SESSA_BENCH_GIT_COMMIT", raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if head:
+        assert git_commit().removesuffix("-dirty") == head
+    # on the GPU machine the copy's .git need not match the code, so the commit named for the run wins
+    monkeypatch.setenv("SESSA_BENCH_GIT_COMMIT", "0123abcd")
+    assert git_commit() == "0123abcd"
 
 
 def _train_subprocess(tmp_path, *extra):
