@@ -29,9 +29,25 @@ def concurrent_runs() -> int:
     return int(os.environ.get(ENV_CONCURRENT, "1"))
 
 
+def _build_splits(overrides: list[str]) -> None:
+    """Generate (or load) every split of the task of this run's config into the task cache."""
+    from sessa_bench.train import build_task
+
+    task = build_task(compose_train(overrides))
+    for split in ("train", "val", "test"):
+        task.dataset(split)
+
+
+def _build_in_subprocess(overrides: list[str]) -> None:
+    r = subprocess.run([sys.executable, "-m", "sessa_bench.concurrent_runs", "--build-data", *overrides],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"building the data of {overrides} failed:\n{r.stderr[-3000:]}")
+
+
 def _pending(run_overrides: list[list[str]]):
     """(overrides, folder) of each run that is not finished yet; a finished one is checked, then skipped."""
-    from sessa_bench.train import build_task, check_same_config
+    from sessa_bench.train import check_same_config
 
     pending, tasks = [], {}
     for ov in run_overrides:
@@ -43,13 +59,16 @@ def _pending(run_overrides: list[list[str]]):
             print(f"skipping finished run {folder.path}", flush=True)
             continue
         pending.append((ov, folder))
-        tasks.setdefault(OmegaConf.to_yaml(cfg.task), cfg)
+        tasks.setdefault(OmegaConf.to_yaml(cfg.task), ov)
     # Build every split once here, so the workers load them from the task cache instead of each
-    # generating the same data at the same time.
-    for cfg in tasks.values():
-        task = build_task(cfg)
-        for split in ("train", "val", "test"):
-            task.dataset(split)
+    # generating the same data at the same time. A generator runs on one core, so distinct tasks (a sweep
+    # over task settings) are generated side by side, each in its own process.
+    builds = list(tasks.values())
+    if len(builds) == 1:
+        _build_splits(builds[0])
+    elif builds:
+        with ThreadPoolExecutor(min(len(builds), os.cpu_count() or 1)) as pool:
+            list(pool.map(_build_in_subprocess, builds))
     return pending
 
 
@@ -80,3 +99,9 @@ def train_concurrently(run_overrides: list[list[str]], jobs: int) -> None:
         tails = "\n".join(f"--- {folder.path} (exit {rc}, log {log}):\n"
                           + "\n".join(log.read_text().splitlines()[-15:]) for folder, rc, log in failed)
         raise RuntimeError(f"{len(failed)} of {len(pending)} runs failed:\n{tails}")
+
+
+if __name__ == "__main__":  # python -m sessa_bench.concurrent_runs --build-data <overrides>: one task's data
+    if sys.argv[1:2] != ["--build-data"]:
+        sys.exit("usage: python -m sessa_bench.concurrent_runs --build-data <hydra overrides of a run>")
+    _build_splits(sys.argv[2:])
