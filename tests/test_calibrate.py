@@ -21,7 +21,7 @@ def test_sweep_trains_candidates_and_reports_them_from_run_folders(tmp_path, mon
     assert out.read_text() == md
     rows = {l.split(" | ")[0].strip("| "): l for l in md.splitlines() if l[:4] in ("| c0", "| c5")}
     assert set(rows) == {"c0", "c5"}
-    assert "| 32 | 32-511 | 32-2044 | 640/2176 | 0.0156 |" in rows["c0"]
+    assert "| 32 | 32-511 | 32-2044 | 640/2176 | 0.0156 |" in rows["c0"] and rows["c0"].endswith("| 2 | 0.001 |")
     assert "| 16 | 8-127 | 8-508 | 192/576 | 0.0156 |" in rows["c5"]
     for name in ("c0", "c5"):  # the accuracy shown is the run's own test accuracy
         summary = json.loads((tmp_path / "runs" / calibrate.EXPERIMENT / name / "summary.json").read_text())
