@@ -2,7 +2,7 @@
 Table 1 clearly above chance and clearly below 100 % after Table 1's training (tasks/diffuse_mqar.py).
 
     python -m sessa_bench.calibrate [--run [--jobs N]] [--candidates c0 c3 ...] [--results-dir DIR]
-                                    [--out results/calibration_diffuse_mqar.md] [hydra overrides...]
+                                    [--out results/calibration/diffuse_mqar.md] [hydra overrides...]
 
 Each candidate is a few `task.*` overrides on top of `experiment=table1_diffuse_mqar model=transformer
 seed=0` (same budget, optimiser, steps and batch as the table); its run is named `<candidate>` in the
@@ -77,7 +77,7 @@ def render(rows: list[dict]) -> str:
 
 
 def build(candidates: list[str], overrides: list[str], run: bool = False, jobs: int = 1,
-          out: str | Path = "results/calibration_diffuse_mqar.md") -> str:
+          out: str | Path = "results/calibration/diffuse_mqar.md") -> str:
     all_overrides = [run_overrides(c, overrides) for c in candidates]
     if run:
         from sessa_bench.concurrent_runs import train_concurrently
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="with --run: runs trained at once")
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
-    ap.add_argument("--out", default="results/calibration_diffuse_mqar.md")
+    ap.add_argument("--out", default="results/calibration/diffuse_mqar.md")
     args, overrides = ap.parse_known_args(argv)
     if bad := [o for o in overrides if o.startswith("-")]:
         ap.error(f"unknown option(s) {bad}")

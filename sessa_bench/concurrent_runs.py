@@ -4,7 +4,8 @@ A ~20M-parameter model leaves most of an H100 idle (kernel launches, host work, 
 sharing the device finish sooner than the same runs one after another. The runs themselves do not change:
 same configs, seeds, folders and skip/resume rules as `train.run`; each is only slower. Every summary.json
 records how many runs were allowed to share the device (`concurrent_runs`), so a table can say that its
-summed wall time overstates the device time.
+summed wall time overstates the device time. `python -m sessa_bench.concurrent_runs --build-data
+<overrides>` generates one run's task data into the cache (used to build distinct tasks side by side).
 """
 
 from __future__ import annotations

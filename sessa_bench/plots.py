@@ -77,6 +77,13 @@ def ood_above(run_dir: Path) -> int | None:
     return int(task.train_lag[1]) if task.get("train_lag") is not None else None
 
 
+def chance(run_dir: Path) -> float | None:
+    """Chance token accuracy of a Diffuse MQAR run: one of task.value_vocab values."""
+    path = run_dir / "config.yaml"
+    task = OmegaConf.load(path).get("task", {}) if path.exists() else {}
+    return 1.0 / int(task.value_vocab) if task.get("value_vocab") else None
+
+
 def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path]], out: Path,
                  title: str) -> Path | None:
     buckets = sorted({(int(m[1]), int(m[2])) for runs in summaries.values() for s in runs
@@ -99,6 +106,9 @@ def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path
         if ood:
             ax.axvspan(ood[0] - 0.5, len(buckets) - 0.5, color="grey", alpha=0.15,
                        label=f"out of distribution (lag > {edge})")
+    levels = {chance(d) for dirs in run_dirs.values() for d in dirs} - {None}
+    if len(levels) == 1:  # runs with different value alphabets have no single chance level
+        ax.axhline(levels.pop(), color="black", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(range(len(buckets)), [f"{lo}-{hi}" for lo, hi in buckets], rotation=30)
     ax.set(xlabel="lag (query answer - value in memory)", ylabel="test token accuracy", title=title,
            xlim=(-0.5, len(buckets) - 0.5))

@@ -45,10 +45,18 @@ split uses test_lag, like test, so the 4x extrapolation is visible during traini
 val_lag. `scaled(f)` multiplies seq_len, test_seq_len and both lag ranges by f and keeps ood_above, so
 buckets beyond the trained range stay marked.
 
-Defaults (to be calibrated: they are a first guess at "a ~20M-parameter Transformer trained briefly ends
-clearly above chance and below 100 %"): 2-token keys over 64 key tokens, 1-token values over 64 value
-tokens (chance 1.6 %), 32 pairs all queried, half the noise patterns distractors, train lags 32..511
-(seq_len 640), test lags 32..2044 (test_seq_len 2176).
+Defaults: 2-token keys over 64 key tokens, 1-token values over 64 value tokens (chance 1.6 %), 32 pairs
+all queried, half the noise patterns distractors, train lags 32..511 (seq_len 640), test lags 32..2044
+(test_seq_len 2176). Calibration (`python -m sessa_bench.calibrate`, results/calibration/, H100): the
+`small` Transformer with Table 1's training (1000 steps of 32 sequences, lr 1e-3) ends at 3.1-3.7 % test
+token accuracy on these defaults, about 2x chance and, with 64,000 scored answers, some 30 standard
+errors above it, and far below 100 %. Easier settings in the sweep (8 or 16 pairs, lags 8..127 or
+16..255) reach at most 6.4 %; 4000 steps or lr 3e-3 / 1e-2 do not do better. We keep the long lags:
+they are what makes the task long-context, and easier settings buy little. The task sits at the start
+of learning at this budget: Table 1 on it ranks how early a family begins to retrieve, not how well it
+finally does. On CPU a ~1M-parameter Transformer with 4 pairs and lags 12..63 learns it to 20-46 % inside
+the training lags within 200 steps and stays near chance beyond them (results/calibration/README.md), so
+the labels are learnable.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from hydra.utils import get_class
 
 from sessa_bench.compose import compose_train
@@ -129,10 +130,12 @@ def test_plots_exist(built):
     assert not (tmp / "table1_symbol_soup_lags.png").exists()  # SymbolSoup has no lag buckets
 
 
-def test_ood_limit_from_run_config(built):
-    from sessa_bench.plots import ood_above
+def test_ood_limit_and_chance_from_run_config(built):
+    from sessa_bench.plots import chance, ood_above
     (d,) = (built["tmp"] / "runs" / "table1_diffuse_mqar").glob("sessa-*")
     assert ood_above(d) == 31  # train_lag=[8,31]: buckets 32-63 and 64-127 are out of distribution
+    value_vocab = OmegaConf.load(d / "config.yaml").task.value_vocab
+    assert chance(d) == 1.0 / value_vocab
 
 
 def test_cli_rebuild_from_folders_only(built, capsys):
