@@ -47,7 +47,7 @@ def row(name: str, summary: dict, results_dir: Path) -> dict:
     from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
 
     cfg = OmegaConf.to_container(OmegaConf.load(results_dir / EXPERIMENT / name / "config.yaml"))
-    task = DiffuseMQAR(**{k: v for k, v in cfg["task"].items() if k != "_target_"})
+    task = DiffuseMQAR.from_run_config(cfg["task"])
     final = summary["final"]
     inside = [final[f"test/acc/{s}"] for s in task.slice_names
               if s not in task.ood_slices and f"test/acc/{s}" in final]
@@ -58,8 +58,8 @@ def row(name: str, summary: dict, results_dir: Path) -> dict:
             "chance": task.chance, "test_acc": final["test/acc"],
             "inside": statistics.mean(inside) if inside else float("nan"),
             "beyond": statistics.mean(beyond) if beyond else float("nan"),
-            "steps": summary["steps"], "lr": cfg["optim"]["lr"], "budget": summary["budget"], "device": summary["hardware"].get("gpu") or "CPU",
-            "commit": summary["git_commit"][:12]}
+            "steps": summary["steps"], "lr": cfg["optim"]["lr"], "budget": summary["budget"],
+            "device": summary["hardware"].get("gpu") or "CPU", "commit": summary["git_commit"][:12]}
 
 
 def render(rows: list[dict]) -> str:
@@ -70,7 +70,8 @@ def render(rows: list[dict]) -> str:
                      f"| {r['lengths']} | {r['chance']:.4f} | {r['test_acc']:.4f} | {r['inside']:.4f} | "
                      f"{r['beyond']:.4f} | {r['steps']} | {r['lr']:g} |")
     meta = sorted({f"budget `{r['budget']}`, {r['device']}, commit {r['commit']}" for r in rows})
-    return ("# Diffuse MQAR calibration (Transformer; Table 1's budget, optimiser and batch unless overridden; seed 0)\n\n"
+    return ("# Diffuse MQAR calibration (Transformer; Table 1's budget, optimiser and batch unless overridden; "
+            "seed 0)\n\n"
             "Test token accuracy, bucketed by lag: inside the training lags and beyond them (test lags reach 4x "
             "the longest training lag). Means over the power-of-two lag buckets.\n\n" + "\n".join(lines)
             + f"\n\n_{'; '.join(meta)}. Built by `python -m sessa_bench.calibrate` from run folders only._\n")

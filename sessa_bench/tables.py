@@ -145,8 +145,8 @@ def train_length(run_dir: Path, summary: dict) -> tuple[int, bool]:
     cfg_path = run_dir / "config.yaml"
     task = OmegaConf.to_container(OmegaConf.load(cfg_path)).get("task", {}) if cfg_path.exists() else {}
     if str(task.get("_target_", "")).endswith("DiffuseMQAR"):
-        from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR  # constructing it only validates and sizes
-        return DiffuseMQAR(**{k: v for k, v in task.items() if k != "_target_"}).seq_len, True
+        from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
+        return DiffuseMQAR.from_run_config(task).seq_len, True
     if isinstance(task.get("seq_len"), int):
         return task["seq_len"], True
     return int(summary["seq_len"]), False

@@ -132,6 +132,11 @@ class DiffuseMQAR(RetrievalTask):
                                 if 2 ** k > self.ood_above)
         self.chance = 1.0 / self.value_vocab
 
+    @classmethod
+    def from_run_config(cls, task_cfg: dict) -> "DiffuseMQAR":
+        """The task of a run folder's config.yaml `task` section (constructing only validates and sizes)."""
+        return cls(**{k: v for k, v in task_cfg.items() if k != "_target_"})
+
     @staticmethod
     def _lag(name: str, value, P: int) -> tuple[int, int]:
         lo, hi = int_tuple(name, value, 1, length=2)
