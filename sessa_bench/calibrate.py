@@ -82,7 +82,7 @@ def build(candidates: list[str], overrides: list[str], run: bool = False, jobs: 
     all_overrides = [run_overrides(c, overrides) for c in candidates]
     if run:
         from sessa_bench.concurrent_runs import train_concurrently
-        train_concurrently(all_overrides, max(jobs, 1))
+        train_concurrently(all_overrides, jobs)  # jobs < 1 is an error there
     cfg = compose_train(all_overrides[0])
     results_dir = Path(cfg.results_dir)
     found = {s["run_name"]: s for s in collect(results_dir, EXPERIMENT)}

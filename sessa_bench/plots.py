@@ -19,8 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on the training machines
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
+from sessa_bench.report import run_task_config  # noqa: E402
 from sessa_bench.run_folder import RunFolder  # noqa: E402
 
 LAG = re.compile(r"^test/acc/lag=(\d+)-(\d+)$")
@@ -66,22 +66,11 @@ def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str) 
     return save(fig, out)
 
 
-def ood_above(run_dir: Path) -> int | None:
-    """The largest training lag of a Diffuse MQAR run (task.ood_above, default task.train_lag's hi)."""
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return None
-    task = OmegaConf.load(path).get("task", {})
-    if task.get("ood_above") is not None:
-        return int(task.ood_above)
-    return int(task.train_lag[1]) if task.get("train_lag") is not None else None
+def lag_task(run_dir: Path):
+    """The Diffuse MQAR task of a run folder (its training lags and chance level), or None for other tasks."""
+    from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
 
-
-def chance(run_dir: Path) -> float | None:
-    """Chance token accuracy of a Diffuse MQAR run: one of task.value_vocab values."""
-    path = run_dir / "config.yaml"
-    task = OmegaConf.load(path).get("task", {}) if path.exists() else {}
-    return 1.0 / int(task.value_vocab) if task.get("value_vocab") else None
+    return DiffuseMQAR.from_run_config(run_task_config(run_dir))
 
 
 def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path]], out: Path,
@@ -99,14 +88,15 @@ def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path
             v = [s["final"][f"test/acc/lag={lo}-{hi}"] for s in summaries[fam] if f"test/acc/lag={lo}-{hi}" in s["final"]]
             ys.append(sum(v) / len(v) if v else float("nan"))
         ax.bar([j + (i - (len(fams) - 1) / 2) * width for j in range(len(buckets))], ys, width, label=fam)
-    limits = {ood_above(d) for dirs in run_dirs.values() for d in dirs} - {None}
+    tasks = [t for dirs in run_dirs.values() for d in dirs if (t := lag_task(d)) is not None]
+    limits = {t.ood_above for t in tasks}
     if limits:  # a bucket is out of distribution when all its lags exceed the longest training lag
         edge = min(limits)
         ood = [j for j, (lo, _) in enumerate(buckets) if lo > edge]
         if ood:
             ax.axvspan(ood[0] - 0.5, len(buckets) - 0.5, color="grey", alpha=0.15,
                        label=f"out of distribution (lag > {edge})")
-    levels = {chance(d) for dirs in run_dirs.values() for d in dirs} - {None}
+    levels = {t.chance for t in tasks}
     if len(levels) == 1:  # runs with different value alphabets have no single chance level
         ax.axhline(levels.pop(), color="black", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(range(len(buckets)), [f"{lo}-{hi}" for lo, hi in buckets], rotation=30)

@@ -10,7 +10,15 @@ import argparse
 import statistics
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from sessa_bench.run_folder import RunFolder, atomic_write_text
+
+
+def run_task_config(run_dir: str | Path) -> dict:
+    """The `task` section of a run folder's config.yaml ({} when the folder has none)."""
+    path = Path(run_dir) / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)).get("task", {}) if path.exists() else {}
 
 
 def collect(results_dir: str | Path, experiment: str) -> list[dict]:

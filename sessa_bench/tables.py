@@ -26,10 +26,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 from sessa_bench.compose import CONF_DIR, compose_train
-from sessa_bench.report import collect
+from sessa_bench.report import collect, run_task_config
 from sessa_bench.run_folder import atomic_write_text
 
 
@@ -142,11 +141,11 @@ def run_missing(table: Table, seeds: list[int], overrides: dict[str, list[str]],
 def train_length(run_dir: Path, summary: dict) -> tuple[int, bool]:
     """Tokens per training sequence and whether that is exact (False: the longest length, an upper bound).
     The summary's seq_len is the longest sequence the task makes, which for Diffuse MQAR is the test length."""
-    cfg_path = run_dir / "config.yaml"
-    task = OmegaConf.to_container(OmegaConf.load(cfg_path)).get("task", {}) if cfg_path.exists() else {}
-    if str(task.get("_target_", "")).endswith("DiffuseMQAR"):
-        from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
-        return DiffuseMQAR.from_run_config(task).seq_len, True
+    from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
+
+    task = run_task_config(run_dir)
+    if (mqar := DiffuseMQAR.from_run_config(task)) is not None:
+        return mqar.seq_len, True
     if isinstance(task.get("seq_len"), int):
         return task["seq_len"], True
     return int(summary["seq_len"]), False

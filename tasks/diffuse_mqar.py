@@ -133,8 +133,11 @@ class DiffuseMQAR(RetrievalTask):
         self.chance = 1.0 / self.value_vocab
 
     @classmethod
-    def from_run_config(cls, task_cfg: dict) -> "DiffuseMQAR":
-        """The task of a run folder's config.yaml `task` section (constructing only validates and sizes)."""
+    def from_run_config(cls, task_cfg: dict) -> "DiffuseMQAR | None":
+        """The task of a run folder's config.yaml `task` section, or None when that is another task
+        (constructing only validates and sizes; no data is generated)."""
+        if not str(task_cfg.get("_target_", "")).endswith(cls.__name__):
+            return None
         return cls(**{k: v for k, v in task_cfg.items() if k != "_target_"})
 
     @staticmethod

@@ -131,11 +131,14 @@ def test_plots_exist(built):
 
 
 def test_ood_limit_and_chance_from_run_config(built):
-    from sessa_bench.plots import chance, ood_above
+    from sessa_bench.plots import lag_task
     (d,) = (built["tmp"] / "runs" / "table1_diffuse_mqar").glob("sessa-*")
-    assert ood_above(d) == 31  # train_lag=[8,31]: buckets 32-63 and 64-127 are out of distribution
+    task = lag_task(d)
+    assert task.ood_above == 31  # train_lag=[8,31]: buckets 32-63 and 64-127 are out of distribution
     value_vocab = OmegaConf.load(d / "config.yaml").task.value_vocab
-    assert chance(d) == 1.0 / value_vocab
+    assert task.chance == 1.0 / value_vocab
+    (soup,) = (built["tmp"] / "runs" / "table1_symbol_soup").glob("sessa-*")
+    assert lag_task(soup) is None
 
 
 def test_cli_rebuild_from_folders_only(built, capsys):
