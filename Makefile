@@ -10,7 +10,7 @@ VOCAB     ?= 4096
 SEQ_LEN   ?= 2048
 # Table 2 and the ablation offline: the King James Bible instead of SimpleStories, 300 steps (~5 epochs of
 # its 0.93M training tokens; the 3000 steps of table2_simplestories.yaml would be ~50).
-BIBLE_ARGS ?= task=bible trainer.max_steps=300 trainer.val_every=50 trainer.ckpt_every=100
+BIBLE_ARGS ?= task=bible trainer.max_steps=300 trainer.val_check_interval=50 callbacks.checkpoint.every_n_steps=100
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate

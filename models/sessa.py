@@ -5,7 +5,7 @@
     gamma[t] = gamma_max * tanh(gamma_bias + <a[t], w_gamma>)    per-token feedback gain in (-1, 1)
     s[t] = f[t] + gamma[t] * sum_{j<t} alpha[t, j] s[j]          i.e. (I - diag(gamma) alpha) s = f
 
-Exactly the official LibratioAI/sessa v1.0.0 layer (DESIGN.md section 4), parameter names included, so
+Exactly the official LibratioAI/sessa v1.0.0 layer (docs/design.md, section 3), parameter names included, so
 models/convert.py maps official weights one to one. The parallel path hands the solve to
 models.kernels.feedback (dense reference or faster impls); decoding keeps k, v (post-RoPE), k_b and s
 per token and applies the recurrence directly.

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from sessa_bench.compose import CONF_DIR, compose_train
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
 from sessa_bench.models.registry import mixer_class
+from sessa_bench.report.markdown import md_table
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 FAMILIES = ("sessa", "transformer", "mamba2")
 
 
@@ -50,12 +50,10 @@ def _available(group: str) -> list[str]:
 
 
 def _load(group: str, name: str) -> dict:
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.exists():
+    """One group's config as Hydra composes it for a run (schema defaults included)."""
+    if name not in _available(group):
         raise ValueError(f"{group}={name!r} is unknown; available: {_available(group)}")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    cfg.pop("defaults", None)  # Hydra's schema line, not a field
-    return cfg
+    return OmegaConf.to_container(compose_train([f"{group}={name}"])[group], resolve=True)
 
 
 def load_budget(name: str) -> Budget:
@@ -138,11 +136,8 @@ def format_table(rows: list[dict]) -> str:
             "state_per_token", "state_fixed", "train_flops_per_token"]
     fmt = {"deviation": lambda v: f"{v:+.2%}" if v is not None else "",
            "train_flops_per_token": lambda v: f"{v / 1e6:.2f}M"}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt.get(c, lambda v: f"{v:,}" if isinstance(v, int) else str(v))(r[c])
-                                       for c in cols) + " |")
-    return "\n".join(lines)
+    plain = lambda v: f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
+    return md_table(cols, [[fmt.get(c, plain)(r[c]) for c in cols] for r in rows])
 
 
 def main(argv=None):

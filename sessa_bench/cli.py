@@ -41,7 +41,7 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         from sessa_bench.demo import main as m
         m(rest)
     elif cmd == "report":
-        from sessa_bench.report import main as m
+        from sessa_bench.report.demo import main as m
         m(rest)
     else:
         sys.exit(f"sessa-bench: unknown command {cmd!r}\n{USAGE}")

@@ -20,3 +20,11 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
         cfg = compose("train", overrides=list(overrides or []), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def compose_file(name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Any other config file under conf/ (e.g. "calibrate/diffuse_mqar"), composed by Hydra."""
+    if not (CONF_DIR / f"{name}.yaml").is_file():
+        raise ValueError(f"config {name!r} does not exist under {CONF_DIR}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=list(overrides or []))

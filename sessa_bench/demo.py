@@ -6,20 +6,17 @@ from __future__ import annotations
 import sys
 
 from sessa_bench.compose import compose_train
-from sessa_bench.report import write_demo
-from sessa_bench.train import run
+from sessa_bench.report.demo import write_demo
+from sessa_bench.runs import ensure
 
 FAMILIES = ("sessa", "transformer", "mamba2")
 
 
 def main(argv=None) -> None:
     extra = list(sys.argv[1:] if argv is None else argv)  # Hydra overrides, e.g. trainer.max_steps=50
-    results_dir = "results/runs"
-    for fam in FAMILIES:
-        cfg = compose_train(["experiment=demo", f"model={fam}", *extra])
-        results_dir = cfg.results_dir
-        run(cfg)
-    print(write_demo(results_dir))
+    runs = [["experiment=demo", f"model={fam}", *extra] for fam in FAMILIES]
+    ensure(runs)
+    print(write_demo(compose_train(runs[0]).results_dir))
 
 
 if __name__ == "__main__":

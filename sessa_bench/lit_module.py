@@ -9,7 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from sessa_bench.metrics import MetricAccumulator
+from sessa_bench.metrics import SplitMetrics
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
 from sessa_bench.tasks.base import IGNORE
@@ -32,7 +32,7 @@ class LitSequenceModel(L.LightningModule):
         self.model = Backbone(ModelConfig(**model_cfg))
         self.head = self.model.cfg.head
         self.slice_names = tuple(slice_names)
-        self._acc: MetricAccumulator | None = None
+        self._eval: dict[str, SplitMetrics] = {}  # in a dict: not a submodule, so never in a checkpoint
 
     def forward(self, batch):
         return self.model(batch["input_ids"], lengths=batch.get("lengths"))
@@ -50,10 +50,14 @@ class LitSequenceModel(L.LightningModule):
 
     # --- evaluation: accumulate over the split, reduce once ------------------------------------------
     def _eval_start(self):
-        self._acc = MetricAccumulator(self.head, self.slice_names)
+        self._eval["split"] = SplitMetrics(self.head, self.slice_names).to(self.device)
 
     def _eval_step(self, batch):
-        self._acc.update(self(batch), batch["labels"], batch.get("slices"))
+        self._eval["split"].update(self(batch), batch["labels"], batch.get("slices"))
+
+    def _eval_end(self, prefix: str):
+        # compute() sums the states across processes: the metrics are already global, no sync_dist
+        self.log_dict({f"{prefix}/{k}": v for k, v in self._eval["split"].compute().items()})
 
     def on_validation_epoch_start(self):
         self._eval_start()
@@ -62,7 +66,7 @@ class LitSequenceModel(L.LightningModule):
         self._eval_step(batch)
 
     def on_validation_epoch_end(self):
-        self.log_dict(self._acc.compute("val"), prog_bar=False, sync_dist=True)
+        self._eval_end("val")
 
     def on_test_epoch_start(self):
         self._eval_start()
@@ -71,7 +75,7 @@ class LitSequenceModel(L.LightningModule):
         self._eval_step(batch)
 
     def on_test_epoch_end(self):
-        self.log_dict(self._acc.compute(getattr(self, "test_prefix", "test")), sync_dist=True)
+        self._eval_end(getattr(self, "test_prefix", "test"))
 
     # --- optimisation -----------------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,12 +1,14 @@
-"""The run-folder contract (DESIGN section 6): results/runs/<experiment>/<run_name>/ holds
+"""The run-folder contract: results/runs/<experiment>/<run_name>/ holds
 
     config.yaml     the resolved config
     metrics.jsonl   one JSON line per logged step
-    summary.json    final metrics, parameter counts, throughput, hardware, git commit, backends
+    summary.json    final metrics, the task's facts, parameter counts, throughput, hardware, git commit,
+                    backends: everything a report needs, so reports read nothing else
     checkpoints/last.ckpt
 
 summary.json is written last and atomically: a folder without it is an unfinished run (resumable), a folder
-with it is finished and a rerun skips it. Every file is written to a temporary name and renamed.
+with it is finished and a rerun skips it, provided the rerun asks for the same config (else it is an error
+that lists the differences, so a result is never silently reused for another config).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import subprocess
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the one atomic text write)
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# Keys that may differ between a run and its rerun without changing what the run computes.
+RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir")
+# How many runs shared the device (set by sessa_bench.runs for its workers; recorded in summary.json).
+ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
 
 
 class RunFolder:
@@ -34,6 +37,11 @@ class RunFolder:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
+
+    @classmethod
+    def of(cls, cfg) -> "RunFolder":
+        """The folder of a composed run config."""
+        return cls(Path(cfg.results_dir) / cfg.experiment_name / cfg.run_name)
 
     def is_finished(self) -> bool:
         try:
@@ -64,6 +72,41 @@ class RunFolder:
         if not self.metrics.exists():
             return []
         return [json.loads(ln) for ln in self.metrics.read_text().splitlines() if ln.strip()]
+
+    def check_config(self, cfg, what: str) -> None:
+        """Raise if this folder already holds `what` (a finished or unfinished run) of another config."""
+        if not self.config.exists():
+            return
+        changed = config_changes(OmegaConf.to_container(OmegaConf.load(self.config)), resolved_config(cfg))
+        if changed:
+            raise ValueError(f"run folder {self.path} holds {what} with a different config "
+                             f"({', '.join(changed[:8])}); choose another experiment_name or run_name, "
+                             f"or delete the folder to start over")
+
+
+def resolved_config(cfg) -> dict:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)  # present when composed outside @hydra.main
+    return resolved
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring RUN_INDEPENDENT ones."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if name in RUN_INDEPENDENT:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def concurrent_runs() -> int:
+    return int(os.environ.get(ENV_CONCURRENT, "1"))
 
 
 def git_commit() -> str:

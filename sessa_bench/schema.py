@@ -1,6 +1,7 @@
-"""Structured-config schemas: they give Hydra the allowed keys and types of each config group, so an
-unknown key or a wrong type fails at composition with OmegaConf's message naming the key. Ranges that
-types cannot express (positive step counts, ...) are checked in `validate`."""
+"""Structured-config schemas of the harness's own groups: they give Hydra the allowed keys and types, so an
+unknown key or a wrong type fails at composition with OmegaConf's message naming the key. The trainer,
+logger and callback groups are Lightning's own arguments (`_target_` configs, checked by Lightning). Ranges
+that types cannot express (positive step counts, ...) are checked in `validate`."""
 
 from __future__ import annotations
 
@@ -33,21 +34,6 @@ class BudgetSchema:
 
 
 @dataclass
-class TrainerSchema:
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    max_steps: int = 300
-    val_every: int = 100
-    ckpt_every: int = 100
-    log_every: int = 10
-    grad_clip: float = 1.0
-    limit_val_batches: Optional[int] = None   # None: the whole validation split
-    progress_bar: bool = True
-
-
-@dataclass
 class OptimSchema:
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -66,14 +52,6 @@ class DataSchema:
 
 
 @dataclass
-class LoggerSchema:
-    kind: str = "csv"                   # csv | wandb | none (metrics.jsonl is always written)
-    project: str = "sessa-bench"
-    entity: Optional[str] = None
-    mode: str = "offline"               # wandb mode; sync later with `wandb sync`
-
-
-@dataclass
 class EvalSchema:
     lengths: list[int] = field(default_factory=lambda: [1])   # length multipliers for retrieval tasks
 
@@ -87,27 +65,31 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="model", name="model_schema", node=ModelSchema)
     cs.store(group="budget", name="budget_schema", node=BudgetSchema)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerSchema)
-    cs.store(group="logger", name="logger_schema", node=LoggerSchema)
     cs.store(name="optim_schema", node=OptimSchema, package="optim")
     cs.store(name="data_schema", node=DataSchema, package="data")
     cs.store(name="eval_schema", node=EvalSchema, package="eval")
     cs.store(name="debug_schema", node=DebugSchema, package="debug")
 
 
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def validate(cfg) -> None:
     """Range checks with one clear message per field."""
     checks = [
-        ("trainer.max_steps", cfg.trainer.max_steps >= 1, "must be >= 1"),
-        ("trainer.val_every", cfg.trainer.val_every >= 1, "must be >= 1"),
-        ("trainer.ckpt_every", cfg.trainer.ckpt_every >= 1, "must be >= 1"),
-        ("trainer.log_every", cfg.trainer.log_every >= 1, "must be >= 1"),
-        ("trainer.grad_clip", cfg.trainer.grad_clip >= 0, "must be >= 0 (0 disables clipping)"),
+        ("trainer.max_steps", _int(cfg.trainer.max_steps) and cfg.trainer.max_steps >= 1, "must be an int >= 1"),
+        ("trainer.val_check_interval", _int(cfg.trainer.val_check_interval) and cfg.trainer.val_check_interval >= 1,
+         "must be an int >= 1 (steps between validations)"),
+        ("trainer.log_every_n_steps", _int(cfg.trainer.log_every_n_steps) and cfg.trainer.log_every_n_steps >= 1,
+         "must be an int >= 1"),
+        ("trainer.gradient_clip_val", (cfg.trainer.gradient_clip_val or 0) >= 0, "must be >= 0 (0 disables clipping)"),
+        ("callbacks.checkpoint.every_n_steps", _int(cfg.callbacks.checkpoint.every_n_steps)
+         and cfg.callbacks.checkpoint.every_n_steps >= 1, "must be an int >= 1"),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.warmup_steps", cfg.optim.warmup_steps >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must lie in [0, 1]"),
         ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
-        ("logger.kind", cfg.logger.kind in ("csv", "wandb", "none"), "must be one of csv, wandb, none"),
         ("resume", str(cfg.resume) in ("auto", "True", "False", "true", "false"),
          "must be auto, true or false"),
         ("eval.lengths", all(int(x) >= 1 for x in cfg.eval.lengths), "must be positive multipliers"),

@@ -17,14 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from sessa_bench import schema
 from sessa_bench.budget import Budget, count_params, describe, solve
-from sessa_bench.callbacks import AtomicCheckpoint, KillAtStep, Throughput
+from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
-from sessa_bench.concurrent_runs import concurrent_runs
 from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
-from sessa_bench.loggers import build_loggers
+from sessa_bench.loggers import JsonlLogger
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.run_folder import RunFolder, atomic_write_text, git_commit, hardware
+from sessa_bench.run_folder import RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, resolved_config
 
 log = logging.getLogger("sessa_bench")
 schema.register()
@@ -69,46 +68,20 @@ def _resume_step(cfg: DictConfig, folder: RunFolder) -> int | None:
                            f"{e}); delete it to restart this run from scratch, or pass resume=false") from None
 
 
-# Keys that may differ between a run and its rerun without changing what the run computes.
-RUN_INDEPENDENT = ("resume", "debug", "trainer.progress_bar", "logger", "results_dir")
-
-
-def resolved_config(cfg: DictConfig) -> dict:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("hydra", None)  # present when composed outside @hydra.main
-    return resolved
-
-
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring RUN_INDEPENDENT ones."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        name = f"{prefix}{key}"
-        if name in RUN_INDEPENDENT:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_changes(a, b, name + ".")
-        elif a != b:
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
-
-
-def check_same_config(folder: RunFolder, cfg: DictConfig, what: str) -> None:
-    if not folder.config.exists():
-        return
-    changed = config_changes(OmegaConf.to_container(OmegaConf.load(folder.config)), resolved_config(cfg))
-    if changed:
-        raise ValueError(f"run folder {folder.path} holds {what} with a different config "
-                         f"({', '.join(changed[:8])}); choose another experiment_name or run_name, "
-                         f"or delete the folder to start over")
+def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
+    """What a callback of conf/callbacks needs from this run besides its own config."""
+    if name == "checkpoint":
+        return {"path": folder.checkpoint}
+    if name == "throughput":
+        return {"window": cfg.trainer.log_every_n_steps}
+    return {}
 
 
 def run(cfg: DictConfig) -> dict:
     schema.validate(cfg)
-    folder = RunFolder(f"{cfg.results_dir}/{cfg.experiment_name}/{cfg.run_name}")
+    folder = RunFolder.of(cfg)
     if folder.is_finished():
-        check_same_config(folder, cfg, "a finished run")
+        folder.check_config(cfg, "a finished run")
         log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
         return folder.read_summary()
 
@@ -120,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
     model_cfg, budget = resolve_model(cfg, task)
     start_step = _resume_step(cfg, folder)
     if start_step is not None:
-        check_same_config(folder, cfg, "an unfinished run")
+        folder.check_config(cfg, "an unfinished run")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     table, cost = parameter_table(model_cfg, budget, task.max_len)
@@ -135,20 +108,14 @@ def run(cfg: DictConfig) -> dict:
     atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
 
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
-                           tuple(getattr(task, "slice_names", ())))
-    t = cfg.trainer
-    throughput = Throughput(warmup=min(5, t.log_every), window=t.log_every)
-    callbacks = [AtomicCheckpoint(folder.checkpoint, t.ckpt_every), throughput]
+                           tuple(task.slice_names))
+    callbacks = {name: instantiate(c, **runtime_args(name, cfg, folder)) for name, c in cfg.callbacks.items()}
     if cfg.debug.kill_at_step:
-        callbacks.append(KillAtStep(cfg.debug.kill_at_step))
-    tags = [f"family:{cfg.model.family}", f"task:{cfg.task_name}", f"budget:{budget.name}", f"seed:{cfg.seed}"]
-    trainer = L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
-        max_steps=t.max_steps, val_check_interval=t.val_every, check_val_every_n_epoch=None,
-        limit_val_batches=t.limit_val_batches or 1.0, log_every_n_steps=t.log_every,
-        gradient_clip_val=t.grad_clip or None, logger=build_loggers(cfg, folder, tags), callbacks=callbacks,
-        enable_checkpointing=False, enable_progress_bar=t.progress_bar, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=str(folder.path))
+        callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
+    loggers = [JsonlLogger(folder), *(instantiate(c) for c in cfg.logger.values())]
+    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
+                          default_root_dir=str(folder.path))
+    throughput = callbacks.get("throughput")
 
     t0 = time.time()
     trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None)
@@ -167,16 +134,16 @@ def run(cfg: DictConfig) -> dict:
     summary = {
         "final": final,
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "family": cfg.model.family,
-        "task": cfg.task_name, "budget": budget.name, "seed": cfg.seed,
+        "task": cfg.task_name, "task_facts": task.facts(), "budget": budget.name, "seed": cfg.seed,
         "params": {"total": total, "non_embedding": cost["params_non_embedding"],
                    "target": budget.target_params, "deviation": (total - budget.target_params) / budget.target_params},
-        "cost": cost, "model": model_cfg.to_dict(),
+        "cost": cost, "model": model_cfg.to_dict(), "optim": OmegaConf.to_container(cfg.optim),
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
-        "throughput_tokens_per_s": throughput.tokens_per_s,
+        "throughput_tokens_per_s": throughput.tokens_per_s if throughput else None,
         "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
         "concurrent_runs": concurrent_runs(),
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
-        "precision": t.precision, "hardware": hardware(), "git_commit": git_commit(),
+        "precision": cfg.trainer.precision, "hardware": hardware(), "git_commit": git_commit(),
     }
     folder.write_summary(summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()

@@ -40,15 +40,36 @@ def config_key(cfg: dict) -> str:
 class Task:
     name: str = "task"
     head: str = "lm"              # "lm" (per-position labels) or "cls" (one label per sequence)
-    metrics: tuple[str, ...] = ("acc",)   # any of: acc, example_acc, ppl, top1, top5
     vocab_size: int = 0
     num_classes: int = 0
     pad_id: int = 0
     slice_names: tuple[str, ...] = ()
+    ood_slices: tuple[str, ...] = ()     # slices beyond what training covers (e.g. longer lags)
+    chance: float | None = None          # accuracy of guessing, where it is defined
+    train_len_exact: bool = False        # True when every training sequence has exactly `train_len` tokens
 
     @property
     def max_len(self) -> int:
         raise NotImplementedError
+
+    @property
+    def train_len(self) -> int:
+        """Tokens per training sequence (an upper bound unless train_len_exact)."""
+        return self.max_len
+
+    def ceiling(self) -> float | None:
+        """The best accuracy any model can reach on this task, where it can be computed."""
+        return None
+
+    def facts(self) -> dict:
+        """What a report needs to know about this task; written into every run's summary.json, so tables
+        and plots read it there instead of rebuilding the task."""
+        return {"name": self.name, "head": self.head, "vocab_size": self.vocab_size,
+                "num_classes": self.num_classes, "train_len": self.train_len,
+                "train_len_exact": self.train_len_exact, "max_len": self.max_len, "chance": self.chance,
+                "ceiling": self.ceiling(), "slice_names": list(self.slice_names),
+                "ood_slices": list(self.ood_slices), "ood_above": getattr(self, "ood_above", None),
+                "config": self.config() if hasattr(self, "config") else {}}
 
     def dataset(self, split: str) -> Dataset:
         raise NotImplementedError

@@ -132,14 +132,6 @@ class DiffuseMQAR(RetrievalTask):
                                 if 2 ** k > self.ood_above)
         self.chance = 1.0 / self.value_vocab
 
-    @classmethod
-    def from_run_config(cls, task_cfg: dict) -> "DiffuseMQAR | None":
-        """The task of a run folder's config.yaml `task` section, or None when that is another task
-        (constructing only validates and sizes; no data is generated)."""
-        if not str(task_cfg.get("_target_", "")).endswith(cls.__name__):
-            return None
-        return cls(**{k: v for k, v in task_cfg.items() if k != "_target_"})
-
     @staticmethod
     def _lag(name: str, value, P: int) -> tuple[int, int]:
         lo, hi = int_tuple(name, value, 1, length=2)
@@ -169,6 +161,12 @@ class DiffuseMQAR(RetrievalTask):
     @property
     def max_len(self) -> int:
         return max(self.seq_len, self.test_seq_len)
+
+    train_len_exact = True
+
+    @property
+    def train_len(self) -> int:
+        return self.seq_len
 
     def scaled(self, factor: int) -> "DiffuseMQAR":
         f = check_int("factor", factor, 1)

@@ -94,7 +94,7 @@ def _check_int(name: str, value, lo: int) -> int:
 class LanguageModeling(Task):
     name = "lm"
     head = "lm"
-    metrics = ("ppl", "top1", "top5")
+    train_len_exact = True   # every segment is full
 
     def __init__(self, corpus: str = "simplestories", data_dir: str | None = None,
                  tokenizer: str | None = None, vocab_size: int = 4096, seq_len: int = 256,

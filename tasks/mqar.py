@@ -101,7 +101,6 @@ class RetrievalTask(Task):
     """Common plumbing: config dict, cached pure build per split, scaled copies."""
 
     head = "lm"
-    metrics = ("acc", "example_acc")
     version = 1                      # bump when a generator changes so stale caches are not reused
 
     def config(self) -> dict:
@@ -124,6 +123,7 @@ class RetrievalTask(Task):
 
 class MQAR(RetrievalTask):
     name = "mqar"
+    train_len_exact = True
 
     def __init__(self, vocab_size: int = 8192, seq_len: int = 256, n_pairs=(4, 8, 16, 32, 64),
                  power_a: float = 0.01, n_train: int = 100_000, n_val: int = 1_000, n_test: int = 3_000,

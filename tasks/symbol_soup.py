@@ -1,6 +1,6 @@
 """SymbolSoup (paper Table 1): 20-way classification of two style-generated blocks hidden in noise.
 
-Our own implementation of the distribution of the official generator (DESIGN.md section 5).
+Our own implementation of the distribution of the official generator (docs/design.md, section 4).
 
 Example (every character is a token, so the spaces and newlines are tokens too):
 
@@ -244,7 +244,6 @@ def read_tsv(path: str | Path) -> list[tuple[str, int]]:
 class SymbolSoup(Task):
     name = "symbol_soup"
     head = "cls"
-    metrics = ("acc",)
     num_classes = N_CLASSES
     vocab_size = len(VOCAB)
     pad_id = TOKEN_ID["<pad>"]

@@ -18,7 +18,7 @@ def test_every_family_within_tolerance(preset, vocab):
 
 
 def test_sessa_layer_parameter_formula():
-    # DESIGN section 4: a Sessa layer with H > 1 and no GQA has 9 D^2 + 11 D + 1 parameters.
+    # A Sessa layer with H > 1 and no GQA has 9 D^2 + 11 D + 1 parameters.
     budget = load_budget("tiny")
     fam = load_family("sessa")
     from sessa_bench.budget import model_config

@@ -10,7 +10,7 @@ from sessa_bench.compose import CONF_DIR, compose_train
 from sessa_bench.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("model", "budget", "task", "trainer", "logger")
+GROUPS = ("model", "budget", "task", "trainer", "logger", "callbacks")
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 FIXTURE = ROOT / "tests" / "fixtures" / "simplestories"
 
@@ -53,7 +53,7 @@ def shrink(cfg) -> list[str]:
 def test_every_experiment_trains_two_steps(name, tmp_path, monkeypatch):
     monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
     base = [f"experiment={name}", f"results_dir={tmp_path}", "budget=tiny", "trainer=cpu", "logger=none",
-            "trainer.max_steps=2", "trainer.val_every=2", "trainer.ckpt_every=2", "trainer.progress_bar=false",
+            "trainer.max_steps=2", "trainer.val_check_interval=2", "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false",
             "data.batch_size=2", "eval.lengths=[1]"]
     cfg = compose_train(base)
     summary = run(compose_train(base + shrink(cfg)))

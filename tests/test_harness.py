@@ -19,8 +19,8 @@ SMALL_SOUP = ["task.min_len=41", "task.max_len=61", "task.n_train=200", "task.n_
 
 
 def overrides(tmp_path, *extra):
-    return [f"results_dir={tmp_path}/runs", "logger=none", "trainer.progress_bar=false", "budget=tiny",
-            "trainer.max_steps=6", "trainer.val_every=3", "trainer.ckpt_every=2", "trainer.log_every=1",
+    return [f"results_dir={tmp_path}/runs", "logger=none", "trainer.enable_progress_bar=false", "budget=tiny",
+            "trainer.max_steps=6", "trainer.val_check_interval=3", "callbacks.checkpoint.every_n_steps=2", "trainer.log_every_n_steps=1",
             "data.batch_size=4", *SMALL_SOUP, *extra]
 
 
@@ -73,7 +73,7 @@ def _train_subprocess(tmp_path, *extra):
 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
-    common = ["model=sessa", "trainer.max_steps=8", "trainer.val_every=4"]
+    common = ["model=sessa", "trainer.max_steps=8", "trainer.val_check_interval=4"]
     killed = _train_subprocess(tmp_path, *common, "experiment_name=resumed", "debug.kill_at_step=4")
     assert killed.returncode == 17, killed.stderr[-2000:]
     folder = RunFolder(tmp_path / "runs" / "resumed" / "sessa-symbol_soup-tiny-s0")
@@ -163,7 +163,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
 def test_wandb_logger_offline_mirrors_the_run(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     res = subprocess.run([sys.executable, "-m", "sessa_bench.train", *overrides(tmp_path, "model=transformer"),
-                          "logger=wandb", "trainer.max_steps=2", "trainer.val_every=2"],
+                          "logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2"],
                          cwd=ROOT, env={**env, "SESSA_BENCH_CACHE": str(tmp_path / "cache")},
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -175,7 +175,7 @@ def test_wandb_logger_offline_mirrors_the_run(tmp_path):
 def test_cli_multirun_runs_every_family_and_writes_nothing_in_cwd(tmp_path):
     env = {**os.environ, "SESSA_BENCH_CACHE": str(tmp_path / "cache")}
     res = subprocess.run([sys.executable, "-m", "sessa_bench.cli", "train", "-m", "model=transformer,mamba2",
-                          *overrides(tmp_path, "trainer.max_steps=2", "trainer.val_every=2")],
+                          *overrides(tmp_path, "trainer.max_steps=2", "trainer.val_check_interval=2")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     exp = tmp_path / "runs" / "default"

@@ -1,6 +1,6 @@
 """SymbolSoup: the text template, lengths, balance, styles and the class rule, tokenizer, TSV files, errors.
 
-References are the spec's closed forms (DESIGN.md section 5), naive re-computations of the style tables
+References are the spec's closed forms (the module docstring), naive re-computations of the style tables
 from their primaries/secondaries, and statistics of many samples. Small n and short lengths keep it fast.
 """
 

@@ -5,37 +5,30 @@ Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
-import math
 import re
 import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from sessa_bench.bench.blocks import bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
 from sessa_bench.bench.training import bench_training
-from sessa_bench.run_folder import atomic_write_text, git_commit
+from sessa_bench.compose import compose_file
+from sessa_bench.files import atomic_write_text
+from sessa_bench.report.markdown import csv_text, md_table, number
+from sessa_bench.run_folder import git_commit
 
 FAMILIES = ("sessa", "transformer", "mamba2")
-PRESETS = {
-    # The shapes of the issue: D=768, 12 heads, bf16, 16384 tokens per batch; base budget for training
-    # and decoding.
-    "gpu": dict(dtype=torch.bfloat16, d_model=768, n_heads=12, tokens=16384,
-                lengths=[512, 1024, 2048, 4096, 8192, 16384], fit_lengths=[16384, 32768, 65536, 131072],
-                mamba=dict(headdim=64, d_state=128, chunk_size=256), reps=3,
-                train=dict(budget_name="base", vocab=4096, seq_len=2048, batch=8, warmup=5, steps=10),
-                decode=dict(budget_name="base", vocab=4096, contexts=[1024, 4096, 16384], batches=[1, 16],
-                            steps=16)),
-    # The same code at toy shapes, so CI runs it.
-    "cpu": dict(dtype=torch.float32, d_model=64, n_heads=4, tokens=512, lengths=[64, 128, 256],
-                fit_lengths=[], mamba=dict(headdim=16, d_state=16, chunk_size=32), reps=2,
-                train=dict(budget_name="tiny", vocab=256, seq_len=64, batch=4, warmup=1, steps=2),
-                decode=dict(budget_name="tiny", vocab=256, contexts=[32, 64], batches=[1, 4], steps=4)),
-}
+PRESETS = ("gpu", "cpu")  # conf/bench/<preset>.yaml
+
+
+def load_preset(name: str) -> dict:
+    p = OmegaConf.to_container(compose_file(f"bench/{name}"))
+    p["dtype"] = getattr(torch, p["dtype"])
+    return p
 
 
 def device_slug(device: torch.device) -> str:
@@ -43,19 +36,9 @@ def device_slug(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def fmt(v, spec=".2f"):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else format(v, spec)
-    return str(v)
-
-
-def md_table(rows, cols, specs=None) -> str:
+def md_rows(rows, cols, specs=None) -> str:
     specs = specs or {}
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(fmt(r.get(c), specs.get(c, ".2f")) for c in cols) + " |" for r in rows]
-    return "\n".join(out)
+    return md_table(cols, [[number(r.get(c), specs.get(c, ".2f")) for c in cols] for r in rows])
 
 
 def block_table(rows) -> str:
@@ -66,11 +49,11 @@ def block_table(rows) -> str:
         key = "fb" if r["mode"] == "fwd+bwd" else "f"
         m[f"{key}_ms"], m[f"{key}_x"], m[f"{key}_gib"] = r["ms"], r["x_attention"], r["peak_gib"]
     cols = ["impl", "T", "batch", "fb_ms", "fb_x", "fb_gib", "f_ms", "f_x", "f_gib"]
-    return md_table(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols)
+    return md_rows(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols)
 
 
 def plot(rows, path: Path, title: str):
-    from sessa_bench.plots import save  # atomic PNG write; imported first, it selects the Agg backend
+    from sessa_bench.report.plots import save  # atomic PNG write; imported first, it selects the Agg backend
 
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -97,21 +80,17 @@ def plot(rows, path: Path, title: str):
 
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
     atomic_write_text(out / f"{slug}.md", "\n".join(sections))
-    buf = io.StringIO()
     keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k != "part", k))
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(csv_rows)
-    atomic_write_text(out / f"{slug}.csv", buf.getvalue())
+    atomic_write_text(out / f"{slug}.csv", csv_text(keys, csv_rows, lineterminator="\r\n"))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--preset", choices=PRESETS, default="gpu" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--parts", nargs="+", default=["blocks", "train", "decode"], choices=["blocks", "train", "decode"])
     ap.add_argument("--out-dir", default="results/bench")
     args = ap.parse_args(argv)
-    p = PRESETS[args.preset]
+    p = load_preset(args.preset)
     device = torch.device("cuda" if args.preset == "gpu" else "cpu")
     if args.preset == "gpu" and not torch.cuda.is_available():
         sys.exit("--preset gpu needs a CUDA device")
@@ -142,7 +121,7 @@ def main(argv=None):
             f"forward only; `_x` = time / the SDPA attention block's at the same T; `_gib` = peak memory "
             f"above inputs.\n\n{block_table(rows)}\n\n"
             + (f"Largest single sequence (batch 1) that trains (forward+backward), trying T in "
-               f"{p['fit_lengths']}:\n\n{md_table(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"
+               f"{p['fit_lengths']}:\n\n{md_rows(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"
                if p["fit_lengths"] else "")
             + f"![block time and memory](./{slug}.png)\n")
         csv_rows += [{"part": "blocks", **r} for r in rows] + [{"part": "fits", **r} for r in fits]
@@ -159,7 +138,7 @@ def main(argv=None):
             f"{t['batch']}, bf16 autocast on GPU, AdamW; {t['steps']} timed steps after {t['warmup']} warm-up "
             f"steps (Triton autotuning excluded). MFU = tokens/s x training FLOPs per token / dense bf16 peak "
             f"(989 TFLOP/s on H100/H200).\n\n"
-            + md_table(rows, ["family", "params", "layers", "d_model", "tokens_per_s", "train_flops_per_token",
+            + md_rows(rows, ["family", "params", "layers", "d_model", "tokens_per_s", "train_flops_per_token",
                               "mfu", "backends"], {"tokens_per_s": ",.0f", "train_flops_per_token": ".3e",
                                                    "mfu": ".3f"}) + "\n")
         csv_rows += [{"part": "train", **r} for r in rows]
@@ -173,7 +152,7 @@ def main(argv=None):
             f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
             f"of the given length, one warm-up pass. Cache bytes per token of context, plus a fixed state per "
             f"sequence.\n\n"
-            + md_table(rows, ["family", "context", "batch", "tokens_per_s", "cache_bytes_per_token",
+            + md_rows(rows, ["family", "context", "batch", "tokens_per_s", "cache_bytes_per_token",
                               "cache_fixed_bytes_per_seq", "cache_gib"], {"tokens_per_s": ",.1f"}) + "\n")
         csv_rows += [{"part": "decode", **r} for r in rows]
 

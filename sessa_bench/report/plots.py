@@ -1,16 +1,15 @@
-"""PNG plots for the paper tables, from run folders only (called by sessa_bench.tables):
+"""PNG plots for the paper tables, from run folders only (called by sessa_bench.report.paper):
 
 - <table>_<task>_val.png   the table's validation metric against the training step, one line per family
                            (mean over seeds of metrics.jsonl; a shaded band spans min..max over seeds)
 - <table>_<task>_lags.png  Diffuse MQAR test token accuracy per lag bucket and family; buckets beyond the
                            longest training lag (out of distribution) are shaded
 
-Files are written to a temporary name and renamed, like every result file.
+Files are written atomically, like every result file.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -20,19 +19,17 @@ import matplotlib
 matplotlib.use("Agg")  # no display on the training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sessa_bench.report import run_task_config  # noqa: E402
+from sessa_bench.files import atomic_write  # noqa: E402
 from sessa_bench.run_folder import RunFolder  # noqa: E402
 
 LAG = re.compile(r"^test/acc/lag=(\d+)-(\d+)$")
 
 
 def save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -66,15 +63,7 @@ def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str) 
     return save(fig, out)
 
 
-def lag_task(run_dir: Path):
-    """The Diffuse MQAR task of a run folder (its training lags and chance level), or None for other tasks."""
-    from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
-
-    return DiffuseMQAR.from_run_config(run_task_config(run_dir))
-
-
-def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path]], out: Path,
-                 title: str) -> Path | None:
+def lag_accuracy(summaries: dict[str, list[dict]], out: Path, title: str) -> Path | None:
     buckets = sorted({(int(m[1]), int(m[2])) for runs in summaries.values() for s in runs
                       for m in [LAG.match(k) for k in s["final"]] if m})
     if not buckets:
@@ -88,15 +77,15 @@ def lag_accuracy(summaries: dict[str, list[dict]], run_dirs: dict[str, list[Path
             v = [s["final"][f"test/acc/lag={lo}-{hi}"] for s in summaries[fam] if f"test/acc/lag={lo}-{hi}" in s["final"]]
             ys.append(sum(v) / len(v) if v else float("nan"))
         ax.bar([j + (i - (len(fams) - 1) / 2) * width for j in range(len(buckets))], ys, width, label=fam)
-    tasks = [t for dirs in run_dirs.values() for d in dirs if (t := lag_task(d)) is not None]
-    limits = {t.ood_above for t in tasks}
+    facts = [s["task_facts"] for runs in summaries.values() for s in runs]
+    limits = {f["ood_above"] for f in facts if f.get("ood_above") is not None}
     if limits:  # a bucket is out of distribution when all its lags exceed the longest training lag
         edge = min(limits)
         ood = [j for j, (lo, _) in enumerate(buckets) if lo > edge]
         if ood:
             ax.axvspan(ood[0] - 0.5, len(buckets) - 0.5, color="grey", alpha=0.15,
                        label=f"out of distribution (lag > {edge})")
-    levels = {t.chance for t in tasks}
+    levels = {f["chance"] for f in facts if f.get("chance") is not None}
     if len(levels) == 1:  # runs with different value alphabets have no single chance level
         ax.axhline(levels.pop(), color="black", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(range(len(buckets)), [f"{lo}-{hi}" for lo, hi in buckets], rotation=30)
@@ -119,7 +108,7 @@ def table_plots(table, got: dict, out_dir: Path) -> list[Path]:
                        f"{table.name}: {c.experiment_name} ({c.task}, {c.budget})")
         if p:
             out.append(p)
-        p = lag_accuracy(c.runs, dirs, Path(out_dir) / f"{table.name}_{c.task}_lags.png",
+        p = lag_accuracy(c.runs, Path(out_dir) / f"{table.name}_{c.task}_lags.png",
                          f"{c.task}: test accuracy per lag ({c.budget})")
         if p:
             out.append(p)

@@ -1,0 +1,39 @@
+"""The Diffuse MQAR calibration table, from run folders only: test token accuracy overall, inside the
+training lags and beyond them (the 4x extrapolation), next to chance."""
+
+from __future__ import annotations
+
+import statistics
+
+from sessa_bench.report.markdown import md_table
+
+
+def row(name: str, overrides: list[str], summary: dict) -> dict:
+    facts, final = summary["task_facts"], summary["final"]
+    task = facts["config"]
+    inside = [final[f"test/acc/{s}"] for s in facts["slice_names"]
+              if s not in facts["ood_slices"] and f"test/acc/{s}" in final]
+    beyond = [final[f"test/acc/{s}"] for s in facts["ood_slices"] if f"test/acc/{s}" in final]
+    return {"candidate": name, "overrides": " ".join(overrides) or "(first defaults)",
+            "n_pairs": task["n_pairs"], "train_lag": "-".join(map(str, task["train_lag"])),
+            "test_lag": "-".join(map(str, task["test_lag"])), "lengths": f"{task['seq_len']}/{task['test_seq_len']}",
+            "chance": facts["chance"], "test_acc": final["test/acc"],
+            "inside": statistics.mean(inside) if inside else float("nan"),
+            "beyond": statistics.mean(beyond) if beyond else float("nan"),
+            "steps": summary["steps"], "lr": summary["optim"]["lr"], "budget": summary["budget"],
+            "device": summary["hardware"].get("gpu") or "CPU", "commit": summary["git_commit"][:12]}
+
+
+def render(rows: list[dict]) -> str:
+    table = md_table(
+        ["candidate", "overrides", "pairs", "train lags", "test lags", "train/test length", "chance", "test acc",
+         "acc, train lags", "acc, beyond (up to 4x)", "steps", "lr"],
+        [[r["candidate"], f"`{r['overrides']}`", r["n_pairs"], r["train_lag"], r["test_lag"], r["lengths"],
+          f"{r['chance']:.4f}", f"{r['test_acc']:.4f}", f"{r['inside']:.4f}", f"{r['beyond']:.4f}", r["steps"],
+          f"{r['lr']:g}"] for r in rows])
+    meta = sorted({f"budget `{r['budget']}`, {r['device']}, commit {r['commit']}" for r in rows})
+    return ("# Diffuse MQAR calibration (Transformer; Table 1's budget, optimiser and batch unless overridden; "
+            "seed 0)\n\n"
+            "Test token accuracy, bucketed by lag: inside the training lags and beyond them (test lags reach 4x "
+            "the longest training lag). Means over the power-of-two lag buckets.\n\n" + table
+            + f"\n\n_{'; '.join(meta)}. Built by `python -m sessa_bench.calibrate` from run folders only._\n")

@@ -1,0 +1,112 @@
+"""Turn a list of runs (each given as its Hydra overrides) into finished run folders: the one place that
+trains several runs, for the demo, the paper tables, calibration sweeps and anything else.
+
+Every run is composed and validated first, so bad input fails before anything trains; finished runs are
+checked (same config) and skipped. What is left trains in this process one after another (jobs=1, the
+`local` launcher's semantics), or in `jobs` worker processes (`python -m sessa_bench.train`) sharing the
+machine: a ~20M-parameter model leaves most of a GPU idle, so a few runs side by side finish sooner.
+The runs themselves do not change; every summary.json records how many shared the device
+(`concurrent_runs`), so a table can say that its summed wall time overstates the device time.
+
+    python -m sessa_bench.runs --build-data <overrides>    # one run's task data into the cache (workers)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sessa_bench import schema
+from sessa_bench.compose import compose_train
+from sessa_bench.run_folder import ENV_CONCURRENT, RunFolder
+
+
+def pending(run_overrides: list[list[str]]) -> list[tuple[list[str], RunFolder]]:
+    """(overrides, folder) of each run not finished yet; a finished one is checked, then skipped."""
+    out = []
+    for ov in run_overrides:
+        cfg = compose_train(ov)
+        schema.validate(cfg)  # bad input fails here, once, before anything trains
+        folder = RunFolder.of(cfg)
+        if folder.is_finished():
+            folder.check_config(cfg, "a finished run")
+            print(f"skipping finished run {folder.path}", flush=True)
+            continue
+        out.append((ov, folder))
+    return out
+
+
+def ensure(run_overrides: list[list[str]], jobs: int = 1) -> None:
+    """Train every unfinished run, at most `jobs` at a time. With workers, all runs are attempted; if any
+    fails, one error lists them with the end of their logs."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: must be >= 1")
+    todo = pending(run_overrides)
+    if jobs == 1:
+        from sessa_bench.train import run  # heavy import (Lightning) only when training
+        for ov, _ in todo:
+            run(compose_train(ov))
+        return
+    build_data([ov for ov, _ in todo])
+    env = {**os.environ, ENV_CONCURRENT: str(jobs)}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(lambda p: _train_in_worker(*p, env), todo))
+    failed = [(folder, rc, log) for folder, rc, log in results if rc != 0]
+    if failed:
+        tails = "\n".join(f"--- {folder.path} (exit {rc}, log {log}):\n"
+                          + "\n".join(log.read_text().splitlines()[-15:]) for folder, rc, log in failed)
+        raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed:\n{tails}")
+
+
+def build_data(run_overrides: list[list[str]]) -> None:
+    """Build every split of each distinct task once, before the workers start, so they load it from the
+    task cache instead of each generating the same data at the same time. A generator runs on one core,
+    so distinct tasks (a sweep over task settings) are generated side by side, each in its own process."""
+    tasks = {}
+    for ov in run_overrides:
+        tasks.setdefault(OmegaConf.to_yaml(compose_train(ov).task), ov)
+    builds = list(tasks.values())
+    if len(builds) == 1:
+        _build_splits(builds[0])
+    elif builds:
+        with ThreadPoolExecutor(min(len(builds), os.cpu_count() or 1)) as pool:
+            list(pool.map(_build_in_subprocess, builds))
+
+
+def _build_splits(overrides: list[str]) -> None:
+    from sessa_bench.train import build_task
+
+    task = build_task(compose_train(overrides))
+    for split in ("train", "val", "test"):
+        task.dataset(split)
+
+
+def _build_in_subprocess(overrides: list[str]) -> None:
+    r = subprocess.run([sys.executable, "-m", "sessa_bench.runs", "--build-data", *overrides],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"building the data of {overrides} failed:\n{r.stderr[-3000:]}")
+
+
+def _train_in_worker(ov: list[str], folder: RunFolder, env: dict) -> tuple[RunFolder, int, Path]:
+    log = folder.path.parent / "logs" / f"{folder.path.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    print(f"start  {folder.path} (log {log})", flush=True)
+    with open(log, "a") as f:
+        rc = subprocess.run([sys.executable, "-m", "sessa_bench.train", *ov], stdout=f,
+                            stderr=subprocess.STDOUT, env=env).returncode
+    print(f"{'done ' if rc == 0 else 'FAILED'} {folder.path} in {time.time() - t0:.0f} s (exit {rc})", flush=True)
+    return folder, rc, log
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--build-data"]:
+        sys.exit("usage: python -m sessa_bench.runs --build-data <hydra overrides of a run>")
+    _build_splits(sys.argv[2:])
