@@ -32,7 +32,7 @@ weight is multiplied by (1 + 3): P_i -> P_{i+1 mod 4}, P_i -> P_i, S_i -> S_i, P
 Motifs: the 39 contiguous substrings of length 3..5 of "abcdefghijklmnop", each weighted
 1 + 0.9 #primaries + 0.5 #secondaries (symbols of the motif that are primaries / secondaries of the style).
 
-Choices of ours where the description leaves room:
+The block process (our choices where the description leaves room; the motif rule is the official code's):
 - A style samples a block of L symbols as a first-order Markov chain: P(next = y | current = x) is
   proportional to weight[y] * (4 if x -> y is preferred else 1); the first symbol (no current yet) is drawn
   from the unigram weights alone.
