@@ -1,6 +1,7 @@
 """SymbolSoup (paper Table 1): 20-way classification of two style-generated blocks hidden in noise.
 
-Our own implementation of the distribution of the official generator (docs/design.md, section 4).
+Our own implementation of the distribution of the official generator (the paper's released code); its
+Bayes-optimal accuracy is computed by tasks/symbol_soup_bayes.py.
 
 Example (every character is a token, so the spaces and newlines are tokens too):
 
@@ -21,20 +22,25 @@ Per example (integer uniforms U[lo, hi] include both ends):
 - with p = 0.5 the two blocks swap places (block1 = right, block2 = left); otherwise block1 = left
 - noise symbols are uniform over the 16 symbols a..p.
 
-Styles: the 4 left styles come from one numpy Generator seeded 123, the 5 right ones from one seeded 456,
-built in order. A style shuffles the 16 symbols (rng.permutation(16)): the first 4 are its primaries P_i
-(unigram weight 3), the next 4 its secondaries S_i (weight 2), the rest weight 1. Preferred bigrams, whose
+Styles: as in the official generator, each family has one Python `random.Random`, seeded 123 (the 4 left
+styles) and 456 (the 5 right ones); each style, in style order, shuffles a fresh copy of the list
+['a', ..., 'p'] with it (`rng.shuffle`): the first 4 symbols are its primaries P_i (unigram weight 3), the
+next 4 its secondaries S_i (weight 2), the rest weight 1. This gives left 0: jdif / chkl, left 1: bjmk /
+pnhg, left 2: ngpf / edio, left 3: gpck / njao; right 0: fmpe / ldcb, right 1: lfpo / akjh, right 2: kbje /
+gaip, right 3: opfm / edbk, right 4: lnag / obhf (primaries / secondaries). Preferred bigrams, whose
 weight is multiplied by (1 + 3): P_i -> P_{i+1 mod 4}, P_i -> P_i, S_i -> S_i, P_i -> S_i and S_i -> P_i.
 Motifs: the 39 contiguous substrings of length 3..5 of "abcdefghijklmnop", each weighted
 1 + 0.9 #primaries + 0.5 #secondaries (symbols of the motif that are primaries / secondaries of the style).
 
-Choices of ours where the description leaves room:
+The block process (our choices where the description leaves room; the motif rule is the official code's):
 - A style samples a block of L symbols as a first-order Markov chain: P(next = y | current = x) is
   proportional to weight[y] * (4 if x -> y is preferred else 1); the first symbol (no current yet) is drawn
   from the unigram weights alone.
-- Before each draw, if at least 3 positions remain, with p = 0.3 a motif is inserted instead, chosen with
-  probability proportional to its weight among all 39 and cut to the room left (so only 3 and 4 positions
-  left can cut a motif); the chain then continues from the motif's last symbol.
+- Before each draw, if at least 3 positions remain, with p = 0.3 a motif is inserted instead; as in the
+  official code it is chosen with probability proportional to its weight among the motifs that fit the
+  positions left (length <= room: with 3 left only the 14 of length 3, with 4 left the 27 of length 3 or
+  4, with 5 or more all 39), so a block never ends in a cut motif; the chain then continues from the
+  motif's last symbol.
 - After the block is complete each symbol flips with p = 0.03 to one of the other 15, uniformly.
 - Randomness: one numpy Generator per `generate(n, seed)` call, drawn in a fixed order; class ids are
   `arange(n) % 20` shuffled by that Generator, so each class gets n // 20 examples and classes
@@ -56,6 +62,7 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +84,8 @@ OVERHEAD = 13                                  # tokens of an example besides it
 BOOST = 1.0 + 3.0
 MOTIF_P, FLIP_P = 0.3, 0.03
 MOTIFS = tuple(tuple(range(s, s + n)) for n in (3, 4, 5) for s in range(len(SYMBOLS) - n + 1))
+# MOTIFS is sorted by length, so the motifs that fit `room` positions are a prefix: its length per room
+MOTIF_FIT = {room: sum(len(m) <= room for m in MOTIFS) for room in (3, 4, 5)}
 
 _TOKEN = re.compile("|".join(re.escape(t) for t in sorted(VOCAB, key=len, reverse=True) if len(t) > 1)
                     + "|.", re.DOTALL)
@@ -110,7 +119,16 @@ class Style:
         # cumulative tables as Python lists: bisect on them is the fast path of the sampling loop
         object.__setattr__(self, "_start_cum", list(np.cumsum(self.weights / self.weights.sum())))
         object.__setattr__(self, "_trans_cum", [list(np.cumsum(row)) for row in self.trans])
-        object.__setattr__(self, "_motif_cum", list(np.cumsum(self.motif_w / self.motif_w.sum())))
+        object.__setattr__(self, "_motif_cum", {r: list(np.cumsum(self.motif_probs(r))[:MOTIF_FIT[r]])
+                                                for r in MOTIF_FIT})
+
+    def motif_probs(self, room: int) -> np.ndarray:
+        """(len(MOTIFS),) P(motif | a motif is inserted with `room` >= 3 positions left): only those that fit."""
+        if room < 3:
+            raise ValueError(f"room={room}: a motif needs at least 3 positions")
+        w = self.motif_w.copy()
+        w[MOTIF_FIT[min(room, 5)]:] = 0.0
+        return w / w.sum()
 
     def sample(self, rng: np.random.Generator, L: int, motif_p: float = MOTIF_P,
                flip_p: float = FLIP_P) -> np.ndarray:
@@ -121,8 +139,8 @@ class Style:
         while len(seq) < L:
             room = L - len(seq)
             if room >= 3 and u_motif[j] < motif_p:
-                m = MOTIFS[min(bisect.bisect_right(self._motif_cum, u_pick[j]), len(MOTIFS) - 1)]
-                seq.extend(m[:room])
+                cum = self._motif_cum[min(room, 5)]
+                seq.extend(MOTIFS[min(bisect.bisect_right(cum, u_pick[j]), len(cum) - 1)])
             else:
                 cum = self._trans_cum[seq[-1]] if seq else self._start_cum
                 seq.append(min(bisect.bisect_right(cum, u_pick[j]), 15))  # min(): guards float round-off
@@ -137,9 +155,16 @@ def flip(seq: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
     return np.where(hit, (seq + shift) % 16, seq)
 
 
-def make_style(rng: np.random.Generator) -> Style:
-    perm = rng.permutation(16)
-    P, S = perm[:4].tolist(), perm[4:8].tolist()
+def shuffled_symbols(rng: random.Random) -> list[int]:
+    """One style's order of the 16 symbol ids, drawn as the official code does: shuffle a fresh a..p list."""
+    letters = list(SYMBOLS)
+    rng.shuffle(letters)
+    return [SYMBOLS.index(c) for c in letters]
+
+
+def make_style(order: list[int]) -> Style:
+    """The style whose primaries are order[:4] and secondaries order[4:8]."""
+    P, S = list(order[:4]), list(order[4:8])
     weights = np.ones(16)
     weights[P], weights[S] = 3.0, 2.0
     boost = np.ones((16, 16))
@@ -155,9 +180,9 @@ def make_style(rng: np.random.Generator) -> Style:
 
 def make_styles() -> tuple[tuple[Style, ...], tuple[Style, ...]]:
     """(4 left styles, 5 right styles); fixed for all seeds and splits."""
-    left_rng, right_rng = np.random.default_rng(LEFT_SEED), np.random.default_rng(RIGHT_SEED)
-    return (tuple(make_style(left_rng) for _ in range(N_LEFT)),
-            tuple(make_style(right_rng) for _ in range(N_RIGHT)))
+    left_rng, right_rng = random.Random(LEFT_SEED), random.Random(RIGHT_SEED)
+    return (tuple(make_style(shuffled_symbols(left_rng)) for _ in range(N_LEFT)),
+            tuple(make_style(shuffled_symbols(right_rng)) for _ in range(N_RIGHT)))
 
 
 LEFT_STYLES, RIGHT_STYLES = make_styles()
@@ -248,7 +273,8 @@ class SymbolSoup(Task):
     vocab_size = len(VOCAB)
     pad_id = TOKEN_ID["<pad>"]
     max_len: int = 600           # plain attribute (shadows Task.max_len): the longest sequence, an upper bound
-    version = 1                  # bump when the generator changes so stale caches are not reused
+    version = 2                  # bump when the generator changes so stale caches are not reused
+                                 # (2: official style tables, motifs drawn among those that fit)
     chance = 1.0 / N_CLASSES
 
     def __init__(self, min_len: int = 400, max_len: int = 600, n_train: int = 20_000, n_val: int = 2_000,
@@ -280,6 +306,13 @@ class SymbolSoup(Task):
     def config(self) -> dict:
         return dict(min_len=self.min_len, max_len=self.max_len, n_train=self.n_train, n_val=self.n_val,
                     n_test=self.n_test, seed=self.seed, data_dir=self.data_dir)
+
+    def ceiling(self) -> float:
+        """The Bayes-optimal accuracy on the test split: what the exact posterior scores on the same examples
+        the models are tested on (tasks/symbol_soup_bayes.py)."""
+        from .symbol_soup_bayes import bayes_ceiling
+
+        return bayes_ceiling(self, "test")["acc"]
 
     def scaled(self, factor: int) -> "SymbolSoup":
         f = _int("factor", factor, 1)

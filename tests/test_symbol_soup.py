@@ -1,7 +1,7 @@
 """SymbolSoup: the text template, lengths, balance, styles and the class rule, tokenizer, TSV files, errors.
 
-References are the spec's closed forms (the module docstring), naive re-computations of the style tables
-from their primaries/secondaries, and statistics of many samples. Small n and short lengths keep it fast.
+References are the spec's closed forms (the official generator's distribution), the official style table,
+naive re-computations of the style tables from their primaries/secondaries, and statistics of many samples. Small n and short lengths keep it fast.
 """
 
 import collections
@@ -127,15 +127,21 @@ def test_scaled_doubles_lengths():
 # ---------------------------------------------------------------------------------------------------
 # styles
 
-def test_style_tables_follow_the_spec():
-    assert len(ss.LEFT_STYLES) == 4 and len(ss.RIGHT_STYLES) == 5
-    # styles are shuffles from Generators seeded 123 (left) and 456 (right), built in order
-    for styles, seed in ((ss.LEFT_STYLES, 123), (ss.RIGHT_STYLES, 456)):
-        rng = np.random.default_rng(seed)
+# the official generator's styles (primaries, secondaries), pinned
+OFFICIAL_STYLES = {
+    "left": [("jdif", "chkl"), ("bjmk", "pnhg"), ("ngpf", "edio"), ("gpck", "njao")],
+    "right": [("fmpe", "ldcb"), ("lfpo", "akjh"), ("kbje", "gaip"), ("opfm", "edbk"), ("lnag", "obhf")],
+}
+
+
+def test_style_tables_are_the_official_ones():
+    letters = lambda ids: "".join(ss.SYMBOLS[i] for i in ids)
+    for side, styles in (("left", ss.LEFT_STYLES), ("right", ss.RIGHT_STYLES)):
+        assert [(letters(st.primaries), letters(st.secondaries)) for st in styles] == OFFICIAL_STYLES[side]
         for st in styles:
-            perm = rng.permutation(16)
-            assert st.primaries == tuple(perm[:4]) and st.secondaries == tuple(perm[4:8])
             np.testing.assert_allclose(st.trans, reference_trans(st), rtol=0, atol=1e-12)
+            assert st.weights.tolist() == [3.0 if c in st.primaries else 2.0 if c in st.secondaries else 1.0
+                                           for c in range(16)]
     keys = {(st.primaries, st.secondaries) for st in ss.LEFT_STYLES + ss.RIGHT_STYLES}
     assert len(keys) == 9
     assert len(ss.MOTIFS) == 14 + 13 + 12
@@ -177,6 +183,27 @@ def test_motif_insertion():
     ref = np.array([w[s] for s in range(16)]) / sum(w.values())
     emp = np.bincount(starts, minlength=16) / len(starts)
     assert np.abs(emp - ref).max() < 0.025
+
+
+@pytest.mark.parametrize("room", [3, 4])
+def test_motif_drawn_among_those_that_fit(room):
+    # with motif_p = 1 a block of 3 or 4 symbols opens with a motif that fits: its start letter follows the
+    # weights of the motifs of length <= room only (cutting longer motifs would favour early letters)
+    st = ss.RIGHT_STYLES[3]
+    rng = np.random.default_rng(room)
+    blocks = np.array([st.sample(rng, room, motif_p=1.0, flip_p=0.0) for _ in range(4000)])
+    w = collections.Counter()
+    for m, p in zip(ss.MOTIFS, st.motif_probs(room)):
+        assert (p > 0) == (len(m) <= room)
+        w[m[0]] += p
+    ref = np.array([w[s] for s in range(16)])
+    emp = np.bincount(blocks[:, 0], minlength=16) / len(blocks)
+    assert np.abs(emp - ref).max() < 0.025            # 4 sigma ~ 0.02 at p ~ 0.1
+    assert ref[14:].sum() == 0 and emp[14:].sum() == 0   # no motif starts at o or p
+    if room == 3:                                     # the whole block is one motif
+        assert (np.diff(blocks, axis=1) == 1).all()
+    with pytest.raises(ValueError, match="room"):
+        st.motif_probs(2)
 
 
 def test_flip():
