@@ -216,15 +216,16 @@ def examples_from(batches, n_examples: int) -> list[torch.Tensor]:
 
 def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: int | None = 4,
                 source: int = 0, method: str = "auto", probes: int = 8, layers=None, min_lag: int = 4,
-                max_fit_lag: int | None = None, seed: int = 0, max_rows: int = 64) -> dict:
+                max_fit_lag: int | None = None, seed: int = 0, max_rows: int = 64,
+                lags_per_octave: int = 2) -> dict:
     """Influence curves and tail fits of a Backbone on the first n_examples sequences of `batches`.
 
-    lags default to a log grid up to the longest example; layers=None probes every block (plus the final
+    lags default to a log grid (lags_per_octave per doubling) up to the longest example; layers=None probes every block (plus the final
     state), [] only the final state. Runs on the model's device and dtype, in eval mode (restored after),
     with gradients enabled even when called under torch.no_grad()."""
     seqs = examples_from(batches, n_examples)
     layers = _check_layers(layers, len(model.blocks))
-    lags = check_lags(lags) if lags is not None else lag_grid(max(len(s) for s in seqs) - 1)
+    lags = check_lags(lags) if lags is not None else lag_grid(max(len(s) for s in seqs) - 1, lags_per_octave)
     dev = model.embed.weight.device
     was_training = model.training
     model.eval()
@@ -238,7 +239,7 @@ def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: 
                                output_names=[f"layer_{i}" for i in layers] + [FINAL])
     finally:
         model.train(was_training)
-    result.update(model=model.cfg.to_dict(), lengths=[len(s) for s in seqs], device=str(dev),
+    result.update(min_lag=min_lag, model=model.cfg.to_dict(), lengths=[len(s) for s in seqs], device=str(dev),
                   dtype=str(model.embed.weight.dtype).replace("torch.", ""), seconds=round(time.time() - t0, 1))
     return add_fits(result, min_lag, max_fit_lag)
 
@@ -249,3 +250,137 @@ def write_probe(folder_path, result: dict, name: str = "probe.json") -> Path:
     path = Path(folder_path) / name
     atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True))
     return path
+
+
+# --- a run folder ----------------------------------------------------------------------------------------
+def model_config_of(folder, cfg, task):
+    """The run's ModelConfig: summary.json["model"] when the run finished, else the budget solver on its
+    config (the same call training makes)."""
+    from sessa_bench.models.config import ModelConfig
+    if folder is not None and folder.summary.exists():
+        model = folder.read_summary().get("model")
+        if model:
+            return ModelConfig(**model)
+    from omegaconf import OmegaConf
+
+    from sessa_bench.budget import Budget, solve
+    budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
+    family = OmegaConf.to_container(cfg.model, resolve=True)
+    return solve(family, budget, task.vocab_size, head=task.head, n_classes=task.num_classes)
+
+
+def fresh_model(model_cfg, seed: int):
+    """A Backbone with freshly initialised weights, seeded like the run."""
+    from sessa_bench.models.backbone import Backbone
+    torch.manual_seed(int(seed))
+    return Backbone(model_cfg)
+
+
+def val_batches(task, n_examples: int):
+    """The first n_examples of the task's val split, one example per batch (no padding)."""
+    ds = task.dataset("val")
+    if len(ds) == 0:
+        raise ValueError("probe: the task's val split is empty")
+    return [task.collate([ds[i]]) for i in range(min(n_examples, len(ds)))]
+
+
+def describe_run(cfg, weights: str, steps=None) -> dict:
+    return {"family": cfg.model.family, "task": cfg.get("task_name"), "budget": cfg.budget.name,
+            "seed": int(cfg.seed), "experiment": cfg.get("experiment_name"), "run_name": cfg.get("run_name"),
+            "weights": weights, "steps": steps}
+
+
+def probe_config(cfg, weights: str = "init", model=None, folder=None, **kw) -> dict:
+    """Probe the model of a composed or saved training config `cfg`: the given (trained) model, or a fresh
+    one (weights='init') with the run's model config and seed. Examples come from the task's val split."""
+    from hydra.utils import instantiate
+    task = instantiate(cfg.task)
+    steps = None
+    if model is None:
+        model = fresh_model(model_config_of(folder, cfg, task), cfg.seed)
+    elif folder is not None and folder.summary.exists():
+        steps = folder.read_summary().get("steps")
+    result = probe_model(model, val_batches(task, kw.pop("n_examples", 4)), **kw)
+    from sessa_bench.run_folder import git_commit
+    result["run"], result["git_commit"] = describe_run(cfg, weights, steps), git_commit()
+    return result
+
+
+def probe_run(path, init: bool = False, out: str | Path | None = None, **kw) -> tuple[Path, dict]:
+    """Probe a run folder's trained model (its checkpoint) or, with init=True, a fresh model of the same
+    config. Writes <run folder>/probe.json (probe_init.json with init=True) or `out`."""
+    from omegaconf import OmegaConf
+
+    from sessa_bench.run_folder import RunFolder
+    folder = RunFolder(path)
+    if not folder.config.exists():
+        raise FileNotFoundError(f"{folder.path} is not a run folder (no config.yaml)")
+    if init:
+        cfg, model = OmegaConf.load(folder.config), None
+    else:
+        from sessa_bench.evaluate import load_run
+        _, cfg, lit = load_run(folder.path)
+        model = lit.model
+    result = probe_config(cfg, "init" if init else "trained", model, folder, **kw)
+    target = Path(out) if out else folder.path / ("probe_init.json" if init else "probe.json")
+    return write_probe(target.parent, result, target.name), result
+
+
+def summary_line(result: dict, curve: str = "by_position") -> str:
+    fit = result["curves"][curve][FINAL]["fit"]
+    if fit["better"] is None:
+        return f"{curve}: too few lags to fit"
+    p, e = fit["power"], fit["exponential"]
+    tau = f"{e['tau']:.4g}" if e["tau"] is not None else "none (no decay)"
+    return (f"{curve}: power law exponent {p['exponent']:.3f} (R^2 {p['r2']:.3f}); exponential tau {tau} "
+            f"(R^2 {e['r2']:.3f}); better: {fit['better']}")
+
+
+def _layers_arg(text: str):
+    if text == "all":
+        return None
+    if text == "none":
+        return []
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--layers={text!r} must be 'all', 'none' or comma-separated block indices") from None
+
+
+def add_probe_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--lags", nargs="+", type=int, default=None,
+                    help="lags to measure (default: a log grid, 2 per octave, up to the longest example)")
+    ap.add_argument("--n-examples", type=int, default=4, help="val examples to average over (default 4)")
+    ap.add_argument("--positions", type=int, default=4,
+                    help="output positions per example for by_position; 0 = all (default 4)")
+    ap.add_argument("--source", type=int, default=0, help="the fixed source position of from_source")
+    ap.add_argument("--method", default="auto", choices=METHODS,
+                    help="exact (D backward rows), hutchinson (--probes rows) or auto (exact when D <= probes)")
+    ap.add_argument("--probes", type=int, default=8, help="Hutchinson probe vectors per position (default 8)")
+    ap.add_argument("--layers", default="all", help="blocks to probe besides the final state: all, none, 0,3,5")
+    ap.add_argument("--min-lag", type=int, default=4, help="smallest lag in the tail fits (default 4)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the positions and probe vectors")
+
+
+def probe_kwargs(args) -> dict:
+    return dict(lags=args.lags, n_examples=args.n_examples, n_positions=args.positions or None,
+                source=args.source, method=args.method, probes=args.probes, layers=_layers_arg(args.layers),
+                min_lag=args.min_lag, seed=args.seed)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="sessa-bench probe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--init", action="store_true",
+                    help="a freshly initialised model of the run's config instead of its checkpoint")
+    ap.add_argument("--out", default=None, help="where to write the JSON (default: in the run folder)")
+    add_probe_args(ap)
+    args = ap.parse_args(argv)
+    path, result = probe_run(args.run_dir, args.init, args.out, **probe_kwargs(args))
+    print(f"{path} ({result['method']}, {result['seconds']} s)")
+    for c in CURVES:
+        print("  " + summary_line(result, c))
+
+
+if __name__ == "__main__":
+    main()

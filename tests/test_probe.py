@@ -239,3 +239,30 @@ def test_fit_tail_recovers_both_laws():
     assert fit_tail(lags, [1.0] * len(lags))["exponential"]["tau"] is None  # flat: no decay
     with pytest.raises(ValueError, match="min_lag"):
         fit_tail(lags, lags, min_lag=0)
+
+
+def test_cli_init_probe_and_report(tmp_path, monkeypatch):
+    """`sessa-bench probe DIR --init` on a run folder without a checkpoint, then the report from probe.json."""
+    from omegaconf import OmegaConf
+
+    from sessa_bench.cli import main as cli
+    from sessa_bench.compose import compose_train
+    from sessa_bench.memory_tail import build_report
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train(["model=transformer", "budget=tiny", "budget.n_layers=2", "budget.d_model=16",
+                         "budget.n_heads=2", "task.min_len=31", "task.max_len=41", "task.n_train=4",
+                         "task.n_val=3", "task.n_test=3"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    cli(["probe", str(run), "--init", "--n-examples", "2", "--probes", "2", "--layers", "0"])
+    r = json.loads((run / "probe_init.json").read_text())
+    assert r["run"]["weights"] == "init" and r["run"]["family"] == "transformer"
+    assert r["outputs"] == ["layer_0", "final"] and r["model"]["n_layers"] == 2 and r["n_examples"] == 2
+    with pytest.raises(SystemExit, match="no checkpoint"):  # trained weights need the checkpoint
+        cli(["probe", str(run)])
+    with pytest.raises(SystemExit, match="--layers"):
+        cli(["probe", str(run), "--init", "--layers", "first"])
+    text = build_report([run / "probe_init.json"], tmp_path / "memory_tail.md")
+    assert "| transformer | tiny | init | 0 | 2 x 16 |" in text
+    assert (tmp_path / "memory_tail_by_position.png").stat().st_size > 1000
