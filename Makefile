@@ -8,12 +8,14 @@ TORCH_PIN ?= torch==2.13.0
 BUDGET    ?= tiny
 VOCAB     ?= 4096
 SEQ_LEN   ?= 2048
+# memory-tail: folders of run folders probed after training (default: the Table 1 SymbolSoup runs).
+RUNS      ?= $(wildcard results/runs/table1_symbol_soup)
 # Table 2 and the ablation offline: the King James Bible instead of SimpleStories, 300 steps (~5 epochs of
 # its 0.93M training tokens; the 3000 steps of table2_simplestories.yaml would be ~50).
 BIBLE_ARGS ?= task=bible trainer.max_steps=300 trainer.val_check_interval=50 callbacks.checkpoint.every_n_steps=100
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate
+.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate memory-tail
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,3 +64,6 @@ ablation-bible: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) 
 
 calibrate: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Diffuse MQAR calibration sweep (small Transformer, GPU) -> results/calibration/diffuse_mqar.md
 	$(PYTHON) -m sessa_bench.calibrate --run $(ARGS)
+
+memory-tail: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## influence vs lag at init (tiny, small; CPU) and for RUNS with checkpoints -> results/memory_tail.md
+	$(PYTHON) -m sessa_bench.memory_tail --runs $(RUNS) $(ARGS)

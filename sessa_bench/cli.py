@@ -1,4 +1,4 @@
-"""`sessa-bench` command: train | eval | params | demo | report. Each forwards to its module's main."""
+"""`sessa-bench` command: train | eval | params | demo | probe | report. Each forwards to its module's main."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ USAGE = """usage: sessa-bench <command> [args]
   eval   RUN_DIR [--split test] [--lengths 1 2 4]
   params [--budget small] [--vocab 4096] [--seq-len 2048]
   demo   [hydra overrides]        the CPU comparison of all three families (results/demo.md)
+  probe  RUN_DIR [--init] [--lags 1 2 4 ...] [--n-examples 4]   memory tail -> RUN_DIR/probe.json
   report demo                     rebuild a table from run folders
 """
 
@@ -39,6 +40,9 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         m(rest)
     elif cmd == "demo":
         from sessa_bench.demo import main as m
+        m(rest)
+    elif cmd == "probe":
+        from sessa_bench.probe import main as m
         m(rest)
     elif cmd == "report":
         from sessa_bench.report.demo import main as m

@@ -1,0 +1,219 @@
+"""`make memory-tail`: probe the three families' memory tails and write results/memory_tail.md with plots.
+
+    python -m sessa_bench.memory_tail [--runs results/runs/table1_symbol_soup] [--budgets tiny small]
+
+1. At initialisation: for every budget and family, the Table 1 SymbolSoup config (experiment
+   table1_symbol_soup, seed 0) with fresh weights -> results/memory_tail/init/<run name>/probe.json.
+2. Trained: every run folder under --runs that has a checkpoint and no probe.json yet gets one (runs trained
+   with probe=true already have it); folders with neither are listed as not probed.
+3. The report (tables and PNGs) is built from the probe.json files alone. Existing probe files are kept:
+   delete one (or pass --force) to measure again.
+
+Probe settings per budget (SETTINGS) keep the init probes to a few minutes on a 2-core CPU; they are written
+into every probe.json (method, probes, positions, examples) and the report shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on the training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sessa_bench.probe import CURVES, FINAL, probe_config, probe_run, write_probe  # noqa: E402
+from sessa_bench.run_folder import RunFolder, atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FAMILIES = ("sessa", "transformer", "mamba2")
+EXPERIMENT = "table1_symbol_soup"
+# CPU-sized (a shared 2-core machine): one val example, a one-per-octave lag grid, 2 Hutchinson probes;
+# tiny also probes every layer, small (~20M parameters, 401-599 tokens) only the final state.
+SETTINGS = {
+    "tiny": dict(n_examples=1, n_positions=4, probes=2, layers=None, lags_per_octave=1),
+    "small": dict(n_examples=1, n_positions=2, probes=2, layers=[], lags_per_octave=1),
+}
+DEFAULT = dict(n_examples=2, n_positions=4, probes=4, layers=[], lags_per_octave=1)
+
+
+def probe_init(budgets, families, out_dir: Path, force: bool = False) -> list[Path]:
+    from sessa_bench.compose import compose_train
+    paths = []
+    for budget in budgets:
+        for family in families:
+            cfg = compose_train([f"experiment={EXPERIMENT}", f"model={family}", f"budget={budget}", "seed=0"])
+            path = out_dir / cfg.run_name / "probe.json"
+            if path.exists() and not force:
+                print(f"kept {path}", flush=True)
+            else:
+                t0 = time.time()
+                write_probe(path.parent, probe_config(cfg, "init", **SETTINGS.get(budget, DEFAULT)))
+                print(f"wrote {path} ({time.time() - t0:.0f} s)", flush=True)
+            paths.append(path)
+    return paths
+
+
+def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]]:
+    """probe.json of every run folder under runs_dirs, measuring it where a checkpoint allows."""
+    from omegaconf import OmegaConf
+    paths, missing = [], []
+    for runs in runs_dirs:
+        for d in sorted(Path(runs).iterdir()) if Path(runs).is_dir() else []:
+            folder = RunFolder(d)
+            if not folder.config.exists():
+                continue
+            path = d / "probe.json"
+            if path.exists() and not force:
+                paths.append(path)
+            elif folder.checkpoint.exists():
+                budget = OmegaConf.load(folder.config).budget.name
+                paths.append(probe_run(d, **SETTINGS.get(budget, DEFAULT))[0])
+                print(f"wrote {path}", flush=True)
+            else:
+                missing.append(str(d.relative_to(ROOT)) if d.resolve().is_relative_to(ROOT) else str(d))
+    return paths, missing
+
+
+# --- the report, from probe.json files only ---------------------------------------------------------------
+def _fmt(v, spec=".3f"):
+    return "–" if v is None else format(v, spec)
+
+
+def rows_of(results: list[dict], curve: str) -> list[str]:
+    out = []
+    for r in results:
+        run, fit = r["run"], r["curves"][curve][FINAL]["fit"]
+        p, e = fit["power"] or {}, fit["exponential"] or {}
+        tau = e.get("tau")
+        out.append(f"| {run['family']} | {run['budget']} | {run['weights']} | {run['seed']} | "
+                   f"{r['model']['n_layers']} x {r['model']['d_model']} | "
+                   f"{_fmt(p.get('exponent'))} | {_fmt(p.get('r2'))} | "
+                   f"{_fmt(tau, '.1f') if e else '–'}{' (no decay)' if e and tau is None else ''} | "
+                   f"{_fmt(e.get('r2'))} | {fit['better'] or 'too few lags'} |")
+    return out
+
+
+def layer_rows(results: list[dict]) -> list[str]:
+    out = []
+    for r in results:
+        run = r["run"]
+        for name in r["outputs"]:
+            fits = [r["curves"][c][name]["fit"] for c in CURVES]
+            if len(r["outputs"]) == 1:
+                continue
+            cells = []
+            for fit in fits:
+                p = fit["power"] or {}
+                cells += [_fmt(p.get("exponent")), _fmt(p.get("r2")), fit["better"] or "–"]
+            out.append(f"| {run['family']} | {run['budget']} | {run['weights']} | {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def plot(results: list[dict], curve: str, path: Path) -> Path:
+    fams = [f for f in FAMILIES if any(r["run"]["family"] == f for r in results)]
+    fams += sorted({r["run"]["family"] for r in results} - set(fams))
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.6), squeeze=False, sharey=True)
+    for ax, fam in zip(axes[0], fams):
+        for r in results:
+            if r["run"]["family"] != fam:
+                continue
+            c = r["curves"][curve][FINAL]
+            pts = [(L, v) for L, v in zip(r["lags"], c["influence"]) if v]
+            run = r["run"]
+            ax.plot([L for L, _ in pts], [v for _, v in pts], marker="o", ms=3,
+                    ls="-" if run["weights"] == "trained" else "--",
+                    label=f"{run['budget']} {run['weights']} s{run['seed']}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(fam)
+        ax.set_xlabel("lag L")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("influence ||dh_t/dx_{t-L}||" if curve == "by_position" else "influence ||dh_{s+L}/dx_s||")
+    fig.suptitle(f"memory tail ({curve}, final hidden state)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _key(r: dict):
+    run = r["run"]
+    fam = FAMILIES.index(run["family"]) if run["family"] in FAMILIES else len(FAMILIES)
+    return (run["weights"] != "init", run["budget"] != "tiny", run["budget"], fam, run["family"], run["seed"])
+
+
+def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> str:
+    results = sorted((json.loads(Path(p).read_text()) for p in paths), key=_key)
+    if not results:
+        raise ValueError("memory-tail: no probe.json files to report")
+    settings = sorted({(r["run"]["budget"], r["method"], r["probes"], r["n_examples"], r["positions_per_example"],
+                        r["source"], r["min_lag"], len(r["lags"]), max(r["lags"]), r["device"], r["dtype"])
+                       for r in results})
+    lines = [
+        "# Memory tail: influence of a token against its lag",
+        "",
+        "Influence at lag L = root mean square of the Jacobian norm ||d h_t / d x_{t-L}||_F, with x the input "
+        "embedding and h the final hidden state (after the last LayerNorm, before the head), on SymbolSoup val "
+        "examples (`sessa_bench/probe.py`). **by_position**: averaged over output positions t >= L; "
+        "**from_source**: from the first token (s = 0) to the output at L. Fits on lags >= the minimum lag: "
+        "power law log I = a - p log L (exponent p) and exponential log I = a - L / tau; `better` is the fit "
+        "with the higher R^2 (both predict log I from the same points). Weights `init`: a fresh model of the "
+        "run's config (seed 0); `trained`: the run's checkpoint.",
+        "",
+    ]
+    for curve in CURVES:
+        lines += [f"## {curve}", "",
+                  "| family | budget | weights | seed | layers x width | power exponent p | R^2 | exp. tau | R^2 | better |",
+                  "|---|---|---|---|---|---|---|---|---|---|", *rows_of(results, curve), "",
+                  f"![{curve}](memory_tail_{curve}.png)", ""]
+    per_layer = layer_rows(results)
+    if per_layer:
+        lines += ["## Per layer (input embedding to the output of block l)", "",
+                  "| family | budget | weights | output | p (by_position) | R^2 | better | p (from_source) | R^2 | better |",
+                  "|---|---|---|---|---|---|---|---|---|---|", *per_layer, ""]
+    lines += ["## Probe settings", "",
+              "| budget | method | probes | examples | positions/example | source | min lag | lags | max lag | device | dtype |",
+              "|---|---|---|---|---|---|---|---|---|---|---|",
+              *[f"| {' | '.join('–' if v is None else str(v) for v in s)} |" for s in settings], ""]
+    if missing:
+        lines += ["Run folders without a checkpoint or probe.json (not probed after training; `sessa-bench "
+                  "probe DIR --init` still works on them): " + ", ".join(f"`{m}`" for m in missing), ""]
+    commits = sorted({r.get("git_commit", "unknown") for r in results})
+    lines += [f"_Built by `python -m sessa_bench.memory_tail` (make memory-tail) from {len(results)} probe.json "
+              f"files; probe commits: {', '.join(commits)}._", ""]
+    if notes is not None and notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    for curve in CURVES:
+        plot(results, curve, out_md.parent / f"memory_tail_{curve}.png")
+    text = "\n".join(lines)
+    atomic_write_text(out_md, text)
+    return text
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", nargs="*", default=None,
+                    help=f"folders of run folders (default: results/runs/{EXPERIMENT} when present)")
+    ap.add_argument("--budgets", nargs="*", default=["tiny", "small"], help="budgets probed at init")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES))
+    ap.add_argument("--out", default=str(ROOT / "results" / "memory_tail.md"))
+    ap.add_argument("--force", action="store_true", help="measure again even where probe.json exists")
+    args = ap.parse_args(argv)
+    runs = args.runs if args.runs is not None else [p for p in [ROOT / "results" / "runs" / EXPERIMENT] if p.is_dir()]
+    out = Path(args.out)
+    paths = probe_init(args.budgets, args.families, out.parent / "memory_tail" / "init", args.force)
+    trained, missing = probe_trained(runs, args.force)
+    build_report(paths + trained, out, missing, notes=out.parent / "memory_tail_notes.md")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
