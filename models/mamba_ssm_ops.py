@@ -4,13 +4,16 @@ break the graph).
 
 Only the package's public entry points are used (mamba_chunk_scan_combined, rmsnorm_fn). Their backward
 is not public on its own, so the backward op recomputes the forward under autograd and differentiates it:
-exact, at the price of one more forward of the scan and the norm per training step. Mamba2Mixer calls
+exact, at the price of one more forward of the scan and the norm per training step. An op body runs with
+autograd switched off in the dispatcher's thread-local state, so the recomputation runs on a short-lived
+helper thread (fresh state) that uses the caller's CUDA device and stream, and is joined at once. Mamba2Mixer calls
 these ops only while compiling; eager runs call mamba_ssm directly (no recomputation).
 
 `kernels()` returns the (scan, rmsnorm) pair the ops run; tests substitute a PyTorch pair with the same
 signatures to check the op plumbing (fake shapes, gradients, compilation) on CPU.
 """
 
+import threading
 from typing import Optional
 
 import torch
@@ -26,12 +29,34 @@ def kernels():
     return pair
 
 
+def _with_autograd(fn, device: torch.device):
+    """fn() with autograd working, from inside a custom op body (see the module docstring)."""
+    out, err = [], []
+    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+
+    def work():
+        try:
+            if stream is not None:
+                with torch.cuda.device(device), torch.cuda.stream(stream):
+                    out.append(fn())
+            else:
+                out.append(fn())
+        except BaseException as e:  # re-raised in the caller's thread
+            err.append(e)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
 def _scan(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, want_state):
     scan = kernels()[0]
     out = scan(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, initial_states=initial_states,
                dt_softplus=True, return_final_states=want_state)
     y, final = out if want_state else (out, None)
-    b, _, h, p = x.shape
     # Fixed output dtypes (y in x's, the state in float32), so the fake below is right by construction.
     final = final.float() if want_state else x.new_empty((0,), dtype=torch.float32)
     return y.to(x.dtype), final
@@ -61,14 +86,18 @@ def mamba_scan_backward(dy: Tensor, dfinal: Tensor, x: Tensor, dt: Tensor, A: Te
     the last one is empty when there is no initial state."""
     ins = [t.detach().requires_grad_() for t in (x, dt, A, B, C, D, dt_bias)]
     init = None if initial_states is None else initial_states.detach().requires_grad_()
-    with torch.enable_grad():
-        y, final = _scan(*ins[:5], chunk_size, ins[5], ins[6], init, want_state)
-        outs, gouts = [y], [dy]
-        if want_state:
-            outs.append(final)
-            gouts.append(dfinal)
-        wrt = ins + ([init] if init is not None else [])
-        grads = torch.autograd.grad(outs, wrt, gouts, allow_unused=True)
+    wrt = ins + ([init] if init is not None else [])
+
+    def recompute():
+        with torch.enable_grad():
+            y, final = _scan(*ins[:5], chunk_size, ins[5], ins[6], init, want_state)
+            outs, gouts = [y], [dy]
+            if want_state:
+                outs.append(final)
+                gouts.append(dfinal)
+            return torch.autograd.grad(outs, wrt, gouts, allow_unused=True)
+
+    grads = _with_autograd(recompute, x.device)
     grads = [torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, wrt)]
     if init is None:
         grads.append(x.new_empty((0,)))
@@ -121,9 +150,12 @@ def _(y, weight, z, eps, group_size):
 def mamba_gated_rmsnorm_backward(dout: Tensor, y: Tensor, weight: Tensor, z: Tensor, eps: float,
                                  group_size: int) -> list[Tensor]:
     ins = [t.detach().requires_grad_() for t in (y, weight, z)]
-    with torch.enable_grad():
-        out = _norm(*ins, eps, group_size)
-        grads = torch.autograd.grad([out], ins, [dout], allow_unused=True)
+
+    def recompute():
+        with torch.enable_grad():
+            return torch.autograd.grad([_norm(*ins, eps, group_size)], ins, [dout], allow_unused=True)
+
+    grads = _with_autograd(recompute, y.device)
     return [torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, ins)]
 
 
