@@ -129,7 +129,16 @@ class CausalAttention(Mixer):
     @_inv_freq.setter
     def _inv_freq(self, value: torch.Tensor | None) -> None:
         # The converter installs the official buffer's values here: drop the per-device copies.
-        self._inv_freq_master, self._rope_on = value, {}
+        self._inv_freq_master, self._rope_on = value, ({} if value is None else {value.device: value})
+
+    def _apply(self, fn, recurse=True):
+        # Moving the module copies inv_freq to the new device now, so a forward finds it without filling
+        # the dict (a dict that changes between calls makes torch.compile recompile).
+        out = super()._apply(fn, recurse)
+        dev = self.q_proj.weight.device
+        if self._inv_freq_master is not None and dev.type != "meta" and dev not in self._rope_on:
+            self._rope_on[dev] = self._inv_freq_master.to(dev)
+        return out
 
     def attend(self, q, k, v):
         backend = resolve_backend(self.backend, q, self._flash_available)

@@ -1,4 +1,4 @@
-"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode]
+"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode profile]
 
 Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)."""
 
@@ -17,24 +17,32 @@ import torch
 
 from sessa_bench.bench.blocks import bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
-from sessa_bench.bench.training import bench_training
+from sessa_bench.bench.profile import profile_training
+from sessa_bench.bench.training import bench_training, side_by_side
 from sessa_bench.run_folder import atomic_write_text, git_commit
 
 FAMILIES = ("sessa", "transformer", "mamba2")
+PARTS = ("blocks", "train", "decode", "profile")
 PRESETS = {
-    # The shapes of the issue: D=768, 12 heads, bf16, 16384 tokens per batch; base budget for training
-    # and decoding.
+    # The shapes of the issue: D=768, 12 heads, bf16, 16384 tokens per batch for the blocks; training at
+    # `base` (T=2048, batch 8) and at `small` with Table 1's shapes (T=600, batch 32), eager and compiled;
+    # decoding at `base` with a 4096-token context, batch 1 and 16.
     "gpu": dict(dtype=torch.bfloat16, d_model=768, n_heads=12, tokens=16384,
                 lengths=[512, 1024, 2048, 4096, 8192, 16384], fit_lengths=[16384, 32768, 65536, 131072],
                 mamba=dict(headdim=64, d_state=128, chunk_size=256), reps=3,
-                train=dict(budget_name="base", vocab=4096, seq_len=2048, batch=8, warmup=5, steps=10),
-                decode=dict(budget_name="base", vocab=4096, contexts=[1024, 4096, 16384], batches=[1, 16],
-                            steps=16)),
-    # The same code at toy shapes, so CI runs it.
+                train=dict(shapes=[dict(budget_name="base", vocab=4096, seq_len=2048, batch=8),
+                                   dict(budget_name="small", vocab=4096, seq_len=600, batch=32)],
+                           compile_backends=(None, "inductor"), warmup=3, steps=8),
+                decode=dict(budget_name="base", vocab=4096, contexts=[4096], batches=[1, 16], steps=64),
+                profile=dict(budget_name="base", vocab=4096, seq_len=2048, batch=8)),
+    # The same code at toy shapes, so CI runs it; "compiled" here is Dynamo alone (backend "eager"), which
+    # exercises the compiled path and counts graph breaks without minutes of C++ code generation.
     "cpu": dict(dtype=torch.float32, d_model=64, n_heads=4, tokens=512, lengths=[64, 128, 256],
                 fit_lengths=[], mamba=dict(headdim=16, d_state=16, chunk_size=32), reps=2,
-                train=dict(budget_name="tiny", vocab=256, seq_len=64, batch=4, warmup=1, steps=2),
-                decode=dict(budget_name="tiny", vocab=256, contexts=[32, 64], batches=[1, 4], steps=4)),
+                train=dict(shapes=[dict(budget_name="tiny", vocab=256, seq_len=64, batch=4)],
+                           compile_backends=(None, "eager"), warmup=1, steps=2),
+                decode=dict(budget_name="tiny", vocab=256, contexts=[32, 64], batches=[1, 4], steps=4),
+                profile=dict(budget_name="tiny", vocab=256, seq_len=64, batch=2)),
 }
 
 
@@ -108,9 +116,11 @@ def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> No
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--parts", nargs="+", default=["blocks", "train", "decode"], choices=["blocks", "train", "decode"])
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     ap.add_argument("--out-dir", default="results/bench")
     args = ap.parse_args(argv)
+    families = tuple(args.families)
     p = PRESETS[args.preset]
     device = torch.device("cuda" if args.preset == "gpu" else "cpu")
     if args.preset == "gpu" and not torch.cuda.is_available():
@@ -152,33 +162,52 @@ def main(argv=None):
 
     if "train" in args.parts:
         log("== training")
-        rows = bench_training(device, FAMILIES, log=log, **p["train"])
         t = p["train"]
+        rows = bench_training(device, families, log=log, **t)
+        shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
+                           for x in t["shapes"])
         sections.append(
-            f"## Training\n\nBudget `{t['budget_name']}`, vocab {t['vocab']}, sequence {t['seq_len']}, batch "
-            f"{t['batch']}, bf16 autocast on GPU, AdamW; {t['steps']} timed steps after {t['warmup']} warm-up "
-            f"steps (Triton autotuning excluded). MFU = tokens/s x training FLOPs per token / dense bf16 peak "
-            f"(989 TFLOP/s on H100/H200).\n\n"
-            + md_table(rows, ["family", "params", "layers", "d_model", "tokens_per_s", "train_flops_per_token",
-                              "mfu", "backends"], {"tokens_per_s": ",.0f", "train_flops_per_token": ".3e",
-                                                   "mfu": ".3f"}) + "\n")
+            f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
+            f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
+            f"time of those warm-up steps). Compiled = `model.compile(backend={t['compile_backends'][-1]!r})` in "
+            f"place, `graph_breaks` counted by Dynamo. MFU = tokens/s x training FLOPs per token "
+            f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200).\n\n"
+            + md_table(side_by_side(rows), ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
+                                            "compiled_tok_s", "speedup", "eager_mfu", "compiled_mfu",
+                                            "graph_breaks", "compile_s", "backends"],
+                       {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
+                        "compiled_mfu": ".3f", "compile_s": ".0f"}) + "\n")
         csv_rows += [{"part": "train", **r} for r in rows]
         write(Path(args.out_dir), slug, sections, csv_rows)
 
     if "decode" in args.parts:
         log("== decoding")
-        rows = bench_decoding(device, p["dtype"], FAMILIES, log=log, **p["decode"])
+        rows = bench_decoding(device, p["dtype"], families, log=log, **p["decode"])
         d = p["decode"]
         sections.append(
             f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
-            f"of the given length, one warm-up pass. Cache bytes per token of context, plus a fixed state per "
+            f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
+            f"graph on GPU), one untimed pass first. Cache bytes per token of context, plus a fixed state per "
             f"sequence.\n\n"
-            + md_table(rows, ["family", "context", "batch", "tokens_per_s", "cache_bytes_per_token",
-                              "cache_fixed_bytes_per_seq", "cache_gib"], {"tokens_per_s": ",.1f"}) + "\n")
+            + md_table(rows, ["family", "context", "batch", "path", "tokens_per_s", "ms_per_step",
+                              "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
+                       {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n")
         csv_rows += [{"part": "decode", **r} for r in rows]
+        write(Path(args.out_dir), slug, sections, csv_rows)
+
+    if "profile" in args.parts:
+        log("== profile")
+        q = p["profile"]
+        tables = profile_training(device, families, log=log, **q)
+        sections.append(
+            f"## Profile\n\nOne eager training step (budget `{q['budget_name']}`, T={q['seq_len']}, batch "
+            f"{q['batch']}) under torch.profiler, top 15 by self {'CUDA' if device.type == 'cuda' else 'CPU'} "
+            f"time.\n\n" + "\n".join(f"### {fam}\n\n```\n{tab}\n```\n" for fam, tab in tables.items()))
 
     write(Path(args.out_dir), slug, sections, csv_rows)
     print("\n".join(sections))
+    return sections
+
 
 if __name__ == "__main__":
     main()
