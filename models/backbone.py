@@ -52,7 +52,7 @@ class Backbone(nn.Module):
             x = block(x, None if caches is None else caches[i])
         x = self.ln_f(x)
         if self.cfg.head == "cls":
-            last = (lengths - 1) if lengths is not None else torch.full((x.shape[0],), x.shape[1] - 1)
+            last = (lengths - 1) if lengths is not None else torch.full((x.shape[0],), x.shape[1] - 1, device=x.device)
             x = x[torch.arange(x.shape[0], device=x.device), last.to(x.device)]
         return self.head(x)
 
