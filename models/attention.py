@@ -52,7 +52,9 @@ def attention_math(q, k, v):
 def attention_sdpa(q, k, v):
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
     gqa = k.shape[2] != q.shape[2]
-    if q.is_cuda:
+    # Under torch.compile the kernel priority context is left out (it can break the graph); the compiler
+    # picks the SDPA kernel itself.
+    if q.is_cuda and not torch.compiler.is_compiling():
         from torch.nn.attention import SDPBackend, sdpa_kernel
         order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
                  SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -63,10 +65,14 @@ def attention_sdpa(q, k, v):
     return o.transpose(1, 2)
 
 
-def resolve_backend(backend: str, x: torch.Tensor) -> str:
+def resolve_backend(backend: str, x: torch.Tensor, flash_available: bool | None = None) -> str:
+    """The backend a call on x runs. flash_available: the flash-attn probe, taken once when the module is
+    built, so that a forward only reads x's device and dtype (constants to torch.compile)."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend={backend!r} is not one of {BACKENDS}")
-    fa_ok = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _flash_attn_func() is not None
+    if flash_available is None:
+        flash_available = _flash_attn_func() is not None
+    fa_ok = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and flash_available
     if backend == "flash_attn" and not fa_ok:
         raise RuntimeError("attention backend='flash_attn' needs the flash-attn package, CUDA tensors and "
                            "bf16/fp16 activations; use backend='sdpa' or 'auto'")
@@ -90,6 +96,8 @@ class CausalAttention(Mixer):
         if backend not in BACKENDS:
             raise ValueError(f"attention backend={backend!r} is not one of {BACKENDS}")
         self.d_model, self.n_heads, self.n_kv_heads, self.backend = d_model, n_heads, n_kv_heads, backend
+        # Availability probe once, at build time: a forward then dispatches on x's device and dtype only.
+        self._flash_available = backend in ("auto", "flash_attn") and _flash_attn_func() is not None
         self.use_rope = use_rope  # False: no positional signal in the mixer (official use_forward_rope=False)
         kv_dim = n_kv_heads * self.head_dim
         self.q_proj = nn.Linear(d_model, d_model)
@@ -121,13 +129,22 @@ class CausalAttention(Mixer):
     @_inv_freq.setter
     def _inv_freq(self, value: torch.Tensor | None) -> None:
         # The converter installs the official buffer's values here: drop the per-device copies.
-        self._inv_freq_master, self._rope_on = value, {}
+        self._inv_freq_master, self._rope_on = value, ({} if value is None else {value.device: value})
+
+    def _apply(self, fn, recurse=True):
+        # Moving the module copies inv_freq to the new device now, so a forward finds it without filling
+        # the dict (a dict that changes between calls makes torch.compile recompile).
+        out = super()._apply(fn, recurse)
+        dev = self.q_proj.weight.device
+        if self._inv_freq_master is not None and dev.type != "meta" and dev not in self._rope_on:
+            self._rope_on[dev] = self._inv_freq_master.to(dev)
+        return out
 
     def attend(self, q, k, v):
-        backend = resolve_backend(self.backend, q)
+        backend = resolve_backend(self.backend, q, self._flash_available)
         self._backend_used = backend
         if backend == "flash_attn":
-            o = _flash_attn_func()(q, k, v, causal=True)
+            o = _flash_attn_func()(q, k, v, causal=True)  # flash-attn 2 registers it as a torch custom op
             o = o[0] if isinstance(o, tuple) else o
         elif backend == "sdpa":
             o = attention_sdpa(q, k, v)
@@ -168,6 +185,21 @@ class CausalAttention(Mixer):
         o = self.step_attend(x, cache)
         cache.advance(1)
         return self.merge(o)
+
+    def step_attend_static(self, x, cache, pos):
+        """step_attend at the position held by the device tensor pos, over the whole preallocated cache:
+        keys at positions > pos are masked out, so the shapes never change (CUDA-graph safe)."""
+        q, k, v = self.qkv(x, start=pos)
+        cache.write_at(pos, k=k, v=v)
+        K, V = cache.buffers["k"], cache.buffers["v"]
+        seen = torch.arange(K.shape[1], device=K.device) <= pos  # (L,)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), K.transpose(1, 2), V.transpose(1, 2),
+                                           attn_mask=seen[None, None, None, :],
+                                           enable_gqa=K.shape[2] != q.shape[2])
+        return o.transpose(1, 2)
+
+    def step_static(self, x, cache, pos):
+        return self.merge(self.step_attend_static(x, cache, pos))
 
     def flops_per_token(self, seq_len):
         # q.k and p.v over (seq_len + 1) / 2 keys on average, 2 FLOPs per multiply-add.

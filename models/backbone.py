@@ -3,7 +3,8 @@ token embedding -> N blocks (each wrapping a mixer) -> final LayerNorm -> head.
 
 The head is an LM head (logits at every position; tied to the embedding by default) or a class head read at
 the last real position of each sequence. Decoding: `init_cache` + `forward(idx, caches)` consume tokens
-incrementally, and `generate` decodes greedily.
+incrementally, and `generate` decodes greedily; `decode_step` is the fixed-shape step that
+models/generate.py replays from a CUDA graph.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 
 from .block import make_block
 from .config import ModelConfig
+from .mixer import Mixer
 from .registry import mixer_class
 
 
@@ -50,9 +52,23 @@ class Backbone(nn.Module):
             x = block(x, None if caches is None else caches[i])
         x = self.ln_f(x)
         if self.cfg.head == "cls":
-            last = (lengths - 1) if lengths is not None else torch.full((x.shape[0],), x.shape[1] - 1)
+            last = (lengths - 1) if lengths is not None else torch.full((x.shape[0],), x.shape[1] - 1, device=x.device)
             x = x[torch.arange(x.shape[0], device=x.device), last.to(x.device)]
         return self.head(x)
+
+    def decode_step(self, tok: torch.Tensor, caches: list, pos: torch.Tensor) -> torch.Tensor:
+        """One fixed-shape greedy-decoding step: tok (B, 1) at the position held by pos ((1,) int64 on the
+        model's device) -> logits (B, V). Writes the caches at pos and leaves pos alone; nothing in it
+        syncs with the host, so models/generate.py can capture it in a CUDA graph."""
+        x = self.embed(tok)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, cache, pos)
+        return self.head(self.ln_f(x))[:, -1]
+
+    @property
+    def supports_static_decode(self) -> bool:
+        """Whether every mixer implements step_static (a user mixer may only have step)."""
+        return all(type(m).step_static is not Mixer.step_static for m in self.mixers)
 
     def init_cache(self, batch_size: int, max_len: int, device=None, dtype=None) -> list:
         device = device or self.embed.weight.device

@@ -17,6 +17,11 @@ from torch import nn
 BLOCKS = ("gated", "prenorm_mlp")
 
 
+def _mix(mixer, h, cache, pos):
+    # pos (a device tensor) only on the static decode path, so mixers written as forward(x, cache) still work.
+    return mixer(h, cache) if pos is None else mixer(h, cache, pos)
+
+
 class GatedBlock(nn.Module):
     def __init__(self, d_model: int, mixer: nn.Module):
         super().__init__()
@@ -25,9 +30,9 @@ class GatedBlock(nn.Module):
         self.W_out = nn.Linear(d_model, d_model)
         self.mixer = mixer
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, pos=None):
         a, g = self.W_in(self.ln(x)).chunk(2, dim=-1)
-        return x + self.W_out(self.mixer(F.gelu(a), cache) * g)
+        return x + self.W_out(_mix(self.mixer, F.gelu(a), cache, pos) * g)
 
 
 class PreNormMLPBlock(nn.Module):
@@ -39,8 +44,8 @@ class PreNormMLPBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
                                  nn.Linear(mlp_ratio * d_model, d_model))
 
-    def forward(self, x, cache=None):
-        x = x + self.mixer(self.ln1(x), cache)
+    def forward(self, x, cache=None, pos=None):
+        x = x + _mix(self.mixer, self.ln1(x), cache, pos)
         return x + self.mlp(self.ln2(x))
 
 

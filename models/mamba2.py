@@ -40,12 +40,16 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def resolve_backend(backend: str, x: torch.Tensor) -> str:
+def resolve_backend(backend: str, x: torch.Tensor, mamba_ssm_available: bool | None = None) -> str:
+    """The backend a call on x runs. mamba_ssm_available: the import probe, taken once when the mixer is
+    built (None: probe now), so a forward only reads x's device."""
     if backend not in BACKENDS:
         raise ValueError(f"mamba2 backend={backend!r} is not one of {BACKENDS}")
     if backend == "torch":
         return "torch"
-    ok = x.is_cuda and mamba_ssm_import.import_mamba_ssm() is not None
+    if mamba_ssm_available is None:
+        mamba_ssm_available = mamba_ssm_import.import_mamba_ssm() is not None
+    ok = x.is_cuda and mamba_ssm_available
     if backend == "mamba_ssm" and not ok:
         why = "the input is not on a CUDA device" if not x.is_cuda else mamba_ssm_import.last_error
         raise RuntimeError(f"mamba2 backend='mamba_ssm' cannot run: {why}. It needs CUDA tensors and the "
@@ -108,6 +112,10 @@ class Mamba2Mixer(Mixer):
         self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
         self.d_inner, self.nheads, self.ngroups, self.chunk_size = d_inner, nheads, ngroups, chunk_size
         self.backend = backend
+        # Probes once, at build time: mamba_ssm's chunked scan (training, prefill) and its one-token state
+        # update (decoding, used by step_static on CUDA).
+        self._mamba_ssm_ok = backend != "torch" and mamba_ssm_import.import_mamba_ssm() is not None
+        self._state_update = mamba_ssm_import.import_state_update() if self._mamba_ssm_ok else None
         self.conv_dim = d_inner + 2 * ngroups * d_state                  # channels of [x, B, C]
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * ngroups * d_state + nheads, bias=False)
@@ -152,10 +160,18 @@ class Mamba2Mixer(Mixer):
         xBC, conv_state = self._conv(xBC, conv_state)
         x, B, C = self._split_xbc(xBC)
         A = -torch.exp(_f32(self.A_log))  # >= float32: exp of a low-precision A_log may overflow
-        backend = resolve_backend(self.backend, u)
+        backend = resolve_backend(self.backend, u, self._mamba_ssm_ok)
         self._backend_used = backend
         final = None
-        if backend == "mamba_ssm":
+        if backend == "mamba_ssm" and torch.compiler.is_compiling():
+            # The same kernels behind torch custom ops, so the compiled graph has no break (models/mamba_ssm_ops.py).
+            from . import mamba_ssm_ops
+            y, final = mamba_ssm_ops.mamba_scan(x, dt, A, B, C, self.chunk_size, self.D, self.dt_bias,
+                                                ssm_state, want_state)
+            final = final if want_state else None
+            y = mamba_ssm_ops.mamba_gated_rmsnorm(y.flatten(-2), self.norm.weight, z, self.norm.eps,
+                                                  self.norm.group_size)
+        elif backend == "mamba_ssm":
             scan, rmsnorm = mamba_ssm_import.import_mamba_ssm()
             y = scan(x, dt, A, B, C, self.chunk_size, D=self.D, dt_bias=self.dt_bias,
                      initial_states=ssm_state, dt_softplus=True, return_final_states=want_state)
@@ -192,7 +208,8 @@ class Mamba2Mixer(Mixer):
         cache.advance(x.shape[1])
         return out
 
-    def step(self, x, cache):
+    def _step(self, x, cache, fused_update: bool):
+        """One token through the fixed states (in place); fused_update: mamba_ssm's Triton SSM update."""
         u = x[:, 0]
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
         conv = cache.states["conv"]
@@ -200,14 +217,31 @@ class Mamba2Mixer(Mixer):
         xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
         conv.copy_(window[..., 1:])
         xs, B, C = self._split_xbc(xBC)
-        dt = F.softplus(_f32(dt) + _f32(self.dt_bias))
-        y, state = ssd_step(cache.states["ssm"], xs, dt, -torch.exp(_f32(self.A_log)), B, C)
-        cache.states["ssm"].copy_(state)
-        y = y + self.D.to(y.dtype)[:, None] * xs.to(y.dtype)
+        A = -torch.exp(_f32(self.A_log))
+        if fused_update:
+            # Per-(head, channel) parameters as stride-0 views, the layout the kernel takes; it updates the
+            # float32 state in place and adds the D skip.
+            H, P, N = self.nheads, self.headdim, self.d_state
+            y = self._state_update(cache.states["ssm"], xs, dt[..., None].expand(-1, H, P),
+                                   A[:, None, None].expand(H, P, N), B, C, D=self.D[:, None].expand(H, P),
+                                   dt_bias=self.dt_bias[:, None].expand(H, P), dt_softplus=True)
+        else:
+            dt = F.softplus(_f32(dt) + _f32(self.dt_bias))
+            y, state = ssd_step(cache.states["ssm"], xs, dt, A, B, C)
+            cache.states["ssm"].copy_(state)
+            y = y + self.D.to(y.dtype)[:, None] * xs.to(y.dtype)
         y = self.norm(y.flatten(-2), z).to(u.dtype)
+        return self.out_proj(y)[:, None]
+
+    def step(self, x, cache):
+        out = self._step(x, cache, fused_update=False)
         cache.advance(1)
         self._backend_used = "torch"
-        return self.out_proj(y)[:, None]
+        return out
+
+    def step_static(self, x, cache, pos):
+        # The state is fixed-size, so the step already has fixed shapes; pos is not needed.
+        return self._step(x, cache, fused_update=self._state_update is not None and x.is_cuda)
 
     # --- accounting --------------------------------------------------------------------------------
     def flops_per_token(self, seq_len):

@@ -46,3 +46,15 @@ def import_mamba_ssm():
     except Exception as e:  # the caller decides whether a missing backend is an error
         last_error = f"importing mamba_ssm's Triton ops failed: {type(e).__name__}: {e}"
         return None
+
+
+@functools.cache
+def import_state_update():
+    """mamba_ssm's one-token Triton SSM update (selective_state_update), or None. Never raises."""
+    if import_mamba_ssm() is None:  # registers the stand-in the package import needs
+        return None
+    try:
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+        return selective_state_update
+    except Exception:
+        return None

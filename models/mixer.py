@@ -1,7 +1,7 @@
 """The interface every sequence mixer implements, so blocks, decoding and budgets treat them alike.
 
 A mixer maps (B, T, D) -> (B, T, D) causally. To add a new one, subclass Mixer, implement `parallel`,
-`init_cache` and `step` (and optionally a faster `prefill`), and point a model config at the class.
+`init_cache` and `step` (and optionally a faster `prefill` and a fixed-shape `step_static`), and point a model config at the class.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from .cache import LayerCache
 
 
 class Mixer(nn.Module):
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None,
+                pos: torch.Tensor | None = None) -> torch.Tensor:
+        if pos is not None:
+            return self.step_static(x, cache, pos)
         if cache is None:
             return self.parallel(x)
         if cache.pos == 0 and x.shape[1] > 1:
@@ -28,6 +31,13 @@ class Mixer(nn.Module):
 
     def step(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """Consume one token x: (B, 1, D), update the cache, return (B, 1, D)."""
+        raise NotImplementedError
+
+    def step_static(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor) -> torch.Tensor:
+        """Fixed-shape decode step: consume x: (B, 1, D) at the position held by pos ((1,) int64, on x's
+        device), write the cache there with index ops, return (B, 1, D). No host sync, no allocation that
+        depends on pos, and cache.pos is left alone, so the step can be captured in a CUDA graph.
+        Mixers without one decode through `step` (models/generate.py falls back)."""
         raise NotImplementedError
 
     def prefill(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:

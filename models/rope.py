@@ -19,9 +19,12 @@ def angle_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def rope_cos_sin(inv_freq: torch.Tensor, start: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the angles of positions start .. start+T-1, shaped (1, T, 1, d/2) to broadcast."""
-    pos = torch.arange(start, start + T, device=device, dtype=dtype)
+def rope_cos_sin(inv_freq: torch.Tensor, start: int | torch.Tensor, T: int, device,
+                 dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the angles of positions start .. start+T-1, shaped (1, T, 1, d/2) to broadcast.
+    start is a Python int or a (1,) int64 device tensor (the static decode step); positions are formed
+    in int64 and converted once, so both give bit-identical angles."""
+    pos = (torch.arange(T, device=device) + start).to(dtype)
     ang = pos[:, None] * inv_freq.to(device=device, dtype=dtype)[None, :]  # (T, d/2)
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 

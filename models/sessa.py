@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
@@ -37,6 +38,7 @@ class SessaMixer(CausalAttention):
             raise ValueError(f"sessa impl={impl!r} is not one of {kernels.IMPLS}")
         super().__init__(d_model, n_heads, n_kv_heads, backend, rope_base, use_rope)
         self.gamma_max, self.impl, self.feedback = float(gamma_max), impl, bool(feedback)
+        self._triton_ok = impl in ("auto", "triton") and kernels.triton_available()  # probed once, here
         # Feedback parameters exist even with feedback=False, so the ablation changes nothing else.
         self.proj_fb = nn.Linear(d_model, 2 * d_model)          # [q_b | k_b], one full-width head
         self.gamma_ctx = nn.Linear(d_model, 1, bias=False)
@@ -56,8 +58,8 @@ class SessaMixer(CausalAttention):
         if not self.feedback:
             return f
         q_b, k_b = self.feedback_qk(x)
-        self._impl_used = kernels.resolve_impl(self.impl, f)
-        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used)
+        self._impl_used = kernels.resolve_impl(self.impl, f, self._triton_ok)
+        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used, triton_ok=self._triton_ok)
 
     def init_cache(self, batch_size, max_len, device=None, dtype=None):
         if not self.feedback:
@@ -73,7 +75,7 @@ class SessaMixer(CausalAttention):
         q, k, v = self.qkv(x)
         f = self.merge(self.attend(q, k, v))
         q_b, k_b = self.feedback_qk(x)
-        s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl)
+        s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl, triton_ok=self._triton_ok)
         cache.write(k=k, v=v, k_b=k_b, s=s)
         cache.advance(x.shape[1])
         return s
@@ -93,6 +95,26 @@ class SessaMixer(CausalAttention):
             s = (f.to(acc) + self.gamma(x)[..., None] * ctx[:, None]).to(f.dtype)
         cache.write(k_b=k_b, s=s)
         cache.advance(1)
+        return s
+
+    def step_static(self, x, cache, pos):
+        """step() at the position held by the device tensor pos, over the whole preallocated cache.
+        The routing over past outputs is one masked attention read (SDPA, softmax in >= float32) instead
+        of an upcast copy of the cache; at pos = 0 there is no past and s = f."""
+        if not self.feedback:
+            return super().step_static(x, cache, pos)
+        f = self.merge(self.step_attend_static(x, cache, pos))      # (B, 1, D)
+        q_b, k_b = self.feedback_qk(x)
+        Kb, S = cache.buffers["k_b"], cache.buffers["s"]          # (B, L, D)
+        j = torch.arange(Kb.shape[1], device=Kb.device)
+        # Column 0 stays visible at pos = 0 so no row is empty (no NaN); that context is multiplied by 0.
+        past = (j < pos) | (j == 0)
+        ctx = F.scaled_dot_product_attention(q_b[:, None].to(Kb.dtype), Kb[:, None], S[:, None],
+                                             attn_mask=past[None, None, None, :])[:, 0]  # (B, 1, D)
+        acc = torch.promote_types(f.dtype, torch.float32)
+        g = self.gamma(x)[..., None] * (pos > 0).to(acc)          # (B, 1, 1)
+        s = (f.to(acc) + g * ctx.to(acc)).to(f.dtype)
+        cache.write_at(pos, k_b=k_b, s=s)
         return s
 
     # --- accounting --------------------------------------------------------------------------------

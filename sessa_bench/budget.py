@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sessa_bench.compose import CONF_DIR, compose_train
+from sessa_bench.flops import train_flops_per_token
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
 from sessa_bench.models.registry import mixer_class
@@ -117,17 +118,13 @@ def describe(cfg: ModelConfig, seq_len: int, target: int | None = None) -> dict:
     model = meta_model(cfg)
     total, emb = count_params(model)
     mixers = model.mixers
-    head_flops = 2 * cfg.d_model * cfg.vocab_size if cfg.head == "lm" else 0
-    # Forward: 2 FLOPs per non-embedding parameter (matmuls) + mixer-specific terms (attention scores,
-    # feedback solve, SSD scan) + the LM head; training = forward + backward ~ 3x forward.
-    fwd = 2 * (total - emb) + sum(m.flops_per_token(seq_len) for m in mixers) + head_flops
     return {
         "layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
         "params_total": total, "params_non_embedding": total - emb,
         "deviation": (total - target) / target if target else None,
         "state_per_token": sum(m.state_per_token() for m in mixers) if mixers else 0,
         "state_fixed": sum(m.state_fixed() for m in mixers) if mixers else 0,
-        "train_flops_per_token": 3 * fwd,
+        "train_flops_per_token": train_flops_per_token(model, seq_len),  # sessa_bench/flops.py derives it
     }
 
 

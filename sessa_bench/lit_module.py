@@ -26,13 +26,23 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
 
 
 class LitSequenceModel(L.LightningModule):
-    def __init__(self, model_cfg: dict, optim: dict, max_steps: int, slice_names: tuple = ()):
+    def __init__(self, model_cfg: dict, optim: dict, max_steps: int, slice_names: tuple = (), compile: bool = False):
         super().__init__()
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be true or false, got {compile!r}")
         self.save_hyperparameters()  # checkpoints rebuild the model on their own
         self.model = Backbone(ModelConfig(**model_cfg))
+        self._compiled = False
         self.head = self.model.cfg.head
         self.slice_names = tuple(slice_names)
         self._eval: dict[str, SplitMetrics] = {}  # in a dict: not a submodule, so never in a checkpoint
+
+    def configure_model(self):
+        # In place (Module.compile), so the state_dict keys stay those of the eager model. Not fullgraph: a
+        # break found on some backend costs speed, not the run (the tests and the bench check for breaks).
+        if self.hparams.get("compile", False) and not self._compiled:
+            self.model.compile()
+            self._compiled = True
 
     def forward(self, batch):
         return self.model(batch["input_ids"], lengths=batch.get("lengths"))

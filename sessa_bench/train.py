@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> dict:
     atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
 
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
-                           tuple(task.slice_names))
+                           tuple(task.slice_names), compile=cfg.compile)
     callbacks = {name: instantiate(c, **runtime_args(name, cfg, folder)) for name, c in cfg.callbacks.items()}
     if cfg.debug.kill_at_step:
         callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)

@@ -8,7 +8,8 @@ from sessa_bench.bench.__main__ import main
 def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
     main(["--preset", "cpu", "--out-dir", str(tmp_path)])
     md = (tmp_path / "cpu.md").read_text()
-    for section in ("## Block level", "## Training", "## Decoding", "commit", "rerun: `python -m sessa_bench.bench"):
+    for section in ("## Block level", "## Training", "## Decoding", "## Profile", "### mamba2", "commit",
+                    "rerun: `python -m sessa_bench.bench", "compiled_tok_s", "static"):
         assert section in md
     rows = list(csv.DictReader((tmp_path / "cpu.csv").open()))
     blocks = [r for r in rows if r["part"] == "blocks"]
@@ -18,4 +19,9 @@ def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
     assert all(float(r["x_attention"]) == 1.0 for r in blocks if r["impl"] == "attention/sdpa")
     assert {r["family"] for r in rows if r["part"] == "decode"} == {"sessa", "transformer", "mamba2"}
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["part"] in ("train", "decode"))
+    train = [r for r in rows if r["part"] == "train"]
+    # every family eager and compiled (Dynamo alone on CPU), and no graph break in any compiled model
+    assert {(r["family"], r["compile_backend"]) for r in train} == {
+        (f, b) for f in ("sessa", "transformer", "mamba2") for b in ("none", "eager")}
+    assert all(int(r["graph_breaks"]) == 0 for r in train)
     assert (tmp_path / "cpu.png").stat().st_size > 1000

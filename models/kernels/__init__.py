@@ -28,24 +28,27 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def resolve_impl(impl: str, x: torch.Tensor) -> str:
-    """The implementation `feedback(x, ..., impl=impl)` runs for an input like x: (B, T, D)."""
+def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> str:
+    """The implementation `feedback(x, ..., impl=impl)` runs for an input like x: (B, T, D). triton_ok: the
+    Triton probe, taken once when the mixer is built (None: probe now)."""
     if impl not in IMPLS:
         raise ValueError(f"sessa impl={impl!r} is not one of {IMPLS}")
     if impl != "auto":
         return impl
-    if x.is_cuda and x.dtype in TRITON_DTYPES and triton_available():
+    if triton_ok is None:
+        triton_ok = triton_available()
+    if x.is_cuda and x.dtype in TRITON_DTYPES and triton_ok:
         return "triton"
     return "chunked" if x.shape[1] > AUTO_DENSE_MAX_T else "dense"
 
 
-def feedback(f, q_b, k_b, gamma, impl: str = "auto"):
-    impl = resolve_impl(impl, f)
+def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None):
+    impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
     if impl == "chunked":
         return feedback_chunked(f, q_b, k_b, gamma)
-    if not triton_available():
+    if not (triton_available() if triton_ok is None else triton_ok):
         raise ValueError("sessa impl='triton' needs the triton package (pip install triton); "
                          "use impl='chunked' without it")
     if not f.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):

@@ -286,33 +286,34 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
     return dq, dk
 
 
-class TritonFeedback(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, q_b, k_b, gamma, chunk, block_d, num_warps):
-        dt = torch.promote_types(q_b.dtype, k_b.dtype)
-        cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps)
-        q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
-        g = gamma.to(torch.float32).contiguous()
-        lse, W, A = _prep(q, k, g, cfg)
-        s32, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg)
-        s = s32.to(f.dtype)
-        ctx.save_for_backward(q, k, g, lse, W, s, h)
-        ctx.cfg, ctx.dtypes = cfg, (f.dtype, q_b.dtype, k_b.dtype, gamma.dtype)
-        return s
+def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None):
+    """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
+    and h = alpha s (B, T, D), all float32 and contiguous."""
+    dt = torch.promote_types(q_b.dtype, k_b.dtype)
+    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps)
+    q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
+    g = gamma.to(torch.float32).contiguous()
+    lse, W, A = _prep(q, k, g, cfg)
+    s32, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg)
+    return s32.to(f.dtype), lse, W, h
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, ds):
-        q, k, g, lse, W, s, h = ctx.saved_tensors
-        u = _adjoint(ds.contiguous(), q, k, g, lse, W, ctx.cfg)
-        dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
-        dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, ctx.cfg)
-        return (*(x.to(dt) for x, dt in zip((u, dq, dk, dgamma), ctx.dtypes)), None, None, None)
+
+def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None):
+    """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
+    dt = torch.promote_types(q_b.dtype, k_b.dtype)
+    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps)
+    q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
+    g = gamma.to(torch.float32).contiguous()
+    u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg)
+    dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
+    dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg)
+    return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dgamma), (s, q_b, k_b, gamma)))
 
 
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
                     chunk: int = 64, block_d: int | None = None, num_warps: int | None = None) -> torch.Tensor:
-    """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable.
+    """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
+    by torch.compile as one custom op (feedback_triton_op.py).
     chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns."""
-    check_inputs(f, q_b, k_b, gamma)
-    return TritonFeedback.apply(f, q_b, k_b, gamma, chunk, block_d, num_warps)
+    from .feedback_triton_op import feedback_op
+    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps)

@@ -1,4 +1,4 @@
-"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode]
+"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode profile]
 
 Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)."""
 
@@ -15,13 +15,15 @@ from omegaconf import OmegaConf
 
 from sessa_bench.bench.blocks import bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
-from sessa_bench.bench.training import bench_training
+from sessa_bench.bench.profile import profile_training
+from sessa_bench.bench.training import bench_training, side_by_side
 from sessa_bench.compose import compose_file
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.markdown import csv_text, md_table, number
 from sessa_bench.run_folder import git_commit
 
 FAMILIES = ("sessa", "transformer", "mamba2")
+PARTS = ("blocks", "train", "decode", "profile")
 PRESETS = ("gpu", "cpu")  # conf/bench/<preset>.yaml
 
 
@@ -87,9 +89,11 @@ def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> No
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=PRESETS, default="gpu" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--parts", nargs="+", default=["blocks", "train", "decode"], choices=["blocks", "train", "decode"])
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     ap.add_argument("--out-dir", default="results/bench")
     args = ap.parse_args(argv)
+    families = tuple(args.families)
     p = load_preset(args.preset)
     device = torch.device("cuda" if args.preset == "gpu" else "cpu")
     if args.preset == "gpu" and not torch.cuda.is_available():
@@ -131,33 +135,52 @@ def main(argv=None):
 
     if "train" in args.parts:
         log("== training")
-        rows = bench_training(device, FAMILIES, log=log, **p["train"])
         t = p["train"]
+        rows = bench_training(device, families, log=log, **t)
+        shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
+                           for x in t["shapes"])
         sections.append(
-            f"## Training\n\nBudget `{t['budget_name']}`, vocab {t['vocab']}, sequence {t['seq_len']}, batch "
-            f"{t['batch']}, bf16 autocast on GPU, AdamW; {t['steps']} timed steps after {t['warmup']} warm-up "
-            f"steps (Triton autotuning excluded). MFU = tokens/s x training FLOPs per token / dense bf16 peak "
-            f"(989 TFLOP/s on H100/H200).\n\n"
-            + md_rows(rows, ["family", "params", "layers", "d_model", "tokens_per_s", "train_flops_per_token",
-                              "mfu", "backends"], {"tokens_per_s": ",.0f", "train_flops_per_token": ".3e",
-                                                   "mfu": ".3f"}) + "\n")
+            f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
+            f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
+            f"time of those warm-up steps). Compiled = `model.compile(backend={t['compile_backends'][-1]!r})` in "
+            f"place, `graph_breaks` counted by Dynamo. MFU = tokens/s x training FLOPs per token "
+            f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200).\n\n"
+            + md_rows(side_by_side(rows), ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
+                                            "compiled_tok_s", "speedup", "eager_mfu", "compiled_mfu",
+                                            "graph_breaks", "compile_s", "backends"],
+                       {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
+                        "compiled_mfu": ".3f", "compile_s": ".0f"}) + "\n")
         csv_rows += [{"part": "train", **r} for r in rows]
         write(Path(args.out_dir), slug, sections, csv_rows)
 
     if "decode" in args.parts:
         log("== decoding")
-        rows = bench_decoding(device, p["dtype"], FAMILIES, log=log, **p["decode"])
+        rows = bench_decoding(device, p["dtype"], families, log=log, **p["decode"])
         d = p["decode"]
         sections.append(
             f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
-            f"of the given length, one warm-up pass. Cache bytes per token of context, plus a fixed state per "
+            f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
+            f"graph on GPU), one untimed pass first. Cache bytes per token of context, plus a fixed state per "
             f"sequence.\n\n"
-            + md_rows(rows, ["family", "context", "batch", "tokens_per_s", "cache_bytes_per_token",
-                              "cache_fixed_bytes_per_seq", "cache_gib"], {"tokens_per_s": ",.1f"}) + "\n")
+            + md_rows(rows, ["family", "context", "batch", "path", "tokens_per_s", "ms_per_step",
+                              "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
+                       {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n")
         csv_rows += [{"part": "decode", **r} for r in rows]
+        write(Path(args.out_dir), slug, sections, csv_rows)
+
+    if "profile" in args.parts:
+        log("== profile")
+        q = p["profile"]
+        tables = profile_training(device, families, log=log, **q)
+        sections.append(
+            f"## Profile\n\nOne eager training step (budget `{q['budget_name']}`, T={q['seq_len']}, batch "
+            f"{q['batch']}) under torch.profiler, top 15 by self {'CUDA' if device.type == 'cuda' else 'CPU'} "
+            f"time.\n\n" + "\n".join(f"### {fam}\n\n```\n{tab}\n```\n" for fam, tab in tables.items()))
 
     write(Path(args.out_dir), slug, sections, csv_rows)
     print("\n".join(sections))
+    return sections
+
 
 if __name__ == "__main__":
     main()

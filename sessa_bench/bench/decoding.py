@@ -1,6 +1,7 @@
-"""Decoding: tokens/s of greedy steps after a context of given length, and the cache bytes each
-token of context costs. Caches are filled by position (their content does not change the work), so
-long contexts do not need a long prefill."""
+"""Decoding: tokens/s of greedy steps after a context of given length through the static-cache path of
+models/generate.py (the step replayed from a CUDA graph on GPU), and the cache bytes each token of context
+costs. The step's work does not depend on the cache contents, so the context is set by position, not by a
+long prefill."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 from sessa_bench.bench.timing import free_memory, record_oom
 from sessa_bench.budget import load_budget, load_family, solve
 from sessa_bench.models.backbone import Backbone
+from sessa_bench.models.generate import StaticDecoder
 
 
 def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contexts, batches,
                    steps: int = 16, log=print) -> list[dict]:
     budget = load_budget(budget_name)
+    cuda = device.type == "cuda"
     rows = []
     for fam in families:
         torch.manual_seed(0)
@@ -26,28 +29,24 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
         for ctx in contexts:
             for B in batches:
                 row = {"family": fam, "context": ctx, "batch": B, "cache_bytes_per_token": per_tok,
-                       "cache_fixed_bytes_per_seq": fixed}
-                with record_oom(row, "tokens_per_s", "cache_gib"):
-                    caches = model.init_cache(B, ctx + steps + 2, device=device, dtype=dtype)
-                    tok = torch.randint(0, vocab, (B, 1), device=device)
-
-                    def run():
-                        for c in caches:
-                            c.pos = ctx
-                        for _ in range(steps):
-                            model(tok, caches)
-
-                    with torch.no_grad():
-                        run()  # warm-up
-                        if device.type == "cuda":
+                       "cache_fixed_bytes_per_seq": fixed, "path": "static+cuda_graph" if cuda else "static"}
+                with record_oom(row, "tokens_per_s", "ms_per_step"):
+                    dec = StaticDecoder(model, B, ctx + steps + 1, cuda_graph=cuda)
+                    dec.tok.random_(0, vocab)
+                    for timed in (False, True):  # one untimed pass first (allocator, lazy inits)
+                        dec.pos.fill_(ctx)
+                        if cuda:
                             torch.cuda.synchronize()
                         t0 = time.perf_counter()
-                        run()
-                        if device.type == "cuda":
+                        for _ in range(steps):
+                            dec.advance()
+                        if cuda:
                             torch.cuda.synchronize()
-                    row["tokens_per_s"] = B * steps / (time.perf_counter() - t0)
+                    dt = time.perf_counter() - t0
+                    row["tokens_per_s"] = B * steps / dt
+                    row["ms_per_step"] = 1e3 * dt / steps
                     row["cache_gib"] = (per_tok * ctx + fixed) * B / 2**30
-                    del caches
+                    del dec
                 rows.append(row)
                 log(f"  decode {fam:12s} ctx={ctx:6d} B={B:3d} {row['tokens_per_s']} tok/s")
         del model

@@ -1,0 +1,100 @@
+"""Fast greedy decoding: preallocated static caches and a fixed-shape step replayed from a CUDA graph.
+
+    tokens = greedy(model, prompt, n_new)            # (B, P + n_new), same tokens as Backbone.generate
+
+The prompt is prefilled with the parallel forward (which fills the caches), then every step runs
+`Backbone.decode_step` on a (1,) int64 position tensor that lives on the device: the step writes the caches
+with index ops and attends over the whole preallocated cache under a mask, so its shapes never change and
+nothing syncs with the host. On CUDA the step (argmax and position increment included) is captured once in a
+`torch.cuda.CUDAGraph` and replayed: one launch per token instead of hundreds. Mixers without a
+`step_static` fall back to the eager token loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backbone import Backbone
+
+
+class StaticDecoder:
+    """Caches, the position tensor and the step for greedy decoding of `batch_size` sequences of at most
+    `max_len` tokens (prompt included)."""
+
+    def __init__(self, model: Backbone, batch_size: int, max_len: int, cuda_graph: bool = True,
+                 compile: bool = False):
+        if model.cfg.head != "lm":
+            raise ValueError("greedy decoding needs model.head='lm'")
+        if not model.supports_static_decode:
+            raise ValueError("static decoding needs step_static in every mixer; use Backbone.generate")
+        p = next(model.parameters())
+        self.model, self.device, self.max_len = model, p.device, max_len
+        self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
+        self.pos = torch.zeros(1, dtype=torch.long, device=p.device)    # next position to write
+        self.tok = torch.zeros(batch_size, 1, dtype=torch.long, device=p.device)  # last token, fed back
+        self._step_fn = torch.compile(model.decode_step, fullgraph=True) if compile else model.decode_step
+        self.graph = None
+        if cuda_graph and p.device.type == "cuda":
+            self._capture()
+
+    @torch.no_grad()
+    def _advance(self) -> None:
+        """Decode self.tok at self.pos; leave the argmax in self.tok and move pos on (all on the device)."""
+        logits = self._step_fn(self.tok, self.caches, self.pos)
+        self.tok.copy_(logits.argmax(-1, keepdim=True))
+        self.pos.add_(1)
+
+    def _capture(self) -> None:
+        # Warm up on a side stream (lazy inits, cuBLAS handles, Triton compilation), capture, then empty the
+        # caches: warm-up and capture wrote to them.
+        s = torch.cuda.Stream(self.device)
+        s.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                self._advance()
+        torch.cuda.current_stream(self.device).wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._advance()
+        self.reset()
+
+    def reset(self) -> None:
+        for c in self.caches:
+            c.reset()
+        self.pos.zero_()
+        self.tok.zero_()
+
+    @torch.no_grad()
+    def prefill(self, prompt: torch.Tensor) -> None:
+        """Run the prompt (B, P) through the parallel forward into empty caches; its greedy next token goes
+        to self.tok."""
+        if prompt.shape[1] >= self.max_len:
+            raise ValueError(f"prompt of {prompt.shape[1]} tokens leaves no room in max_len={self.max_len}")
+        logits = self.model(prompt, self.caches)
+        self.tok.copy_(logits[:, -1].argmax(-1, keepdim=True))
+        self.pos.fill_(prompt.shape[1])
+
+    def advance(self) -> None:
+        """One greedy token: replays the captured graph when there is one."""
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._advance()
+
+
+@torch.no_grad()
+def greedy(model: Backbone, prompt: torch.Tensor, n_new: int, cuda_graph: bool = True,
+           compile: bool = False) -> torch.Tensor:
+    """Greedy continuation of prompt (B, P) by n_new tokens -> (B, P + n_new). cuda_graph: capture the step
+    in a CUDA graph (CUDA only; ignored on CPU). compile: torch.compile the step first (fullgraph)."""
+    if n_new < 1:
+        raise ValueError(f"greedy n_new must be >= 1, got {n_new}")
+    if not model.supports_static_decode:
+        return model.generate(prompt, n_new)
+    dec = StaticDecoder(model, prompt.shape[0], prompt.shape[1] + n_new, cuda_graph=cuda_graph, compile=compile)
+    dec.prefill(prompt.to(dec.device))
+    out = [prompt.to(dec.device), dec.tok.clone()]
+    for _ in range(n_new - 1):
+        dec.advance()
+        out.append(dec.tok.clone())  # a device copy: no host sync inside the loop
+    return torch.cat(out, dim=1)

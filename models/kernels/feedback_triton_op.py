@@ -1,0 +1,75 @@
+"""The Triton feedback solve as torch custom ops (forward and backward), so torch.compile(fullgraph=True)
+treats each as one opaque node with known output shapes instead of tracing into Triton launches.
+
+This module does not import Triton: the op bodies call `kernels()`, which imports feedback_triton on first
+use. Tests substitute a PyTorch pair with the same contract to check the op plumbing on CPU.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .feedback_chunked import check_inputs
+
+CHUNKS = (16, 32, 64)
+
+
+def kernels():
+    """(forward_kernels, backward_kernels) of feedback_triton.py."""
+    from . import feedback_triton
+    return feedback_triton.forward_kernels, feedback_triton.backward_kernels
+
+
+@torch.library.custom_op("sessa_bench::feedback_triton_fwd", mutates_args=())
+def feedback_fwd(f: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, chunk: int, block_d: Optional[int],
+                 num_warps: Optional[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(s, lse, W, h): the solve and what its backward needs (see feedback_triton.forward_kernels)."""
+    return tuple(kernels()[0](f, q_b, k_b, gamma, chunk, block_d, num_warps))
+
+
+@feedback_fwd.register_fake
+def _(f, q_b, k_b, gamma, chunk, block_d, num_warps):
+    B, T, D = f.shape
+    f32 = torch.float32
+    return (f.new_empty((B, T, D)), f.new_empty((B, T), dtype=f32),
+            f.new_empty((B, -(-T // chunk), chunk, chunk), dtype=f32), f.new_empty((B, T, D), dtype=f32))
+
+
+@torch.library.custom_op("sessa_bench::feedback_triton_bwd", mutates_args=())
+def feedback_bwd(ds: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, lse: Tensor, W: Tensor, s: Tensor,
+                 h: Tensor, chunk: int, block_d: Optional[int],
+                 num_warps: Optional[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(df, dq_b, dk_b, dgamma)."""
+    return tuple(kernels()[1](ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps))
+
+
+@feedback_bwd.register_fake
+def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps):
+    return (s.new_empty(s.shape), q_b.new_empty(q_b.shape), k_b.new_empty(k_b.shape),
+            gamma.new_empty(gamma.shape))
+
+
+def _setup(ctx, inputs, output):
+    f, q_b, k_b, gamma, chunk, block_d, num_warps = inputs
+    s, lse, W, h = output
+    ctx.save_for_backward(q_b, k_b, gamma, lse, W, s, h)
+    ctx.cfg = (chunk, block_d, num_warps)
+
+
+def _backward(ctx, ds, _dlse, _dW, _dh):
+    q_b, k_b, gamma, lse, W, s, h = ctx.saved_tensors
+    df, dq, dk, dgamma = feedback_bwd(ds, q_b, k_b, gamma, lse, W, s, h, *ctx.cfg)
+    return df, dq, dk, dgamma, None, None, None
+
+
+feedback_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def feedback_op(f, q_b, k_b, gamma, chunk: int = 64, block_d: Optional[int] = None,
+                num_warps: Optional[int] = None) -> Tensor:
+    """s: (B, T, D) in f's dtype. Inputs are checked here, outside the op, so errors name the argument."""
+    check_inputs(f, q_b, k_b, gamma)
+    if chunk not in CHUNKS:
+        raise ValueError(f"feedback chunk={chunk!r} must be one of {CHUNKS} for impl='triton'")
+    return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps)[0]

@@ -1,0 +1,113 @@
+"""The static-cache decode path (step_static, Backbone.decode_step, models/generate.py) against the
+parallel forward, in float64 on CPU; CUDA-graph replay on a GPU."""
+
+import pytest
+import torch
+
+from sessa_bench.models.backbone import Backbone
+from sessa_bench.models.config import ModelConfig
+from sessa_bench.models.generate import StaticDecoder, greedy
+
+FAMILIES = {
+    "sessa": ("sessa", {"gamma_max": 0.9}),
+    "sessa_gqa": ("sessa", {"gamma_max": 0.9, "n_kv_heads": 1}),
+    "transformer": ("attention", {"backend": "math"}),
+    "mamba2": ("mamba2", {"headdim": 8, "d_state": 8, "chunk_size": 4}),
+    "sessa_nofb": ("sessa", {"feedback": False}),
+}
+
+
+def make(family, block="gated", dtype=torch.float64, device="cpu"):
+    mixer, mk = FAMILIES[family]
+    cfg = ModelConfig(vocab_size=17, d_model=16, n_layers=2, n_heads=2, mixer=mixer, mixer_kwargs=mk, block=block)
+    return Backbone(cfg).to(device=device, dtype=dtype).eval()
+
+
+@pytest.mark.parametrize("block", ["gated", "prenorm_mlp"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_static_steps_match_parallel(family, block):
+    model = make(family, block)
+    idx = torch.randint(0, 17, (3, 9))
+    ref = model(idx)
+    # every token through the static step, from an empty cache longer than needed (masked tail)
+    caches = model.init_cache(3, 12)
+    pos = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        steps = []
+        for t in range(9):
+            steps.append(model.decode_step(idx[:, t:t + 1], caches, pos))
+            pos += 1
+    assert torch.allclose(torch.stack(steps, 1), ref, atol=1e-10)
+    assert all(c.pos == 0 for c in caches)  # the host counter is not touched by the static path
+    # prefill with the parallel forward, then static steps
+    caches = model.init_cache(3, 12)
+    with torch.no_grad():
+        first = model(idx[:, :4], caches)
+        pos = torch.tensor([4])
+        rest = []
+        for t in range(4, 9):
+            rest.append(model.decode_step(idx[:, t:t + 1], caches, pos))
+            pos += 1
+    assert torch.allclose(torch.cat([first, torch.stack(rest, 1)], 1), ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_greedy_is_the_argmax_of_the_parallel_forward(family):
+    model = make(family)
+    prompt = torch.randint(0, 17, (2, 5))
+    out = greedy(model, prompt, 6)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(6):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, seq)
+    assert torch.equal(out, model.generate(prompt, 6))
+
+
+def test_decoder_reset_and_errors():
+    model = make("sessa")
+    dec = StaticDecoder(model, 2, 8)
+    dec.prefill(torch.randint(0, 17, (2, 5)))
+    dec.advance()
+    assert dec.pos.item() == 6 and dec.caches[0].buffers["s"][:, 5].abs().sum() > 0
+    dec.reset()
+    assert dec.pos.item() == 0 and all(t.abs().sum() == 0 for c in dec.caches for t in c.buffers.values())
+    with pytest.raises(ValueError, match="max_len"):
+        dec.prefill(torch.randint(0, 17, (2, 8)))
+    with pytest.raises(ValueError, match="n_new"):
+        greedy(model, torch.randint(0, 17, (2, 3)), 0)
+
+
+def test_user_mixer_without_static_step_falls_back():
+    cfg = ModelConfig(vocab_size=17, d_model=16, n_layers=1, n_heads=2, mixer="toy_mixer.RunningMeanMixer")
+    model = Backbone(cfg).double().eval()
+    assert not model.supports_static_decode
+    prompt = torch.randint(0, 17, (2, 4))
+    assert torch.equal(greedy(model, prompt, 3), model.generate(prompt, 3))
+
+
+@pytest.mark.parametrize("family", ["sessa", "transformer", "mamba2"])
+def test_decode_step_traces_without_graph_breaks(family):
+    # backend="eager": Dynamo alone, which is what finds graph breaks (fast; no code generation).
+    model = make(family, dtype=torch.float32)
+    caches = model.init_cache(2, 8)
+    step = torch.compile(model.decode_step, fullgraph=True, backend="eager")
+    pos = torch.tensor([0])
+    tok = torch.randint(0, 17, (2, 1))
+    with torch.no_grad():
+        ref_caches = model.init_cache(2, 8)
+        for _ in range(3):
+            out, ref = step(tok, caches, pos), model.decode_step(tok, ref_caches, pos)
+            assert torch.allclose(out, ref, atol=1e-6)
+            pos += 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["sessa", "transformer", "mamba2"])
+def test_cuda_graph_greedy_matches_eager(family):
+    model = make(family, dtype=torch.float32, device="cuda")
+    prompt = torch.randint(0, 17, (4, 7), device="cuda")
+    graph = greedy(model, prompt, 12, cuda_graph=True)
+    eager = greedy(model, prompt, 12, cuda_graph=False)
+    assert torch.equal(graph, eager)
+    assert torch.equal(eager, model.generate(prompt, 12))

@@ -1,0 +1,40 @@
+"""The FLOP count (sessa_bench/flops.py) against PyTorch's own matmul FLOP counter."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from sessa_bench.budget import describe
+from sessa_bench.flops import forward_flops_per_token, mfu, train_flops_per_token
+from sessa_bench.models.backbone import Backbone
+from sessa_bench.models.config import ModelConfig
+
+
+def test_transformer_count_matches_the_matmul_counter():
+    D, V, T, L = 16, 17, 10, 2
+    model = Backbone(ModelConfig(vocab_size=V, d_model=D, n_layers=L, n_heads=2, mixer="attention",
+                                 mixer_kwargs={"backend": "math"}))
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randint(0, V, (1, T)))
+    measured = counter.get_total_flops() / T
+    # The counter sees the full T x T score and value matmuls (4 D T per token and layer) and no
+    # bias, norm or elementwise work; our count has the causal half 2 D (T + 1) and 2 FLOPs per parameter.
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not model.head)
+    others = sum(p.numel() for p in model.parameters()) - model.embed.weight.numel() - linear
+    ours = forward_flops_per_token(model, T)
+    assert ours == pytest.approx(measured - L * 4 * D * T + L * 2 * D * (T + 1) + 2 * others)
+    assert train_flops_per_token(model, T) == 3 * ours
+
+
+def test_budget_table_uses_the_same_count():
+    cfg = ModelConfig(vocab_size=17, d_model=16, n_layers=2, n_heads=2, mixer="sessa")
+    assert describe(cfg, 64)["train_flops_per_token"] == train_flops_per_token(Backbone(cfg), 64)
+
+
+def test_mfu_and_bad_length():
+    assert math.isnan(mfu(1e5, 1e9, torch.device("cpu")))
+    with pytest.raises(ValueError, match="seq_len"):
+        forward_flops_per_token(Backbone(ModelConfig(vocab_size=5)), 0)
