@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sessa_bench import schema
+from sessa_bench import schema, wandb_run
 from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
@@ -78,6 +78,16 @@ def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
+    failed = True
+    try:
+        summary = _run(cfg)
+        failed = False
+        return summary
+    finally:  # one W&B run per run, also when it raised (else the next run in this process joins it)
+        wandb_run.finish_active(failed)
+
+
+def _run(cfg: DictConfig) -> dict:
     schema.validate(cfg)
     folder = RunFolder.of(cfg)
     if folder.is_finished():
@@ -113,6 +123,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.debug.kill_at_step:
         callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
     loggers = [JsonlLogger(folder), *(instantiate(c) for c in cfg.logger.values())]
+    wandb_run.log_config(loggers, cfg, cost["params_total"])
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
                           default_root_dir=str(folder.path))
     throughput = callbacks.get("throughput")
@@ -146,6 +157,7 @@ def run(cfg: DictConfig) -> dict:
         "precision": cfg.trainer.precision, "hardware": hardware(), "git_commit": git_commit(),
     }
     folder.write_summary(summary)
+    wandb_run.log_summary(loggers, summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()
                                                   if "/acc" in k or "/ppl" in k)[:600], flush=True)
     return summary
