@@ -1,8 +1,12 @@
-"""`sessa-bench` command: train | eval | params | demo | probe | report. Each forwards to its module's main."""
+"""`sessa-bench` command: train | eval | params | demo | probe | report. Each forwards to its module's main.
+Bad input ends in one line on stderr and exit code 2 (sessa_bench/errors.py; SESSA_BENCH_DEBUG=1 for the
+traceback)."""
 
 from __future__ import annotations
 
 import sys
+
+from sessa_bench.errors import UsageError, user_errors
 
 USAGE = """usage: sessa-bench <command> [args]
 
@@ -12,7 +16,10 @@ USAGE = """usage: sessa-bench <command> [args]
   demo   [hydra overrides]        the CPU comparison of all three families (results/demo.md)
   probe  RUN_DIR [--init] [--lags 1 2 4 ...] [--n-examples 4]   memory tail -> RUN_DIR/probe.json
   report demo                     rebuild a table from run folders
+
+A user error ends in one line (exit code 2); SESSA_BENCH_DEBUG=1 shows the traceback.
 """
+COMMANDS = ("train", "eval", "params", "demo", "probe", "report")
 
 
 def main(argv=None) -> None:
@@ -21,10 +28,8 @@ def main(argv=None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
-    try:
+    with user_errors(f"sessa-bench {cmd}" if cmd in COMMANDS else "sessa-bench"):
         dispatch(cmd, rest)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input: one line, no traceback
-        sys.exit(f"sessa-bench {cmd}: error: {e}")
 
 
 def dispatch(cmd: str, rest: list[str]) -> None:
@@ -32,6 +37,7 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         from sessa_bench import train
         sys.argv = ["sessa-bench train", *rest]  # Hydra reads sys.argv
         train.main()
+        train.raise_failures()
     elif cmd == "eval":
         from sessa_bench.evaluate import main as m
         m(rest)
@@ -45,10 +51,12 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         from sessa_bench.probe import main as m
         m(rest)
     elif cmd == "report":
+        if rest[:1] != ["demo"]:
+            raise UsageError(f"report: which report? one of: demo (got {' '.join(rest) or 'nothing'})")
         from sessa_bench.report.demo import main as m
-        m(rest)
+        m(rest[1:])
     else:
-        sys.exit(f"sessa-bench: unknown command {cmd!r}\n{USAGE}")
+        raise UsageError(f"unknown command {cmd!r}; one of {', '.join(COMMANDS)} (sessa-bench --help)")
 
 
 if __name__ == "__main__":
