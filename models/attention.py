@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import LayerCache
-from .mixer import Mixer
+from .mixer import Mixer, WidthError
 from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate
 
 BACKENDS = ("auto", "math", "sdpa", "flash_attn")
@@ -86,13 +86,15 @@ class CausalAttention(Mixer):
                  rope_base: float = 10000.0, use_rope: bool = True):
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
-        if n_heads < 1 or d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if n_heads < 1:
+            raise ValueError(f"n_heads={n_heads} must be >= 1")
+        if d_model % n_heads:
+            raise WidthError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if n_kv_heads < 1 or n_heads % n_kv_heads:
             raise ValueError(f"n_heads={n_heads} must be divisible by n_kv_heads={n_kv_heads}")
         self.head_dim = d_model // n_heads
         if use_rope and self.head_dim % 2:
-            raise ValueError(f"head dim d_model/n_heads = {self.head_dim} must be even (RoPE rotates pairs)")
+            raise WidthError(f"head dim d_model/n_heads = {self.head_dim} must be even (RoPE rotates pairs)")
         if backend not in BACKENDS:
             raise ValueError(f"attention backend={backend!r} is not one of {BACKENDS}")
         self.d_model, self.n_heads, self.n_kv_heads, self.backend = d_model, n_heads, n_kv_heads, backend

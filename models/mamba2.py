@@ -23,7 +23,7 @@ from torch import nn
 
 from . import mamba_ssm_import
 from .cache import LayerCache
-from .mixer import Mixer
+from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
@@ -86,17 +86,17 @@ class Mamba2Mixer(Mixer):
         for name, v in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("headdim", headdim),
                         ("ngroups", ngroups), ("chunk_size", chunk_size)):
             _positive_int(name, v)
-        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0 \
-                or float(expand * d_model) != int(expand * d_model):
-            raise ValueError(f"mamba2 expand must be positive with expand * d_model an integer, "
-                             f"got {expand!r}")
+        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
+            raise ValueError(f"mamba2 expand must be a positive number, got {expand!r}")
+        if float(expand * d_model) != int(expand * d_model):
+            raise WidthError(f"mamba2 expand * d_model must be an integer, got {expand!r} * {d_model}")
         d_inner = int(expand * d_model)
         if d_inner % headdim:
-            raise ValueError(f"mamba2 d_inner = expand * d_model = {d_inner} must be divisible by "
+            raise WidthError(f"mamba2 d_inner = expand * d_model = {d_inner} must be divisible by "
                              f"headdim={headdim}")
         nheads = d_inner // headdim
         if nheads % ngroups:
-            raise ValueError(f"mamba2 nheads = d_inner / headdim = {nheads} must be divisible by "
+            raise WidthError(f"mamba2 nheads = d_inner / headdim = {nheads} must be divisible by "
                              f"ngroups={ngroups}")
         if backend not in BACKENDS:
             raise ValueError(f"mamba2 backend={backend!r} is not one of {BACKENDS}")

@@ -2,6 +2,10 @@
 
 A mixer maps (B, T, D) -> (B, T, D) causally. To add a new one, subclass Mixer, implement `parallel`,
 `init_cache` and `step` (and optionally a faster `prefill` and a fixed-shape `step_static`), and point a model config at the class.
+Declare the decode cache it keeps (`state_per_token`, `state_fixed`) so parameter tables can report it; a
+mixer that declares neither is reported as "not declared", never as 0. Raise `WidthError` from the
+constructor for a width (d_model, n_heads) the mixer cannot take: the budget solver then tries the next
+width, whereas any other error is a config error and stops the run with its own message.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ import torch
 from torch import nn
 
 from .cache import LayerCache
+
+
+class WidthError(ValueError):
+    """This mixer cannot take this d_model / n_heads combination (the budget solver tries another width)."""
 
 
 class Mixer(nn.Module):
@@ -57,6 +65,12 @@ class Mixer(nn.Module):
     def state_fixed(self) -> int:
         """Decode-cache elements that do not grow with context (e.g. an SSM state)."""
         return 0
+
+    @classmethod
+    def declares_state(cls) -> bool:
+        """Whether the class says what its decode cache holds (overrides state_per_token or state_fixed):
+        the defaults above are 0 for the part a mixer does not have, not a measurement."""
+        return cls.state_per_token is not Mixer.state_per_token or cls.state_fixed is not Mixer.state_fixed
 
     def backend_used(self) -> str | None:
         """Name of the implementation that ran last (recorded in run summaries)."""

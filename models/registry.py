@@ -4,6 +4,8 @@ which is how a new baseline is added without touching this package."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 MIXERS = {
     "attention": "sessa_bench.models.attention.CausalAttention",
@@ -17,6 +19,10 @@ def mixer_class(name: str):
     module, _, cls = path.rpartition(".")
     if not module:
         raise ValueError(f"model.mixer={name!r} is neither one of {sorted(MIXERS)} nor a dotted class path")
+    # A user's mixer package lives in the working directory, which `python -m` puts on the import path but
+    # the installed `sessa-bench` script does not: add it, at the end (it never shadows an installed module).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as e:

@@ -22,7 +22,9 @@ from omegaconf import OmegaConf
 from sessa_bench.compose import CONF_DIR, compose_train
 from sessa_bench.flops import train_flops_per_token
 from sessa_bench.models.backbone import Backbone
+from sessa_bench.models.block import BLOCKS
 from sessa_bench.models.config import ModelConfig
+from sessa_bench.models.mixer import WidthError
 from sessa_bench.models.registry import mixer_class
 from sessa_bench.report.markdown import md_table
 
@@ -88,18 +90,32 @@ def count_params(model: Backbone) -> tuple[int, int]:
     return total, emb
 
 
+def _params(family: dict, budget: Budget, vocab_size: int, d: int, n: int, head: str, n_classes: int) -> int:
+    """Parameters of one candidate; a config error (not a width the mixer refuses) names its field."""
+    try:
+        return count_params(meta_model(model_config(family, budget, vocab_size, d, n, head, n_classes)))[0]
+    except WidthError:
+        raise
+    except (ValueError, TypeError) as e:  # e.g. gamma_max=1.0, impl=foo, an unknown keyword
+        raise ValueError(f"model.mixer_kwargs ({family.get('family', family['mixer'])}): {e}") from None
+
+
 def solve(family: dict, budget: Budget, vocab_size: int, head: str = "lm", n_classes: int = 0) -> ModelConfig:
+    # config errors first, each with its own field, so they are never mistaken for a width to skip
+    mixer_class(family["mixer"])
+    if family.get("block", "gated") not in BLOCKS:
+        raise ValueError(f"model.block={family['block']!r} is not one of {list(BLOCKS)}")
     if budget.n_layers:
+        _params(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
         return model_config(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
-    mixer_class(family["mixer"])  # an unknown mixer is a config error, not a width to skip
     step = 2 * budget.n_heads
     fits = []  # (deviation, width, depth) of the best depth at each allowed width
     for d in range(step, 3 * budget.d_model + 1, step):
         try:
-            p1 = count_params(meta_model(model_config(family, budget, vocab_size, d, 1, head, n_classes)))[0]
-            p2 = count_params(meta_model(model_config(family, budget, vocab_size, d, 2, head, n_classes)))[0]
-        except ValueError:
-            continue  # width not allowed by this mixer (e.g. Mamba2 head dim)
+            p1 = _params(family, budget, vocab_size, d, 1, head, n_classes)
+            p2 = _params(family, budget, vocab_size, d, 2, head, n_classes)
+        except WidthError:
+            continue  # only a width this mixer refuses (e.g. Mamba2 head dim) is retried
         per_layer, fixed = p2 - p1, 2 * p1 - p2
         n = max(1, round((budget.target_params - fixed) / per_layer))
         fits.append((abs(fixed + n * per_layer - budget.target_params) / budget.target_params, d, n))
@@ -118,12 +134,13 @@ def describe(cfg: ModelConfig, seq_len: int, target: int | None = None) -> dict:
     model = meta_model(cfg)
     total, emb = count_params(model)
     mixers = model.mixers
+    declared = all(m.declares_state() for m in mixers)  # else None: "not declared", never a made-up 0
     return {
         "layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
         "params_total": total, "params_non_embedding": total - emb,
         "deviation": (total - target) / target if target else None,
-        "state_per_token": sum(m.state_per_token() for m in mixers) if mixers else 0,
-        "state_fixed": sum(m.state_fixed() for m in mixers) if mixers else 0,
+        "state_per_token": sum(m.state_per_token() for m in mixers) if declared else None,
+        "state_fixed": sum(m.state_fixed() for m in mixers) if declared else None,
         "train_flops_per_token": train_flops_per_token(model, seq_len),  # sessa_bench/flops.py derives it
     }
 
@@ -132,6 +149,8 @@ def format_table(rows: list[dict]) -> str:
     cols = ["family", "layers", "d_model", "n_heads", "params_total", "params_non_embedding", "deviation",
             "state_per_token", "state_fixed", "train_flops_per_token"]
     fmt = {"deviation": lambda v: f"{v:+.2%}" if v is not None else "",
+           "state_per_token": lambda v: "not declared" if v is None else f"{v:,}",
+           "state_fixed": lambda v: "not declared" if v is None else f"{v:,}",
            "train_flops_per_token": lambda v: f"{v / 1e6:.2f}M"}
     plain = lambda v: f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
     return md_table(cols, [[fmt.get(c, plain)(r[c]) for c in cols] for r in rows])

@@ -25,7 +25,7 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full training state (resume), not weights only
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
@@ -65,6 +65,13 @@ class Throughput(L.Callback):
         if trainer.global_step - self.window >= self.warmup:  # windows that start after the warm-up
             self.tokens += tokens
             self.seconds += dt
+
+    # The sums travel in the checkpoint, so a resumed run reports the throughput of all its windows.
+    def state_dict(self) -> dict:
+        return {"tokens": self.tokens, "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.tokens, self.seconds = int(state_dict["tokens"]), float(state_dict["seconds"])
 
     @property
     def tokens_per_s(self) -> float | None:

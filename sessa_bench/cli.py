@@ -1,8 +1,12 @@
-"""`sessa-bench` command: train | eval | params | demo | probe | report. Each forwards to its module's main."""
+"""`sessa-bench` command: train | eval | params | demo | probe | report. Each forwards to its module's main.
+Bad input ends in one line on stderr and exit code 2 (sessa_bench/errors.py; SESSA_BENCH_DEBUG=1 for the
+traceback)."""
 
 from __future__ import annotations
 
 import sys
+
+from sessa_bench.errors import UsageError, user_errors
 
 USAGE = """usage: sessa-bench <command> [args]
 
@@ -15,7 +19,10 @@ USAGE = """usage: sessa-bench <command> [args]
   wandb sync PATH [--dry-run]     upload the offline W&B runs under PATH (already synced ones skipped)
   wandb dashboard --project P [--entity E] [--dry-run OUT.json]   W&B workspace + a report per paper table
   dashboard [results/runs] [--out results/dashboard.html]         the same dashboard as one offline HTML page
+
+A user error ends in one line (exit code 2); SESSA_BENCH_DEBUG=1 shows the traceback.
 """
+COMMANDS = ("train", "eval", "params", "demo", "probe", "report", "wandb", "dashboard")
 
 
 def main(argv=None) -> None:
@@ -24,10 +31,8 @@ def main(argv=None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
-    try:
+    with user_errors(f"sessa-bench {cmd}" if cmd in COMMANDS else "sessa-bench"):
         dispatch(cmd, rest)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input: one line, no traceback
-        sys.exit(f"sessa-bench {cmd}: error: {e}")
 
 
 def dispatch(cmd: str, rest: list[str]) -> None:
@@ -35,6 +40,7 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         from sessa_bench import train
         sys.argv = ["sessa-bench train", *rest]  # Hydra reads sys.argv
         train.main()
+        train.raise_failures()
     elif cmd == "eval":
         from sessa_bench.evaluate import main as m
         m(rest)
@@ -48,8 +54,10 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         from sessa_bench.probe import main as m
         m(rest)
     elif cmd == "report":
+        if rest[:1] != ["demo"]:
+            raise UsageError(f"report: which report? one of: demo (got {' '.join(rest) or 'nothing'})")
         from sessa_bench.report.demo import main as m
-        m(rest)
+        m(rest[1:])
     elif cmd == "wandb" and rest[:1] == ["sync"]:
         from sessa_bench.wandb_sync import main as m
         m(rest[1:])
@@ -60,7 +68,7 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         from sessa_bench.dashboard.page import main as m
         m(rest)
     else:
-        sys.exit(f"sessa-bench: unknown command {cmd!r}\n{USAGE}")
+        raise UsageError(f"unknown command {cmd!r}; one of {', '.join(COMMANDS)} (sessa-bench --help)")
 
 
 if __name__ == "__main__":

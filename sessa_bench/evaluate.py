@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sessa_bench.console import quiet_lightning
 from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.run_folder import RunFolder, atomic_write_text
@@ -25,15 +26,17 @@ def load_run(path: str | Path):
     if not folder.checkpoint.exists():
         raise FileNotFoundError(f"{folder.path} has no checkpoint at {folder.checkpoint}")
     cfg = OmegaConf.load(folder.config)
+    folder.read_checkpoint()  # plain data only: a crafted or corrupt file is a one-line error, never run
     try:
-        lit = LitSequenceModel.load_from_checkpoint(folder.checkpoint, map_location="cpu")
+        lit = LitSequenceModel.load_from_checkpoint(folder.checkpoint, map_location="cpu", weights_only=True)
     except Exception as e:
         raise RuntimeError(f"checkpoint {folder.checkpoint} is corrupt or unreadable "
-                           f"({type(e).__name__}: {e})") from None
+                           f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     return folder, cfg, lit
 
 
 def evaluate(path: str | Path, split: str = "test", lengths=(1,), accelerator: str = "auto") -> dict:
+    quiet_lightning()
     folder, cfg, lit = load_run(path)
     task = instantiate(cfg.task)
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
@@ -57,6 +60,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     for k, v in evaluate(args.run_dir, args.split, args.lengths).items():
         print(f"{k}: {v:.6g}")
+    print(f"wrote {RunFolder(args.run_dir).path / f'eval_{args.split}.json'}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@
     summary.json    final metrics, the task's facts, parameter counts, throughput, hardware, git commit,
                     backends: everything a report needs, so reports read nothing else
     checkpoints/last.ckpt
+    .lock           held (fcntl.flock) by the process running the run, so a second process with the same
+                    run name stops instead of duplicating every metrics line; the OS releases the lock of a
+                    process that dies, so a stale lock never blocks a rerun
 
 summary.json is written last and atomically: a folder without it is an unfinished run (resumable), a folder
 with it is finished and a rerun skips it, provided the rerun asks for the same config (else it is an error
@@ -13,7 +16,9 @@ that lists the differences, so a result is never silently reused for another con
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -29,6 +34,12 @@ RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "
 # How many runs shared the device (set by sessa_bench.runs for its workers; recorded in summary.json).
 ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
 
+log = logging.getLogger("sessa_bench")
+
+
+class RunInUse(RuntimeError):
+    """Another live process holds this run folder's lock."""
+
 
 class RunFolder:
     def __init__(self, path: str | Path):
@@ -37,11 +48,24 @@ class RunFolder:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
+        self.lockfile = self.path / ".lock"
+        self._lock_fd: int | None = None
 
     @classmethod
     def of(cls, cfg) -> "RunFolder":
         """The folder of a composed run config."""
         return cls(Path(cfg.results_dir) / cfg.experiment_name / cfg.run_name)
+
+    def read_checkpoint(self) -> dict:
+        """The checkpoint's content, loaded as plain data only (weights_only=True): a file that would run
+        code when unpickled, or any unreadable file, is a one-line error and nothing of it is executed."""
+        try:
+            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise RuntimeError(f"checkpoint {self.checkpoint} is corrupt, unreadable or not plain data "
+                               f"({type(e).__name__}: {first}); delete it to restart this run from scratch, "
+                               f"or pass resume=false") from None
 
     def is_finished(self) -> bool:
         try:
@@ -60,18 +84,55 @@ class RunFolder:
         with self.metrics.open("a") as f:
             f.write(json.dumps(row, default=float) + "\n")
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the file matches an uninterrupted run."""
+    def truncate_metrics(self, before_step: int) -> None:
+        """On resume from a checkpoint at step S, keep the lines logged before step S: Lightning logs the
+        batch after the checkpoint at step S, so lines at S and later are redone by the resumed run."""
         if not self.metrics.exists():
             return
-        keep = [ln for ln in self.metrics.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= after_step]
-        atomic_write_text(self.metrics, "".join(ln + "\n" for ln in keep))
+        keep = [row for row in self.read_metrics() if row.get("step", 0) < before_step]
+        atomic_write_text(self.metrics, "".join(json.dumps(row) + "\n" for row in keep))
 
     def read_metrics(self) -> list[dict]:
+        """The logged rows. A torn last line (a crash mid-append) is dropped with one log line; a corrupt
+        line anywhere else is an error naming the file and the line."""
         if not self.metrics.exists():
             return []
-        return [json.loads(ln) for ln in self.metrics.read_text().splitlines() if ln.strip()]
+        lines = self.metrics.read_text().splitlines()
+        rows = []
+        for i, ln in enumerate(lines, 1):
+            if not ln.strip():
+                continue
+            try:
+                rows.append(json.loads(ln))
+            except ValueError:
+                if i == len(lines):
+                    log.warning("%s: dropped a half-written last line (line %d; the process was killed "
+                                "mid-write)", self.metrics, i)
+                    continue
+                raise ValueError(f"{self.metrics} line {i} is not JSON ({ln[:60]!r}); fix or delete that "
+                                 f"line, or delete the run folder to start over") from None
+        return rows
+
+    def lock(self) -> None:
+        """Take the run folder's exclusive lock for this process (released by unlock() or by the OS when
+        the process ends, however it ends); a second process gets RunInUse."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunInUse(f"run folder {self.path} is in use by another process (pid {holder}); wait for it "
+                           f"to finish, or choose another experiment_name or run_name") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def check_config(self, cfg, what: str) -> None:
         """Raise if this folder already holds `what` (a finished or unfinished run) of another config."""

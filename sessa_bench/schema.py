@@ -75,9 +75,17 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _plain_name(v) -> bool:
+    """A single folder name: no path separator, not '.' or '..' (a run must stay inside results_dir)."""
+    v = str(v)
+    return bool(v) and "/" not in v and "\\" not in v and v not in (".", "..") and "\0" not in v
+
+
 def validate(cfg) -> None:
     """Range checks with one clear message per field."""
     checks = [
+        ("experiment_name", _plain_name(cfg.experiment_name), "must be one folder name (no '/', '\\' or '..')"),
+        ("run_name", _plain_name(cfg.run_name), "must be one folder name (no '/', '\\' or '..')"),
         ("trainer.max_steps", _int(cfg.trainer.max_steps) and cfg.trainer.max_steps >= 1, "must be an int >= 1"),
         ("trainer.val_check_interval", _int(cfg.trainer.val_check_interval) and cfg.trainer.val_check_interval >= 1,
          "must be an int >= 1 (steps between validations)"),
@@ -90,6 +98,7 @@ def validate(cfg) -> None:
         ("optim.warmup_steps", cfg.optim.warmup_steps >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must lie in [0, 1]"),
         ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
+        ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0 (0 loads data in the training process)"),
         ("resume", str(cfg.resume) in ("auto", "True", "False", "true", "false"),
          "must be auto, true or false"),
         ("eval.lengths", all(int(x) >= 1 for x in cfg.eval.lengths), "must be positive multipliers"),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import hydra
@@ -19,6 +20,8 @@ from sessa_bench import schema, wandb_run
 from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
+from sessa_bench.console import quiet_lightning
+from sessa_bench.errors import USER_ERRORS, debug, user_errors
 from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import JsonlLogger
@@ -47,11 +50,14 @@ def resolve_model(cfg: DictConfig, task) -> tuple[ModelConfig, Budget]:
 
 def parameter_table(model_cfg: ModelConfig, budget: Budget, seq_len: int) -> tuple[str, dict]:
     d = describe(model_cfg, seq_len, budget.target_params)
+    state = (f"{d['state_per_token']:,} elements/token + {d['state_fixed']:,} fixed"
+             if d["state_per_token"] is not None else
+             f"not declared ({model_cfg.mixer} defines neither state_per_token nor state_fixed)")
     text = (f"model: {model_cfg.mixer} x {d['layers']} layers, d_model={d['d_model']}, heads={d['n_heads']}, "
             f"block={model_cfg.block}\n"
             f"params: total {d['params_total']:,} (target {budget.target_params:,}, {d['deviation']:+.2%}), "
             f"non-embedding {d['params_non_embedding']:,}\n"
-            f"decode state: {d['state_per_token']:,} elements/token + {d['state_fixed']:,} fixed; "
+            f"decode state: {state}; "
             f"train FLOPs/token at T={seq_len}: {d['train_flops_per_token'] / 1e6:.1f}M")
     return text, d
 
@@ -60,12 +66,12 @@ def _resume_step(cfg: DictConfig, folder: RunFolder) -> int | None:
     """Step of the checkpoint to resume from, or None for a fresh start."""
     if str(cfg.resume).lower() == "false" or not folder.checkpoint.exists():
         return None
+    ckpt = folder.read_checkpoint()  # plain data only: a crafted file is refused, never executed
     try:
-        ckpt = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
         return int(ckpt["global_step"])
-    except Exception as e:
-        raise RuntimeError(f"checkpoint {folder.checkpoint} is corrupt or unreadable ({type(e).__name__}: "
-                           f"{e}); delete it to restart this run from scratch, or pass resume=false") from None
+    except (KeyError, TypeError, ValueError):
+        raise RuntimeError(f"checkpoint {folder.checkpoint} has no global_step; delete it to restart this run "
+                           f"from scratch, or pass resume=false") from None
 
 
 def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
@@ -75,6 +81,36 @@ def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
     if name == "throughput":
         return {"window": cfg.trainer.log_every_n_steps}
     return {}
+
+
+def _instantiate(what: str, node, **kwargs):
+    """hydra.utils.instantiate with the constructor's own message, prefixed by the config field."""
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as e:  # Hydra wraps constructor errors (Lightning's MisconfigurationException, ...)
+        cause = e.__cause__ or e
+        raise ValueError(f"{what}: {type(cause).__name__}: {cause}") from None
+
+
+def check_splits(cfg: DictConfig, dm: TaskDataModule) -> None:
+    """Every split holds at least one example (else training, validation or testing fails at its end)."""
+    for split in ("train", "val", "test"):
+        if len(dm.split(split)) == 0:  # builds or loads the data now: a missing dataset fails here too
+            data_dir = cfg.task.get("data_dir")
+            where = (f"{data_dir}/{split}.tsv (task.data_dir) holds no examples" if data_dir else
+                     f"task.n_{split}={cfg.task.get(f'n_{split}')!r} must be >= 1")
+            raise ValueError(f"the {split} split of task {cfg.task_name} is empty: {where}")
+
+
+def _finish_counters(trainer) -> None:
+    """A fit restored from a checkpoint at max_steps trains nothing and skips the end of its loop, so its
+    logging step and epoch stay where the checkpoint was taken (inside the last batch). Set them to what an
+    uninterrupted run has after fit, so the final val/test lines carry the same step numbers."""
+    loop = trainer.fit_loop
+    loop.epoch_loop._batches_that_stepped = trainer.global_step
+    if loop.epoch_progress.current.completed < loop.epoch_progress.current.ready:  # the epoch it was inside
+        loop.epoch_progress.increment_processed()
+        loop.epoch_progress.increment_completed()
 
 
 def run(cfg: DictConfig) -> dict:
@@ -88,6 +124,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _run(cfg: DictConfig) -> dict:
+    quiet_lightning()
     schema.validate(cfg)
     folder = RunFolder.of(cfg)
     if folder.is_finished():
@@ -95,17 +132,43 @@ def _run(cfg: DictConfig) -> dict:
         log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
         return folder.read_summary()
 
-    # Everything that can fail on bad input happens before the run folder is touched.
+    # Everything that can fail on bad input happens before the run folder is touched: the data of every
+    # split, the model, the trainer, its loggers and callbacks.
     task = build_task(cfg)
     dm = TaskDataModule(task, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.num_workers)
-    for split in ("train", "val", "test"):
-        dm.split(split)  # builds or loads the data now: a missing dataset fails here
+    check_splits(cfg, dm)
     model_cfg, budget = resolve_model(cfg, task)
-    start_step = _resume_step(cfg, folder)
-    if start_step is not None:
-        folder.check_config(cfg, "an unfinished run")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model's initialisation
+    lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
+                           tuple(task.slice_names), compile=cfg.compile)
+    callbacks = {name: _instantiate(f"callbacks.{name}", c, **runtime_args(name, cfg, folder))
+                 for name, c in cfg.callbacks.items()}
+    if cfg.debug.kill_at_step:
+        callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
+    loggers = [JsonlLogger(folder), *(_instantiate(f"logger.{name}", c) for name, c in cfg.logger.items())]
+    trainer = _instantiate("trainer", cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
+                           default_root_dir=str(folder.path))
+    throughput = callbacks.get("throughput")
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if _is_rank_zero():  # DDP ranks > 0 re-run this script inside the run of rank 0
+        folder.lock()  # a second process with this run name stops here (RunInUse)
+    try:
+        if folder.is_finished():  # finished by another process between the first check and the lock
+            folder.check_config(cfg, "a finished run")
+            return folder.read_summary()
+        start_step = _resume_step(cfg, folder)
+        if start_step is not None:
+            folder.check_config(cfg, "an unfinished run")
+        return _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, throughput, start_step)
+    finally:
+        folder.unlock()
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, throughput, start_step) -> dict:
     table, cost = parameter_table(model_cfg, budget, task.max_len)
     print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
 
@@ -114,22 +177,20 @@ def _run(cfg: DictConfig) -> dict:
             stale.unlink(missing_ok=True)
     else:
         folder.truncate_metrics(start_step)
-        print(f"resuming from {folder.checkpoint} at step {start_step}", flush=True)
+        print(f"resuming from {folder.checkpoint} at step {start_step}"
+              + (" (training is done: evaluating only)" if start_step >= cfg.trainer.max_steps else ""),
+              flush=True)
+    for lg in loggers:
+        if hasattr(lg, "restart"):  # the CSV log keeps the rows from before a kill
+            lg.restart(start_step)
     atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
-
-    lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
-                           tuple(task.slice_names), compile=cfg.compile)
-    callbacks = {name: instantiate(c, **runtime_args(name, cfg, folder)) for name, c in cfg.callbacks.items()}
-    if cfg.debug.kill_at_step:
-        callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
-    loggers = [JsonlLogger(folder), *(instantiate(c) for c in cfg.logger.values())]
     wandb_run.log_config(loggers, cfg, cost["params_total"])
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
-                          default_root_dir=str(folder.path))
-    throughput = callbacks.get("throughput")
 
     t0 = time.time()
-    trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None)
+    trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None,
+                weights_only=True)
+    if start_step is not None and start_step >= cfg.trainer.max_steps:
+        _finish_counters(trainer)
     final = {}
     final.update(trainer.validate(lit, datamodule=dm, verbose=False)[0])
     final.update(trainer.test(lit, datamodule=dm, verbose=False)[0])
@@ -163,10 +224,26 @@ def _run(cfg: DictConfig) -> dict:
     return summary
 
 
+_FAILED: list[Exception] = []  # user errors of this process's jobs, raised once Hydra has returned
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except USER_ERRORS as e:  # Hydra would add its own "Error executing job ..." line: keep it for the end
+        if debug():
+            raise
+        _FAILED.append(e)
+
+
+def raise_failures() -> None:
+    """After main(): raise the first job's user error (entry points print it as one line)."""
+    if _FAILED:
+        raise _FAILED[0]
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("python -m sessa_bench.train"):
+        main()
+        raise_failures()

@@ -53,8 +53,10 @@ def write_demo(results_dir: str | Path = "results/runs", out: str | Path = "resu
 def main(argv=None):
     ap = argparse.ArgumentParser(description="build the demo table from run folders")
     ap.add_argument("--results-dir", default="results/runs")
+    ap.add_argument("--out", default="results/demo.md")
     args = ap.parse_args(argv)
-    print(write_demo(args.results_dir))
+    print(write_demo(args.results_dir, args.out))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
