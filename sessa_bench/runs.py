@@ -5,8 +5,10 @@ Every run is composed and validated first, so bad input fails before anything tr
 checked (same config) and skipped. What is left trains in this process one after another (jobs=1, the
 `local` launcher's semantics), or in `jobs` worker processes (`python -m sessa_bench.train`) sharing the
 machine: a ~20M-parameter model leaves most of a GPU idle, so a few runs side by side finish sooner.
-The runs themselves do not change; every summary.json records how many shared the device
-(`concurrent_runs`), so a table can say that its summed wall time overstates the device time.
+On a machine with GPUs the workers are spread over all visible GPUs, round robin (`place`), each pinned to
+its GPU with CUDA_VISIBLE_DEVICES; `jobs_per_gpu` caps how many share one GPU. The runs themselves do not
+change; every summary.json records how many shared its device (`concurrent_runs`) and, on GPUs, which GPU
+(`placement`), so a table can say that its summed wall time overstates the device time.
 
     python -m sessa_bench.runs --build-data <overrides>    # one run's task data into the cache (workers)
 """
@@ -14,6 +16,7 @@ The runs themselves do not change; every summary.json records how many shared th
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ from omegaconf import OmegaConf
 
 from sessa_bench import schema
 from sessa_bench.compose import compose_train
-from sessa_bench.run_folder import ENV_CONCURRENT, RunFolder
+from sessa_bench.run_folder import ENV_CONCURRENT, ENV_GPU, ENV_RUNS_ON_GPU, RunFolder
 
 
 def pending(run_overrides: list[list[str]]) -> list[tuple[list[str], RunFolder]]:
@@ -42,21 +45,76 @@ def pending(run_overrides: list[list[str]]) -> list[tuple[list[str], RunFolder]]
     return out
 
 
-def ensure(run_overrides: list[list[str]], jobs: int = 1) -> None:
-    """Train every unfinished run, at most `jobs` at a time. With workers, all runs are attempted; if any
-    fails, one error lists them with the end of their logs."""
+def visible_gpus() -> list[str]:
+    """The GPUs workers may use: CUDA_VISIBLE_DEVICES when set (ids or UUIDs; empty: none), else every
+    device torch counts (without creating a CUDA context in this process)."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def place(jobs: int | None, gpus: list[str], jobs_per_gpu: int | None = None) -> list[str | None]:
+    """The GPU of each worker slot: slot i on gpus[i % len(gpus)] (round robin, so the GPUs differ by at most
+    one worker); [None] * jobs without GPUs. jobs=None: one slot per GPU, or jobs_per_gpu per GPU."""
+    if jobs_per_gpu is not None and jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu={jobs_per_gpu}: must be >= 1")
+    if jobs is None:
+        jobs = len(gpus) * (jobs_per_gpu or 1) if gpus else 1
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: must be >= 1")
+    if not gpus:
+        return [None] * jobs
+    if jobs_per_gpu is not None and jobs > len(gpus) * jobs_per_gpu:
+        raise ValueError(f"jobs={jobs}: more than jobs_per_gpu={jobs_per_gpu} x {len(gpus)} visible GPUs "
+                         f"({','.join(gpus)}); lower jobs or raise jobs_per_gpu")
+    return [gpus[i % len(gpus)] for i in range(jobs)]
+
+
+def worker_envs(slots: list[str | None], base: dict | None = None) -> list[dict]:
+    """The environment of each worker slot: pinned to its GPU, and told how many runs share its device."""
+    base = dict(os.environ if base is None else base)
+    envs = []
+    for gpu in slots:
+        if gpu is None:  # no GPUs: every worker shares the machine, as before
+            envs.append({**base, ENV_CONCURRENT: str(len(slots))})
+        else:
+            k = slots.count(gpu)
+            envs.append({**base, "CUDA_VISIBLE_DEVICES": gpu, ENV_GPU: gpu, ENV_RUNS_ON_GPU: str(k),
+                         ENV_CONCURRENT: str(k)})
+    return envs
+
+
+def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: int | None = None) -> None:
+    """Train every unfinished run, at most `jobs` at a time (None: one per visible GPU, or jobs_per_gpu per
+    GPU), spread over the visible GPUs. With workers, all runs are attempted; if any fails, one error lists
+    them with the end of their logs."""
+    slots = place(jobs, visible_gpus(), jobs_per_gpu)
     todo = pending(run_overrides)
-    if jobs == 1:
+    if len(slots) == 1:  # one at a time, in this process (a DDP run starts its other ranks itself)
         from sessa_bench.train import run  # heavy import (Lightning) only when training
         for ov, _ in todo:
             run(compose_train(ov))
         return
+    multi = [folder.path.name for ov, folder in todo if compose_train(ov).trainer.devices != 1]
+    if multi and slots[0] is not None:
+        raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
+                         f"one GPU each; train them with jobs=1")
     build_data([ov for ov, _ in todo])
-    env = {**os.environ, ENV_CONCURRENT: str(jobs)}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(lambda p: _train_in_worker(*p, env), todo))
+    free: queue.Queue = queue.Queue()
+    for slot in zip(slots, worker_envs(slots)):
+        free.put(slot)
+
+    def train(p):
+        gpu, env = free.get()  # never waits: at most len(slots) runs are in flight
+        try:
+            return _train_in_worker(*p, env, gpu)
+        finally:
+            free.put((gpu, env))
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        results = list(pool.map(train, todo))
     failed = [(folder, rc, log) for folder, rc, log in results if rc != 0]
     if failed:
         tails = "\n".join(f"--- {folder.path} (exit {rc}, log {log}):\n"
@@ -94,11 +152,12 @@ def _build_in_subprocess(overrides: list[str]) -> None:
         raise RuntimeError(f"building the data of {overrides} failed:\n{r.stderr[-3000:]}")
 
 
-def _train_in_worker(ov: list[str], folder: RunFolder, env: dict) -> tuple[RunFolder, int, Path]:
+def _train_in_worker(ov: list[str], folder: RunFolder, env: dict, gpu: str | None = None
+                     ) -> tuple[RunFolder, int, Path]:
     log = folder.path.parent / "logs" / f"{folder.path.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    print(f"start  {folder.path} (log {log})", flush=True)
+    print(f"start  {folder.path}{'' if gpu is None else f' on GPU {gpu}'} (log {log})", flush=True)
     with open(log, "a") as f:
         rc = subprocess.run([sys.executable, "-m", "sessa_bench.train", *ov], stdout=f,
                             stderr=subprocess.STDOUT, env=env).returncode

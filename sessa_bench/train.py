@@ -20,10 +20,12 @@ from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
 from sessa_bench.data import TaskDataModule
+from sessa_bench.distributed import ddp_scope, is_rank_zero
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import JsonlLogger
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.run_folder import RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, resolved_config
+from sessa_bench.run_folder import (RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, placement,
+                                    resolved_config)
 
 log = logging.getLogger("sessa_bench")
 schema.register()
@@ -78,6 +80,11 @@ def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
+    with ddp_scope():  # under DDP: the other ranks run this run alone; a no-op on one process
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict:
     schema.validate(cfg)
     folder = RunFolder.of(cfg)
     if folder.is_finished():
@@ -99,13 +106,15 @@ def run(cfg: DictConfig) -> dict:
     table, cost = parameter_table(model_cfg, budget, task.max_len)
     print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
 
-    if start_step is None:
+    writer = is_rank_zero()  # under DDP only global rank 0 writes the run folder
+    if writer and start_step is None:
         for stale in (folder.metrics, folder.summary):
             stale.unlink(missing_ok=True)
-    else:
+    elif writer:
         folder.truncate_metrics(start_step)
         print(f"resuming from {folder.checkpoint} at step {start_step}", flush=True)
-    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
+    if writer:
+        atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
 
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
                            tuple(task.slice_names), compile=cfg.compile)
@@ -113,8 +122,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.debug.kill_at_step:
         callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
     loggers = [JsonlLogger(folder), *(instantiate(c) for c in cfg.logger.values())]
+    # The data module shards train and eval batches itself (data.batch_size is the global batch; eval shards
+    # without duplicates), so Lightning must not put a DistributedSampler in.
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
-                          default_root_dir=str(folder.path))
+                          default_root_dir=str(folder.path), use_distributed_sampler=False)
     throughput = callbacks.get("throughput")
 
     t0 = time.time()
@@ -141,10 +152,12 @@ def run(cfg: DictConfig) -> dict:
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
         "throughput_tokens_per_s": throughput.tokens_per_s if throughput else None,
         "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
-        "concurrent_runs": concurrent_runs(),
+        "concurrent_runs": concurrent_runs(), "placement": placement(), "world_size": trainer.world_size,
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": cfg.trainer.precision, "hardware": hardware(), "git_commit": git_commit(),
     }
+    if not trainer.is_global_zero:
+        return summary
     folder.write_summary(summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()
                                                   if "/acc" in k or "/ppl" in k)[:600], flush=True)
