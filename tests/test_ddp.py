@@ -39,6 +39,10 @@ def one_and_two(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     res = train(tmp, "experiment_name=p${trainer.devices}", "trainer.devices=1,2", multirun=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # every process prints the header of the run it trains: job p1 once, job p2 once per rank; the sweep is
+    # launched once (Lightning's own relaunch of the command line would launch it again in the second rank)
+    out = res.stdout + res.stderr
+    assert (out.count(f"[p1/{RUN}]"), out.count(f"[p2/{RUN}]"), out.count("Launching 2 jobs")) == (1, 2, 1), out[-3000:]
     return tmp, RunFolder(tmp / "runs" / "p1" / RUN), RunFolder(tmp / "runs" / "p2" / RUN)
 
 
