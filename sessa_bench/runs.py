@@ -10,11 +10,16 @@ its GPU with CUDA_VISIBLE_DEVICES; `jobs_per_gpu` caps how many share one GPU. T
 change; every summary.json records how many shared its device (`concurrent_runs`) and, on GPUs, which GPU
 (`placement`), so a table can say that its summed wall time overstates the device time.
 
+    python -m sessa_bench.runs --jobs 4 [--jobs-per-gpu K] model=sessa,transformer seed=0,1   # a sweep
     python -m sessa_bench.runs --build-data <overrides>    # one run's task data into the cache (workers)
+
+The first form is a Hydra-style multirun (comma lists and range() expand to their product) trained by
+`ensure`, so its runs spread over the GPUs of this machine.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import subprocess
@@ -165,7 +170,38 @@ def _train_in_worker(ov: list[str], folder: RunFolder, env: dict, gpu: str | Non
     return folder, rc, log
 
 
+def expand(overrides: list[str]) -> list[list[str]]:
+    """The runs of a sweep written as on the command line of a Hydra multirun (`model=a,b seed=range(2)`):
+    one override list per element of the product of the sweeps, in Hydra's order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(run) for run in itertools.product(*choices)]
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--build-data"]:
+        return _build_splits(argv[1:])
+    ap = argparse.ArgumentParser(description="train the runs of a sweep (Hydra multirun syntax), spread over "
+                                             "the visible GPUs; finished runs are skipped")
+    ap.add_argument("--jobs", type=int, default=None, help="runs at once (default 1, or K per GPU with "
+                                                            "--jobs-per-gpu K)")
+    ap.add_argument("--jobs-per-gpu", type=int, default=None, help="at most this many runs per GPU")
+    args, overrides = ap.parse_known_args(argv)
+    if bad := [o for o in overrides if o.startswith("-")]:
+        ap.error(f"unknown option(s) {bad}")
+    jobs = args.jobs if args.jobs is not None else (None if args.jobs_per_gpu else 1)
+    ensure(expand(overrides), jobs, args.jobs_per_gpu)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["--build-data"]:
-        sys.exit("usage: python -m sessa_bench.runs --build-data <hydra overrides of a run>")
-    _build_splits(sys.argv[2:])
+    main()

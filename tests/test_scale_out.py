@@ -200,3 +200,14 @@ def test_resume_on_another_number_of_processes_is_the_same_run():
     assert config_changes(old, new) == []
     assert config_changes(old, {"trainer": {**new["trainer"], "precision": "32-true"}}) == [
         "trainer.precision: 'bf16-mixed' -> '32-true'"]
+
+
+def test_runs_cli_expands_a_sweep_like_hydra(tmp_path, monkeypatch):
+    assert runs.expand(["model=sessa,transformer", "seed=range(0,2)", "task.train_lag=[8,31]"]) == [
+        ["model=sessa", "seed=0", "task.train_lag=[8,31]"], ["model=sessa", "seed=1", "task.train_lag=[8,31]"],
+        ["model=transformer", "seed=0", "task.train_lag=[8,31]"],
+        ["model=transformer", "seed=1", "task.train_lag=[8,31]"]]
+    got = []
+    monkeypatch.setattr(runs, "ensure", lambda ovs, jobs, jobs_per_gpu: got.append((ovs, jobs, jobs_per_gpu)))
+    runs.main(["--jobs-per-gpu", "2", "seed=0,1"])
+    assert got == [([["seed=0"], ["seed=1"]], None, 2)]
