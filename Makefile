@@ -15,7 +15,7 @@ RUNS      ?= $(wildcard results/runs/table1_symbol_soup)
 BIBLE_ARGS ?= task=bible trainer.max_steps=300 trainer.val_check_interval=50 callbacks.checkpoint.every_n_steps=100
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate memory-tail
+.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate memory-tail dashboard
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,3 +67,6 @@ calibrate: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Di
 
 memory-tail: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## influence vs lag at init (tiny, small; CPU) and for RUNS with checkpoints -> results/memory_tail.md
 	$(PYTHON) -m sessa_bench.memory_tail --runs $(RUNS) $(ARGS)
+
+dashboard: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## the paper tables' dashboard from results/runs as one offline HTML page -> results/dashboard.html
+	$(PYTHON) -m sessa_bench.dashboard.page results/runs --out results/dashboard.html

@@ -112,9 +112,10 @@ class Mamba2Mixer(Mixer):
         self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
         self.d_inner, self.nheads, self.ngroups, self.chunk_size = d_inner, nheads, ngroups, chunk_size
         self.backend = backend
-        # Probes once, at build time: mamba_ssm's chunked scan (training, prefill) and its one-token state
-        # update (decoding, used by step_static on CUDA).
-        self._mamba_ssm_ok = backend != "torch" and mamba_ssm_import.import_mamba_ssm() is not None
+        # Probes once, at build time (whatever the backend: it may be switched later, and the probe is cached
+        # per process): mamba_ssm's chunked scan (training, prefill) and its one-token state update (decoding,
+        # used by step_static on CUDA).
+        self._mamba_ssm_ok = mamba_ssm_import.import_mamba_ssm() is not None
         self._state_update = mamba_ssm_import.import_state_update() if self._mamba_ssm_ok else None
         self.conv_dim = d_inner + 2 * ngroups * d_state                  # channels of [x, B, C]
 

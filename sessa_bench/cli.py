@@ -12,6 +12,9 @@ USAGE = """usage: sessa-bench <command> [args]
   demo   [hydra overrides]        the CPU comparison of all three families (results/demo.md)
   probe  RUN_DIR [--init] [--lags 1 2 4 ...] [--n-examples 4]   memory tail -> RUN_DIR/probe.json
   report demo                     rebuild a table from run folders
+  wandb sync PATH [--dry-run]     upload the offline W&B runs under PATH (already synced ones skipped)
+  wandb dashboard --project P [--entity E] [--dry-run OUT.json]   W&B workspace + a report per paper table
+  dashboard [results/runs] [--out results/dashboard.html]         the same dashboard as one offline HTML page
 """
 
 
@@ -46,6 +49,15 @@ def dispatch(cmd: str, rest: list[str]) -> None:
         m(rest)
     elif cmd == "report":
         from sessa_bench.report.demo import main as m
+        m(rest)
+    elif cmd == "wandb" and rest[:1] == ["sync"]:
+        from sessa_bench.wandb_sync import main as m
+        m(rest[1:])
+    elif cmd == "wandb" and rest[:1] == ["dashboard"]:
+        from sessa_bench.wandb_dashboard import main as m
+        m(rest[1:])
+    elif cmd == "dashboard":
+        from sessa_bench.dashboard.page import main as m
         m(rest)
     else:
         sys.exit(f"sessa-bench: unknown command {cmd!r}\n{USAGE}")

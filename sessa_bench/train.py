@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sessa_bench import schema
+from sessa_bench import schema, wandb_run
 from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
@@ -80,8 +80,14 @@ def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
-    with ddp_scope():  # under DDP: the other ranks run this run alone; a no-op on one process
-        return _run(cfg)
+    failed = True
+    try:
+        with ddp_scope():  # under DDP: the other ranks run this run alone; a no-op on one process
+            summary = _run(cfg)
+        failed = False
+        return summary
+    finally:  # one W&B run per run, also when it raised (else the next run in this process joins it)
+        wandb_run.finish_active(failed)
 
 
 def _run(cfg: DictConfig) -> dict:
@@ -122,6 +128,8 @@ def _run(cfg: DictConfig) -> dict:
     if cfg.debug.kill_at_step:
         callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
     loggers = [JsonlLogger(folder), *(instantiate(c) for c in cfg.logger.values())]
+    if writer:  # W&B's logger is a no-op stand-in on the other ranks
+        wandb_run.log_config(loggers, cfg, cost["params_total"])
     # The data module shards train and eval batches itself (data.batch_size is the global batch; eval shards
     # without duplicates), so Lightning must not put a DistributedSampler in.
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
@@ -159,6 +167,7 @@ def _run(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return summary
     folder.write_summary(summary)
+    wandb_run.log_summary(loggers, summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()
                                                   if "/acc" in k or "/ppl" in k)[:600], flush=True)
     return summary

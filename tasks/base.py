@@ -1,6 +1,7 @@
 """The interface every task implements (Zoology style: a small config object with a pure build).
 
-A task is a plain object built by Hydra from `conf/task/*.yaml`. It knows its vocabulary, its head and its
+A task is a dataclass built by Hydra from `conf/task/*.yaml`: its fields are exactly the config keys, checked
+in `__post_init__` (tasks/checks.py), and `config()` is those fields as a dict. It knows its vocabulary, its head and its
 metrics, and hands out one torch Dataset per split. Each dataset item is a dict:
 
 - `input_ids`: LongTensor (T,)
@@ -15,6 +16,7 @@ Splits are built from seeds that never collide across splits: see `split_seed`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -57,6 +59,13 @@ class Task:
         """Tokens per training sequence (an upper bound unless train_len_exact)."""
         return self.max_len
 
+    def config(self) -> dict:
+        """The task's fields as a JSON-able dict (tuples as lists): what keys its caches and is recorded in
+        every run's facts. Derived attributes are not fields, so they are not in it."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
     def ceiling(self) -> float | None:
         """The best accuracy any model can reach on this task, where it can be computed."""
         return None
@@ -69,13 +78,17 @@ class Task:
                 "train_len_exact": self.train_len_exact, "max_len": self.max_len, "chance": self.chance,
                 "ceiling": self.ceiling(), "slice_names": list(self.slice_names),
                 "ood_slices": list(self.ood_slices), "ood_above": getattr(self, "ood_above", None),
-                "config": self.config() if hasattr(self, "config") else {}}
+                "config": self.config()}
 
     def dataset(self, split: str) -> Dataset:
         raise NotImplementedError
 
     def collate(self, items: list[dict]) -> dict:
         return pad_collate(items, self.pad_id)
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def pad_collate(items: list[dict], pad_id: int) -> dict:

@@ -47,78 +47,89 @@ buckets beyond the trained range stay marked.
 
 Defaults: 2-token keys over 64 key tokens, 1-token values over 64 value tokens (chance 1.6 %), 32 pairs
 all queried, half the noise patterns distractors, train lags 32..511 (seq_len 640), test lags 32..2044
-(test_seq_len 2176). Calibration (`python -m sessa_bench.calibrate`, results/calibration/, H100): the
-`small` Transformer with Table 1's training (1000 steps of 32 sequences, lr 1e-3) ends at 3.1-3.7 % test
-token accuracy on these defaults, about 2x chance and, with 64,000 scored answers, some 30 standard
-errors above it, and far below 100 %. Easier settings in the sweep (8 or 16 pairs, lags 8..127 or
-16..255) reach at most 6.4 %; 4000 steps or lr 3e-3 / 1e-2 do not do better. We keep the long lags:
-they are what makes the task long-context, and easier settings buy little. The task sits at the start
-of learning at this budget: Table 1 on it ranks how early a family begins to retrieve, not how well it
-finally does. On CPU a ~1M-parameter Transformer with 4 pairs and lags 12..63 learns it to 20-46 % inside
-the training lags within 200 steps and stays near chance beyond them (results/calibration/README.md), so
-the labels are learnable.
+(test_seq_len 2176). Why these defaults, and what models reach on them, is measured in
+results/calibration/README.md (`python -m sessa_bench.calibrate`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from . import checks
 from .base import split_seed
-from .mqar import RetrievalTask, check_int, int_tuple, pack_rows
+from .retrieval import RetrievalTask, pack_rows
 
 
 def _round_up(n: int, m: int = 64) -> int:
     return -(-n // m) * m
 
 
+@dataclass(eq=False)
 class DiffuseMQAR(RetrievalTask):
     name = "diffuse_mqar"
     PAD, BOS, NOISE = 0, 1, 2
+    train_len_exact = True
 
-    def __init__(self, key_vocab: int = 64, value_vocab: int = 64, key_len: int = 2, value_len: int = 1,
-                 n_pairs: int = 32, n_queries: int = 32, distractor_rate: float = 0.5,
-                 train_lag=(32, 511), test_lag=None, seq_len: int | None = None,
-                 test_seq_len: int | None = None, ood_above: int | None = None,
-                 n_train: int = 50_000, n_val: int = 500, n_test: int = 2_000, seed: int = 0):
-        self.key_vocab = check_int("key_vocab", key_vocab, 2)
-        self.value_vocab = check_int("value_vocab", value_vocab, 2)
-        self.key_len = check_int("key_len", key_len, 1)
-        self.value_len = check_int("value_len", value_len, 1)
-        self.n_pairs = check_int("n_pairs", n_pairs, 1)
-        self.n_queries = check_int("n_queries", n_queries, 1, self.n_pairs)
+    # None means "derive from the other fields" (see the module docstring); __post_init__ fills it in, so
+    # config() always holds the resolved values.
+    key_vocab: int = 64
+    value_vocab: int = 64
+    key_len: int = 2
+    value_len: int = 1
+    n_pairs: int = 32
+    n_queries: int = 32
+    distractor_rate: float = 0.5
+    train_lag: tuple[int, int] = (32, 511)
+    test_lag: tuple[int, int] | None = None
+    seq_len: int | None = None
+    test_seq_len: int | None = None
+    ood_above: int | None = None
+    n_train: int = 50_000
+    n_val: int = 500
+    n_test: int = 2_000
+    seed: int = 0
+
+    def __post_init__(self):
+        self.key_vocab = checks.integer("task.key_vocab", self.key_vocab, 2)
+        self.value_vocab = checks.integer("task.value_vocab", self.value_vocab, 2)
+        self.key_len = checks.integer("task.key_len", self.key_len, 1)
+        self.value_len = checks.integer("task.value_len", self.value_len, 1)
+        self.n_pairs = checks.integer("task.n_pairs", self.n_pairs, 1)
+        self.n_queries = checks.integer("task.n_queries", self.n_queries, 1, self.n_pairs)
         if self.key_vocab ** self.key_len < 2 * self.n_pairs:  # room for noise keys that are not true keys
-            raise ValueError(f"key_vocab={key_vocab}, key_len={key_len}: key_vocab ** key_len must be >= "
-                             f"2 * n_pairs = {2 * self.n_pairs}")
-        if not 0.0 <= float(distractor_rate) <= 1.0:
-            raise ValueError(f"distractor_rate={distractor_rate!r} must be in [0, 1]")
-        if distractor_rate > 0 and self.key_len < 2:
-            raise ValueError(f"distractor_rate={distractor_rate} needs key_len >= 2 (a distractor shares a "
-                             f"key's prefix but not its suffix); got key_len={key_len}")
-        self.distractor_rate = float(distractor_rate)
+            raise ValueError(f"task.key_vocab={self.key_vocab}, task.key_len={self.key_len}: key_vocab ** "
+                             f"key_len must be >= 2 * n_pairs = {2 * self.n_pairs}")
+        self.distractor_rate = checks.real("task.distractor_rate", self.distractor_rate, 0.0, 1.0)
+        if self.distractor_rate > 0 and self.key_len < 2:
+            raise ValueError(f"task.distractor_rate={self.distractor_rate} needs key_len >= 2 (a distractor "
+                             f"shares a key's prefix but not its suffix); got key_len={self.key_len}")
         P = self.key_len + self.value_len
-        self.train_lag = self._lag("train_lag", train_lag, P)
-        self.test_lag = self._lag("test_lag", (self.train_lag[0], 4 * self.train_lag[1])
-                                  if test_lag is None else test_lag, P)
+        self.train_lag = self._lag("task.train_lag", self.train_lag, P)
+        self.test_lag = self._lag("task.test_lag", (self.train_lag[0], 4 * self.train_lag[1])
+                                  if self.test_lag is None else self.test_lag, P)
         memory = 1 + self.n_pairs * P
-        self.seq_len = self._length("seq_len", seq_len, memory + self.train_lag[1], "train_lag")
-        self.test_seq_len = self._length("test_seq_len", test_seq_len, memory + self.test_lag[1], "test_lag")
+        self.seq_len = self._length("task.seq_len", self.seq_len, memory + self.train_lag[1], "train_lag")
+        self.test_seq_len = self._length("task.test_seq_len", self.test_seq_len, memory + self.test_lag[1],
+                                         "test_lag")
         # Placement needs free room; at most half the post-memory tokens may be queries.
         room = min(self.seq_len, self.test_seq_len) - memory
         if 2 * self.n_queries * P > room:
-            raise ValueError(f"n_queries={n_queries} is too many: 2 * n_queries * {P} must be <= {room} "
-                             f"(the tokens after the memory); lower it or raise the lags")
+            raise ValueError(f"task.n_queries={self.n_queries} is too many: 2 * n_queries * {P} must be <= "
+                             f"{room} (the tokens after the memory); lower it or raise the lags")
         for name, (_, hi) in (("train_lag", self.train_lag), ("test_lag", self.test_lag)):
             if hi < self.n_queries * P:  # the n_queries-th pair from the memory's end needs lag >= n_queries * P
-                raise ValueError(f"{name} hi={hi} must be >= n_queries * (key_len + value_len) = "
+                raise ValueError(f"task.{name} hi={hi} must be >= n_queries * (key_len + value_len) = "
                                  f"{self.n_queries * P}, or not every query can sit after the memory")
-        self.ood_above = check_int("ood_above", self.train_lag[1] if ood_above is None else ood_above, 1)
-        self.n_train = check_int("n_train", n_train, 1)
-        self.n_val = check_int("n_val", n_val, 1)
-        self.n_test = check_int("n_test", n_test, 1)
-        self.seed = check_int("seed", seed, 0)
+        self.ood_above = checks.integer("task.ood_above", self.train_lag[1] if self.ood_above is None
+                                        else self.ood_above, 1)
+        self.n_train = checks.integer("task.n_train", self.n_train, 1)
+        self.n_val = checks.integer("task.n_val", self.n_val, 1)
+        self.n_test = checks.integer("task.n_test", self.n_test, 1)
+        self.seed = checks.integer("task.seed", self.seed, 0)
 
         self.key_offset = 3
         self.value_offset = 3 + self.key_vocab
@@ -134,9 +145,9 @@ class DiffuseMQAR(RetrievalTask):
 
     @staticmethod
     def _lag(name: str, value, P: int) -> tuple[int, int]:
-        lo, hi = int_tuple(name, value, 1, length=2)
+        lo, hi = checks.int_list(name, value, 1, length=2)
         if lo < P or hi < lo:
-            raise ValueError(f"{name}={list(value)} must satisfy key_len + value_len = {P} <= lo <= hi "
+            raise ValueError(f"{name}={[lo, hi]} must satisfy key_len + value_len = {P} <= lo <= hi "
                              f"(a query cannot start before the memory ends)")
         return lo, hi
 
@@ -144,36 +155,24 @@ class DiffuseMQAR(RetrievalTask):
     def _length(name: str, value, need: int, lag_name: str) -> int:
         if value is None:
             return _round_up(need)
-        value = check_int(name, value, 1)
+        value = checks.integer(name, value, 1)
         if value < need:
             raise ValueError(f"{name}={value} is too short: the memory plus the largest {lag_name} need "
                              f">= {need} tokens")
         return value
 
-    def config(self) -> dict:
-        return dict(key_vocab=self.key_vocab, value_vocab=self.value_vocab, key_len=self.key_len,
-                    value_len=self.value_len, n_pairs=self.n_pairs, n_queries=self.n_queries,
-                    distractor_rate=self.distractor_rate, train_lag=list(self.train_lag),
-                    test_lag=list(self.test_lag), seq_len=self.seq_len, test_seq_len=self.test_seq_len,
-                    ood_above=self.ood_above, n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
-                    seed=self.seed)
-
     @property
     def max_len(self) -> int:
         return max(self.seq_len, self.test_seq_len)
-
-    train_len_exact = True
 
     @property
     def train_len(self) -> int:
         return self.seq_len
 
     def scaled(self, factor: int) -> "DiffuseMQAR":
-        f = check_int("factor", factor, 1)
-        cfg = self.config()
-        cfg.update(seq_len=f * self.seq_len, test_seq_len=f * self.test_seq_len,
-                   train_lag=[f * v for v in self.train_lag], test_lag=[f * v for v in self.test_lag])
-        return DiffuseMQAR(**cfg)
+        f = checks.integer("factor", factor, 1)
+        return replace(self, seq_len=f * self.seq_len, test_seq_len=f * self.test_seq_len,
+                       train_lag=[f * v for v in self.train_lag], test_lag=[f * v for v in self.test_lag])
 
     def lag_slice(self, lag: int) -> int:
         """Index into slice_names of the power-of-two bucket holding lag."""

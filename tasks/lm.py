@@ -23,13 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import corpora
+from sessa_bench.files import atomic_write, atomic_write_text
+
+from . import checks, corpora
 from .base import Task, config_key, split_seed
 from .cache import cache_dir
 from .corpora import CORPORA, SPLITS
@@ -78,46 +81,49 @@ def tokenize(docs: list[str], tok, dtype, max_tokens: int | None = None) -> np.n
 
 
 def save_npy(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:   # a file object, so numpy does not append another .npy
-        np.save(f, arr)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:   # a file object, so numpy does not append another .npy
+            np.save(f, arr)
+    atomic_write(path, write)
 
 
-def _check_int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}={value!r} must be an int >= {lo}")
-    return int(value)
-
-
+@dataclass(eq=False)
 class LanguageModeling(Task):
+    """Fields are the config keys. `vocab_size` is the size to train the tokenizer to; after construction it
+    holds the size the tokenizer really has (smaller only when a tiny corpus runs out of merges), which is
+    what the model's embedding needs. The tokenizer itself is `bpe`; `tokenizer` is the file asked for."""
+
     name = "lm"
     head = "lm"
     train_len_exact = True   # every segment is full
 
-    def __init__(self, corpus: str = "simplestories", data_dir: str | None = None,
-                 tokenizer: str | None = None, vocab_size: int = 4096, seq_len: int = 256,
-                 max_train_tokens: int | None = None, seed: int = 0):
-        if corpus not in CORPORA:
-            raise ValueError(f"corpus={corpus!r} is not one of {CORPORA}")
-        self.corpus = corpus
-        self.data_dir = None if data_dir is None else os.path.normpath(str(data_dir))
-        self.seq_len = _check_int("seq_len", seq_len, 1)
-        self.max_train_tokens = None if max_train_tokens is None else \
-            _check_int("max_train_tokens", max_train_tokens, self.seq_len + 1)
-        self.seed = _check_int("seed", seed, 0)
-        # vocab_size is the size to train to; the attribute below is what the tokenizer really has
-        # (smaller only when a tiny corpus runs out of merges).
-        vocab_size = _check_int("vocab_size", vocab_size, 257)
-        self.tokenizer_path = resolve(corpus, vocab_size, self.data_dir, tokenizer)
-        self.tokenizer = load_tokenizer(self.tokenizer_path)
-        self.vocab_size = self.tokenizer.get_vocab_size()
-        self.eot_id = self.pad_id = self.tokenizer.token_to_id(EOT)   # pad never occurs: segments are full
+    corpus: str = "simplestories"
+    data_dir: str | None = None
+    tokenizer: str | None = None
+    vocab_size: int = 4096
+    seq_len: int = 256
+    max_train_tokens: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        self.corpus = checks.one_of("task.corpus", self.corpus, CORPORA)
+        self.data_dir = checks.optional_str("task.data_dir", self.data_dir)
+        if self.data_dir is not None:
+            self.data_dir = os.path.normpath(self.data_dir)
+        self.tokenizer = checks.optional_str("task.tokenizer", self.tokenizer)
+        self.seq_len = checks.integer("task.seq_len", self.seq_len, 1)
+        self.max_train_tokens = checks.optional_integer("task.max_train_tokens", self.max_train_tokens,
+                                                        self.seq_len + 1)
+        self.seed = checks.integer("task.seed", self.seed, 0)
+        vocab_size = checks.integer("task.vocab_size", self.vocab_size, 257)
+        self.tokenizer_path = resolve(self.corpus, vocab_size, self.data_dir, self.tokenizer)
+        self.bpe = load_tokenizer(self.tokenizer_path)
+        self.vocab_size = self.bpe.get_vocab_size()
+        self.eot_id = self.pad_id = self.bpe.token_to_id(EOT)   # pad never occurs: segments are full
         self.dtype = np.uint16 if self.vocab_size <= 2 ** 16 else np.int32
-        key = config_key({"corpus": corpus, "data_dir": self.data_dir, "version": VERSION,
+        key = config_key({"corpus": self.corpus, "data_dir": self.data_dir, "version": VERSION,
                           "tokenizer_sha256": file_sha(self.tokenizer_path)})
-        self.shard_dir = cache_dir() / "lm" / f"{corpus}-{key}"
+        self.shard_dir = cache_dir() / "lm" / f"{self.corpus}-{key}"
 
     @property
     def max_len(self) -> int:
@@ -140,14 +146,13 @@ class LanguageModeling(Task):
                 perm = np.random.default_rng(DOC_SHUFFLE_SEED).permutation(len(d))
                 d = [d[i] for i in perm]
             cap = self.max_train_tokens if split == "train" else None
-            stream = tokenize(d, self.tokenizer, self.dtype, cap)
+            stream = tokenize(d, self.bpe, self.dtype, cap)
             path = self.shard_path(split)
             meta = {"corpus": self.corpus, "data_dir": self.data_dir, "split": split,
                     "tokenizer": str(self.tokenizer_path), "tokenizer_sha256": file_sha(self.tokenizer_path),
                     "vocab_size": self.vocab_size, "n_docs": len(d), "n_tokens": int(len(stream)),
                     "max_train_tokens": cap, "version": VERSION}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+            atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
             save_npy(stream, path)   # written last: its presence marks a complete shard
 
     def tokens(self, split: str) -> np.ndarray:
@@ -165,7 +170,7 @@ class LanguageModeling(Task):
         return data
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+        return self.bpe.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
 def main(argv: list[str] | None = None) -> None:

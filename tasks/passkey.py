@@ -30,11 +30,14 @@ makes both fail). Chance token accuracy is 0.1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import torch
 
+from . import checks
 from .base import split_seed
-from .mqar import RetrievalTask, check_int, int_tuple, pack_rows
+from .retrieval import RetrievalTask, pack_rows
 
 FILLER_WORDS = ("the", "grass", "is", "green", ".", "sky", "blue", "sun", "yellow", "here", "we", "go",
                 "there", "and", "back", "again")
@@ -43,32 +46,30 @@ FILLER_SENTENCE = "the grass is green . the sky is blue . the sun is yellow . he
 FILLERS = ("repeat", "random")
 
 
+@dataclass(eq=False)
 class Passkey(RetrievalTask):
     name = "passkey"
     PAD, BOS = 0, 1
 
-    def __init__(self, lengths=(256, 512), depths=(0.0, 0.25, 0.5, 0.75, 1.0), n_digits: int = 5,
-                 filler: str = "repeat", n_train: int = 20_000, n_val: int = 500, n_test: int = 1_000,
-                 seed: int = 0):
-        self.n_digits = check_int("n_digits", n_digits, 1)
+    lengths: tuple[int, ...] = (256, 512)
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    n_digits: int = 5
+    filler: str = "repeat"
+    n_train: int = 20_000
+    n_val: int = 500
+    n_test: int = 1_000
+    seed: int = 0
+
+    def __post_init__(self):
+        self.n_digits = checks.integer("task.n_digits", self.n_digits, 1)
         self.overhead = 24 + 3 * self.n_digits            # <bos> + needle + question + answer
-        self.lengths = int_tuple("lengths", lengths, self.overhead + 1)
-        if isinstance(depths, (int, float)):
-            depths = [depths]
-        try:
-            self.depths = tuple(float(d) for d in depths)
-        except (TypeError, ValueError):
-            raise ValueError(f"depths={depths!r} must be a list of fractions in [0, 1]") from None
-        if not self.depths or not all(0.0 <= d <= 1.0 for d in self.depths) \
-                or len(set(self.depths)) != len(self.depths):
-            raise ValueError(f"depths={depths!r} must be distinct fractions in [0, 1]")
-        if filler not in FILLERS:
-            raise ValueError(f"filler={filler!r} is not one of {FILLERS}")
-        self.filler = filler
-        self.n_train = check_int("n_train", n_train, 1)
-        self.n_val = check_int("n_val", n_val, 1)
-        self.n_test = check_int("n_test", n_test, 1)
-        self.seed = check_int("seed", seed, 0)
+        self.lengths = checks.int_list("task.lengths", self.lengths, self.overhead + 1)
+        self.depths = checks.fraction_list("task.depths", self.depths)
+        self.filler = checks.one_of("task.filler", self.filler, FILLERS)
+        self.n_train = checks.integer("task.n_train", self.n_train, 1)
+        self.n_val = checks.integer("task.n_val", self.n_val, 1)
+        self.n_test = checks.integer("task.n_test", self.n_test, 1)
+        self.seed = checks.integer("task.seed", self.seed, 0)
 
         self.words = ("<pad>", "<bos>") + WORDS + tuple("0123456789")
         self.tok = {w: i for i, w in enumerate(self.words)}
@@ -78,18 +79,13 @@ class Passkey(RetrievalTask):
         self.slice_names = tuple(f"depth={d:g},len={L}" for L in self.lengths for d in self.depths)
         self.chance = 0.1
 
-    def config(self) -> dict:
-        return dict(lengths=list(self.lengths), depths=list(self.depths), n_digits=self.n_digits,
-                    filler=self.filler, n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
-                    seed=self.seed)
-
     @property
     def max_len(self) -> int:
         return max(self.lengths)
 
     def scaled(self, factor: int) -> "Passkey":
-        f = check_int("factor", factor, 1)
-        return Passkey(**{**self.config(), "lengths": [f * L for L in self.lengths]})
+        f = checks.integer("factor", factor, 1)
+        return replace(self, lengths=[f * L for L in self.lengths])
 
     def encode(self, text: str) -> list[int]:
         return [self.tok[w] for w in text.split()]

@@ -64,12 +64,13 @@ import csv
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import checks
 from .base import SPLITS, Task, TensorDataset, split_seed
 from .cache import cached
 
@@ -89,14 +90,6 @@ MOTIF_FIT = {room: sum(len(m) <= room for m in MOTIFS) for room in (3, 4, 5)}
 
 _TOKEN = re.compile("|".join(re.escape(t) for t in sorted(VOCAB, key=len, reverse=True) if len(t) > 1)
                     + "|.", re.DOTALL)
-
-
-def _int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"task.{name}={value!r} must be an int")
-    if value < lo:
-        raise ValueError(f"task.{name}={value!r} must be >= {lo}")
-    return int(value)
 
 
 def m_range(min_len: int, max_len: int) -> tuple[int, int]:
@@ -266,46 +259,50 @@ def read_tsv(path: str | Path) -> list[tuple[str, int]]:
 # ----------------------------------------------------------------------------------------------------
 # the task
 
+@dataclass(eq=False)
 class SymbolSoup(Task):
     name = "symbol_soup"
     head = "cls"
     num_classes = N_CLASSES
     vocab_size = len(VOCAB)
     pad_id = TOKEN_ID["<pad>"]
-    max_len: int = 600           # plain attribute (shadows Task.max_len): the longest sequence, an upper bound
     version = 2                  # bump when the generator changes so stale caches are not reused
                                  # (2: official style tables, motifs drawn among those that fit)
     chance = 1.0 / N_CLASSES
 
-    def __init__(self, min_len: int = 400, max_len: int = 600, n_train: int = 20_000, n_val: int = 2_000,
-                 n_test: int = 2_000, seed: int = 0, data_dir: str | None = None):
-        self.min_len = _int("min_len", min_len, 0)
-        self.max_len = _int("max_len", max_len, 0)
+    min_len: int = 400
+    max_len: int = 600           # a field (shadows Task.max_len): the longest sequence, an upper bound
+    n_train: int = 20_000
+    n_val: int = 2_000
+    n_test: int = 2_000
+    seed: int = 0
+    data_dir: str | None = None  # the official train.tsv / val.tsv / test.tsv instead of generating
+
+    def __post_init__(self):
+        self.min_len = checks.integer("task.min_len", self.min_len, 0)
+        self.max_len = checks.integer("task.max_len", self.max_len, 0)
         if self.min_len > self.max_len:
-            raise ValueError(f"task.min_len={min_len} must be <= task.max_len={max_len}")
+            raise ValueError(f"task.min_len={self.min_len} must be <= task.max_len={self.max_len}")
         m_lo, m_hi = m_range(self.min_len, self.max_len)
         if m_lo > m_hi:
             need = max(2 * m_lo + OVERHEAD, 2 * 5 + OVERHEAD)
-            raise ValueError(f"task.max_len={max_len}: no example length fits in [min_len={min_len}, max_len="
-                             f"{max_len}]; lengths are odd, 2M + 13 with M >= 5 symbols, so max_len must be "
-                             f">= {need}")
-        self.n_train = _int("n_train", n_train, 0)
-        self.n_val = _int("n_val", n_val, 0)
-        self.n_test = _int("n_test", n_test, 0)
-        self.seed = _int("seed", seed, 0)
-        self.data_dir = None if data_dir is None else str(data_dir)
+            raise ValueError(f"task.max_len={self.max_len}: no example length fits in [min_len={self.min_len}, "
+                             f"max_len={self.max_len}]; lengths are odd, 2M + 13 with M >= 5 symbols, so "
+                             f"max_len must be >= {need}")
+        self.n_train = checks.integer("task.n_train", self.n_train, 0)
+        self.n_val = checks.integer("task.n_val", self.n_val, 0)
+        self.n_test = checks.integer("task.n_test", self.n_test, 0)
+        self.seed = checks.integer("task.seed", self.seed, 0)
+        self.data_dir = checks.optional_str("task.data_dir", self.data_dir)
         if self.data_dir is not None:  # fail before training starts, not at the first test batch
             folder = Path(self.data_dir).expanduser()
             if not folder.is_dir():
-                raise FileNotFoundError(f"task.data_dir={data_dir!r}: no such folder {folder.resolve()}")
+                raise FileNotFoundError(f"task.data_dir={self.data_dir!r}: no such folder {folder.resolve()}")
             for split in SPLITS:
                 if not (folder / f"{split}.tsv").is_file():
-                    raise FileNotFoundError(f"task.data_dir={data_dir!r}: missing {(folder / f'{split}.tsv').resolve()}"
-                                            f" (expected {', '.join(s + '.tsv' for s in SPLITS)})")
-
-    def config(self) -> dict:
-        return dict(min_len=self.min_len, max_len=self.max_len, n_train=self.n_train, n_val=self.n_val,
-                    n_test=self.n_test, seed=self.seed, data_dir=self.data_dir)
+                    raise FileNotFoundError(f"task.data_dir={self.data_dir!r}: missing "
+                                            f"{(folder / f'{split}.tsv').resolve()} "
+                                            f"(expected {', '.join(s + '.tsv' for s in SPLITS)})")
 
     def ceiling(self) -> float:
         """The Bayes-optimal accuracy on the test split: what the exact posterior scores on the same examples
@@ -315,10 +312,10 @@ class SymbolSoup(Task):
         return bayes_ceiling(self, "test")["acc"]
 
     def scaled(self, factor: int) -> "SymbolSoup":
-        f = _int("factor", factor, 1)
+        f = checks.integer("factor", factor, 1)
         if self.data_dir is not None and f != 1:
             raise ValueError(f"task.data_dir={self.data_dir!r}: fixed files cannot be scaled to {f}x longer")
-        return SymbolSoup(**{**self.config(), "min_len": f * self.min_len, "max_len": f * self.max_len})
+        return replace(self, min_len=f * self.min_len, max_len=f * self.max_len)
 
     encode = staticmethod(encode)
     decode = staticmethod(decode)

@@ -22,6 +22,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from sessa_bench.files import atomic_write
+
 from .base import config_key
 from .cache import cache_dir
 
@@ -76,10 +78,7 @@ def committed_path(name: str, vocab_size: int) -> Path:
 
 
 def save_atomic(tok: Tokenizer, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tok.save(str(tmp)))
 
 
 def resolve(corpus: str, vocab_size: int, data_dir: str | None = None, path: str | None = None) -> Path:

@@ -184,7 +184,7 @@ def test_lit_module_compiles_in_place():
     lit.configure_model()
     assert lit.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
     assert list(lit.state_dict()) == list(plain.state_dict())
-    with pytest.raises(ValueError, match="trainer.compile"):
+    with pytest.raises(ValueError, match="compile must be true or false"):
         LitSequenceModel(cfg, optim, 10, compile="yes")
 
 

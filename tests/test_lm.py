@@ -94,6 +94,38 @@ def test_simplestories_jsonl_copy(tmp_path):
     assert load_corpus("simplestories", tmp_path / "ss") == load_corpus("simplestories", FIXTURE)
 
 
+def _write_arrow(path: Path, rows: list[str], stream: bool) -> None:
+    import pyarrow as pa
+    table = pa.table({"story": rows, "topic": ["x"] * len(rows)})
+    with pa.OSFile(str(path), "wb") as f:
+        with (pa.ipc.new_stream if stream else pa.ipc.new_file)(f, table.schema) as w:
+            w.write_table(table)
+
+
+def test_simplestories_other_formats_and_odd_paths(tmp_path):
+    # arrow IPC stream (what save_to_disk writes) and file formats, one JSON list, mixed in one split, in a
+    # folder whose name holds glob characters: the same stories in the same order; what `datasets` writes
+    # (lock files) goes to the task cache, not to its own cache folder (by default in the user's home)
+    datasets = pytest.importorskip("datasets")
+    hf_cache = Path(datasets.config.HF_DATASETS_CACHE)   # fixed when `datasets` was first imported
+    before = sorted(hf_cache.rglob("*")) if hf_cache.exists() else []
+    root = tmp_path / "copy [1]*?" / "data"
+    root.mkdir(parents=True)
+    train = STORIES[:-N_TEST]
+    _write_arrow(root / "train-00000-of-00003.arrow", train[:7], stream=True)
+    _write_arrow(root / "train-00001-of-00003.arrow", train[7:15], stream=False)
+    (root / "train-00002-of-00003.json").write_text(json.dumps([{"story": s} for s in train[15:]]))
+    _write_arrow(root / "test.arrow", STORIES[-N_TEST:], stream=True)
+    assert load_corpus("simplestories", root.parent) == load_corpus("simplestories", FIXTURE)
+    assert (sorted(hf_cache.rglob("*")) if hf_cache.exists() else []) == before
+    assert any((tmp_path / "cache" / "datasets").iterdir())
+    (root / "test.arrow").unlink()
+    _write_arrow(root / "test.arrow", [], stream=True)
+    (root / "test-00000-of-00001.jsonl").write_text(json.dumps({"text": "no story column"}) + "\n")
+    with pytest.raises(ValueError, match="has no column 'story'"):
+        load_corpus("simplestories", root.parent)
+
+
 def test_simplestories_missing_data_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="task.data_dir"):
         load_corpus("simplestories", tmp_path / "nope")
@@ -150,6 +182,14 @@ def test_local_corpus_layouts(tmp_path):
     (named / "val.txt").unlink()
     with pytest.raises(FileNotFoundError, match="val.txt"):
         load_corpus("local", named)
+
+
+def test_task_config_is_its_fields():
+    task = fixture_task(data_dir=str(FIXTURE) + "/", max_train_tokens=100)
+    assert task.config() == dict(corpus="simplestories", data_dir=str(FIXTURE), tokenizer=str(FIXTURE_TOK),
+                                 vocab_size=300, seq_len=16, max_train_tokens=100, seed=0)
+    assert task.facts()["config"] == task.config() and task.facts()["vocab_size"] == 300
+    assert task.bpe.get_vocab_size() == 300 and task.tokenizer_path == FIXTURE_TOK
 
 
 def test_bad_arguments():
@@ -286,6 +326,8 @@ def test_same_segments_twice_and_cache_hit(monkeypatch):
         assert all(torch.equal(g["input_ids"], r["input_ids"]) and torch.equal(g["labels"], r["labels"])
                    for g, r in zip(got, ref))
         assert second.shard_path(s).stat().st_mtime_ns == mtimes[s]
+    assert sorted(p.name for p in second.shard_dir.iterdir()) == sorted(
+        f"{s}.{ext}" for s in items for ext in ("json", "npy"))   # no temporary files left behind
     assert np.load(second.shard_path("train")).dtype == np.uint16
 
 

@@ -1,13 +1,18 @@
 """Retrieval tasks (diffuse_mqar, mqar, passkey): every label is re-derived by parsing the tokens back,
-independently of the generators; plus lag ranges, determinism, splits, scaling and config errors."""
+independently of the generators; plus lag ranges, determinism, splits, scaling and config errors. Also the
+task dataclasses against their Hydra configs (every task) and the shared argument checks."""
 
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
+from sessa_bench.tasks import checks
 from sessa_bench.tasks.base import IGNORE, pad_collate
 from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
 from sessa_bench.tasks.mqar import MQAR
@@ -336,3 +341,76 @@ def test_bad_split_and_factor():
         task.dataset("dev")
     with pytest.raises(ValueError, match="factor"):
         task.scaled(0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# tasks as dataclasses, against their Hydra configs
+
+TASK_CONFS = sorted((Path(__file__).parent.parent / "conf" / "task").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TASK_CONFS, ids=lambda p: p.stem)
+def test_fields_are_exactly_the_config_keys(path):
+    cfg = OmegaConf.load(path)
+    cls = get_class(cfg._target_)
+    assert [f.name for f in dataclasses.fields(cls)] == [k for k in cfg if k != "_target_"]
+
+
+# The defaults the docstrings promise, written out by hand (diffuse: None fields resolved to 640 / 2176 / ...).
+DEFAULT_CONFIGS = {
+    "mqar": dict(vocab_size=8192, seq_len=256, n_pairs=[4, 8, 16, 32, 64], power_a=0.01, n_train=100000,
+                 n_val=1000, n_test=3000, seed=0),
+    "diffuse_mqar": dict(key_vocab=64, value_vocab=64, key_len=2, value_len=1, n_pairs=32, n_queries=32,
+                         distractor_rate=0.5, train_lag=[32, 511], test_lag=[32, 2044], seq_len=640,
+                         test_seq_len=2176, ood_above=511, n_train=50000, n_val=500, n_test=2000, seed=0),
+    "passkey": dict(lengths=[256, 512], depths=[0.0, 0.25, 0.5, 0.75, 1.0], n_digits=5, filler="repeat",
+                    n_train=20000, n_val=500, n_test=1000, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", DEFAULT_CONFIGS)
+def test_instantiated_config_and_facts(name):
+    task = instantiate(OmegaConf.load(Path(__file__).parent.parent / "conf" / "task" / f"{name}.yaml"))
+    assert task.config() == DEFAULT_CONFIGS[name]
+    assert list(task.config()) == list(DEFAULT_CONFIGS[name])          # field order is the yaml's
+    assert task.facts()["config"] == DEFAULT_CONFIGS[name]
+    # derived attributes are not fields, and a copy through the config is the same task
+    assert not {"slice_names", "chance", "pad_id", "name"} & set(task.config())
+    again = type(task)(**task.config())
+    assert again.config() == task.config() and again.slice_names == task.slice_names
+    assert task.scaled(1).config() == task.config()
+
+
+def test_scaled_rechecks_through_replace():
+    task = TASKS["mqar"]()
+    big = task.scaled(3)
+    assert big.seq_len == 192 and big.n_pairs == task.n_pairs and task.seq_len == 64   # the original stays
+    with pytest.raises(ValueError, match="task.n_queries"):                           # __post_init__ ran
+        dataclasses.replace(small_diffuse(), n_queries=7)
+
+
+def test_checks_messages():
+    cases = [
+        (lambda: checks.integer("task.seed", -1, 0), "task.seed=-1 must be an int >= 0"),
+        (lambda: checks.integer("task.n", 2.5, 1), "task.n=2.5 must be an int >= 1"),
+        (lambda: checks.integer("task.n", True, 0), "task.n=True must be an int >= 0"),
+        (lambda: checks.integer("task.q", 9, 1, 8), "task.q=9 must be an int in [1, 8]"),
+        (lambda: checks.optional_integer("task.m", 3, 17), "task.m=3 must be null or an int >= 17"),
+        (lambda: checks.real("task.p", 0.0, 0.0, 1.0, lo_open=True, why="1 = uniform"),
+         "task.p=0.0 must be a number in (0, 1] (1 = uniform)"),
+        (lambda: checks.real("task.r", "x", 0.0, 1.0), "task.r='x' must be a number in [0, 1]"),
+        (lambda: checks.int_list("task.l", [], 1), "task.l=[] must be a non-empty list of ints >= 1"),
+        (lambda: checks.int_list("task.l", OmegaConf.create([4, 0]), 1),
+         "task.l=[4, 0] must be a non-empty list of ints >= 1"),
+        (lambda: checks.int_list("task.lag", 8, 1, length=2), "task.lag=8 must be a list of 2 ints >= 1"),
+        (lambda: checks.fraction_list("task.d", [0.5, 0.5]),
+         "task.d=[0.5, 0.5] must be a list of distinct fractions in [0, 1]"),
+        (lambda: checks.one_of("task.f", "lorem", ("a", "b")), "task.f='lorem' is not one of ('a', 'b')"),
+        (lambda: checks.optional_str("task.s", [1]), "task.s=[1] must be null or a string"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == message
+    assert checks.int_list("task.l", np.int64(3), 1) == (3,) and type(checks.integer("n", np.int32(2), 0)) is int
+    assert checks.fraction_list("task.d", 1) == (1.0,) and checks.real("task.p", 1, 0.0, 1.0) == 1.0

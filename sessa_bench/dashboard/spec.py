@@ -1,0 +1,95 @@
+"""What the dashboards show, as data: one section per paper table (sessa_bench.report.paper.TABLES), each
+with, per experiment of the table, the validation curve by family, the table's final metrics by family,
+test accuracy per slice (Diffuse MQAR's lag buckets) and training tokens/s. The W&B workspace and reports
+(sessa_bench.wandb_dashboard) and the offline page (sessa_bench.dashboard.page) both render these
+sections, so the two dashboards cannot drift apart.
+
+Experiment names come from composing each table experiment's config; slice names from the task facts of
+finished run folders (building a task to ask it would load its data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sessa_bench.report.collect import collect
+from sessa_bench.report.paper import TABLES, Table, experiments
+
+THROUGHPUT = "throughput_tokens_per_s"
+KINDS = ("curve", "final", "slices", "throughput")
+
+
+@dataclass(frozen=True)
+class Panel:
+    kind: str                   # one of KINDS
+    title: str
+    experiment: str             # the runs' experiment_name: the W&B group and the results/runs folder
+    metrics: tuple[str, ...]    # curve: history metric; final, slices, throughput: summary metrics
+    families: tuple[str, ...]   # one trace (curve, final, throughput) or one bar series (slices) each
+
+
+@dataclass(frozen=True)
+class Section:
+    table: Table
+    panels: tuple[Panel, ...]
+
+
+@lru_cache(maxsize=None)
+def experiment_name(experiment: str) -> str:
+    from sessa_bench.compose import compose_train
+    return str(compose_train([f"experiment={experiment}"]).experiment_name)
+
+
+def slice_names(runs: list[dict]) -> list[str]:
+    """Slice names recorded by the runs, in the order the task lists them."""
+    out: list[str] = []
+    for s in runs:
+        for name in s.get("task_facts", {}).get("slice_names") or ():
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def sections(results_dir: str | Path) -> list[Section]:
+    out = []
+    for table in TABLES.values():
+        panels = []
+        for exp in experiments(table):
+            name = experiment_name(exp)
+            fams = table.families
+            panels.append(Panel("curve", f"{name}: {table.curve_metric} during training", name,
+                                (table.curve_metric,), fams))
+            for col in table.columns:
+                if col.experiment == exp:
+                    panels.append(Panel("final", f"{name}: {col.title} ({col.metric})", name, (col.metric,), fams))
+            slices = slice_names(collect(results_dir, name))
+            if slices:
+                panels.append(Panel("slices", f"{name}: test accuracy per slice", name,
+                                    tuple(f"test/acc/{s}" for s in slices), fams))
+            panels.append(Panel("throughput", f"{name}: training tokens/s", name, (THROUGHPUT,), fams))
+        out.append(Section(table, tuple(panels)))
+    return out
+
+
+def by_family(results_dir: str | Path, experiment: str, families: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Finished runs of one experiment folder, by family (every task and budget the folder holds)."""
+    runs = collect(results_dir, experiment)
+    return {f: sorted((s for s in runs if s["family"] == f), key=lambda s: s["seed"]) for f in families}
+
+
+def table_rows(table: Table, results_dir: str | Path) -> tuple[list[str], list[list[str]]]:
+    """The table as in results/<table>.md: per family, ours (mean ± std over seeds) beside the paper's."""
+    from sessa_bench.report.markdown import mean_std
+    from sessa_bench.report.paper import cell
+
+    header = ["family"] + [x for c in table.columns for x in (c.title, "paper")]
+    got = {exp: by_family(results_dir, experiment_name(exp), table.families) for exp in experiments(table)}
+    rows = []
+    for fam in table.families:
+        row = [fam]
+        for i, col in enumerate(table.columns):
+            row += [mean_std(cell(col, got[col.experiment][fam]), col.digits), mean_std(table.paper[fam][i], col.digits)]
+        rows.append(row)
+    return header, rows

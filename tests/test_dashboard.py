@@ -1,0 +1,220 @@
+"""The dashboards, offline: the W&B workspace and reports are built and serialised (never uploaded), the
+HTML page is opened in a real headless Chromium, and `sessa-bench wandb sync` finds runs and fails
+clearly without credentials. Everything is checked against numbers computed here by hand from synthetic
+run folders, not against the code's own output."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sessa_bench.dashboard import browser
+from sessa_bench.dashboard.spec import sections
+from sessa_bench.report.paper import TABLES
+
+ROOT = Path(__file__).resolve().parent.parent
+FAMS = ("sessa", "transformer", "mamba2")
+EXPS = {"table1_symbol_soup": ("symbol_soup", []), "table1_diffuse_mqar": ("diffuse_mqar", ["lag=32-63", "lag=64-127"])}
+STEPS = (10, 20, 30)
+
+
+def acc(exp_i, fam_i, seed, key=""):
+    return 0.1 * fam_i + 0.01 * seed + 0.001 * exp_i + 0.0001 * len(key)
+
+
+def curve(fam_i, seed, step):
+    return step / 100 + 0.02 * seed + fam_i
+
+
+def tokens_per_s(fam_i, seed):
+    return 1000.0 * (fam_i + 1) + 100 * seed
+
+
+@pytest.fixture
+def results(tmp_path):
+    """Finished run folders of both Table 1 experiments: 3 families x seeds 0, 1."""
+    root = tmp_path / "runs"
+    for exp_i, (exp, (task, slices)) in enumerate(EXPS.items()):
+        for fam_i, fam in enumerate(FAMS):
+            for seed in (0, 1):
+                d = root / exp / f"{fam}-{task}-small-s{seed}"
+                d.mkdir(parents=True)
+                final = {"test/acc": acc(exp_i, fam_i, seed), "val/acc": acc(exp_i, fam_i, seed, "v")}
+                final.update({f"test/acc/{s}": acc(exp_i, fam_i, seed, s) for s in slices})
+                summary = {"experiment": exp, "run_name": d.name, "family": fam, "seed": seed, "task": task,
+                           "budget": "small", "final": final, "throughput_tokens_per_s": tokens_per_s(fam_i, seed),
+                           "task_facts": {"slice_names": slices}}
+                (d / "summary.json").write_text(json.dumps(summary))
+                (d / "metrics.jsonl").write_text("".join(
+                    json.dumps({"step": s, "train/loss": 1.0}) + "\n" + json.dumps({"step": s, "val/acc": curve(fam_i, seed, s)}) + "\n"
+                    for s in STEPS))
+    return root
+
+
+def ours(exp_i, fam_i, seeds=(0, 1)):
+    vals = [acc(exp_i, fam_i, s) for s in seeds]
+    return f"{statistics.mean(vals):.4f}" + (f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "")
+
+
+# ---------------------------------------------------------------- W&B workspace and reports
+
+def test_wandb_workspace_and_reports_are_built_from_the_table_specs(results, tmp_path):
+    from sessa_bench.wandb_dashboard import main
+    out = tmp_path / "wandb.json"
+    main(["--project", "proj", "--entity", "me", "--results", str(results), "--dry-run", str(out)])
+    spec = json.loads(out.read_text())
+
+    view = spec["workspace"]
+    assert (view["entity"], view["project"]) == ("me", "proj")
+    secs = view["spec"]["section"]["panelBankConfig"]["sections"]
+    assert [s["name"] for s in secs] == [t.title for t in TABLES.values()]
+    t1 = {p["config"]["chartTitle"]: p for p in secs[0]["panels"]}
+    kinds = sorted((p["viewType"], tuple(p["config"]["metrics"])) for p in t1.values())
+    assert kinds == sorted([("Run History Line Plot", ("val/acc",))] * 2 + [("Bar Chart", ("test/acc",))] * 2
+                           + [("Bar Chart", ("throughput_tokens_per_s",))] * 2
+                           + [("Bar Chart", ("test/acc/lag=32-63", "test/acc/lag=64-127"))])
+    assert all(p["config"]["groupBy"] == "model.family.value" for s in secs for p in s["panels"])
+    grouping = view["spec"]["section"]["runSets"][0]["grouping"]
+    assert grouping == [{"section": "run", "name": "group"}, {"section": "config", "name": "model.family.value"}]
+    # Table 2's curve panel plots its own metric
+    assert any(p["config"]["metrics"] == ["val/ppl"] for p in secs[1]["panels"])
+
+    reports = spec["reports"]
+    assert sorted(reports) == sorted(TABLES)
+    blocks = reports["table1"]["blocks"]
+    text = blocks[0]["text"]
+    for fam_i, fam in enumerate(FAMS):  # our numbers beside the paper's, per family
+        row = f"| {fam} | {ours(0, fam_i)} | {_paper('table1', fam, 0)} | {ours(1, fam_i)} | {_paper('table1', fam, 1)} |"
+        assert row in text, row
+    grids = [b for b in blocks if "runsets" in b]
+    assert [g["runsets"][0]["name"] for g in grids] == list(EXPS)
+    filters = grids[0]["runsets"][0]["filters"]
+    assert "table1_symbol_soup" in filters and "family:sessa" in filters and "table1_diffuse_mqar" not in filters
+    assert "not run" in reports["table2"]["blocks"][0]["text"]  # no Table 2 runs in this folder
+
+
+def _paper(table, fam, i):
+    m, s = TABLES[table].paper[fam][i]
+    d = TABLES[table].columns[i].digits
+    return f"{m:.{d}f} ± {s:.{d}f}"
+
+
+# ---------------------------------------------------------------- the offline page in a real browser
+
+@pytest.fixture
+def chromium():
+    why = browser.missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the dashboard test needs a browser in CI: {why}")
+        pytest.skip(why)
+
+
+def _panels(page):
+    return page.evaluate("""() => [...document.querySelectorAll('.panel')].map(d => ({
+        kind: d.dataset.kind, experiment: d.dataset.experiment, title: d.layout.title.text,
+        traces: d.data.map(t => ({name: t.name, x: t.x, y: t.y}))}))""")
+
+
+def test_offline_page_draws_every_panel_and_filters(results, tmp_path, chromium):
+    from sessa_bench.dashboard.page import build
+    html = build(results, tmp_path / "dashboard.html")
+    with browser.open_page(html) as (page, errors):
+        panels = _panels(page)
+        expected = [(p.kind, p.experiment) for s in sections(results) for p in s.panels]
+        assert [(p["kind"], p["experiment"]) for p in panels] == expected
+        for p in panels:
+            names = [t["name"] for t in p["traces"]]
+            if p["experiment"] in EXPS:  # Table 1 and its families, 2 seeds each
+                assert names == [f"{f} (2 runs)" for f in FAMS], p["title"]
+            else:  # Table 2 / ablation: no runs in this folder
+                assert names == [], p["title"]
+        by = {(p["kind"], p["experiment"]): p for p in panels}
+        for fam_i, fam in enumerate(FAMS):
+            c = by[("curve", "table1_symbol_soup")]["traces"][fam_i]
+            assert c["x"] == list(STEPS)
+            assert c["y"] == pytest.approx([statistics.mean(curve(fam_i, s, st) for s in (0, 1)) for st in STEPS])
+            f = by[("final", "table1_diffuse_mqar")]["traces"][fam_i]
+            assert f["y"] == pytest.approx([statistics.mean(acc(1, fam_i, s) for s in (0, 1))])
+            t = by[("throughput", "table1_symbol_soup")]["traces"][fam_i]
+            assert t["y"] == pytest.approx([statistics.mean(tokens_per_s(fam_i, s) for s in (0, 1))])
+            lag = by[("slices", "table1_diffuse_mqar")]["traces"][fam_i]
+            assert lag["x"] == ["lag=32-63", "lag=64-127"]
+            assert lag["y"] == pytest.approx([statistics.mean(acc(1, fam_i, s, f"lag={k}") for s in (0, 1))
+                                              for k in ("32-63", "64-127")])
+        assert _table(page, "table1")[1:] == [[f, ours(0, i), _paper("table1", f, 0), ours(1, i), _paper("table1", f, 1)]
+                                              for i, f in enumerate(FAMS)]
+
+        page.uncheck('input[data-field="seed"][value="1"]')
+        page.uncheck('input[data-field="family"][value="mamba2"]')
+        assert _table(page, "table1")[1][1] == ours(0, 0, seeds=(0,))
+        assert _table(page, "table1")[3][1] == "not run"
+        for p in _panels(page):
+            if p["experiment"] in EXPS:
+                assert [t["name"] for t in p["traces"]] == ["sessa (1 run)", "transformer (1 run)"], p["title"]
+        page.uncheck('input[data-field="experiment"][value="table1_symbol_soup"]')
+        assert all(not p["traces"] for p in _panels(page) if p["experiment"] == "table1_symbol_soup")
+        assert errors == []
+
+
+def _table(page, name):
+    return page.evaluate(f"""() => [...document.querySelectorAll('table[data-table="{name}"] tr')]
+        .map(tr => [...tr.children].map(c => c.textContent))""")
+
+
+def test_dashboard_cli_on_a_missing_folder_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "sessa_bench.cli", "dashboard", str(tmp_path / "nope")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [f"sessa-bench dashboard: error: {tmp_path / 'nope'}: no such folder "
+                                               "of run folders (results/runs/<experiment>/<run>)"]
+
+
+# ---------------------------------------------------------------- wandb sync
+
+def _offline_run(run_dir: Path, stamp: str, synced=False) -> Path:
+    d = run_dir / "wandb" / f"offline-run-{stamp}-{run_dir.name}"
+    d.mkdir(parents=True)
+    (d / f"run-{run_dir.name}.wandb").write_bytes(b":W&B")
+    if synced:
+        (d / f"run-{run_dir.name}.wandb.synced").write_text("")
+    link = run_dir / "wandb" / "latest-run"
+    link.unlink(missing_ok=True)
+    link.symlink_to(d.name)
+    return d
+
+
+def test_sync_finds_offline_runs_and_skips_synced(tmp_path):
+    from sessa_bench.wandb_sync import is_synced, offline_runs
+    a = _offline_run(tmp_path / "exp" / "a", "20260101_000000")
+    a2 = _offline_run(tmp_path / "exp" / "a", "20260102_000000")  # the same run folder, resumed
+    b = _offline_run(tmp_path / "exp" / "b", "20260101_000000", synced=True)
+    (tmp_path / "exp" / "c").mkdir()  # logged without W&B
+    assert offline_runs(tmp_path) == [a, a2, b]
+    assert offline_runs(tmp_path / "exp" / "a") == [a, a2]
+    assert [is_synced(r) for r in (a, a2, b)] == [False, False, True]
+    res = _sync_cli(tmp_path, "--dry-run", env={"WANDB_MODE": "offline"})
+    assert res.returncode == 0 and "3 offline W&B runs" in res.stdout and "1 already synced, 2 to upload" in res.stdout
+
+
+def _sync_cli(path, *args, env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    base.update(HOME=str(path / "home"), NETRC=str(path / "home" / ".netrc"), **env)
+    return subprocess.run([sys.executable, "-m", "sessa_bench.cli", "wandb", "sync", str(path), *args],
+                          cwd=ROOT, capture_output=True, text=True, env=base)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WANDB_MODE": "offline"}, "WANDB_MODE=offline: unset it (or set WANDB_MODE=online) to upload to W&B"),
+    ({}, "not logged in to W&B at https://api.wandb.ai: run `wandb login` or set WANDB_API_KEY"),
+])
+def test_sync_without_credentials_is_one_clear_line(tmp_path, env, message):
+    _offline_run(tmp_path / "exp" / "a", "20260101_000000")
+    res = _sync_cli(tmp_path, env=env)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1] == f"sessa-bench wandb: error: {message}"
+    assert len(res.stderr.strip().splitlines()) == 1
