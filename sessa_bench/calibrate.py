@@ -1,12 +1,13 @@
 """Calibration sweep of the Diffuse MQAR defaults (conf/calibrate/diffuse_mqar.yaml): ensure the candidate
 runs, then write the calibration table from their run folders.
 
-    python -m sessa_bench.calibrate [--run [--jobs N]] [--candidates c0 c3 ...] [--results-dir DIR]
+    python -m sessa_bench.calibrate [--run [--jobs N] [--jobs-per-gpu K]] [--candidates c0 c3 ...] [--results-dir DIR]
                                     [--out results/calibration/diffuse_mqar.md] [hydra overrides...]
 
 Each candidate is a few `task.*` overrides on top of the sweep's base (Table 1's Diffuse MQAR experiment with
 the Transformer, seed 0: same budget, optimiser, steps and batch as the table); its run is named after the
-candidate. With --run the missing runs are trained first (--jobs N: N at once).
+candidate. With --run the missing runs are trained first (--jobs N: N at once, spread over the visible GPUs,
+at most K per GPU with --jobs-per-gpu K).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ def run_overrides(name: str, extra: list[str]) -> list[str]:
     return [*SWEEP["base"], f"experiment_name={EXPERIMENT}", f"run_name={name}", *CANDIDATES[name], *extra]
 
 
-def build(candidates: list[str], overrides: list[str], run: bool = False, jobs: int = 1,
-          out: str | Path = "results/calibration/diffuse_mqar.md") -> str:
+def build(candidates: list[str], overrides: list[str], run: bool = False, jobs: int | None = 1,
+          out: str | Path = "results/calibration/diffuse_mqar.md", jobs_per_gpu: int | None = None) -> str:
     all_overrides = [run_overrides(c, overrides) for c in candidates]
     if run:
         from sessa_bench.runs import ensure
-        ensure(all_overrides, jobs)  # jobs < 1 is an error there
+        ensure(all_overrides, jobs, jobs_per_gpu)  # jobs < 1 is an error there
     results_dir = Path(compose_train(all_overrides[0]).results_dir)
     found = {s["run_name"]: s for s in collect(results_dir, EXPERIMENT)}
     missing = [c for c in candidates if c not in found]
@@ -52,7 +53,9 @@ def build(candidates: list[str], overrides: list[str], run: bool = False, jobs: 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Diffuse MQAR calibration sweep (Transformer, small budget)")
     ap.add_argument("--run", action="store_true", help="train the missing candidate runs first")
-    ap.add_argument("--jobs", type=int, default=1, help="with --run: runs trained at once")
+    ap.add_argument("--jobs", type=int, default=None, help="with --run: runs trained at once (default 1, or K "
+                                                           "per visible GPU with --jobs-per-gpu K)")
+    ap.add_argument("--jobs-per-gpu", type=int, default=None, help="with --run: at most this many runs per GPU")
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out", default="results/calibration/diffuse_mqar.md")
@@ -61,7 +64,8 @@ def main(argv=None) -> None:
         ap.error(f"unknown option(s) {bad}")
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
-    print(build(args.candidates, overrides, args.run, args.jobs, args.out))
+    jobs = args.jobs if args.jobs is not None else (None if args.jobs_per_gpu else 1)
+    print(build(args.candidates, overrides, args.run, jobs, args.out, args.jobs_per_gpu))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class LitSequenceModel(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # DDP: the mean of the global batch
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 

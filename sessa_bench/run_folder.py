@@ -30,9 +30,14 @@ from omegaconf import OmegaConf
 from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the one atomic text write)
 
 # Keys that may differ between a run and its rerun without changing what the run computes.
-RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir")
-# How many runs shared the device (set by sessa_bench.runs for its workers; recorded in summary.json).
+# The number of processes is one of them: data.batch_size is the global batch, split across the processes.
+RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir",
+                   "trainer.devices", "trainer.num_nodes", "trainer.strategy")
+# How many runs shared the machine, and which GPU a worker was pinned to and how many workers shared that GPU
+# (set by sessa_bench.runs for its workers; recorded in summary.json).
 ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
+ENV_GPU = "SESSA_BENCH_GPU"
+ENV_RUNS_ON_GPU = "SESSA_BENCH_RUNS_ON_GPU"
 
 log = logging.getLogger("sessa_bench")
 
@@ -168,6 +173,15 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def concurrent_runs() -> int:
     return int(os.environ.get(ENV_CONCURRENT, "1"))
+
+
+def placement() -> dict | None:
+    """{"gpu": the GPU a runs.ensure worker was pinned to, "runs_on_gpu": how many workers shared it}, or None
+    for a run that was not placed (in process, on CPU, or started by hand)."""
+    if ENV_GPU not in os.environ:
+        return None
+    gpu = os.environ[ENV_GPU]
+    return {"gpu": int(gpu) if gpu.isdigit() else gpu, "runs_on_gpu": int(os.environ.get(ENV_RUNS_ON_GPU, "1"))}
 
 
 def git_commit() -> str:

@@ -5,15 +5,23 @@ Every run is composed and validated first, so bad input fails before anything tr
 checked (same config) and skipped. What is left trains in this process one after another (jobs=1, the
 `local` launcher's semantics), or in `jobs` worker processes (`python -m sessa_bench.train`) sharing the
 machine: a ~20M-parameter model leaves most of a GPU idle, so a few runs side by side finish sooner.
-The runs themselves do not change; every summary.json records how many shared the device
-(`concurrent_runs`), so a table can say that its summed wall time overstates the device time.
+On a machine with GPUs the workers are spread over all visible GPUs, round robin (`place`), each pinned to
+its GPU with CUDA_VISIBLE_DEVICES; `jobs_per_gpu` caps how many share one GPU. The runs themselves do not
+change; every summary.json records how many shared its device (`concurrent_runs`) and, on GPUs, which GPU
+(`placement`), so a table can say that its summed wall time overstates the device time.
 
+    python -m sessa_bench.runs --jobs 4 [--jobs-per-gpu K] model=sessa,transformer seed=0,1   # a sweep
     python -m sessa_bench.runs --build-data <overrides>    # one run's task data into the cache (workers)
+
+The first form is a Hydra-style multirun (comma lists and range() expand to their product) trained by
+`ensure`, so its runs spread over the GPUs of this machine.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -24,7 +32,7 @@ from omegaconf import OmegaConf
 
 from sessa_bench import schema
 from sessa_bench.compose import compose_train
-from sessa_bench.run_folder import ENV_CONCURRENT, RunFolder
+from sessa_bench.run_folder import ENV_CONCURRENT, ENV_GPU, ENV_RUNS_ON_GPU, RunFolder
 
 
 def pending(run_overrides: list[list[str]]) -> list[tuple[list[str], RunFolder]]:
@@ -42,21 +50,76 @@ def pending(run_overrides: list[list[str]]) -> list[tuple[list[str], RunFolder]]
     return out
 
 
-def ensure(run_overrides: list[list[str]], jobs: int = 1) -> None:
-    """Train every unfinished run, at most `jobs` at a time. With workers, all runs are attempted; if any
-    fails, one error lists them with the end of their logs."""
+def visible_gpus() -> list[str]:
+    """The GPUs workers may use: CUDA_VISIBLE_DEVICES when set (ids or UUIDs; empty: none), else every
+    device torch counts (without creating a CUDA context in this process)."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def place(jobs: int | None, gpus: list[str], jobs_per_gpu: int | None = None) -> list[str | None]:
+    """The GPU of each worker slot: slot i on gpus[i % len(gpus)] (round robin, so the GPUs differ by at most
+    one worker); [None] * jobs without GPUs. jobs=None: one slot per GPU, or jobs_per_gpu per GPU."""
+    if jobs_per_gpu is not None and jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu={jobs_per_gpu}: must be >= 1")
+    if jobs is None:
+        jobs = len(gpus) * (jobs_per_gpu or 1) if gpus else 1
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: must be >= 1")
+    if not gpus:
+        return [None] * jobs
+    if jobs_per_gpu is not None and jobs > len(gpus) * jobs_per_gpu:
+        raise ValueError(f"jobs={jobs}: more than jobs_per_gpu={jobs_per_gpu} x {len(gpus)} visible GPUs "
+                         f"({','.join(gpus)}); lower jobs or raise jobs_per_gpu")
+    return [gpus[i % len(gpus)] for i in range(jobs)]
+
+
+def worker_envs(slots: list[str | None], base: dict | None = None) -> list[dict]:
+    """The environment of each worker slot: pinned to its GPU, and told how many runs share its device."""
+    base = dict(os.environ if base is None else base)
+    envs = []
+    for gpu in slots:
+        if gpu is None:  # no GPUs: every worker shares the machine, as before
+            envs.append({**base, ENV_CONCURRENT: str(len(slots))})
+        else:
+            k = slots.count(gpu)
+            envs.append({**base, "CUDA_VISIBLE_DEVICES": gpu, ENV_GPU: gpu, ENV_RUNS_ON_GPU: str(k),
+                         ENV_CONCURRENT: str(k)})
+    return envs
+
+
+def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: int | None = None) -> None:
+    """Train every unfinished run, at most `jobs` at a time (None: one per visible GPU, or jobs_per_gpu per
+    GPU), spread over the visible GPUs. With workers, all runs are attempted; if any fails, one error lists
+    them with the end of their logs."""
+    slots = place(jobs, visible_gpus(), jobs_per_gpu)
     todo = pending(run_overrides)
-    if jobs == 1:
+    if len(slots) == 1:  # one at a time, in this process (a DDP run starts its other ranks itself)
         from sessa_bench.train import run  # heavy import (Lightning) only when training
         for ov, _ in todo:
             run(compose_train(ov))
         return
+    multi = [folder.path.name for ov, folder in todo if compose_train(ov).trainer.devices != 1]
+    if multi and slots[0] is not None:
+        raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
+                         f"one GPU each; train them with jobs=1")
     build_data([ov for ov, _ in todo])
-    env = {**os.environ, ENV_CONCURRENT: str(jobs)}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(lambda p: _train_in_worker(*p, env), todo))
+    free: queue.Queue = queue.Queue()
+    for slot in zip(slots, worker_envs(slots)):
+        free.put(slot)
+
+    def train(p):
+        gpu, env = free.get()  # never waits: at most len(slots) runs are in flight
+        try:
+            return _train_in_worker(*p, env, gpu)
+        finally:
+            free.put((gpu, env))
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        results = list(pool.map(train, todo))
     failed = [(folder, rc, log) for folder, rc, log in results if rc != 0]
     if failed:
         tails = "\n".join(f"--- {folder.path} (exit {rc}, log {log}):\n"
@@ -94,11 +157,12 @@ def _build_in_subprocess(overrides: list[str]) -> None:
         raise RuntimeError(f"building the data of {overrides} failed:\n{r.stderr[-3000:]}")
 
 
-def _train_in_worker(ov: list[str], folder: RunFolder, env: dict) -> tuple[RunFolder, int, Path]:
+def _train_in_worker(ov: list[str], folder: RunFolder, env: dict, gpu: str | None = None
+                     ) -> tuple[RunFolder, int, Path]:
     log = folder.path.parent / "logs" / f"{folder.path.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    print(f"start  {folder.path} (log {log})", flush=True)
+    print(f"start  {folder.path}{'' if gpu is None else f' on GPU {gpu}'} (log {log})", flush=True)
     with open(log, "a") as f:
         rc = subprocess.run([sys.executable, "-m", "sessa_bench.train", *ov], stdout=f,
                             stderr=subprocess.STDOUT, env=env).returncode
@@ -106,7 +170,38 @@ def _train_in_worker(ov: list[str], folder: RunFolder, env: dict) -> tuple[RunFo
     return folder, rc, log
 
 
+def expand(overrides: list[str]) -> list[list[str]]:
+    """The runs of a sweep written as on the command line of a Hydra multirun (`model=a,b seed=range(2)`):
+    one override list per element of the product of the sweeps, in Hydra's order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(run) for run in itertools.product(*choices)]
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--build-data"]:
+        return _build_splits(argv[1:])
+    ap = argparse.ArgumentParser(description="train the runs of a sweep (Hydra multirun syntax), spread over "
+                                             "the visible GPUs; finished runs are skipped")
+    ap.add_argument("--jobs", type=int, default=None, help="runs at once (default 1, or K per GPU with "
+                                                            "--jobs-per-gpu K)")
+    ap.add_argument("--jobs-per-gpu", type=int, default=None, help="at most this many runs per GPU")
+    args, overrides = ap.parse_known_args(argv)
+    if bad := [o for o in overrides if o.startswith("-")]:
+        ap.error(f"unknown option(s) {bad}")
+    jobs = args.jobs if args.jobs is not None else (None if args.jobs_per_gpu else 1)
+    ensure(expand(overrides), jobs, args.jobs_per_gpu)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["--build-data"]:
-        sys.exit("usage: python -m sessa_bench.runs --build-data <hydra overrides of a run>")
-    _build_splits(sys.argv[2:])
+    main()

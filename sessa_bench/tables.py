@@ -1,10 +1,11 @@
 """`make table1|table2|ablation|tables`: ensure the runs of a paper table, then write it from run folders.
 
-    python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N]] [--seeds 0 1]
+    python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N] [--jobs-per-gpu K]] [--seeds 0 1]
                                  [--results-dir DIR] [--out-dir results] [hydra overrides...]
 
 With --run, every missing (family, seed) run of the table's experiments is trained first
-(`sessa_bench.runs.ensure`: in this process, or in N worker processes with --jobs N). Then
+(`sessa_bench.runs.ensure`: in this process, or in N worker processes with --jobs N, spread round robin over
+the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone: K on every GPU). Then
 results/<table>.md and .csv and the plots are written from the finished run folders alone
 (`sessa_bench.report.paper`); without --run nothing trains.
 
@@ -49,7 +50,8 @@ def table_runs(table: Table, seeds: list[int], scoped: dict[str, list[str]]) -> 
 
 
 def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: bool = False,
-          out_dir: str | Path = "results", plots: bool = True, jobs: int = 1) -> dict[str, Path]:
+          out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
+          jobs_per_gpu: int | None = None) -> dict[str, Path]:
     """Run what is missing (run=True), then write <out_dir>/<name>.md and .csv (and plots); returns paths."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
@@ -60,8 +62,13 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     scoped = split_overrides(list(overrides), experiments(table))
     if run:
         from sessa_bench.runs import ensure  # the trainer is imported only when something may train
-        ensure(table_runs(table, seeds, scoped), jobs)
+        ensure(table_runs(table, seeds, scoped), jobs, jobs_per_gpu)
     return write(table, seeds, scoped, out_dir, plots)
+
+
+def _jobs(args) -> int | None:
+    """--jobs, else 1, else (with --jobs-per-gpu alone) None: K per visible GPU."""
+    return args.jobs if args.jobs is not None else (None if args.jobs_per_gpu else 1)
 
 
 def main(argv=None) -> None:
@@ -69,8 +76,11 @@ def main(argv=None) -> None:
                                              "what is missing first)")
     ap.add_argument("table", choices=[*TABLES, "all"])
     ap.add_argument("--run", action="store_true", help="train missing runs first (skips finished ones)")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="with --run: train up to this many runs at once, each in its own process (default 1)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="with --run: train up to this many runs at once, each in its own process, spread over "
+                         "the visible GPUs (default 1, or K per GPU with --jobs-per-gpu)")
+    ap.add_argument("--jobs-per-gpu", type=int, default=None,
+                    help="with --run: at most this many runs share one GPU")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out-dir", default="results", help="where <table>.md/.csv and plots go")
@@ -81,7 +91,8 @@ def main(argv=None) -> None:
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     for name in (list(TABLES) if args.table == "all" else [args.table]):
-        paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=args.jobs)
+        paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
+                      jobs_per_gpu=args.jobs_per_gpu)
         print(paths["md"].read_text())
 
 

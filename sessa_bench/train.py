@@ -7,12 +7,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,10 +21,12 @@ from sessa_bench.compose import CONF_DIR  # absolute: works however the module i
 from sessa_bench.console import quiet_lightning
 from sessa_bench.errors import USER_ERRORS, debug, user_errors
 from sessa_bench.data import TaskDataModule
+from sessa_bench.distributed import ddp_scope, is_rank_zero
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import JsonlLogger
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.run_folder import RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, resolved_config
+from sessa_bench.run_folder import (RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, placement,
+                                    resolved_config)
 
 log = logging.getLogger("sessa_bench")
 schema.register()
@@ -116,7 +116,8 @@ def _finish_counters(trainer) -> None:
 def run(cfg: DictConfig) -> dict:
     failed = True
     try:
-        summary = _run(cfg)
+        with ddp_scope():  # under DDP: the other ranks run this run alone; a no-op on one process
+            summary = _run(cfg)
         failed = False
         return summary
     finally:  # one W&B run per run, also when it raised (else the next run in this process joins it)
@@ -146,11 +147,13 @@ def _run(cfg: DictConfig) -> dict:
     if cfg.debug.kill_at_step:
         callbacks["kill"] = KillAtStep(cfg.debug.kill_at_step)
     loggers = [JsonlLogger(folder), *(_instantiate(f"logger.{name}", c) for name, c in cfg.logger.items())]
+    # The data module shards train and eval batches itself (data.batch_size is the global batch; eval shards
+    # without duplicates), so Lightning must not put a DistributedSampler in.
     trainer = _instantiate("trainer", cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
-                           default_root_dir=str(folder.path))
+                           default_root_dir=str(folder.path), use_distributed_sampler=False)
     throughput = callbacks.get("throughput")
 
-    if _is_rank_zero():  # DDP ranks > 0 re-run this script inside the run of rank 0
+    if is_rank_zero():  # DDP ranks > 0 re-run this script inside the run of rank 0
         folder.lock()  # a second process with this run name stops here (RunInUse)
     try:
         if folder.is_finished():  # finished by another process between the first check and the lock
@@ -164,18 +167,15 @@ def _run(cfg: DictConfig) -> dict:
         folder.unlock()
 
 
-def _is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
 def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, throughput, start_step) -> dict:
     table, cost = parameter_table(model_cfg, budget, task.max_len)
     print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
 
-    if start_step is None:
+    writer = is_rank_zero()  # under DDP only global rank 0 writes the run folder
+    if writer and start_step is None:
         for stale in (folder.metrics, folder.summary):
             stale.unlink(missing_ok=True)
-    else:
+    elif writer:
         folder.truncate_metrics(start_step)
         print(f"resuming from {folder.checkpoint} at step {start_step}"
               + (" (training is done: evaluating only)" if start_step >= cfg.trainer.max_steps else ""),
@@ -183,8 +183,9 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, thro
     for lg in loggers:
         if hasattr(lg, "restart"):  # the CSV log keeps the rows from before a kill
             lg.restart(start_step)
-    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
-    wandb_run.log_config(loggers, cfg, cost["params_total"])
+    if writer:
+        atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
+        wandb_run.log_config(loggers, cfg, cost["params_total"])  # W&B's logger is a no-op on other ranks
 
     t0 = time.time()
     trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None,
@@ -213,10 +214,12 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, thro
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
         "throughput_tokens_per_s": throughput.tokens_per_s if throughput else None,
         "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
-        "concurrent_runs": concurrent_runs(),
+        "concurrent_runs": concurrent_runs(), "placement": placement(), "world_size": trainer.world_size,
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": cfg.trainer.precision, "hardware": hardware(), "git_commit": git_commit(),
     }
+    if not trainer.is_global_zero:
+        return summary
     folder.write_summary(summary)
     wandb_run.log_summary(loggers, summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()

@@ -1,0 +1,44 @@
+"""scripts/gpu_busy.py on CPU: nvidia-smi replaced by a command printing its CSV, so a typo cannot waste a GPU
+lease; the summary's arithmetic against hand-counted samples."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import gpu_busy  # noqa: E402
+
+
+def test_summary_counts_samples_after_the_skip():
+    rows = [(0.0, "0", 0.0), (0.5, "1", 0.0), (2.0, "0", 90.0), (2.0, "1", 5.0), (3.0, "0", 50.0), (3.0, "1", 80.0)]
+    s = gpu_busy.summarise(rows, skip=1.0, busy=10.0)
+    assert s == {"0": {"samples": 2, "mean": 70.0, "busy_share": 1.0},
+                 "1": {"samples": 2, "mean": 42.5, "busy_share": 0.5}}
+
+
+def test_script_samples_while_the_command_runs(tmp_path):
+    log = tmp_path / "util.csv"
+    fake = "printf '0, 97\\n1, 3\\n'"
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_busy.py"), "--log", str(log), "--interval", "0.1",
+           "--skip", "0", "--fake-smi", fake, "--min-busy", "0.5", "--", sys.executable, "-c",
+           "import time; time.sleep(0.6)"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr  # GPU 1 idle: below --min-busy
+    assert "gpu 0: mean 97 %, busy (> 10 %) 100%" in res.stdout and "gpu 1: mean 3 %" in res.stdout
+    lines = log.read_text().splitlines()
+    assert lines[0] == "seconds,gpu,utilization" and len(lines) >= 5
+
+
+def test_ddp_check_script_cpu_smoke(tmp_path):
+    """scripts/ddp_check.py end to end on 2 CPU processes at a toy size (the GPU check the lead runs)."""
+    import os
+
+    env = {**os.environ, "SESSA_BENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "ddp_check.py"), "--out", str(tmp_path), "--cpu-smoke",
+                          "--steps", "4", "--batch-size", "4", "--model", "transformer"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    md = (tmp_path / "ddp_check.md").read_text()
+    assert "| val/acc: DDP run | eval of its ckpt |" in md and "NO" not in md
