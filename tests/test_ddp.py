@@ -66,7 +66,8 @@ def test_two_processes_match_one(one_and_two):
     assert [v for _, v in l2] == pytest.approx([v for _, v in l1], rel=1e-4)
     # nothing but the run folders, the multirun.yaml and the cache (no per-rank Hydra output folders)
     assert sorted(p.name for p in tmp.iterdir()) == ["cache", "runs"]
-    assert sorted(p.name for p in two.path.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl",
+    # (.lock: the run folder's lock file, kept so that no two processes ever hold locks on different files)
+    assert sorted(p.name for p in two.path.iterdir()) == [".lock", "checkpoints", "config.yaml", "metrics.jsonl",
                                                           "summary.json"]
 
 
