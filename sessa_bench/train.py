@@ -220,6 +220,12 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, thro
     }
     if not trainer.is_global_zero:
         return summary
+    if cfg.probe:  # checkpoints stay on the training machine: probe the trained model where it is
+        from sessa_bench.probe import describe_run, probe_model, write_probe
+
+        result = probe_model(lit.model, dm.val_dataloader(), n_examples=4, probes=8)
+        result.update(run=describe_run(cfg, "trained", trainer.global_step), git_commit=summary["git_commit"])
+        write_probe(folder.path, result)
     folder.write_summary(summary)
     wandb_run.log_summary(loggers, summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()

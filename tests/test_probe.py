@@ -266,3 +266,22 @@ def test_cli_init_probe_and_report(tmp_path, monkeypatch):
     text = build_report([run / "probe_init.json"], tmp_path / "memory_tail.md")
     assert "| transformer | tiny | init | 0 | 2 x 16 |" in text
     assert (tmp_path / "memory_tail_by_position.png").stat().st_size > 1000
+
+
+def test_probe_true_writes_probe_json_at_the_end_of_a_run(tmp_path, monkeypatch):
+    """probe=true: the trained model is probed where it trained (its checkpoint never leaves a GPU machine)."""
+    import json
+
+    from sessa_bench.compose import compose_train
+    from sessa_bench.run_folder import RunFolder
+    from sessa_bench.train import run
+
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train([f"results_dir={tmp_path}/runs", "logger=none", "trainer.enable_progress_bar=false",
+                         "trainer.max_steps=2", "trainer.val_check_interval=2", "task.min_len=41", "task.max_len=61",
+                         "task.n_train=16", "task.n_val=4", "task.n_test=4", "data.batch_size=2",
+                         "model=transformer", "probe=true"])
+    summary = run(cfg)
+    result = json.loads((RunFolder.of(cfg).path / "probe.json").read_text())
+    assert result["run"]["weights"] == "trained" and result["run"]["steps"] == summary["steps"] == 2
+    assert result["git_commit"] == summary["git_commit"] and result["curves"]
