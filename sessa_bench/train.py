@@ -23,7 +23,8 @@ from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import JsonlLogger
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.run_folder import RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, resolved_config
+from sessa_bench.run_folder import (RunFolder, atomic_write_text, concurrent_runs, extension_of, git_commit, hardware,
+                                    resolved_config)
 
 log = logging.getLogger("sessa_bench")
 schema.register()
@@ -74,16 +75,21 @@ def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
         return {"path": folder.checkpoint}
     if name == "throughput":
         return {"window": cfg.trainer.log_every_n_steps}
+    if name == "best":  # a ModelCheckpoint keeping the best-validation weights (Table 2, the ablation)
+        return {"dirpath": str(folder.checkpoint.parent)}
     return {}
 
 
 def run(cfg: DictConfig) -> dict:
     schema.validate(cfg)
     folder = RunFolder.of(cfg)
+    extending = False
     if folder.is_finished():
         folder.check_config(cfg, "a finished run")
-        log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
-        return folder.read_summary()
+        extending = bool(extension_of(OmegaConf.to_container(OmegaConf.load(folder.config)), resolved_config(cfg)))
+        if not extending:
+            log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
+            return folder.read_summary()
 
     # Everything that can fail on bad input happens before the run folder is touched.
     task = build_task(cfg)
@@ -91,6 +97,9 @@ def run(cfg: DictConfig) -> dict:
     for split in ("train", "val", "test"):
         dm.split(split)  # builds or loads the data now: a missing dataset fails here
     model_cfg, budget = resolve_model(cfg, task)
+    if extending:  # more steps under a constant schedule: resume the finished run from its last step
+        folder.reopen(cfg)
+        print(f"extending {folder.path} to {cfg.trainer.max_steps} steps", flush=True)
     start_step = _resume_step(cfg, folder)
     if start_step is not None:
         folder.check_config(cfg, "an unfinished run")
@@ -100,7 +109,7 @@ def run(cfg: DictConfig) -> dict:
     print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
 
     if start_step is None:
-        for stale in (folder.metrics, folder.summary):
+        for stale in (folder.metrics, folder.summary, folder.previous):
             stale.unlink(missing_ok=True)
     else:
         folder.truncate_metrics(start_step)
@@ -117,11 +126,18 @@ def run(cfg: DictConfig) -> dict:
                           default_root_dir=str(folder.path))
     throughput = callbacks.get("throughput")
 
-    t0 = time.time()
+    t0, wall_before = time.time(), folder.wall_seconds_before()
     trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None)
+    fit_metrics_lines = len(folder.read_metrics())  # what an extension keeps (the final evaluation follows)
+    # With a `best` ModelCheckpoint (monitor: a validation metric), validation and test use its weights.
+    best = callbacks.get("best")
+    test_from = "best" if best is not None and best.best_model_path else "last"
+    best_step = (int(torch.load(best.best_model_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+                 if test_from == "best" else None)
+    ckpt = "best" if test_from == "best" else None
     final = {}
-    final.update(trainer.validate(lit, datamodule=dm, verbose=False)[0])
-    final.update(trainer.test(lit, datamodule=dm, verbose=False)[0])
+    final.update(trainer.validate(lit, datamodule=dm, verbose=False, ckpt_path=ckpt)[0])
+    final.update(trainer.test(lit, datamodule=dm, verbose=False, ckpt_path=ckpt)[0])
     for factor in cfg.eval.lengths:  # length generalisation: the same model on longer sequences
         if int(factor) != 1:
             longer = task.scaled(int(factor))
@@ -141,6 +157,8 @@ def run(cfg: DictConfig) -> dict:
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
         "throughput_tokens_per_s": throughput.tokens_per_s if throughput else None,
         "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
+        "wall_seconds_total": wall_before + time.time() - t0, "fit_metrics_lines": fit_metrics_lines,
+        "test_from": test_from, "best_step": best_step,
         "concurrent_runs": concurrent_runs(),
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": cfg.trainer.precision, "hardware": hardware(), "git_commit": git_commit(),
