@@ -147,6 +147,7 @@ def run(cfg: DictConfig) -> dict:
                                       verbose=False)[0])
 
     total, _ = count_params(lit.model)
+    wall = time.time() - t0
     summary = {
         "final": final,
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "family": cfg.model.family,
@@ -156,8 +157,8 @@ def run(cfg: DictConfig) -> dict:
         "cost": cost, "model": model_cfg.to_dict(), "optim": OmegaConf.to_container(cfg.optim),
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
         "throughput_tokens_per_s": throughput.tokens_per_s if throughput else None,
-        "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
-        "wall_seconds_total": wall_before + time.time() - t0, "fit_metrics_lines": fit_metrics_lines,
+        "wall_seconds_this_process": wall, "resumed_from_step": start_step,
+        "wall_seconds_total": wall_before + wall, "fit_metrics_lines": fit_metrics_lines,
         "test_from": test_from, "best_step": best_step,
         "concurrent_runs": concurrent_runs(),
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
