@@ -56,7 +56,7 @@ def rows(metric, pts):
     ([(250, 0.2), (500, 0.5), (750, 0.600), (1000, 0.609)], 1000, True),
     ([(250, 0.2), (500, 0.5), (750, 0.600), (1000, 0.611)], 1000, False),
     ([(250, 0.2), (500, 0.6), (600, 0.62), (1000, 0.605)], 1000, False),  # 600 is the reference: 0.015
-    ([(250, 0.2), (500, 0.6), (750, 0.65), (875, 0.645), (1000, 0.655)], 1000, True),
+    ([(250, 0.2), (500, 0.6), (750, 0.65), (875, 0.645), (1000, 0.654)], 1000, True),
     ([(1000, 0.6)], 1000, False),  # one point: unknown, so not converged
 ])
 def test_accuracy_rule(pts, steps, expect):
@@ -96,11 +96,14 @@ def test_tiny_sweep_seeds_and_extensions(tmp_path, monkeypatch):
             d, s = runs[(lr, 0)]
             lines = (d / "metrics.jsonl").read_text().splitlines()[:s["fit_metrics_lines"]]
             return min(r["val/ppl"] for r in map(json.loads, lines) if "val/ppl" in r and r["step"] <= 2)
-        # two rates: the winner is always at an edge, so the grid grows until two extensions are spent
+        # two rates: the first winner is at an edge, so the grid grows (twice at most) until one inside wins
         grid = [0.001, 0.01]
         for _ in range(2):
             best = min(grid, key=lambda x: (score(x), x))
+            if best not in (min(grid), max(grid)):
+                break
             grid = sorted([*grid, round(best * 3, 5) if best == max(grid) else float(f"{best / 3:.2g}")])
+        assert len(grid) >= 3
         chosen = min(grid, key=lambda x: (score(x), x))
         assert sorted({lr for lr, seed in runs if seed == 0}) == grid
         assert {lr for lr, seed in runs if seed == 1} == {chosen}  # the other seed only at the chosen rate
@@ -112,6 +115,7 @@ def test_tiny_sweep_seeds_and_extensions(tmp_path, monkeypatch):
             lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()[:s["fit_metrics_lines"]]]
             val = {r["step"]: r["val/ppl"] for r in lines if "val/ppl" in r}
             best_step = min(val, key=lambda k: (val[k], k))
-            assert s["best_step"] == best_step and s["final"]["val/ppl"] == pytest.approx(val[best_step], rel=1e-6)
+            # Lightning logs the validation run after trainer step k at step k - 1 (metrics.jsonl's "step")
+            assert s["best_step"] == best_step + 1 and s["final"]["val/ppl"] == pytest.approx(val[best_step], rel=1e-6)
         (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {fam} | table2_simplestories |")]
         assert f"| {chosen:g} |" in line and f"{chosen:g}**: {score(chosen):.4f}" in line

@@ -125,7 +125,7 @@ def test_csv_means_equal_summaries(built, table):
     with built[table]["csv"].open() as f:
         recs = list(csv.DictReader(f))
     assert len(recs) == len(PAPER[table]) * len(COLUMNS[table])
-    assert {r["lr"] for r in recs} == {"0.001"} and {r["lr_grid"] for r in recs} == {""}
+    assert {r["lr"] for r in recs} == {"0.001"} and {r["lr_grid"] for r in recs} == {"0.001"}
     for i, r in enumerate(recs):  # family-major, columns in table order
         exp, metric, scale, _ = COLUMNS[table][i % len(COLUMNS[table])]
         assert r["metric"] == metric
@@ -140,7 +140,7 @@ def test_missing_family_prints_not_run(built):
     assert got["sessa_nofb"][0::2] == ["not run", "not run"]
     # the ablation shares Table 2's run folder: its Sessa row is Table 2's Sessa run
     ppl = summary(built["tmp"], "table2_simplestories", "sessa")["final"]["test/ppl"]
-    assert got["sessa"][0] == f"{ppl:.4f}"
+    assert got["sessa"][0].rstrip("*") == f"{ppl:.4f}"  # (* when unconverged: test_rows_means_and_paper_column)
 
 
 def test_parameter_table_and_caption(built):
