@@ -44,16 +44,16 @@ bench: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## speed/
 params: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## per-family sizes for BUDGET=tiny|small|base (VOCAB, SEQ_LEN)
 	$(PYTHON) -m sessa_bench.budget --budget $(BUDGET) --vocab $(VOCAB) --seq-len $(SEQ_LEN)
 
-table1: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 1 (SymbolSoup, Diffuse MQAR): runs what is missing (GPU), then results/table1.md
+table1: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 1 (SymbolSoup x2, Diffuse MQAR): lr sweep (seed 0), seeds at each family's best lr, extensions to convergence (GPU; ARGS="--jobs 4 --max-steps-cap 4000"), then results/table1.md
 	$(PYTHON) -m sessa_bench.tables table1 --run $(ARGS)
 
-table2: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 2 (SimpleStories LM; needs the data, offline see table2-bible) -> results/table2.md
+table2: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 2 (SimpleStories LM; needs the data, offline see table2-bible): lr sweep, seeds, extensions -> results/table2.md
 	$(PYTHON) -m sessa_bench.tables table2 --run $(ARGS)
 
 ablation: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Sessa vs Sessa without feedback (reuses Table 2's Sessa runs) -> results/ablation.md
 	$(PYTHON) -m sessa_bench.tables ablation --run $(ARGS)
 
-tables: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## all three tables (ARGS are passed on, e.g. ARGS="--seeds 0")
+tables: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## all three tables, same protocol (ARGS are passed on, e.g. ARGS="--seeds 0")
 	$(PYTHON) -m sessa_bench.tables all --run $(ARGS)
 
 table2-bible: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Table 2 offline: King James Bible, 300 steps (BIBLE_ARGS) -> results/table2.md

@@ -1,5 +1,6 @@
-"""The LightningModule shared by every family and task: loss, AdamW with warmup + cosine decay, and
-exact split-level metrics for validation and test."""
+"""The LightningModule shared by every family and task: loss, AdamW with linear warmup then cosine decay
+(`optim.schedule=cosine`) or a constant rate (`constant`), and exact split-level metrics for validation and
+test."""
 
 from __future__ import annotations
 
@@ -15,11 +16,21 @@ from sessa_bench.models.config import ModelConfig
 from sessa_bench.tasks.base import IGNORE
 
 
-def lr_lambda(warmup: int, total: int, min_ratio: float):
-    """Linear warmup to 1, then cosine decay to min_ratio at `total` steps."""
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float, schedule: str = "cosine"):
+    """Linear warmup to 1, then cosine decay to min_ratio at `total` steps, or (constant) 1 from then on.
+    The constant schedule does not depend on `total`, so a run extended to more steps computes exactly what
+    a run started with the larger step count computes."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule={schedule!r}: must be one of {list(SCHEDULES)}")
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
@@ -97,5 +108,5 @@ class LitSequenceModel(L.LightningModule):
                                  {"params": no_decay, "weight_decay": 0.0}],
                                 lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(o["warmup_steps"], self.hparams.max_steps, o["min_lr_ratio"]))
+            opt, lr_lambda(o["warmup_steps"], self.hparams.max_steps, o["min_lr_ratio"], o.get("schedule", "cosine")))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -11,7 +11,10 @@
 
 summary.json is written last and atomically: a folder without it is an unfinished run (resumable), a folder
 with it is finished and a rerun skips it, provided the rerun asks for the same config (else it is an error
-that lists the differences, so a result is never silently reused for another config).
+that lists the differences, so a result is never silently reused for another config). One change is
+accepted: more `trainer.max_steps` under `optim.schedule=constant` (whose rate does not depend on the step
+count) extends the run: `reopen` drops the summary and the final evaluation's metrics lines, and the run
+resumes from checkpoints/last.ckpt (saved at the last step) as if it had been started with the larger count.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the 
 
 # Keys that may differ between a run and its rerun without changing what the run computes.
 # The number of processes is one of them: data.batch_size is the global batch, split across the processes.
-RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir",
+RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir", "sweep",
                    "trainer.devices", "trainer.num_nodes", "trainer.strategy")
+# Keys an extension (more steps) may change besides trainer.max_steps: when checkpoints are written.
+EXTENSION_FREE = ("callbacks.checkpoint.every_n_steps",)
 # How many runs shared the machine, and which GPU a worker was pinned to and how many workers shared that GPU
 # (set by sessa_bench.runs for its workers; recorded in summary.json).
 ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
@@ -52,6 +57,7 @@ class RunFolder:
         self.config = self.path / "config.yaml"
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
+        self.previous = self.path / "summary.prev.json"  # the summary of a run before its extension
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
@@ -140,14 +146,45 @@ class RunFolder:
             self._lock_fd = None
 
     def check_config(self, cfg, what: str) -> None:
-        """Raise if this folder already holds `what` (a finished or unfinished run) of another config."""
+        """Raise if this folder already holds `what` (a finished or unfinished run) of another config; an
+        extension (see the module docstring) is not another config."""
         if not self.config.exists():
             return
-        changed = config_changes(OmegaConf.to_container(OmegaConf.load(self.config)), resolved_config(cfg))
-        if changed:
+        old, new = OmegaConf.to_container(OmegaConf.load(self.config)), resolved_config(cfg)
+        changed = config_changes(old, new)
+        if changed and extension_of(old, new) is None:
+            hint = ("; a run can be extended to more trainer.max_steps only under optim.schedule=constant"
+                    if any(c.startswith("trainer.max_steps:") for c in changed) else "")
             raise ValueError(f"run folder {self.path} holds {what} with a different config "
-                             f"({', '.join(changed[:8])}); choose another experiment_name or run_name, "
+                             f"({', '.join(changed[:8])}){hint}; choose another experiment_name or run_name, "
                              f"or delete the folder to start over")
+
+    def reopen(self, cfg) -> bool:
+        """If this finished run is extended by `cfg` (more steps, same config otherwise), make it an
+        unfinished run again: drop the metrics lines of its final evaluation, then its summary.json (in this
+        order, so a crash in between leaves a finished run that reopens the same way), kept as
+        summary.prev.json for the time it spent. True when reopened."""
+        if not self.is_finished() or not self.config.exists():
+            return False
+        self.check_config(cfg, "a finished run")
+        if not extension_of(OmegaConf.to_container(OmegaConf.load(self.config)), resolved_config(cfg)):
+            return False
+        n = self.read_summary().get("fit_metrics_lines")
+        if n is None:
+            raise ValueError(f"run folder {self.path} predates extensions (its summary.json has no "
+                             f"fit_metrics_lines); delete the folder to retrain it with more steps")
+        lines = [ln for ln in self.metrics.read_text().splitlines() if ln.strip()][:n]
+        atomic_write_text(self.metrics, "".join(ln + "\n" for ln in lines))
+        os.replace(self.summary, self.previous)
+        return True
+
+    def wall_seconds_before(self) -> float:
+        """Training time of the segments before an extension (0 for a run never extended)."""
+        try:
+            prev = json.loads(self.previous.read_text())
+        except (OSError, ValueError):
+            return 0.0
+        return float(prev.get("wall_seconds_total", prev.get("wall_seconds_this_process") or 0.0))
 
 
 def resolved_config(cfg) -> dict:
@@ -169,6 +206,21 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def extension_of(old: dict, new: dict) -> int | None:
+    """The new step count when config `new` extends a run of config `old` (more trainer.max_steps, both
+    under optim.schedule=constant, otherwise equal but for EXTENSION_FREE keys), 0 when nothing changed
+    that matters, else None."""
+    changed = [c.split(":")[0] for c in config_changes(old, new)]
+    if not changed:
+        return 0
+    rest = [c for c in changed if c not in EXTENSION_FREE]
+    if rest != ["trainer.max_steps"]:
+        return 0 if not rest else None
+    a, b = old["trainer"]["max_steps"], new["trainer"]["max_steps"]
+    constant = old.get("optim", {}).get("schedule") == new["optim"].get("schedule") == "constant"
+    return b if constant and b > a else None
 
 
 def concurrent_runs() -> int:

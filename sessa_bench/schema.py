@@ -42,6 +42,7 @@ class OptimSchema:
     eps: float = 1e-8
     warmup_steps: int = 30
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"             # cosine (decay to min_lr_ratio at max_steps) | constant (after warmup)
 
 
 @dataclass
@@ -57,6 +58,13 @@ class EvalSchema:
 
 
 @dataclass
+class SweepSchema:
+    # The learning-rate grid of a paper table (sessa_bench.tables): every family trains seed 0 at each value,
+    # the best validation metric picks its rate. Empty: no sweep, every run at optim.lr.
+    lr: list[float] = field(default_factory=list)
+
+
+@dataclass
 class DebugSchema:
     kill_at_step: Optional[int] = None  # tests: hard-exit after the checkpoint of this step
 
@@ -69,6 +77,7 @@ def register() -> None:
     cs.store(name="data_schema", node=DataSchema, package="data")
     cs.store(name="eval_schema", node=EvalSchema, package="eval")
     cs.store(name="debug_schema", node=DebugSchema, package="debug")
+    cs.store(name="sweep_schema", node=SweepSchema, package="sweep")
 
 
 def _int(v) -> bool:
@@ -97,6 +106,9 @@ def validate(cfg) -> None:
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.warmup_steps", cfg.optim.warmup_steps >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must lie in [0, 1]"),
+        ("optim.schedule", cfg.optim.schedule in ("cosine", "constant"), "must be cosine or constant"),
+        ("sweep.lr", all(x > 0 for x in cfg.sweep.lr) and len(set(cfg.sweep.lr)) == len(cfg.sweep.lr),
+         "must be distinct learning rates > 0 (or [] for no sweep)"),
         ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
         ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0 (0 loads data in the training process)"),
         ("resume", str(cfg.resume) in ("auto", "True", "False", "true", "false"),

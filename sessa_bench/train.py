@@ -11,6 +11,7 @@ import time
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,8 +26,8 @@ from sessa_bench.distributed import ddp_scope, is_rank_zero
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.loggers import JsonlLogger
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.run_folder import (RunFolder, atomic_write_text, concurrent_runs, git_commit, hardware, placement,
-                                    resolved_config)
+from sessa_bench.run_folder import (RunFolder, atomic_write_text, concurrent_runs, extension_of, git_commit, hardware,
+                                    placement, resolved_config)
 
 log = logging.getLogger("sessa_bench")
 schema.register()
@@ -80,6 +81,8 @@ def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:
         return {"path": folder.checkpoint}
     if name == "throughput":
         return {"window": cfg.trainer.log_every_n_steps}
+    if name == "best":  # a ModelCheckpoint keeping the best-validation weights (Table 2, the ablation)
+        return {"dirpath": str(folder.checkpoint.parent)}
     return {}
 
 
@@ -128,10 +131,13 @@ def _run(cfg: DictConfig) -> dict:
     quiet_lightning()
     schema.validate(cfg)
     folder = RunFolder.of(cfg)
+    extending = False
     if folder.is_finished():
         folder.check_config(cfg, "a finished run")
-        log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
-        return folder.read_summary()
+        extending = bool(extension_of(OmegaConf.to_container(OmegaConf.load(folder.config)), resolved_config(cfg)))
+        if not extending:
+            log.info("skipping finished run %s (delete its summary.json to rerun)", folder.path)
+            return folder.read_summary()
 
     # Everything that can fail on bad input happens before the run folder is touched: the data of every
     # split, the model, the trainer, its loggers and callbacks.
@@ -151,29 +157,32 @@ def _run(cfg: DictConfig) -> dict:
     # without duplicates), so Lightning must not put a DistributedSampler in.
     trainer = _instantiate("trainer", cfg.trainer, logger=loggers, callbacks=list(callbacks.values()),
                            default_root_dir=str(folder.path), use_distributed_sampler=False)
-    throughput = callbacks.get("throughput")
 
     if is_rank_zero():  # DDP ranks > 0 re-run this script inside the run of rank 0
         folder.lock()  # a second process with this run name stops here (RunInUse)
     try:
-        if folder.is_finished():  # finished by another process between the first check and the lock
+        if folder.is_finished() and not extending:  # finished by another process since the first check
             folder.check_config(cfg, "a finished run")
             return folder.read_summary()
+        if extending and is_rank_zero():  # more steps under a constant schedule: resume from the last step
+            folder.reopen(cfg)
+            print(f"extending {folder.path} to {cfg.trainer.max_steps} steps", flush=True)
         start_step = _resume_step(cfg, folder)
         if start_step is not None:
             folder.check_config(cfg, "an unfinished run")
-        return _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, throughput, start_step)
+        return _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, callbacks, start_step)
     finally:
         folder.unlock()
 
 
-def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, throughput, start_step) -> dict:
+def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, callbacks, start_step) -> dict:
+    throughput = callbacks.get("throughput")
     table, cost = parameter_table(model_cfg, budget, task.max_len)
     print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
 
     writer = is_rank_zero()  # under DDP only global rank 0 writes the run folder
     if writer and start_step is None:
-        for stale in (folder.metrics, folder.summary):
+        for stale in (folder.metrics, folder.summary, folder.previous):
             stale.unlink(missing_ok=True)
     elif writer:
         folder.truncate_metrics(start_step)
@@ -187,14 +196,21 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, thro
         atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(cfg)))
         wandb_run.log_config(loggers, cfg, cost["params_total"])  # W&B's logger is a no-op on other ranks
 
-    t0 = time.time()
+    t0, wall_before = time.time(), folder.wall_seconds_before()
     trainer.fit(lit, datamodule=dm, ckpt_path=str(folder.checkpoint) if start_step is not None else None,
                 weights_only=True)
     if start_step is not None and start_step >= cfg.trainer.max_steps:
         _finish_counters(trainer)
+    fit_metrics_lines = len(folder.read_metrics())  # what an extension keeps (the final evaluation follows)
+    # With a `best` ModelCheckpoint (monitor: a validation metric), validation and test use its weights.
+    best = callbacks.get("best")
+    test_from = "best" if best is not None and best.best_model_path else "last"
+    best_step = (int(torch.load(best.best_model_path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+                 if test_from == "best" else None)
+    ckpt = "best" if test_from == "best" else None
     final = {}
-    final.update(trainer.validate(lit, datamodule=dm, verbose=False)[0])
-    final.update(trainer.test(lit, datamodule=dm, verbose=False)[0])
+    final.update(trainer.validate(lit, datamodule=dm, verbose=False, ckpt_path=ckpt)[0])
+    final.update(trainer.test(lit, datamodule=dm, verbose=False, ckpt_path=ckpt)[0])
     for factor in cfg.eval.lengths:  # length generalisation: the same model on longer sequences
         if int(factor) != 1:
             longer = task.scaled(int(factor))
@@ -204,6 +220,7 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, thro
                                       verbose=False)[0])
 
     total, _ = count_params(lit.model)
+    wall = time.time() - t0
     summary = {
         "final": final,
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "family": cfg.model.family,
@@ -213,7 +230,9 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, thro
         "cost": cost, "model": model_cfg.to_dict(), "optim": OmegaConf.to_container(cfg.optim),
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
         "throughput_tokens_per_s": throughput.tokens_per_s if throughput else None,
-        "wall_seconds_this_process": time.time() - t0, "resumed_from_step": start_step,
+        "wall_seconds_this_process": wall, "resumed_from_step": start_step,
+        "wall_seconds_total": wall_before + wall, "fit_metrics_lines": fit_metrics_lines,
+        "test_from": test_from, "best_step": best_step,
         "concurrent_runs": concurrent_runs(), "placement": placement(), "world_size": trainer.world_size,
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": cfg.trainer.precision, "hardware": hardware(), "git_commit": git_commit(),

@@ -1,16 +1,17 @@
-"""The paper's tables, rendered from run folders only: mean ± std over seeds per family, the paper's number
-beside each of ours, parameter counts with their deviation from the budget, and a caption with budget,
-steps, tokens, devices, commits and the time spent. `sessa_bench.tables` runs what is missing first."""
+"""The paper's tables, rendered from run folders only: mean ± std over seeds per family at the learning rate
+chosen on validation (`report/protocol.py`), the paper's number beside each of ours, `*` on cells whose runs
+did not converge, reference rows (chance, Bayes ceiling) where the runs' task facts give them, parameter
+counts, the rate chosen from the grid tried, and a caption with budget, steps, tokens, devices, commits and
+the time spent. `sessa_bench.tables` runs what is missing first."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from sessa_bench.compose import compose_train
 from sessa_bench.files import atomic_write_text
-from sessa_bench.report.collect import collect
 from sessa_bench.report.markdown import NOT_RUN, aggregate, csv_text, device, md_table, mean_std, short_commit
+from sessa_bench.report.protocol import ACC_TOL, MAX_EXTENSIONS, PPL_TOL, STEP, Cell, cell as make_cell
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,18 @@ class Table:
     # The paper's (mean, std) per family and column, in the unit shown (percent where percent=True).
     paper: dict[str, tuple[tuple[float, float] | None, ...]]
     paper_task: dict[str, str]  # experiment -> the task the paper's numbers are on
-    curve_metric: str           # validation metric plotted against steps
+    curve_metric: str           # validation metric: plotted against steps, selects the rate, tells convergence
+    reference_rows: bool = False  # chance and ceiling rows from the runs' task facts
 
 
 # arXiv 2604.18580 ("Sessa: Selective State Space Attention"), transcribed from the paper:
 # Table 1 (test accuracy), Table 2 (SimpleStories test perplexity, top-1, top-5) and the ablation paragraph
 # (feedback branch removed). All are mean ± std over 2 seeds.
+# The paper reports one SymbolSoup number without its lengths; it is shown beside both SymbolSoup columns.
 PAPER_TABLE1 = {
-    "sessa": ((0.8601, 0.0016), (0.1541, 0.0071)),
-    "transformer": ((0.7921, 0.0070), (0.1222, 0.0003)),
-    "mamba2": ((0.0500, 0.0000), (0.0021, 0.0000)),   # "did not converge"
+    "sessa": ((0.8601, 0.0016), (0.8601, 0.0016), (0.1541, 0.0071)),
+    "transformer": ((0.7921, 0.0070), (0.7921, 0.0070), (0.1222, 0.0003)),
+    "mamba2": ((0.0500, 0.0000), (0.0500, 0.0000), (0.0021, 0.0000)),   # "did not converge"
 }
 PAPER_TABLE2 = {
     "transformer": ((7.6701, 0.0313), (50.441, 0.059), (78.497, 0.062)),
@@ -57,8 +60,10 @@ TABLES = {
     "table1": Table(
         "table1", "Table 1: long-context classification and retrieval (test)", ("sessa", "transformer", "mamba2"),
         (Column("SymbolSoup accuracy", "table1_symbol_soup", "test/acc"),
+         Column("SymbolSoup accuracy, long", "table1_symbol_soup_long", "test/acc"),
          Column("Diffuse MQAR token accuracy", "table1_diffuse_mqar", "test/acc")),
-        PAPER_TABLE1, {"table1_symbol_soup": "symbol_soup", "table1_diffuse_mqar": "diffuse_mqar"}, "val/acc"),
+        PAPER_TABLE1, {"table1_symbol_soup": "symbol_soup", "table1_symbol_soup_long": "symbol_soup",
+                       "table1_diffuse_mqar": "diffuse_mqar"}, "val/acc", reference_rows=True),
     "table2": Table(
         "table2", "Table 2: language modelling on SimpleStories (test)", ("transformer", "mamba2", "sessa"),
         (Column("perplexity", LM, "test/ppl"),
@@ -79,19 +84,20 @@ def experiments(table: Table) -> list[str]:
     return list(dict.fromkeys(c.experiment for c in table.columns))
 
 
-def compose(experiment: str, family: str, seed: int, overrides: list[str]):
-    return compose_train([f"experiment={experiment}", f"model={family}", f"seed={seed}", *overrides])
-
-
 @dataclass
 class Collected:
-    """The finished runs of one experiment that match the composed config, by family."""
+    """The runs of one experiment at each family's chosen rate, with the protocol's state, by family."""
     experiment: str
     experiment_name: str
     task: str
     budget: str
     results_dir: Path
-    runs: dict[str, list[dict]]
+    runs: dict[str, list[dict]]                 # finished runs at the chosen rate, by seed
+    cells: dict[str, Cell]
+    chosen: dict[str, float | None]             # None: the sweep is not finished
+    tried: dict[str, dict[float, float | None]]  # rate -> validation score at the grid's step count
+    converged: dict[str, list[bool]]            # per run in runs[family]
+    sweep_runs: list[dict]                      # seed-0 runs at every rate tried (their time counts too)
 
     def run_dir(self, summary: dict) -> Path:
         return self.results_dir / self.experiment_name / summary["run_name"]
@@ -100,17 +106,44 @@ class Collected:
 def gather(table: Table, seeds: list[int], overrides: dict[str, list[str]]) -> dict[str, Collected]:
     out = {}
     for exp in experiments(table):
-        cfg = compose(exp, table.families[0], seeds[0], overrides[exp])
-        found = [s for s in collect(cfg.results_dir, cfg.experiment_name)
-                 if s["task"] == cfg.task_name and s["budget"] == cfg.budget.name and s["seed"] in seeds]
-        runs = {f: sorted((s for s in found if s["family"] == f), key=lambda s: s["seed"]) for f in table.families}
-        out[exp] = Collected(exp, cfg.experiment_name, cfg.task_name, cfg.budget.name, Path(cfg.results_dir), runs)
+        cells = {f: make_cell(exp, f, overrides[exp], table.curve_metric) for f in table.families}
+        runs, chosen, tried, conv, sweep = {}, {}, {}, {}, []
+        for f, c in cells.items():
+            lr, grid, scores, _ = c.selection()
+            chosen[f], tried[f] = lr, scores if c.grid else {}
+            sweep += [r.summary for x in grid if (r := c.run(x, 0)).summary and x != lr]
+            done = [r for s in seeds if lr is not None and (r := c.run(lr, s)).summary]
+            runs[f] = [r.summary for r in done]
+            conv[f] = [c.converged(r)[0] for r in done]
+        n = next(iter(cells.values())).names
+        out[exp] = Collected(exp, n["experiment_name"], n["task_name"], n["budget"], Path(n["results_dir"]), runs,
+                             cells, chosen, tried, conv, sweep)
     return out
 
 
 def cell(col: Column, runs: list[dict]) -> tuple[float, float | None] | None:
     scale = 100.0 if col.percent else 1.0
     return aggregate([s["final"][col.metric] * scale for s in runs if col.metric in s["final"]])
+
+
+def lr_text(lr: float | None) -> str:
+    return "?" if lr is None else f"{lr:g}"
+
+
+def reference_row(name: str, key: str, table: Table, got: dict[str, Collected]) -> list[str]:
+    """A row of the runs' task facts (chance, ceiling) per column; one value when all runs agree."""
+    cells = [name]
+    for col in table.columns:
+        vals = {s["task_facts"].get(key) for runs in got[col.experiment].runs.values() for s in runs}
+        scale = 100.0 if col.percent else 1.0
+        if not vals:
+            text = NOT_RUN
+        elif vals == {None}:
+            text = "unknown"
+        else:
+            text = ", ".join(f"{v * scale:.{col.digits}f}" for v in sorted(v for v in vals if v is not None))
+        cells += [text, ""]
+    return cells
 
 
 def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[str, str]:
@@ -120,47 +153,96 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
     for fam in table.families:
         cells = [fam]
         for i, col in enumerate(table.columns):
-            ours, paper = cell(col, got[col.experiment].runs[fam]), table.paper[fam][i]
-            cells += [mean_std(ours, col.digits), mean_std(paper, col.digits)]
+            c = got[col.experiment]
+            ours, paper = cell(col, c.runs[fam]), table.paper[fam][i]
+            unconverged = not all(c.converged[fam])
+            cells += [mean_std(ours, col.digits) + ("*" if ours is not None and unconverged else ""),
+                      mean_std(paper, col.digits)]
             rows.append({"table": table.name, "family": fam, "column": col.title, "experiment": col.experiment,
                          "metric": col.metric, "percent": col.percent,
-                         "n_seeds": len([s for s in got[col.experiment].runs[fam] if col.metric in s["final"]]),
+                         "n_seeds": len([s for s in c.runs[fam] if col.metric in s["final"]]),
                          "mean": "" if ours is None else ours[0],
                          "std": "" if ours is None or ours[1] is None else ours[1],
-                         "paper_mean": paper[0], "paper_std": paper[1]})
+                         "paper_mean": paper[0], "paper_std": paper[1], "lr": c.chosen[fam] or "",
+                         "lr_grid": " ".join(f"{x:g}" for x in c.tried[fam]),
+                         "steps": "/".join(str(s["steps"]) for s in c.runs[fam]),
+                         "converged": "" if ours is None else not unconverged,
+                         "test_from": "/".join(sorted({s.get("test_from", "last") for s in c.runs[fam]}))})
         lines.append(cells)
+    if table.reference_rows:
+        lines += [reference_row("chance", "chance", table, got),
+                  reference_row("ceiling (Bayes)", "ceiling", table, got)]
 
-    # Parameter counts per family and experiment (the vocabulary and head differ between tasks).
+    # Per family and experiment: parameters (vocabulary and head differ between tasks), the chosen rate.
     plines = []
     for fam in table.families:
         for exp, c in got.items():
             runs = c.runs[fam]
+            metric = table.curve_metric
+            grid = ", ".join(f"{x:g}{'**' if x == c.chosen[fam] else ''}: "
+                             + ("not run" if v is None else f"{v:.4f}") for x, v in c.tried[fam].items())
             if not runs:
-                plines.append([fam, c.experiment_name, "", "", NOT_RUN, "", "", ""])
+                plines.append([fam, c.experiment_name, "", "", NOT_RUN, "", "", "", lr_text(c.chosen[fam]),
+                               grid or "-", "", ""])
                 continue
             p, cost = runs[0]["params"], runs[0].get("cost", {})
             flag = "" if abs(p["deviation"]) <= MAX_DEVIATION else " **over 2 %**"
+            best = [f"{s['best_step']}" for s in runs if s.get("test_from") == "best"]
             plines.append([fam, c.experiment_name, cost.get("layers", "?"), cost.get("d_model", "?"),
                            f"{p['total']:,}", f"{p['target']:,}", f"{p['deviation']:+.2%}{flag}",
-                           ", ".join(str(s["seed"]) for s in runs)])
+                           ", ".join(str(s["seed"]) for s in runs), lr_text(c.chosen[fam]), grid or "-",
+                           "/".join(str(s["steps"]) for s in runs) + (f" (best at {'/'.join(best)})" if best else ""),
+                           "/".join("yes" if ok else "no" for ok in c.converged[fam])])
             for row in rows:
                 if row["family"] == fam and row["experiment"] == exp:
                     row.update(params_total=p["total"], params_deviation=p["deviation"])
 
     md = (f"# {table.title}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: the value "
-          f"alone); paper: arXiv 2604.18580 (mean ± std over 2 seeds). `{NOT_RUN}`: no finished run folder.\n\n"
+          f"alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± std over "
+          f"2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below).\n\n"
           + md_table(head, lines) + "\n\n"
-          + md_table(["family", "experiment", "layers", "d_model", "params", "target", "deviation", "seeds"], plines)
-          + "\n\n" + table_caption(table, got) + "\n")
+          + md_table(["family", "experiment", "layers", "d_model", "params", "target", "deviation", "seeds",
+                      "lr", f"grid ({metric} at the grid's steps; ** chosen)", "steps", "converged"], plines)
+          + "\n\n" + protocol_caption(table, got) + "\n\n" + table_caption(table, got) + "\n")
     fields = ["table", "family", "column", "experiment", "metric", "percent", "n_seeds", "mean", "std",
-              "paper_mean", "paper_std", "params_total", "params_deviation"]
+              "paper_mean", "paper_std", "lr", "lr_grid", "steps", "converged", "test_from", "params_total",
+              "params_deviation"]
     return md, csv_text(fields, rows)
+
+
+def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
+    metric = table.curve_metric
+    acc = not metric.endswith(("ppl", "loss"))
+    tol = f"{ACC_TOL:g} absolute" if acc else f"{PPL_TOL:.0%} relative"
+    cs = [c for col in got.values() for c in col.cells.values()]
+    grids = sorted({tuple(c.grid) for c in cs})
+    text = [f"_Protocol: each family's learning rate is chosen from the shared grid "
+            f"{' / '.join('[' + ', '.join(f'{x:g}' for x in g) + ']' for g in grids) or '(none)'} by the best "
+            f"{metric} ({'max' if acc else 'min'}) of its seed-0 run at the configured step count "
+            f"({', '.join(sorted({str(c.steps) for c in cs}))}), on the validation split only; a best rate at "
+            f"an edge of the grid extends it by x{STEP:g} or /{STEP:g} (at most {MAX_EXTENSIONS} times). The "
+            f"other seeds train at the chosen rate; test metrics are those of these seeds. A run is converged "
+            f"when {metric} moved by less than {tol} over the last quarter of its steps (max - min over the "
+            f"validations of that quarter and the one before it); runs that were not are extended (resumed with "
+            f"twice the steps, constant learning rate after warmup) up to the stated cap, and `*` marks cells "
+            f"with a run still unconverged."]
+    if any(c.best for c in cs):
+        text.append(f"Runs keep their best-{metric} checkpoint; validation and test metrics are that "
+                    f"checkpoint's (step in the second table), and convergence is judged on the best-so-far "
+                    f"{metric}.")
+    if table.reference_rows:
+        text.append("`chance`: the task's chance accuracy; `ceiling (Bayes)`: the Bayes-optimal test accuracy "
+                    "of SymbolSoup computed exactly from its generator (tasks/symbol_soup_bayes.py); no ceiling "
+                    "is known for Diffuse MQAR (`unknown`). The paper states no SymbolSoup lengths; its number "
+                    "is shown beside both SymbolSoup columns.")
+    return " ".join(text) + "_"
 
 
 def table_caption(table: Table, got: dict[str, Collected]) -> str:
     parts = []
     for exp, c in got.items():
         runs = [s for f in table.families for s in c.runs[f]]
+        timed = runs + c.sweep_runs
         if table.paper_task[exp] != c.task:
             parts.append(f"**these runs are on `{c.task}`, the paper's numbers on `{table.paper_task[exp]}`**")
         if not runs:
@@ -171,8 +253,8 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
         lengths = {(s["task_facts"]["train_len"], s["task_facts"]["train_len_exact"]) for s in runs}
         tokens = sorted({s["steps"] * s["batch_size"] * n for s in runs for n, _ in lengths})
         bound = "" if all(exact for _, exact in lengths) else "at most "
-        gpu_s = sum(s.get("wall_seconds_this_process") or 0.0 for s in runs)
-        shared = max(s.get("concurrent_runs", 1) for s in runs)
+        gpu_s = sum(s.get("wall_seconds_total", s.get("wall_seconds_this_process")) or 0.0 for s in timed)
+        shared = max(s.get("concurrent_runs", 1) for s in timed)
         sharing = f"; up to {shared} runs shared the device at once, so it was busy for less" if shared > 1 else ""
         devices = sorted({device(s) for s in runs})
         commits = sorted({short_commit(s["git_commit"]) for s in runs})
@@ -180,10 +262,12 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
             f"`{c.experiment_name}` (task `{c.task}`): budget `{c.budget}` (target "
             f"{runs[0]['params']['target']:,} parameters), {'/'.join(map(str, steps))} steps of batch "
             f"{'/'.join(map(str, batch))} x {'/'.join(str(n) for n, _ in sorted(lengths))} tokens = {bound}"
-            f"{'/'.join(f'{t:,}' for t in tokens)} training tokens per run; {len(runs)} runs; "
+            f"{'/'.join(f'{t:,}' for t in tokens)} training tokens per run; {len(runs)} runs at the chosen "
+            f"rates and {len(c.sweep_runs)} other sweep runs; "
             f"device {', '.join(devices)}; commit {', '.join(commits)}; precision "
             f"{', '.join(sorted({str(s['precision']) for s in runs}))}; "
-            f"time {gpu_s:,.0f} s = {gpu_s / 60:.1f} min (sum of the runs' wall time, evaluation included{sharing})")
+            f"time {gpu_s:,.0f} s = {gpu_s / 60:.1f} min (sum of the wall time of all these runs: sweep, "
+            f"extensions and evaluation included{sharing})")
     return ("_" + "; ".join(parts) + f". Built by `python -m sessa_bench.tables {table.name}` from run folders "
             f"only._")
 

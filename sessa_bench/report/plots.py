@@ -100,15 +100,18 @@ def table_plots(table, got: dict, out_dir: Path) -> list[Path]:
     """The plots of one sessa_bench.tables.Table from its Collected runs; skips plots without data."""
     out, done = [], set()
     for c in got.values():
-        if c.task in done:
+        if c.experiment_name in done:
             continue
-        done.add(c.task)
+        # named by task; a second experiment on the same task (SymbolSoup, long) by its experiment
+        name = c.task if c.task not in {g.task for g in got.values() if g.experiment_name in done} \
+            else c.experiment_name.removeprefix(f"{table.name}_")
+        done.add(c.experiment_name)
         dirs = {f: [c.run_dir(s) for s in c.runs[f]] for f in table.families}
-        p = val_curves(dirs, table.curve_metric, Path(out_dir) / f"{table.name}_{c.task}_val.png",
+        p = val_curves(dirs, table.curve_metric, Path(out_dir) / f"{table.name}_{name}_val.png",
                        f"{table.name}: {c.experiment_name} ({c.task}, {c.budget})")
         if p:
             out.append(p)
-        p = lag_accuracy(c.runs, Path(out_dir) / f"{table.name}_{c.task}_lags.png",
+        p = lag_accuracy(c.runs, Path(out_dir) / f"{table.name}_{name}_lags.png",
                          f"{c.task}: test accuracy per lag ({c.budget})")
         if p:
             out.append(p)

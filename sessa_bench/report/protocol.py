@@ -1,0 +1,198 @@
+"""The paper-table protocol, computed from run folders alone (used by the table runner and the report alike):
+
+- learning-rate selection: each family trains seed 0 at every rate of the table's grid (`sweep.lr`); the
+  rate with the best validation metric at the grid's step count wins (validation only, never test). When the
+  winner is at an edge of the grid, the grid grows by one step beyond it (x3 or /3), at most MAX_EXTENSIONS
+  times. Scores come from metrics.jsonl at the grid's step count, so extending the winning run later does
+  not change the choice.
+- convergence: a run is converged when its validation metric moved by less than 0.01 (accuracy, absolute)
+  or 1 % (perplexity, relative to the last value) over the last quarter of its steps: max - min over the
+  validations in that quarter and the last one before it. With a best-checkpoint (`callbacks.best`) the
+  curve is the best-so-far one, since that is what the reported checkpoint follows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sessa_bench.compose import compose_train
+from sessa_bench.run_folder import RunFolder, extension_of, resolved_config
+
+MAX_EXTENSIONS = 2
+STEP = 3.0            # grid extension factor
+ACC_TOL = 0.01        # convergence: absolute, for accuracies
+PPL_TOL = 0.01        # convergence: relative, for perplexities
+
+
+def grid_value(lr: float) -> float:
+    """A grid value rounded to 2 significant digits, so that 1e-4 / 3 is 3.3e-05 (a clean run name)."""
+    return float(f"{lr:.2g}")
+
+
+def mode_of(metric: str) -> str:
+    return "min" if metric.split("/")[-1] in ("ppl", "loss") else "max"
+
+
+def better(a: float | None, b: float | None, mode: str) -> bool:
+    """a strictly better than b; a missing or non-finite score is worst."""
+    if a is None or not math.isfinite(a):
+        return False
+    if b is None or not math.isfinite(b):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def select_lr(grid: list[float], scores: dict[float, float | None], mode: str,
+              max_extensions: int = MAX_EXTENSIONS) -> tuple[float | None, list[float], list[float]]:
+    """(chosen rate or None, rates tried in order, rates still to run). Ties go to the smaller rate. The
+    edge rule applies only to grids of two or more rates; a single rate is simply the rate."""
+    tried = sorted(grid_value(x) for x in grid)
+    if not tried:
+        raise ValueError("sweep.lr is empty: nothing to select from")
+    extensions = 0
+    while True:
+        missing = [x for x in tried if x not in scores]
+        if missing:
+            return None, tried, missing
+        best = tried[0]
+        for x in tried[1:]:
+            if better(scores[x], scores[best], mode):
+                best = x
+        edge = len(tried) >= 2 and best in (tried[0], tried[-1])
+        if not edge or extensions >= max_extensions or not all(
+                s is not None and math.isfinite(s) for s in [scores[best]]):
+            return best, tried, []
+        new = grid_value(best * STEP if best == tried[-1] else best / STEP)
+        tried = sorted([*tried, new])
+        extensions += 1
+
+
+def curve(rows: list[dict], metric: str) -> list[tuple[int, float]]:
+    """(step, value) of the validations logged during training, one per step (the last one logged)."""
+    out: dict[int, float] = {}
+    for r in rows:
+        if metric in r and "step" in r:
+            out[int(r["step"])] = float(r[metric])
+    return sorted(out.items())
+
+
+def score_at(rows: list[dict], metric: str, steps: int, best: bool) -> float | None:
+    """The validation metric at `steps`: the last validation at or before it, or (best-checkpoint runs) the
+    best one up to it."""
+    pts = [v for s, v in curve(rows, metric) if s <= steps]
+    if not pts:
+        return None
+    if not best:
+        return pts[-1]
+    finite = [v for v in pts if math.isfinite(v)]
+    return (min(finite) if mode_of(metric) == "min" else max(finite)) if finite else pts[-1]
+
+
+def convergence(rows: list[dict], metric: str, steps: int, best: bool = False) -> tuple[bool, float | None]:
+    """(converged, movement over the last quarter of `steps`) by the rule of the module docstring."""
+    pts = curve(rows, metric)
+    if best:
+        run, acc = [], None
+        for s, v in pts:
+            acc = v if acc is None or better(v, acc, mode_of(metric)) else acc
+            run.append((s, acc))
+        pts = run
+    start = steps - steps / 4
+    before = [p for p in pts if p[0] <= start]
+    window = before[-1:] + [p for p in pts if start < p[0] <= steps]
+    if len(window) < 2 or not all(math.isfinite(v) for _, v in window):
+        return False, None
+    vals = [v for _, v in window]
+    moved = max(vals) - min(vals)
+    if mode_of(metric) == "min":
+        moved /= abs(vals[-1])
+        return moved < PPL_TOL, moved
+    return moved < ACC_TOL, moved
+
+
+@lru_cache(maxsize=4096)
+def _compose(overrides: tuple[str, ...]):
+    cfg = compose_train(list(overrides))
+    return cfg, resolved_config(cfg)  # resolved now: ${hydra:...} reads the last composed config
+
+
+@dataclass
+class Run:
+    lr: float
+    seed: int
+    overrides: list[str]          # to train it (steps as requested)
+    folder: RunFolder
+    steps_requested: int
+    summary: dict | None = None   # when finished with this config (or an extension of it)
+    rows: list[dict] = field(default_factory=list)  # metrics.jsonl lines of the training (no final evaluation)
+
+    @property
+    def steps(self) -> int:
+        return self.summary["steps"] if self.summary else self.steps_requested
+
+
+@dataclass
+class Cell:
+    """One family in one experiment (a table column): its grid, selection and seeds."""
+    experiment: str
+    family: str
+    overrides: list[str]
+    metric: str                   # the selection / convergence metric (validation)
+    grid: list[float]             # sweep.lr as configured ([] = no sweep: optim.lr)
+    lr: float                     # optim.lr of the config
+    steps: int                    # trainer.max_steps of the config: the grid's step count
+    constant: bool                # optim.schedule == constant: runs can be extended
+    best: bool                    # a best-checkpoint callback: report from the best validation
+    names: dict = field(default_factory=dict)  # experiment_name, task_name, budget, results_dir
+
+    def run(self, lr: float, seed: int, steps: int | None = None) -> Run:
+        steps = steps or self.steps
+        ov = [f"experiment={self.experiment}", f"model={self.family}", f"seed={seed}", *self.overrides,
+              f"optim.lr={lr!r}", f"trainer.max_steps={steps}"]
+        _, want = _compose(tuple(ov))  # the resolved dict: `cfg` resolves ${hydra:...} by the last composition
+        folder = RunFolder(Path(want["results_dir"]) / want["experiment_name"] / want["run_name"])
+        r = Run(lr, seed, ov, folder, steps)
+        if folder.config.exists():
+            have = OmegaConf.to_container(OmegaConf.load(folder.config))
+            more = extension_of(want, have)   # the folder holds this run extended to more steps
+            if more:
+                r.overrides = [*ov[:-1], f"trainer.max_steps={more}"]
+                r.steps_requested = more
+            if more is not None and folder.is_finished():
+                r.summary = folder.read_summary()
+                r.rows = folder.read_metrics()[:r.summary.get("fit_metrics_lines")]
+        return r
+
+    def score(self, r: Run) -> float | None:
+        return score_at(r.rows, self.metric, self.steps, self.best) if r.summary else None
+
+    def selection(self) -> tuple[float | None, list[float], dict[float, float | None], list[float]]:
+        """(chosen rate, rates tried, their scores, rates still to run)."""
+        if not self.grid:
+            return self.lr, [self.lr], {}, []
+        scores: dict[float, float | None] = {}
+        while True:
+            chosen, tried, missing = select_lr(self.grid, scores, mode_of(self.metric))
+            todo = [x for x in missing if (r := self.run(x, 0)).summary is None]
+            for x in missing:
+                if x not in todo:
+                    scores[x] = self.score(self.run(x, 0))
+            if todo or chosen is not None:
+                return chosen, tried, {x: scores.get(x) for x in tried}, todo
+
+    def converged(self, r: Run) -> tuple[bool, float | None]:
+        return convergence(r.rows, self.metric, r.steps, self.best) if r.summary else (False, None)
+
+
+def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cell:
+    cfg, res = _compose((f"experiment={experiment}", f"model={family}", "seed=0", *overrides))
+    return Cell(experiment, family, list(overrides), metric, list(res["sweep"]["lr"]), float(res["optim"]["lr"]),
+                int(res["trainer"]["max_steps"]), res["optim"]["schedule"] == "constant",
+                "best" in (res.get("callbacks") or {}),
+                {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
+                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]})

@@ -1,0 +1,71 @@
+"""Extending a finished run to more steps (optim.schedule=constant) computes exactly what one longer run
+computes; under the cosine schedule, whose rate depends on the step count, the extension is refused; the
+learning-rate schedules themselves against their closed forms."""
+
+import json
+import math
+
+import pytest
+
+from sessa_bench.compose import compose_train
+from sessa_bench.lit_module import lr_lambda
+from sessa_bench.run_folder import RunFolder
+from sessa_bench.train import run
+
+SOUP = ["task.min_len=41", "task.max_len=61", "task.n_train=64", "task.n_val=16", "task.n_test=16"]
+TIMING = ("train/tokens_per_s",)  # wall-clock measurements, the only values allowed to differ
+
+
+def overrides(tmp_path, name, steps, *extra):
+    return [f"results_dir={tmp_path}/runs", f"experiment_name={name}", "logger=none", "budget=tiny",
+            "model=transformer", "trainer.enable_progress_bar=false", f"trainer.max_steps={steps}",
+            "trainer.val_check_interval=2", "callbacks.checkpoint.every_n_steps=3", "trainer.log_every_n_steps=1",
+            "data.batch_size=4", "optim.warmup_steps=2", "optim.lr=3e-3", *SOUP, *extra]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def _rows(folder: RunFolder) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in folder.read_metrics()]
+
+
+def test_extension_equals_the_long_run(tmp_path):
+    const = ["optim.schedule=constant"]
+    long = run(compose_train(overrides(tmp_path, "long", 8, *const)))
+    short = run(compose_train(overrides(tmp_path, "ext", 4, *const)))
+    folder = RunFolder(tmp_path / "runs" / "ext" / "transformer-symbol_soup-tiny-s0")
+    assert short["steps"] == 4 and folder.is_finished()
+    # the checkpoint interval may change with the extension (3 -> 5): it only says when state is saved
+    ext = run(compose_train(overrides(tmp_path, "ext", 8, *const, "callbacks.checkpoint.every_n_steps=5")))
+    assert ext["steps"] == long["steps"] == 8 and ext["resumed_from_step"] == 4
+    assert ext["final"] == long["final"]
+    assert _rows(folder) == _rows(RunFolder(tmp_path / "runs" / "long" / "transformer-symbol_soup-tiny-s0"))
+    assert ext["wall_seconds_total"] > ext["wall_seconds_this_process"]  # the first segment's time is kept
+    assert json.loads(folder.previous.read_text())["steps"] == 4
+    # a rerun with the same (larger) count is skipped; fewer steps than the run has is another config
+    assert run(compose_train(overrides(tmp_path, "ext", 8, *const))) == ext
+    with pytest.raises(ValueError, match="trainer.max_steps: 8 -> 4"):
+        run(compose_train(overrides(tmp_path, "ext", 4, *const)))
+
+
+def test_cosine_runs_are_not_extended(tmp_path):
+    run(compose_train(overrides(tmp_path, "cos", 4)))
+    with pytest.raises(ValueError, match=r"max_steps: 4 -> 8\).*only under optim.schedule=constant"):
+        run(compose_train(overrides(tmp_path, "cos", 8)))
+    with pytest.raises(ValueError, match="optim.schedule='linear' must be cosine or constant"):
+        run(compose_train(overrides(tmp_path, "bad", 4, "optim.schedule=linear")))
+
+
+def test_schedules_against_closed_forms():
+    warm, total, lo = 10, 110, 0.1
+    cos, const = lr_lambda(warm, total, lo, "cosine"), lr_lambda(warm, total, lo, "constant")
+    for step in (0, 4, 9):
+        assert cos(step) == const(step) == (step + 1) / 10
+    assert cos(10) == pytest.approx(1.0) and cos(60) == pytest.approx(lo + (1 - lo) / 2)
+    assert cos(110) == pytest.approx(lo) and cos(500) == pytest.approx(lo)
+    assert [const(s) for s in (10, 60, 110, 10 ** 6)] == [1.0] * 4
+    assert lr_lambda(warm, 10 ** 6, lo, "constant")(60) == const(60)  # independent of the step count
+    assert cos(35) == pytest.approx(lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * 25 / 100)))

@@ -1,0 +1,121 @@
+"""The paper-table protocol: learning-rate selection with edge extension, and the convergence rule, on
+synthetic scores and metrics written out by hand; then one tiny real sweep (two families, best-checkpoint LM
+config) whose choices, extensions and best checkpoints are checked against the run folders directly."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sessa_bench.report.protocol import convergence, select_lr
+from sessa_bench.tables import build
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "simplestories"
+
+
+# --- selection --------------------------------------------------------------------------------------------
+def test_interior_winner_needs_no_extension():
+    assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: 0.30, 3e-4: 0.41, 1e-3: 0.05}, "max") == (3e-4, [1e-4, 3e-4, 1e-3], [])
+
+
+def test_missing_runs_are_asked_for_first():
+    assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: 0.3}, "max") == (None, [1e-4, 3e-4, 1e-3], [3e-4, 1e-3])
+
+
+def test_edge_winner_extends_the_grid_at_most_twice():
+    grid = [1e-4, 3e-4, 1e-3]
+    # the top edge wins: 3e-3 is asked for next
+    assert select_lr(grid, {1e-4: 0.1, 3e-4: 0.2, 1e-3: 0.3}, "max") == (None, [1e-4, 3e-4, 1e-3, 3e-3], [3e-3])
+    # 3e-3 wins again: 9e-3 next; it wins too, but two extensions are the limit
+    s = {1e-4: 0.1, 3e-4: 0.2, 1e-3: 0.3, 3e-3: 0.4}
+    assert select_lr(grid, s, "max")[2] == [9e-3]
+    s[9e-3] = 0.5
+    assert select_lr(grid, s, "max") == (9e-3, [1e-4, 3e-4, 1e-3, 3e-3, 9e-3], [])
+    # the bottom edge wins (perplexity, lower is better): 1e-4 / 3 = 3.3e-05, rounded to 2 digits
+    low = {1e-4: 7.0, 3e-4: 8.0, 1e-3: 9.0}
+    assert select_lr(grid, low, "min") == (None, [3.3e-05, 1e-4, 3e-4, 1e-3], [3.3e-05])
+    low[3.3e-05] = 7.5  # the extension loses: the old edge stays chosen
+    assert select_lr(grid, low, "min")[0] == 1e-4
+
+
+def test_diverged_runs_lose_and_ties_go_to_the_smaller_rate():
+    assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: math.inf, 3e-4: 7.0, 1e-3: math.nan}, "min")[0] == 3e-4
+    assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: 0.2, 3e-4: 0.3, 1e-3: 0.3}, "max")[0] == 3e-4
+    assert select_lr([1e-3], {1e-3: 0.5}, "max") == (1e-3, [1e-3], [])  # one rate: no edge rule
+
+
+# --- convergence -------------------------------------------------------------------------------------------
+def rows(metric, pts):
+    return [{"step": s, "train/loss": 1.0} for s, _ in pts] + [{"step": s, metric: v} for s, v in pts]
+
+
+@pytest.mark.parametrize("pts, steps, expect", [
+    # 1000 steps: the window is the validation at 750 (last at or before 3/4) and those after it
+    ([(250, 0.2), (500, 0.5), (750, 0.600), (1000, 0.609)], 1000, True),
+    ([(250, 0.2), (500, 0.5), (750, 0.600), (1000, 0.611)], 1000, False),
+    ([(250, 0.2), (500, 0.6), (600, 0.62), (1000, 0.605)], 1000, False),  # 600 is the reference: 0.015
+    ([(250, 0.2), (500, 0.6), (750, 0.65), (875, 0.645), (1000, 0.654)], 1000, True),
+    ([(1000, 0.6)], 1000, False),  # one point: unknown, so not converged
+])
+def test_accuracy_rule(pts, steps, expect):
+    assert convergence(rows("val/acc", pts), "val/acc", steps)[0] is expect
+
+
+def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():
+    assert convergence(rows("val/ppl", [(500, 12.0), (750, 10.05), (1000, 10.0)]), "val/ppl", 1000) == \
+        (True, pytest.approx(0.005))
+    assert not convergence(rows("val/ppl", [(750, 10.2), (1000, 10.0)]), "val/ppl", 1000)[0]
+    overfit = rows("val/ppl", [(250, 20.0), (500, 9.0), (750, 9.5), (1000, 11.0)])
+    assert not convergence(overfit, "val/ppl", 1000)[0]       # the last weights got worse
+    assert convergence(overfit, "val/ppl", 1000, best=True)[0]  # the best checkpoint stopped improving
+
+
+# --- one tiny real sweep -----------------------------------------------------------------------------------
+TINY = ["budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
+        "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false", "data.batch_size=2",
+        "data.eval_batch_size=64", "optim.warmup_steps=1", f"task.data_dir={FIXTURE}", "task.vocab_size=300",
+        "task.seq_len=32", "task.tokenizer=tasks/tokenizers/simplestories-fixture-bpe300.json",
+        "sweep.lr=[0.001,0.01]"]
+
+
+def test_tiny_sweep_seeds_and_extensions(tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+    paths = build("ablation", [0, 1], [f"results_dir={tmp_path / 'runs'}", *TINY], run=True, out_dir=tmp_path,
+                  plots=False, max_steps_cap=4)
+    root = tmp_path / "runs" / "table2_simplestories"
+    md = paths["md"].read_text()
+    for fam in ("sessa", "sessa_nofb"):
+        runs = {}
+        for d in root.glob(f"{fam}-*"):
+            s = json.loads((d / "summary.json").read_text())
+            runs[(s["optim"]["lr"], s["seed"])] = (d, s)
+        # the score of a sweep run: best val/ppl (best checkpoint) up to the grid's 2 steps
+        def score(lr):
+            d, s = runs[(lr, 0)]
+            lines = (d / "metrics.jsonl").read_text().splitlines()[:s["fit_metrics_lines"]]
+            return min(r["val/ppl"] for r in map(json.loads, lines) if "val/ppl" in r and r["step"] <= 2)
+        # two rates: the first winner is at an edge, so the grid grows (twice at most) until one inside wins
+        grid = [0.001, 0.01]
+        for _ in range(2):
+            best = min(grid, key=lambda x: (score(x), x))
+            if best not in (min(grid), max(grid)):
+                break
+            grid = sorted([*grid, round(best * 3, 5) if best == max(grid) else float(f"{best / 3:.2g}")])
+        assert len(grid) >= 3
+        chosen = min(grid, key=lambda x: (score(x), x))
+        assert sorted({lr for lr, seed in runs if seed == 0}) == grid
+        assert {lr for lr, seed in runs if seed == 1} == {chosen}  # the other seed only at the chosen rate
+        steps = {runs[(chosen, s)][1]["steps"] for s in (0, 1)}
+        assert len(steps) == 1 and steps <= {2, 4}  # both seeds equally long, within the cap
+        for seed in (0, 1):
+            d, s = runs[(chosen, seed)]
+            assert s["test_from"] == "best"
+            lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()[:s["fit_metrics_lines"]]]
+            val = {r["step"]: r["val/ppl"] for r in lines if "val/ppl" in r}
+            best_step = min(val, key=lambda k: (val[k], k))
+            # Lightning logs the validation run after trainer step k at step k - 1 (metrics.jsonl's "step")
+            assert s["best_step"] == best_step + 1 and s["final"]["val/ppl"] == pytest.approx(val[best_step], rel=1e-6)
+        (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {fam} | table2_simplestories |")]
+        assert f"| {chosen:g} |" in line and f"{chosen:g}**: {score(chosen):.4f}" in line
