@@ -18,7 +18,10 @@ from sessa_bench.report.paper import TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMS = ("sessa", "transformer", "mamba2")
-EXPS = {"table1_symbol_soup": ("symbol_soup", []), "table1_diffuse_mqar": ("diffuse_mqar", ["lag=32-63", "lag=64-127"])}
+# Table 1's experiments in its column order; D is Diffuse MQAR's index (the one with lag slices)
+EXPS = {"table1_symbol_soup": ("symbol_soup", []), "table1_symbol_soup_long": ("symbol_soup", []),
+        "table1_diffuse_mqar": ("diffuse_mqar", ["lag=32-63", "lag=64-127"])}
+D = 2
 STEPS = (10, 20, 30)
 
 
@@ -36,7 +39,7 @@ def tokens_per_s(fam_i, seed):
 
 @pytest.fixture
 def results(tmp_path):
-    """Finished run folders of both Table 1 experiments: 3 families x seeds 0, 1."""
+    """Finished run folders of every Table 1 experiment: 3 families x seeds 0, 1."""
     root = tmp_path / "runs"
     for exp_i, (exp, (task, slices)) in enumerate(EXPS.items()):
         for fam_i, fam in enumerate(FAMS):
@@ -47,7 +50,11 @@ def results(tmp_path):
                 final.update({f"test/acc/{s}": acc(exp_i, fam_i, seed, s) for s in slices})
                 summary = {"experiment": exp, "run_name": d.name, "family": fam, "seed": seed, "task": task,
                            "budget": "small", "final": final, "throughput_tokens_per_s": tokens_per_s(fam_i, seed),
-                           "task_facts": {"slice_names": slices}}
+                           "task_facts": {"slice_names": slices},
+                           # the rest of the run-folder contract, which every report may read
+                           "params": {"total": 20_000_000, "target": 20_000_000, "deviation": 0.0},
+                           "steps": STEPS[-1], "batch_size": 32, "seq_len": 599, "optim": {"lr": 3e-4},
+                           "hardware": {"gpu": None, "cpu_count": 2, "torch": "2.13.0"}, "git_commit": "0" * 40}
                 (d / "summary.json").write_text(json.dumps(summary))
                 (d / "metrics.jsonl").write_text("".join(
                     json.dumps({"step": s, "train/loss": 1.0}) + "\n" + json.dumps({"step": s, "val/acc": curve(fam_i, seed, s)}) + "\n"
@@ -74,8 +81,8 @@ def test_wandb_workspace_and_reports_are_built_from_the_table_specs(results, tmp
     assert [s["name"] for s in secs] == [t.title for t in TABLES.values()]
     t1 = {p["config"]["chartTitle"]: p for p in secs[0]["panels"]}
     kinds = sorted((p["viewType"], tuple(p["config"]["metrics"])) for p in t1.values())
-    assert kinds == sorted([("Run History Line Plot", ("val/acc",))] * 2 + [("Bar Chart", ("test/acc",))] * 2
-                           + [("Bar Chart", ("throughput_tokens_per_s",))] * 2
+    assert kinds == sorted([("Run History Line Plot", ("val/acc",))] * 3 + [("Bar Chart", ("test/acc",))] * 3
+                           + [("Bar Chart", ("throughput_tokens_per_s",))] * 3
                            + [("Bar Chart", ("test/acc/lag=32-63", "test/acc/lag=64-127"))])
     assert all(p["config"]["groupBy"] == "model.family.value" for s in secs for p in s["panels"])
     grouping = view["spec"]["section"]["runSets"][0]["grouping"]
@@ -88,7 +95,7 @@ def test_wandb_workspace_and_reports_are_built_from_the_table_specs(results, tmp
     blocks = reports["table1"]["blocks"]
     text = blocks[0]["text"]
     for fam_i, fam in enumerate(FAMS):  # our numbers beside the paper's, per family
-        row = f"| {fam} | {ours(0, fam_i)} | {_paper('table1', fam, 0)} | {ours(1, fam_i)} | {_paper('table1', fam, 1)} |"
+        row = "| " + " | ".join([fam] + [x for i in range(len(EXPS)) for x in (ours(i, fam_i), _paper("table1", fam, i))]) + " |"
         assert row in text, row
     grids = [b for b in blocks if "runsets" in b]
     assert [g["runsets"][0]["name"] for g in grids] == list(EXPS)
@@ -139,15 +146,15 @@ def test_offline_page_draws_every_panel_and_filters(results, tmp_path, chromium)
             assert c["x"] == list(STEPS)
             assert c["y"] == pytest.approx([statistics.mean(curve(fam_i, s, st) for s in (0, 1)) for st in STEPS])
             f = by[("final", "table1_diffuse_mqar")]["traces"][fam_i]
-            assert f["y"] == pytest.approx([statistics.mean(acc(1, fam_i, s) for s in (0, 1))])
+            assert f["y"] == pytest.approx([statistics.mean(acc(D, fam_i, s) for s in (0, 1))])
             t = by[("throughput", "table1_symbol_soup")]["traces"][fam_i]
             assert t["y"] == pytest.approx([statistics.mean(tokens_per_s(fam_i, s) for s in (0, 1))])
             lag = by[("slices", "table1_diffuse_mqar")]["traces"][fam_i]
             assert lag["x"] == ["lag=32-63", "lag=64-127"]
-            assert lag["y"] == pytest.approx([statistics.mean(acc(1, fam_i, s, f"lag={k}") for s in (0, 1))
+            assert lag["y"] == pytest.approx([statistics.mean(acc(D, fam_i, s, f"lag={k}") for s in (0, 1))
                                               for k in ("32-63", "64-127")])
-        assert _table(page, "table1")[1:] == [[f, ours(0, i), _paper("table1", f, 0), ours(1, i), _paper("table1", f, 1)]
-                                              for i, f in enumerate(FAMS)]
+        assert _table(page, "table1")[1:1 + len(FAMS)] == [
+            [f] + [x for e in range(len(EXPS)) for x in (ours(e, i), _paper("table1", f, e))] for i, f in enumerate(FAMS)]
 
         page.uncheck('input[data-field="seed"][value="1"]')
         page.uncheck('input[data-field="family"][value="mamba2"]')

@@ -241,7 +241,7 @@ def test_fit_tail_recovers_both_laws():
         fit_tail(lags, lags, min_lag=0)
 
 
-def test_cli_init_probe_and_report(tmp_path, monkeypatch):
+def test_cli_init_probe_and_report(tmp_path, monkeypatch, capsys):
     """`sessa-bench probe DIR --init` on a run folder without a checkpoint, then the report from probe.json."""
     from omegaconf import OmegaConf
 
@@ -259,10 +259,13 @@ def test_cli_init_probe_and_report(tmp_path, monkeypatch):
     r = json.loads((run / "probe_init.json").read_text())
     assert r["run"]["weights"] == "init" and r["run"]["family"] == "transformer"
     assert r["outputs"] == ["layer_0", "final"] and r["model"]["n_layers"] == 2 and r["n_examples"] == 2
-    with pytest.raises(SystemExit, match="no checkpoint"):  # trained weights need the checkpoint
-        cli(["probe", str(run)])
-    with pytest.raises(SystemExit, match="--layers"):
-        cli(["probe", str(run), "--init", "--layers", "first"])
+    for args, message in (([str(run)], "no checkpoint"),  # trained weights need the checkpoint
+                          ([str(run), "--init", "--layers", "first"], "--layers")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:  # a user error: one line on stderr, exit code 2
+            cli(["probe", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
     text = build_report([run / "probe_init.json"], tmp_path / "memory_tail.md")
     assert "| transformer | tiny | init | 0 | 2 x 16 |" in text
     assert (tmp_path / "memory_tail_by_position.png").stat().st_size > 1000
