@@ -137,8 +137,13 @@ def test_simplestories_missing_data_dir(tmp_path):
         LanguageModeling("simplestories", data_dir=str(tmp_path / "nope"), vocab_size=300)
 
 
-def test_simplestories_offline_without_data_dir_says_what_to_do():
-    pytest.importorskip("datasets")
+def test_simplestories_offline_without_data_dir_says_what_to_do(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
+    # offline mode, as on machines without the hub: fails at once instead of waiting on network timeouts
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConnectionError, match=r"task.data_dir=.*corpus=bible"):
         load_corpus("simplestories", None)
 
