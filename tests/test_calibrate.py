@@ -6,7 +6,7 @@ import pytest
 
 from sessa_bench import calibrate
 
-TINY = ["trainer=cpu", "budget=tiny", "logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
+TINY = ["probe=false", "trainer=cpu", "budget=tiny", "logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "data.batch_size=2", "task.n_train=20", "task.n_val=8",
         "task.n_test=8"]
 

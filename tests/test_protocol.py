@@ -73,7 +73,7 @@ def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():
 
 
 # --- one tiny real sweep -----------------------------------------------------------------------------------
-TINY = ["budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
+TINY = ["probe=false", "budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
         "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false", "data.batch_size=2",
         "data.eval_batch_size=64", "optim.warmup_steps=1", f"task.data_dir={FIXTURE}", "task.vocab_size=300",
         "task.seq_len=32", "task.tokenizer=tasks/tokenizers/simplestories-fixture-bpe300.json",

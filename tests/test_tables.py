@@ -15,7 +15,7 @@ from sessa_bench.tables import build, main, split_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "simplestories"
-TINY = ["budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
+TINY = ["probe=false", "budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
         "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false", "data.batch_size=2", "data.eval_batch_size=64",
         "sweep.lr=[0.001]"]  # one rate: no sweep here (tests/test_protocol.py sweeps)
 CAP = 2  # no extensions here: 2-step runs stay 2-step runs
