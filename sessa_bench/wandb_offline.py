@@ -78,6 +78,13 @@ def _items(items) -> dict:
     return out
 
 
+def _apply(target: dict, record) -> None:
+    """A config or summary record (or the run record's copy of one): its updates, then its removals."""
+    target.update(_items(record.update))
+    for it in record.remove:
+        target.pop(it.key, None)
+
+
 def read(path: str | Path) -> OfflineRun:
     """Read one .wandb file (or the offline-run-* folder that holds exactly one)."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -97,18 +104,14 @@ def read(path: str | Path) -> OfflineRun:
             r = rec.run
             run.id, run.project, run.group, run.name = r.run_id, r.project, r.run_group, r.display_name
             run.tags = list(r.tags)
-            run.config.update(_items(r.config.update))
-            run.summary.update(_items(r.summary.update))
+            _apply(run.config, r.config)
+            _apply(run.summary, r.summary)
         elif kind == "config":
-            run.config.update(_items(rec.config.update))
-            for it in rec.config.remove:
-                run.config.pop(it.key, None)
+            _apply(run.config, rec.config)
         elif kind == "history":
             run.history.append(_items(rec.history.item))
         elif kind == "summary":
-            run.summary.update(_items(rec.summary.update))
-            for it in rec.summary.remove:
-                run.summary.pop(it.key, None)
+            _apply(run.summary, rec.summary)
         elif kind == "exit":
             run.exit_code = rec.exit.exit_code
     run.config.pop("_wandb", None)  # wandb's own bookkeeping
