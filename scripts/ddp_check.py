@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         args.min_speedup, args.acc_tol = 0.0, 0.0
     common = [f"model={args.model}", f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}",
               f"callbacks.checkpoint.every_n_steps={args.steps}", f"data.batch_size={args.batch_size}",
-              "callbacks.throughput.warmup=20", *extra]
+              "callbacks.throughput.warmup=20", "probe=false", *extra]
     one = train(args.out, "gpu1", [*gpu1, *common], [])
     two = train(args.out, "gpu2", [*gpu2, *common], [])
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}

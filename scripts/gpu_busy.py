@@ -13,6 +13,8 @@ command's status, or 3 when --min-busy is given and some GPU was busy for less t
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +45,26 @@ def summarise(rows: list[tuple[float, str, float]], skip: float, busy: float) ->
             for gpu, u in sorted(per.items())}
 
 
+def run_for(cmd: list[str], timeout: float | None) -> int:
+    """Run cmd in its own process group; past `timeout` seconds, TERM then KILL the group (exit 124)."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        print(f"stopped after {timeout:g} s", flush=True)
+        return 124
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--log", required=True, help="CSV of the samples (seconds, gpu, utilisation %%)")
@@ -50,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", type=float, default=60.0, help="seconds of start-up left out of the summary")
     ap.add_argument("--busy", type=float, default=10.0, help="utilisation %% that counts as busy")
     ap.add_argument("--min-busy", type=float, help="fail (exit 3) when a GPU is busy for less than this share")
+    ap.add_argument("--timeout", type=float, help="stop the command (its whole process group: the workers too) "
+                    "after this many seconds and still summarise; exit 124 then. Runs resume when started again")
     ap.add_argument("--fake-smi", default=SMI, help=argparse.SUPPRESS)
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- the command to run")
     args = ap.parse_args(argv)
@@ -67,7 +91,7 @@ def main(argv=None) -> int:
 
     sampler = threading.Thread(target=loop, daemon=True)
     sampler.start()
-    rc = subprocess.call(cmd)
+    rc = run_for(cmd, args.timeout)
     stop.set()
     sampler.join()
     log = Path(args.log)

@@ -1,7 +1,7 @@
 """`make table1|table2|ablation|tables`: ensure the runs of a paper table, then write it from run folders.
 
     python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N] [--jobs-per-gpu K]
-                                 [--max-steps-cap S]] [--seeds 0 1] [--results-dir DIR] [--out-dir results]
+                                 [--max-steps-cap S] [--experiments E ...]] [--seeds 0 1] [--results-dir DIR] [--out-dir results]
                                  [hydra overrides...]
 
 With --run, the table's protocol (`sessa_bench/report/protocol.py`) trains what is missing, every run through
@@ -53,11 +53,13 @@ def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[st
 
 
 def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs: int | None = 1,
-             max_steps_cap: int | None = None, **kw) -> None:
-    """Train the table's runs by the protocol (module docstring); `kw` goes on to sessa_bench.runs.ensure."""
+             max_steps_cap: int | None = None, only: list[str] | None = None, **kw) -> None:
+    """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
+    all of the table's); `kw` goes on to sessa_bench.runs.ensure."""
     from sessa_bench.runs import ensure  # the trainer is imported only when something may train
 
-    cells = [cell(e, f, scoped[e], table.curve_metric) for e in experiments(table) for f in table.families]
+    names = [e for e in experiments(table) if only is None or e in only]
+    cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
     cells = list({(c.experiment, c.family): c for c in cells}.values())
     # 1. the sweep, round by round (a round's grid extensions are known only once it has finished)
     while todo := [c.run(x, 0).overrides for c in cells for x in c.selection()[3]]:
@@ -90,7 +92,8 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[list
 
 def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: bool = False,
           out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
-          jobs_per_gpu: int | None = None, max_steps_cap: int | None = None) -> dict[str, Path]:
+          jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
+          only: list[str] | None = None) -> dict[str, Path]:
     """Run the protocol (run=True), then write <out_dir>/<name>.md and .csv (and plots); returns paths."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
@@ -100,9 +103,11 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     if max_steps_cap is not None and max_steps_cap < 1:
         raise ValueError(f"max_steps_cap={max_steps_cap}: must be >= 1 (steps)")
     table = TABLES[name]
+    if only is not None and (bad := [e for e in only if e not in experiments(table)]):
+        raise ValueError(f"experiments={bad}: {name} has the experiments {experiments(table)}")
     scoped = split_overrides(list(overrides), experiments(table))
     if run:
-        protocol(table, seeds, scoped, jobs, max_steps_cap, jobs_per_gpu=jobs_per_gpu)
+        protocol(table, seeds, scoped, jobs, max_steps_cap, only, jobs_per_gpu=jobs_per_gpu)
     return write(table, seeds, scoped, out_dir, plots)
 
 
@@ -124,6 +129,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-steps-cap", type=int, default=None,
                     help="with --run: extend unconverged runs (doubling their steps) up to this many steps "
                          "(default: 4x each experiment's trainer.max_steps)")
+    ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
+                    help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
+                         "table is still written with every column")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out-dir", default="results", help="where <table>.md/.csv and plots go")
@@ -135,7 +143,8 @@ def main(argv=None) -> None:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     for name in (list(TABLES) if args.table == "all" else [args.table]):
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
-                      jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap)
+                      jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
+                      only=args.experiments if args.table != "all" else None)
         print(paths["md"].read_text())
 
 

@@ -3,6 +3,7 @@ lease; the summary's arithmetic against hand-counted samples."""
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,21 @@ def test_script_samples_while_the_command_runs(tmp_path):
     assert "gpu 0: mean 97 %, busy (> 10 %) 100%" in res.stdout and "gpu 1: mean 3 %" in res.stdout
     lines = log.read_text().splitlines()
     assert lines[0] == "seconds,gpu,utilization" and len(lines) >= 5
+
+
+def test_timeout_stops_the_whole_process_group_and_still_summarises(tmp_path):
+    # the command's own child (a worker of the sweep) must die with it, or it trains on past the GPU call
+    pidfile = tmp_path / "child.pid"
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_busy.py"), "--log", str(tmp_path / "u.csv"), "--interval",
+           "0.1", "--skip", "0", "--fake-smi", "printf '0, 50\\n'", "--timeout", "1", "--", "bash", "-c",
+           f"sleep 60 & echo $! > {pidfile}; wait"]
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 124 and time.time() - t0 < 30, res.stdout + res.stderr
+    assert "stopped after 1 s" in res.stdout and "gpu 0: mean 50 %" in res.stdout
+    pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
 def test_ddp_check_script_cpu_smoke(tmp_path):

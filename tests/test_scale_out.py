@@ -211,3 +211,23 @@ def test_runs_cli_expands_a_sweep_like_hydra(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "ensure", lambda ovs, jobs, jobs_per_gpu: got.append((ovs, jobs, jobs_per_gpu)))
     runs.main(["--jobs-per-gpu", "2", "seed=0,1"])
     assert got == [([["seed=0"], ["seed=1"]], None, 2)]
+
+
+def test_tables_trains_only_the_experiments_asked_for(tmp_path, monkeypatch):
+    from sessa_bench import tables
+
+    class Stop(Exception):
+        pass
+
+    got = []
+
+    def ensure(ovs, jobs, jobs_per_gpu=None):
+        got.extend(ovs)
+        raise Stop  # the first sweep round is enough: which experiments it trains
+
+    monkeypatch.setattr(runs, "ensure", ensure)
+    with pytest.raises(Stop):
+        tables.main(["table1", "--run", "--experiments", "table1_symbol_soup", "--results-dir", str(tmp_path)])
+    assert len(got) == 9 and all("experiment=table1_symbol_soup" in ov for ov in got)
+    with pytest.raises(ValueError, match=r"experiments=\['table2_simplestories'\]: table1 has the experiments"):
+        tables.build("table1", run=True, only=["table2_simplestories"])

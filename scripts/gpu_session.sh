@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One GPU call (at most 10 minutes) of a paper-table lease on a multi-GPU machine (nvidia-h200-x2 or -x4).
+# Call it back to back within one lease: run folders live in /tmp/paper_runs on the machine, so each call
+# resumes the protocol where the last one stopped (checkpoints never leave the machine).
+#   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: compile smoke + DDP check, then the sweep
+#   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the sweep goes on
+# The first call trains each family for 40 steps with compile=true at the paper shapes, all at once over the
+# GPUs; the protocol compiles every family when all three pass, none otherwise (same protocol for all). Then
+# scripts/ddp_check.py on GPUs 0,1 (issue 15). Every call then runs `sessa_bench.tables table1 --run
+# --experiments $EXPERIMENTS` under scripts/gpu_busy.py (utilisation sampled) and stops it SECONDS after the
+# call began, less 40 s to pack. $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders
+# without checkpoints); the device tool brings back at most 8 files.
+set -uo pipefail
+out=${1:?usage: gpu_session.sh OUT SECONDS [first]}
+budget=${2:-560}
+first=${3:-}
+EXPERIMENTS=${EXPERIMENTS:-table1_symbol_soup}
+SEEDS=${SEEDS:-0 1}
+CAP=${CAP:-2000}
+PER_GPU=${PER_GPU:-3}
+start=$SECONDS
+cd "$(dirname "$0")/.."
+source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
+export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+runs=/tmp/paper_runs work=/tmp/session
+mkdir -p "$runs" "$work/logs"
+nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader > "$work/logs/gpus.txt"
+ngpu=$(wc -l < "$work/logs/gpus.txt")
+
+if [[ $first == first ]]; then
+  i=0 ok=true
+  for fam in sessa transformer mamba2; do
+    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout 240 python3 -m sessa_bench.train experiment=table1_symbol_soup \
+      model=$fam compile=true trainer.max_steps=40 trainer.val_check_interval=40 \
+      callbacks.checkpoint.every_n_steps=40 probe=false logger=none results_dir=/tmp/smoke \
+      experiment_name=compile_smoke > "$work/logs/smoke-$fam.log" 2>&1 &
+    pids[$i]=$!; fams[$i]=$fam; i=$((i + 1))
+  done
+  for j in "${!pids[@]}"; do
+    wait "${pids[$j]}"; rc=$?
+    echo "compile smoke ${fams[$j]}: exit $rc" | tee -a "$work/logs/smoke.txt"
+    [[ $rc == 0 ]] || ok=false
+  done
+  echo "$ok" > /tmp/compile_flag
+  if (( ngpu >= 2 )); then
+    CUDA_VISIBLE_DEVICES=0,1 timeout 240 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
+      --steps 300 --batch-size 64 > "$work/logs/ddp.log" 2>&1
+    echo "ddp_check exit $?" >> "$work/logs/ddp.log"
+    cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
+  fi
+fi
+compile=$(cat /tmp/compile_flag 2>/dev/null || echo false)
+
+left=$((budget - (SECONDS - start) - 40))
+# shellcheck disable=SC2086
+python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$start.csv" --skip 30 --timeout "$left" -- \
+  python3 -m sessa_bench.tables table1 --run --experiments $EXPERIMENTS --jobs-per-gpu "$PER_GPU" \
+  --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" compile="$compile" \
+  >> "$work/logs/tables.log" 2>&1
+echo "tables exit $? (compile=$compile)" >> "$work/logs/tables.log"
+
+tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
+{
+  echo "## compile smoke"; cat "$work/logs/smoke.txt" 2>/dev/null
+  echo; echo "## ddp_check"; cat "$work/logs/ddp_check.md" 2>/dev/null || tail -5 "$work/logs/ddp.log" 2>/dev/null
+  echo; echo "## tables (last lines)"; grep -v "^\s*$" "$work/logs/tables.log" | tail -25
+  echo; echo "## finished runs (val/acc at the last step)"
+  python3 - "$runs" <<'PY'
+import json, sys, pathlib
+for p in sorted(pathlib.Path(sys.argv[1]).glob("*/*/summary.json")):
+    s = json.loads(p.read_text())
+    f = s["final"]
+    print(f"{p.parent.name:52s} {s['steps']:5d} steps val/acc {f.get('val/acc', float('nan')):.4f} "
+          f"test/acc {f.get('test/acc', float('nan')):.4f} tok/s {s.get('throughput_tokens_per_s') or 0:,.0f} "
+          f"gpu {s.get('placement')}")
+PY
+} | tee "$out/summary.md"
