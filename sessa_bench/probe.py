@@ -13,14 +13,15 @@ per layer l, the output of block l. Two curves are reported, each for the final 
 
 A root mean square (not a mean of norms) because the Hutchinson estimate below is unbiased for squared
 norms. The model is causal, so one backward pass from the output at t yields d h_t / d x_s for every s <= t;
-only the prefix x[:t+1] is run. ||J||_F^2 = sum_i ||e_i^T J||^2 over the D output coordinates (`exact`: D
+on CPU only the prefix x[:t+1] is run, on a GPU rows of several positions share one padded batch (fewer,
+larger kernels; `squared_norms_at`). ||J||_F^2 = sum_i ||e_i^T J||^2 over the D output coordinates (`exact`: D
 backward rows) or E ||v^T J||^2 with v ~ N(0, I) (`hutchinson`: K rows, unbiased, with a standard error from
 the spread over probes); `auto` takes the exact sum when D <= K. The rows run as copies of the example in
 one batch, so any kernel that trains (custom autograd functions included) can be probed.
 
 At the end of a training run (the model on any device, outside inference mode):
 
-    result = probe_model(lit.model, dm.val_dataloader(), n_examples=4)
+    result = probe_model(lit.model, dm.val_dataloader(), n_examples=4, max_seconds=120)
     write_probe(folder.path, result)       # -> <run folder>/probe.json
 """
 
@@ -59,38 +60,76 @@ def check_lags(lags) -> list[int]:
     return lags
 
 
-# --- one example, one output position ----------------------------------------------------------------------
+# --- one example, many output positions --------------------------------------------------------------------
+def squared_norms_at(fn, x: torch.Tensor, ts, d_out: int, method: str, probes: int, generator: torch.Generator,
+                     max_rows: int = 64, max_tokens: int = 8192, pad_to: int | None = None
+                     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """||d out_l[t] / d x[s]||_F^2 for every output l of fn, every t in ts and every s <= t, for one example
+    x: (T, D). Returns {t: (estimate, variance of the estimate)}, both (n_outputs, t + 1) in float64; the
+    variance is 0 for method='exact'.
+
+    fn maps (R, T', D) -> a list of (R, T', d_out) tensors, causally. A row of a batch is one (t, probe vector)
+    pair; one forward and one backward per output serve a batch of up to max_rows rows. With pad_to=1 (the
+    default on CPU, where arithmetic is the cost) a batch holds rows of one t and runs the prefix x[:t+1].
+    With pad_to=P > 1 (the default on GPU, where kernel launches are the cost) a batch mixes positions, up to
+    max_tokens tokens, and runs the prefix up to its largest t rounded up to a multiple of P, so few distinct
+    shapes reach the kernels (causality: the inputs after t do not change d out[t] / d x[s])."""
+    ts = sorted({int(t) for t in ts})
+    pad_to = pad_to if pad_to is not None else (64 if x.is_cuda else 1)
+
+    def span(t: int) -> int:  # the prefix a row of position t runs
+        return min(x.shape[0], -(-(t + 1) // pad_to) * pad_to)
+
+    total = d_out if method == "exact" else probes
+    rows: list[tuple[int, torch.Tensor]] = []
+    for t in ts:  # one draw per t, in order of t: the probe vectors do not depend on the batching
+        v = (torch.eye(d_out, dtype=torch.float64) if method == "exact"
+             else torch.randn(total, d_out, generator=generator, dtype=torch.float64))
+        rows += [(t, v[r]) for r in range(total)]
+    sums: dict[int, torch.Tensor] = {}
+    sumsq: dict[int, torch.Tensor] = {}
+    start = 0
+    while start < len(rows):
+        length, R = span(rows[start][0]), 1
+        while start + R < len(rows) and R < max_rows:
+            t = rows[start + R][0]
+            if t != rows[start][0] if pad_to == 1 else (R + 1) * max(length, span(t)) > max_tokens:
+                break
+            length, R = max(length, span(t)), R + 1
+        chunk = rows[start:start + R]
+        start += R
+        X = x[:length].detach()[None].expand(R, -1, -1).clone().requires_grad_(True)
+        outs = fn(X)
+        at = torch.tensor([t for t, _ in chunk], device=X.device)
+        V = torch.stack([v for _, v in chunk])
+        per_out = []
+        for i, o in enumerate(outs):
+            (g,) = torch.autograd.grad(o[torch.arange(R, device=X.device), at], X,
+                                       grad_outputs=V.to(o.device, o.dtype), retain_graph=i + 1 < len(outs))
+            per_out.append(g.double().pow(2).sum(-1))  # (R, length): ||v_r^T J_{t_r,s}||^2
+        sq = torch.stack(per_out, 1).cpu()  # (R, n_out, length), one copy to the host per batch
+        for r, (t, _) in enumerate(chunk):
+            q = sq[r, :, : t + 1]
+            if t in sums:
+                sums[t] += q
+                sumsq[t] += q * q
+            else:
+                sums[t], sumsq[t] = q.clone(), q * q
+    out = {}
+    for t in ts:
+        if method == "exact":
+            out[t] = (sums[t], torch.zeros_like(sums[t]))
+        else:
+            mean = sums[t] / total
+            sample_var = (sumsq[t] - total * mean.pow(2)).clamp(min=0) / (total - 1)
+            out[t] = (mean, sample_var / total)
+    return out
+
+
 def squared_norms(fn, x: torch.Tensor, t: int, d_out: int, method: str, probes: int,
                   generator: torch.Generator, max_rows: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """||d out_l[t] / d x[s]||_F^2 for every output l of fn and every s <= t, for one example x: (T, D).
-
-    fn maps (R, T', D) -> a list of (R, T', d_out) tensors, causally. Returns (estimate, variance of the
-    estimate), both (n_outputs, t + 1) in float64; the variance is 0 for method='exact'."""
-    xp = x[: t + 1].detach()
-    total = d_out if method == "exact" else probes
-    sums = sumsq = None
-    for start in range(0, total, max_rows):
-        R = min(max_rows, total - start)
-        if method == "exact":  # unit vectors e_i for the output coordinates i of this chunk
-            v = torch.zeros(R, d_out, dtype=torch.float64)
-            v[torch.arange(R), torch.arange(start, start + R)] = 1.0
-        else:
-            v = torch.randn(R, d_out, generator=generator, dtype=torch.float64)
-        X = xp[None].expand(R, -1, -1).clone().requires_grad_(True)  # one row per probe vector
-        outs = fn(X)
-        chunk = []
-        for i, o in enumerate(outs):
-            (g,) = torch.autograd.grad(o[:, t], X, grad_outputs=v.to(o.device, o.dtype),
-                                       retain_graph=i + 1 < len(outs))
-            chunk.append(g.double().pow(2).sum(-1).cpu())  # (R, t+1): ||v_r^T J_{t,s}||^2
-        chunk = torch.stack(chunk)  # (n_out, R, t+1)
-        s1, s2 = chunk.sum(1), chunk.pow(2).sum(1)
-        sums, sumsq = (s1, s2) if sums is None else (sums + s1, sumsq + s2)
-    if method == "exact":
-        return sums, torch.zeros_like(sums)
-    mean = sums / total
-    sample_var = (sumsq - total * mean.pow(2)).clamp(min=0) / (total - 1)
-    return mean, sample_var / total
+    """squared_norms_at for one output position t: (estimate, variance), both (n_outputs, t + 1)."""
+    return squared_norms_at(fn, x, [t], d_out, method, probes, generator, max_rows)[t]
 
 
 def positions_for(length: int, n_positions: int | None, generator: torch.Generator) -> list[int]:
@@ -104,9 +143,10 @@ def positions_for(length: int, n_positions: int | None, generator: torch.Generat
 
 def influence(fn, inputs: list[torch.Tensor], lags, *, n_positions: int | None = 4, source: int = 0,
               method: str = "auto", probes: int = 8, seed: int = 0, max_rows: int = 64,
-              output_names: list[str] | None = None) -> dict:
+              output_names: list[str] | None = None, max_seconds: float | None = None) -> dict:
     """Influence curves of a causal map fn over examples `inputs` (each (T_b, D)). See the module docstring.
-    Returns {"method", "probes", "curves": {curve: {output: {"influence", "se", "count"}}}, ...}."""
+    With max_seconds, no further example starts once that much time has passed (at least one always runs;
+    `n_examples` says how many did). Returns {"method", "probes", "curves": {curve: {output: {"influence", "se", "count"}}}, ...}."""
     if method not in METHODS:
         raise ValueError(f"probe method={method!r} is not one of {METHODS}")
     if probes < 2 and method != "exact":
@@ -131,12 +171,16 @@ def influence(fn, inputs: list[torch.Tensor], lags, *, n_positions: int | None =
         method = "exact" if d_out <= probes else "hutchinson"
     # acc[curve][output][lag] = [sum of estimates, sum of variances, count]
     acc = {c: [{L: [0.0, 0.0, 0] for L in lags} for _ in range(n_out)] for c in CURVES}
+    t0, done = time.time(), 0
     for x in inputs:
+        if max_seconds is not None and done and time.time() - t0 > max_seconds:
+            break
+        done += 1
         T = x.shape[0]
         pos = set(positions_for(T, n_positions, pos_gen))
         src = {source + L: L for L in lags if source + L < T}
-        for t in sorted(pos | set(src)):
-            est, var = squared_norms(fn, x, t, d_out, method, probes, probe_gen, max_rows)
+        norms = squared_norms_at(fn, x, pos | set(src), d_out, method, probes, probe_gen, max_rows)
+        for t, (est, var) in sorted(norms.items()):
             for o in range(n_out):
                 if t in pos:
                     for L in lags:
@@ -161,7 +205,7 @@ def influence(fn, inputs: list[torch.Tensor], lags, *, n_positions: int | None =
                 count.append(n)
             curves[c][name] = {"influence": infl, "se": se, "count": count}
     return {"definition": DEFINITION, "method": method, "probes": None if method == "exact" else probes,
-            "n_examples": len(inputs), "positions_per_example": n_positions, "source": source, "seed": seed,
+            "n_examples": done, "positions_per_example": n_positions, "source": source, "seed": seed,
             "lags": lags, "outputs": names, "curves": curves}
 
 
@@ -217,7 +261,7 @@ def examples_from(batches, n_examples: int) -> list[torch.Tensor]:
 def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: int | None = 4,
                 source: int = 0, method: str = "auto", probes: int = 8, layers=None, min_lag: int = 4,
                 max_fit_lag: int | None = None, seed: int = 0, max_rows: int = 64,
-                lags_per_octave: int = 2) -> dict:
+                lags_per_octave: int = 2, max_seconds: float | None = None) -> dict:
     """Influence curves and tail fits of a Backbone on the first n_examples sequences of `batches`.
 
     lags default to a log grid (lags_per_octave per doubling) up to the longest example; layers=None probes every block (plus the final
@@ -235,11 +279,12 @@ def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: 
             inputs = [model.embed(s.to(dev)[None])[0].detach() for s in seqs]
             result = influence(lambda x: hidden_states(model, x, layers), inputs, lags,
                                n_positions=n_positions, source=source, method=method, probes=probes,
-                               seed=seed, max_rows=max_rows,
+                               seed=seed, max_rows=max_rows, max_seconds=max_seconds,
                                output_names=[f"layer_{i}" for i in layers] + [FINAL])
     finally:
         model.train(was_training)
-    result.update(min_lag=min_lag, model=model.cfg.to_dict(), lengths=[len(s) for s in seqs], device=str(dev),
+    used = seqs[: result["n_examples"]]
+    result.update(min_lag=min_lag, model=model.cfg.to_dict(), lengths=[len(s) for s in used], device=str(dev),
                   dtype=str(model.embed.weight.dtype).replace("torch.", ""), seconds=round(time.time() - t0, 1))
     return add_fits(result, min_lag, max_fit_lag)
 

@@ -242,7 +242,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
     if cfg.probe:  # checkpoints stay on the training machine: probe the trained model where it is
         from sessa_bench.probe import describe_run, probe_model, write_probe
 
-        result = probe_model(lit.model, dm.val_dataloader(), n_examples=4, probes=8)
+        # bounded: a probe that outlived a GPU lease would cost the run its summary (and the lease)
+        result = probe_model(lit.model, dm.val_dataloader(), n_examples=4, probes=8, max_seconds=120)
         result.update(run=describe_run(cfg, "trained", trainer.global_step), git_commit=summary["git_commit"])
         write_probe(folder.path, result)
     folder.write_summary(summary)

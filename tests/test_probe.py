@@ -18,7 +18,7 @@ from sessa_bench.models.config import ModelConfig
 from sessa_bench.models.mamba2 import Mamba2Mixer
 from sessa_bench.models.sessa import SessaMixer
 from sessa_bench.probe import (add_fits, hidden_states, influence, lag_grid, probe_model, squared_norms,
-                               write_probe)
+                               squared_norms_at, write_probe)
 from sessa_bench.tail_fit import fit_tail
 
 DT = torch.float64
@@ -83,6 +83,34 @@ def test_exact_norms_match_the_full_jacobian():
                                      torch.Generator(), max_rows=3)  # 3 chunks of rows
             torch.testing.assert_close(est, want[:, t, : t + 1], rtol=1e-10, atol=1e-14)
             assert (var == 0).all() and (want[:, t, t + 1:] == 0).all()  # causal
+
+
+@pytest.mark.parametrize("method", ["exact", "hutchinson"])
+def test_batched_positions_equal_one_position_at_a_time(method):
+    """Rows of several output positions share a batch (padded to multiples of 64, split by max_tokens), as on
+    a GPU: the same norms, and the same probe vectors, as one position at a time on its exact prefix."""
+    torch.manual_seed(0)
+    model = Backbone(ModelConfig(vocab_size=11, d_model=8, n_layers=2, n_heads=2, mixer="attention",
+                                 mixer_kwargs={"backend": "math"})).to(DT)
+    x = model.embed(torch.randint(0, 11, (1, 150)))[0].detach()
+    fn = lambda z: hidden_states(model, z, [0])  # noqa: E731
+    ts = [3, 40, 63, 64, 100, 149]
+    got = squared_norms_at(fn, x, ts, 8, method, 4, torch.Generator().manual_seed(1), max_rows=5,
+                           max_tokens=700, pad_to=64)
+    gen = torch.Generator().manual_seed(1)
+    for t in ts:
+        est, var = squared_norms(fn, x, t, 8, method, 4, gen)
+        torch.testing.assert_close(got[t][0], est, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(got[t][1], var, rtol=1e-8, atol=1e-14)
+
+
+def test_time_budget_stops_before_the_next_example():
+    model = Backbone(ModelConfig(vocab_size=11, d_model=8, n_layers=1, n_heads=2, mixer="attention",
+                                 mixer_kwargs={"backend": "math"})).to(DT)
+    batches = [{"input_ids": torch.randint(0, 11, (3, 12))}]
+    r = probe_model(model, batches, [1, 2, 4], n_examples=3, max_seconds=0.0)
+    assert r["n_examples"] == 1 and r["lengths"] == [12]  # the first example always runs
+    assert probe_model(model, batches, [1, 2, 4], n_examples=3)["n_examples"] == 3
 
 
 def test_hidden_states_is_the_backbone_forward():
