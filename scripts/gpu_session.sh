@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # One GPU call (at most 10 minutes) of a paper-table lease on a multi-GPU machine (nvidia-h200-x2 or -x4).
-# Call it back to back within one lease: run folders live in /tmp/paper_runs on the machine, so each call
-# resumes the protocol where the last one stopped (checkpoints never leave the machine).
-#   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: compile smoke + DDP check, then the sweep
-#   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the sweep goes on
-# The first call trains each family for 40 steps with compile=true at the paper shapes, all at once over the
-# GPUs; the protocol compiles every family when all three pass, none otherwise (same protocol for all). Then
-# scripts/ddp_check.py on GPUs 0,1 (issue 15). Every call then runs `sessa_bench.tables table1 --run
-# --experiments $EXPERIMENTS` under scripts/gpu_busy.py (utilisation sampled) and stops it SECONDS after the
-# call began, less 40 s to pack. $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders
-# without checkpoints); the device tool brings back at most 8 files.
+# Call it back to back within one lease (a warm machine is given back after 30 s idle): run folders live in
+# /tmp/paper_runs on the machine, so each call resumes the protocol where the last one stopped (checkpoints
+# never leave the machine).
+#   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (issue 15), then the table runs
+#   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
+# The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS. With COMPILE_SMOKE=1 it first trains
+# each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs, and the table
+# runs compile every family when all three pass, none otherwise (same protocol for all); without it they
+# run eager. Every call runs `sessa_bench.tables table1 --run --experiments $EXPERIMENTS` under
+# scripts/gpu_busy.py (utilisation sampled), which stops the whole process group SECONDS after the call
+# began, less 40 s to pack. $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without
+# checkpoints); the device tool brings back at most 8 files.
+# Every step has a hard limit (timeout -k): Lightning catches SIGTERM and trains on, so TERM alone is not one.
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT SECONDS [first]}
 budget=${2:-560}
@@ -18,6 +21,7 @@ EXPERIMENTS=${EXPERIMENTS:-table1_symbol_soup}
 SEEDS=${SEEDS:-0 1}
 CAP=${CAP:-2000}
 PER_GPU=${PER_GPU:-3}
+DDP_ARGS=${DDP_ARGS:---steps 200 --batch-size 256 optim.lr=3e-4}  # a stable rate; a batch large enough to be compute-bound
 start=$SECONDS
 cd "$(dirname "$0")/.."
 source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
@@ -28,10 +32,10 @@ mkdir -p "$runs" "$work/logs"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader > "$work/logs/gpus.txt"
 ngpu=$(wc -l < "$work/logs/gpus.txt")
 
-if [[ $first == first ]]; then
+if [[ $first == first && ${COMPILE_SMOKE:-0} == 1 ]]; then
   i=0 ok=true
   for fam in sessa transformer mamba2; do
-    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout 240 python3 -m sessa_bench.train experiment=table1_symbol_soup \
+    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout -k 15 240 python3 -m sessa_bench.train experiment=table1_symbol_soup \
       model=$fam compile=true trainer.max_steps=40 trainer.val_check_interval=40 \
       callbacks.checkpoint.every_n_steps=40 probe=false logger=none results_dir=/tmp/smoke \
       experiment_name=compile_smoke > "$work/logs/smoke-$fam.log" 2>&1 &
@@ -43,12 +47,13 @@ if [[ $first == first ]]; then
     [[ $rc == 0 ]] || ok=false
   done
   echo "$ok" > /tmp/compile_flag
-  if (( ngpu >= 2 )); then
-    CUDA_VISIBLE_DEVICES=0,1 timeout 240 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
-      --steps 300 --batch-size 64 > "$work/logs/ddp.log" 2>&1
-    echo "ddp_check exit $?" >> "$work/logs/ddp.log"
-    cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
-  fi
+fi
+if [[ $first == first ]] && (( ngpu >= 2 )); then
+  # shellcheck disable=SC2086
+  CUDA_VISIBLE_DEVICES=0,1 timeout -k 15 240 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
+    $DDP_ARGS > "$work/logs/ddp.log" 2>&1
+  echo "ddp_check exit $?" >> "$work/logs/ddp.log"
+  cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
 fi
 compile=$(cat /tmp/compile_flag 2>/dev/null || echo false)
 

@@ -162,11 +162,13 @@ def _train_in_worker(ov: list[str], folder: RunFolder, env: dict, gpu: str | Non
     log = folder.path.parent / "logs" / f"{folder.path.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    print(f"start  {folder.path}{'' if gpu is None else f' on GPU {gpu}'} (log {log})", flush=True)
+    # one write per line: the workers' threads print at the same time
+    print(f"start  {folder.path}{'' if gpu is None else f' on GPU {gpu}'} (log {log})\n", end="", flush=True)
     with open(log, "a") as f:
         rc = subprocess.run([sys.executable, "-m", "sessa_bench.train", *ov], stdout=f,
                             stderr=subprocess.STDOUT, env=env).returncode
-    print(f"{'done ' if rc == 0 else 'FAILED'} {folder.path} in {time.time() - t0:.0f} s (exit {rc})", flush=True)
+    print(f"{'done ' if rc == 0 else 'FAILED'} {folder.path} in {time.time() - t0:.0f} s (exit {rc})\n", end="",
+          flush=True)
     return folder, rc, log
 
 
