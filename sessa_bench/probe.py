@@ -60,10 +60,14 @@ def check_lags(lags) -> list[int]:
     return lags
 
 
+class ProbeTimeout(RuntimeError):
+    """The probe's time budget ran out before one example was finished."""
+
+
 # --- one example, many output positions --------------------------------------------------------------------
 def squared_norms_at(fn, x: torch.Tensor, ts, d_out: int, method: str, probes: int, generator: torch.Generator,
-                     max_rows: int = 64, max_tokens: int = 8192, pad_to: int | None = None
-                     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+                     max_rows: int = 64, max_tokens: int = 8192, pad_to: int | None = None,
+                     deadline: float | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """||d out_l[t] / d x[s]||_F^2 for every output l of fn, every t in ts and every s <= t, for one example
     x: (T, D). Returns {t: (estimate, variance of the estimate)}, both (n_outputs, t + 1) in float64; the
     variance is 0 for method='exact'.
@@ -73,7 +77,8 @@ def squared_norms_at(fn, x: torch.Tensor, ts, d_out: int, method: str, probes: i
     default on CPU, where arithmetic is the cost) a batch holds rows of one t and runs the prefix x[:t+1].
     With pad_to=P > 1 (the default on GPU, where kernel launches are the cost) a batch mixes positions, up to
     max_tokens tokens, and runs the prefix up to its largest t rounded up to a multiple of P, so few distinct
-    shapes reach the kernels (causality: the inputs after t do not change d out[t] / d x[s])."""
+    shapes reach the kernels (causality: the inputs after t do not change d out[t] / d x[s]).
+    Past `deadline` (a time.time() value), ProbeTimeout is raised between two batches."""
     ts = sorted({int(t) for t in ts})
     pad_to = pad_to if pad_to is not None else (64 if x.is_cuda else 1)
 
@@ -90,6 +95,8 @@ def squared_norms_at(fn, x: torch.Tensor, ts, d_out: int, method: str, probes: i
     sumsq: dict[int, torch.Tensor] = {}
     start = 0
     while start < len(rows):
+        if deadline is not None and time.time() > deadline:
+            raise ProbeTimeout(f"{start} of {len(rows)} rows done")
         length, R = span(rows[start][0]), 1
         while start + R < len(rows) and R < max_rows:
             t = rows[start + R][0]
@@ -143,10 +150,12 @@ def positions_for(length: int, n_positions: int | None, generator: torch.Generat
 
 def influence(fn, inputs: list[torch.Tensor], lags, *, n_positions: int | None = 4, source: int = 0,
               method: str = "auto", probes: int = 8, seed: int = 0, max_rows: int = 64,
-              output_names: list[str] | None = None, max_seconds: float | None = None) -> dict:
+              output_names: list[str] | None = None, max_seconds: float | None = None,
+              progress=None) -> dict:
     """Influence curves of a causal map fn over examples `inputs` (each (T_b, D)). See the module docstring.
-    With max_seconds, no further example starts once that much time has passed (at least one always runs;
-    `n_examples` says how many did). Returns {"method", "probes", "curves": {curve: {output: {"influence", "se", "count"}}}, ...}."""
+    With max_seconds, an example not finished within that time budget (of the whole call) is left out and
+    the later ones are not started (`n_examples` says how many were used); ProbeTimeout if none finished.
+    `progress`, if given, is called with one line per finished example. Returns {"method", "probes", "curves": {curve: {output: {"influence", "se", "count"}}}, ...}."""
     if method not in METHODS:
         raise ValueError(f"probe method={method!r} is not one of {METHODS}")
     if probes < 2 and method != "exact":
@@ -172,14 +181,23 @@ def influence(fn, inputs: list[torch.Tensor], lags, *, n_positions: int | None =
     # acc[curve][output][lag] = [sum of estimates, sum of variances, count]
     acc = {c: [{L: [0.0, 0.0, 0] for L in lags} for _ in range(n_out)] for c in CURVES}
     t0, done = time.time(), 0
+    deadline = None if max_seconds is None else t0 + max_seconds
     for x in inputs:
-        if max_seconds is not None and done and time.time() - t0 > max_seconds:
-            break
-        done += 1
         T = x.shape[0]
         pos = set(positions_for(T, n_positions, pos_gen))
         src = {source + L: L for L in lags if source + L < T}
-        norms = squared_norms_at(fn, x, pos | set(src), d_out, method, probes, probe_gen, max_rows)
+        try:
+            norms = squared_norms_at(fn, x, pos | set(src), d_out, method, probes, probe_gen, max_rows,
+                                     deadline=deadline)
+        except ProbeTimeout as e:
+            if not done:
+                raise ProbeTimeout(f"probe: the first example ({T} tokens) did not finish within "
+                                   f"max_seconds={max_seconds:g} ({e})") from None
+            break
+        done += 1
+        if progress is not None:
+            progress(f"probe: example {done}/{len(inputs)} ({T} tokens, {len(norms)} output positions) "
+                     f"after {time.time() - t0:.1f} s")
         for t, (est, var) in sorted(norms.items()):
             for o in range(n_out):
                 if t in pos:
@@ -261,7 +279,7 @@ def examples_from(batches, n_examples: int) -> list[torch.Tensor]:
 def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: int | None = 4,
                 source: int = 0, method: str = "auto", probes: int = 8, layers=None, min_lag: int = 4,
                 max_fit_lag: int | None = None, seed: int = 0, max_rows: int = 64,
-                lags_per_octave: int = 2, max_seconds: float | None = None) -> dict:
+                lags_per_octave: int = 2, max_seconds: float | None = None, progress=None) -> dict:
     """Influence curves and tail fits of a Backbone on the first n_examples sequences of `batches`.
 
     lags default to a log grid (lags_per_octave per doubling) up to the longest example; layers=None probes every block (plus the final
@@ -279,7 +297,7 @@ def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: 
             inputs = [model.embed(s.to(dev)[None])[0].detach() for s in seqs]
             result = influence(lambda x: hidden_states(model, x, layers), inputs, lags,
                                n_positions=n_positions, source=source, method=method, probes=probes,
-                               seed=seed, max_rows=max_rows, max_seconds=max_seconds,
+                               seed=seed, max_rows=max_rows, max_seconds=max_seconds, progress=progress,
                                output_names=[f"layer_{i}" for i in layers] + [FINAL])
     finally:
         model.train(was_training)

@@ -239,18 +239,28 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
     }
     if not trainer.is_global_zero:
         return summary
-    if cfg.probe:  # checkpoints stay on the training machine: probe the trained model where it is
-        from sessa_bench.probe import describe_run, probe_model, write_probe
-
-        # bounded: a probe that outlived a GPU lease would cost the run its summary (and the lease)
-        result = probe_model(lit.model, dm.val_dataloader(), n_examples=4, probes=8, max_seconds=120)
-        result.update(run=describe_run(cfg, "trained", trainer.global_step), git_commit=summary["git_commit"])
-        write_probe(folder.path, result)
     folder.write_summary(summary)
     wandb_run.log_summary(loggers, summary)
     print(f"finished {folder.path}: " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()
                                                   if "/acc" in k or "/ppl" in k)[:600], flush=True)
+    if cfg.probe:  # checkpoints stay on the training machine: probe the trained model where it is
+        probe_trained(cfg, lit.model, dm, folder, trainer.global_step, summary["git_commit"])
     return summary
+
+
+def probe_trained(cfg, model, dm, folder: RunFolder, step: int, commit) -> None:
+    """The memory-tail probe of the trained model -> probe.json, after summary.json: the run is finished
+    whatever happens here. Bounded in time, so it cannot outlive a GPU lease; a failure is one line."""
+    from sessa_bench.probe import describe_run, probe_model, write_probe
+
+    try:
+        result = probe_model(model, dm.val_dataloader(), n_examples=4, probes=8, max_seconds=120,
+                             progress=lambda line: print(line, flush=True))
+    except Exception as e:  # noqa: BLE001 - the run is already finished; say why there is no probe.json
+        print(f"probe: no probe.json for {folder.path}: {type(e).__name__}: {e}", flush=True)
+        return
+    result.update(run=describe_run(cfg, "trained", step), git_commit=commit)
+    write_probe(folder.path, result)
 
 
 _FAILED: list[Exception] = []  # user errors of this process's jobs, raised once Hydra has returned

@@ -104,13 +104,29 @@ def test_batched_positions_equal_one_position_at_a_time(method):
         torch.testing.assert_close(got[t][1], var, rtol=1e-8, atol=1e-14)
 
 
-def test_time_budget_stops_before_the_next_example():
-    model = Backbone(ModelConfig(vocab_size=11, d_model=8, n_layers=1, n_heads=2, mixer="attention",
-                                 mixer_kwargs={"backend": "math"})).to(DT)
-    batches = [{"input_ids": torch.randint(0, 11, (3, 12))}]
-    r = probe_model(model, batches, [1, 2, 4], n_examples=3, max_seconds=0.0)
-    assert r["n_examples"] == 1 and r["lengths"] == [12]  # the first example always runs
-    assert probe_model(model, batches, [1, 2, 4], n_examples=3)["n_examples"] == 3
+def test_time_budget_drops_the_example_it_cuts_and_stops(monkeypatch):
+    """A fake clock that ticks once per forward: example 1 (6 positions, one batch each) fits the budget,
+    example 2 is cut after one batch and left out, example 3 never starts; a budget that not even the first
+    example fits is an error, not a silent empty result."""
+    import sessa_bench.probe as probe_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(probe_mod, "time", type("Clock", (), {"time": staticmethod(lambda: clock[0])}))
+    m = CausalAttention(4, 2, backend="math").to(DT)
+
+    def fn(z):
+        clock[0] += 1
+        return [m(z)]
+
+    xs = [rand_inputs(1, 6, 4)[0] for _ in range(3)]
+    lines = []
+    r = influence(fn, xs, [1, 2], n_positions=None, method="exact", max_seconds=6.5, progress=lines.append)
+    assert r["n_examples"] == 1 and clock[0] == 1 + 6 + 1
+    assert lines == ["probe: example 1/3 (6 tokens, 6 output positions) after 6.0 s"]
+    full = influence(fn, xs[:1], [1, 2], n_positions=None, method="exact")
+    assert r["curves"] == full["curves"]  # the cut example left no trace
+    with pytest.raises(probe_mod.ProbeTimeout, match="the first example"):
+        influence(fn, xs, [1, 2], n_positions=None, method="exact", max_seconds=3)
 
 
 def test_hidden_states_is_the_backbone_forward():
@@ -316,3 +332,25 @@ def test_probe_true_writes_probe_json_at_the_end_of_a_run(tmp_path, monkeypatch)
     result = json.loads((RunFolder.of(cfg).path / "probe.json").read_text())
     assert result["run"]["weights"] == "trained" and result["run"]["steps"] == summary["steps"] == 2
     assert result["git_commit"] == summary["git_commit"] and result["curves"]
+
+
+def test_a_probe_that_fails_leaves_the_run_finished(tmp_path, monkeypatch, capsys):
+    """The probe runs after summary.json: a timeout (or any error) costs the probe, never the run."""
+    import sessa_bench.probe as probe_mod
+    from sessa_bench.compose import compose_train
+    from sessa_bench.run_folder import RunFolder
+    from sessa_bench.train import run
+
+    def too_slow(*a, **kw):
+        raise probe_mod.ProbeTimeout("probe: the first example (50 tokens) did not finish within max_seconds=120")
+
+    monkeypatch.setattr(probe_mod, "probe_model", too_slow)
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train([f"results_dir={tmp_path}/runs", "logger=none", "trainer.enable_progress_bar=false",
+                         "trainer.max_steps=1", "trainer.val_check_interval=1", "task.min_len=41", "task.max_len=61",
+                         "task.n_train=8", "task.n_val=2", "task.n_test=2", "data.batch_size=2",
+                         "model=transformer", "budget=tiny", "probe=true"])
+    run(cfg)
+    folder = RunFolder.of(cfg)
+    assert folder.read_summary()["steps"] == 1 and not (folder.path / "probe.json").exists()
+    assert "probe: no probe.json for" in capsys.readouterr().out
