@@ -62,7 +62,7 @@ table2-bible: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ##
 ablation-bible: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## the ablation on the same Bible runs -> results/ablation.md
 	$(PYTHON) -m sessa_bench.tables ablation --run $(BIBLE_ARGS) $(ARGS)
 
-calibrate: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Diffuse MQAR calibration sweep (small Transformer, GPU) -> results/calibration/diffuse_mqar.md
+calibrate: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Diffuse MQAR calibration: task settings x lr grid (small Transformer, GPU) -> results/calibration/diffuse_mqar_lr_grid.md
 	$(PYTHON) -m sessa_bench.calibrate --run $(ARGS)
 
 memory-tail: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## influence vs lag at init (tiny, small; CPU) and for RUNS with checkpoints -> results/memory_tail.md

@@ -12,16 +12,21 @@
 # scripts/gpu_busy.py (utilisation sampled), which stops the whole process group SECONDS after the call
 # began, less 40 s to pack. $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without
 # checkpoints); the device tool brings back at most 8 files.
+# WORK=calibrate runs `sessa_bench.calibrate --run` (the Diffuse MQAR grid) instead; WORK=table2 another table.
 # Every step has a hard limit (timeout -k): Lightning catches SIGTERM and trains on, so TERM alone is not one.
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT SECONDS [first]}
 budget=${2:-560}
 first=${3:-}
-EXPERIMENTS=${EXPERIMENTS:-table1_symbol_soup}
+WORK=${WORK:-table1}
+if [[ $WORK == table1 ]]; then EXPERIMENTS=${EXPERIMENTS-table1_symbol_soup}; else EXPERIMENTS=${EXPERIMENTS-}; fi
 SEEDS=${SEEDS:-0 1}
 CAP=${CAP:-2000}
 PER_GPU=${PER_GPU:-3}
-DDP_ARGS=${DDP_ARGS:---steps 200 --batch-size 256 optim.lr=3e-4}  # a stable rate; a batch large enough to be compute-bound
+# A stable rate, a batch large enough to be compute-bound, and compile (the eager step of a 20M model is
+# launch-bound, so a second GPU saved little at batch 64: results/bench/h200x2-run1-session.log).
+DDP_ARGS=${DDP_ARGS:---steps 150 --batch-size 256 optim.lr=3e-4 compile=true}
+TABLE_OVERRIDES=${TABLE_OVERRIDES:-}  # more overrides for the table runs (a CPU dry run: trainer=cpu budget=tiny ...)
 start=$SECONDS
 cd "$(dirname "$0")/.."
 source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
@@ -50,7 +55,7 @@ if [[ $first == first && ${COMPILE_SMOKE:-0} == 1 ]]; then
 fi
 if [[ $first == first ]] && (( ngpu >= 2 )); then
   # shellcheck disable=SC2086
-  CUDA_VISIBLE_DEVICES=0,1 timeout -k 15 240 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
+  CUDA_VISIBLE_DEVICES=0,1 timeout -k 15 300 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
     $DDP_ARGS > "$work/logs/ddp.log" 2>&1
   echo "ddp_check exit $?" >> "$work/logs/ddp.log"
   cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
@@ -58,11 +63,18 @@ fi
 compile=$(cat /tmp/compile_flag 2>/dev/null || echo false)
 
 left=$((budget - (SECONDS - start) - 40))
+if [[ $WORK == calibrate ]]; then  # the Diffuse MQAR calibration grid instead of a table
+  what=(python3 -m sessa_bench.calibrate --run --jobs-per-gpu "$PER_GPU" --results-dir "$runs"
+        --out "$work/calibration.md" compile="$compile" trainer.enable_progress_bar=false)
+else
+  # shellcheck disable=SC2206
+  what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
+        --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" compile="$compile"
+        trainer.enable_progress_bar=false)
+fi
 # shellcheck disable=SC2086
 python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$start.csv" --skip 30 --timeout "$left" -- \
-  python3 -m sessa_bench.tables table1 --run --experiments $EXPERIMENTS --jobs-per-gpu "$PER_GPU" \
-  --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" compile="$compile" \
-  >> "$work/logs/tables.log" 2>&1
+  "${what[@]}" $TABLE_OVERRIDES >> "$work/logs/tables.log" 2>&1
 echo "tables exit $? (compile=$compile)" >> "$work/logs/tables.log"
 
 tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null

@@ -212,7 +212,9 @@ CLI = [
     (["-m", "sessa_bench.cli", "frobnicate"], "sessa-bench: error: unknown command 'frobnicate'"),
     (["-m", "sessa_bench.tables", "table9"], "python -m sessa_bench.tables: error: argument table: invalid choice"),
     (["-m", "sessa_bench.calibrate", "--candidates", "zz"],
-     "python -m sessa_bench.calibrate: error: argument --candidates: invalid choice: 'zz'"),
+     "python -m sessa_bench.calibrate: error: candidate='zz': must be one of ['c0', 'c1', 'c2', 'c3', 'c4', 'c5']"),
+    (["-m", "sessa_bench.calibrate", "--sweep", "zz"],
+     "python -m sessa_bench.calibrate: error: argument --sweep: invalid choice: 'zz'"),
 ]
 
 
