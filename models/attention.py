@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import LayerCache
+from .masked_read import masked_read
 from .mixer import Mixer, WidthError
 from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate
 
@@ -195,10 +196,7 @@ class CausalAttention(Mixer):
         cache.write_at(pos, k=k, v=v)
         K, V = cache.buffers["k"], cache.buffers["v"]
         seen = torch.arange(K.shape[1], device=K.device) <= pos  # (L,)
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), K.transpose(1, 2), V.transpose(1, 2),
-                                           attn_mask=seen[None, None, None, :],
-                                           enable_gqa=K.shape[2] != q.shape[2])
-        return o.transpose(1, 2)
+        return masked_read(q[:, 0], K, V, seen, cache.read)[:, None]  # (B, 1, H, hd)
 
     def step_static(self, x, cache, pos):
         return self.merge(self.step_attend_static(x, cache, pos))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .backbone import Backbone
+from .masked_read import READS
 
 
 class StaticDecoder:
@@ -22,14 +23,18 @@ class StaticDecoder:
     `max_len` tokens (prompt included)."""
 
     def __init__(self, model: Backbone, batch_size: int, max_len: int, cuda_graph: bool = True,
-                 compile: bool = False):
+                 compile: bool = False, read: str = "reduce"):
         if model.cfg.head != "lm":
             raise ValueError("greedy decoding needs model.head='lm'")
         if not model.supports_static_decode:
             raise ValueError("static decoding needs step_static in every mixer; use Backbone.generate")
         p = next(model.parameters())
         self.model, self.device, self.max_len = model, p.device, max_len
+        if read not in READS:
+            raise ValueError(f"decode read={read!r} is not one of {READS}")
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
+        for c in self.caches:
+            c.read = read  # how the step reads the cache (models/masked_read.py)
         self.pos = torch.zeros(1, dtype=torch.long, device=p.device)    # next position to write
         self.tok = torch.zeros(batch_size, 1, dtype=torch.long, device=p.device)  # last token, fed back
         self._step_fn = torch.compile(model.decode_step, fullgraph=True) if compile else model.decode_step
@@ -84,14 +89,16 @@ class StaticDecoder:
 
 @torch.no_grad()
 def greedy(model: Backbone, prompt: torch.Tensor, n_new: int, cuda_graph: bool = True,
-           compile: bool = False) -> torch.Tensor:
+           compile: bool = False, read: str = "reduce") -> torch.Tensor:
     """Greedy continuation of prompt (B, P) by n_new tokens -> (B, P + n_new). cuda_graph: capture the step
-    in a CUDA graph (CUDA only; ignored on CPU). compile: torch.compile the step first (fullgraph)."""
+    in a CUDA graph (CUDA only; ignored on CPU). compile: torch.compile the step first (fullgraph). read: how
+    the step reads the caches ("reduce" or "sdpa", models/masked_read.py)."""
     if n_new < 1:
         raise ValueError(f"greedy n_new must be >= 1, got {n_new}")
     if not model.supports_static_decode:
         return model.generate(prompt, n_new)
-    dec = StaticDecoder(model, prompt.shape[0], prompt.shape[1] + n_new, cuda_graph=cuda_graph, compile=compile)
+    dec = StaticDecoder(model, prompt.shape[0], prompt.shape[1] + n_new, cuda_graph=cuda_graph, compile=compile,
+                        read=read)
     dec.prefill(prompt.to(dec.device))
     out = [prompt.to(dec.device), dec.tok.clone()]
     for _ in range(n_new - 1):

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
 from .attention import CausalAttention
 from .cache import LayerCache
+from .masked_read import masked_read
 
 
 class SessaMixer(CausalAttention):
@@ -99,8 +99,8 @@ class SessaMixer(CausalAttention):
 
     def step_static(self, x, cache, pos):
         """step() at the position held by the device tensor pos, over the whole preallocated cache.
-        The routing over past outputs is one masked attention read (SDPA, softmax in >= float32) instead
-        of an upcast copy of the cache; at pos = 0 there is no past and s = f."""
+        The routing over past outputs is one masked read of a single D-wide head (models/masked_read.py); at
+        pos = 0 there is no past and s = f."""
         if not self.feedback:
             return super().step_static(x, cache, pos)
         f = self.merge(self.step_attend_static(x, cache, pos))      # (B, 1, D)
@@ -109,8 +109,8 @@ class SessaMixer(CausalAttention):
         j = torch.arange(Kb.shape[1], device=Kb.device)
         # Column 0 stays visible at pos = 0 so no row is empty (no NaN); that context is multiplied by 0.
         past = (j < pos) | (j == 0)
-        ctx = F.scaled_dot_product_attention(q_b[:, None].to(Kb.dtype), Kb[:, None], S[:, None],
-                                             attn_mask=past[None, None, None, :])[:, 0]  # (B, 1, D)
+        ctx = masked_read(q_b[:, 0, None].to(Kb.dtype), Kb[:, :, None], S[:, :, None], past,
+                          cache.read)  # (B, 1, D): one head, D wide
         acc = torch.promote_types(f.dtype, torch.float32)
         g = self.gamma(x)[..., None] * (pos > 0).to(acc)          # (B, 1, 1)
         s = (f.to(acc) + g * ctx.to(acc)).to(f.dtype)

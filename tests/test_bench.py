@@ -17,7 +17,11 @@ def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
     assert {"sessa/dense", "attention/sdpa", "attention/math", "mamba2/torch"} <= impls
     # the attention/sdpa block is the reference of every ratio
     assert all(float(r["x_attention"]) == 1.0 for r in blocks if r["impl"] == "attention/sdpa")
-    assert {r["family"] for r in rows if r["part"] == "decode"} == {"sessa", "transformer", "mamba2"}
+    decode = [r for r in rows if r["part"] == "decode"]
+    assert {r["family"] for r in decode} == {"sessa", "transformer", "mamba2"}
+    # both reads side by side for the families that read a cache; Mamba2 (a fixed state) once
+    assert {(r["family"], r["read"]) for r in decode} == {
+        ("sessa", "sdpa"), ("sessa", "reduce"), ("transformer", "sdpa"), ("transformer", "reduce"), ("mamba2", "-")}
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["part"] in ("train", "decode"))
     train = [r for r in rows if r["part"] == "train"]
     # every family eager and compiled (Dynamo alone on CPU), and no graph break in any compiled model

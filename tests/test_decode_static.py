@@ -23,14 +23,17 @@ def make(family, block="gated", dtype=torch.float64, device="cpu"):
     return Backbone(cfg).to(device=device, dtype=dtype).eval()
 
 
+@pytest.mark.parametrize("read", ["reduce", "sdpa"])
 @pytest.mark.parametrize("block", ["gated", "prenorm_mlp"])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_static_steps_match_parallel(family, block):
+def test_static_steps_match_parallel(family, block, read):
     model = make(family, block)
     idx = torch.randint(0, 17, (3, 9))
     ref = model(idx)
     # every token through the static step, from an empty cache longer than needed (masked tail)
     caches = model.init_cache(3, 12)
+    for c in caches:
+        c.read = read
     pos = torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
         steps = []
@@ -41,6 +44,8 @@ def test_static_steps_match_parallel(family, block):
     assert all(c.pos == 0 for c in caches)  # the host counter is not touched by the static path
     # prefill with the parallel forward, then static steps
     caches = model.init_cache(3, 12)
+    for c in caches:
+        c.read = read
     with torch.no_grad():
         first = model(idx[:, :4], caches)
         pos = torch.tensor([4])

@@ -160,9 +160,10 @@ def main(argv=None):
         sections.append(
             f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
             f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
-            f"graph on GPU), one untimed pass first. Cache bytes per token of context, plus a fixed state per "
+            f"graph on GPU), one untimed pass first; `read`: how the step reads the caches (models/masked_read.py), "
+            f"`compile`: the step through torch.compile. Cache bytes per token of context, plus a fixed state per "
             f"sequence.\n\n"
-            + md_rows(rows, ["family", "context", "batch", "path", "tokens_per_s", "ms_per_step",
+            + md_rows(rows, ["family", "read", "compile", "context", "batch", "path", "tokens_per_s", "ms_per_step",
                               "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
                        {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n")
         csv_rows += [{"part": "decode", **r} for r in rows]

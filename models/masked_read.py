@@ -1,0 +1,45 @@
+"""The read of a static decode step: one query per head against a whole preallocated cache under a mask.
+
+    o = masked_read(q, K, V, mask, impl)     # q (B, H, d), K and V (B, L, H_kv, d), mask (L,) bool -> (B, H, d)
+
+Query head h reads key/value head h // (H / H_kv) (grouped-query attention). Two implementations of the same
+softmax(q K^T / sqrt(d)) V over the positions where mask is True:
+
+- "reduce": logits and the weighted sum as float32 elementwise products and sums. Every step is parallel over
+  the cache length, in eager mode it costs a float32 copy of the cache, and under torch.compile the product and
+  the sum fuse into one pass over the bf16 cache. The logits stay float32 before the softmax, as in the
+  parallel forward.
+- "sdpa": F.scaled_dot_product_attention with a boolean mask (the first implementation). With one query its
+  kernels parallelise over batch x heads only: Sessa's feedback read (one head 768 wide) runs on one thread
+  block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode.md).
+
+`make bench` times both, side by side (conf/bench/*.yaml, decode.variants).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+READS = ("reduce", "sdpa")
+
+
+def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor,
+                impl: str = "reduce") -> torch.Tensor:
+    B, H, d = q.shape
+    Hkv = K.shape[2]
+    if impl == "sdpa":
+        o = F.scaled_dot_product_attention(q[:, :, None], K.transpose(1, 2), V.transpose(1, 2),
+                                           attn_mask=mask[None, None, None, :], enable_gqa=Hkv != H)
+        return o[:, :, 0]
+    if impl != "reduce":
+        raise ValueError(f"decode read={impl!r} is not one of {READS}")
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qg = q.view(B, 1, Hkv, H // Hkv, d).to(acc)                              # (B, 1, Hkv, G, d)
+    logits = (qg * K[:, :, :, None].to(acc)).sum(-1) / math.sqrt(d)          # (B, L, Hkv, G)
+    logits = logits.masked_fill(~mask[None, :, None, None], float("-inf"))
+    p = logits.softmax(1)
+    o = (p[..., None] * V[:, :, :, None].to(acc)).sum(1)                     # (B, Hkv, G, d)
+    return o.reshape(B, H, d).to(q.dtype)

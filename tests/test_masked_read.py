@@ -1,0 +1,44 @@
+"""models/masked_read.py: both reads of a static decode step against a plain softmax attention over the
+unmasked positions, in float64, with grouped-query heads and a single wide head (Sessa's feedback read)."""
+
+import math
+
+import pytest
+import torch
+
+from sessa_bench.models.generate import StaticDecoder
+from sessa_bench.models.masked_read import READS, masked_read
+
+
+def reference(q, K, V, mask):
+    B, H, d = q.shape
+    G = H // K.shape[2]
+    out = torch.empty_like(q)
+    for b in range(B):
+        for h in range(H):
+            k, v = K[b, mask, h // G], V[b, mask, h // G]  # kv head of query head h: h // G
+            w = torch.softmax(k @ q[b, h] / math.sqrt(d), 0)
+            out[b, h] = w @ v
+    return out
+
+
+@pytest.mark.parametrize("impl", READS)
+@pytest.mark.parametrize("H,Hkv,d", [(4, 4, 5), (6, 2, 3), (1, 1, 24)])
+def test_read_equals_softmax_attention_over_the_mask(impl, H, Hkv, d):
+    torch.manual_seed(0)
+    B, L = 3, 11
+    q = torch.randn(B, H, d, dtype=torch.float64)
+    K, V = (torch.randn(B, L, Hkv, d, dtype=torch.float64) for _ in range(2))
+    mask = torch.tensor([1, 1, 0, 1, 1, 1, 0, 0, 1, 0, 0], dtype=torch.bool)
+    torch.testing.assert_close(masked_read(q, K, V, mask, impl), reference(q, K, V, mask), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_read_is_one_clear_error():
+    q = torch.zeros(1, 1, 2)
+    with pytest.raises(ValueError, match=r"decode read='flash' is not one of \('reduce', 'sdpa'\)"):
+        masked_read(q, q[:, None], q[:, None], torch.ones(1, dtype=torch.bool), "flash")
+    from sessa_bench.models.backbone import Backbone
+    from sessa_bench.models.config import ModelConfig
+    model = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="attention"))
+    with pytest.raises(ValueError, match="decode read='flash'"):
+        StaticDecoder(model, 1, 4, read="flash")
