@@ -27,7 +27,9 @@ from .masked_read import masked_read
 class SessaMixer(CausalAttention):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, gamma_max: float = 0.999,
                  backend: str = "auto", impl: str = "auto", feedback: bool = True,
-                 rope_base: float = 10000.0, use_rope: bool = True):
+                 rope_base: float = 10000.0, use_rope: bool = True, feedback_block_rows: int | None = None):
+        # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md), None for the single-level
+        # one; a speed knob of impl='triton' only (the other impls ignore it), used by `make bench`.
         try:
             ok = 0.0 < float(gamma_max) < 1.0
         except (TypeError, ValueError):
@@ -38,6 +40,7 @@ class SessaMixer(CausalAttention):
             raise ValueError(f"sessa impl={impl!r} is not one of {kernels.IMPLS}")
         super().__init__(d_model, n_heads, n_kv_heads, backend, rope_base, use_rope)
         self.gamma_max, self.impl, self.feedback = float(gamma_max), impl, bool(feedback)
+        self.feedback_block_rows = feedback_block_rows
         self._triton_ok = impl in ("auto", "triton") and kernels.triton_available()  # probed once, here
         # Feedback parameters exist even with feedback=False, so the ablation changes nothing else.
         self.proj_fb = nn.Linear(d_model, 2 * d_model)          # [q_b | k_b], one full-width head
@@ -59,7 +62,8 @@ class SessaMixer(CausalAttention):
             return f
         q_b, k_b = self.feedback_qk(x)
         self._impl_used = kernels.resolve_impl(self.impl, f, self._triton_ok)
-        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used, triton_ok=self._triton_ok)
+        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used, triton_ok=self._triton_ok,
+                                block_rows=self.feedback_block_rows)
 
     def init_cache(self, batch_size, max_len, device=None, dtype=None):
         if not self.feedback:
@@ -75,7 +79,8 @@ class SessaMixer(CausalAttention):
         q, k, v = self.qkv(x)
         f = self.merge(self.attend(q, k, v))
         q_b, k_b = self.feedback_qk(x)
-        s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl, triton_ok=self._triton_ok)
+        s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl, triton_ok=self._triton_ok,
+                             block_rows=self.feedback_block_rows)
         cache.write(k=k, v=v, k_b=k_b, s=s)
         cache.advance(x.shape[1])
         return s

@@ -29,3 +29,30 @@ def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
         (f, b) for f in ("sessa", "transformer", "mamba2") for b in ("none", "eager")}
     assert all(int(r["graph_breaks"]) == 0 for r in train)
     assert (tmp_path / "cpu.png").stat().st_size > 1000
+
+
+def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypatch):
+    """On CUDA `make bench` times sessa/triton (single level) and sessa/triton2 (block_rows) in one run. Only
+    the factories are built here (no GPU needed); the two-level one must reach kernels.feedback with R."""
+    import torch
+
+    from sessa_bench.bench import blocks
+    from sessa_bench.models import kernels
+    from sessa_bench.models.kernels.feedback_dense import feedback_dense
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    impls = blocks.implementations(torch.device("cuda"), 32, 4, {})
+    assert {"sessa/triton", "sessa/triton2"} <= set(impls)
+    seen = []
+
+    def record(f, q_b, k_b, gamma, impl="auto", triton_ok=None, block_rows=None):
+        seen.append((impl, block_rows))
+        return feedback_dense(f, q_b, k_b, gamma)
+
+    monkeypatch.setattr(kernels, "feedback", record)
+    x = torch.randn(1, 5, 32)
+    for name in ("sessa/triton", "sessa/triton2"):
+        mixer = impls[name]()
+        mixer.impl = "dense"  # CPU: run the same mixer through the reference
+        mixer.parallel(x)
+    assert seen == [("dense", None), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS)]

@@ -2,7 +2,8 @@
 PyTorch version's output and all four gradients over sequence lengths that are and are not multiples of the
 chunk, gains near +-gamma_max, peaked and flat routing and exact zeros in gamma; torch.autograd.gradcheck;
 a dispatch-mode check that no T x T tensor is ever created (and that the same check catches the dense
-version); the impl dispatch; and, where Triton is installed, the Triton kernels run by its CPU interpreter."""
+version); the impl dispatch; and, where Triton is installed, the Triton kernels run by its CPU interpreter,
+single-level and two-level (block_rows)."""
 
 import importlib.util
 import json
@@ -173,6 +174,16 @@ INTERPRETED = {  # name -> (B, T, D, chunk, block_d, regime, strip_elems)
     "several-dl-strips": (2, 40, 8, 16, None, "flat", 1),     # dq, dk from one-chunk row strips of dl
 }
 
+# The two-level solve (block_rows): name -> (B, T, D, chunk, block_d, regime, block_rows, zero_gamma). T is
+# and is not a multiple of the chunk and of the block; 5 fits in one block (no strip at all).
+TWO_LEVEL = {
+    **{f"T{T}-C16-R32-{r}": (2, T, 8, 16, None, r, 32, False) for T in (5, 37, 70, 100) for r in ("peaked", "flat")},
+    "T50-R16-one-chunk-blocks": (2, 50, 8, 16, None, "peaked", 16, False),  # no within-block pairs at all
+    "T70-D33-C32-R64": (2, 70, 33, 32, None, "flat", 64, False),
+    "T45-D40-R32-three-d-tiles": (1, 45, 40, 16, 16, "peaked", 32, False),
+    "T70-R32-zero-gains": (2, 70, 8, 16, None, "flat", 32, True),           # gamma = 0 at every third row
+}
+
 
 def interpreted_errors() -> dict:
     """Run in the child: the Triton kernels in float32 against the dense float64 reference."""
@@ -196,6 +207,26 @@ def interpreted_errors() -> dict:
         ref = run(feedback_dense, inputs, ds)
         out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d), [x.float() for x in inputs], ds)
         errors[name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf") for n, a, b in zip(NAMES, out, ref)}
+    ft.STRIP_ELEMS = 1 << 25
+    for name, (B, T, D, chunk, block_d, regime, block_rows, zero_gamma) in TWO_LEVEL.items():
+        f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows)
+        if zero_gamma:
+            gamma[:, ::3] = 0.0
+        ds = torch.randn(B, T, D, dtype=torch.float64, generator=torch.Generator().manual_seed(T + 1))
+        ref = run(feedback_dense, (f, q, k, gamma), ds)
+        out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
+                  [x.float() for x in (f, q, k, gamma)], ds)
+        errors["two-level-" + name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf")
+                                       for n, a, b in zip(NAMES, out, ref)}
+        if zero_gamma:  # the zero-gain rows still get a real dgamma (u . h, with h's strip part included)
+            errors["two-level-" + name]["dgamma_at_zero_gain"] = float(out[4][:, ::3].abs().max() > 1e-3) - 1.0
+    # block_rows >= T is one block: the very same launches as block_rows=None, so equal bit for bit.
+    inputs = [x.float() for x in draw(2, 37, 8, "peaked", seed=11)]
+    ds = torch.randn(2, 37, 8, dtype=torch.float64)
+    single = run(lambda *x: ft.feedback_triton(*x, chunk=16), inputs, ds)
+    for block_rows in (48, 64, 4096):
+        out = run(lambda *x: ft.feedback_triton(*x, chunk=16, block_rows=block_rows), inputs, ds)
+        errors[f"one-block-R{block_rows}"] = {n: float(not torch.equal(a, b)) for n, a, b in zip(NAMES, out, single)}
     return errors
 
 
@@ -214,6 +245,27 @@ def interpreted():
 def test_triton_interpreted_float32(interpreted, case):
     for name, err in interpreted[case].items():
         assert err <= 1e-4, (case, name, err)
+
+
+@pytest.mark.parametrize("case", list(TWO_LEVEL))
+def test_triton_two_level_interpreted_float32(interpreted, case):
+    errors = interpreted["two-level-" + case]
+    assert set(NAMES) <= set(errors)
+    for name, err in errors.items():
+        assert err <= 1e-4, (case, name, err)
+
+
+@pytest.mark.parametrize("block_rows", [48, 64, 4096])
+def test_triton_two_level_one_block_is_single_level(interpreted, block_rows):
+    assert interpreted[f"one-block-R{block_rows}"] == {n: 0.0 for n in NAMES}
+
+
+def test_triton_block_rows_must_be_a_multiple_of_the_chunk():
+    from sessa_bench.models.kernels.feedback_triton_op import feedback_op
+    f, q, k, gamma = draw(1, 5, 4, dtype=torch.float32)
+    for bad in (0, -32, 40, 32.0, True):
+        with pytest.raises(ValueError, match="block_rows"):
+            feedback_op(f, q, k, gamma, chunk=16, block_rows=bad)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--interpret"]:

@@ -2,7 +2,7 @@
 chunked PyTorch version on CUDA against the dense float64 reference, for s and every gradient, in float32
 (exact dots, and TF32 dots) and bfloat16; bitwise repeatability (a race in the wavefront's flags would show
 as run-to-run differences); more programs than fit on the GPU at once (the ticket order must not deadlock);
-and peak memory far under one T x T buffer at T = 32768."""
+and peak memory far under one T x T buffer at T = 32768; the same for the two-level solve (block_rows)."""
 
 import pytest
 import torch
@@ -66,6 +66,38 @@ def test_triton_matches_dense(B, T, D, chunk, regime, dtype, tol):
     check(lambda *x: feedback_triton(*x, chunk=chunk), inputs, tol)
 
 
+TWO_LEVEL_SHAPES = [(2, 200, 64, 64, 128), (3, 333, 96, 32, 64), (1, 1000, 768, 64, 256), (2, 129, 200, 32, 64),
+                    (2, 300, 64, 16, 16)]  # (B, T, D, chunk, block_rows): T is not a multiple of the block
+
+
+@pytest.mark.parametrize("B,T,D,chunk,block_rows", TWO_LEVEL_SHAPES)
+@pytest.mark.parametrize("regime", ["peaked", "flat"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_triton_two_level_matches_dense(B, T, D, chunk, block_rows, regime, dtype, tol):
+    inputs = draw(B, T, D, regime, dtype, seed=T + D + block_rows)
+    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows), inputs, tol)
+
+
+def test_triton_two_level_zero_gains():
+    inputs = draw(2, 700, 128, "flat", torch.bfloat16, seed=4)
+    inputs[3][:, ::3] = 0.0
+    out = check(lambda *x: feedback_triton(*x, block_rows=128), inputs, 2e-2)
+    assert out[4][:, ::3].abs().max() > 1e-3
+
+
+def test_triton_two_level_repeatable_and_many_programs():
+    """Many blocks, each with far more programs than fit at once: tickets restart per block launch."""
+    inputs = draw(8, 2048, 768, "peaked", torch.bfloat16, seed=6)
+    ds = torch.randn_like(inputs[0])
+    fn = lambda *x: feedback_triton(*x, block_d=64, block_rows=512)  # noqa: E731
+    first = run(fn, inputs, ds)
+    for name, a, b in zip(NAMES, run(fn, inputs, ds), first):
+        assert torch.equal(a, b), name
+    ref = run(feedback_dense, [x[:1] for x in inputs], ds[:1].double(), torch.float64)
+    for name, a, b in zip(NAMES, first, ref):
+        assert rel(a[:1], b) <= 2e-2, (name, rel(a[:1], b))
+
+
 @pytest.mark.parametrize("block_d", [16, 64, 256])
 def test_triton_block_d(block_d):
     inputs = draw(2, 300, 160, "peaked", torch.bfloat16, seed=block_d)
@@ -105,15 +137,15 @@ def test_chunked_on_cuda(dtype, tol):
     check(lambda *x: feedback_chunked(*x, chunk=64), inputs, tol)
 
 
-@pytest.mark.parametrize("impl", ["triton", "chunked"])
-def test_memory_linear_in_t(impl):
+@pytest.mark.parametrize("impl,block_rows", [("triton", None), ("triton", 512), ("chunked", None)])
+def test_memory_linear_in_t(impl, block_rows):
     T, D = 32768, 64
     inputs = draw(1, T, D, "flat", torch.bfloat16, seed=1)
     xs = [x.requires_grad_() for x in inputs]
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    s = kernels.feedback(*xs, impl=impl)
+    s = kernels.feedback(*xs, impl=impl, block_rows=block_rows)
     s.backward(torch.ones_like(s))
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base

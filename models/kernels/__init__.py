@@ -42,7 +42,9 @@ def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> s
     return "chunked" if x.shape[1] > AUTO_DENSE_MAX_T else "dense"
 
 
-def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None):
+def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None):
+    """block_rows: the two-level Triton solve's block (feedback_triton); the other impls compute the same s
+    without it and ignore it."""
     impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
@@ -54,5 +56,5 @@ def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = No
     if not f.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
     from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
-    return feedback_triton(f, q_b, k_b, gamma)
+    return feedback_triton(f, q_b, k_b, gamma, block_rows=block_rows)
 

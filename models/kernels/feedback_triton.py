@@ -21,6 +21,10 @@ backward
                    written to an (R, T) scratch; cuBLAS then does dq_strip = dl k, dk += dl^T q. The strip
                    bounds memory at B R T (linear in T for fixed R) and the D = 768-wide contractions of the
                    outputs run once, on the tensor cores, instead of once per D tile.
+two-level (block_rows=R; NOTES.md, not yet measured on a GPU)
+  _alpha_kernel    writes one strip of alpha below the diagonal: per block of R rows, the columns before it
+                   (forward) or the rows after it (adjoint); torch.bmm applies it to s or gamma u, and the two
+                   wavefronts above run one launch per block over the block's chunks only (C0 / C1, CROSS).
 """
 
 from __future__ import annotations
@@ -96,11 +100,14 @@ def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
 
 
 @triton.jit
-def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, NB, scale,
+def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
                   BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
-                  PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr):
+                  PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr):
+    # One launch solves the chunks C0, C0 + 1, ... (the grid sets how many): all NC chunks in the single-level
+    # solve, one block of chunks in the two-level one. CROSS: H already holds, for these rows, alpha s summed
+    # over the columns before chunk C0 (written by _solve_blocks), to add to the right-hand side and to h.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in chunk order: see the module docstring
-    c = tile // (NB * ND)
+    c = C0 + tile // (NB * ND)
     b = (tile // ND) % NB
     d = tile % ND
     b64 = b.to(tl.int64)
@@ -109,7 +116,7 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, N
     dcols = d * BD + tl.arange(0, BD)
     lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
     acc = tl.zeros((BC, BD), dtype=tl.float32)
-    for jt in range(0, c):
+    for jt in range(C0, c):
         cols = jt * BC + tl.arange(0, BC)
         p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale - lse[:, None])
         ready = _wait(FLAGS + (b * NC + jt) * ND + d)
@@ -121,6 +128,8 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, N
             acc = tl.dot(p, s_j, acc, input_precision=PV_PREC)
     io = base + rows[:, None] * D + dcols[None, :]
     io_mask = (rows[:, None] < T) & (dcols[None, :] < D)
+    if CROSS:  # only this program touches these elements of H: it reads them here and overwrites them below
+        acc += tl.load(H + io, mask=io_mask, other=0.0)
     g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
     r = tl.load(F + io, mask=io_mask, other=0.0).to(tl.float32) + g[:, None] * acc
     i = tl.arange(0, BC)
@@ -135,11 +144,13 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, N
 
 
 @triton.jit
-def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, scale,
+def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, C1, scale,
                     BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
-                    PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr):
+                    PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr):
+    # One launch solves the chunks C1 - 1, C1 - 2, ... (the grid sets how many), summing over later chunks
+    # before C1 only. CROSS: U already holds, for these rows, alpha^T (gamma u) over the rows from chunk C1 on.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in reverse chunk order
-    c = NC - 1 - tile // (NB * ND)
+    c = C1 - 1 - tile // (NB * ND)
     b = (tile // ND) % NB
     d = tile % ND
     b64 = b.to(tl.int64)
@@ -147,8 +158,8 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, s
     cols = c * BC + tl.arange(0, BC)  # this program solves u for the rows of chunk c = columns of alpha
     dcols = d * BD + tl.arange(0, BD)
     acc = tl.zeros((BC, BD), dtype=tl.float32)
-    for i in range(0, NC - 1 - c):
-        tt = NC - 1 - i  # latest chunk first: it was solved first, so the waits overlap with work
+    for i in range(0, C1 - 1 - c):
+        tt = C1 - 1 - i  # latest chunk first: it was solved first, so the waits overlap with work
         rows = tt * BC + tl.arange(0, BC)
         lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
         g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
@@ -166,6 +177,8 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, s
     io = base + cols[:, None] * D + dcols[None, :]
     io_mask = (cols[:, None] < T) & (dcols[None, :] < D)
     rhs = tl.load(DS + io, mask=io_mask, other=0.0).to(tl.float32) + acc
+    if CROSS:  # this program's own rows of U: read here, overwritten with u_c below
+        rhs += tl.load(U + io, mask=io_mask, other=0.0)
     i = tl.arange(0, BC)
     offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
     u_c = tl.dot(tl.trans(tl.load(Wm + offs)), rhs, input_precision=WPREC)
@@ -195,6 +208,24 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
         p = tl.where(past, tl.exp(l - lse[:, None]), 0.0)
         dalpha = g[:, None] * _gram(U + base, S + base, rows, cols, T, D, BC, BK, DT, PREC)
         tl.store(out, (p * (dalpha - delta[:, None]) * scale).to(DL.dtype.element_ty))
+
+
+@triton.jit
+def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
+                  BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """OUT[b, i, j] = alpha[r0 + i, c0 + j] for one (BC, BC) tile per program: the strips of the two-level
+    solve, which lie wholly below the diagonal (c0 + width <= r0); rows past T get 0."""
+    i = tl.program_id(0)
+    jt = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    base = b * T * D
+    rows = r0 + i * BC + tl.arange(0, BC)
+    cols = c0 + jt * BC + tl.arange(0, BC)
+    lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
+    l = _gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale  # fp32 logits before the exp
+    p = tl.where((cols[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l - lse[:, None]), 0.0)
+    out = OUT + b * RS * LDO + (i * BC + tl.arange(0, BC))[:, None] * LDO + (jt * BC + tl.arange(0, BC))[None, :]
+    tl.store(out, p.to(OUT.dtype.element_ty))
 
 
 _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
@@ -244,24 +275,95 @@ def _wavefront_args(B, T, cfg: _Config, device):
     return (NC * B * cfg.ND,), flags, counter, NC
 
 
-def _solve(f, q, k, g, lse, W, A, cfg: _Config):
+def _blocks(T, cfg: _Config, block_rows: int | None):
+    """(first chunk, chunks) of each block of the two-level solve; one block of all chunks without it."""
+    NC = triton.cdiv(T, cfg.BC)
+    m = NC if block_rows is None else max(1, block_rows // cfg.BC)
+    return [(c0, min(m, NC - c0)) for c0 in range(0, NC, m)]
+
+
+def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
+    """alpha[:, r0:r1, c0:c1] (every entry strictly below the diagonal) in the scratch, via _alpha_kernel;
+    c0, c1 and r0 are multiples of BC. Returns a (B, r1 - r0, c1 - c0) view, in the dtype of q."""
+    B, T, D = q.shape
+    nr, nc = triton.cdiv(r1 - r0, cfg.BC), (c1 - c0) // cfg.BC
+    out = scratch[:B * nr * cfg.BC * (c1 - c0)].view(B, nr * cfg.BC, c1 - c0)
+    _alpha_kernel[(nr, nc, B)](q, k, lse, out, T, D, r0, c0, c1 - c0, nr * cfg.BC, 1.0 / math.sqrt(D),
+                               BC=cfg.BC, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, num_warps=4)
+    return out[:, :r1 - r0]
+
+
+def _bmm32(a, b):
+    """a @ b batched, float32 out: cuBLAS accumulates in fp32 and, for bf16/fp16 operands, keeps the fp32
+    result (out_dtype) instead of rounding it to bf16, as the wavefront's fp32 accumulator does."""
+    if a.dtype == torch.float32:
+        return torch.bmm(a, b)
+    if a.is_cuda:
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):  # torch without bmm(out_dtype=): fp32 accumulate, bf16 rounded out
+            pass
+    return torch.bmm(a, b).float()
+
+
+def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
+    """One strip buffer for every block: B x R x T_pad elements at most (forward: R rows x bR columns,
+    adjoint: T - (b+1)R rows x R columns), so memory stays linear in T for a fixed R."""
+    NC = triton.cdiv(T, cfg.BC)
+    R = min(NC, max(1, block_rows // cfg.BC)) * cfg.BC
+    return torch.empty(B * R * NC * cfg.BC, dtype=dtype, device=device)
+
+
+def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
+    """s and h = alpha s. block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
+    order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product with s[:bR] (cuBLAS) goes into
+    H, then a wavefront over the block's chunks only adds the within-block part (CROSS)."""
     B, T, D = f.shape
     s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
     h = torch.empty_like(s)
-    grid, flags, counter, NC = _wavefront_args(B, T, cfg, f.device)
-    _solve_kernel[grid](q, k, f, g, lse, W, A, s, h, flags, counter, T, D, NC, cfg.ND, B, 1.0 / math.sqrt(D),
-                        BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
-                        PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, num_warps=cfg.num_warps)
+    _, flags, _, NC = _wavefront_args(B, T, cfg, f.device)
+    blocks = _blocks(T, cfg, block_rows)
+    counters = torch.zeros(len(blocks), dtype=torch.int32, device=f.device)  # a fresh ticket counter per launch
+    if len(blocks) > 1:
+        scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
+        # The strip products read s in q's dtype (bf16 s tiles, as the wavefront's alpha @ s tile products).
+        s_lp = s if q.dtype == torch.float32 else torch.empty(B, T, D, dtype=q.dtype, device=f.device)
+    for n, (c0, m) in enumerate(blocks):
+        r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        if n:
+            h[:, r0:r1] = _bmm32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])
+        _solve_kernel[(m * B * cfg.ND,)](
+            q, k, f, g, lse, W, A, s, h, flags, counters[n:], T, D, NC, cfg.ND, B, c0, 1.0 / math.sqrt(D),
+            BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
+            PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, num_warps=cfg.num_warps)
+        if len(blocks) > 1 and s_lp is not s and n + 1 < len(blocks):
+            s_lp[:, r0:r1] = s[:, r0:r1]
     return s, h
 
 
-def _adjoint(ds, q, k, g, lse, W, cfg: _Config):
+def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
+    """u = M^{-T} ds. Two-level: blocks in reverse order; for block b, U's rows of the block first get
+    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:] (one strip, cuBLAS), then the reverse wavefront inside
+    the block adds the rest (CROSS)."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
-    grid, flags, counter, NC = _wavefront_args(B, T, cfg, ds.device)
-    _adjoint_kernel[grid](q, k, ds, g, lse, W, u, flags, counter, T, D, NC, cfg.ND, B, 1.0 / math.sqrt(D),
-                          BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
-                          PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, num_warps=cfg.num_warps)
+    _, flags, _, NC = _wavefront_args(B, T, cfg, ds.device)
+    blocks = _blocks(T, cfg, block_rows)[::-1]
+    counters = torch.zeros(len(blocks), dtype=torch.int32, device=ds.device)
+    if len(blocks) > 1:
+        scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
+        v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u in q's dtype, for the strips
+    for n, (c0, m) in enumerate(blocks):
+        r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        if n:
+            strip = _strip(q, k, lse, r1, T, r0, r1, scratch, cfg)  # rows after the block, its columns
+            u[:, r0:r1] = _bmm32(strip.transpose(1, 2), v_lp[:, r1:])
+        _adjoint_kernel[(m * B * cfg.ND,)](
+            q, k, ds, g, lse, W, u, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m, 1.0 / math.sqrt(D),
+            BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
+            PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, num_warps=cfg.num_warps)
+        if len(blocks) > 1 and n + 1 < len(blocks):
+            v_lp[:, r0:r1] = g[:, r0:r1, None] * u[:, r0:r1]
     return u
 
 
@@ -286,34 +388,48 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
     return dq, dk
 
 
-def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None):
+def check_block_rows(block_rows, chunk: int):
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
+                                   or block_rows <= 0 or block_rows % chunk):
+        raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
+
+
+def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
+                    block_rows: int | None = None):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
-    and h = alpha s (B, T, D), all float32 and contiguous."""
+    and h = alpha s (B, T, D), all float32 and contiguous. block_rows: see feedback_triton."""
+    check_block_rows(block_rows, chunk)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
-    s32, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg)
+    s32, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows)
     return s32.to(f.dtype), lse, W, h
 
 
-def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None):
+def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,
+                     block_rows: int | None = None):
     """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
+    check_block_rows(block_rows, chunk)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
-    u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg)
+    u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg, block_rows)
     dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
     dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dgamma), (s, q_b, k_b, gamma)))
 
 
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
-                    chunk: int = 64, block_d: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+                    chunk: int = 64, block_d: int | None = None, num_warps: int | None = None,
+                    block_rows: int | None = None) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
     by torch.compile as one custom op (feedback_triton_op.py).
-    chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns."""
+    chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns;
+    block_rows: None for the single-level wavefront over all of T, or R (a multiple of chunk) for the
+    two-level solve: blocks of R rows, the part of alpha left of / below each block as one strip through
+    cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve."""
     from .feedback_triton_op import feedback_op
-    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps)
+    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows)

@@ -9,6 +9,8 @@ from sessa_bench.bench.timing import free_memory, is_oom, measure, record_oom
 from sessa_bench.models.attention import CausalAttention, _flash_attn_func
 from sessa_bench.models.block import GatedBlock
 
+TWO_LEVEL_BLOCK_ROWS = 512  # R of sessa/triton2: NOTES.md's estimate; a multiple of the default chunk (64)
+
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict) -> dict:
     """name -> factory of a mixer, for every implementation usable on this device."""
@@ -23,6 +25,9 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
         if impl not in kernels.IMPLS or (impl == "triton" and not (cuda and kernels.triton_available())):
             continue
         out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl)
+        if impl == "triton":  # the two-level solve beside it (kernels/NOTES.md), not yet measured on a GPU
+            out["sessa/triton2"] = lambda: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
+                                                      feedback_block_rows=TWO_LEVEL_BLOCK_ROWS)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
