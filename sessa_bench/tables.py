@@ -139,12 +139,14 @@ def main(argv=None) -> None:
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         ap.error(f"unknown option(s) {bad}")
+    if args.experiments and args.table == "all":
+        ap.error("--experiments names columns of one table; give table1, table2 or ablation")
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     for name in (list(TABLES) if args.table == "all" else [args.table]):
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
                       jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
-                      only=args.experiments if args.table != "all" else None)
+                      only=args.experiments)
         print(paths["md"].read_text())
 
 

@@ -70,13 +70,17 @@ class Task:
         """The best accuracy any model can reach on this task, where it can be computed."""
         return None
 
+    def baseline(self) -> float | None:
+        """The test accuracy of a trivial classifier on the same data, where the task defines one."""
+        return None
+
     def facts(self) -> dict:
         """What a report needs to know about this task; written into every run's summary.json, so tables
         and plots read it there instead of rebuilding the task."""
         return {"name": self.name, "head": self.head, "vocab_size": self.vocab_size,
                 "num_classes": self.num_classes, "train_len": self.train_len,
                 "train_len_exact": self.train_len_exact, "max_len": self.max_len, "chance": self.chance,
-                "ceiling": self.ceiling(), "slice_names": list(self.slice_names),
+                "ceiling": self.ceiling(), "baseline": self.baseline(), "slice_names": list(self.slice_names),
                 "ood_slices": list(self.ood_slices), "ood_above": getattr(self, "ood_above", None),
                 "config": self.config()}
 

@@ -311,6 +311,13 @@ class SymbolSoup(Task):
 
         return bayes_ceiling(self, "test")["acc"]
 
+    def baseline(self) -> float:
+        """Naive Bayes on the symbol counts of the whole text, fitted on the train split, on the test split
+        (tasks/symbol_soup_baseline.py): what a model reaches without reading the blocks."""
+        from .symbol_soup_baseline import count_baseline
+
+        return count_baseline(self, "test")["acc"]
+
     def scaled(self, factor: int) -> "SymbolSoup":
         f = checks.integer("factor", factor, 1)
         if self.data_dir is not None and f != 1:

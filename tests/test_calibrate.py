@@ -22,7 +22,7 @@ def test_first_sweep_trains_candidates_and_reports_them_from_run_folders(tmp_pat
     args = [f"results_dir={tmp_path}/runs", *TINY]
     with pytest.raises(FileNotFoundError, match=r"no finished calibration run for \['c0', 'c5'\].*--run"):
         calibrate.build(["c0", "c5"], args, out=out, sweep="diffuse_mqar_first")
-    md = calibrate.build(["c0", "c5"], args, run=True, jobs=2, out=out, sweep="diffuse_mqar_first")
+    md = calibrate.build(["c0", "c5"], args, run=True, out=out, sweep="diffuse_mqar_first")  # workers: test_tables
     assert out.read_text() == md
     rows = _rows(md)
     assert set(rows) == {"c0", "c5"} and "val acc" not in md

@@ -98,7 +98,7 @@ def summary(tmp: Path, experiment: str, family: str) -> dict:
 @pytest.mark.parametrize("table", ["table1", "table2", "ablation"])
 def test_rows_means_and_paper_column(built, table):
     got = rows(built[table]["md"].read_text())
-    refs = {"chance", "ceiling (Bayes)"} if table == "table1" else set()
+    refs = {"chance", "baseline (symbol counts)", "ceiling (Bayes)"} if table == "table1" else set()
     assert set(got) == set(PAPER[table]) | refs
     for fam in PAPER[table]:
         ours, paper = got[fam][0::2], got[fam][1::2]
@@ -110,7 +110,8 @@ def test_rows_means_and_paper_column(built, table):
 
 
 def test_reference_rows(built):
-    """chance and the Bayes ceiling come from the runs' own task facts; Diffuse MQAR has no known ceiling."""
+    """chance, the symbol-count baseline and the Bayes ceiling come from the runs' own task facts; Diffuse MQAR
+    has neither a baseline nor a known ceiling."""
     got = rows(built["table1"]["md"].read_text())
     tmp = built["tmp"]
     soup, long = (summary(tmp, e, "sessa")["task_facts"] for e in ("table1_symbol_soup", "table1_symbol_soup_long"))
@@ -118,6 +119,8 @@ def test_reference_rows(built):
     assert got["chance"][0::2] == ["0.0500", "0.0500", f"{mqar['chance']:.4f}"]
     assert got["ceiling (Bayes)"][0::2] == [f"{soup['ceiling']:.4f}", f"{long['ceiling']:.4f}", "unknown"]
     assert 0.05 < soup["ceiling"] <= 1 and mqar["ceiling"] is None
+    assert got["baseline (symbol counts)"][0::2] == [f"{soup['baseline']:.4f}", f"{long['baseline']:.4f}", "unknown"]
+    assert soup["baseline"] is not None and mqar["baseline"] is None
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "ablation"])

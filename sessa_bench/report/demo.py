@@ -34,6 +34,16 @@ def demo_table(summaries: list[dict], metric: str = "val/acc") -> str:
     return md_table(["family", "params", "steps", metric, "val/loss", "test/acc", "train tokens/s", "seeds"], rows)
 
 
+def references(facts: dict) -> str:
+    """The task's own yardsticks at the demo's lengths, where its runs' facts hold them (older runs may not)."""
+    out = ""
+    if facts.get("baseline") is not None:
+        out += f"; naive Bayes on symbol counts reaches {facts['baseline']:.2f} on the test split"
+    if facts.get("ceiling") is not None:
+        out += f"; the Bayes ceiling is {facts['ceiling']:.2f}"
+    return out
+
+
 def write_demo(results_dir: str | Path = "results/runs", out: str | Path = "results/demo.md") -> str:
     summaries = collect(results_dir, "demo")
     if not summaries:
@@ -44,7 +54,7 @@ def write_demo(results_dir: str | Path = "results/runs", out: str | Path = "resu
             f"Task `{s0['task']}`, budget `{s0['budget']}` (~{s0['params']['target']:,} parameters), "
             f"{s0['steps']} steps of batch {s0['batch_size']}, sequences up to {s0['seq_len']} tokens; "
             f"chance accuracy is {facts['chance']:.2f} (loss ln {facts['num_classes']} = "
-            f"{math.log(facts['num_classes']):.3f}).\n\n{demo_table(summaries)}\n\n"
+            f"{math.log(facts['num_classes']):.3f}){references(facts)}.\n\n{demo_table(summaries)}\n\n"
             f"_{caption(summaries)}. Built by `make demo` (python -m sessa_bench.demo) from results/runs/demo/._\n")
     atomic_write_text(Path(out), text)
     return text

@@ -171,6 +171,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
         lines.append(cells)
     if table.reference_rows:
         lines += [reference_row("chance", "chance", table, got),
+                  reference_row("baseline (symbol counts)", "baseline", table, got),
                   reference_row("ceiling (Bayes)", "ceiling", table, got)]
 
     # Per family and experiment: parameters (vocabulary and head differ between tasks), the chosen rate.
@@ -231,10 +232,12 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
                     f"checkpoint's (step in the second table), and convergence is judged on the best-so-far "
                     f"{metric}.")
     if table.reference_rows:
-        text.append("`chance`: the task's chance accuracy; `ceiling (Bayes)`: the Bayes-optimal test accuracy "
-                    "of SymbolSoup computed exactly from its generator (tasks/symbol_soup_bayes.py); no ceiling "
-                    "is known for Diffuse MQAR (`unknown`). The paper states no SymbolSoup lengths; its number "
-                    "is shown beside both SymbolSoup columns.")
+        text.append("`chance`: the task's chance accuracy; `baseline (symbol counts)`: the test accuracy of naive "
+                    "Bayes on the symbol counts of the whole text, fitted on the train split "
+                    "(tasks/symbol_soup_baseline.py), what a model reaches without reading the blocks; "
+                    "`ceiling (Bayes)`: the Bayes-optimal test accuracy of SymbolSoup computed exactly from its "
+                    "generator (tasks/symbol_soup_bayes.py); neither is defined for Diffuse MQAR (`unknown`). "
+                    "The paper states no SymbolSoup lengths; its number is shown beside both SymbolSoup columns.")
     return " ".join(text) + "_"
 
 
