@@ -14,8 +14,8 @@ per layer l, the output of block l. Two curves are reported, each for the final 
 A root mean square (not a mean of norms) because the Hutchinson estimate below is unbiased for squared
 norms. The model is causal, so one backward pass from the output at t yields d h_t / d x_s for every s <= t;
 on CPU only the prefix x[:t+1] is run, on a GPU rows of several positions share one padded batch (fewer,
-larger kernels; `squared_norms_at`). ||J||_F^2 = sum_i ||e_i^T J||^2 over the D output coordinates (`exact`: D
-backward rows) or E ||v^T J||^2 with v ~ N(0, I) (`hutchinson`: K rows, unbiased, with a standard error from
+larger kernels; `squared_norms_at`). ||J||_F^2 = sum_i ||e_i^T J||^2 over the D output coordinates (`exact`:
+D backward rows) or E ||v^T J||^2 with v ~ N(0, I) (`hutchinson`: K rows, unbiased, with a standard error from
 the spread over probes); `auto` takes the exact sum when D <= K. The rows run as copies of the example in
 one batch, so any kernel that trains (custom autograd functions included) can be probed.
 
@@ -155,7 +155,8 @@ def influence(fn, inputs: list[torch.Tensor], lags, *, n_positions: int | None =
     """Influence curves of a causal map fn over examples `inputs` (each (T_b, D)). See the module docstring.
     With max_seconds, an example not finished within that time budget (of the whole call) is left out and
     the later ones are not started (`n_examples` says how many were used); ProbeTimeout if none finished.
-    `progress`, if given, is called with one line per finished example. Returns {"method", "probes", "curves": {curve: {output: {"influence", "se", "count"}}}, ...}."""
+    `progress`, if given, is called with one line per finished example.
+    Returns {"method", "probes", "curves": {curve: {output: {"influence", "se", "count"}}}, ...}."""
     if method not in METHODS:
         raise ValueError(f"probe method={method!r} is not one of {METHODS}")
     if probes < 2 and method != "exact":
@@ -282,8 +283,8 @@ def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: 
                 lags_per_octave: int = 2, max_seconds: float | None = None, progress=None) -> dict:
     """Influence curves and tail fits of a Backbone on the first n_examples sequences of `batches`.
 
-    lags default to a log grid (lags_per_octave per doubling) up to the longest example; layers=None probes every block (plus the final
-    state), [] only the final state. Runs on the model's device and dtype, in eval mode (restored after),
+    lags default to a log grid (lags_per_octave per doubling) up to the longest example; layers=None probes
+    every block (plus the final state), [] only the final state. Runs on the model's device and dtype, in eval mode (restored after),
     with gradients enabled even when called under torch.no_grad()."""
     seqs = examples_from(batches, n_examples)
     layers = _check_layers(layers, len(model.blocks))

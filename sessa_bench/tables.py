@@ -1,8 +1,8 @@
 """`make table1|table2|ablation|tables`: ensure the runs of a paper table, then write it from run folders.
 
     python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N] [--jobs-per-gpu K]
-                                 [--max-steps-cap S] [--experiments E ...]] [--seeds 0 1] [--results-dir DIR] [--out-dir results]
-                                 [hydra overrides...]
+                                 [--max-steps-cap S] [--experiments E ...]] [--seeds 0 1] [--results-dir DIR]
+                                 [--out-dir results] [hydra overrides...]
 
 With --run, the table's protocol (`sessa_bench/report/protocol.py`) trains what is missing, every run through
 `sessa_bench.runs.ensure` (in this process, or in N worker processes with --jobs N, spread round robin over
