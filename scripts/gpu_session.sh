@@ -11,7 +11,8 @@
 # run eager. Every call runs `sessa_bench.tables table1 --run --experiments $EXPERIMENTS` under
 # scripts/gpu_busy.py (utilisation sampled), which stops the whole process group SECONDS after the call
 # began, less 40 s to pack. $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without
-# checkpoints); the device tool brings back at most 8 files.
+# checkpoints); the device tool brings back at most 8 files. Back here, `python3 scripts/import_runs.py
+# bundle.tar.gz results/runs` copies the finished run folders out of it.
 # WORK=calibrate runs `sessa_bench.calibrate --run` (the Diffuse MQAR grid) instead; WORK=table2 another table.
 # Every step has a hard limit (timeout -k): Lightning catches SIGTERM and trains on, so TERM alone is not one.
 set -uo pipefail

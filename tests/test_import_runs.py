@@ -1,0 +1,46 @@
+"""scripts/import_runs.py: only finished run folders leave a bundle, without checkpoints, locks or logs;
+nothing is overwritten; a hostile member path refuses the whole bundle."""
+
+import io
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import import_runs  # noqa: E402
+
+
+def bundle(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_finished_runs_only_and_never_overwrite(tmp_path):
+    b = bundle(tmp_path / "b.tar.gz", {
+        "./paper_runs/exp/done/summary.json": b"{1}", "./paper_runs/exp/done/metrics.jsonl": b"m",
+        "./paper_runs/exp/done/csv/metrics.csv": b"c", "./paper_runs/exp/done/checkpoints/last.ckpt": b"W",
+        "./paper_runs/exp/done/.lock": b"", "./paper_runs/exp/half/metrics.jsonl": b"m",
+        "./paper_runs/exp/logs/done.log": b"l", "./session/logs/ddp.log": b"d"})
+    dest = tmp_path / "runs"
+    assert import_runs.import_runs(b, dest, dry_run=True) == ["import exp/done (3 files)"] and not dest.exists()
+    assert import_runs.main([str(b), str(dest)]) == 0
+    got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert got == ["exp/done/csv/metrics.csv", "exp/done/metrics.jsonl", "exp/done/summary.json"]
+    assert import_runs.import_runs(b, dest) == ["same   exp/done"]  # a rerun is a no-op
+    (dest / "exp/done/summary.json").write_bytes(b"{2}")
+    with pytest.raises(FileExistsError, match="different finished run"):
+        import_runs.import_runs(b, dest)
+
+
+def test_hostile_member_paths_refuse_the_bundle(tmp_path, capsys):
+    b = bundle(tmp_path / "b.tar.gz", {"paper_runs/exp/r/summary.json": b"{}", "../../etc/x": b"x"})
+    assert import_runs.main([str(b), str(tmp_path / "runs")]) == 2
+    assert "parent path; refusing the bundle" in capsys.readouterr().err and not (tmp_path / "runs").exists()
