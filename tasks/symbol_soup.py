@@ -344,12 +344,15 @@ class SymbolSoup(Task):
                 "lengths": torch.tensor([len(row) for row in ids], dtype=torch.long),
                 "labels": torch.tensor([k for _, k in ex], dtype=torch.long)}
 
-    def dataset(self, split: str) -> TensorDataset:
+    def packed(self, split: str) -> dict[str, torch.Tensor]:
+        """build(split), through the task cache when the data is generated."""
         if self.data_dir is None:
-            packed = cached(self.name, {**self.config(), "split": split, "version": self.version},
-                            lambda: self.build(split))
-        else:  # files can change under the same path: read them every time
-            packed = self.build(split)
+            return cached(self.name, {**self.config(), "split": split, "version": self.version},
+                          lambda: self.build(split))
+        return self.build(split)  # files can change under the same path: read them every time
+
+    def dataset(self, split: str) -> TensorDataset:
+        packed = self.packed(split)
         lengths = packed["lengths"].tolist()
         rows = list(packed["ids"].long().split(lengths)) if lengths else []
         return TensorDataset({"input_ids": rows, "labels": packed["labels"]})

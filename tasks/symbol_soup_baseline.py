@@ -14,21 +14,22 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from . import symbol_soup as ss
 
-INDEX = {s: i for i, s in enumerate(ss.SYMBOLS)}
+LOOKUP = torch.full((len(ss.VOCAB),), -1, dtype=torch.long)  # token id -> symbol index (a=0 .. p=15), else -1
+LOOKUP[torch.tensor([ss.TOKEN_ID[c] for c in ss.SYMBOLS])] = torch.arange(len(ss.SYMBOLS))
 
 
-def counts(examples) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 16) symbol counts and (n,) classes of (text, class) examples."""
-    X = np.zeros((len(examples), len(ss.SYMBOLS)))
-    for n, (text, _) in enumerate(examples):
-        for tok in text.split():
-            i = INDEX.get(tok)
-            if i is not None:
-                X[n, i] += 1
-    return X, np.array([k for _, k in examples])
+def counts(packed: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 16) symbol counts and (n,) classes of a packed split (SymbolSoup.packed: flat ids, lengths, labels)."""
+    lengths, n_sym = packed["lengths"], len(ss.SYMBOLS)
+    example = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    sym = LOOKUP[packed["ids"].long()]
+    keep = sym >= 0
+    flat = torch.bincount(example[keep] * n_sym + sym[keep], minlength=len(lengths) * n_sym)
+    return flat.view(len(lengths), n_sym).double().numpy(), packed["labels"].numpy()
 
 
 def fit(X: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -38,9 +39,9 @@ def fit(X: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def count_baseline(task, split: str = "test") -> dict:
-    """Accuracy on `split` of naive Bayes on symbol counts fitted on the train split."""
-    logp = fit(*counts(task.examples("train")), task.num_classes)
-    X, y = counts(task.examples(split))
+    """Accuracy on `split` of naive Bayes on symbol counts fitted on the train split (from the task cache)."""
+    logp = fit(*counts(task.packed("train")), task.num_classes)
+    X, y = counts(task.packed(split))
     right = (X @ logp.T).argmax(1) == y  # uniform prior: the class term is constant
     return {"acc": float(right.mean()), "n": int(len(y))}
 

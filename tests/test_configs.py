@@ -54,7 +54,7 @@ def test_every_experiment_trains_two_steps(name, tmp_path, monkeypatch):
     monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
     base = [f"experiment={name}", f"results_dir={tmp_path}", "budget=tiny", "trainer=cpu", "logger=none",
             "trainer.max_steps=2", "trainer.val_check_interval=2", "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false",
-            "data.batch_size=2", "eval.lengths=[1]", "probe=false"]
+            "data.batch_size=2", "data.eval_batch_size=64", "eval.lengths=[1]", "probe=false"]  # few eval steps
     cfg = compose_train(base)
     summary = run(compose_train(base + shrink(cfg)))
     assert summary["steps"] == 2
