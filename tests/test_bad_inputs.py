@@ -220,10 +220,23 @@ CLI = [
 ]
 
 
-@pytest.mark.parametrize("argv, start", CLI, ids=[" ".join(a[1:]) for a, _ in CLI])
-def test_entry_points_end_a_user_error_in_one_line(tmp_path, argv, start):
-    res = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                         text=True, timeout=600)
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Every CLI case in its own fresh interpreter, four at a time (each spends seconds importing torch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        d = tmp_path_factory.mktemp(f"cli{i}")
+        return subprocess.run([sys.executable, *CLI[i][0]], cwd=d, env=_env(d), capture_output=True, text=True,
+                              timeout=600)
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(len(CLI))))
+
+
+@pytest.mark.parametrize("case", range(len(CLI)), ids=[" ".join(a[1:]) for a, _ in CLI])
+def test_entry_points_end_a_user_error_in_one_line(cli_runs, case):
+    res, start = cli_runs[case], CLI[case][1]
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(start), res.stderr[-3000:]
 

@@ -39,6 +39,8 @@ def shrink(cfg) -> list[str]:
     out = [f"task.{k}={v}" for k, v in (("n_train", 16), ("n_val", 4), ("n_test", 4)) if k in task]
     if "min_len" in task:
         out += ["task.min_len=41", "task.max_len=61"]
+    if "train_lag" in task and "n_pairs" in task:  # Diffuse MQAR: short lags, so short train/test sequences
+        out += ["task.n_pairs=4", "task.n_queries=4", "task.train_lag=[4,15]"]
     if "corpus" in task:
         out += ["task.seq_len=32"]
         if task.corpus == "simplestories":  # no hub here: the fixture in the dataset's own layout
