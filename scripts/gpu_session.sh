@@ -26,7 +26,7 @@ CAP=${CAP:-2000}
 PER_GPU=${PER_GPU:-3}
 # A stable rate, a batch large enough to be compute-bound, and compile (the eager step of a 20M model is
 # launch-bound, so a second GPU saved little at batch 64: results/bench/h200x2-run1-session.log).
-DDP_ARGS=${DDP_ARGS:---steps 150 --batch-size 256 optim.lr=3e-4 compile=true}
+DDP_ARGS=${DDP_ARGS:---steps 120 --batch-size 256 optim.lr=3e-4 compile=true}
 TABLE_OVERRIDES=${TABLE_OVERRIDES:-}  # more overrides for the table runs (a CPU dry run: trainer=cpu budget=tiny ...)
 start=$SECONDS
 cd "$(dirname "$0")/.."
@@ -56,7 +56,7 @@ if [[ $first == first && ${COMPILE_SMOKE:-0} == 1 ]]; then
 fi
 if [[ $first == first ]] && (( ngpu >= 2 )); then
   # shellcheck disable=SC2086
-  CUDA_VISIBLE_DEVICES=0,1 timeout -k 15 300 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
+  CUDA_VISIBLE_DEVICES=0,1 timeout -k 15 420 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
     $DDP_ARGS > "$work/logs/ddp.log" 2>&1
   echo "ddp_check exit $?" >> "$work/logs/ddp.log"
   cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
