@@ -268,11 +268,12 @@ def _prep(q, k, g, cfg: _Config):
     return lse, W, A
 
 
-def _wavefront_args(B, T, cfg: _Config, device):
+def _wavefront_state(B, T, cfg: _Config, launches: int, device):
+    """The flags of every (batch element, chunk, D tile) and a fresh ticket counter for each launch."""
     NC = triton.cdiv(T, cfg.BC)
     flags = torch.zeros(B * NC * cfg.ND, dtype=torch.int32, device=device)
-    counter = torch.zeros(1, dtype=torch.int32, device=device)
-    return (NC * B * cfg.ND,), flags, counter, NC
+    counters = torch.zeros(launches, dtype=torch.int32, device=device)
+    return flags, counters, NC
 
 
 def _blocks(T, cfg: _Config, block_rows: int | None):
@@ -321,9 +322,8 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
     B, T, D = f.shape
     s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
     h = torch.empty_like(s)
-    _, flags, _, NC = _wavefront_args(B, T, cfg, f.device)
     blocks = _blocks(T, cfg, block_rows)
-    counters = torch.zeros(len(blocks), dtype=torch.int32, device=f.device)  # a fresh ticket counter per launch
+    flags, counters, NC = _wavefront_state(B, T, cfg, len(blocks), f.device)
     if len(blocks) > 1:
         scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
         # The strip products read s in q's dtype (bf16 s tiles, as the wavefront's alpha @ s tile products).
@@ -347,9 +347,8 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
     the block adds the rest (CROSS)."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
-    _, flags, _, NC = _wavefront_args(B, T, cfg, ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
-    counters = torch.zeros(len(blocks), dtype=torch.int32, device=ds.device)
+    flags, counters, NC = _wavefront_state(B, T, cfg, len(blocks), ds.device)
     if len(blocks) > 1:
         scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
         v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u in q's dtype, for the strips
