@@ -209,8 +209,9 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
                  if test_from == "best" else None)
     ckpt = "best" if test_from == "best" else None
     final = {}
-    final.update(trainer.validate(lit, datamodule=dm, verbose=False, ckpt_path=ckpt)[0])
-    final.update(trainer.test(lit, datamodule=dm, verbose=False, ckpt_path=ckpt)[0])
+    # weights_only=True, as for fit: the best checkpoint is a file in the run folder, never unpickled freely
+    final.update(trainer.validate(lit, datamodule=dm, verbose=False, ckpt_path=ckpt, weights_only=True)[0])
+    final.update(trainer.test(lit, datamodule=dm, verbose=False, ckpt_path=ckpt, weights_only=True)[0])
     for factor in cfg.eval.lengths:  # length generalisation: the same model on longer sequences
         if int(factor) != 1:
             longer = task.scaled(int(factor))
