@@ -74,7 +74,7 @@ else
         trainer.enable_progress_bar=false)
 fi
 # shellcheck disable=SC2086
-python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$start.csv" --skip 30 --timeout "$left" -- \
+python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout "$left" -- \
   "${what[@]}" $TABLE_OVERRIDES >> "$work/logs/tables.log" 2>&1
 echo "tables exit $? (compile=$compile)" >> "$work/logs/tables.log"
 
