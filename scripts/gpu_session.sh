@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# One GPU call (at most 10 minutes) of a paper-table lease on a multi-GPU machine (nvidia-h200-x2 or -x4).
-# Call it back to back within one lease (a warm machine is given back after 30 s idle): run folders live in
-# /tmp/paper_runs on the machine, so each call resumes the protocol where the last one stopped (checkpoints
-# never leave the machine).
-#   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (issue 15), then the table runs
+# One GPU call (at most 10 minutes) of a paper-table lease, on any number of GPUs. Call it back to back within
+# one lease (a warm machine is given back after 30 s idle): run folders live in /tmp/paper_runs on the
+# machine, so each call resumes the protocol where the last one stopped (checkpoints never leave the machine).
+#   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (>= 2 GPUs), then the table runs
 #   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
-# The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS. With COMPILE_SMOKE=1 it first trains
-# each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs, and the table
-# runs compile every family when all three pass, none otherwise (same protocol for all); without it they
-# run eager. Every call runs `sessa_bench.tables table1 --run --experiments $EXPERIMENTS` under
-# scripts/gpu_busy.py (utilisation sampled), which stops the whole process group SECONDS after the call
-# began, less 40 s to pack. $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without
-# checkpoints); the device tool brings back at most 8 files. Back here, `python3 scripts/import_runs.py
-# bundle.tar.gz results/runs` copies the finished run folders out of it.
+# The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two. With COMPILE_SMOKE=1
+# it first trains each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs,
+# and the table runs compile every family when all three pass, none otherwise (same protocol for all);
+# without it they run eager. The table step is `sessa_bench.tables table1 --run --experiments $EXPERIMENTS`
+# under scripts/gpu_busy.py (utilisation sampled), which stops the whole process group at its time limit.
+# Without LEASE that limit is SECONDS after the call began, less 40 s to pack. With LEASE=S the table step
+# runs detached (its own session, so it outlives the call) for at most S seconds, and every call of the lease
+# waits for it until its own SECONDS are nearly up: no training time is lost between calls.
+#   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
+#                tests); its output goes to $OUT/also.log.
+#   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
+#                GPU, say); its output goes to $OUT/after.log.
+#   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
+#                seed 0 at the chosen rate), for runs trained with probe=false.
+# $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without checkpoints); the device
+# tool brings back at most 8 files. Back here, `python3 scripts/import_runs.py bundle.tar.gz results/runs`
+# copies the finished run folders out of the last call's bundle.
 # WORK=calibrate runs `sessa_bench.calibrate --run` (the Diffuse MQAR grid) instead; WORK=table2 another table.
 # Every step has a hard limit (timeout -k): Lightning catches SIGTERM and trains on, so TERM alone is not one.
 set -uo pipefail
@@ -32,7 +40,8 @@ start=$SECONDS
 cd "$(dirname "$0")/.."
 source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
-export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-cache
+export TRITON_CACHE_AUTOTUNING=1  # later processes reuse autotune results (mamba_ssm tunes many kernels)
 runs=/tmp/paper_runs work=/tmp/session
 mkdir -p "$runs" "$work/logs"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader > "$work/logs/gpus.txt"
@@ -63,7 +72,6 @@ if [[ $first == first ]] && (( ngpu >= 2 )); then
 fi
 compile=$(cat /tmp/compile_flag 2>/dev/null || echo false)
 
-left=$((budget - (SECONDS - start) - 40))
 if [[ $WORK == calibrate ]]; then  # the Diffuse MQAR calibration grid instead of a table
   what=(python3 -m sessa_bench.calibrate --run --jobs-per-gpu "$PER_GPU" --results-dir "$runs"
         --out "$work/calibration.md" compile="$compile" trainer.enable_progress_bar=false)
@@ -73,16 +81,46 @@ else
         --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" compile="$compile"
         trainer.enable_progress_bar=false)
 fi
-# shellcheck disable=SC2086
-python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout "$left" -- \
-  "${what[@]}" $TABLE_OVERRIDES >> "$work/logs/tables.log" 2>&1
-echo "tables exit $? (compile=$compile)" >> "$work/logs/tables.log"
+LEASE=${LEASE:-0}
+started=$work/tables.started done=$work/tables.done
+left() { echo $((budget - (SECONDS - start) - 40)); }
+if [[ ! -f $started ]]; then
+  touch "$started"
+  # shellcheck disable=SC2086
+  busy=(python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout
+        "$( (( LEASE > 0 )) && echo "$LEASE" || left)" -- "${what[@]}" $TABLE_OVERRIDES)
+  if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
+    setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? (compile='"$compile"')" \
+      >> "$0/logs/tables.log"; touch "$0/tables.done"' "$work" "${busy[@]}" < /dev/null &
+  else
+    "${busy[@]}" >> "$work/logs/tables.log" 2>&1
+    echo "tables exit $? (compile=$compile)" >> "$work/logs/tables.log"
+    touch "$done"
+  fi
+fi
+if [[ -n ${ALSO:-} ]]; then
+  timeout -k 15 "$(left)" bash -c "$ALSO" > "$out/also.log" 2>&1
+  echo "exit $?" >> "$out/also.log"
+fi
+while [[ ! -f $done ]] && (( $(left) > 5 )); do sleep 5; done
+if [[ -f $done && ${PROBE:-0} == 1 ]] && (( $(left) > 30 )); then
+  # shellcheck disable=SC2086
+  timeout -k 15 "$(left)" python3 scripts/probe_chosen.py "$runs" --table "$WORK" ${EXPERIMENTS:+--experiments $EXPERIMENTS} \
+    --max-seconds $(( ($(left) - 20) / 3 )) $TABLE_OVERRIDES >> "$work/logs/probe.log" 2>&1
+  echo "probe_chosen exit $?" >> "$work/logs/probe.log"
+fi
+if [[ -f $done && -n ${AFTER:-} ]] && (( $(left) > 10 )); then
+  timeout -k 15 "$(left)" bash -c "$AFTER" > "$out/after.log" 2>&1
+  echo "exit $?" >> "$out/after.log"
+fi
 
 tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
 {
   echo "## compile smoke"; cat "$work/logs/smoke.txt" 2>/dev/null
   echo; echo "## ddp_check"; cat "$work/logs/ddp_check.md" 2>/dev/null || tail -5 "$work/logs/ddp.log" 2>/dev/null
-  echo; echo "## tables (last lines)"; grep -v "^\s*$" "$work/logs/tables.log" | tail -25
+  echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
+  grep -v "^\s*$" "$work/logs/tables.log" | tail -25
+  echo; echo "## probes"; tail -8 "$work/logs/probe.log" 2>/dev/null
   echo; echo "## finished runs (val/acc at the last step)"
   python3 - "$runs" <<'PY'
 import json, sys, pathlib

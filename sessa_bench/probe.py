@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -354,9 +355,10 @@ def describe_run(cfg, weights: str, steps=None) -> dict:
             "weights": weights, "steps": steps}
 
 
-def probe_config(cfg, weights: str = "init", model=None, folder=None, **kw) -> dict:
+def probe_config(cfg, weights: str = "init", model=None, folder=None, device: str | None = None, **kw) -> dict:
     """Probe the model of a composed or saved training config `cfg`: the given (trained) model, or a fresh
-    one (weights='init') with the run's model config and seed. Examples come from the task's val split."""
+    one (weights='init') with the run's model config and seed, on `device` (default: where it is). Examples
+    come from the task's val split."""
     from hydra.utils import instantiate
     task = instantiate(cfg.task)
     steps = None
@@ -364,6 +366,8 @@ def probe_config(cfg, weights: str = "init", model=None, folder=None, **kw) -> d
         model = fresh_model(model_config_of(folder, cfg, task), cfg.seed)
     elif folder is not None and folder.summary.exists():
         steps = folder.read_summary().get("steps")
+    if device is not None:
+        model = model.to(device)
     result = probe_model(model, val_batches(task, kw.pop("n_examples", 4)), **kw)
     from sessa_bench.run_folder import git_commit
     result["run"], result["git_commit"] = describe_run(cfg, weights, steps), git_commit()
@@ -372,7 +376,8 @@ def probe_config(cfg, weights: str = "init", model=None, folder=None, **kw) -> d
 
 def probe_run(path, init: bool = False, out: str | Path | None = None, **kw) -> tuple[Path, dict]:
     """Probe a run folder's trained model (its checkpoint) or, with init=True, a fresh model of the same
-    config. Writes <run folder>/probe.json (probe_init.json with init=True) or `out`."""
+    config (kw: probe_config's and probe_model's). Writes <run folder>/probe.json (probe_init.json with
+    init=True) or `out`."""
     from omegaconf import OmegaConf
 
     from sessa_bench.run_folder import RunFolder
@@ -398,6 +403,12 @@ def summary_line(result: dict, curve: str = "by_position") -> str:
     tau = f"{e['tau']:.4g}" if e["tau"] is not None else "none (no decay)"
     return (f"{curve}: power law exponent {p['exponent']:.3f} (R^2 {p['r2']:.3f}); exponential tau {tau} "
             f"(R^2 {e['r2']:.3f}); better: {fit['better']}")
+
+
+def _device_arg(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: must be auto, cpu, cuda or cuda:N")
 
 
 def _layers_arg(text: str):
@@ -438,9 +449,15 @@ def main(argv=None):
     ap.add_argument("--init", action="store_true",
                     help="a freshly initialised model of the run's config instead of its checkpoint")
     ap.add_argument("--out", default=None, help="where to write the JSON (default: in the run folder)")
+    ap.add_argument("--device", default="auto", type=_device_arg, help="where the model runs: auto (a GPU when there is one), "
+                    "cpu, cuda, cuda:N")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="time budget: examples not finished by then are left out (default: none)")
     add_probe_args(ap)
     args = ap.parse_args(argv)
-    path, result = probe_run(args.run_dir, args.init, args.out, **probe_kwargs(args))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    path, result = probe_run(args.run_dir, args.init, args.out, device=device, max_seconds=args.max_seconds,
+                             **probe_kwargs(args))
     print(f"{path} ({result['method']}, {result['seconds']} s)")
     for c in CURVES:
         print("  " + summary_line(result, c))
