@@ -254,3 +254,11 @@ def test_jobs_report_every_failed_run(built):
         build("ablation", [2], built["base"] + LM + ["debug.kill_at_step=1"], run=True,
               out_dir=built["tmp"] / "fail", jobs=2, max_steps_cap=CAP)
     assert str(e.value).count("exit 17") == 2
+
+
+def test_reference_levels_only_where_all_runs_agree():
+    from sessa_bench.report.plots import reference_levels
+    same = [{"task_facts": {"chance": 0.05, "baseline": 0.31, "ceiling": None}}] * 2
+    assert reference_levels(same) == {"chance": (0.05, ":"), "symbol-count baseline (test)": (0.31, "-.")}
+    mixed = [{"task_facts": {"chance": 0.05, "ceiling": 0.81}}, {"task_facts": {"chance": 0.05, "ceiling": 0.95}}]
+    assert reference_levels(mixed) == {"chance": (0.05, ":")}  # two lengths: no single ceiling to draw

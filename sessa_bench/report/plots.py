@@ -44,7 +44,22 @@ def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float
     return steps, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals]
 
 
-def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str) -> Path | None:
+REFERENCES = (("chance", "chance", ":"), ("baseline", "symbol-count baseline (test)", "-."),
+              ("ceiling", "Bayes ceiling (test)", "--"))  # task facts drawn as levels, where a task has them
+
+
+def reference_levels(summaries: list[dict]) -> dict[str, tuple[float, str]]:
+    """{label: (value, linestyle)} of the task facts that all the runs agree on."""
+    out = {}
+    for key, label, style in REFERENCES:
+        vals = {s.get("task_facts", {}).get(key) for s in summaries}
+        if len(vals) == 1 and (v := vals.pop()) is not None:
+            out[label] = (float(v), style)
+    return out
+
+
+def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str,
+               references: dict[str, tuple[float, str]] | None = None) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for fam, dirs in runs.items():
@@ -57,9 +72,11 @@ def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str) 
     if not drawn:
         plt.close(fig)
         return None
+    for label, (value, style) in (references or {}).items():
+        ax.axhline(value, color="black", linestyle=style, linewidth=1, label=label)
     ax.set(xlabel="training step", ylabel=metric, title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="center right" if references else "best")
     return save(fig, out)
 
 
@@ -107,8 +124,10 @@ def table_plots(table, got: dict, out_dir: Path) -> list[Path]:
             else c.experiment_name.removeprefix(f"{table.name}_")
         done.add(c.experiment_name)
         dirs = {f: [c.run_dir(s) for s in c.runs[f]] for f in table.families}
+        refs = reference_levels([s for runs in c.runs.values() for s in runs]) \
+            if table.curve_metric.endswith("acc") else {}  # accuracy levels, not on a perplexity axis
         p = val_curves(dirs, table.curve_metric, Path(out_dir) / f"{table.name}_{name}_val.png",
-                       f"{table.name}: {c.experiment_name} ({c.task}, {c.budget})")
+                       f"{table.name}: {c.experiment_name} ({c.task}, {c.budget})", refs)
         if p:
             out.append(p)
         p = lag_accuracy(c.runs, Path(out_dir) / f"{table.name}_{name}_lags.png",
