@@ -75,7 +75,8 @@ def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]
                 paths.append(probe_run(d, **SETTINGS.get(budget, DEFAULT))[0])
                 print(f"wrote {path}", flush=True)
             else:
-                missing.append(str(d.relative_to(ROOT)) if d.resolve().is_relative_to(ROOT) else str(d))
+                full = d.resolve()  # --runs may be relative (the Makefile's default is)
+                missing.append(str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(d))
     return paths, missing
 
 

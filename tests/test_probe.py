@@ -304,7 +304,8 @@ def test_cli_init_probe_and_report(tmp_path, monkeypatch, capsys):
     assert r["run"]["weights"] == "init" and r["run"]["family"] == "transformer"
     assert r["outputs"] == ["layer_0", "final"] and r["model"]["n_layers"] == 2 and r["n_examples"] == 2
     for args, message in (([str(run)], "no checkpoint"),  # trained weights need the checkpoint
-                          ([str(run), "--init", "--layers", "first"], "--layers")):
+                          ([str(run), "--init", "--layers", "first"], "--layers"),
+                          ([str(run), "--init", "--device", "gpu"], "--device")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:  # a user error: one line on stderr, exit code 2
             cli(["probe", *args])
@@ -312,6 +313,11 @@ def test_cli_init_probe_and_report(tmp_path, monkeypatch, capsys):
         assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
     text = build_report([run / "probe_init.json"], tmp_path / "memory_tail.md")
     assert "| transformer | tiny | init | 0 | 2 x 16 |" in text
+    # `make memory-tail` passes a relative --runs: a folder with neither probe.json nor a checkpoint is listed
+    import sessa_bench.memory_tail as mt
+    monkeypatch.setattr(mt, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert mt.probe_trained(["."], force=False) == ([], ["run"])
     assert (tmp_path / "memory_tail_by_position.png").stat().st_size > 1000
 
 
