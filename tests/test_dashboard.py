@@ -168,6 +168,20 @@ def test_offline_page_draws_every_panel_and_filters(results, tmp_path, chromium)
         assert errors == []
 
 
+def test_page_opens_on_the_chosen_rates_and_other_rates_are_one_tick_away(results, tmp_path, chromium, monkeypatch):
+    """A run whose family's sweep chose another rate is labelled `other rates` and starts unticked."""
+    import sessa_bench.dashboard.page as pg
+    monkeypatch.setattr(pg, "chosen_rates", lambda *_: {("table1_symbol_soup", "mamba2"): 1e-3})
+    labels = {(r["experiment"], r["family"]): r["rate"] for r in pg.page_data(results)["runs"]}
+    assert labels[("table1_symbol_soup", "mamba2")] == "other rates"  # the fixture's runs record no rate
+    assert labels[("table1_symbol_soup", "sessa")] == "chosen"        # no finished sweep: nothing to hide
+    with browser.open_page(pg.build(results, tmp_path / "dashboard.html")) as (page, errors):
+        assert _table(page, "table1")[3][1] == "not run"
+        page.check('input[data-field="rate"][value="other rates"]')
+        assert _table(page, "table1")[3][1] == ours(0, 2)
+        assert errors == []
+
+
 def _table(page, name):
     return page.evaluate(f"""() => [...document.querySelectorAll('table[data-table="{name}"] tr')]
         .map(tr => [...tr.children].map(c => c.textContent))""")

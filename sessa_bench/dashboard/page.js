@@ -11,7 +11,9 @@ const FILTERS = {
   experiment: uniq(DATA.runs.map((r) => r.experiment)).sort(),
   family: uniq(DATA.sections.flatMap((s) => s.families).concat(DATA.runs.map((r) => r.family))),
   seed: uniq(DATA.runs.map((r) => r.seed)).sort((a, b) => a - b),
+  rate: uniq(DATA.runs.map((r) => r.rate)).sort(),  // "chosen" (the tables' runs) or "other rates" (the sweep)
 };
+const OFF = {rate: new Set(["other rates"])};  // unticked at first: the page opens on what the tables report
 
 function buildFilters() {
   const box = document.getElementById("filters");
@@ -20,7 +22,8 @@ function buildFilters() {
     fs.innerHTML = `<legend>${field}</legend>`;
     for (const v of values) {
       const label = document.createElement("label");
-      label.innerHTML = `<input type="checkbox" checked data-field="${field}" value="${v}"> ${v}`;
+      const on = OFF[field] && OFF[field].has(String(v)) ? "" : " checked";
+      label.innerHTML = `<input type="checkbox"${on} data-field="${field}" value="${v}"> ${v}`;
       fs.appendChild(label);
     }
     box.appendChild(fs);
@@ -33,7 +36,8 @@ function selectedRuns() {
   for (const field of Object.keys(FILTERS)) {
     on[field] = new Set([...document.querySelectorAll(`input[data-field="${field}"]:checked`)].map((i) => i.value));
   }
-  return DATA.runs.filter((r) => on.experiment.has(r.experiment) && on.family.has(r.family) && on.seed.has(String(r.seed)));
+  return DATA.runs.filter((r) => on.experiment.has(r.experiment) && on.family.has(r.family) && on.seed.has(String(r.seed))
+    && on.rate.has(r.rate));
 }
 
 function fmt(values, digits) {

@@ -1,7 +1,9 @@
 """`sessa-bench dashboard [results/runs] [--out results/dashboard.html]`: the W&B dashboard's sections
 (sessa_bench.dashboard.spec) as one self-contained HTML page: plotly.js inlined, the runs' data embedded,
-no network and no server. Filters by experiment, family and seed redraw every panel and table in the
-browser. Reads only run folders (summary.json, metrics.jsonl).
+no network and no server. Filters by experiment, family, seed and rate redraw every panel and table in the
+browser; by default only the runs at each family's chosen learning rate are on (the runs the paper tables
+report: sessa_bench.report.protocol), the sweep's other rates one click away. Reads only run folders
+(summary.json, metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -9,23 +11,49 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
 from pathlib import Path
 
 from sessa_bench.dashboard.spec import Section, experiment_name, sections
 from sessa_bench.report.collect import collect
 from sessa_bench.files import atomic_write_text
-from sessa_bench.report.paper import experiments
+from sessa_bench.report.paper import TABLES, experiments
 from sessa_bench.run_folder import RunFolder
 
 SCRIPT = (Path(__file__).parent / "page.js").read_text
 
 
-def run_record(results_dir: Path, summary: dict, curve_metrics: set[str]) -> dict:
-    """What the page needs of one run: identity, final metrics, throughput and its validation curves."""
+CHOSEN, OTHER = "chosen", "other rates"  # the rate filter's values
+
+
+def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """(experiment_name, family) -> the learning rate the tables' protocol chose from these run folders, for
+    the pairs in `present` (those with runs) whose sweep is finished."""
+    from sessa_bench.report.protocol import cell
+    from sessa_bench.tables import split_overrides
+    out = {}
+    for table in TABLES.values():
+        names = experiments(table)
+        scoped = split_overrides([f"results_dir={results_dir}"], names)
+        for exp in names:
+            for f in table.families:
+                if (experiment_name(exp), f) in present:
+                    lr = cell(exp, f, scoped[exp], table.curve_metric).selection()[0]
+                    if lr is not None:
+                        out[(experiment_name(exp), f)] = lr
+    return out
+
+
+def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen: float | None) -> dict:
+    """What the page needs of one run: identity, its rate (`other rates` when the protocol chose another one
+    for its experiment and family; a run of a cell without a finished sweep counts as chosen), final metrics,
+    throughput and its validation curves."""
     rows = RunFolder(results_dir / summary["experiment"] / summary["run_name"]).read_metrics()
     curves = {m: [[int(r["step"]), float(r[m])] for r in rows if m in r and "step" in r] for m in curve_metrics}
+    lr = summary.get("optim", {}).get("lr")
     return {"experiment": summary["experiment"], "run": summary["run_name"], "family": summary["family"],
-            "seed": summary["seed"], "task": summary["task"], "budget": summary["budget"],
+            "seed": summary["seed"], "task": summary["task"], "budget": summary["budget"], "lr": lr,
+            "rate": OTHER if chosen is not None and not (lr is not None and math.isclose(lr, chosen)) else CHOSEN,
             "final": summary["final"], "throughput_tokens_per_s": summary.get("throughput_tokens_per_s"),
             "curves": curves}
 
@@ -39,8 +67,10 @@ def page_data(results_dir: str | Path) -> dict:
         for p in s.panels:
             curves.setdefault(p.experiment, set()).update(p.metrics if p.kind == "curve" else ())
             families.setdefault(p.experiment, set()).update(p.families)
-    runs = [run_record(results_dir, summary, curves[exp]) for exp in sorted(curves)
-            for summary in collect(results_dir, exp) if summary["family"] in families[exp]]
+    found = [(exp, summary) for exp in sorted(curves) for summary in collect(results_dir, exp)
+             if summary["family"] in families[exp]]
+    chosen = chosen_rates(results_dir, {(exp, s["family"]) for exp, s in found})
+    runs = [run_record(results_dir, s, curves[exp], chosen.get((exp, s["family"]))) for exp, s in found]
     return {"sections": [section_json(s) for s in secs], "runs": runs, "source": str(results_dir)}
 
 
@@ -75,7 +105,8 @@ td, th {{ border: 1px solid #ccc; padding: .25em .6em; text-align: right; }} td:
 <h1>sessa-bench: Sessa vs Transformer vs Mamba2</h1>
 <p class="note">Built by <code>sessa-bench dashboard</code> from the run folders under <code>{html.escape(data['source'])}</code>
 (summary.json, metrics.jsonl); the same sections as <code>sessa-bench wandb dashboard</code>. Ours: mean ± std over
-the selected seeds; paper: arXiv 2604.18580 (mean ± std over 2 seeds).</p>
+the selected runs (by default the seeds at each family's chosen learning rate, as in the paper tables; tick
+"other rates" to add the sweep's other runs); paper: arXiv 2604.18580 (mean ± std over 2 seeds).</p>
 <div id="filters"></div><div id="sections"></div>
 <script>{get_plotlyjs()}</script>
 <script id="dashboard-data" type="application/json">{payload}</script>
