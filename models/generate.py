@@ -18,20 +18,30 @@ from .backbone import Backbone
 from .masked_read import READS
 
 
+def resolve_read(read: str, batch_size: int) -> str:
+    """`auto`: the read measured faster at this batch size on an H200 (results/bench/h200-run4-session.log,
+    Sessa at a 4096-token context): `reduce` at batch 1 (137 vs 62 tokens/s eager, 428 compiled), `sdpa` above
+    (912 vs 396 tokens/s eager at batch 16)."""
+    if read == "auto":
+        return "reduce" if batch_size == 1 else "sdpa"
+    if read not in READS:
+        raise ValueError(f"decode read={read!r} is not one of {('auto', *READS)}")
+    return read
+
+
 class StaticDecoder:
     """Caches, the position tensor and the step for greedy decoding of `batch_size` sequences of at most
     `max_len` tokens (prompt included)."""
 
     def __init__(self, model: Backbone, batch_size: int, max_len: int, cuda_graph: bool = True,
-                 compile: bool = False, read: str = "reduce"):
+                 compile: bool = False, read: str = "auto"):
         if model.cfg.head != "lm":
             raise ValueError("greedy decoding needs model.head='lm'")
         if not model.supports_static_decode:
             raise ValueError("static decoding needs step_static in every mixer; use Backbone.generate")
         p = next(model.parameters())
         self.model, self.device, self.max_len = model, p.device, max_len
-        if read not in READS:
-            raise ValueError(f"decode read={read!r} is not one of {READS}")
+        self.read = read = resolve_read(read, batch_size)
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
         for c in self.caches:
             c.read = read  # how the step reads the cache (models/masked_read.py)
@@ -89,10 +99,10 @@ class StaticDecoder:
 
 @torch.no_grad()
 def greedy(model: Backbone, prompt: torch.Tensor, n_new: int, cuda_graph: bool = True,
-           compile: bool = False, read: str = "reduce") -> torch.Tensor:
+           compile: bool = False, read: str = "auto") -> torch.Tensor:
     """Greedy continuation of prompt (B, P) by n_new tokens -> (B, P + n_new). cuda_graph: capture the step
     in a CUDA graph (CUDA only; ignored on CPU). compile: torch.compile the step first (fullgraph). read: how
-    the step reads the caches ("reduce" or "sdpa", models/masked_read.py)."""
+    the step reads the caches ("reduce", "sdpa" or "auto": see resolve_read; models/masked_read.py)."""
     if n_new < 1:
         raise ValueError(f"greedy n_new must be >= 1, got {n_new}")
     if not model.supports_static_decode:

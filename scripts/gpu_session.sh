@@ -21,6 +21,8 @@
 # $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without checkpoints); the device
 # tool brings back at most 8 files. Back here, `python3 scripts/import_runs.py bundle.tar.gz results/runs`
 # copies the finished run folders out of the last call's bundle.
+# Pass SESSA_BENCH_GIT_COMMIT=<sha of the tree sent> in the command: the copy's .git may lag the tree, and run
+# summaries record that commit instead (summary.md says which was recorded).
 # WORK=calibrate runs `sessa_bench.calibrate --run` (the Diffuse MQAR grid) instead; WORK=table2 another table.
 # Every step has a hard limit (timeout -k): Lightning catches SIGTERM and trains on, so TERM alone is not one.
 set -uo pipefail
@@ -116,7 +118,8 @@ fi
 
 tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
 {
-  echo "## compile smoke"; cat "$work/logs/smoke.txt" 2>/dev/null
+  echo "commit recorded in the runs: ${SESSA_BENCH_GIT_COMMIT:-not given, so the .git of the copy, which may lag the tree}"
+  echo; echo "## compile smoke"; cat "$work/logs/smoke.txt" 2>/dev/null
   echo; echo "## ddp_check"; cat "$work/logs/ddp_check.md" 2>/dev/null || tail -5 "$work/logs/ddp.log" 2>/dev/null
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25

@@ -40,5 +40,11 @@ def test_bad_read_is_one_clear_error():
     from sessa_bench.models.backbone import Backbone
     from sessa_bench.models.config import ModelConfig
     model = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="attention"))
-    with pytest.raises(ValueError, match="decode read='flash'"):
+    with pytest.raises(ValueError, match=r"decode read='flash' is not one of \('auto', 'reduce', 'sdpa'\)"):
         StaticDecoder(model, 1, 4, read="flash")
+
+
+def test_auto_read_is_the_one_measured_faster_at_the_batch_size():
+    from sessa_bench.models.generate import resolve_read
+    assert [resolve_read("auto", b) for b in (1, 2, 16)] == ["reduce", "sdpa", "sdpa"]
+    assert resolve_read("sdpa", 1) == "sdpa" and resolve_read("reduce", 16) == "reduce"
