@@ -12,6 +12,8 @@
 # Without LEASE that limit is SECONDS after the call began, less 40 s to pack. With LEASE=S the table step
 # runs detached (its own session, so it outlives the call) for at most S seconds, and every call of the lease
 # waits for it until its own SECONDS are nearly up: no training time is lost between calls.
+#   BEFORE="cmd" runs on a quiet GPU before the table step starts (benchmarks; the call that starts the table
+#                step only); its output goes to $OUT/before.log.
 #   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
 #                tests); its output goes to $OUT/also.log.
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
@@ -86,6 +88,10 @@ fi
 LEASE=${LEASE:-0}
 started=$work/tables.started done=$work/tables.done
 left() { echo $((budget - (SECONDS - start) - 40)); }
+if [[ ! -f $started && -n ${BEFORE:-} ]]; then
+  timeout -k 15 "$(left)" bash -c "$BEFORE" > "$out/before.log" 2>&1
+  echo "exit $?" >> "$out/before.log"
+fi
 if [[ ! -f $started ]]; then
   touch "$started"
   # shellcheck disable=SC2086
