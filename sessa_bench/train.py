@@ -170,6 +170,9 @@ def _run(cfg: DictConfig) -> dict:
         start_step = _resume_step(cfg, folder)
         if start_step is not None:
             folder.check_config(cfg, "an unfinished run")
+        elif extending:  # e.g. a folder copied off a GPU machine, whose checkpoints stayed there
+            print(f"no checkpoint in {folder.path}: the extension trains from step 0 (same data order, so "
+                  f"its first steps repeat the finished ones)", flush=True)
         return _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, callbacks, start_step)
     finally:
         folder.unlock()
