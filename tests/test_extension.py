@@ -51,6 +51,20 @@ def test_extension_equals_the_long_run(tmp_path):
         run(compose_train(overrides(tmp_path, "ext", 4, *const)))
 
 
+def test_extension_without_the_checkpoint_retrains_the_same_run(tmp_path, capsys):
+    """A folder copied off a GPU machine has no checkpoint: its extension trains from step 0 on the same data
+    order, so it ends where the long run ends."""
+    import shutil
+    const = ["optim.schedule=constant"]
+    long = run(compose_train(overrides(tmp_path, "long", 8, *const)))
+    run(compose_train(overrides(tmp_path, "copied", 4, *const)))
+    folder = RunFolder(tmp_path / "runs" / "copied" / "transformer-symbol_soup-tiny-s0")
+    shutil.rmtree(folder.checkpoint.parent)
+    ext = run(compose_train(overrides(tmp_path, "copied", 8, *const)))
+    assert "no checkpoint in" in capsys.readouterr().out
+    assert ext["resumed_from_step"] is None and ext["steps"] == 8 and ext["final"] == long["final"]
+
+
 def test_cosine_runs_are_not_extended(tmp_path):
     run(compose_train(overrides(tmp_path, "cos", 4)))
     with pytest.raises(ValueError, match=r"max_steps: 4 -> 8\).*only under optim.schedule=constant"):
