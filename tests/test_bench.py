@@ -56,3 +56,25 @@ def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypa
         mixer.impl = "dense"  # CPU: run the same mixer through the reference
         mixer.parallel(x)
     assert seen == [("dense", None), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS)]
+
+
+def test_a_cut_run_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """A bench call cut at a lease's limit (here: interrupted at the third decode row) leaves the rows
+    measured so far in the table and CSV, marked partial."""
+    import pytest
+
+    from sessa_bench.bench import decoding
+    real, calls = decoding._time_one, []
+
+    def cut(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(decoding, "_time_one", cut)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--preset", "cpu", "--parts", "decode", "--families", "sessa", "--out-dir", str(tmp_path)])
+    md = (tmp_path / "cpu.md").read_text()
+    assert "## Decoding" in md and "_Partial: the run was cut" in md
+    assert len([r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "decode"]) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import re
 import sys
 from pathlib import Path
@@ -80,6 +81,35 @@ def plot(rows, path: Path, title: str):
     save(fig, path)
 
 
+PARTIAL = "\n_Partial: the run was cut before this part finished; the rows above are complete measurements._\n"
+
+
+def train_section(rows, t) -> str:
+    shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
+                       for x in t["shapes"])
+    return (f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
+            f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
+            f"time of those warm-up steps). Compiled = `model.compile(backend={t['compile_backends'][-1]!r})` in "
+            f"place, `graph_breaks` counted by Dynamo. MFU = tokens/s x training FLOPs per token "
+            f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200).\n\n"
+            + md_rows(side_by_side(rows), ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
+                                            "compiled_tok_s", "speedup", "eager_mfu", "compiled_mfu",
+                                            "graph_breaks", "compile_s", "backends"],
+                      {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
+                       "compiled_mfu": ".3f", "compile_s": ".0f"}) + "\n")
+
+
+def decode_section(rows, d, dtype_name) -> str:
+    return (f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
+            f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
+            f"graph on GPU), one untimed pass first; `read`: how the step reads the caches "
+            f"(models/masked_read.py), `compile`: the step through torch.compile. Cache bytes per token of "
+            f"context, plus a fixed state per sequence.\n\n"
+            + md_rows(rows, ["family", "read", "compile", "context", "batch", "path", "tokens_per_s",
+                             "ms_per_step", "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
+                      {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n")
+
+
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
     atomic_write_text(out / f"{slug}.md", "\n".join(sections))
     keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k != "part", k))
@@ -133,39 +163,27 @@ def main(argv=None):
         plot(rows, Path(args.out_dir) / f"{slug}.png",
              f"{slug}: gated block fwd+bwd, D={p['d_model']}, {dtype_name}, {p['tokens']} tokens/batch")
 
+    def so_far(part: str, section):
+        """on_row for a part: the tables so far plus this part's rows, marked partial until the part ends, so a
+        run cut at a lease's limit still leaves what it measured."""
+        return lambda rows: write(Path(args.out_dir), slug, sections + [section(rows) + PARTIAL],
+                                  csv_rows + [{"part": part, **r} for r in rows])
+
     if "train" in args.parts:
         log("== training")
         t = p["train"]
-        rows = bench_training(device, families, log=log, **t)
-        shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
-                           for x in t["shapes"])
-        sections.append(
-            f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
-            f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
-            f"time of those warm-up steps). Compiled = `model.compile(backend={t['compile_backends'][-1]!r})` in "
-            f"place, `graph_breaks` counted by Dynamo. MFU = tokens/s x training FLOPs per token "
-            f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200).\n\n"
-            + md_rows(side_by_side(rows), ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
-                                            "compiled_tok_s", "speedup", "eager_mfu", "compiled_mfu",
-                                            "graph_breaks", "compile_s", "backends"],
-                       {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
-                        "compiled_mfu": ".3f", "compile_s": ".0f"}) + "\n")
+        section = functools.partial(train_section, t=t)
+        rows = bench_training(device, families, log=log, on_row=so_far("train", section), **t)
+        sections.append(section(rows))
         csv_rows += [{"part": "train", **r} for r in rows]
         write(Path(args.out_dir), slug, sections, csv_rows)
 
     if "decode" in args.parts:
         log("== decoding")
-        rows = bench_decoding(device, p["dtype"], families, log=log, **p["decode"])
         d = p["decode"]
-        sections.append(
-            f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
-            f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
-            f"graph on GPU), one untimed pass first; `read`: how the step reads the caches (models/masked_read.py), "
-            f"`compile`: the step through torch.compile. Cache bytes per token of context, plus a fixed state per "
-            f"sequence.\n\n"
-            + md_rows(rows, ["family", "read", "compile", "context", "batch", "path", "tokens_per_s", "ms_per_step",
-                              "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
-                       {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n")
+        section = functools.partial(decode_section, d=d, dtype_name=dtype_name)
+        rows = bench_decoding(device, p["dtype"], families, log=log, on_row=so_far("decode", section), **d)
+        sections.append(section(rows))
         csv_rows += [{"part": "decode", **r} for r in rows]
         write(Path(args.out_dir), slug, sections, csv_rows)
 

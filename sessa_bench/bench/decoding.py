@@ -18,7 +18,9 @@ from sessa_bench.models.generate import StaticDecoder
 
 
 def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contexts, batches,
-                   steps: int = 16, variants=({"read": "reduce", "compile": False},), log=print) -> list[dict]:
+                   steps: int = 16, variants=({"read": "reduce", "compile": False},), log=print,
+                   on_row=None) -> list[dict]:
+    """One row per (family, variant, context, batch); on_row(rows) after each (the caller writes them)."""
     budget = load_budget(budget_name)
     cuda = device.type == "cuda"
     rows = []
@@ -35,6 +37,8 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
             for ctx in contexts:
                 for B in batches:
                     rows.append(_time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log))
+                    if on_row:
+                        on_row(rows)
         del model
         free_memory()
     return rows

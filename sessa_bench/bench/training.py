@@ -50,8 +50,9 @@ def sync(device):
 
 
 def bench_training(device, families, shapes: list[dict], compile_backends=(None, "inductor"), warmup: int = 3,
-                   steps: int = 8, log=print) -> list[dict]:
-    """One row per (shape, family, compile backend); shapes: dicts of budget_name, vocab, seq_len, batch."""
+                   steps: int = 8, log=print, on_row=None) -> list[dict]:
+    """One row per (shape, family, compile backend); shapes: dicts of budget_name, vocab, seq_len, batch.
+    on_row(rows) is called after each row (the caller writes what is measured so far)."""
     rows = []
     for shape in shapes:
         budget = load_budget(shape["budget_name"])
@@ -86,6 +87,8 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                 rows.append(row)
                 log(f"  train {fam:12s} {budget.name} T={T} B={batch} {row['compile_backend']:9s} "
                     f"{row['tokens_per_s']} tok/s  MFU {row['mfu']}  breaks {row.get('graph_breaks')}")
+                if on_row:
+                    on_row(rows)
     return rows
 
 
