@@ -262,3 +262,23 @@ def test_reference_levels_only_where_all_runs_agree():
     assert reference_levels(same) == {"chance": (0.05, ":"), "symbol-count baseline (test)": (0.31, "-.")}
     mixed = [{"task_facts": {"chance": 0.05, "ceiling": 0.81}}, {"task_facts": {"chance": 0.05, "ceiling": 0.95}}]
     assert reference_levels(mixed) == {"chance": (0.05, ":")}  # two lengths: no single ceiling to draw
+
+
+def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, capsys):
+    """scripts/probe_chosen.py (a lease's last step): the runs at each family's chosen rate, found with the
+    table's own overrides; a folder that has probe.json is left as it is."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import probe_chosen
+
+    tmp = built["tmp"]
+    ov = [o for o in TINY + SOUP if not o.startswith("results_dir=")]
+    found = probe_chosen.chosen_runs(str(tmp / "runs"), "table1", ["table1_symbol_soup"], [0], ov)
+    assert sorted(p.name for p in found) == [f"{f}-symbol_soup-tiny-lr0.001-s0" for f in ("mamba2", "sessa", "transformer")]
+    assert probe_chosen.chosen_runs(str(tmp / "runs"), "table1", ["table1_symbol_soup"], [1], ov) == []  # no seed 1
+    for p in found:
+        (p / "probe.json").write_text("{}")
+    assert probe_chosen.main([str(tmp / "runs"), "--experiments", "table1_symbol_soup", "--device", "cpu", *ov]) == 0
+    assert capsys.readouterr().out.count("has probe.json") == 3
+    for p in found:
+        (p / "probe.json").unlink()
