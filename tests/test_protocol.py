@@ -63,6 +63,19 @@ def test_accuracy_rule(pts, steps, expect):
     assert convergence(rows("val/acc", pts), "val/acc", steps)[0] is expect
 
 
+def test_a_flat_curve_at_the_trivial_level_is_a_plateau_not_convergence():
+    """SymbolSoup's small models sit at the symbol-count baseline (0.31) long before they learn the blocks."""
+    from sessa_bench.report.protocol import trivial_level
+    flat = rows("val/acc", [(500, 0.300), (750, 0.305), (1000, 0.309)])
+    assert convergence(flat, "val/acc", 1000)[0]                      # no trivial level known: converged
+    assert not convergence(flat, "val/acc", 1000, trivial=0.31)[0]    # at the baseline: a plateau
+    assert convergence(flat, "val/acc", 1000, trivial=0.05)[0]        # well above chance: converged
+    assert trivial_level({"chance": 0.05, "baseline": 0.31}) == 0.31 and trivial_level({"chance": 0.05}) == 0.05
+    assert trivial_level({"chance": None, "baseline": None}) is None and trivial_level(None) is None
+    ppl = rows("val/ppl", [(750, 10.02), (1000, 10.0)])
+    assert convergence(ppl, "val/ppl", 1000, trivial=0.31)[0]         # perplexities have no trivial level here
+
+
 def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():
     assert convergence(rows("val/ppl", [(500, 12.0), (750, 10.05), (1000, 10.0)]), "val/ppl", 1000) == \
         (True, pytest.approx(0.005))

@@ -64,7 +64,8 @@ def built(tmp_path_factory):
 def hand_converged(run_dir: Path, metric: str, best: bool) -> bool:
     """The caption's rule, written out: validations of the last quarter of training and the one before
     it (the training's lines only: the final evaluation comes after fit_metrics_lines) moved < 0.01 absolute
-    (accuracy) or 1 % relative (perplexity); best-checkpoint runs judged on the best-so-far curve."""
+    (accuracy, ending above the task's trivial level + 0.01) or 1 % relative (perplexity); best-checkpoint
+    runs judged on the best-so-far curve."""
     s = json.loads((run_dir / "summary.json").read_text())
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:s["fit_metrics_lines"]]
     pts = {}
@@ -80,7 +81,11 @@ def hand_converged(run_dir: Path, metric: str, best: bool) -> bool:
     if len(vals) < 2:
         return False
     moved = max(vals) - min(vals)
-    return moved / vals[-1] < 0.01 if metric.endswith("ppl") else moved < 0.01
+    if metric.endswith("ppl"):
+        return moved / vals[-1] < 0.01
+    facts = s["task_facts"]  # a flat accuracy at the baseline (else chance) + 0.01 is a plateau
+    trivial = facts.get("baseline") if facts.get("baseline") is not None else facts.get("chance")
+    return moved < 0.01 and (trivial is None or vals[-1] > trivial + 0.01)
 
 
 def rows(md: str) -> dict[str, list[str]]:

@@ -8,7 +8,11 @@
 - convergence: a run is converged when its validation metric moved by less than 0.01 (accuracy, absolute)
   or 1 % (perplexity, relative to the last value) over the last quarter of its steps: max - min over the
   validations in that quarter and the last one before it. With a best-checkpoint (`callbacks.best`) the
-  curve is the best-so-far one, since that is what the reported checkpoint follows.
+  curve is the best-so-far one, since that is what the reported checkpoint follows. An accuracy that is flat
+  but no better than the task's trivial level (its `baseline`, e.g. naive Bayes on SymbolSoup's symbol counts,
+  else its `chance`, from the run's task facts) plus 0.01 is a plateau, not convergence: such a run is
+  extended like an unconverged one (up to the cap). On SymbolSoup the small models sit at the counts
+  baseline for the first thousand steps and leave it thousands of steps later, if at all.
 """
 
 from __future__ import annotations
@@ -93,8 +97,10 @@ def score_at(rows: list[dict], metric: str, steps: int, best: bool) -> float | N
     return (min(finite) if mode_of(metric) == "min" else max(finite)) if finite else pts[-1]
 
 
-def convergence(rows: list[dict], metric: str, steps: int, best: bool = False) -> tuple[bool, float | None]:
-    """(converged, movement over the last quarter of `steps`) by the rule of the module docstring."""
+def convergence(rows: list[dict], metric: str, steps: int, best: bool = False,
+                trivial: float | None = None) -> tuple[bool, float | None]:
+    """(converged, movement over the last quarter of `steps`) by the rule of the module docstring; trivial:
+    the task's trivial accuracy (baseline or chance), below which a flat curve is a plateau."""
     pts = curve(rows, metric)
     if best:
         run, acc = [], None
@@ -112,7 +118,14 @@ def convergence(rows: list[dict], metric: str, steps: int, best: bool = False) -
     if mode_of(metric) == "min":
         moved /= abs(vals[-1])
         return moved < PPL_TOL, moved
-    return moved < ACC_TOL, moved
+    plateau = trivial is not None and vals[-1] <= trivial + ACC_TOL
+    return moved < ACC_TOL and not plateau, moved
+
+
+def trivial_level(task_facts: dict | None) -> float | None:
+    """What a model reaches without learning the task: the task's baseline, else its chance level."""
+    facts = task_facts or {}
+    return next((float(facts[k]) for k in ("baseline", "chance") if facts.get(k) is not None), None)
 
 
 @lru_cache(maxsize=4096)
@@ -186,7 +199,9 @@ class Cell:
                 return chosen, tried, {x: scores.get(x) for x in tried}, todo
 
     def converged(self, r: Run) -> tuple[bool, float | None]:
-        return convergence(r.rows, self.metric, r.steps, self.best) if r.summary else (False, None)
+        if not r.summary:
+            return False, None
+        return convergence(r.rows, self.metric, r.steps, self.best, trivial_level(r.summary.get("task_facts")))
 
 
 def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cell:
