@@ -20,9 +20,12 @@
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
 #                seed 0 at the chosen rate), for runs trained with probe=false.
+# The first call copies the committed run folders (SEED_FROM, default results/runs) into /tmp/paper_runs, so
+# the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
+# such a folder retrains from step 0, and its sweep score keeps coming from the first training).
 # $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without checkpoints); the device
 # tool brings back at most 8 files. Back here, `python3 scripts/import_runs.py bundle.tar.gz results/runs`
-# copies the finished run folders out of the last call's bundle.
+# copies the finished run folders out of the last call's bundle (and replaces the ones it extended).
 # Pass SESSA_BENCH_GIT_COMMIT=<sha of the tree sent> in the command: the copy's .git may lag the tree, and run
 # summaries record that commit instead (summary.md says which was recorded).
 # WORK=calibrate runs `sessa_bench.calibrate --run` (the Diffuse MQAR grid) instead; WORK=table2 another table.
@@ -48,6 +51,12 @@ export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-
 export TRITON_CACHE_AUTOTUNING=1  # later processes reuse autotune results (mamba_ssm tunes many kernels)
 runs=/tmp/paper_runs work=/tmp/session
 mkdir -p "$runs" "$work/logs"
+if [[ ! -f $work/seeded ]]; then  # the committed run folders: the protocol goes on from them, not from zero
+  for d in "${SEED_FROM-results/runs}"/*/; do
+    [[ -d $d && ! -e $runs/$(basename "$d") ]] && cp -r "$d" "$runs/"
+  done
+  touch "$work/seeded"
+fi
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader > "$work/logs/gpus.txt"
 ngpu=$(wc -l < "$work/logs/gpus.txt")
 

@@ -5,16 +5,22 @@ directory, so the tables can be rendered and committed:
 
 A run folder is finished when it holds summary.json (the run-folder contract); unfinished ones (a run stopped
 by the call's time limit) stay out, as do checkpoints, locks and the worker logs. An existing folder is
-never overwritten: one with the same summary.json is skipped, one with a different one is an error. Members
-are read as data (no links, no absolute paths, no `..`), since a bundle is an untrusted file.
+never overwritten by another run: one with the same summary.json is skipped, one whose run the bundle holds
+extended (the same config but for more trainer.max_steps, as the tables protocol extends runs; its
+metrics.jsonl, or metrics.prev.jsonl for a retrained one, has the shorter run's training lines) is replaced,
+and any other difference is an error. Members are read as data (no links, no absolute paths, no `..`), since
+a bundle is an untrusted file.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tarfile
 from pathlib import Path, PurePosixPath
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sessa_bench from the checkout
 
 SKIP_SUFFIXES = (".ckpt", ".lock")
 
@@ -46,21 +52,59 @@ def import_runs(bundle: Path, dest: Path, dry_run: bool = False) -> list[str]:
         for run, files in sorted(run_members(tar).items()):
             target = dest / run
             new = tar.extractfile(files[PurePosixPath("summary.json")]).read()
+            replace = False
             if (target / "summary.json").is_file():
                 if (target / "summary.json").read_bytes() == new:
                     done.append(f"same   {run}")
                     continue
-                raise FileExistsError(f"{target} already holds a different finished run; move it away first")
-            if target.exists():
+                steps = extended_steps(target, tar, files)
+                if steps is None:
+                    raise FileExistsError(f"{target} already holds a different finished run; move it away first")
+                done.append(f"extend {run} (to {steps} steps)")
+                replace = True
+            elif target.exists():
                 raise FileExistsError(f"{target} exists without summary.json; move it away first")
-            done.append(f"import {run} ({len(files)} files)")
-            if dry_run:
-                continue
-            for rel, m in files.items():
-                out = target / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(tar.extractfile(m).read())
+            else:
+                done.append(f"import {run} ({len(files)} files)")
+            if not dry_run:
+                write_folder(target, tar, files, replace)
     return done
+
+
+def extended_steps(target: Path, tar: tarfile.TarFile, files: Members) -> int | None:
+    """The bundle's step count when its run extends the one in `target`, else None."""
+    from omegaconf import OmegaConf
+
+    from sessa_bench.run_folder import extension_of
+    cfg = files.get(PurePosixPath("config.yaml"))
+    if cfg is None or not (target / "config.yaml").is_file():
+        return None
+    try:
+        new = OmegaConf.to_container(OmegaConf.create(tar.extractfile(cfg).read().decode()))
+        old = OmegaConf.to_container(OmegaConf.load(target / "config.yaml"))
+        return extension_of(old, new) or None
+    except Exception:  # noqa: BLE001 - an unreadable config is not an extension: the caller says so
+        return None
+
+
+def write_folder(target: Path, tar: tarfile.TarFile, files: Members, replace: bool) -> None:
+    """Write the run's files to a fresh sibling folder, then put it in place (the old one out of the way
+    first when replacing), so an interrupted import leaves the old folder or the new one, never a mix."""
+    tmp = target.with_name(f".{target.name}.importing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, m in files.items():
+        out = tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(tar.extractfile(m).read())
+    if replace:
+        old = target.with_name(f".{target.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(target)
 
 
 def main(argv=None) -> int:

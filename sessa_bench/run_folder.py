@@ -59,6 +59,9 @@ class RunFolder:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.previous = self.path / "summary.prev.json"  # the summary of a run before its extension
+        # The training lines of a run that had to be retrained from step 0 to be extended (its checkpoint
+        # stayed on another machine): what its sweep score was read from (sessa_bench/report/protocol.py).
+        self.metrics_prev = self.path / "metrics.prev.jsonl"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
@@ -104,12 +107,14 @@ class RunFolder:
         keep = [row for row in self.read_metrics() if row.get("step", 0) < before_step]
         atomic_write_text(self.metrics, "".join(json.dumps(row) + "\n" for row in keep))
 
-    def read_metrics(self) -> list[dict]:
-        """The logged rows. A torn last line (a crash mid-append) is dropped with one log line; a corrupt
-        line anywhere else is an error naming the file and the line."""
-        if not self.metrics.exists():
+    def read_metrics(self, path: Path | None = None) -> list[dict]:
+        """The logged rows (of metrics.jsonl, or of `path`: metrics_prev). A torn last line (a crash
+        mid-append) is dropped with one log line; a corrupt line anywhere else is an error naming the file
+        and the line."""
+        path = path or self.metrics
+        if not path.exists():
             return []
-        lines = self.metrics.read_text().splitlines()
+        lines = path.read_text().splitlines()
         rows = []
         for i, ln in enumerate(lines, 1):
             if not ln.strip():
@@ -119,9 +124,9 @@ class RunFolder:
             except ValueError:
                 if i == len(lines):
                     log.warning("%s: dropped a half-written last line (line %d; the process was killed "
-                                "mid-write)", self.metrics, i)
+                                "mid-write)", path, i)
                     continue
-                raise ValueError(f"{self.metrics} line {i} is not JSON ({ln[:60]!r}); fix or delete that "
+                raise ValueError(f"{path} line {i} is not JSON ({ln[:60]!r}); fix or delete that "
                                  f"line, or delete the run folder to start over") from None
         return rows
 

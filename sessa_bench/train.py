@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import hydra
@@ -184,8 +185,17 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
     print(f"[{cfg.experiment_name}/{cfg.run_name}]\n{table}", flush=True)
 
     writer = is_rank_zero()  # under DDP only global rank 0 writes the run folder
-    if writer and start_step is None:
-        for stale in (folder.metrics, folder.summary, folder.previous):
+    retrain = folder.previous.exists() and (folder.metrics.exists() or folder.metrics_prev.exists())
+    if writer and start_step is None and retrain:
+        # An extension retrained from step 0 (no checkpoint): keep the lines its sweep score came from (the
+        # first time only: a retrain killed before its first checkpoint starts again) and summary.prev.json
+        # for the time the first training took.
+        if not folder.metrics_prev.exists():
+            os.replace(folder.metrics, folder.metrics_prev)
+        for stale in (folder.metrics, folder.summary):
+            stale.unlink(missing_ok=True)
+    elif writer and start_step is None:
+        for stale in (folder.metrics, folder.summary, folder.previous, folder.metrics_prev):
             stale.unlink(missing_ok=True)
     elif writer:
         folder.truncate_metrics(start_step)

@@ -60,9 +60,14 @@ def test_extension_without_the_checkpoint_retrains_the_same_run(tmp_path, capsys
     run(compose_train(overrides(tmp_path, "copied", 4, *const)))
     folder = RunFolder(tmp_path / "runs" / "copied" / "transformer-symbol_soup-tiny-s0")
     shutil.rmtree(folder.checkpoint.parent)
+    first = _rows(folder)
     ext = run(compose_train(overrides(tmp_path, "copied", 8, *const)))
     assert "no checkpoint in" in capsys.readouterr().out
     assert ext["resumed_from_step"] is None and ext["steps"] == 8 and ext["final"] == long["final"]
+    # the first training's lines stay beside the new ones (the sweep scores them), and its time counts
+    prev = [{k: v for k, v in r.items() if k not in TIMING} for r in folder.read_metrics(folder.metrics_prev)]
+    assert prev == first[:json.loads(folder.previous.read_text())["fit_metrics_lines"]]
+    assert ext["wall_seconds_total"] > ext["wall_seconds_this_process"]
 
 
 def test_cosine_runs_are_not_extended(tmp_path):

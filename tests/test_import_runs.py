@@ -44,3 +44,32 @@ def test_hostile_member_paths_refuse_the_bundle(tmp_path, capsys):
     b = bundle(tmp_path / "b.tar.gz", {"paper_runs/exp/r/summary.json": b"{}", "../../etc/x": b"x"})
     assert import_runs.main([str(b), str(tmp_path / "runs")]) == 2
     assert "parent path; refusing the bundle" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_a_later_bundle_replaces_a_run_with_its_extension_only(tmp_path):
+    """The tables protocol extends a run to more steps on the next lease: that bundle's folder replaces the
+    shorter one; the same run name with another config is still an error."""
+    def cfg(steps, lr=1e-4):
+        return f"trainer:\n  max_steps: {steps}\noptim:\n  schedule: constant\n  lr: {lr}\n".encode()
+    dest = tmp_path / "runs"
+    first = bundle(tmp_path / "1.tar.gz", {"paper_runs/exp/r/summary.json": b"{1000}",
+                                           "paper_runs/exp/r/config.yaml": cfg(1000),
+                                           "paper_runs/exp/r/metrics.jsonl": b"short"})
+    assert import_runs.import_runs(first, dest) == ["import exp/r (3 files)"]
+    later = bundle(tmp_path / "2.tar.gz", {"paper_runs/exp/r/summary.json": b"{2000}",
+                                           "paper_runs/exp/r/config.yaml": cfg(2000),
+                                           "paper_runs/exp/r/metrics.jsonl": b"long",
+                                           "paper_runs/exp/r/metrics.prev.jsonl": b"short"})
+    assert import_runs.import_runs(later, dest, dry_run=True) == ["extend exp/r (to 2000 steps)"]
+    assert (dest / "exp/r/metrics.jsonl").read_bytes() == b"short"  # a dry run writes nothing
+    assert import_runs.import_runs(later, dest) == ["extend exp/r (to 2000 steps)"]
+    assert sorted(p.name for p in (dest / "exp").iterdir()) == ["r"]  # no temporary folder left behind
+    assert (dest / "exp/r/metrics.jsonl").read_bytes() == b"long" and (dest / "exp/r/metrics.prev.jsonl").exists()
+    other = bundle(tmp_path / "3.tar.gz", {"paper_runs/exp/r/summary.json": b"{3000}",
+                                           "paper_runs/exp/r/config.yaml": cfg(4000, lr=3e-4)})
+    with pytest.raises(FileExistsError, match="different finished run"):
+        import_runs.import_runs(other, dest)
+    shorter = bundle(tmp_path / "4.tar.gz", {"paper_runs/exp/r/summary.json": b"{1000}",
+                                             "paper_runs/exp/r/config.yaml": cfg(1000)})
+    with pytest.raises(FileExistsError, match="different finished run"):  # never back to fewer steps
+        import_runs.import_runs(shorter, dest)

@@ -76,6 +76,18 @@ def test_a_flat_curve_at_the_trivial_level_is_a_plateau_not_convergence():
     assert convergence(ppl, "val/ppl", 1000, trivial=0.31)[0]         # perplexities have no trivial level here
 
 
+def test_a_run_retrained_to_be_extended_is_scored_from_its_first_training():
+    """Its first 1000 steps are not bit-identical the second time (GPU nondeterminism): the sweep's choice
+    must not move when the chosen run is retrained to 2000 steps."""
+    from sessa_bench.report.protocol import Cell, Run
+    c = Cell("e", "f", [], "val/acc", [1e-4, 3e-4], 1e-4, 1000, True, False)
+    r = Run(1e-4, 0, [], None, 2000, summary={"steps": 2000},
+            rows=rows("val/acc", [(1000, 0.296), (2000, 0.40)]), first_rows=rows("val/acc", [(1000, 0.303)]))
+    assert c.score(r) == 0.303
+    r.first_rows = None
+    assert c.score(r) == 0.296
+
+
 def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():
     assert convergence(rows("val/ppl", [(500, 12.0), (750, 10.05), (1000, 10.0)]), "val/ppl", 1000) == \
         (True, pytest.approx(0.005))

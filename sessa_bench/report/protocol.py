@@ -4,7 +4,8 @@
   rate with the best validation metric at the grid's step count wins (validation only, never test). When the
   winner is at an edge of the grid, the grid grows by one step beyond it (x3 or /3), at most MAX_EXTENSIONS
   times. Scores come from metrics.jsonl at the grid's step count, so extending the winning run later does
-  not change the choice.
+  not change the choice; a run retrained from step 0 to be extended (its checkpoint stayed on the GPU
+  machine it trained on) is scored from its first training's lines, kept in metrics.prev.jsonl.
 - convergence: a run is converged when its validation metric moved by less than 0.01 (accuracy, absolute)
   or 1 % (perplexity, relative to the last value) over the last quarter of its steps: max - min over the
   validations in that quarter and the last one before it. With a best-checkpoint (`callbacks.best`) the
@@ -143,6 +144,7 @@ class Run:
     steps_requested: int
     summary: dict | None = None   # when finished with this config (or an extension of it)
     rows: list[dict] = field(default_factory=list)  # metrics.jsonl lines of the training (no final evaluation)
+    first_rows: list[dict] | None = None  # a run retrained from step 0 to extend it: its first training's lines
 
     @property
     def steps(self) -> int:
@@ -179,10 +181,15 @@ class Cell:
             if more is not None and folder.is_finished():
                 r.summary = folder.read_summary()
                 r.rows = folder.read_metrics()[:r.summary.get("fit_metrics_lines")]
+                if folder.metrics_prev.exists():
+                    r.first_rows = folder.read_metrics(folder.metrics_prev)
         return r
 
     def score(self, r: Run) -> float | None:
-        return score_at(r.rows, self.metric, self.steps, self.best) if r.summary else None
+        """The sweep score: from the run's first training when it was retrained to be extended (its
+        checkpoint stayed on another machine), so the choice made from it does not move."""
+        rows = r.first_rows if r.first_rows is not None else r.rows
+        return score_at(rows, self.metric, self.steps, self.best) if r.summary else None
 
     def selection(self) -> tuple[float | None, list[float], dict[float, float | None], list[float]]:
         """(chosen rate, rates tried, their scores, rates still to run)."""
