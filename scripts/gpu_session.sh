@@ -139,10 +139,13 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25
   echo; echo "## probes"; tail -8 "$work/logs/probe.log" 2>/dev/null
-  echo; echo "## finished runs (val/acc at the last step)"
-  python3 - "$runs" <<'PY'
+  echo; echo "## runs finished in this lease (val/acc at the last step)"
+  python3 - "$runs" "$work/seeded" <<'PY'
 import json, sys, pathlib
+since = pathlib.Path(sys.argv[2]).stat().st_mtime  # the committed folders copied in are not news
 for p in sorted(pathlib.Path(sys.argv[1]).glob("*/*/summary.json")):
+    if p.stat().st_mtime < since:
+        continue
     s = json.loads(p.read_text())
     f = s["final"]
     print(f"{p.parent.name:52s} {s['steps']:5d} steps val/acc {f.get('val/acc', float('nan')):.4f} "
