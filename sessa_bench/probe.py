@@ -449,8 +449,8 @@ def main(argv=None):
     ap.add_argument("--init", action="store_true",
                     help="a freshly initialised model of the run's config instead of its checkpoint")
     ap.add_argument("--out", default=None, help="where to write the JSON (default: in the run folder)")
-    ap.add_argument("--device", default="auto", type=_device_arg, help="where the model runs: auto (a GPU when there is one), "
-                    "cpu, cuda, cuda:N")
+    ap.add_argument("--device", default="auto", type=_device_arg,
+                    help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="time budget: examples not finished by then are left out (default: none)")
     add_probe_args(ap)

@@ -171,9 +171,6 @@ def _run(cfg: DictConfig) -> dict:
         start_step = _resume_step(cfg, folder)
         if start_step is not None:
             folder.check_config(cfg, "an unfinished run")
-        elif extending:  # e.g. a folder copied off a GPU machine, whose checkpoints stayed there
-            print(f"no checkpoint in {folder.path}: the extension trains from step 0 (same data order, so "
-                  f"its first steps repeat the finished ones)", flush=True)
         return _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, callbacks, start_step)
     finally:
         folder.unlock()
@@ -192,6 +189,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         # for the time the first training took.
         if not folder.metrics_prev.exists():
             os.replace(folder.metrics, folder.metrics_prev)
+        print(f"no checkpoint in {folder.path}: the extension trains from step 0 (same data order, so its first "
+              f"steps repeat the finished ones; their lines stay in {folder.metrics_prev.name})", flush=True)
         for stale in (folder.metrics, folder.summary):
             stale.unlink(missing_ok=True)
     elif writer and start_step is None:

@@ -279,7 +279,8 @@ def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, cap
     tmp = built["tmp"]
     ov = [o for o in TINY + SOUP if not o.startswith("results_dir=")]
     found = probe_chosen.chosen_runs(str(tmp / "runs"), "table1", ["table1_symbol_soup"], [0], ov)
-    assert sorted(p.name for p in found) == [f"{f}-symbol_soup-tiny-lr0.001-s0" for f in ("mamba2", "sessa", "transformer")]
+    names = [f"{f}-symbol_soup-tiny-lr0.001-s0" for f in ("mamba2", "sessa", "transformer")]
+    assert sorted(p.name for p in found) == names
     assert probe_chosen.chosen_runs(str(tmp / "runs"), "table1", ["table1_symbol_soup"], [1], ov) == []  # no seed 1
     for p in found:
         (p / "probe.json").write_text("{}")
