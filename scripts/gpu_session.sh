@@ -51,12 +51,13 @@ export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-
 export TRITON_CACHE_AUTOTUNING=1  # later processes reuse autotune results (mamba_ssm tunes many kernels)
 runs=/tmp/paper_runs work=/tmp/session
 mkdir -p "$runs" "$work/logs"
-if [[ ! -f $work/seeded ]]; then  # the committed run folders: the protocol goes on from them, not from zero
-  for d in "${SEED_FROM-results/runs}"/*/; do
+seed_from=${SEED_FROM-results/runs}  # SEED_FROM= (empty): start from no run folders
+if [[ ! -f $work/seeded && -n $seed_from && -d $seed_from ]]; then  # the protocol goes on from them
+  for d in "$seed_from"/*/; do
     [[ -d $d && ! -e $runs/$(basename "$d") ]] && cp -r "$d" "$runs/"
   done
-  touch "$work/seeded"
 fi
+touch -a "$work/seeded"  # its time: when the copied folders stopped being news (the summary's list)
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader > "$work/logs/gpus.txt"
 ngpu=$(wc -l < "$work/logs/gpus.txt")
 
