@@ -61,7 +61,8 @@ def report(section: Section, entity: str, project: str, results_dir: str | Path)
     table = section.table
     header, rows = table_rows(table, results_dir)
     blocks = [wr.MarkdownBlock(text=(
-        f"Ours: mean ± std over seeds from the run folders under `{results_dir}`; paper: arXiv 2604.18580 "
+        f"Ours: mean ± std over the seeds at each family's chosen learning rate, from the run folders under "
+        f"`{results_dir}` (the panels below show every run of the sweep); paper: arXiv 2604.18580 "
         f"(mean ± std over 2 seeds). Built by `sessa-bench wandb dashboard` from "
         f"`sessa_bench.report.paper.TABLES['{table.name}']`, the spec of `results/{table.name}.md`.\n\n"
         + md_table(header, rows)))]

@@ -239,3 +239,13 @@ def test_sync_without_credentials_is_one_clear_line(tmp_path, env, message):
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1] == f"sessa-bench wandb: error: {message}"
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_report_table_is_the_committed_table1():
+    """The W&B report's table and results/table1.md come from the same runs: the seeds at each family's
+    chosen rate (the committed sweep holds other rates too, which must not be averaged in)."""
+    from sessa_bench.dashboard.spec import table_rows
+    _, got = table_rows(TABLES["table1"], ROOT / "results" / "runs")
+    md = (ROOT / "results" / "table1.md").read_text().split("\n\n")[2].splitlines()[2:5]
+    want = [[c.strip().rstrip("*") for c in line.strip("|").split("|")][:2] for line in md]
+    assert [row[:2] for row in got] == want

@@ -11,37 +11,15 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import math
 from pathlib import Path
 
-from sessa_bench.dashboard.spec import Section, experiment_name, sections
+from sessa_bench.dashboard.spec import CHOSEN, OTHER, Section, at_chosen_rate, chosen_rates, experiment_name, sections
 from sessa_bench.report.collect import collect
 from sessa_bench.files import atomic_write_text
-from sessa_bench.report.paper import TABLES, experiments
+from sessa_bench.report.paper import experiments
 from sessa_bench.run_folder import RunFolder
 
 SCRIPT = (Path(__file__).parent / "page.js").read_text
-
-
-CHOSEN, OTHER = "chosen", "other rates"  # the rate filter's values
-
-
-def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """(experiment_name, family) -> the learning rate the tables' protocol chose from these run folders, for
-    the pairs in `present` (those with runs) whose sweep is finished."""
-    from sessa_bench.report.protocol import cell
-    from sessa_bench.tables import split_overrides
-    out = {}
-    for table in TABLES.values():
-        names = experiments(table)
-        scoped = split_overrides([f"results_dir={results_dir}"], names)
-        for exp in names:
-            for f in table.families:
-                if (experiment_name(exp), f) in present:
-                    lr = cell(exp, f, scoped[exp], table.curve_metric).selection()[0]
-                    if lr is not None:
-                        out[(experiment_name(exp), f)] = lr
-    return out
 
 
 def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen: float | None) -> dict:
@@ -50,10 +28,9 @@ def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen
     throughput and its validation curves."""
     rows = RunFolder(results_dir / summary["experiment"] / summary["run_name"]).read_metrics()
     curves = {m: [[int(r["step"]), float(r[m])] for r in rows if m in r and "step" in r] for m in curve_metrics}
-    lr = summary.get("optim", {}).get("lr")
     return {"experiment": summary["experiment"], "run": summary["run_name"], "family": summary["family"],
-            "seed": summary["seed"], "task": summary["task"], "budget": summary["budget"], "lr": lr,
-            "rate": OTHER if chosen is not None and not (lr is not None and math.isclose(lr, chosen)) else CHOSEN,
+            "seed": summary["seed"], "task": summary["task"], "budget": summary["budget"],
+            "lr": summary.get("optim", {}).get("lr"), "rate": CHOSEN if at_chosen_rate(summary, chosen) else OTHER,
             "final": summary["final"], "throughput_tokens_per_s": summary.get("throughput_tokens_per_s"),
             "curves": curves}
 

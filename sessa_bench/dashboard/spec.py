@@ -10,6 +10,7 @@ finished run folders (building a task to ask it would load its data).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from sessa_bench.report.collect import collect
 from sessa_bench.report.paper import TABLES, Table, experiments
 
 THROUGHPUT = "throughput_tokens_per_s"
+CHOSEN, OTHER = "chosen", "other rates"  # a run at its family's chosen learning rate, or another of the sweep
 KINDS = ("curve", "final", "slices", "throughput")
 
 
@@ -73,6 +75,31 @@ def sections(results_dir: str | Path) -> list[Section]:
     return out
 
 
+def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """(experiment_name, family) -> the learning rate the tables' protocol chose from these run folders, for
+    the pairs in `present` (those with runs) whose sweep is finished."""
+    from sessa_bench.report.protocol import cell
+    from sessa_bench.tables import split_overrides
+    out = {}
+    for table in TABLES.values():
+        names = experiments(table)
+        scoped = split_overrides([f"results_dir={results_dir}"], names)
+        for exp in names:
+            for f in table.families:
+                if (experiment_name(exp), f) in present:
+                    lr = cell(exp, f, scoped[exp], table.curve_metric).selection()[0]
+                    if lr is not None:
+                        out[(experiment_name(exp), f)] = lr
+    return out
+
+
+def at_chosen_rate(summary: dict, chosen: float | None) -> bool:
+    """True for a run at the rate the protocol chose for its family, or of a cell whose sweep has no choice
+    yet (nothing to hide then)."""
+    lr = summary.get("optim", {}).get("lr")
+    return chosen is None or (lr is not None and math.isclose(lr, chosen))
+
+
 def by_family(results_dir: str | Path, experiment: str, families: tuple[str, ...]) -> dict[str, list[dict]]:
     """Finished runs of one experiment folder, by family (every task and budget the folder holds)."""
     runs = collect(results_dir, experiment)
@@ -80,12 +107,17 @@ def by_family(results_dir: str | Path, experiment: str, families: tuple[str, ...
 
 
 def table_rows(table: Table, results_dir: str | Path) -> tuple[list[str], list[list[str]]]:
-    """The table as in results/<table>.md: per family, ours (mean ± std over seeds) beside the paper's."""
+    """The table as in results/<table>.md: per family, ours (mean ± std over the seeds at its chosen rate)
+    beside the paper's."""
     from sessa_bench.report.markdown import mean_std
     from sessa_bench.report.paper import cell
 
     header = ["family"] + [x for c in table.columns for x in (c.title, "paper")]
     got = {exp: by_family(results_dir, experiment_name(exp), table.families) for exp in experiments(table)}
+    chosen = chosen_rates(Path(results_dir), {(experiment_name(e), f) for e, fams in got.items()
+                                              for f, runs in fams.items() if runs})
+    got = {e: {f: [s for s in runs if at_chosen_rate(s, chosen.get((experiment_name(e), f)))]
+               for f, runs in fams.items()} for e, fams in got.items()}
     rows = []
     for fam in table.families:
         row = [fam]
