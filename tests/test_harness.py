@@ -29,7 +29,9 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
 
 
-def test_run_folder_contract_and_skip(tmp_path, caplog):
+def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
+    import sessa_bench.train
+    monkeypatch.setattr(sessa_bench.train, "peak_flops", lambda device: 1e12)  # as if the CPU had a known peak
     cfg = compose_train(overrides(tmp_path, "model=transformer"))
     summary = run(cfg)
     folder = RunFolder(tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0")
@@ -44,6 +46,8 @@ def test_run_folder_contract_and_skip(tmp_path, caplog):
     assert summary["params"]["total"] > 0 and abs(summary["params"]["deviation"]) <= 0.02
     assert summary["backends"] == ["sdpa"] and summary["git_commit"] and summary["hardware"]["torch"]
     assert summary["steps"] == 6 and summary["throughput_tokens_per_s"] > 0
+    flops = summary["throughput_tokens_per_s"] * summary["cost"]["train_flops_per_token"]
+    assert summary["mfu"] == pytest.approx(flops / 1e12)
     # a rerun is skipped and leaves the folder as it was
     before = folder.summary.read_text()
     mtime = folder.summary.stat().st_mtime_ns
