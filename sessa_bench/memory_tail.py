@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -81,6 +82,14 @@ def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]
 
 
 # --- the report, from probe.json files only ---------------------------------------------------------------
+def weights(run: dict) -> str:
+    """`init`, or `trained` with the training's length and rate: a trained model need not be a converged one."""
+    if run["weights"] != "trained" or run.get("steps") is None:
+        return run["weights"]
+    lr = re.search(r"-lr([0-9.e+-]+)-s\d+$", run.get("run_name") or "")  # paper runs name their rate
+    return f"trained, {run['steps']} steps" + (f", lr {lr.group(1)}" if lr else "")
+
+
 def _fmt(v, spec=".3f"):
     return "–" if v is None else format(v, spec)
 
@@ -91,7 +100,7 @@ def rows_of(results: list[dict], curve: str) -> list[str]:
         run, fit = r["run"], r["curves"][curve][FINAL]["fit"]
         p, e = fit["power"] or {}, fit["exponential"] or {}
         tau = e.get("tau")
-        out.append(f"| {run['family']} | {run['budget']} | {run['weights']} | {run['seed']} | "
+        out.append(f"| {run['family']} | {run['budget']} | {weights(run)} | {run['seed']} | "
                    f"{r['model']['n_layers']} x {r['model']['d_model']} | "
                    f"{_fmt(p.get('exponent'))} | {_fmt(p.get('r2'))} | "
                    f"{_fmt(tau, '.1f') if e else '–'}{' (no decay)' if e and tau is None else ''} | "
@@ -111,7 +120,7 @@ def layer_rows(results: list[dict]) -> list[str]:
             for fit in fits:
                 p = fit["power"] or {}
                 cells += [_fmt(p.get("exponent")), _fmt(p.get("r2")), fit["better"] or "–"]
-            out.append(f"| {run['family']} | {run['budget']} | {run['weights']} | {name} | " + " | ".join(cells) + " |")
+            out.append(f"| {run['family']} | {run['budget']} | {weights(run)} | {name} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -128,7 +137,7 @@ def plot(results: list[dict], curve: str, path: Path) -> Path:
             run = r["run"]
             ax.plot([L for L, _ in pts], [v for _, v in pts], marker="o", ms=3,
                     ls="-" if run["weights"] == "trained" else "--",
-                    label=f"{run['budget']} {run['weights']} s{run['seed']}")
+                    label=f"{run['budget']} {weights(run)} s{run['seed']}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(fam)

@@ -360,3 +360,11 @@ def test_a_probe_that_fails_leaves_the_run_finished(tmp_path, monkeypatch, capsy
     folder = RunFolder.of(cfg)
     assert folder.read_summary()["steps"] == 1 and not (folder.path / "probe.json").exists()
     assert "probe: no probe.json for" in capsys.readouterr().out
+
+
+def test_report_says_how_long_a_trained_model_trained():
+    from sessa_bench.memory_tail import weights
+    run = {"weights": "trained", "steps": 1000, "run_name": "transformer-symbol_soup-small-lr3.3e-05-s0"}
+    assert weights(run) == "trained, 1000 steps, lr 3.3e-05"
+    assert weights({**run, "run_name": "mine"}) == "trained, 1000 steps"
+    assert weights({"weights": "init", "steps": None, "run_name": "x-lr0.001-s0"}) == "init"
