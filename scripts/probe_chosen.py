@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sessa_bench.probe import TRAINED, device_arg, probe_run, summary_line  # noqa: E402
 from sessa_bench.report.paper import TABLES, experiments  # noqa: E402
 from sessa_bench.report.protocol import cell  # noqa: E402
 from sessa_bench.tables import split_overrides  # noqa: E402
@@ -50,20 +51,16 @@ def main(argv=None) -> int:
     ap.add_argument("--experiments", nargs="+", default=None)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--max-seconds", type=float, default=120.0, help="time budget of each probe (default 120)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    ap.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda or cuda:N (default auto)")
     ap.add_argument("overrides", nargs="*", help="the table's Hydra overrides")
     args = ap.parse_intermixed_args(argv)  # overrides may follow options
-    import torch
-
-    from sessa_bench.probe import probe_run, summary_line
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     failed = 0
     for path in chosen_runs(args.results_dir, args.table, args.experiments, args.seeds, args.overrides):
         if (path / "probe.json").exists():
             print(f"{path.name}: has probe.json", flush=True)
             continue
         try:
-            _, result = probe_run(path, device=device, n_examples=4, probes=8, max_seconds=args.max_seconds)
+            _, result = probe_run(path, device=args.device, **TRAINED, max_seconds=args.max_seconds)
         except Exception as e:  # noqa: BLE001 - one line per run, the next goes on
             print(f"{path.name}: no probe.json: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
             failed += 1

@@ -39,6 +39,9 @@ import torch
 from sessa_bench.tail_fit import fit_tail
 
 METHODS = ("auto", "exact", "hutchinson")
+# A trained model's probe: at the end of its run (train.probe_trained) or after a lease's sweep
+# (scripts/probe_chosen.py), with the same settings, so their probe.json files compare.
+TRAINED = dict(n_examples=4, probes=8)
 CURVES = ("by_position", "from_source")
 FINAL = "final"
 DEFINITION = ("influence(L) = sqrt(mean ||d h_t / d x_{t-L}||_F^2): x = input embedding, h = final hidden "
@@ -285,8 +288,8 @@ def probe_model(model, batches, lags=None, *, n_examples: int = 4, n_positions: 
     """Influence curves and tail fits of a Backbone on the first n_examples sequences of `batches`.
 
     lags default to a log grid (lags_per_octave per doubling) up to the longest example; layers=None probes
-    every block (plus the final state), [] only the final state. Runs on the model's device and dtype, in eval mode (restored after),
-    with gradients enabled even when called under torch.no_grad()."""
+    every block (plus the final state), [] only the final state. Runs on the model's device and dtype, in eval
+    mode (restored after), with gradients enabled even when called under torch.no_grad()."""
     seqs = examples_from(batches, n_examples)
     layers = _check_layers(layers, len(model.blocks))
     lags = check_lags(lags) if lags is not None else lag_grid(max(len(s) for s in seqs) - 1, lags_per_octave)
@@ -405,8 +408,11 @@ def summary_line(result: dict, curve: str = "by_position") -> str:
             f"(R^2 {e['r2']:.3f}); better: {fit['better']}")
 
 
-def _device_arg(text: str) -> str:
-    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+def device_arg(text: str) -> str:
+    """A --device value: cpu, cuda or cuda:N as given; auto becomes cuda when there is a GPU, else cpu."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
         return text
     raise argparse.ArgumentTypeError(f"{text!r}: must be auto, cpu, cuda or cuda:N")
 
@@ -449,14 +455,13 @@ def main(argv=None):
     ap.add_argument("--init", action="store_true",
                     help="a freshly initialised model of the run's config instead of its checkpoint")
     ap.add_argument("--out", default=None, help="where to write the JSON (default: in the run folder)")
-    ap.add_argument("--device", default="auto", type=_device_arg,
+    ap.add_argument("--device", default="auto", type=device_arg,
                     help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="time budget: examples not finished by then are left out (default: none)")
     add_probe_args(ap)
     args = ap.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    path, result = probe_run(args.run_dir, args.init, args.out, device=device, max_seconds=args.max_seconds,
+    path, result = probe_run(args.run_dir, args.init, args.out, device=args.device, max_seconds=args.max_seconds,
                              **probe_kwargs(args))
     print(f"{path} ({result['method']}, {result['seconds']} s)")
     for c in CURVES:

@@ -270,10 +270,10 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
 def probe_trained(cfg, model, dm, folder: RunFolder, step: int, commit) -> None:
     """The memory-tail probe of the trained model -> probe.json, after summary.json: the run is finished
     whatever happens here. Bounded in time, so it cannot outlive a GPU lease; a failure is one line."""
-    from sessa_bench.probe import describe_run, probe_model, write_probe
+    from sessa_bench.probe import TRAINED, describe_run, probe_model, write_probe
 
     try:
-        result = probe_model(model, dm.val_dataloader(), n_examples=4, probes=8, max_seconds=120,
+        result = probe_model(model, dm.val_dataloader(), **TRAINED, max_seconds=120,
                              progress=lambda line: print(line, flush=True))
     except Exception as e:  # noqa: BLE001 - the run is already finished; say why there is no probe.json
         print(f"probe: no probe.json for {folder.path}: {type(e).__name__}: {e}", flush=True)
