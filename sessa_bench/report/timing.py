@@ -1,0 +1,64 @@
+"""How long the protocol's next round will take, from run folders' summary.json alone.
+
+The table runner (`sessa_bench.tables --time-limit`) must not start a round it cannot finish: a round killed
+midway leaves its reopened folders unfinished, and the shorter finished results they held are lost with it.
+So each estimate leans long: a run's pace includes its start-up and evaluation, the slowest known pace stands
+in for a run without its own, and the round gets a safety factor on top.
+"""
+
+from __future__ import annotations
+
+import math
+
+SAFETY = 1.2  # on top of the round's estimate: paces vary between runs and machines
+
+
+def seconds_per_step(summary: dict) -> float | None:
+    """Wall seconds per step of a finished run, start-up and evaluation included, or None when its summary
+    does not tell. Timed over its last process, which trained steps - resumed_from_step steps (all of them
+    when trained from step 0, e.g. an extension retrained without its checkpoint, whose wall_seconds_total
+    also counts the first training). A last process that trained less than half of the steps is a rerun
+    after a kill (an extension resumes for exactly half): its start-up dominates, and wall_seconds_total
+    leaves out the killed process, so neither times the run."""
+    steps, start = summary.get("steps") or 0, summary.get("resumed_from_step") or 0
+    wall = summary.get("wall_seconds_this_process", summary.get("wall_seconds_total"))
+    if wall is None or steps <= 0 or 2 * (steps - start) < steps:
+        return None
+    return float(wall) / (steps - start)
+
+
+def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = ()) -> float | None:
+    """Seconds per step for a run to train: its own (a run being extended), else the slowest of its cell's
+    finished runs (same family, experiment and rate), else the slowest of its experiment's, else None."""
+    for group in ([own] if own is not None else [], cell, experiment):
+        known = [p for s in group if (p := seconds_per_step(s)) is not None]
+        if known:
+            return max(known)
+    return None
+
+
+def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
+    """Steps a run trains to reach `target` when `done` are finished: it resumes from its checkpoint, or
+    without one (a folder copied off another machine) retrains from step 0."""
+    return target - done if resumable else target
+
+
+def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
+                experiment: list[dict] = ()) -> float | None:
+    """Seconds to train one run to `target` steps (None: no finished run to time it by). own: the finished
+    shorter run it extends (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a
+    pace from (`pace`)."""
+    p = pace(own, cell, experiment)
+    if p is None:
+        return None
+    return p * steps_to_train(target, own["steps"] if own is not None else 0, resumable and own is not None)
+
+
+def round_seconds(runs: list[float | None], slots: int | None = None) -> float | None:
+    """Seconds for a round of runs trained side by side, at most `slots` at a time (None: all at once): the
+    longest known run times the number of waves, times SAFETY. None when no run's time is known."""
+    known = [s for s in runs if s is not None]
+    if not known:
+        return None
+    waves = math.ceil(len(runs) / slots) if slots else 1
+    return max(known) * waves * SAFETY
