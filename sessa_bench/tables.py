@@ -1,8 +1,8 @@
 """`make table1|table2|ablation|tables`: ensure the runs of a paper table, then write it from run folders.
 
     python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N] [--jobs-per-gpu K]
-                                 [--max-steps-cap S] [--experiments E ...]] [--seeds 0 1] [--results-dir DIR]
-                                 [--out-dir results] [hydra overrides...]
+                                 [--max-steps-cap S] [--time-limit SECONDS] [--experiments E ...]]
+                                 [--seeds 0 1] [--results-dir DIR] [--out-dir results] [hydra overrides...]
 
 With --run, the table's protocol (`sessa_bench/report/protocol.py`) trains what is missing, every run through
 `sessa_bench.runs.ensure` (in this process, or in N worker processes with --jobs N, spread round robin over
@@ -14,7 +14,12 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
 3. convergence: while a family's runs at the chosen rate have not converged, all of them are extended to
    twice their steps (resumed from their last checkpoint; constant schedule), up to --max-steps-cap
    (default 4x the experiment's trainer.max_steps).
-Every step reads its state from the run folders, so a rerun (or a rerun after a kill) continues where the
+Each step trains in rounds (a round: the runs that can train side by side). With --time-limit SECONDS
+(counted from the command's start) no round starts whose estimated time (`sessa_bench/report/timing.py`,
+from the run folders' summaries) exceeds the time left: the protocol stops there, with one line saying so,
+before any folder of that round is reopened for an extension, since a round killed midway (a GPU lease's
+hard limit) would leave those folders unfinished and lose their shorter results. Every step reads its
+state from the run folders, so a rerun (or a rerun after a kill or a time-limit stop) continues where the
 last one stopped. Then results/<table>.md and .csv and the plots are written from the run folders alone
 (`sessa_bench.report.paper`); without --run nothing trains.
 
@@ -27,11 +32,15 @@ builds Table 2 from the *-bible-* runs, and the table says so.
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sessa_bench.compose import CONF_DIR, compose_train
 from sessa_bench.report.paper import TABLES, Table, experiments, write
-from sessa_bench.report.protocol import Cell, cell
+from sessa_bench.report.protocol import Cell, Run, cell
+from sessa_bench.report.timing import round_seconds, run_seconds
+from sessa_bench.run_folder import RunFolder
 
 
 def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[str]]:
@@ -53,48 +62,114 @@ def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[st
 
 
 def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs: int | None = 1,
-             max_steps_cap: int | None = None, only: list[str] | None = None, **kw) -> None:
+             max_steps_cap: int | None = None, only: list[str] | None = None, time_limit: float | None = None,
+             started: float | None = None, **kw) -> None:
     """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
-    all of the table's); `kw` goes on to sessa_bench.runs.ensure."""
+    all of the table's); `kw` goes on to sessa_bench.runs.ensure. With time_limit (seconds from `started`, a
+    time.monotonic(); default now), a round whose estimated time does not fit in what is left is not
+    started, and the protocol stops there."""
     from sessa_bench.runs import ensure  # the trainer is imported only when something may train
 
     names = [e for e in experiments(table) if only is None or e in only]
     cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
     cells = list({(c.experiment, c.family): c for c in cells}.values())
+    clock = None if time_limit is None else Clock(time_limit, started, jobs, kw.get("jobs_per_gpu"))
     # 1. the sweep, round by round (a round's grid extensions are known only once it has finished)
-    while todo := [c.run(x, 0).overrides for c in cells for x in c.selection()[3]]:
-        print(f"sweep: {len(todo)} runs", flush=True)
-        ensure(todo, jobs, **kw)
+    while todo := [Todo(c, c.run(x, 0)) for c in cells for x in c.selection()[3]]:
+        if (note := clock.admit(todo) if clock else "") is None:
+            return
+        print(f"sweep: {len(todo)} runs{note}", flush=True)
+        ensure([t.run.overrides for t in todo], jobs, **kw)
     # 2. + 3. the seeds at the chosen rate, then extensions until converged or capped
-    while todo := [ov for c in cells for ov in seed_runs(c, seeds, max_steps_cap)]:
-        print(f"seeds and extensions: {len(todo)} runs", flush=True)
-        ensure(todo, jobs, **kw)
+    while todo := [t for c in cells for t in seed_runs(c, seeds, max_steps_cap)]:
+        if (note := clock.admit(todo) if clock else "") is None:  # before any reopen: a stop loses nothing
+            return
+        for t in todo:
+            if t.extends is not None:  # finished runs become unfinished ones that resume from their last step
+                t.run.folder.reopen(compose_train(t.run.overrides))  # composed last: its ${hydra:...} are its own
+        print(f"seeds and extensions: {len(todo)} runs{note}", flush=True)
+        ensure([t.run.overrides for t in todo], jobs, **kw)
 
 
-def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[list[str]]:
-    """Overrides of the runs of one cell still to train: missing seeds at its current step count, or, when
-    all are finished and one has not converged, all of them at twice the steps (reopened for resumption)."""
+@dataclass
+class Todo:
+    """A run of the next round, with what its time is estimated from."""
+    cell: Cell
+    run: Run                       # what trains: its overrides, folder and steps
+    extends: Run | None = None     # the finished shorter run it continues (reopened when the round starts)
+    peers: list[dict] = field(default_factory=list)  # summaries of the cell's finished runs at its rate
+
+
+def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo]:
+    """The runs of one cell still to train: missing seeds at its current step count, or, when all are
+    finished and one has not converged, all of them at twice the steps (`extends`: to be reopened for
+    resumption; nothing is reopened here, so a round that is not started changes no folder)."""
     lr = c.selection()[0]
     runs = [c.run(lr, s) for s in seeds]
     steps = max(r.steps for r in runs)
     runs = [c.run(lr, s, steps) for s in seeds]  # every seed trains as long as the longest
-    missing = [r.overrides for r in runs if r.summary is None]
-    if missing:
-        return missing
+    if any(r.summary is None for r in runs):
+        peers = [r.summary for r in [c.run(lr, 0, steps), *runs] if r.summary]  # seed 0: the sweep's run
+        return [Todo(c, r, peers=peers) for r in runs if r.summary is None]
     cap = max_steps_cap if max_steps_cap is not None else 4 * c.steps
     if all(c.converged(r)[0] for r in runs) or 2 * steps > cap or not c.constant:
         return []
-    longer = [c.run(lr, s, 2 * steps) for s in seeds]
-    for r in longer:  # finished runs become unfinished ones that resume from their last step
-        r.folder.reopen(compose_train(r.overrides))  # composed last: its ${hydra:...} resolve to its own
-    return [r.overrides for r in longer]
+    return [Todo(c, c.run(lr, s, 2 * steps), extends=r) for s, r in zip(seeds, runs)]
+
+
+class Clock:
+    """--time-limit: whether the next round fits in the time left (estimated by sessa_bench.report.timing)."""
+
+    def __init__(self, limit: float, started: float | None, jobs: int | None, jobs_per_gpu: int | None):
+        from sessa_bench.runs import place, visible_gpus
+
+        self.end = (time.monotonic() if started is None else started) + limit
+        self.slots = len(place(jobs, visible_gpus(), jobs_per_gpu))  # as many at once as ensure trains
+
+    def admit(self, todo: list[Todo]) -> str | None:
+        """A note for the round's line when it fits; None, after one line saying why, when it does not."""
+        left = self.end - time.monotonic()
+        est = round_seconds(estimates(todo), self.slots)
+        if left <= 0 or (est is not None and est > left):
+            print(f"time limit: the next round ({len(todo)} runs{'' if est is None else f', ~{est:.0f} s estimated'}) "
+                  f"does not fit in the {max(left, 0):.0f} s left; stopping here (rerun to continue)", flush=True)
+            return None
+        return (f" (time limit: no timing yet, {left:.0f} s left)" if est is None else
+                f" (time limit: ~{est:.0f} s estimated, {left:.0f} s left)")
+
+
+def estimates(todo: list[Todo]) -> list[float | None]:
+    """Seconds to train each run of a round (None: nothing to time it by); a run extended goes at its own
+    pace, a new one at its cell's, else at the slowest of its experiment's finished runs (read once each)."""
+    finished: dict[tuple, list[dict]] = {}
+    out = []
+    for t in todo:
+        key = tuple(sorted(t.cell.names.items()))
+        if key not in finished:
+            finished[key] = finished_runs(t.cell)
+        if t.extends is not None:
+            out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
+                                   experiment=finished[key]))
+        else:
+            out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key]))
+    return out
+
+
+def finished_runs(c: Cell) -> list[dict]:
+    """Summaries of the finished runs in the folder of the cell's experiment with its task and budget."""
+    root = Path(c.names["results_dir"]) / c.names["experiment_name"]
+    summaries = [f.read_summary() for p in sorted(root.glob("*")) if (f := RunFolder(p)).is_finished()]
+    return [s for s in summaries if (s.get("task"), s.get("budget")) == (c.names["task_name"], c.names["budget"])]
 
 
 def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: bool = False,
           out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
           jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
-          only: list[str] | None = None) -> dict[str, Path]:
-    """Run the protocol (run=True), then write <out_dir>/<name>.md and .csv (and plots); returns paths."""
+          only: list[str] | None = None, time_limit: float | None = None,
+          started: float | None = None) -> dict[str, Path]:
+    """Run the protocol (run=True; no round is started that would not end within time_limit seconds of
+    `started`, a time.monotonic(), default now), then write <out_dir>/<name>.md and .csv (and plots);
+    returns paths."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
     seeds = [int(s) for s in seeds]
@@ -102,12 +177,15 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
         raise ValueError("seeds: give at least one seed")
     if max_steps_cap is not None and max_steps_cap < 1:
         raise ValueError(f"max_steps_cap={max_steps_cap}: must be >= 1 (steps)")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit={time_limit:g} (--time-limit): must be > 0 (seconds from the start of "
+                         f"the command)")
     table = TABLES[name]
     if only is not None and (bad := [e for e in only if e not in experiments(table)]):
         raise ValueError(f"experiments={bad}: {name} has the experiments {experiments(table)}")
     scoped = split_overrides(list(overrides), experiments(table))
     if run:
-        protocol(table, seeds, scoped, jobs, max_steps_cap, only, jobs_per_gpu=jobs_per_gpu)
+        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, jobs_per_gpu=jobs_per_gpu)
     return write(table, seeds, scoped, out_dir, plots)
 
 
@@ -129,12 +207,16 @@ def main(argv=None) -> None:
     ap.add_argument("--max-steps-cap", type=int, default=None,
                     help="with --run: extend unconverged runs (doubling their steps) up to this many steps "
                          "(default: 4x each experiment's trainer.max_steps)")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="with --run: start no round (of the sweep, seeds or extensions) whose estimated time "
+                         "does not fit in the SECONDS since this command started; the table is written anyway")
     ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out-dir", default="results", help="where <table>.md/.csv and plots go")
+    started = time.monotonic()  # what --time-limit counts from
     args, overrides = ap.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
@@ -146,7 +228,7 @@ def main(argv=None) -> None:
     for name in (list(TABLES) if args.table == "all" else [args.table]):
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
                       jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
-                      only=args.experiments)
+                      only=args.experiments, time_limit=args.time_limit, started=started)
         print(paths["md"].read_text())
 
 

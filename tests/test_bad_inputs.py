@@ -213,6 +213,8 @@ CLI = [
     (["-m", "sessa_bench.tables", "table9"], "python -m sessa_bench.tables: error: argument table: invalid choice"),
     (["-m", "sessa_bench.tables", "all", "--experiments", "table1_symbol_soup"],
      "python -m sessa_bench.tables: error: --experiments names columns of one table"),
+    (["-m", "sessa_bench.tables", "table1", "--run", "--time-limit", "-5"],
+     "python -m sessa_bench.tables: error: time_limit=-5 (--time-limit): must be > 0 (seconds from the start of"),
     (["-m", "sessa_bench.calibrate", "--candidates", "zz"],
      "python -m sessa_bench.calibrate: error: candidate='zz': must be one of ['c0', 'c1', 'c2', 'c3', 'c4', 'c5']"),
     (["-m", "sessa_bench.calibrate", "--sweep", "zz"],

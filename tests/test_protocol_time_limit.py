@@ -1,11 +1,19 @@
-"""--time-limit: the round estimate on summaries written out by hand."""
+"""--time-limit: the round estimate on summaries written out by hand, and the protocol on fake run folders
+(configs composed, summaries and metrics written here; nothing trains: sessa_bench.runs.ensure is replaced),
+which must stop before a round that does not fit without touching any folder."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from sessa_bench.compose import compose_train
+from sessa_bench.report.paper import TABLES
+from sessa_bench.report.protocol import cell
 from sessa_bench.report.timing import pace, round_seconds, run_seconds, seconds_per_step
+from sessa_bench.run_folder import resolved_config
+from sessa_bench.tables import build, protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,3 +68,122 @@ def test_a_round_is_its_longest_run_per_wave_with_a_margin():
     assert round_seconds([100.0, 300.0, None], slots=1) == pytest.approx(1080.0)
     assert round_seconds([None, None]) is None and round_seconds([]) is None
 
+
+def test_time_limit_must_be_positive():
+    for bad in (0, -5, float("nan")):
+        with pytest.raises(ValueError, match=r"^time_limit=\S+ \(--time-limit\): must be > 0"):
+            build("table1", run=True, time_limit=bad)
+
+
+# --- the protocol on fake run folders -----------------------------------------------------------------------
+EXP = "table1_symbol_soup"
+FAMS = TABLES["table1"].families
+STEPS = 100
+PACE = {"sessa": 1.5, "transformer": 1.0, "mamba2": 1.0}  # seconds per step of each family's runs
+
+
+def overrides(tmp_path, grid):
+    return [f"results_dir={tmp_path / 'runs'}", "budget=tiny", f"trainer.max_steps={STEPS}",
+            f"sweep.lr={grid}"]
+
+
+def finish(c, lr, seed, checkpoint=True):
+    """A finished run folder of cell c, unconverged (val/acc still climbing), timed at PACE."""
+    r = c.run(lr, seed)
+    r.folder.path.mkdir(parents=True)
+    cfg = compose_train(r.overrides)
+    r.folder.config.write_text(json.dumps(resolved_config(cfg)))  # JSON is YAML
+    rows = [{"step": s, "val/acc": 0.1 + s / 250} for s in (25, 50, 75, 99)]
+    r.folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in rows) + '{"step": 99, "test/acc": 0.5}\n')
+    r.folder.write_summary({
+        "final": {"val/acc": 0.5, "test/acc": 0.5}, "steps": STEPS, "fit_metrics_lines": len(rows),
+        "wall_seconds_this_process": PACE[c.family] * STEPS, "wall_seconds_total": PACE[c.family] * STEPS,
+        "resumed_from_step": None, "task": cfg.task_name, "budget": cfg.budget.name,
+        "task_facts": {"chance": 0.05, "baseline": None}})
+    if checkpoint:
+        r.folder.checkpoint.parent.mkdir()
+        r.folder.checkpoint.write_bytes(b"")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class Trained(Exception):
+    """Raised by the fake ensure: the round started (nothing trains, so the protocol would go round again)."""
+
+
+@pytest.fixture
+def fake_ensure(monkeypatch):
+    calls = []
+
+    def ensure(todo, jobs=1, **kw):
+        calls.append(todo)
+        raise Trained
+
+    monkeypatch.setattr("sessa_bench.runs.ensure", ensure)
+    return calls
+
+
+def run_protocol(tmp_path, grid, **kw):
+    scoped = {EXP: overrides(tmp_path, grid)}
+    protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=4 * STEPS, only=[EXP], **kw)
+
+
+@pytest.fixture
+def unconverged(tmp_path):
+    """Seeds 0 and 1 of every family finished and unconverged at one rate: the next round extends all six
+    to 2 x STEPS. Seed 0 kept its checkpoint (it resumes: STEPS more), seed 1 did not (it retrains 2 x STEPS)."""
+    cells = [cell(EXP, f, overrides(tmp_path, "[0.001]"), "val/acc") for f in FAMS]
+    for c in cells:
+        for seed in (0, 1):
+            finish(c, 0.001, seed, checkpoint=seed == 0)
+    return tmp_path / "runs"
+
+
+def test_protocol_stops_before_an_extension_round_that_does_not_fit_and_reopens_nothing(
+        tmp_path, unconverged, fake_ensure, capsys):
+    before = snapshot(unconverged)
+    # the slowest: Sessa's seed 1, retrained for 2 x 100 steps at 1.5 s/step = 300 s; six runs in six slots
+    run_protocol(tmp_path, "[0.001]", time_limit=300)
+    out = capsys.readouterr().out
+    assert re.search(r"^time limit: the next round \(6 runs, ~360 s estimated\) does not fit in the (299|300) s "
+                     r"left; stopping here \(rerun to continue\)$", out, re.M), out
+    assert fake_ensure == [] and "seeds and extensions" not in out
+    assert snapshot(unconverged) == before  # no folder reopened: every summary.json is where it was
+    assert not list(unconverged.rglob("summary.prev.json"))
+
+
+def test_protocol_starts_an_extension_round_that_fits_and_reopens_its_folders(
+        tmp_path, unconverged, fake_ensure, capsys):
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]", time_limit=400)
+    out = capsys.readouterr().out
+    assert re.search(r"^seeds and extensions: 6 runs \(time limit: ~360 s estimated, (399|400) s left\)$", out, re.M)
+    (todo,) = fake_ensure
+    assert len(todo) == 6 and all(f"trainer.max_steps={2 * STEPS}" in ov for ov in todo)
+    assert len(list(unconverged.rglob("summary.prev.json"))) == 6 and not list(unconverged.rglob("summary.json"))
+
+
+def test_without_a_time_limit_nothing_changes(tmp_path, unconverged, fake_ensure, capsys):
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]")
+    assert "seeds and extensions: 6 runs\n" in capsys.readouterr().out and len(fake_ensure[0]) == 6
+
+
+def test_a_sweep_round_is_timed_by_the_slowest_run_of_its_experiment(tmp_path, fake_ensure, capsys):
+    """Rate 0.001 finished for every family, 0.01 missing: three sweep runs of 100 steps at Sessa's 1.5 s."""
+    for f in FAMS:
+        finish(cell(EXP, f, overrides(tmp_path, "[0.001,0.01]"), "val/acc"), 0.001, 0)
+    before = snapshot(tmp_path / "runs")
+    run_protocol(tmp_path, "[0.001,0.01]", time_limit=170)
+    out = capsys.readouterr().out
+    assert "time limit: the next round (3 runs, ~180 s estimated) does not fit in the" in out, out
+    assert fake_ensure == [] and snapshot(tmp_path / "runs") == before
+
+
+def test_a_round_with_no_timing_yet_starts(tmp_path, fake_ensure, capsys):
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]", time_limit=5)
+    assert re.search(r"^sweep: 3 runs \(time limit: no timing yet, [45] s left\)$", capsys.readouterr().out, re.M)
+    assert len(fake_ensure[0]) == 3
