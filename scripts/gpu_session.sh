@@ -11,7 +11,11 @@
 # under scripts/gpu_busy.py (utilisation sampled), which stops the whole process group at its time limit.
 # Without LEASE that limit is SECONDS after the call began, less 40 s to pack. With LEASE=S the table step
 # runs detached (its own session, so it outlives the call) for at most S seconds, and every call of the lease
-# waits for it until its own SECONDS are nearly up: no training time is lost between calls.
+# waits for it until its own SECONDS are nearly up: no training time is lost between calls. The table step
+# gets --time-limit of that limit less 60 s: it starts no protocol round that its estimate says cannot end
+# by then (a round killed midway leaves its reopened folders unfinished, and import_runs.py skips them, so
+# their shorter results would be lost), writes the table and exits; what is left goes to PROBE and AFTER.
+# (WORK=calibrate trains its whole grid in one call of sessa_bench.runs.ensure: no rounds, no --time-limit.)
 #   BEFORE="cmd" runs on a quiet GPU before the table step starts (benchmarks; the call that starts the table
 #                step only); its output goes to $OUT/before.log.
 #   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
@@ -104,9 +108,12 @@ if [[ ! -f $started && -n ${BEFORE:-} ]]; then
 fi
 if [[ ! -f $started ]]; then
   touch "$started"
+  limit=$( (( LEASE > 0 )) && echo "$LEASE" || left)
+  # 60 s for the table's writing and the interpreter's start-up, which the protocol's clock does not see
+  [[ $WORK == calibrate ]] || what+=(--time-limit "$(( limit > 61 ? limit - 60 : 1 ))")
   # shellcheck disable=SC2086
   busy=(python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout
-        "$( (( LEASE > 0 )) && echo "$LEASE" || left)" -- "${what[@]}" $TABLE_OVERRIDES)
+        "$limit" -- "${what[@]}" $TABLE_OVERRIDES)
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
     setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? (compile='"$compile"')" \
       >> "$0/logs/tables.log"; touch "$0/tables.done"' "$work" "${busy[@]}" < /dev/null &
