@@ -147,8 +147,9 @@ def test_protocol_stops_before_an_extension_round_that_does_not_fit_and_reopens_
     # the slowest: Sessa's seed 1, retrained for 2 x 100 steps at 1.5 s/step = 300 s; six runs in six slots
     run_protocol(tmp_path, "[0.001]", time_limit=300)
     out = capsys.readouterr().out
-    assert re.search(r"^time limit: the next round \(6 runs, ~360 s estimated\) does not fit in the (299|300) s "
-                     r"left; stopping here \(rerun to continue\)$", out, re.M), out
+    m = re.search(r"^time limit: the next round \(6 runs, ~360 s estimated\) does not fit in the (\d+) s "
+                  r"left; stopping here \(rerun to continue\)$", out, re.M)
+    assert m and 250 < int(m[1]) <= 300, out  # left: the limit less the seconds spent composing
     assert fake_ensure == [] and "seeds and extensions" not in out
     assert snapshot(unconverged) == before  # no folder reopened: every summary.json is where it was
     assert not list(unconverged.rglob("summary.prev.json"))
@@ -159,7 +160,8 @@ def test_protocol_starts_an_extension_round_that_fits_and_reopens_its_folders(
     with pytest.raises(Trained):
         run_protocol(tmp_path, "[0.001]", time_limit=400)
     out = capsys.readouterr().out
-    assert re.search(r"^seeds and extensions: 6 runs \(time limit: ~360 s estimated, (399|400) s left\)$", out, re.M)
+    m = re.search(r"^seeds and extensions: 6 runs \(time limit: ~360 s estimated, (\d+) s left\)$", out, re.M)
+    assert m and 360 < int(m[1]) <= 400, out
     (todo,) = fake_ensure
     assert len(todo) == 6 and all(f"trainer.max_steps={2 * STEPS}" in ov for ov in todo)
     assert len(list(unconverged.rglob("summary.prev.json"))) == 6 and not list(unconverged.rglob("summary.json"))
@@ -184,6 +186,7 @@ def test_a_sweep_round_is_timed_by_the_slowest_run_of_its_experiment(tmp_path, f
 
 def test_a_round_with_no_timing_yet_starts(tmp_path, fake_ensure, capsys):
     with pytest.raises(Trained):
-        run_protocol(tmp_path, "[0.001]", time_limit=5)
-    assert re.search(r"^sweep: 3 runs \(time limit: no timing yet, [45] s left\)$", capsys.readouterr().out, re.M)
+        run_protocol(tmp_path, "[0.001]", time_limit=60)
+    m = re.search(r"^sweep: 3 runs \(time limit: no timing yet, (\d+) s left\)$", capsys.readouterr().out, re.M)
+    assert m and 10 < int(m[1]) <= 60
     assert len(fake_ensure[0]) == 3
