@@ -5,8 +5,8 @@
 
 For every experiment and family of the table, the run at the family's chosen learning rate (the protocol's
 selection, read from the run folders) and each of --seeds: when it is finished, has its checkpoint and has no
-probe.json yet, `sessa-bench probe` runs on it (the same settings as a run's own end-of-training probe) and
-writes <run folder>/probe.json. A GPU lease trains its sweep with probe=false (run-independent) and probes
+probe.json of its own yet (none, or one of the shorter run it was extended from), `sessa-bench probe` runs on
+it (the same settings as a run's own end-of-training probe) and writes <run folder>/probe.json. A GPU lease trains its sweep with probe=false (run-independent) and probes
 only these runs afterwards: the sweep's other runs are never tabulated, and each probe costs up to
 --max-seconds. The overrides are the table's (the same as `sessa_bench.tables`, `<experiment>:<override>`
 scoped), so the runs found are the ones it trained. One line per run; a failure is one line, the next goes on.
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sessa_bench.probe import TRAINED, device_arg, probe_run, summary_line  # noqa: E402
 from sessa_bench.report.paper import TABLES, experiments  # noqa: E402
 from sessa_bench.report.protocol import cell  # noqa: E402
+from sessa_bench.run_folder import RunFolder  # noqa: E402
 from sessa_bench.tables import split_overrides  # noqa: E402
 
 
@@ -56,9 +57,12 @@ def main(argv=None) -> int:
     args = ap.parse_intermixed_args(argv)  # overrides may follow options
     failed = 0
     for path in chosen_runs(args.results_dir, args.table, args.experiments, args.seeds, args.overrides):
-        if (path / "probe.json").exists():
+        folder = RunFolder(path)
+        if folder.probe_current():
             print(f"{path.name}: has probe.json", flush=True)
             continue
+        if folder.probe.exists():  # it measured the model before an extension: measure this one
+            print(f"{path.name}: probe.json is of another step count than the run; probing again", flush=True)
         try:
             _, result = probe_run(path, device=args.device, **TRAINED, max_seconds=args.max_seconds)
         except Exception as e:  # noqa: BLE001 - one line per run, the next goes on

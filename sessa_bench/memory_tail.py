@@ -4,8 +4,9 @@
 
 1. At initialisation: for every budget and family, the Table 1 SymbolSoup config (experiment
    table1_symbol_soup, seed 0) with fresh weights -> results/memory_tail/init/<run name>/probe.json.
-2. Trained: every run folder under --runs that has a checkpoint and no probe.json yet gets one (runs trained
-   with probe=true already have it); folders with neither are listed as not probed.
+2. Trained: every run folder under --runs that has a checkpoint and no probe.json of its model yet gets one
+   (runs trained with probe=true already have it; one that records another step count than the run, written
+   before an extension, is measured again); folders with neither are listed as not probed.
 3. The report (tables and PNGs) is built from the probe.json files alone. Existing probe files are kept:
    delete one (or pass --force) to measure again.
 
@@ -69,8 +70,8 @@ def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]
             if not folder.config.exists():
                 continue
             path = d / "probe.json"
-            if path.exists() and not force:
-                paths.append(path)
+            if path.exists() and not force and (folder.probe_current() or not folder.checkpoint.exists()):
+                paths.append(path)  # without a checkpoint a probe of another step count is all there is
             elif folder.checkpoint.exists():
                 budget = OmegaConf.load(folder.config).budget.name
                 paths.append(probe_run(d, **SETTINGS.get(budget, DEFAULT))[0])

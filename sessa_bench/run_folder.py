@@ -63,6 +63,8 @@ class RunFolder:
         # stayed on another machine): what its sweep score was read from (sessa_bench/report/protocol.py).
         self.metrics_prev = self.path / "metrics.prev.jsonl"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
+        self.probe = self.path / "probe.json"  # the memory-tail probe of the trained model (sessa_bench/probe.py)
+        self.probe_prev = self.path / "probe.prev.json"  # the probe of the model before an extension
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
 
@@ -167,9 +169,10 @@ class RunFolder:
 
     def reopen(self, cfg) -> bool:
         """If this finished run is extended by `cfg` (more steps, same config otherwise), make it an
-        unfinished run again: drop the metrics lines of its final evaluation, then its summary.json (in this
-        order, so a crash in between leaves a finished run that reopens the same way), kept as
-        summary.prev.json for the time it spent. True when reopened."""
+        unfinished run again: drop the metrics lines of its final evaluation, move its probe.json aside (as
+        probe.prev.json: it measured the shorter run's model), then its summary.json (in this order, so a
+        crash in between leaves a finished run that reopens the same way), kept as summary.prev.json for the
+        time it spent. True when reopened."""
         if not self.is_finished() or not self.config.exists():
             return False
         self.check_config(cfg, "a finished run")
@@ -181,8 +184,19 @@ class RunFolder:
                              f"fit_metrics_lines); delete the folder to retrain it with more steps")
         lines = [ln for ln in self.metrics.read_text().splitlines() if ln.strip()][:n]
         atomic_write_text(self.metrics, "".join(ln + "\n" for ln in lines))
+        if self.probe.exists():
+            os.replace(self.probe, self.probe_prev)
         os.replace(self.summary, self.previous)
         return True
+
+    def probe_current(self) -> bool:
+        """probe.json exists and measured the model of this finished run: the step count it records equals
+        the summary's (a probe written before an extension, by code that did not move it aside, does not)."""
+        try:
+            probed = json.loads(self.probe.read_text()).get("run", {}).get("steps")
+            return probed == self.read_summary().get("steps")
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def wall_seconds_before(self) -> float:
         """Training time of the segments before an extension (0 for a run never extended)."""

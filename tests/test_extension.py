@@ -61,8 +61,12 @@ def test_extension_without_the_checkpoint_retrains_the_same_run(tmp_path, capsys
     folder = RunFolder(tmp_path / "runs" / "copied" / "transformer-symbol_soup-tiny-s0")
     shutil.rmtree(folder.checkpoint.parent)
     first = _rows(folder)
+    folder.probe.write_text(json.dumps({"run": {"steps": 4}}))  # the short run's own probe (probe=true)
+    assert folder.probe_current()
     ext = run(compose_train(overrides(tmp_path, "copied", 8, *const)))
     assert "no checkpoint in" in capsys.readouterr().out
+    # that probe measured the 4-step model: moved aside, so no reader takes it for the 8-step one's
+    assert not folder.probe.exists() and json.loads(folder.probe_prev.read_text())["run"]["steps"] == 4
     assert ext["resumed_from_step"] is None and ext["steps"] == 8 and ext["final"] == long["final"]
     # the first training's lines stay beside the new ones (the sweep scores them), and its time counts
     prev = [{k: v for k, v in r.items() if k not in TIMING} for r in folder.read_metrics(folder.metrics_prev)]

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from hydra.utils import get_class
 
 from sessa_bench.compose import compose_train
+from sessa_bench.run_folder import RunFolder
 from sessa_bench.tables import build, main, split_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,9 +283,15 @@ def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, cap
     names = [f"{f}-symbol_soup-tiny-lr0.001-s0" for f in ("mamba2", "sessa", "transformer")]
     assert sorted(p.name for p in found) == names
     assert probe_chosen.chosen_runs(str(tmp / "runs"), "table1", ["table1_symbol_soup"], [1], ov) == []  # no seed 1
-    for p in found:
-        (p / "probe.json").write_text("{}")
+    for p in found:  # each run's own probe: it records the run's step count
+        steps = json.loads((p / "summary.json").read_text())["steps"]
+        (p / "probe.json").write_text(json.dumps({"run": {"steps": steps}}))
     assert probe_chosen.main([str(tmp / "runs"), "--experiments", "table1_symbol_soup", "--device", "cpu", *ov]) == 0
     assert capsys.readouterr().out.count("has probe.json") == 3
+    # a probe of another step count (written before the run was extended) is measured again
+    (found[0] / "probe.json").write_text(json.dumps({"run": {"steps": 1}}))
+    assert probe_chosen.main([str(tmp / "runs"), "--experiments", "table1_symbol_soup", "--device", "cpu", *ov]) == 0
+    out = capsys.readouterr().out
+    assert out.count("has probe.json") == 2 and "probing again" in out and RunFolder(found[0]).probe_current()
     for p in found:
         (p / "probe.json").unlink()
