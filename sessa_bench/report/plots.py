@@ -76,7 +76,8 @@ def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str,
         ax.axhline(value, color="black", linestyle=style, linewidth=1, label=label)
     ax.set(xlabel="training step", ylabel=metric, title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center right" if references else "best")
+    # beside the axes: the curves may end anywhere between chance and the ceiling, so no corner is free
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save(fig, out)
 
 
