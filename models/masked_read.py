@@ -11,7 +11,7 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
   parallel forward.
 - "sdpa": F.scaled_dot_product_attention with a boolean mask (the first implementation). With one query its
   kernels parallelise over batch x heads only: Sessa's feedback read (one head 768 wide) runs on one thread
-  block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode.md).
+  block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode-2026-11-28.md).
 
 `make bench` times both, side by side (conf/bench/*.yaml, decode.variants).
 """
