@@ -13,7 +13,8 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
 2. the other seeds at the chosen rate (seed 0 is the sweep's run);
 3. convergence: while a family's runs at the chosen rate have not converged, all of them are extended to
    twice their steps (resumed from their last checkpoint; constant schedule), up to --max-steps-cap
-   (default 4x the experiment's trainer.max_steps).
+   (default 4x the experiment's trainer.max_steps; a cap between two doublings is the last extension's
+   length, so a lease that fits 3000 steps but not 4000 can reach 3000).
 Each step trains in rounds (a round: the runs that can train side by side). With --time-limit SECONDS
 (counted from the command's start) no round starts whose estimated time (`sessa_bench/report/timing.py`,
 from the run folders' summaries) exceeds the time left: the protocol stops there, with one line saying so,
@@ -102,8 +103,8 @@ class Todo:
 
 def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo]:
     """The runs of one cell still to train: missing seeds at its current step count, or, when all are
-    finished and one has not converged, all of them at twice the steps (`extends`: to be reopened for
-    resumption; nothing is reopened here, so a round that is not started changes no folder)."""
+    finished and one has not converged, all of them at twice the steps, at most the cap (`extends`: to be
+    reopened for resumption; nothing is reopened here, so a round that is not started changes no folder)."""
     lr = c.selection()[0]
     runs = [c.run(lr, s) for s in seeds]
     steps = max(r.steps for r in runs)
@@ -112,9 +113,10 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
         peers = [r.summary for r in [c.run(lr, 0, steps), *runs] if r.summary]  # seed 0: the sweep's run
         return [Todo(c, r, peers=peers) for r in runs if r.summary is None]
     cap = max_steps_cap if max_steps_cap is not None else 4 * c.steps
-    if all(c.converged(r)[0] for r in runs) or 2 * steps > cap or not c.constant:
+    target = min(2 * steps, cap)  # the last extension stops at the cap: a cap between rungs is reached
+    if all(c.converged(r)[0] for r in runs) or target <= steps or not c.constant:
         return []
-    return [Todo(c, c.run(lr, s, 2 * steps), extends=r) for s, r in zip(seeds, runs)]
+    return [Todo(c, c.run(lr, s, target), extends=r) for s, r in zip(seeds, runs)]
 
 
 class Clock:

@@ -190,3 +190,15 @@ def test_a_round_with_no_timing_yet_starts(tmp_path, fake_ensure, capsys):
     m = re.search(r"^sweep: 3 runs \(time limit: no timing yet, (\d+) s left\)$", capsys.readouterr().out, re.M)
     assert m and 10 < int(m[1]) <= 60
     assert len(fake_ensure[0]) == 3
+
+
+def test_a_cap_between_two_doublings_is_the_last_extension(tmp_path, unconverged, fake_ensure):
+    """Unconverged runs of STEPS steps with a cap of 1.5 x STEPS are extended to the cap (a lease that fits
+    1.5 x but not 2 x can still take the step); with the cap at STEPS nothing is left to train."""
+    scoped = {EXP: overrides(tmp_path, "[0.001]")}
+    protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=STEPS, only=[EXP])
+    assert fake_ensure == []
+    with pytest.raises(Trained):
+        protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=3 * STEPS // 2, only=[EXP])
+    (todo,) = fake_ensure
+    assert len(todo) == 6 and all(f"trainer.max_steps={3 * STEPS // 2}" in ov for ov in todo)

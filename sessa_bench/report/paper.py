@@ -227,8 +227,8 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
             f"validations of that quarter and the one before it)"
             + (f" and ends above the task's trivial level (its baseline, else chance) by more than {tol}: "
                f"a flat curve at that level is a plateau" if acc else "")
-            + "; runs that were not are extended (resumed with twice the steps, constant learning rate after "
-              "warmup) up to the stated cap, and `*` marks cells with a run still unconverged."]
+            + "; runs that were not are extended (resumed with twice the steps, at most the cap, constant learning "
+              "rate after warmup) up to the stated cap, and `*` marks cells with a run still unconverged."]
     if any(c.best for c in cs):
         text.append(f"Runs keep their best-{metric} checkpoint; validation and test metrics are that "
                     f"checkpoint's (step in the second table), and convergence is judged on the best-so-far "
