@@ -2,8 +2,9 @@
 
     python -m sessa_bench.memory_tail [--runs results/runs/table1_symbol_soup] [--budgets tiny small]
 
-1. At initialisation: for every budget and family, the Table 1 SymbolSoup config (experiment
-   table1_symbol_soup, seed 0) with fresh weights -> results/memory_tail/init/<run name>/probe.json.
+1. At initialisation: for every budget, family and SymbolSoup length (experiments table1_symbol_soup, 401-599
+   tokens, and table1_symbol_soup_long, 1801-2047; seed 0) a fresh model
+   -> results/memory_tail/init/<experiment>/<run name>/probe.json.
 2. Trained: every run folder under --runs that has a checkpoint and no probe.json of its model yet gets one
    (runs trained with probe=true already have it; one that records another step count than the run, written
    before an extension, is measured again); folders with neither are listed as not probed.
@@ -33,7 +34,8 @@ from sessa_bench.run_folder import RunFolder, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("sessa", "transformer", "mamba2")
-EXPERIMENT = "table1_symbol_soup"
+EXPERIMENT = "table1_symbol_soup"  # whose run folders are probed after training by default
+INIT_EXPERIMENTS = ("table1_symbol_soup", "table1_symbol_soup_long")  # Table 1's two SymbolSoup lengths
 # CPU-sized (a shared 2-core machine): one val example, a one-per-octave lag grid, 2 Hutchinson probes;
 # tiny also probes every layer, small (~20M parameters, 401-599 tokens) only the final state.
 SETTINGS = {
@@ -43,21 +45,27 @@ SETTINGS = {
 DEFAULT = dict(n_examples=2, n_positions=4, probes=4, layers=[], lags_per_octave=1)
 
 
-def probe_init(budgets, families, out_dir: Path, force: bool = False) -> list[Path]:
-    from sessa_bench.compose import compose_train
+def probe_init(budgets, families, out_dir: Path, force: bool = False,
+               experiments=INIT_EXPERIMENTS) -> list[Path]:
     paths = []
-    for budget in budgets:
-        for family in families:
-            cfg = compose_train([f"experiment={EXPERIMENT}", f"model={family}", f"budget={budget}", "seed=0"])
-            path = out_dir / cfg.run_name / "probe.json"
-            if path.exists() and not force:
-                print(f"kept {path}", flush=True)
-            else:
-                t0 = time.time()
-                write_probe(path.parent, probe_config(cfg, "init", **SETTINGS.get(budget, DEFAULT)))
-                print(f"wrote {path} ({time.time() - t0:.0f} s)", flush=True)
-            paths.append(path)
+    for experiment in experiments:
+        for budget in budgets:
+            for family in families:
+                paths.append(_probe_init_one(experiment, family, budget, out_dir, force))
     return paths
+
+
+def _probe_init_one(experiment: str, family: str, budget: str, out_dir: Path, force: bool) -> Path:
+    from sessa_bench.compose import compose_train
+    cfg = compose_train([f"experiment={experiment}", f"model={family}", f"budget={budget}", "seed=0"])
+    path = out_dir / experiment / cfg.run_name / "probe.json"  # the run name does not say the length
+    if path.exists() and not force:
+        print(f"kept {path}", flush=True)
+    else:
+        t0 = time.time()
+        write_probe(path.parent, probe_config(cfg, "init", **SETTINGS.get(budget, DEFAULT)))
+        print(f"wrote {path} ({time.time() - t0:.0f} s)", flush=True)
+    return path
 
 
 def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]]:
@@ -91,6 +99,12 @@ def weights(run: dict) -> str:
     return f"trained, {run['steps']} steps" + (f", lr {lr.group(1)}" if lr else "")
 
 
+def tokens(r: dict) -> str:
+    """The lengths of the probed examples (Table 1's two SymbolSoup columns differ by 4x)."""
+    lo, hi = min(r["lengths"]), max(r["lengths"])
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def _fmt(v, spec=".3f"):
     return "–" if v is None else format(v, spec)
 
@@ -101,7 +115,7 @@ def rows_of(results: list[dict], curve: str) -> list[str]:
         run, fit = r["run"], r["curves"][curve][FINAL]["fit"]
         p, e = fit["power"] or {}, fit["exponential"] or {}
         tau = e.get("tau")
-        out.append(f"| {run['family']} | {run['budget']} | {weights(run)} | {run['seed']} | "
+        out.append(f"| {run['family']} | {run['budget']} | {tokens(r)} | {weights(run)} | {run['seed']} | "
                    f"{r['model']['n_layers']} x {r['model']['d_model']} | "
                    f"{_fmt(p.get('exponent'))} | {_fmt(p.get('r2'))} | "
                    f"{_fmt(tau, '.1f') if e else '–'}{' (no decay)' if e and tau is None else ''} | "
@@ -121,7 +135,8 @@ def layer_rows(results: list[dict]) -> list[str]:
             for fit in fits:
                 p = fit["power"] or {}
                 cells += [_fmt(p.get("exponent")), _fmt(p.get("r2")), fit["better"] or "–"]
-            out.append(f"| {run['family']} | {run['budget']} | {weights(run)} | {name} | " + " | ".join(cells) + " |")
+            out.append(f"| {run['family']} | {run['budget']} | {tokens(r)} | {weights(run)} | {name} | "
+                       + " | ".join(cells) + " |")
     return out
 
 
@@ -138,7 +153,7 @@ def plot(results: list[dict], curve: str, path: Path) -> Path:
             run = r["run"]
             ax.plot([L for L, _ in pts], [v for _, v in pts], marker="o", ms=3,
                     ls="-" if run["weights"] == "trained" else "--",
-                    label=f"{run['budget']} {weights(run)} s{run['seed']}")
+                    label=f"{run['budget']} T={tokens(r)} {weights(run)} s{run['seed']}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(fam)
@@ -158,7 +173,8 @@ def plot(results: list[dict], curve: str, path: Path) -> Path:
 def _key(r: dict):
     run = r["run"]
     fam = FAMILIES.index(run["family"]) if run["family"] in FAMILIES else len(FAMILIES)
-    return (run["weights"] != "init", run["budget"] != "tiny", run["budget"], fam, run["family"], run["seed"])
+    return (run["weights"] != "init", run["budget"] != "tiny", run["budget"], max(r["lengths"]), fam, run["family"],
+            run["seed"])
 
 
 def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> str:
@@ -182,14 +198,16 @@ def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> 
     ]
     for curve in CURVES:
         lines += [f"## {curve}", "",
-                  "| family | budget | weights | seed | layers x width | power exponent p | R^2 | exp. tau | R^2 | better |",
-                  "|---|---|---|---|---|---|---|---|---|---|", *rows_of(results, curve), "",
+                  "| family | budget | tokens | weights | seed | layers x width | power exponent p | R^2 | exp. tau | R^2 "
+                  "| better |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|", *rows_of(results, curve), "",
                   f"![{curve}](memory_tail_{curve}.png)", ""]
     per_layer = layer_rows(results)
     if per_layer:
         lines += ["## Per layer (input embedding to the output of block l)", "",
-                  "| family | budget | weights | output | p (by_position) | R^2 | better | p (from_source) | R^2 | better |",
-                  "|---|---|---|---|---|---|---|---|---|---|", *per_layer, ""]
+                  "| family | budget | tokens | weights | output | p (by_position) | R^2 | better | p (from_source) | R^2 "
+                  "| better |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|", *per_layer, ""]
     lines += ["## Probe settings", "",
               "| budget | method | probes | examples | positions/example | source | min lag | lags | max lag | device | dtype |",
               "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -214,13 +232,16 @@ def main(argv=None):
     ap.add_argument("--runs", nargs="*", default=None,
                     help=f"folders of run folders (default: results/runs/{EXPERIMENT} when present)")
     ap.add_argument("--budgets", nargs="*", default=["tiny", "small"], help="budgets probed at init")
+    ap.add_argument("--experiments", nargs="*", default=list(INIT_EXPERIMENTS),
+                    help="experiments (SymbolSoup lengths) probed at init")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--out", default=str(ROOT / "results" / "memory_tail.md"))
     ap.add_argument("--force", action="store_true", help="measure again even where probe.json exists")
     args = ap.parse_args(argv)
     runs = args.runs if args.runs is not None else [p for p in [ROOT / "results" / "runs" / EXPERIMENT] if p.is_dir()]
     out = Path(args.out)
-    paths = probe_init(args.budgets, args.families, out.parent / "memory_tail" / "init", args.force)
+    paths = probe_init(args.budgets, args.families, out.parent / "memory_tail" / "init", args.force,
+                       args.experiments)
     trained, missing = probe_trained(runs, args.force)
     build_report(paths + trained, out, missing, notes=out.parent / "memory_tail_notes.md")
     print(f"wrote {out}")
