@@ -116,7 +116,8 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
     target = min(2 * steps, cap)  # the last extension stops at the cap: a cap between rungs is reached
     if all(c.converged(r)[0] for r in runs) or target <= steps or not c.constant:
         return []
-    return [Todo(c, c.run(lr, s, target), extends=r) for s, r in zip(seeds, runs)]
+    peers = [r.summary for r in runs]  # the cell's finished runs: their longest process times the round
+    return [Todo(c, c.run(lr, s, target), extends=r, peers=peers) for s, r in zip(seeds, runs)]
 
 
 class Clock:
@@ -141,8 +142,9 @@ class Clock:
 
 
 def estimates(todo: list[Todo]) -> list[float | None]:
-    """Seconds to train each run of a round (None: nothing to time it by); a run extended goes at its own
-    pace, a new one at its cell's, else at the slowest of its experiment's finished runs (read once each)."""
+    """Seconds to train each run of a round (None: nothing to time it by), at its cell's pace
+    (`sessa_bench.report.timing.pace`: its own run's and its seeds'), else at the slowest of its experiment's
+    finished runs (read once each)."""
     finished: dict[tuple, list[dict]] = {}
     out = []
     for t in todo:
@@ -151,7 +153,7 @@ def estimates(todo: list[Todo]) -> list[float | None]:
             finished[key] = finished_runs(t.cell)
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
-                                   experiment=finished[key]))
+                                   cell=t.peers, experiment=finished[key]))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key]))
     return out

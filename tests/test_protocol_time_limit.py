@@ -52,6 +52,18 @@ def test_an_extension_resumes_or_retrains_at_its_own_pace():
     assert run_seconds(2000, own, True, experiment=[summary(1000, 900.0)]) == 500.0
 
 
+def test_the_pace_is_that_of_the_longest_process_in_the_cell():
+    """The lease of 2026-11-29: Mamba2's seed 1 resumed 1000 -> 2000 in 517 s while six runs shared the GPU;
+    its seed 0 trained 0 -> 2000 in one 734 s process. The next round (both to 3000 from step 0) goes at the
+    full process's 0.367 s/step, not at the half segment's 0.517, whose start-up and evaluation weigh double."""
+    s1, s0 = summary(2000, 517.0, resumed=1000, total=842.0), summary(2000, 734.0)
+    assert pace(own=s1, cell=[s0, s1]) == pytest.approx(0.367)
+    assert run_seconds(3000, s1, resumable=False, cell=[s0, s1]) == pytest.approx(1101.0)
+    assert pace(own=s1) == pytest.approx(0.517)  # alone, its own segment is all there is
+    # equal lengths: the slower of the two
+    assert pace(own=summary(1000, 500.0), cell=[summary(1000, 600.0)]) == pytest.approx(0.6)
+
+
 def test_a_missing_run_borrows_its_cell_pace_else_the_slowest_of_its_experiment():
     cell_runs = [summary(1000, 400.0)]
     experiment = [summary(1000, 300.0), summary(1000, 700.0), summary(1000, 80.0, resumed=900)]
