@@ -1,4 +1,5 @@
-"""`make bench` on CPU: the same benchmark code at toy shapes writes its table, CSV and plot."""
+"""`make bench` on CPU: the same benchmark code at toy shapes writes its table, CSV and plot; the harness
+loop is timed at the bare step's shapes."""
 
 import csv
 
@@ -9,7 +10,8 @@ def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
     main(["--preset", "cpu", "--out-dir", str(tmp_path)])
     md = (tmp_path / "cpu.md").read_text()
     for section in ("## Block level", "## Training", "## Decoding", "## Profile", "### mamba2", "commit",
-                    "rerun: `python -m sessa_bench.bench", "compiled_tok_s", "static"):
+                    "rerun: `python -m sessa_bench.bench", "compiled_tok_s", "static", "loop_eager_tok_s",
+                    "loop_eager_x", "goal is >= 0.9"):
         assert section in md
     rows = list(csv.DictReader((tmp_path / "cpu.csv").open()))
     blocks = [r for r in rows if r["part"] == "blocks"]
@@ -23,11 +25,18 @@ def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
     assert {(r["family"], r["read"]) for r in decode} == {
         ("sessa", "sdpa"), ("sessa", "reduce"), ("transformer", "sdpa"), ("transformer", "reduce"), ("mamba2", "-")}
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["part"] in ("train", "decode"))
-    train = [r for r in rows if r["part"] == "train"]
+    train = [r for r in rows if r["part"] == "train" and r["loop"] == "bare"]
     # every family eager and compiled (Dynamo alone on CPU), and no graph break in any compiled model
     assert {(r["family"], r["compile_backend"]) for r in train} == {
         (f, b) for f in ("sessa", "transformer", "mamba2") for b in ("none", "eager")}
     assert all(int(r["graph_breaks"]) == 0 for r in train)
+    # the harness loop beside it, eager only on CPU, the same model as the bare step's, without an error
+    loop = [r for r in rows if r["part"] == "train" and r["loop"] == "harness"]
+    assert {(r["family"], r["compile_backend"]) for r in loop} == {
+        (f, "none") for f in ("sessa", "transformer", "mamba2")}
+    bare_params = {r["family"]: r["params"] for r in train}
+    assert all(r["params"] == bare_params[r["family"]] and not r.get("error") and float(r["tokens_per_s"]) > 0
+               for r in loop)
     assert (tmp_path / "cpu.png").stat().st_size > 1000
 
 
@@ -78,3 +87,70 @@ def test_a_cut_run_keeps_the_rows_it_measured(tmp_path, monkeypatch):
     md = (tmp_path / "cpu.md").read_text()
     assert "## Decoding" in md and "_Partial: the run was cut" in md
     assert len([r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "decode"]) == 2
+
+
+def test_harness_loop_trains_the_bare_step_model_at_its_shape(monkeypatch):
+    """The harness loop at the CPU preset's shape trains the bare step's model (same parameter count) on
+    batches of exactly (batch, seq_len) tokens, one window of steps after a first window, plus one step."""
+    import os
+
+    import torch
+
+    from sessa_bench.bench.__main__ import load_preset
+    from sessa_bench.bench.harness_loop import harness_throughput, window
+    from sessa_bench.bench.training import build
+    from sessa_bench.budget import load_budget, load_family, solve
+    from sessa_bench.lit_module import LitSequenceModel
+
+    t = load_preset("cpu")["train"]
+    shape = t["shapes"][0]
+    shapes, real = [], LitSequenceModel.training_step
+
+    def record(self, batch, batch_idx):
+        shapes.append(tuple(batch["input_ids"].shape))
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(LitSequenceModel, "training_step", record)
+    cache = os.environ.get("SESSA_BENCH_CACHE")
+    w = window(t["steps"], t["warmup"])
+    for fam in ("sessa", "transformer", "mamba2"):
+        shapes.clear()
+        out = harness_throughput(fam, shape, False, torch.device("cpu"), t["steps"], t["warmup"])
+        cfg = solve(load_family(fam), load_budget(shape["budget_name"]), shape["vocab"])
+        bare = build(cfg, torch.device("cpu"), shape["batch"], shape["seq_len"], None)[0]
+        assert out["params"] == sum(p.numel() for p in bare.parameters()), fam
+        assert shapes == [(shape["batch"], shape["seq_len"])] * (2 * w + 1), fam
+        assert out["steps"] == 2 * w + 1 and out["timed_steps"] == w and out["tokens_per_s"] > 0
+    assert os.environ.get("SESSA_BENCH_CACHE") == cache  # the temporary task cache is not left behind
+
+
+def test_a_failing_harness_loop_is_recorded_and_the_bench_goes_on(monkeypatch):
+    """One family's harness loop raising, another's reporting a different model: both recorded in their rows
+    (no ratio to the bare step), every row written as it comes, the other measurements kept."""
+    import torch
+
+    from sessa_bench.bench import training
+    from sessa_bench.bench.__main__ import train_section
+
+    def fake(fam, shape, compile, device, steps, warmup):
+        if fam == "sessa":
+            raise RuntimeError("boom")
+        return {"params": 1, "tokens_per_s": 10.0}
+
+    monkeypatch.setattr(training, "harness_throughput", fake)
+    t = {"shapes": [{"budget_name": "tiny", "vocab": 256, "seq_len": 16, "batch": 2}], "compile_backends": [None],
+         "warmup": 0, "steps": 1, "harness": True}
+    written = []
+    rows = training.bench_training(torch.device("cpu"), ("sessa", "mamba2"), log=lambda s: None,
+                                   on_row=lambda rs: written.append(len(rs)), **t)
+    assert written == [1, 2, 3, 4]
+    assert [(r["family"], r["loop"]) for r in rows] == [("sessa", "bare"), ("sessa", "harness"),
+                                                        ("mamba2", "bare"), ("mamba2", "harness")]
+    assert rows[1]["tokens_per_s"] == "error" and "RuntimeError: boom" in rows[1]["error"]
+    assert "the shapes differ" in rows[3]["error"] and rows[3]["tokens_per_s"] == 10.0
+    assert all(isinstance(r["tokens_per_s"], float) for r in rows if r["loop"] == "bare")
+    merged = training.side_by_side(rows)
+    assert [m["loop_eager_x"] for m in merged] == [None, None]
+    assert all(isinstance(m["eager_tok_s"], float) for m in merged)
+    md = train_section(rows, t)
+    assert "RuntimeError: boom" in md and "the shapes differ" in md

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from sessa_bench.bench.blocks import bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
+from sessa_bench.bench.harness_loop import window
 from sessa_bench.bench.profile import profile_training
 from sessa_bench.bench.training import bench_training, side_by_side
 from sessa_bench.compose import compose_file
@@ -84,19 +85,43 @@ def plot(rows, path: Path, title: str):
 PARTIAL = "\n_Partial: the run was cut before this part finished; the rows above are complete measurements._\n"
 
 
+LOOP_COLS = ("loop_eager_tok_s", "loop_eager_x", "loop_compiled_tok_s", "loop_compiled_x")
+
+
+def harness_text(t) -> str:
+    """What the harness-loop columns measure (the preset's train.harness)."""
+    w = window(t["steps"], t["warmup"])
+    compiled = "eager and compiled (`compile=true`: inductor)" if "inductor" in t["compile_backends"] else \
+        "eager only (its `compile=true` is inductor, not the bare rows' backend here)"
+    return (f" `loop_*`: the real training loop of `sessa-bench train` at the same shapes, {compiled}: the "
+            f"Lightning Trainer (`trainer=gpu`: bf16-mixed, on GPU; `trainer=cpu` on CPU), LitSequenceModel, "
+            f"the data module (MQAR rows of exactly T tokens at the shape's vocabulary) and the callbacks, "
+            f"gradient clipping 1.0 and its AdamW, which is not fused (the bare step's is, on GPU: part of any "
+            f"gap); tokens/s from the run's own Throughput callback over {w} steps after a first window of {w} "
+            f"(compilation excluded); validation and the checkpoint in one more step after them. `loop_*_x` = "
+            f"harness / bare step of the same compile setting; the goal is >= 0.9.")
+
+
 def train_section(rows, t) -> str:
     shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
                        for x in t["shapes"])
+    merged = side_by_side(rows)
+    loop_cols = [c for c in LOOP_COLS if any(c in m for m in merged)]
+    errors = [f"- harness loop, {r['family']} `{r['budget']}` T={r['seq_len']} {r['compile_backend']}: "
+              f"{r['error']}" for r in rows if r.get("error")]
     return (f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
             f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
             f"time of those warm-up steps). Compiled = `model.compile(backend={t['compile_backends'][-1]!r})` in "
             f"place, `graph_breaks` counted by Dynamo. MFU = tokens/s x training FLOPs per token "
-            f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200).\n\n"
-            + md_rows(side_by_side(rows), ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
-                                            "compiled_tok_s", "speedup", "eager_mfu", "compiled_mfu",
-                                            "graph_breaks", "compile_s", "backends"],
+            f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200)."
+            + (harness_text(t) if t.get("harness") else "") + "\n\n"
+            + md_rows(merged, ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
+                               "compiled_tok_s", "speedup", *loop_cols, "eager_mfu", "compiled_mfu",
+                               "graph_breaks", "compile_s", "backends"],
                       {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
-                       "compiled_mfu": ".3f", "compile_s": ".0f"}) + "\n")
+                       "compiled_mfu": ".3f", "compile_s": ".0f", "loop_eager_tok_s": ",.0f",
+                       "loop_compiled_tok_s": ",.0f"}) + "\n"
+            + ("\n" + "\n".join(errors) + "\n" if errors else ""))
 
 
 def decode_section(rows, d, dtype_name) -> str:

@@ -1,6 +1,8 @@
 """Training throughput: tokens/s and MFU per family, eager and torch.compile'd side by side, at given
 (budget, vocab, sequence length, batch) shapes; the first steps (compilation, Triton autotuning) are timed
-apart as `first_steps_s`."""
+apart as `first_steps_s`. The bare step is a hand-written forward/backward/AdamW step on a random batch;
+with `harness`, the real training loop (sessa_bench/bench/harness_loop.py) is timed at the same shapes
+beside it (rows with loop="harness")."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from sessa_bench.bench.harness_loop import harness_throughput
 from sessa_bench.bench.timing import record_oom
 from sessa_bench.budget import load_budget, load_family, solve
 from sessa_bench.flops import mfu, train_flops_per_token
@@ -49,10 +52,35 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def harness_variants(compile_backends) -> list[bool]:
+    """Compile settings of the harness loop: eager always; compiled only beside bare inductor rows, since
+    `compile=true` in the harness is torch.compile's default backend (inductor)."""
+    return [False, True] if "inductor" in compile_backends else [False]
+
+
+def harness_row(device, fam: str, shape: dict, cfg, compiled: bool, steps: int, warmup: int,
+                bare_params: int | None) -> dict:
+    """One harness-loop row. A failure is recorded in the row (tokens_per_s "OOM" or "error", the message
+    in `error`), so the other families are still measured."""
+    row = {"family": fam, "budget": shape["budget_name"], "seq_len": shape["seq_len"], "batch": shape["batch"],
+           "layers": cfg.n_layers, "d_model": cfg.d_model, "loop": "harness",
+           "compile_backend": "inductor" if compiled else "none"}
+    try:
+        with record_oom(row, "tokens_per_s", "mfu"):
+            row.update(harness_throughput(fam, shape, compiled, device, steps, warmup))
+    except Exception as e:  # noqa: BLE001 - one family's failure must not end the bench
+        row.update(tokens_per_s="error", mfu="error", error=f"{type(e).__name__}: {e}"[:500])
+    if bare_params is not None and isinstance(row.get("params"), int) and row["params"] != bare_params:
+        row["error"] = f"params {row['params']:,} != the bare step's {bare_params:,}: the shapes differ"
+    return row
+
+
 def bench_training(device, families, shapes: list[dict], compile_backends=(None, "inductor"), warmup: int = 3,
-                   steps: int = 8, log=print, on_row=None) -> list[dict]:
-    """One row per (shape, family, compile backend); shapes: dicts of budget_name, vocab, seq_len, batch.
-    on_row(rows) is called after each row (the caller writes what is measured so far)."""
+                   steps: int = 8, harness: bool = False, log=print, on_row=None) -> list[dict]:
+    """One row per (shape, family, compile backend) of the bare step (loop="bare"), and with `harness` one
+    per (shape, family, harness_variants) of the real training loop (loop="harness"); shapes: dicts of
+    budget_name, vocab, seq_len, batch. on_row(rows) is called after each row (the caller writes what is
+    measured so far)."""
     rows = []
     for shape in shapes:
         budget = load_budget(shape["budget_name"])
@@ -61,7 +89,7 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
             cfg = solve(load_family(fam), budget, shape["vocab"])
             for backend in compile_backends:
                 row = {"family": fam, "budget": budget.name, "seq_len": T, "batch": batch, "layers": cfg.n_layers,
-                       "d_model": cfg.d_model, "compile_backend": backend or "none"}
+                       "d_model": cfg.d_model, "loop": "bare", "compile_backend": backend or "none"}
                 with record_oom(row, "tokens_per_s", "mfu"):
                     if backend:
                         torch._dynamo.reset()
@@ -89,22 +117,47 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                     f"{row['tokens_per_s']} tok/s  MFU {row['mfu']}  breaks {row.get('graph_breaks')}")
                 if on_row:
                     on_row(rows)
+            # the bare rows of this (shape, family) are the last ones; their model is the harness's reference
+            bare_params = next((r["params"] for r in rows[-len(compile_backends):]
+                                if isinstance(r.get("params"), int)), None)
+            for compiled in harness_variants(compile_backends) if harness else []:
+                row = harness_row(device, fam, shape, cfg, compiled, steps, warmup, bare_params)
+                rows.append(row)
+                log(f"  train {fam:12s} {budget.name} T={T} B={batch} harness {row['compile_backend']:9s} "
+                    f"{row['tokens_per_s']} tok/s  params {row.get('params')}"
+                    + (f"  ERROR {row['error']}" if row.get("error") else ""))
+                if on_row:
+                    on_row(rows)
     return rows
 
 
 def side_by_side(rows: list[dict]) -> list[dict]:
-    """Eager and compiled rows of one (shape, family) merged into one line."""
+    """The rows of one (shape, family) merged into one line: bare eager and compiled, and the harness loop
+    (`loop_eager_tok_s`, `loop_compiled_tok_s`) with its ratio to the bare step of the same compile setting
+    (`loop_eager_x`, `loop_compiled_x`; none where either failed or the harness row has an error)."""
     merged = {}
     for r in rows:
         key = (r["budget"], r["seq_len"], r["batch"], r["family"])
         m = merged.setdefault(key, {k: r.get(k) for k in ("family", "budget", "seq_len", "batch", "params",
                                                           "layers", "d_model", "backends")})
         tag = "eager" if r["compile_backend"] == "none" else "compiled"
+        if r.get("loop") == "harness":
+            m[f"loop_{tag}_tok_s"] = r.get("tokens_per_s")
+            m[f"loop_{tag}_error"] = r.get("error")
+            continue
         m[f"{tag}_tok_s"], m[f"{tag}_mfu"] = r.get("tokens_per_s"), r.get("mfu")
         if tag == "compiled":
             m["graph_breaks"], m["compile_s"] = r.get("graph_breaks"), r.get("first_steps_s")
         m["params"] = m["params"] or r.get("params")
     for m in merged.values():
-        e, c = m.get("eager_tok_s"), m.get("compiled_tok_s")
-        m["speedup"] = c / e if isinstance(e, float) and isinstance(c, float) else None
+        m["speedup"] = ratio(m.get("compiled_tok_s"), m.get("eager_tok_s"))
+        for tag in ("eager", "compiled"):
+            if f"loop_{tag}_tok_s" in m:
+                ok = not m.pop(f"loop_{tag}_error")
+                m[f"loop_{tag}_x"] = ratio(m[f"loop_{tag}_tok_s"], m.get(f"{tag}_tok_s")) if ok else None
     return list(merged.values())
+
+
+def ratio(a, b) -> float | None:
+    """a / b for two measured rates; None when either is missing or a marker such as "OOM"."""
+    return a / b if isinstance(a, float) and isinstance(b, float) else None
