@@ -76,20 +76,27 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     cells = list({(c.experiment, c.family): c for c in cells}.values())
     clock = None if time_limit is None else Clock(time_limit, started, jobs, kw.get("jobs_per_gpu"))
     # 1. the sweep, round by round (a round's grid extensions are known only once it has finished)
-    while todo := [Todo(c, c.run(x, 0)) for c in cells for x in c.selection()[3]]:
-        if (note := clock.admit(todo) if clock else "") is None:
+    while todo := [t for c in cells for t in sweep_runs(c)]:
+        if (note := clock.admit(todo) if clock else "") is None:  # before any reopen: a stop loses nothing
             return
+        reopen(todo)
         print(f"sweep: {len(todo)} runs{note}", flush=True)
         ensure([t.run.overrides for t in todo], jobs, **kw)
     # 2. + 3. the seeds at the chosen rate, then extensions until converged or capped
     while todo := [t for c in cells for t in seed_runs(c, seeds, max_steps_cap)]:
-        if (note := clock.admit(todo) if clock else "") is None:  # before any reopen: a stop loses nothing
+        if (note := clock.admit(todo) if clock else "") is None:
             return
-        for t in todo:
-            if t.extends is not None:  # finished runs become unfinished ones that resume from their last step
-                t.run.folder.reopen(compose_train(t.run.overrides))  # composed last: its ${hydra:...} are its own
+        reopen(todo)
         print(f"seeds and extensions: {len(todo)} runs{note}", flush=True)
         ensure([t.run.overrides for t in todo], jobs, **kw)
+
+
+def reopen(todo: list[Todo]) -> None:
+    """Make the finished runs that a round extends unfinished again, so they train (ensure skips finished
+    runs) and resume from their last step, or retrain from step 0 without a checkpoint."""
+    for t in todo:
+        if t.extends is not None:
+            t.run.folder.reopen(compose_train(t.run.overrides))  # composed last: its ${hydra:...} are its own
 
 
 @dataclass
@@ -99,6 +106,18 @@ class Todo:
     run: Run                       # what trains: its overrides, folder and steps
     extends: Run | None = None     # the finished shorter run it continues (reopened when the round starts)
     peers: list[dict] = field(default_factory=list)  # summaries of the cell's finished runs at its rate
+
+
+def sweep_runs(c: Cell) -> list[Todo]:
+    """The sweep runs of one cell still to train: seed 0 at each rate its selection still needs. A folder
+    that holds a finished shorter run (the experiment's step count was raised since) is extended."""
+    out = []
+    for lr in c.selection()[3]:
+        r = c.run(lr, 0)
+        shorter = Run(lr, 0, r.overrides, r.folder, r.steps_requested, summary=r.folder.read_summary()) \
+            if r.folder.is_finished() else None
+        out.append(Todo(c, r, extends=shorter))
+    return out
 
 
 def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo]:
@@ -127,12 +146,18 @@ class Clock:
         from sessa_bench.runs import place, visible_gpus
 
         self.end = (time.monotonic() if started is None else started) + limit
-        self.slots = len(place(jobs, visible_gpus(), jobs_per_gpu))  # as many at once as ensure trains
+        self.placed = place(jobs, visible_gpus(), jobs_per_gpu)  # the GPU of each slot, as ensure fills them
+        self.slots = len(self.placed)  # as many at once as ensure trains
+
+    def runs_per_gpu(self, n: int) -> int | None:
+        """How many of a round of n runs share the busiest GPU (None on CPU: no sharing to scale by)."""
+        used = [g for g in self.placed[:n] if g is not None]
+        return max(used.count(g) for g in set(used)) if used else None
 
     def admit(self, todo: list[Todo]) -> str | None:
         """A note for the round's line when it fits; None, after one line saying why, when it does not."""
         left = self.end - time.monotonic()
-        est = round_seconds(estimates(todo), self.slots)
+        est = round_seconds(estimates(todo, self.runs_per_gpu(len(todo))), self.slots)
         if left <= 0 or (est is not None and est > left):
             print(f"time limit: the next round ({len(todo)} runs{'' if est is None else f', ~{est:.0f} s estimated'}) "
                   f"does not fit in the {max(left, 0):.0f} s left; stopping here (rerun to continue)", flush=True)
@@ -141,10 +166,10 @@ class Clock:
                 f" (time limit: ~{est:.0f} s estimated, {left:.0f} s left)")
 
 
-def estimates(todo: list[Todo]) -> list[float | None]:
+def estimates(todo: list[Todo], runs_per_gpu: int | None = None) -> list[float | None]:
     """Seconds to train each run of a round (None: nothing to time it by), at its cell's pace
     (`sessa_bench.report.timing.pace`: its own run's and its seeds'), else at the slowest of its experiment's
-    finished runs (read once each)."""
+    finished runs (read once each), scaled to `runs_per_gpu` runs sharing a GPU."""
     finished: dict[tuple, list[dict]] = {}
     out = []
     for t in todo:
@@ -153,9 +178,10 @@ def estimates(todo: list[Todo]) -> list[float | None]:
             finished[key] = finished_runs(t.cell)
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
-                                   cell=t.peers, experiment=finished[key]))
+                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu))
         else:
-            out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key]))
+            out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
+                                   runs_per_gpu=runs_per_gpu))
     return out
 
 

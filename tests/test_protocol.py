@@ -86,6 +86,10 @@ def test_a_run_retrained_to_be_extended_is_scored_from_its_first_training():
     assert c.score(r) == 0.303
     r.first_rows = None
     assert c.score(r) == 0.296
+    # a grid of 2000 steps (the experiment's step count raised): the first training never got there, so the
+    # run is scored at 2000 from its current lines, like the rates trained to 2000 from the start
+    c.steps, r.first_rows = 2000, rows("val/acc", [(1000, 0.303)])
+    assert c.score(r) == 0.40
 
 
 def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():

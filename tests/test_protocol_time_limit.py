@@ -11,7 +11,7 @@ import pytest
 from sessa_bench.compose import compose_train
 from sessa_bench.report.paper import TABLES
 from sessa_bench.report.protocol import cell
-from sessa_bench.report.timing import pace, round_seconds, run_seconds, seconds_per_step
+from sessa_bench.report.timing import SHARING_FLOOR, pace, round_seconds, run_seconds, seconds_per_step
 from sessa_bench.run_folder import resolved_config
 from sessa_bench.tables import build, protocol
 
@@ -214,3 +214,32 @@ def test_a_cap_between_two_doublings_is_the_last_extension(tmp_path, unconverged
         protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=3 * STEPS // 2, only=[EXP])
     (todo,) = fake_ensure
     assert len(todo) == 6 and all(f"trainer.max_steps={3 * STEPS // 2}" in ov for ov in todo)
+
+
+def test_a_raised_grid_length_extends_the_sweep_runs(tmp_path, fake_ensure, capsys):
+    """The experiment's step count raised from STEPS to 2 x STEPS after its sweep finished: the sweep runs
+    are extended (reopened, then trained; ensure would skip them as finished otherwise, and the sweep would
+    never end), each timed at its own pace: with its checkpoint, STEPS more steps; without, 2 x STEPS."""
+    for f in FAMS:  # Sessa's folder (1.5 s/step) lost its checkpoint: it retrains from step 0
+        finish(cell(EXP, f, overrides(tmp_path, "[0.001]"), "val/acc"), 0.001, 0, checkpoint=f != "sessa")
+    longer = [o.replace(f"trainer.max_steps={STEPS}", f"trainer.max_steps={2 * STEPS}")
+              for o in overrides(tmp_path, "[0.001]")]
+    with pytest.raises(Trained):
+        protocol(TABLES["table1"], [0, 1], {EXP: longer}, jobs=6, only=[EXP], time_limit=1000)
+    out = capsys.readouterr().out
+    assert "sweep: 3 runs (time limit: ~360 s estimated" in out, out  # Sessa: 200 steps at 1.5 s, x1.2
+    (todo,) = fake_ensure
+    assert len(todo) == 3 and all(f"trainer.max_steps={2 * STEPS}" in ov for ov in todo)
+    root = tmp_path / "runs" / EXP
+    assert len(list(root.rglob("summary.prev.json"))) == 3 and not list(root.rglob("summary.json"))
+
+
+def test_a_pace_scales_with_the_runs_sharing_the_gpu():
+    """Measured with 9 runs on the GPU, 0.7 s/step: with 7 the pace is 7/9 of it, with 18 twice; with 1 it is
+    not 1/9 (one run does not get a saturated GPU's whole throughput) but the floor; unknown counts: as is."""
+    s = {**summary(1000, 700.0), "placement": {"gpu": 0, "runs_on_gpu": 9}}
+    assert pace(own=s, runs_per_gpu=7) == pytest.approx(0.7 * 7 / 9)
+    assert pace(own=s, runs_per_gpu=18) == pytest.approx(1.4)
+    assert pace(own=s, runs_per_gpu=1) == pytest.approx(0.7 * SHARING_FLOOR)
+    assert pace(own=s) == pace(own=summary(1000, 700.0), runs_per_gpu=7) == pytest.approx(0.7)
+    assert run_seconds(2000, s, resumable=False, runs_per_gpu=7) == pytest.approx(1400 * 7 / 9)

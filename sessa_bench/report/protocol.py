@@ -187,8 +187,12 @@ class Cell:
 
     def score(self, r: Run) -> float | None:
         """The sweep score: from the run's first training when it was retrained to be extended (its
-        checkpoint stayed on another machine), so the choice made from it does not move."""
-        rows = r.first_rows if r.first_rows is not None else r.rows
+        checkpoint stayed on another machine) and that training reached the grid's step count, so the choice
+        made from it does not move; from its current lines when the grid grew past the first training."""
+        first = r.first_rows
+        if first is not None and max((int(x.get("step", 0)) for x in first), default=0) < self.steps:
+            first = None
+        rows = first if first is not None else r.rows
         return score_at(rows, self.metric, self.steps, self.best) if r.summary else None
 
     def selection(self) -> tuple[float | None, list[float], dict[float, float | None], list[float]]:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 
 SAFETY = 1.2  # on top of the round's estimate: paces vary between runs and machines
+# Fewer runs sharing a GPU than when a pace was measured: each goes faster, but not in proportion below the
+# count that saturates the GPU (one H200, SymbolSoup `small`: 9 runs ~360k tokens/s together, 6 ~410k, 3
+# ~330k, one alone ~200k), so the factor on a pace is never below this.
+SHARING_FLOOR = 0.6
 
 
 def trained_in_last_process(summary: dict) -> int:
@@ -32,16 +36,30 @@ def seconds_per_step(summary: dict) -> float | None:
     return float(wall) / trained
 
 
-def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = ()) -> float | None:
+def sharing(summary: dict, runs_per_gpu: int | None) -> float:
+    """Factor on a run's measured pace when `runs_per_gpu` runs will share each GPU where its summary says
+    `placement.runs_on_gpu` did: a saturated GPU divides its throughput among its runs, so the pace scales
+    with the count (down to SHARING_FLOOR); 1 when either count is unknown (a run started by hand, CPU)."""
+    then = (summary.get("placement") or {}).get("runs_on_gpu")
+    if not then or not runs_per_gpu:
+        return 1.0
+    return max(runs_per_gpu / then, SHARING_FLOOR)
+
+
+def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
+         runs_per_gpu: int | None = None) -> float | None:
     """Seconds per step for a run to train: that of the longest last process among its own finished run (a
     run being extended) and its cell's (same family, experiment and rate; ties: the slowest), since start-up
     and evaluation weigh least there (a resumed half-length segment of the same run, timed while more runs
     shared the GPU, measured 0.52 s/step where its seed's full 2000-step process measured 0.37); else the
-    slowest of its experiment's finished runs; else None."""
+    slowest of its experiment's finished runs; else None. Each at the round's GPU sharing (`sharing`)."""
+    def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
+        return seconds_per_step(s) * sharing(s, runs_per_gpu)
+
     mine = [s for s in [*([own] if own is not None else []), *cell] if seconds_per_step(s) is not None]
     if mine:
-        return seconds_per_step(max(mine, key=lambda s: (trained_in_last_process(s), seconds_per_step(s))))
-    known = [p for s in experiment if (p := seconds_per_step(s)) is not None]
+        return at_round(max(mine, key=lambda s: (trained_in_last_process(s), at_round(s))))
+    known = [at_round(s) for s in experiment if seconds_per_step(s) is not None]
     return max(known) if known else None
 
 
@@ -52,11 +70,11 @@ def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
 
 
 def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
-                experiment: list[dict] = ()) -> float | None:
+                experiment: list[dict] = (), runs_per_gpu: int | None = None) -> float | None:
     """Seconds to train one run to `target` steps (None: no finished run to time it by). own: the finished
     shorter run it extends (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a
     pace from (`pace`)."""
-    p = pace(own, cell, experiment)
+    p = pace(own, cell, experiment, runs_per_gpu)
     if p is None:
         return None
     return p * steps_to_train(target, own["steps"] if own is not None else 0, resumable and own is not None)
