@@ -13,7 +13,9 @@ const FILTERS = {
   seed: uniq(DATA.runs.map((r) => r.seed)).sort((a, b) => a - b),
   rate: uniq(DATA.runs.map((r) => r.rate)).sort(),  // "chosen" (the tables' runs) or "other rates" (the sweep)
 };
-const OFF = {rate: new Set(["other rates"])};  // unticked at first: the page opens on what the tables report
+// Unticked at first, so the page opens on what the tables report; while no run is at a chosen rate (every
+// sweep under way) the page opens on the sweep instead of on nothing.
+const OFF = {rate: new Set(FILTERS.rate.includes("chosen") ? ["other rates"] : [])};
 
 function buildFilters() {
   const box = document.getElementById("filters");

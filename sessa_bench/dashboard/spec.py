@@ -75,9 +75,14 @@ def sections(results_dir: str | Path) -> list[Section]:
     return out
 
 
+UNDECIDED = math.nan  # a protocol sweep under way: no rate chosen yet, so no run is at the chosen rate
+
+
 def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
     """(experiment_name, family) -> the learning rate the tables' protocol chose from these run folders, for
-    the pairs in `present` (those with runs) whose sweep is finished."""
+    the pairs in `present` (those with runs) whose sweep is finished; UNDECIDED where the sweep has begun
+    (a run folder at a rate of its grid) but not finished (the paper table shows no value then either);
+    absent where no run is the protocol's (runs of your own)."""
     from sessa_bench.report.protocol import cell
     from sessa_bench.tables import split_overrides
     out = {}
@@ -87,15 +92,18 @@ def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple
         for exp in names:
             for f in table.families:
                 if (experiment_name(exp), f) in present:
-                    lr = cell(exp, f, scoped[exp], table.curve_metric).selection()[0]
+                    c = cell(exp, f, scoped[exp], table.curve_metric)
+                    lr, tried, _, _ = c.selection()
                     if lr is not None:
                         out[(experiment_name(exp), f)] = lr
+                    elif any(c.run(x, 0).folder.config.exists() for x in tried):  # its sweep has begun
+                        out[(experiment_name(exp), f)] = UNDECIDED
     return out
 
 
 def at_chosen_rate(summary: dict, chosen: float | None) -> bool:
-    """True for a run at the rate the protocol chose for its family, or of a cell whose sweep has no choice
-    yet (nothing to hide then)."""
+    """True for a run at the rate the protocol chose for its family, or of a cell without a protocol sweep
+    (nothing to hide then); never while its sweep is under way (chosen UNDECIDED)."""
     lr = summary.get("optim", {}).get("lr")
     return chosen is None or (lr is not None and math.isclose(lr, chosen))
 
