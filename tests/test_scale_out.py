@@ -154,7 +154,9 @@ def test_ensure_without_gpus_runs_workers_as_before(tmp_path, monkeypatch):
     assert {(g, k, c) for _, g, k, c in started} == {(None, None, "2")}
 
 
-def test_tables_and_calibrate_pass_jobs_per_gpu(monkeypatch):
+def test_tables_and_calibrate_pass_jobs_per_gpu(tmp_path, monkeypatch):
+    """Into an empty results dir: the protocol reopens the folders a round extends before training them, and
+    the committed run folders must not be touched by a test."""
     from sessa_bench import calibrate, tables
 
     class Called(Exception):
@@ -166,7 +168,8 @@ def test_tables_and_calibrate_pass_jobs_per_gpu(monkeypatch):
     monkeypatch.setattr(runs, "ensure", ensure)
     for argv, want in ((["--jobs-per-gpu", "2"], (None, 2)), (["--jobs", "3", "--jobs-per-gpu", "2"], (3, 2)),
                        ([], (1, None))):
-        for main, head in ((tables.main, ["table1"]), (calibrate.main, [])):
+        for main, head in ((tables.main, ["table1", "--results-dir", str(tmp_path)]),
+                           (calibrate.main, ["--results-dir", str(tmp_path)])):
             with pytest.raises(Called) as e:
                 main([*head, "--run", *argv])
             assert e.value.args == want
