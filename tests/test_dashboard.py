@@ -249,3 +249,39 @@ def test_report_table_is_the_committed_table1():
     md = (ROOT / "results" / "table1.md").read_text().split("\n\n")[2].splitlines()[2:5]
     want = [[c.strip().rstrip("*") for c in line.strip("|").split("|")][:2] for line in md]
     assert [row[:2] for row in got] == want
+
+
+def test_a_sweep_under_way_has_no_chosen_rate_and_runs_of_your_own_are_all_shown(tmp_path):
+    """Sessa: one protocol sweep run (seed 0 at 1e-4 of the grid 1e-4, 3e-4, 1e-3) and no others: no rate is
+    chosen yet, so the table has no value for it, as results/table1.md has none. The Transformer: runs of
+    your own (not named by the protocol): all of them are averaged."""
+    from omegaconf import OmegaConf
+
+    from sessa_bench.compose import compose_train
+    from sessa_bench.dashboard.spec import UNDECIDED, chosen_rates, table_rows
+
+    def write(d, fam, seed, lr, acc):
+        d.mkdir(parents=True)
+        summary = {"experiment": "table1_symbol_soup", "run_name": d.name, "family": fam, "seed": seed,
+                   "task": "symbol_soup", "budget": "small", "final": {"test/acc": acc, "val/acc": acc},
+                   "steps": 2000, "optim": {"lr": lr}, "task_facts": {"slice_names": []},
+                   # the rest of the run-folder contract
+                   "params": {"total": 20_000_000, "target": 20_000_000, "deviation": 0.0}, "batch_size": 32,
+                   "seq_len": 599, "throughput_tokens_per_s": 1000.0, "git_commit": "0" * 40,
+                   "hardware": {"gpu": None, "cpu_count": 2, "torch": "2.13.0"}}
+        (d / "summary.json").write_text(json.dumps(summary))
+        (d / "metrics.jsonl").write_text(json.dumps({"step": 2000, "val/acc": acc}) + "\n")
+
+    root = tmp_path / "runs"
+    cfg = compose_train(["experiment=table1_symbol_soup", "model=sessa", "seed=0", "optim.lr=0.0001",
+                         f"results_dir={root}"])
+    sweep_run = root / "table1_symbol_soup" / cfg.run_name
+    write(sweep_run, "sessa", 0, 1e-4, 0.4)
+    (sweep_run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    for seed, acc in ((0, 0.3), (1, 0.5)):
+        write(root / "table1_symbol_soup" / f"mine-s{seed}", "transformer", seed, 3e-4, acc)
+    rates = chosen_rates(root, {("table1_symbol_soup", "sessa"), ("table1_symbol_soup", "transformer")})
+    assert rates[("table1_symbol_soup", "sessa")] is UNDECIDED and ("table1_symbol_soup", "transformer") not in rates
+    _, got = table_rows(TABLES["table1"], root)
+    cells = {row[0]: row[1] for row in got}
+    assert cells["sessa"] == "not run" and cells["transformer"] == "0.4000 ± 0.1414"
