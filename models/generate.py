@@ -18,12 +18,23 @@ from .backbone import Backbone
 from .masked_read import READS
 
 
-def resolve_read(read: str, batch_size: int) -> str:
-    """`auto`: the read measured faster at this batch size on an H200 (results/bench/h200-run4-session.log,
-    Sessa at a 4096-token context): `reduce` at batch 1 (137 vs 62 tokens/s eager, 428 compiled), `sdpa` above
-    (912 vs 396 tokens/s eager at batch 16)."""
+# What `auto` reads the caches with: (at batch 1, above), per mixer and compile setting, the faster read as
+# measured on an H200 at `base` with a 4096-token context (results/bench/nvidia-h200-decode.md for the
+# Transformer, results/bench/h200-run4-session.log for Sessa), in tokens/s:
+AUTO_READ = {
+    ("attention", False): ("sdpa", "reduce"),  # batch 1: 210 vs 168; batch 16: 565 vs 465
+    ("attention", True): ("reduce", "reduce"),  # compiled reduce 499 and 2,073: above every eager read
+    ("sessa", False): ("reduce", "sdpa"),       # batch 1: 137 vs 62; batch 16: 912 vs 396
+    ("sessa", True): ("reduce", "sdpa"),        # compiled reduce 428 at batch 1; batch 16 compiled unmeasured
+}
+
+
+def resolve_read(read: str, batch_size: int, mixer: str = "sessa", compile: bool = False) -> str:
+    """`auto`: the read AUTO_READ gives for this mixer, compile setting and batch size (a mixer without an
+    entry: Sessa's); otherwise the read given, checked."""
     if read == "auto":
-        return "reduce" if batch_size == 1 else "sdpa"
+        one, more = AUTO_READ.get((mixer, bool(compile)), AUTO_READ[("sessa", bool(compile))])
+        return one if batch_size == 1 else more
     if read not in READS:
         raise ValueError(f"decode read={read!r} is not one of {('auto', *READS)}")
     return read
@@ -41,7 +52,7 @@ class StaticDecoder:
             raise ValueError("static decoding needs step_static in every mixer; use Backbone.generate")
         p = next(model.parameters())
         self.model, self.device, self.max_len = model, p.device, max_len
-        self.read = read = resolve_read(read, batch_size)
+        self.read = read = resolve_read(read, batch_size, model.cfg.mixer, compile)
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
         for c in self.caches:
             c.read = read  # how the step reads the cache (models/masked_read.py)
