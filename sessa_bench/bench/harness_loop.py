@@ -13,7 +13,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
+from unittest import mock
 
 import torch
 
@@ -46,19 +47,6 @@ def overrides(family: str, shape: dict, compile: bool, cuda: bool, steps: int, w
     ]
 
 
-@contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
 def harness_throughput(family: str, shape: dict, compile: bool, device: torch.device, steps: int,
                        warmup: int) -> dict:
     """Run the harness once for (family, shape, compile); its tokens/s, MFU and parameter count. The run
@@ -68,7 +56,8 @@ def harness_throughput(family: str, shape: dict, compile: bool, device: torch.de
 
     if compile:
         torch._dynamo.reset()  # a fresh compile, as the bare step's compiled rows get
-    with tempfile.TemporaryDirectory(prefix="sessa-bench-loop-") as root, _env("SESSA_BENCH_CACHE", f"{root}/cache"):
+    with tempfile.TemporaryDirectory(prefix="sessa-bench-loop-") as root, \
+            mock.patch.dict(os.environ, {"SESSA_BENCH_CACHE": f"{root}/cache"}):  # restored on exit
         ov = overrides(family, shape, compile, device.type == "cuda", steps, warmup, root)
         with redirect_stdout(io.StringIO()):  # the run's parameter table and final metrics: not the bench's
             summary = run(compose_train(ov))
