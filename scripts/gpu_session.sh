@@ -38,6 +38,11 @@ set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT SECONDS [first]}
 budget=${2:-560}
 first=${3:-}
+# The device tool kills a call at 600 s with everything in it, before this script packs $OUT: a call given
+# more than that brings nothing back (it happened: results/bench/h200-run6-session.log).
+if (( budget > 580 )); then
+  echo "gpu_session.sh: SECONDS=$budget: a device call is limited to 600 s; give at most 580" >&2; exit 2
+fi
 WORK=${WORK:-table1}
 if [[ $WORK == table1 ]]; then EXPERIMENTS=${EXPERIMENTS-table1_symbol_soup}; else EXPERIMENTS=${EXPERIMENTS-}; fi
 SEEDS=${SEEDS:-0 1}
