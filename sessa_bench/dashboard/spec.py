@@ -70,7 +70,10 @@ def sections(results_dir: str | Path) -> list[Section]:
             if slices:
                 panels.append(Panel("slices", f"{name}: test accuracy per slice", name,
                                     tuple(f"test/acc/{s}" for s in slices), fams))
-            panels.append(Panel("throughput", f"{name}: training tokens/s", name, (THROUGHPUT,), fams))
+            # runs of a lease share a GPU with different numbers of others, so these bars are no speed
+            # comparison of the families (make bench times them alone): the title says so
+            panels.append(Panel("throughput", f"{name}: training tokens/s per run (GPU shared with other "
+                                f"runs; speeds: make bench)", name, (THROUGHPUT,), fams))
         out.append(Section(table, tuple(panels)))
     return out
 
