@@ -61,7 +61,10 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def mfu(tokens_per_s: float, flops_per_token: float, device: torch.device) -> float:
-    """Model FLOPs utilisation; NaN where the peak is unknown."""
+def mfu(tokens_per_s: float, flops_per_token: float, device: torch.device, world_size: int = 1,
+        unknown: float | None = float("nan")) -> float | None:
+    """Model FLOPs utilisation: tokens/s (summed over world_size devices like `device`) x FLOPs per token /
+    (peak x world_size). The only MFU formula of the harness. `unknown` where the peak is unknown: NaN for
+    the bench tables (the default), None for summary.json (NaN is not JSON)."""
     peak = peak_flops(device)
-    return tokens_per_s * flops_per_token / peak if peak else float("nan")
+    return tokens_per_s * flops_per_token / (peak * world_size) if peak else unknown

@@ -22,7 +22,7 @@ from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
 from sessa_bench.console import quiet_lightning
 from sessa_bench.errors import USER_ERRORS, debug, user_errors
-from sessa_bench.flops import peak_flops
+from sessa_bench.flops import mfu
 from sessa_bench.data import TaskDataModule
 from sessa_bench.distributed import ddp_scope, is_rank_zero
 from sessa_bench.lit_module import LitSequenceModel
@@ -238,8 +238,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
     tps = throughput.tokens_per_s if throughput else None
     # MFU of this run's training steps over the GPUs it used (a GPU shared with other runs counts whole);
     # FLOPs per token at the task's longest example (an upper bound for the attention term). None on CPU.
-    peak = peak_flops(next(lit.model.parameters()).device)
-    mfu = tps * cost["train_flops_per_token"] / (peak * trainer.world_size) if tps and peak else None
+    run_mfu = mfu(tps, cost["train_flops_per_token"], next(lit.model.parameters()).device, trainer.world_size,
+                  unknown=None) if tps else None
     summary = {
         "final": final,
         "experiment": cfg.experiment_name, "run_name": cfg.run_name, "family": cfg.model.family,
@@ -248,7 +248,7 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
                    "target": budget.target_params, "deviation": (total - budget.target_params) / budget.target_params},
         "cost": cost, "model": model_cfg.to_dict(), "optim": OmegaConf.to_container(cfg.optim),
         "steps": trainer.global_step, "batch_size": cfg.data.batch_size, "seq_len": task.max_len,
-        "throughput_tokens_per_s": tps, "mfu": mfu,
+        "throughput_tokens_per_s": tps, "mfu": run_mfu,
         "wall_seconds_this_process": wall, "resumed_from_step": start_step,
         "wall_seconds_total": wall_before + wall, "fit_metrics_lines": fit_metrics_lines,
         "test_from": test_from, "best_step": best_step,

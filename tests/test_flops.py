@@ -34,7 +34,12 @@ def test_budget_table_uses_the_same_count():
     assert describe(cfg, 64)["train_flops_per_token"] == train_flops_per_token(Backbone(cfg), 64)
 
 
-def test_mfu_and_bad_length():
-    assert math.isnan(mfu(1e5, 1e9, torch.device("cpu")))
+def test_mfu_and_bad_length(monkeypatch):
+    assert math.isnan(mfu(1e5, 1e9, torch.device("cpu")))  # the bench tables' convention
+    assert mfu(1e5, 1e9, torch.device("cpu"), 2, unknown=None) is None  # summary.json's
+    import sessa_bench.flops
+    monkeypatch.setattr(sessa_bench.flops, "peak_flops", lambda device: 1e12)  # as if the device had a known peak
+    assert mfu(3e5, 7e9, torch.device("cpu"), world_size=2) == 3e5 * 7e9 / (1e12 * 2)  # tokens/s over 2 devices
+    assert mfu(3e5, 7e9, torch.device("cpu")) == 3e5 * 7e9 / 1e12
     with pytest.raises(ValueError, match="seq_len"):
         forward_flops_per_token(Backbone(ModelConfig(vocab_size=5)), 0)

@@ -30,8 +30,8 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
-    import sessa_bench.train
-    monkeypatch.setattr(sessa_bench.train, "peak_flops", lambda device: 1e12)  # as if the CPU had a known peak
+    import sessa_bench.flops
+    monkeypatch.setattr(sessa_bench.flops, "peak_flops", lambda device: 1e12)  # as if the CPU had a known peak
     cfg = compose_train(overrides(tmp_path, "model=transformer"))
     summary = run(cfg)
     folder = RunFolder(tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0")
@@ -47,7 +47,7 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
     assert summary["backends"] == ["sdpa"] and summary["git_commit"] and summary["hardware"]["torch"]
     assert summary["steps"] == 6 and summary["throughput_tokens_per_s"] > 0
     flops = summary["throughput_tokens_per_s"] * summary["cost"]["train_flops_per_token"]
-    assert summary["mfu"] == pytest.approx(flops / 1e12)
+    assert summary["mfu"] == pytest.approx(flops / (1e12 * summary["world_size"]))
     # a rerun is skipped and leaves the folder as it was
     before = folder.summary.read_text()
     mtime = folder.summary.stat().st_mtime_ns
@@ -58,6 +58,14 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
     # the same run name with different hyperparameters is an error, not a silent skip
     with pytest.raises(ValueError, match=r"different config \(optim.lr: 0.001 -> 0.5\)"):
         run(compose_train(overrides(tmp_path, "model=transformer", "optim.lr=0.5")))
+
+
+def test_mfu_is_null_in_the_summary_where_the_peak_is_unknown(tmp_path):
+    """On CPU (no known peak) summary.json has MFU null, not NaN (the bench tables' convention, not JSON)."""
+    summary = run(compose_train(overrides(tmp_path, "model=transformer")))
+    saved = json.loads(RunFolder(tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0").summary.read_text())
+    assert summary["throughput_tokens_per_s"] > 0  # so the null is the peak's, not a missing throughput
+    assert summary["mfu"] is None and saved["mfu"] is None
 
 
 def test_git_commit_is_head_or_the_named_commit(monkeypatch):
