@@ -154,3 +154,34 @@ def test_a_failing_harness_loop_is_recorded_and_the_bench_goes_on(monkeypatch):
     assert all(isinstance(m["eager_tok_s"], float) for m in merged)
     md = train_section(rows, t)
     assert "RuntimeError: boom" in md and "the shapes differ" in md
+
+
+def test_budgets_times_only_the_named_training_shapes(tmp_path, monkeypatch, capsys):
+    """`--parts train --budgets NAME` (a short lease timing only Table 1's shapes) times and writes only that
+    budget's rows; the other shape of the preset (here `small`, never built) is left out; a name the preset
+    does not have is one clear error naming the option and the allowed names."""
+    import pytest
+
+    from sessa_bench.bench import __main__ as bench
+
+    real = bench.load_preset
+
+    def two_shapes(name):  # the CPU preset with a second budget, cheap: one bare eager step per shape
+        p = real(name)
+        if name == "cpu":
+            p["train"].update(shapes=[{"budget_name": "tiny", "vocab": 64, "seq_len": 16, "batch": 2},
+                                      {"budget_name": "small", "vocab": 64, "seq_len": 8, "batch": 1}],
+                              compile_backends=[None], warmup=0, steps=1, harness=False)
+        return p
+
+    monkeypatch.setattr(bench, "load_preset", two_shapes)
+    main(["--preset", "cpu", "--parts", "train", "--families", "transformer", "--budgets", "tiny",
+          "--out-dir", str(tmp_path)])
+    rows = [r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "train"]
+    assert [(r["budget"], r["seq_len"]) for r in rows] == [("tiny", "16")]
+    md = (tmp_path / "cpu.md").read_text()
+    assert "`tiny` T=16" in md and "`small`" not in md and "--parts train --budgets tiny`" in md
+    with pytest.raises(SystemExit):
+        main(["--preset", "cpu", "--budgets", "base", "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--budgets" in err and "'base'" in err and "tiny, small" in err

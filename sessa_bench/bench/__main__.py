@@ -1,5 +1,7 @@
 """`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode profile]
+[--families ...] [--budgets NAME ...]
 
+--budgets times only those of the preset's training shapes (e.g. `--budgets small`: Table 1's shapes on GPU).
 Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)."""
 
 from __future__ import annotations
@@ -147,7 +149,16 @@ def main(argv=None):
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     ap.add_argument("--out-dir", default="results/bench")
+    # the allowed names depend on --preset, so they are checked after parsing
+    budgets = {name: [s["budget_name"] for s in load_preset(name)["train"]["shapes"]] for name in PRESETS}
+    ap.add_argument("--budgets", nargs="+", metavar="NAME",
+                    help="train part: time only these budgets' shapes (default: all; "
+                         + "; ".join(f"{k}: {' '.join(v)}" for k, v in budgets.items()) + ")")
     args = ap.parse_args(argv)
+    bad = [b for b in args.budgets or [] if b not in budgets[args.preset]]
+    if bad:
+        ap.error(f"argument --budgets: invalid choice: {bad[0]!r} (--preset {args.preset} has: "
+                 f"{', '.join(budgets[args.preset])})")
     families = tuple(args.families)
     p = load_preset(args.preset)
     device = torch.device("cuda" if args.preset == "gpu" else "cpu")
@@ -165,7 +176,8 @@ def main(argv=None):
               f"- device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}; "
               f"torch {torch.__version__}; triton {triton_v}; commit {git_commit()}; "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-              f"- rerun: `python -m sessa_bench.bench --preset {args.preset} --parts {' '.join(args.parts)}` "
+              f"- rerun: `python -m sessa_bench.bench --preset {args.preset} --parts {' '.join(args.parts)}"
+              f"{' --budgets ' + ' '.join(args.budgets) if args.budgets else ''}` "
               f"(`make bench` runs every part)\n")
     sections, csv_rows = [header], []
 
@@ -197,6 +209,8 @@ def main(argv=None):
     if "train" in args.parts:
         log("== training")
         t = p["train"]
+        if args.budgets:  # only these shapes are timed, and only they are named in the section
+            t = {**t, "shapes": [s for s in t["shapes"] if s["budget_name"] in args.budgets]}
         section = functools.partial(train_section, t=t)
         rows = bench_training(device, families, log=log, on_row=so_far("train", section), **t)
         sections.append(section(rows))
