@@ -1,6 +1,6 @@
 """`make table1|table2|ablation|tables`: ensure the runs of a paper table, then write it from run folders.
 
-    python -m sessa_bench.tables table1|table2|ablation|all [--run [--jobs N] [--jobs-per-gpu K]
+    python -m sessa_bench.tables table1|table2|ablation|all [--run|--plan [--jobs N] [--jobs-per-gpu K]
                                  [--max-steps-cap S] [--time-limit SECONDS] [--experiments E ...]]
                                  [--seeds 0 1] [--results-dir DIR] [--out-dir results] [hydra overrides...]
 
@@ -22,7 +22,10 @@ before any folder of that round is reopened for an extension, since a round kill
 hard limit) would leave those folders unfinished and lose their shorter results. Every step reads its
 state from the run folders, so a rerun (or a rerun after a kill or a time-limit stop) continues where the
 last one stopped. Then results/<table>.md and .csv and the plots are written from the run folders alone
-(`sessa_bench.report.paper`); without --run nothing trains.
+(`sessa_bench.report.paper`); without --run nothing trains. --plan (instead of --run) prints the round that
+--run would start next, each run with what it trains and its estimate, and whether the round fits
+--time-limit, then stops: nothing trains and no file changes (`CUDA_VISIBLE_DEVICES=0` plans a lease of one
+GPU on a machine without one; the round after it depends on this one's results, so it is not shown).
 
 Overrides apply to every experiment of the table; `<experiment>:<override>` applies to one only, e.g.
 `table1_diffuse_mqar:task.train_lag=[8,31]` (SymbolSoup has no such key). Only runs whose task, budget and
@@ -33,6 +36,7 @@ builds Table 2 from the *-bible-* runs, and the table says so.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +44,7 @@ from pathlib import Path
 from sessa_bench.compose import CONF_DIR, compose_train
 from sessa_bench.report.paper import TABLES, Table, experiments, write
 from sessa_bench.report.protocol import Cell, Run, cell
-from sessa_bench.report.timing import round_seconds, run_seconds
+from sessa_bench.report.timing import SAFETY, round_seconds, run_seconds
 from sessa_bench.run_folder import RunFolder
 
 
@@ -64,31 +68,56 @@ def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[st
 
 def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs: int | None = 1,
              max_steps_cap: int | None = None, only: list[str] | None = None, time_limit: float | None = None,
-             started: float | None = None, **kw) -> None:
+             started: float | None = None, plan: bool = False, **kw) -> None:
     """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
     all of the table's); `kw` goes on to sessa_bench.runs.ensure. With time_limit (seconds from `started`, a
     time.monotonic(); default now), a round whose estimated time does not fit in what is left is not
-    started, and the protocol stops there."""
-    from sessa_bench.runs import ensure  # the trainer is imported only when something may train
-
+    started, and the protocol stops there. plan: print the next round (`describe`) and stop before it, so
+    nothing trains and no folder changes (what the round after it holds depends on this one's results)."""
     names = [e for e in experiments(table) if only is None or e in only]
     cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
     cells = list({(c.experiment, c.family): c for c in cells}.values())
-    clock = None if time_limit is None else Clock(time_limit, started, jobs, kw.get("jobs_per_gpu"))
-    # 1. the sweep, round by round (a round's grid extensions are known only once it has finished)
-    while todo := [t for c in cells for t in sweep_runs(c)]:
-        if (note := clock.admit(todo) if clock else "") is None:  # before any reopen: a stop loses nothing
-            return
-        reopen(todo)
-        print(f"sweep: {len(todo)} runs{note}", flush=True)
-        ensure([t.run.overrides for t in todo], jobs, **kw)
-    # 2. + 3. the seeds at the chosen rate, then extensions until converged or capped
-    while todo := [t for c in cells for t in seed_runs(c, seeds, max_steps_cap)]:
-        if (note := clock.admit(todo) if clock else "") is None:
-            return
-        reopen(todo)
-        print(f"seeds and extensions: {len(todo)} runs{note}", flush=True)
-        ensure([t.run.overrides for t in todo], jobs, **kw)
+    clock = None if time_limit is None and not plan else \
+        Clock(math.inf if time_limit is None else time_limit, started, jobs, kw.get("jobs_per_gpu"))
+    # 1. the sweep, round by round (a round's grid extensions are known only once it has finished), then
+    # 2. + 3. the seeds at the chosen rate and extensions until converged or capped
+    for step, next_round in (("sweep", lambda: [t for c in cells for t in sweep_runs(c)]),
+                             ("seeds and extensions",
+                              lambda: [t for c in cells for t in seed_runs(c, seeds, max_steps_cap)])):
+        while todo := next_round():
+            if plan:
+                print(describe(step, todo, clock), flush=True)
+                return
+            if (note := clock.admit(todo) if clock else "") is None:  # before any reopen: a stop loses nothing
+                return
+            reopen(todo)
+            print(f"{step}: {len(todo)} runs{note}", flush=True)
+            from sessa_bench.runs import ensure  # the trainer is imported only when something trains
+            ensure([t.run.overrides for t in todo], jobs, **kw)
+    if plan:
+        print("plan: nothing left to train (every cell is finished, converged or at its cap)", flush=True)
+
+
+def describe(step: str, todo: list[Todo], clock: Clock) -> str:
+    """The round `protocol` would start next: each run with what it trains and its estimated seconds at the
+    round's GPU sharing (sessa_bench.report.timing), the round's estimate and whether it fits the clock."""
+    secs, est = clock.estimate(todo)
+    sharing = clock.runs_per_gpu(len(todo))
+    lines = [f"plan: the next round is the {step}, {len(todo)} runs, {clock.slots} at a time"
+             + ("" if sharing is None else f", {sharing} sharing the busiest GPU")]
+    for t, sec in zip(todo, secs):
+        if t.extends is None:
+            what = f"{t.run.steps_requested} steps from step 0"
+        else:
+            what = (f"extend {t.extends.steps} -> {t.run.steps_requested} steps, "
+                    + ("resumed from its checkpoint" if t.extends.folder.checkpoint.exists()
+                       else "retrained from step 0 (no checkpoint)"))
+        lines.append(f"  {t.run.folder.path.name}: {what}; ~{'?' if sec is None else f'{sec:.0f}'} s")
+    left = clock.end - time.monotonic()
+    lines.append(f"  round: ~{'?' if est is None else f'{est:.0f}'} s (x{SAFETY} safety included)"
+                 + ("" if math.isinf(left) else f"; {max(left, 0):.0f} s of --time-limit left: "
+                    + ("fits" if est is None or est <= left else "does not fit")))
+    return "\n".join(lines)
 
 
 def reopen(todo: list[Todo]) -> None:
@@ -154,10 +183,15 @@ class Clock:
         used = [g for g in self.placed[:n] if g is not None]
         return max(used.count(g) for g in set(used)) if used else None
 
+    def estimate(self, todo: list[Todo]) -> tuple[list[float | None], float | None]:
+        """Seconds of each run of the round at its GPU sharing, and of the whole round (None: unknown)."""
+        secs = estimates(todo, self.runs_per_gpu(len(todo)))
+        return secs, round_seconds(secs, self.slots)
+
     def admit(self, todo: list[Todo]) -> str | None:
         """A note for the round's line when it fits; None, after one line saying why, when it does not."""
         left = self.end - time.monotonic()
-        est = round_seconds(estimates(todo, self.runs_per_gpu(len(todo))), self.slots)
+        est = self.estimate(todo)[1]
         if left <= 0 or (est is not None and est > left):
             print(f"time limit: the next round ({len(todo)} runs{'' if est is None else f', ~{est:.0f} s estimated'}) "
                   f"does not fit in the {max(left, 0):.0f} s left; stopping here (rerun to continue)", flush=True)
@@ -196,10 +230,10 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
           out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
           jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
           only: list[str] | None = None, time_limit: float | None = None,
-          started: float | None = None) -> dict[str, Path]:
+          started: float | None = None, plan: bool = False) -> dict[str, Path]:
     """Run the protocol (run=True; no round is started that would not end within time_limit seconds of
     `started`, a time.monotonic(), default now), then write <out_dir>/<name>.md and .csv (and plots);
-    returns paths."""
+    returns paths. plan=True: print the protocol's next round instead, train and write nothing ({})."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
     seeds = [int(s) for s in seeds]
@@ -214,8 +248,11 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     if only is not None and (bad := [e for e in only if e not in experiments(table)]):
         raise ValueError(f"experiments={bad}: {name} has the experiments {experiments(table)}")
     scoped = split_overrides(list(overrides), experiments(table))
-    if run:
-        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, jobs_per_gpu=jobs_per_gpu)
+    if run or plan:
+        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, plan,
+                 jobs_per_gpu=jobs_per_gpu)
+    if plan:
+        return {}
     return write(table, seeds, scoped, out_dir, plots)
 
 
@@ -229,6 +266,10 @@ def main(argv=None) -> None:
                                              "what is missing first)")
     ap.add_argument("table", choices=[*TABLES, "all"])
     ap.add_argument("--run", action="store_true", help="train missing runs first (skips finished ones)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the round --run would train next (runs, steps, estimated seconds; with "
+                         "--time-limit, whether it fits) and stop: nothing trains, no file changes. On a "
+                         "machine without GPUs, CUDA_VISIBLE_DEVICES=0 plans for one GPU")
     ap.add_argument("--jobs", type=int, default=None,
                     help="with --run: train up to this many runs at once, each in its own process, spread over "
                          "the visible GPUs (default 1, or K per GPU with --jobs-per-gpu)")
@@ -253,13 +294,16 @@ def main(argv=None) -> None:
         ap.error(f"unknown option(s) {bad}")
     if args.experiments and args.table == "all":
         ap.error("--experiments names columns of one table; give table1, table2 or ablation")
+    if args.run and args.plan:
+        ap.error("--plan shows what --run would do next; give one of them")
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     for name in (list(TABLES) if args.table == "all" else [args.table]):
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
                       jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
-                      only=args.experiments, time_limit=args.time_limit, started=started)
-        print(paths["md"].read_text())
+                      only=args.experiments, time_limit=args.time_limit, started=started, plan=args.plan)
+        if paths:
+            print(paths["md"].read_text())
 
 
 if __name__ == "__main__":

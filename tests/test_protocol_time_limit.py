@@ -243,3 +243,47 @@ def test_a_pace_scales_with_the_runs_sharing_the_gpu():
     assert pace(own=s, runs_per_gpu=1) == pytest.approx(0.7 * SHARING_FLOOR)
     assert pace(own=s) == pace(own=summary(1000, 700.0), runs_per_gpu=7) == pytest.approx(0.7)
     assert run_seconds(2000, s, resumable=False, runs_per_gpu=7) == pytest.approx(1400 * 7 / 9)
+
+
+def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, fake_ensure, capsys):
+    """--plan: the round --run would start (each run, what it trains, its estimate; the round against the
+    clock), then stop: nothing trains, no folder is reopened. Seed 0 resumes (STEPS more at its pace), seed 1
+    retrains 2 x STEPS; the round is Sessa's seed 1 (300 s) x 1.2."""
+    before = snapshot(unconverged)
+    run_protocol(tmp_path, "[0.001]", time_limit=300, plan=True)
+    out = capsys.readouterr().out
+    assert fake_ensure == [] and snapshot(unconverged) == before
+    assert out.startswith("plan: the next round is the seeds and extensions, 6 runs, 6 at a time\n"), out
+    assert re.search(r"^  sessa-\S+-s0: extend 100 -> 200 steps, resumed from its checkpoint; ~150 s$", out, re.M)
+    assert re.search(r"^  sessa-\S+-s1: extend 100 -> 200 steps, retrained from step 0 \(no checkpoint\); ~300 s$",
+                     out, re.M)
+    m = re.search(r"^  round: ~360 s \(x1.2 safety included\); (\d+) s of --time-limit left: does not fit$", out, re.M)
+    assert m and 250 < int(m[1]) <= 300, out
+    run_protocol(tmp_path, "[0.001]", plan=True)  # no clock: the estimate alone
+    assert re.search(r"^  round: ~360 s \(x1.2 safety included\)$", capsys.readouterr().out, re.M)
+
+
+def test_plan_of_a_sweep_and_of_nothing_left(tmp_path, fake_ensure, capsys):
+    for f in FAMS:
+        finish(cell(EXP, f, overrides(tmp_path, "[0.001,0.01]"), "val/acc"), 0.001, 0)
+    run_protocol(tmp_path, "[0.001,0.01]", plan=True)
+    out = capsys.readouterr().out
+    assert out.startswith("plan: the next round is the sweep, 3 runs") and out.count(": 100 steps from step 0;") == 3
+    scoped = {EXP: overrides(tmp_path, "[0.001]")}  # the cap at STEPS: nothing to extend, nothing to seed
+    for f in FAMS:
+        finish(cell(EXP, f, scoped[EXP], "val/acc"), 0.001, 1)
+    protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=STEPS, only=[EXP], plan=True)
+    assert capsys.readouterr().out == "plan: nothing left to train (every cell is finished, converged or at its cap)\n"
+    assert fake_ensure == []
+
+
+def test_plan_cli_writes_no_table(tmp_path, unconverged, fake_ensure, capsys):
+    from sessa_bench.tables import main
+
+    main(["table1", "--plan", "--experiments", EXP, "--jobs", "6", "--results-dir", str(unconverged),
+          "--out-dir", str(tmp_path / "out"), *overrides(tmp_path, "[0.001]")[1:]])
+    assert capsys.readouterr().out.startswith("plan: the next round is the seeds and extensions, 6 runs")
+    assert not (tmp_path / "out").exists() and fake_ensure == []
+    with pytest.raises(SystemExit):
+        main(["table1", "--plan", "--run"])
+    assert "--plan shows what --run would do next" in capsys.readouterr().err
