@@ -24,6 +24,10 @@
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
 #                seed 0 at the chosen rate), for runs trained with probe=false.
+#   MPS=1        the table step's runs share the GPU through a CUDA MPS daemon started for it (pipe and log
+#                folders under /tmp; where it does not start, they run without, and summary.md says so); the
+#                daemon is stopped once the table step has finished, before PROBE and AFTER. It changes no
+#                setting of the GPU. Whether it helps: scripts/mps_check.py (an A/B of one call).
 # The first call copies the committed run folders (SEED_FROM, default results/runs) into /tmp/paper_runs, so
 # the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
@@ -119,6 +123,18 @@ if [[ ! -f $started ]]; then
   # shellcheck disable=SC2086
   busy=(python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout
         "$limit" -- "${what[@]}" $TABLE_OVERRIDES)
+  mps=()  # the table step's environment for an MPS daemon: only its processes are clients
+  if [[ ${MPS:-0} == 1 ]]; then
+    mkdir -p /tmp/mps-pipe /tmp/mps-log
+    if CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log nvidia-cuda-mps-control -d \
+        >> "$work/logs/mps.txt" 2>&1; then
+      echo "MPS daemon started for the table step" >> "$work/logs/mps.txt"; touch "$work/mps.on"
+      mps=(env CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log)
+    else
+      echo "MPS daemon did not start (exit $?): the table step runs without it" >> "$work/logs/mps.txt"
+    fi
+  fi
+  busy=("${mps[@]}" "${busy[@]}")
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
     setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? (compile='"$compile"')" \
       >> "$0/logs/tables.log"; touch "$0/tables.done"' "$work" "${busy[@]}" < /dev/null &
@@ -133,6 +149,10 @@ if [[ -n ${ALSO:-} ]]; then
   echo "exit $?" >> "$out/also.log"
 fi
 while [[ ! -f $done ]] && (( $(left) > 5 )); do sleep 5; done
+if [[ -f $done && -f $work/mps.on ]]; then  # the probes and benchmarks after it run as usual
+  echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe timeout 60 nvidia-cuda-mps-control >> "$work/logs/mps.txt" 2>&1
+  echo "MPS daemon stopped (exit $?)" >> "$work/logs/mps.txt"; rm -f "$work/mps.on"
+fi
 if [[ -f $done && ${PROBE:-0} == 1 ]] && (( $(left) > 30 )); then
   # shellcheck disable=SC2086
   timeout -k 15 "$(left)" python3 scripts/probe_chosen.py "$runs" --table "$WORK" ${EXPERIMENTS:+--experiments $EXPERIMENTS} \
@@ -148,6 +168,7 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
 {
   echo "commit recorded in the runs: ${SESSA_BENCH_GIT_COMMIT:-not given, so the .git of the copy, which may lag the tree}"
   echo; echo "## compile smoke"; cat "$work/logs/smoke.txt" 2>/dev/null
+  [[ -f $work/logs/mps.txt ]] && { echo; echo "## MPS"; cat "$work/logs/mps.txt"; }
   echo; echo "## ddp_check"; cat "$work/logs/ddp_check.md" 2>/dev/null || tail -5 "$work/logs/ddp.log" 2>/dev/null
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25
