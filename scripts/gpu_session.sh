@@ -15,7 +15,8 @@
 # gets --time-limit of that limit less 60 s: it starts no protocol round that its estimate says cannot end
 # by then (a round killed midway leaves its reopened folders unfinished, and import_runs.py skips them, so
 # their shorter results would be lost), writes the table and exits; what is left goes to PROBE and AFTER.
-# (WORK=calibrate trains its whole grid in one call of sessa_bench.runs.ensure: no rounds, no --time-limit.)
+# (WORK=calibrate trains its whole grid in one call of sessa_bench.runs.ensure: no rounds; with --time-limit
+# a run starts only when its estimate, from the calibration runs finished by then, fits.)
 #   BEFORE="cmd" runs on a quiet GPU before the table step starts (benchmarks; the call that starts the table
 #                step only); its output goes to $OUT/before.log.
 #   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
@@ -119,7 +120,7 @@ if [[ ! -f $started ]]; then
   touch "$started"
   limit=$( (( LEASE > 0 )) && echo "$LEASE" || left)
   # 60 s for the table's writing and the interpreter's start-up, which the protocol's clock does not see
-  [[ $WORK == calibrate ]] || what+=(--time-limit "$(( limit > 61 ? limit - 60 : 1 ))")
+  what+=(--time-limit "$(( limit > 61 ? limit - 60 : 1 ))")
   # shellcheck disable=SC2086
   busy=(python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout
         "$limit" -- "${what[@]}" $TABLE_OVERRIDES)

@@ -1,7 +1,7 @@
 """Calibration sweep of the Diffuse MQAR defaults (conf/calibrate/<sweep>.yaml): ensure the candidate runs,
 then write the calibration table from their run folders.
 
-    python -m sessa_bench.calibrate [--sweep diffuse_mqar] [--run [--jobs N] [--jobs-per-gpu K]]
+    python -m sessa_bench.calibrate [--sweep diffuse_mqar] [--run [--jobs N] [--jobs-per-gpu K] [--time-limit S]]
                                     [--candidates c0 c3 ...] [--results-dir DIR] [--out FILE] [hydra overrides...]
 
 Each candidate is a few `task.*` overrides on top of the sweep's base (Table 1's Diffuse MQAR experiment with
@@ -9,12 +9,15 @@ the Transformer, seed 0). A sweep with `lrs` trains every candidate at every rat
 and shows each candidate at the rate with the best validation accuracy, and which candidates land in its
 `target` band of test accuracy; without `lrs` (diffuse_mqar_first) a run is named after its candidate. With
 --run the missing runs are trained first (--jobs N: N at once, spread over the visible GPUs, at most K per GPU
-with --jobs-per-gpu K).
+with --jobs-per-gpu K; --time-limit S: a run starts only if its estimate, from the sweep's runs finished by
+then, ends within S seconds of the command's start, so a lease's hard limit cuts no run midway; the table is
+written once every run has finished).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,6 +26,7 @@ from sessa_bench.compose import CONF_DIR, compose_file, compose_train
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.calibration import render, row
 from sessa_bench.report.collect import collect
+from sessa_bench.report.timing import SAFETY, run_seconds
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "calibrate").glob("*.yaml"))
 
@@ -43,16 +47,47 @@ def runs_of(sweep: dict, name: str, extra: list[str]) -> dict[str, list[str]]:
     return {f"{name}-lr{lr}": [*common, f"optim.lr={lr}", f"run_name={name}-lr{lr}", *extra] for lr in sweep["lrs"]}
 
 
+def estimator(results_dir: Path, experiment: str, runs_per_gpu: int | None, all_overrides: list[list[str]]):
+    """Seconds to train one of all_overrides, x SAFETY: its steps at the slowest pace of the sweep's runs
+    finished so far (read when asked, so a second wave is timed by the first), scaled to the runs sharing each
+    GPU. The steps are composed here, once: ensure asks from its worker threads, where Hydra cannot compose."""
+    steps = {tuple(ov): compose_train(ov).trainer.max_steps for ov in all_overrides}
+
+    def estimate(overrides: list[str]) -> float | None:
+        sec = run_seconds(steps[tuple(overrides)], experiment=collect(results_dir, experiment),
+                          runs_per_gpu=runs_per_gpu)
+        return None if sec is None else sec * SAFETY
+    return estimate
+
+
 def build(candidates: list[str] | None, overrides: list[str], run: bool = False, jobs: int | None = 1,
-          out: str | Path | None = None, jobs_per_gpu: int | None = None, sweep: str = "diffuse_mqar") -> str:
+          out: str | Path | None = None, jobs_per_gpu: int | None = None, sweep: str = "diffuse_mqar",
+          time_limit: float | None = None, started: float | None = None) -> str:
+    """Train the missing runs (run=True; with time_limit, seconds from `started`, a time.monotonic(), default
+    now: no run starts that its estimate says would end later), then write the table and return it; when the
+    time limit left runs unstarted, return a line saying so instead (the table needs every run)."""
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit={time_limit:g} (--time-limit): must be > 0 (seconds from the start of "
+                         f"the command)")
     spec = load(sweep)
     candidates = list(spec["candidates"]) if candidates is None else candidates
     planned = {c: runs_of(spec, c, overrides) for c in candidates}
     all_overrides = [ov for runs in planned.values() for ov in runs.values()]
+    results_dir = Path(compose_train(all_overrides[0]).results_dir)
     if run:
         from sessa_bench.runs import ensure
-        ensure(all_overrides, jobs, jobs_per_gpu)  # jobs < 1 is an error there
-    results_dir = Path(compose_train(all_overrides[0]).results_dir)
+        from sessa_bench.tables import Clock
+
+        deadline = estimate = None
+        if time_limit is not None:
+            clock = Clock(time_limit, started, jobs, jobs_per_gpu)  # jobs < 1 is an error there
+            deadline = clock.end
+            estimate = estimator(results_dir, spec["experiment_name"], clock.runs_per_gpu(clock.slots),
+                                 all_overrides)
+        skipped = ensure(all_overrides, jobs, jobs_per_gpu, deadline, estimate)
+        if skipped:
+            return (f"time limit: {len(skipped)} of {len(all_overrides)} calibration runs not started "
+                    f"({', '.join(f.path.name for f in skipped)}); rerun to train them, then the table is written")
     found = {s["run_name"]: s for s in collect(results_dir, spec["experiment_name"])}
     missing = [n for runs in planned.values() for n in runs if n not in found]
     if missing:
@@ -75,16 +110,21 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=None, help="with --run: runs trained at once (default 1, or K "
                                                            "per visible GPU with --jobs-per-gpu K)")
     ap.add_argument("--jobs-per-gpu", type=int, default=None, help="with --run: at most this many runs per GPU")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="with --run: start no run whose estimated time (from the sweep's finished runs) does "
+                         "not fit in the SECONDS since this command started")
     ap.add_argument("--candidates", nargs="+", default=None, help="default: all of the sweep's")
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out", help="the table (default: the sweep's `out`)")
+    started = time.monotonic()  # what --time-limit counts from
     args, overrides = ap.parse_known_args(argv)
     if bad := [o for o in overrides if o.startswith("-")]:
         ap.error(f"unknown option(s) {bad}")
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     jobs = args.jobs if args.jobs is not None else (None if args.jobs_per_gpu else 1)
-    print(build(args.candidates, overrides, args.run, jobs, args.out, args.jobs_per_gpu, args.sweep))
+    print(build(args.candidates, overrides, args.run, jobs, args.out, args.jobs_per_gpu, args.sweep,
+                args.time_limit, started))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import OmegaConf
 
@@ -91,17 +93,41 @@ def worker_envs(slots: list[str | None], base: dict | None = None) -> list[dict]
     return envs
 
 
-def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: int | None = None) -> None:
+def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: int | None = None,
+           deadline: float | None = None, estimate: Callable[[list[str]], float | None] | None = None
+           ) -> list[RunFolder]:
     """Train every unfinished run, at most `jobs` at a time (None: one per visible GPU, or jobs_per_gpu per
     GPU), spread over the visible GPUs. With workers, all runs are attempted; if any fails, one error lists
-    them with the end of their logs."""
+    them with the end of their logs. With a deadline (a time.monotonic()), a run whose turn comes is started
+    only if `estimate(its overrides)` seconds (None: unknown, it starts) end before the deadline, so a GPU
+    lease's hard limit does not kill it midway: estimated when its slot frees, from the runs finished by then
+    (one estimate at a time, from the worker threads: it must not compose configs). Returns the runs not
+    started."""
     slots = place(jobs, visible_gpus(), jobs_per_gpu)
     todo = pending(run_overrides)
+    one_at_a_time = threading.Lock()
+
+    def fits(ov: list[str], folder: RunFolder) -> bool:
+        if deadline is None:
+            return True
+        with one_at_a_time:
+            est = estimate(ov) if estimate is not None else None
+        left = deadline - time.monotonic()
+        if left > 0 and (est is None or est <= left):
+            return True
+        print(f"not started {folder.path} (time limit: {'?' if est is None else f'~{est:.0f}'} s estimated, "
+              f"{max(left, 0):.0f} s left)\n", end="", flush=True)
+        return False
+
     if len(slots) == 1:  # one at a time, in this process (a DDP run starts its other ranks itself)
         from sessa_bench.train import run  # heavy import (Lightning) only when training
-        for ov, _ in todo:
-            run(compose_train(ov))
-        return
+        skipped = []
+        for ov, folder in todo:
+            if fits(ov, folder):
+                run(compose_train(ov))
+            else:
+                skipped.append(folder)
+        return skipped
     multi = [folder.path.name for ov, folder in todo if compose_train(ov).trainer.devices != 1]
     if multi and slots[0] is not None:
         raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
@@ -114,17 +140,18 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     def train(p):
         gpu, env = free.get()  # never waits: at most len(slots) runs are in flight
         try:
-            return _train_in_worker(*p, env, gpu)
+            return _train_in_worker(*p, env, gpu) if fits(*p) else (p[1], None, None)  # rc None: not started
         finally:
             free.put((gpu, env))
 
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
         results = list(pool.map(train, todo))
-    failed = [(folder, rc, log) for folder, rc, log in results if rc != 0]
+    failed = [(folder, rc, log) for folder, rc, log in results if rc not in (0, None)]
     if failed:
         tails = "\n".join(f"--- {folder.path} (exit {rc}, log {log}):\n"
                           + "\n".join(log.read_text().splitlines()[-15:]) for folder, rc, log in failed)
         raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed:\n{tails}")
+    return [folder for folder, rc, _ in results if rc is None]
 
 
 def build_data(run_overrides: list[list[str]]) -> None:

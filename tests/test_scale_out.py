@@ -1,7 +1,9 @@
 """Scale-out without processes: the per-rank step sampler, evaluation shards, GPU placement of runs.ensure
 workers and the environment each worker gets, and which process writes the run folder."""
 
+import re
 import sys
+import time
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from sessa_bench import runs
 from sessa_bench.compose import compose_train
 from sessa_bench.data import StepBatchSampler, TaskDataModule, eval_shard
 from sessa_bench.distributed import is_rank_zero, rank_command
-from sessa_bench.run_folder import ENV_CONCURRENT, ENV_GPU, ENV_RUNS_ON_GPU, config_changes, placement
+from sessa_bench.run_folder import ENV_CONCURRENT, ENV_GPU, ENV_RUNS_ON_GPU, RunFolder, config_changes, placement
 
 
 @pytest.mark.parametrize("world", [2, 3, 4, 12])
@@ -154,6 +156,56 @@ def test_ensure_without_gpus_runs_workers_as_before(tmp_path, monkeypatch):
     assert {(g, k, c) for _, g, k, c in started} == {(None, None, "2")}
 
 
+def test_ensure_starts_no_run_past_its_deadline(tmp_path, monkeypatch, capsys):
+    """A run starts only if its estimate ends before the deadline (unknown: it starts); the rest are returned,
+    each with one line; with workers and in this process alike."""
+    started = _fake_workers(monkeypatch, ["0"])
+    ovs = [[f"results_dir={tmp_path}", f"seed={s}"] for s in range(3)]
+    estimate = {0: 10.0, 1: 1e6, 2: None}  # seconds: fits, does not fit, unknown
+    seconds = lambda ov: estimate[int(ov[1].split("=")[1])]
+    skipped = runs.ensure(ovs, jobs=2, deadline=time.monotonic() + 600, estimate=seconds)
+    assert sorted(name for name, *_ in started) == ["sessa-symbol_soup-tiny-s0", "sessa-symbol_soup-tiny-s2"]
+    assert [f.path.name for f in skipped] == ["sessa-symbol_soup-tiny-s1"]
+    assert re.search(r"^not started \S+-s1 \(time limit: ~1000000 s estimated, \d+ s left\)$", capsys.readouterr().out,
+                     re.M)
+    started.clear()
+    assert len(runs.ensure(ovs, jobs=2, deadline=time.monotonic() - 1)) == 3 and started == []  # nothing left
+    assert runs.ensure(ovs, jobs=2, estimate=seconds) == [] and len(started) == 3  # no deadline: all start
+    trained = []
+    monkeypatch.setattr("sessa_bench.train.run", lambda cfg: trained.append(cfg.seed))
+    skipped = runs.ensure(ovs, jobs=1, deadline=time.monotonic() + 600, estimate=seconds)  # in this process
+    assert trained == [0, 2] and [f.path.name for f in skipped] == ["sessa-symbol_soup-tiny-s1"]
+
+
+def test_calibrate_estimates_a_run_from_the_sweeps_finished_runs(tmp_path, monkeypatch):
+    """The estimate a calibration run is admitted by: its steps at the slowest finished run's wall seconds
+    per step, scaled to the GPU's sharing, x SAFETY; None before any run has finished."""
+    from sessa_bench import calibrate
+
+    done = []
+    monkeypatch.setattr(calibrate, "collect", lambda results_dir, experiment: list(done))
+    ov = ["experiment=table1_diffuse_mqar", f"results_dir={tmp_path}", "trainer.max_steps=2000"]
+    est = calibrate.estimator(tmp_path, "calibrate_diffuse_mqar_lr", 7, [ov])
+    assert est(ov) is None
+    done += [{"steps": 2000, "wall_seconds_this_process": 1000.0, "placement": {"gpu": 0, "runs_on_gpu": 7}},
+             {"steps": 2000, "wall_seconds_this_process": 1400.0, "placement": {"gpu": 0, "runs_on_gpu": 7}}]
+    assert est(ov) == pytest.approx(1400.0 * 1.2)
+    assert calibrate.estimator(tmp_path, "x", 14, [ov])(ov) == pytest.approx(2800.0 * 1.2)
+
+
+def test_calibrate_with_runs_left_unstarted_says_so_and_writes_no_table(tmp_path, monkeypatch):
+    from sessa_bench import calibrate
+
+    monkeypatch.setattr(runs, "ensure", lambda ovs, jobs, jobs_per_gpu, deadline, estimate:
+                        [RunFolder(tmp_path / "calibrate_diffuse_mqar_lr" / "c0-lr0.0001")])
+    out = calibrate.build(["c0"], [f"results_dir={tmp_path}"], run=True, out=tmp_path / "t.md", time_limit=100)
+    assert out == ("time limit: 1 of 3 calibration runs not started (c0-lr0.0001); rerun to train them, then the "
+                   "table is written")
+    assert not (tmp_path / "t.md").exists()
+    with pytest.raises(ValueError, match=r"^time_limit=0 \(--time-limit\): must be > 0"):
+        calibrate.build(["c0"], [f"results_dir={tmp_path}"], run=True, time_limit=0)
+
+
 def test_tables_and_calibrate_pass_jobs_per_gpu(tmp_path, monkeypatch):
     """Into an empty results dir: the protocol reopens the folders a round extends before training them, and
     the committed run folders must not be touched by a test."""
@@ -162,7 +214,7 @@ def test_tables_and_calibrate_pass_jobs_per_gpu(tmp_path, monkeypatch):
     class Called(Exception):
         pass
 
-    def ensure(ovs, jobs=1, jobs_per_gpu=None):
+    def ensure(ovs, jobs=1, jobs_per_gpu=None, deadline=None, estimate=None):
         raise Called(jobs, jobs_per_gpu)
 
     monkeypatch.setattr(runs, "ensure", ensure)
