@@ -168,6 +168,12 @@ def test_parameter_table_and_caption(built):
     wall = sum(summary(built["tmp"], "table1_diffuse_mqar", f)["wall_seconds_this_process"]
                for f in ("sessa", "transformer", "mamba2"))
     assert f"time {wall:,.0f} s" in md and "device CPU x" in md and "budget `tiny`" in md
+    # device time: each run's wall time over the runs sharing its device (one at a time here)
+    shares = [(s["wall_seconds_this_process"], s.get("concurrent_runs") or 1)
+              for s in (summary(built["tmp"], "table1_diffuse_mqar", f) for f in ("sessa", "transformer", "mamba2"))]
+    hours = f"{sum(w / k for w, k in shares) / 3600:.2f} device-hours"
+    assert (f"so it was busy for less: these runs' share of it is about {hours}" in md
+            if max(k for _, k in shares) > 1 else f"; {hours}" in md), md
     lm = built["table2"]["md"].read_text()
     assert "2 steps of batch 2 x 32 tokens = 128 training tokens" in lm
     assert "these runs are on" not in lm  # the fixture is SimpleStories itself

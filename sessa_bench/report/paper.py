@@ -258,9 +258,15 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
         lengths = {(s["task_facts"]["train_len"], s["task_facts"]["train_len_exact"]) for s in runs}
         tokens = sorted({s["steps"] * s["batch_size"] * n for s in runs for n, _ in lengths})
         bound = "" if all(exact for _, exact in lengths) else "at most "
-        gpu_s = sum(s.get("wall_seconds_total", s.get("wall_seconds_this_process")) or 0.0 for s in timed)
-        shared = max(s.get("concurrent_runs", 1) for s in timed)
-        sharing = f"; up to {shared} runs shared the device at once, so it was busy for less" if shared > 1 else ""
+        walls = [(s.get("wall_seconds_total", s.get("wall_seconds_this_process")) or 0.0,
+                  max(s.get("concurrent_runs") or 1, 1)) for s in timed]
+        gpu_s = sum(w for w, _ in walls)
+        shared = max(k for _, k in walls)
+        # a device shared by k runs gives each about 1/k of its time: these runs' shares, summed
+        device_h = sum(w / k for w, k in walls) / 3600
+        sharing = (f"; up to {shared} runs shared the device at once, so it was busy for less: these runs' "
+                   f"share of it is about {device_h:.2f} device-hours (each run's wall time divided by the runs "
+                   f"sharing its device)" if shared > 1 else f"; {device_h:.2f} device-hours")
         devices = sorted({device(s) for s in runs})
         commits = sorted({short_commit(s["git_commit"]) for s in runs})
         parts.append(
