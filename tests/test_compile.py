@@ -204,22 +204,27 @@ def model(impl):
                                 mixer_kwargs={"impl": impl, "backend": "math", "gamma_max": 0.9}))
 ref, tri = model("dense"), model("triton")
 tri.compile(fullgraph=True, backend="aot_eager")
-idx = torch.randint(0, 32, (2, 40))
-outs = []
-for m in (ref, tri):
-    out = m(idx)
-    out.square().mean().backward()
-    outs.append((out, torch.cat([p.grad.flatten() for p in m.parameters()])))
-assert torch.allclose(outs[1][0], outs[0][0], atol=1e-4), (outs[1][0] - outs[0][0]).abs().max()
-assert torch.allclose(outs[1][1], outs[0][1], atol=1e-4), (outs[1][1] - outs[0][1]).abs().max()
+for T in (40, 56, 48):  # batches of varying length, as SymbolSoup's: the second makes T dynamic, the third reuses it
+    idx = torch.randint(0, 32, (2, T))
+    outs = []
+    for m in (ref, tri):
+        m.zero_grad()
+        out = m(idx)
+        out.square().mean().backward()
+        outs.append((out, torch.cat([p.grad.flatten() for p in m.parameters()])))
+    assert torch.allclose(outs[1][0], outs[0][0], atol=1e-4), (T, (outs[1][0] - outs[0][0]).abs().max())
+    assert torch.allclose(outs[1][1], outs[0][1], atol=1e-4), (T, (outs[1][1] - outs[0][1]).abs().max())
 assert tri.blocks[0].mixer.backend_used() == "math+triton"
+from torch._dynamo.utils import counters
+assert counters["stats"]["unique_graphs"] == 2, counters["stats"]  # one static graph, then one dynamic in T
 print("ok")
 """
 
 
 def test_sessa_triton_path_compiles_fullgraph_with_interpreted_kernels():
     # The real Triton kernels, run by Triton's CPU interpreter, behind the custom ops, inside a model compiled
-    # with fullgraph=True: the dispatch (impl='triton') and the ops trace without a break, and match dense.
+    # with fullgraph=True: the dispatch (impl='triton') and the ops trace without a break, and match dense, also
+    # at sequence lengths that change between calls (the custom ops' fake kernels with a symbolic T).
     import os
     import subprocess
     import sys
