@@ -1,6 +1,6 @@
 """Does CUDA MPS raise what several small runs sharing one GPU train together? One GPU call, A/B in one run:
 
-    python3 scripts/mps_check.py --out $OUT/mps [--runs 7] [--steps 150]
+    source .wheelhouse/bootstrap.sh .wheelhouse; python3 scripts/mps_check.py --out $OUT/mps [--runs 7] [--steps 150]
 
 The tables put several ~20M-parameter runs on one GPU (`--jobs-per-gpu`): their eager steps are launch-bound
 (one run alone trained 212k tokens/s on an H200, seven together 330k: results/bench/README.md), and without
