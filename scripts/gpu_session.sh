@@ -174,6 +174,12 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25
   echo; echo "## probes"; tail -8 "$work/logs/probe.log" 2>/dev/null
+  if [[ -f $done && $WORK != calibrate ]]; then  # what the next lease starts with (tables --plan, as this one ran)
+    echo; echo "## next round (tables --plan on this lease's run folders)"
+    # shellcheck disable=SC2086
+    timeout 120 python3 -m sessa_bench.tables "$WORK" --plan ${EXPERIMENTS:+--experiments $EXPERIMENTS} \
+      --jobs-per-gpu "$PER_GPU" --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" $TABLE_OVERRIDES 2>&1 | tail -12
+  fi
   echo; echo "## runs finished in this lease (val/acc at the last step)"
   python3 - "$runs" "$work/seeded" <<'PY'
 import json, sys, pathlib
