@@ -12,9 +12,10 @@
 # Without LEASE that limit is SECONDS after the call began, less 40 s to pack. With LEASE=S the table step
 # runs detached (its own session, so it outlives the call) for at most S seconds, and every call of the lease
 # waits for it until its own SECONDS are nearly up: no training time is lost between calls. The table step
-# gets --time-limit of that limit less 60 s: it starts no protocol round that its estimate says cannot end
-# by then (a round killed midway leaves its reopened folders unfinished, and import_runs.py skips them, so
-# their shorter results would be lost), writes the table and exits; what is left goes to PROBE and AFTER.
+# gets --time-limit of that limit less 60 s: it starts no run that its estimate says cannot end by then (of a
+# round too long, the part that fits; a run killed midway leaves its reopened folder unfinished, and
+# import_runs.py skips it, so its shorter result would be lost), writes the table and exits; what is left goes
+# to PROBE and AFTER.
 # (WORK=calibrate trains its whole grid in one call of sessa_bench.runs.ensure: no rounds; with --time-limit
 # a run starts only when its estimate, from the calibration runs finished by then, fits.)
 #   BEFORE="cmd" runs on a quiet GPU before the table step starts (benchmarks; the call that starts the table

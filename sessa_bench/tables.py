@@ -16,10 +16,13 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
    (default 4x the experiment's trainer.max_steps; a cap between two doublings is the last extension's
    length, so a lease that fits 3000 steps but not 4000 can reach 3000).
 Each step trains in rounds (a round: the runs that can train side by side). With --time-limit SECONDS
-(counted from the command's start) no round starts whose estimated time (`sessa_bench/report/timing.py`,
-from the run folders' summaries) exceeds the time left: the protocol stops there, with one line saying so,
-before any folder of that round is reopened for an extension, since a round killed midway (a GPU lease's
-hard limit) would leave those folders unfinished and lose their shorter results. Every step reads its
+(counted from the command's start) no run starts whose estimated time (`sessa_bench/report/timing.py`,
+from the run folders' summaries) exceeds the time left: a round that does not fit starts its longest part
+that does (one run of each family in turn; the rest is the next round of a rerun), and when no part fits
+the protocol stops there, with one line saying so, before any folder of that round is reopened for an
+extension, since a run killed midway (a GPU lease's hard limit) would leave its folder unfinished and lose
+its shorter result; a later wave of a round that had no timing when it started is timed by its first wave
+(sessa_bench.runs.ensure's deadline). Every step reads its
 state from the run folders, so a rerun (or a rerun after a kill or a time-limit stop) continues where the
 last one stopped. Then results/<table>.md and .csv and the plots are written from the run folders alone
 (`sessa_bench.report.paper`); without --run nothing trains. --plan (instead of --run) prints the round that
@@ -71,8 +74,8 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
              started: float | None = None, plan: bool = False, **kw) -> None:
     """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
     all of the table's); `kw` goes on to sessa_bench.runs.ensure. With time_limit (seconds from `started`, a
-    time.monotonic(); default now), a round whose estimated time does not fit in what is left is not
-    started, and the protocol stops there. plan: print the next round (`describe`) and stop before it, so
+    time.monotonic(); default now), a round whose estimated time does not fit in what is left starts only the
+    part of it that does (`Clock.fit`), and when none does the protocol stops there. plan: print the next round (`describe`) and stop before it, so
     nothing trains and no folder changes (what the round after it holds depends on this one's results)."""
     names = [e for e in experiments(table) if only is None or e in only]
     cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
@@ -88,12 +91,16 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
             if plan:
                 print(describe(step, todo, clock), flush=True)
                 return
-            if (note := clock.admit(todo) if clock else "") is None:  # before any reopen: a stop loses nothing
-                return
+            note = ""
+            if clock:  # before any reopen: a stop loses nothing
+                todo, note = clock.admit(todo)
+                if not todo:
+                    return
             reopen(todo)
             print(f"{step}: {len(todo)} runs{note}", flush=True)
             from sessa_bench.runs import ensure  # the trainer is imported only when something trains
-            ensure([t.run.overrides for t in todo], jobs, **kw)
+            ensure([t.run.overrides for t in todo], jobs, **kw,
+                   **({} if clock is None else {"deadline": clock.end, "estimate": clock.run_estimate(todo)}))
     if plan:
         print("plan: nothing left to train (every cell is finished, converged or at its cap)", flush=True)
 
@@ -101,6 +108,7 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
 def describe(step: str, todo: list[Todo], clock: Clock) -> str:
     """The round `protocol` would start next: each run with what it trains and its estimated seconds at the
     round's GPU sharing (sessa_bench.report.timing), the round's estimate and whether it fits the clock."""
+    todo = interleave(todo)
     secs, est = clock.estimate(todo)
     sharing = clock.runs_per_gpu(len(todo))
     lines = [f"plan: the next round is the {step}, {len(todo)} runs, {clock.slots} at a time"
@@ -114,9 +122,11 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
                        else "retrained from step 0 (no checkpoint)"))
         lines.append(f"  {t.run.folder.path.name}: {what}; ~{'?' if sec is None else f'{sec:.0f}'} s")
     left = clock.end - time.monotonic()
+    start, part_est = clock.fit(todo)
+    verdict = ("fits" if len(start) == len(todo) else "does not fit, nor does any part of it" if not start else
+               f"does not fit; its first {len(start)} runs do (~{part_est:.0f} s) and start, the rest waits")
     lines.append(f"  round: ~{'?' if est is None else f'{est:.0f}'} s (x{SAFETY} safety included)"
-                 + ("" if math.isinf(left) else f"; {max(left, 0):.0f} s of --time-limit left: "
-                    + ("fits" if est is None or est <= left else "does not fit")))
+                 + ("" if math.isinf(left) else f"; {max(left, 0):.0f} s of --time-limit left: {verdict}"))
     return "\n".join(lines)
 
 
@@ -188,16 +198,55 @@ class Clock:
         secs = estimates(todo, self.runs_per_gpu(len(todo)))
         return secs, round_seconds(secs, self.slots)
 
-    def admit(self, todo: list[Todo]) -> str | None:
-        """A note for the round's line when it fits; None, after one line saying why, when it does not."""
+    def fit(self, todo: list[Todo]) -> tuple[list[Todo], float | None]:
+        """The runs of a round to start now, the families interleaved (so each gets its share of a partial
+        round): all of them when the round fits in the time left or has no timing yet, else the longest part
+        that fits (fewer runs share the GPU, so each goes faster), else none; with that part's estimate (the
+        whole round's when none fits). A part is enough: every step reads its state from the run folders, so
+        the rest of the round is the next round of a rerun."""
         left = self.end - time.monotonic()
-        est = self.estimate(todo)[1]
-        if left <= 0 or (est is not None and est > left):
+        order = interleave(todo)
+        for n in range(len(order), 0, -1):
+            est = self.estimate(order[:n])[1]
+            if left > 0 and (est is None or est <= left):
+                return order[:n], est
+        return [], self.estimate(order)[1]
+
+    def admit(self, todo: list[Todo]) -> tuple[list[Todo], str | None]:
+        """`fit`'s runs and a note for the round's line; ([], None), after one line saying why, when no run
+        of it fits."""
+        left = self.end - time.monotonic()
+        start, est = self.fit(todo)
+        if not start:
             print(f"time limit: the next round ({len(todo)} runs{'' if est is None else f', ~{est:.0f} s estimated'}) "
                   f"does not fit in the {max(left, 0):.0f} s left; stopping here (rerun to continue)", flush=True)
-            return None
-        return (f" (time limit: no timing yet, {left:.0f} s left)" if est is None else
-                f" (time limit: ~{est:.0f} s estimated, {left:.0f} s left)")
+            return [], None
+        part = "" if len(start) == len(todo) else f"; {len(start)} of its {len(todo)} runs fit, the rest waits"
+        return start, (f" (time limit: no timing yet, {left:.0f} s left)" if est is None else
+                       f" (time limit: ~{est:.0f} s estimated, {left:.0f} s left{part})")
+
+    def run_estimate(self, todo: list[Todo]):
+        """For runs.ensure: the seconds (x SAFETY) of a run of this round, given its overrides, estimated when
+        its slot frees (from the runs finished by then), so a later wave of a round that had no timing when it
+        started is not started past the time limit."""
+        by_overrides = {tuple(t.run.overrides): t for t in todo}
+        sharing = self.runs_per_gpu(len(todo))
+
+        def estimate(overrides: list[str]) -> float | None:
+            sec = estimates([by_overrides[tuple(overrides)]], sharing)[0]
+            return None if sec is None else sec * SAFETY
+        return estimate
+
+
+def interleave(todo: list[Todo]) -> list[Todo]:
+    """The runs of a round, one of each cell (experiment and family) in turn, in their order within it."""
+    cells: dict[tuple[str, str], list[Todo]] = {}
+    for t in todo:
+        cells.setdefault((t.cell.experiment, t.cell.family), []).append(t)
+    out, queues = [], list(cells.values())
+    while any(queues):
+        out += [q.pop(0) for q in queues if q]
+    return out
 
 
 def estimates(todo: list[Todo], runs_per_gpu: int | None = None) -> list[float | None]:
@@ -279,8 +328,9 @@ def main(argv=None) -> None:
                     help="with --run: extend unconverged runs (doubling their steps) up to this many steps "
                          "(default: 4x each experiment's trainer.max_steps)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                    help="with --run: start no round (of the sweep, seeds or extensions) whose estimated time "
-                         "does not fit in the SECONDS since this command started; the table is written anyway")
+                    help="with --run: start no run (of the sweep, seeds or extensions) whose estimated time "
+                         "does not fit in the SECONDS since this command started (of a round that does not fit, "
+                         "the part that does); the table is written anyway")
     ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")

@@ -4,6 +4,7 @@ which must stop before a round that does not fit without touching any folder."""
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -125,12 +126,20 @@ class Trained(Exception):
     """Raised by the fake ensure: the round started (nothing trains, so the protocol would go round again)."""
 
 
+class Calls(list):
+    """The run lists ensure was called with; `kw`: the keyword arguments of each call."""
+    def __init__(self):
+        super().__init__()
+        self.kw = []
+
+
 @pytest.fixture
 def fake_ensure(monkeypatch):
-    calls = []
+    calls = Calls()
 
     def ensure(todo, jobs=1, **kw):
         calls.append(todo)
+        calls.kw.append(kw)
         raise Trained
 
     monkeypatch.setattr("sessa_bench.runs.ensure", ensure)
@@ -156,15 +165,42 @@ def unconverged(tmp_path):
 def test_protocol_stops_before_an_extension_round_that_does_not_fit_and_reopens_nothing(
         tmp_path, unconverged, fake_ensure, capsys):
     before = snapshot(unconverged)
-    # the slowest: Sessa's seed 1, retrained for 2 x 100 steps at 1.5 s/step = 300 s; six runs in six slots
-    run_protocol(tmp_path, "[0.001]", time_limit=300)
+    # the slowest: Sessa's seed 1, retrained for 2 x 100 steps at 1.5 s/step = 300 s; six runs in six slots;
+    # and no part of the round fits either: its first run alone, Sessa's seed 0 resumed, is 150 s x 1.2
+    run_protocol(tmp_path, "[0.001]", time_limit=100)
     out = capsys.readouterr().out
     m = re.search(r"^time limit: the next round \(6 runs, ~360 s estimated\) does not fit in the (\d+) s "
                   r"left; stopping here \(rerun to continue\)$", out, re.M)
-    assert m and 250 < int(m[1]) <= 300, out  # left: the limit less the seconds spent composing
+    assert m and 50 < int(m[1]) <= 100, out  # left: the limit less the seconds spent composing
     assert fake_ensure == [] and "seeds and extensions" not in out
     assert snapshot(unconverged) == before  # no folder reopened: every summary.json is where it was
     assert not list(unconverged.rglob("summary.prev.json"))
+
+
+def test_protocol_starts_the_part_of_a_round_that_fits_one_run_of_each_family_first(
+        tmp_path, unconverged, fake_ensure, capsys):
+    """The whole round (360 s) does not fit in 300 s; its first three runs, interleaved by family (each seed 0,
+    resumed: 150, 100, 100 s), do (180 s): they are reopened and trained, the seed-1 runs wait for a rerun;
+    ensure gets the deadline, to start no later wave past it."""
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]", time_limit=300)
+    out = capsys.readouterr().out
+    m = re.search(r"^seeds and extensions: 3 runs \(time limit: ~180 s estimated, (\d+) s left; 3 of its 6 runs "
+                  r"fit, the rest waits\)$", out, re.M)
+    assert m and 250 < int(m[1]) <= 300, out
+    (todo,) = fake_ensure
+    assert sorted(RunFolder_name(ov).split("-")[0] for ov in todo) == ["mamba2", "sessa", "transformer"]
+    assert all(RunFolder_name(ov).endswith("-s0") for ov in todo)
+    (kw,) = fake_ensure.kw  # the deadline and a run's estimate: Sessa's seed 0 resumes 100 steps at 1.5 s, x1.2
+    assert 0 < kw["deadline"] - time.monotonic() <= 300 and kw["estimate"](todo[0]) == pytest.approx(180.0)
+    reopened = sorted(p.parent.name for p in unconverged.rglob("summary.prev.json"))
+    assert len(reopened) == 3 and all(n.endswith("-s0") for n in reopened)
+    assert len(list(unconverged.rglob("summary.json"))) == 3  # the seed-1 runs keep their results
+
+
+def RunFolder_name(ov: list[str]) -> str:
+    from sessa_bench.run_folder import RunFolder
+    return RunFolder.of(compose_train(ov)).path.name
 
 
 def test_protocol_starts_an_extension_round_that_fits_and_reopens_its_folders(
@@ -257,8 +293,12 @@ def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, f
     assert re.search(r"^  sessa-\S+-s0: extend 100 -> 200 steps, resumed from its checkpoint; ~150 s$", out, re.M)
     assert re.search(r"^  sessa-\S+-s1: extend 100 -> 200 steps, retrained from step 0 \(no checkpoint\); ~300 s$",
                      out, re.M)
-    m = re.search(r"^  round: ~360 s \(x1.2 safety included\); (\d+) s of --time-limit left: does not fit$", out, re.M)
+    m = re.search(r"^  round: ~360 s \(x1.2 safety included\); (\d+) s of --time-limit left: does not fit; its "
+                  r"first 3 runs do \(~180 s\) and start, the rest waits$", out, re.M)
     assert m and 250 < int(m[1]) <= 300, out
+    assert re.search(r"^  sessa-\S+-s0.*\n  transformer-\S+-s0.*\n  mamba2-\S+-s0", out, re.M), out  # interleaved
+    run_protocol(tmp_path, "[0.001]", time_limit=100, plan=True)
+    assert "left: does not fit, nor does any part of it\n" in capsys.readouterr().out
     run_protocol(tmp_path, "[0.001]", plan=True)  # no clock: the estimate alone
     assert re.search(r"^  round: ~360 s \(x1.2 safety included\)$", capsys.readouterr().out, re.M)
 
