@@ -87,10 +87,15 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     for step, next_round in (("sweep", lambda: [t for c in cells for t in sweep_runs(c)]),
                              ("seeds and extensions",
                               lambda: [t for c in cells for t in seed_runs(c, seeds, max_steps_cap)])):
+        last = None
         while todo := next_round():
             if plan:
                 print(describe(step, todo, clock), flush=True)
                 return
+            if (this := sorted(t.run.folder.path.name + str(t.run.steps_requested) for t in todo)) == last:
+                raise RuntimeError(f"the tables protocol asks for the same {len(todo)} runs again after training "
+                                   f"them ({', '.join(this[:3])}...): a bug, stopping instead of looping")
+            last = this
             note = ""
             if clock:  # before any reopen: a stop loses nothing
                 todo, note = clock.admit(todo)
@@ -99,8 +104,9 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
             reopen(todo)
             print(f"{step}: {len(todo)} runs{note}", flush=True)
             from sessa_bench.runs import ensure  # the trainer is imported only when something trains
-            ensure([t.run.overrides for t in todo], jobs, **kw,
-                   **({} if clock is None else {"deadline": clock.end, "estimate": clock.run_estimate(todo)}))
+            if ensure([t.run.overrides for t in todo], jobs, **kw,
+                      **({} if clock is None else {"deadline": clock.end, "estimate": clock.run_estimate(todo)})):
+                return  # runs of a later wave did not start: the time is up (ensure said which)
     if plan:
         print("plan: nothing left to train (every cell is finished, converged or at its cap)", flush=True)
 
@@ -147,16 +153,18 @@ class Todo:
     peers: list[dict] = field(default_factory=list)  # summaries of the cell's finished runs at its rate
 
 
+def shorter_run(r: Run) -> Run | None:
+    """The finished shorter run that r's folder holds, for r to extend (None: nothing finished there). r has
+    no summary of its own, so a finished folder means fewer steps than r asks for."""
+    if not r.folder.is_finished():
+        return None
+    return Run(r.lr, r.seed, r.overrides, r.folder, r.steps_requested, summary=r.folder.read_summary())
+
+
 def sweep_runs(c: Cell) -> list[Todo]:
     """The sweep runs of one cell still to train: seed 0 at each rate its selection still needs. A folder
     that holds a finished shorter run (the experiment's step count was raised since) is extended."""
-    out = []
-    for lr in c.selection()[3]:
-        r = c.run(lr, 0)
-        shorter = Run(lr, 0, r.overrides, r.folder, r.steps_requested, summary=r.folder.read_summary()) \
-            if r.folder.is_finished() else None
-        out.append(Todo(c, r, extends=shorter))
-    return out
+    return [Todo(c, r, extends=shorter_run(r)) for r in (c.run(lr, 0) for lr in c.selection()[3])]
 
 
 def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo]:
@@ -169,7 +177,9 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
     runs = [c.run(lr, s, steps) for s in seeds]  # every seed trains as long as the longest
     if any(r.summary is None for r in runs):
         peers = [r.summary for r in [c.run(lr, 0, steps), *runs] if r.summary]  # seed 0: the sweep's run
-        return [Todo(c, r, peers=peers) for r in runs if r.summary is None]
+        # a seed still at fewer steps than the others (a partial extension round, or one cut by a lease's end
+        # and not imported) extends its finished shorter run; ensure would skip it as finished otherwise
+        return [Todo(c, r, extends=shorter_run(r), peers=peers) for r in runs if r.summary is None]
     cap = max_steps_cap if max_steps_cap is not None else 4 * c.steps
     target = min(2 * steps, cap)  # the last extension stops at the cap: a cap between rungs is reached
     if all(c.converged(r)[0] for r in runs) or target <= steps or not c.constant:

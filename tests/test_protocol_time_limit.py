@@ -100,17 +100,19 @@ def overrides(tmp_path, grid):
             f"sweep.lr={grid}"]
 
 
-def finish(c, lr, seed, checkpoint=True):
+def finish(c, lr, seed, checkpoint=True, steps=STEPS):
     """A finished run folder of cell c, unconverged (val/acc still climbing), timed at PACE."""
-    r = c.run(lr, seed)
+    r = c.run(lr, seed, steps)
     r.folder.path.mkdir(parents=True)
     cfg = compose_train(r.overrides)
     r.folder.config.write_text(json.dumps(resolved_config(cfg)))  # JSON is YAML
-    rows = [{"step": s, "val/acc": 0.1 + s / 250} for s in (25, 50, 75, 99)]
-    r.folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in rows) + '{"step": 99, "test/acc": 0.5}\n')
+    rows = [{"step": s, "val/acc": 0.1 + s / (2.5 * steps)} for s in (steps // 4, steps // 2, 3 * steps // 4,
+                                                                       steps - 1)]
+    r.folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in rows)
+                                + json.dumps({"step": steps - 1, "test/acc": 0.5}) + "\n")
     r.folder.write_summary({
-        "final": {"val/acc": 0.5, "test/acc": 0.5}, "steps": STEPS, "fit_metrics_lines": len(rows),
-        "wall_seconds_this_process": PACE[c.family] * STEPS, "wall_seconds_total": PACE[c.family] * STEPS,
+        "final": {"val/acc": 0.5, "test/acc": 0.5}, "steps": steps, "fit_metrics_lines": len(rows),
+        "wall_seconds_this_process": PACE[c.family] * steps, "wall_seconds_total": PACE[c.family] * steps,
         "resumed_from_step": None, "task": cfg.task_name, "budget": cfg.budget.name,
         "task_facts": {"chance": 0.05, "baseline": None}})
     if checkpoint:
@@ -196,6 +198,23 @@ def test_protocol_starts_the_part_of_a_round_that_fits_one_run_of_each_family_fi
     reopened = sorted(p.parent.name for p in unconverged.rglob("summary.prev.json"))
     assert len(reopened) == 3 and all(n.endswith("-s0") for n in reopened)
     assert len(list(unconverged.rglob("summary.json"))) == 3  # the seed-1 runs keep their results
+
+
+def test_a_seed_left_behind_by_a_partial_round_extends_its_shorter_run(tmp_path, fake_ensure, capsys):
+    """Seed 0 of every family extended to 2 x STEPS by an earlier (partial) round, seed 1 still at STEPS:
+    seed 1 is the next round, extending its finished run (reopened first; ensure would skip a finished folder
+    and the protocol would ask for it again forever)."""
+    for f in FAMS:
+        c = cell(EXP, f, overrides(tmp_path, "[0.001]"), "val/acc")
+        finish(c, 0.001, 0, steps=2 * STEPS)
+        finish(c, 0.001, 1, checkpoint=False)
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]", time_limit=1000)
+    assert "seeds and extensions: 3 runs (time limit:" in capsys.readouterr().out
+    (todo,) = fake_ensure
+    assert all(f"trainer.max_steps={2 * STEPS}" in ov and "seed=1" in ov for ov in todo), todo
+    reopened = sorted(p.parent.name for p in (tmp_path / "runs").rglob("summary.prev.json"))
+    assert len(reopened) == 3 and all(n.endswith("-s1") for n in reopened)
 
 
 def RunFolder_name(ov: list[str]) -> str:
@@ -327,3 +346,18 @@ def test_plan_cli_writes_no_table(tmp_path, unconverged, fake_ensure, capsys):
     with pytest.raises(SystemExit):
         main(["table1", "--plan", "--run"])
     assert "--plan shows what --run would do next" in capsys.readouterr().err
+
+
+def test_a_round_that_trains_nothing_stops_the_protocol_instead_of_looping(tmp_path, unconverged, monkeypatch):
+    """An ensure that leaves its runs as they were (here: it puts back the summaries that reopening moved
+    aside, as if it had skipped finished folders): the protocol would ask for the same runs forever; it
+    raises instead."""
+    def ensure(todo, jobs=1, **kw):
+        for prev in unconverged.rglob("summary.prev.json"):
+            prev.replace(prev.with_name("summary.json"))
+        return []
+
+    monkeypatch.setattr("sessa_bench.runs.ensure", ensure)
+    with pytest.raises(RuntimeError, match=r"^the tables protocol asks for the same 6 runs again after training "
+                                           r"them \(.*\): a bug, stopping instead of looping$"):
+        run_protocol(tmp_path, "[0.001]")
