@@ -236,13 +236,18 @@ class Clock:
                        f" (time limit: ~{est:.0f} s estimated, {left:.0f} s left{part})")
 
     def run_estimate(self, todo: list[Todo]):
-        """For runs.ensure: the seconds (x SAFETY) of a run of this round, given its overrides, estimated when
-        its slot frees (from the runs finished by then), so a later wave of a round that had no timing when it
-        started is not started past the time limit."""
+        """For runs.ensure: the seconds (x SAFETY) of a run of this admitted round, given its overrides,
+        estimated when its slot frees (from the runs finished by then), so a later wave of a round that had no
+        timing when it started is not started past the time limit. None (start) for the first wave, which
+        ensure starts at once: `admit` has just decided that, and a second look a moment later must not leave
+        a folder it reopened unstarted."""
         by_overrides = {tuple(t.run.overrides): t for t in todo}
+        first_wave = {tuple(t.run.overrides) for t in todo[:self.slots]}
         sharing = self.runs_per_gpu(len(todo))
 
         def estimate(overrides: list[str]) -> float | None:
+            if tuple(overrides) in first_wave:
+                return None
             sec = estimates([by_overrides[tuple(overrides)]], sharing)[0]
             return None if sec is None else sec * SAFETY
         return estimate

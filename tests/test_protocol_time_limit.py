@@ -193,8 +193,8 @@ def test_protocol_starts_the_part_of_a_round_that_fits_one_run_of_each_family_fi
     (todo,) = fake_ensure
     assert sorted(RunFolder_name(ov).split("-")[0] for ov in todo) == ["mamba2", "sessa", "transformer"]
     assert all(RunFolder_name(ov).endswith("-s0") for ov in todo)
-    (kw,) = fake_ensure.kw  # the deadline and a run's estimate: Sessa's seed 0 resumes 100 steps at 1.5 s, x1.2
-    assert 0 < kw["deadline"] - time.monotonic() <= 300 and kw["estimate"](todo[0]) == pytest.approx(180.0)
+    (kw,) = fake_ensure.kw  # the deadline, and no second look at the first wave (it starts at once)
+    assert 0 < kw["deadline"] - time.monotonic() <= 300 and kw["estimate"](todo[0]) is None
     reopened = sorted(p.parent.name for p in unconverged.rglob("summary.prev.json"))
     assert len(reopened) == 3 and all(n.endswith("-s0") for n in reopened)
     assert len(list(unconverged.rglob("summary.json"))) == 3  # the seed-1 runs keep their results
@@ -361,3 +361,14 @@ def test_a_round_that_trains_nothing_stops_the_protocol_instead_of_looping(tmp_p
     with pytest.raises(RuntimeError, match=r"^the tables protocol asks for the same 6 runs again after training "
                                            r"them \(.*\): a bug, stopping instead of looping$"):
         run_protocol(tmp_path, "[0.001]")
+
+
+def test_ensure_times_only_the_runs_that_wait_for_a_slot(tmp_path, unconverged):
+    """One slot: Sessa's seed 0 (resumed, 150 s) starts at once, as admitted; seed 1 (retrained, 300 s) waits,
+    and is timed when its turn comes (x1.2), from the runs finished by then."""
+    from sessa_bench.tables import Clock, seed_runs
+
+    c = cell(EXP, "sessa", overrides(tmp_path, "[0.001]"), "val/acc")
+    todo = seed_runs(c, [0, 1], 4 * STEPS)
+    est = Clock(1000, None, 1, None).run_estimate(todo)
+    assert est(todo[0].run.overrides) is None and est(todo[1].run.overrides) == pytest.approx(360.0)
