@@ -22,10 +22,10 @@ that does (one run of each family in turn; the rest is the next round of a rerun
 the protocol stops there, with one line saying so, before any folder of that round is reopened for an
 extension, since a run killed midway (a GPU lease's hard limit) would leave its folder unfinished and lose
 its shorter result; a later wave of a round that had no timing when it started is timed by its first wave
-(sessa_bench.runs.ensure's deadline). Every step reads its
-state from the run folders, so a rerun (or a rerun after a kill or a time-limit stop) continues where the
-last one stopped. Then results/<table>.md and .csv and the plots are written from the run folders alone
-(`sessa_bench.report.paper`); without --run nothing trains. --plan (instead of --run) prints the round that
+(sessa_bench.runs.ensure's deadline). Every step reads its state from the run folders, so a rerun (or a
+rerun after a kill or a time-limit stop) continues where the last one stopped. Then results/<table>.md and
+.csv and the plots are written from the run folders alone (`sessa_bench.report.paper`); without --run
+nothing trains. --plan (instead of --run) prints the round that
 --run would start next, each run with what it trains and its estimate, and whether the round fits
 --time-limit, then stops: nothing trains and no file changes (`CUDA_VISIBLE_DEVICES=0` plans a lease of one
 GPU on a machine without one; the round after it depends on this one's results, so it is not shown).
@@ -75,8 +75,11 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
     all of the table's); `kw` goes on to sessa_bench.runs.ensure. With time_limit (seconds from `started`, a
     time.monotonic(); default now), a round whose estimated time does not fit in what is left starts only the
-    part of it that does (`Clock.fit`), and when none does the protocol stops there. plan: print the next round (`describe`) and stop before it, so
-    nothing trains and no folder changes (what the round after it holds depends on this one's results)."""
+    part of it that does (`Clock.fit`), and when none does the protocol stops there. A run of a later wave
+    that ensure then does not start (its first wave overran the estimate) stays reopened and unfinished, as
+    after a kill at a lease's end: the estimate's margin makes that rare. plan: print the next round
+    (`describe`) and stop before it, so nothing trains and no folder changes (what the round after it holds
+    depends on this one's results)."""
     names = [e for e in experiments(table) if only is None or e in only]
     cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
     cells = list({(c.experiment, c.family): c for c in cells}.values())
