@@ -219,11 +219,15 @@ class Clock:
         the rest of the round is the next round of a rerun."""
         left = self.end - time.monotonic()
         order = interleave(todo)
+        secs = {}  # the runs' estimates at each GPU sharing a part can have: one read of the run folders each
         for n in range(len(order), 0, -1):
-            est = self.estimate(order[:n])[1]
+            k = self.runs_per_gpu(n)
+            if k not in secs:
+                secs[k] = estimates(order, k)
+            est = round_seconds(secs[k][:n], self.slots)
             if left > 0 and (est is None or est <= left):
                 return order[:n], est
-        return [], self.estimate(order)[1]
+        return [], round_seconds(secs[self.runs_per_gpu(len(order))], self.slots)
 
     def admit(self, todo: list[Todo]) -> tuple[list[Todo], str | None]:
         """`fit`'s runs and a note for the round's line; ([], None), after one line saying why, when no run
