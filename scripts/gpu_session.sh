@@ -109,6 +109,7 @@ else
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
         --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" compile="$compile"
         trainer.enable_progress_bar=false)
+  plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)
 fi
 LEASE=${LEASE:-0}
 started=$work/tables.started done=$work/tables.done
@@ -178,8 +179,7 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
   if [[ -f $done && $WORK != calibrate ]]; then  # what the next lease starts with (tables --plan, as this one ran)
     echo; echo "## next round (tables --plan on this lease's run folders)"
     # shellcheck disable=SC2086
-    timeout 120 python3 -m sessa_bench.tables "$WORK" --plan ${EXPERIMENTS:+--experiments $EXPERIMENTS} \
-      --jobs-per-gpu "$PER_GPU" --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" $TABLE_OVERRIDES 2>&1 | tail -12
+    timeout 120 "${plan[@]}" $TABLE_OVERRIDES 2>&1 | tail -12
   fi
   echo; echo "## runs finished in this lease (val/acc at the last step)"
   python3 - "$runs" "$work/seeded" <<'PY'
