@@ -59,8 +59,9 @@ class RunFolder:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.previous = self.path / "summary.prev.json"  # the summary of a run before its extension
-        # The training lines of a run that had to be retrained from step 0 to be extended (its checkpoint
-        # stayed on another machine): what its sweep score was read from (sessa_bench/report/protocol.py).
+        # The training lines of every earlier training of a run retrained from step 0 to be extended (its
+        # checkpoint stayed on another machine), each line tagged with its training's step count: what its
+        # sweep score was read from (sessa_bench/report/protocol.py).
         self.metrics_prev = self.path / "metrics.prev.jsonl"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
         self.probe = self.path / "probe.json"  # the memory-tail probe of the trained model (sessa_bench/probe.py)
@@ -189,6 +190,27 @@ class RunFolder:
         os.replace(self.summary, self.previous)
         return True
 
+    def keep_training(self) -> None:
+        """Before an extension retrains from step 0: keep the finished shorter training's lines (metrics.jsonl,
+        as reopen() left them) in metrics.prev.jsonl, after those of earlier trainings, each tagged with
+        `training_steps`, then drop metrics.jsonl. A retrain killed before its first checkpoint and started
+        again finds that training kept already (a kept training reached its step count; every earlier one is
+        at most half as long), so only the killed retrain's partial lines go."""
+        steps = int(json.loads(self.previous.read_text())["steps"])
+        if self.metrics.exists() and not any(last_step(rows) >= steps - 1 for rows in self.earlier_trainings()):
+            old = self.metrics_prev.read_text() if self.metrics_prev.exists() else ""
+            new = "".join(json.dumps({**row, "training_steps": steps}) + "\n" for row in self.read_metrics())
+            atomic_write_text(self.metrics_prev, old + new)
+        self.metrics.unlink(missing_ok=True)
+
+    def earlier_trainings(self) -> list[list[dict]]:
+        """The lines of each earlier training (metrics.prev.jsonl), shortest first. Lines without
+        `training_steps` (folders written before it was recorded) are the first training."""
+        groups: dict = {}
+        for row in self.read_metrics(self.metrics_prev):
+            groups.setdefault(row.get("training_steps"), []).append(row)
+        return [groups[k] for k in sorted(groups, key=lambda k: -1 if k is None else k)]
+
     def probe_current(self) -> bool:
         """probe.json exists and measured the model of this finished run: the step count it records equals
         the summary's (a probe written before an extension, by code that did not move it aside, does not)."""
@@ -205,6 +227,11 @@ class RunFolder:
         except (OSError, ValueError):
             return 0.0
         return float(prev.get("wall_seconds_total", prev.get("wall_seconds_this_process") or 0.0))
+
+
+def last_step(rows: list[dict]) -> int:
+    """The last step logged in these lines; a training of S steps logs its last validation at step S - 1."""
+    return max((int(r.get("step", 0)) for r in rows), default=-1)
 
 
 def resolved_config(cfg) -> dict:

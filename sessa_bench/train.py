@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import hydra
@@ -185,15 +184,12 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
     writer = is_rank_zero()  # under DDP only global rank 0 writes the run folder
     retrain = folder.previous.exists() and (folder.metrics.exists() or folder.metrics_prev.exists())
     if writer and start_step is None and retrain:
-        # An extension retrained from step 0 (no checkpoint): keep the lines its sweep score came from (the
-        # first time only: a retrain killed before its first checkpoint starts again) and summary.prev.json
-        # for the time the first training took.
-        if not folder.metrics_prev.exists():
-            os.replace(folder.metrics, folder.metrics_prev)
+        # An extension retrained from step 0 (no checkpoint): keep the lines of every finished training
+        # (a sweep score may come from any of them) and summary.prev.json for the time they took.
+        folder.keep_training()
         print(f"no checkpoint in {folder.path}: the extension trains from step 0 (same data order, so its first "
               f"steps repeat the finished ones; their lines stay in {folder.metrics_prev.name})", flush=True)
-        for stale in (folder.metrics, folder.summary):
-            stale.unlink(missing_ok=True)
+        folder.summary.unlink(missing_ok=True)
     elif writer and start_step is None:
         for stale in (folder.metrics, folder.summary, folder.previous, folder.metrics_prev):
             stale.unlink(missing_ok=True)

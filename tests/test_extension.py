@@ -69,8 +69,10 @@ def test_extension_without_the_checkpoint_retrains_the_same_run(tmp_path, capsys
     assert not folder.probe.exists() and json.loads(folder.probe_prev.read_text())["run"]["steps"] == 4
     assert ext["resumed_from_step"] is None and ext["steps"] == 8 and ext["final"] == long["final"]
     # the first training's lines stay beside the new ones (the sweep scores them), and its time counts
-    prev = [{k: v for k, v in r.items() if k not in TIMING} for r in folder.read_metrics(folder.metrics_prev)]
+    prev = [{k: v for k, v in r.items() if k not in TIMING + ("training_steps",)}
+            for r in folder.read_metrics(folder.metrics_prev)]
     assert prev == first[:json.loads(folder.previous.read_text())["fit_metrics_lines"]]
+    assert {r["training_steps"] for r in folder.read_metrics(folder.metrics_prev)} == {4}
     assert ext["wall_seconds_total"] > ext["wall_seconds_this_process"]
 
 

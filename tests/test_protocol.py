@@ -78,18 +78,42 @@ def test_a_flat_curve_at_the_trivial_level_is_a_plateau_not_convergence():
 
 def test_a_run_retrained_to_be_extended_is_scored_from_its_first_training():
     """Its first 1000 steps are not bit-identical the second time (GPU nondeterminism): the sweep's choice
-    must not move when the chosen run is retrained to 2000 steps."""
+    must not move when the chosen run is retrained to 2000 steps, nor when it is retrained again to 4000."""
     from sessa_bench.report.protocol import Cell, Run
     c = Cell("e", "f", [], "val/acc", [1e-4, 3e-4], 1e-4, 1000, True, False)
+    first = rows("val/acc", [(999, 0.303)])  # a training of 1000 steps logs its last validation at step 999
     r = Run(1e-4, 0, [], None, 2000, summary={"steps": 2000},
-            rows=rows("val/acc", [(1000, 0.296), (2000, 0.40)]), first_rows=rows("val/acc", [(1000, 0.303)]))
+            rows=rows("val/acc", [(999, 0.296), (1999, 0.40)]), earlier=[first])
     assert c.score(r) == 0.303
-    r.first_rows = None
+    r.earlier = []
     assert c.score(r) == 0.296
     # a grid of 2000 steps (the experiment's step count raised): the first training never got there, so the
-    # run is scored at 2000 from its current lines, like the rates trained to 2000 from the start
-    c.steps, r.first_rows = 2000, rows("val/acc", [(1000, 0.303)])
+    # run is scored at 2000 from its current lines, like the rates trained to 2000 from the start ...
+    c.steps, r.earlier = 2000, [first]
     assert c.score(r) == 0.40
+    # ... and once it has been retrained again (to 4000), from the 2000-step training it was chosen from
+    r.rows, r.earlier = rows("val/acc", [(1999, 0.35), (3999, 0.45)]), [first, rows("val/acc", [(1999, 0.40)])]
+    assert c.score(r) == 0.40
+
+
+def test_retrains_keep_every_finished_training(tmp_path):
+    """keep_training (before a retrain from step 0) appends the finished training's lines, tagged with its
+    step count; a retrain killed before its first checkpoint and started again keeps nothing more."""
+    import json
+    from sessa_bench.run_folder import RunFolder
+    f = RunFolder(tmp_path / "run")
+    f.path.mkdir()
+    f.metrics_prev.write_text(json.dumps({"step": 999, "val/acc": 0.30}) + "\n")  # untagged: the first training
+    f.metrics.write_text("".join(json.dumps({"step": s, "val/acc": a}) + "\n" for s, a in [(999, .31), (1999, .36)]))
+    f.previous.write_text(json.dumps({"steps": 2000}))
+    f.keep_training()
+    assert not f.metrics.exists()
+    assert f.earlier_trainings() == [[{"step": 999, "val/acc": 0.30}],
+                                     [{"step": 999, "val/acc": .31, "training_steps": 2000},
+                                      {"step": 1999, "val/acc": .36, "training_steps": 2000}]]
+    f.metrics.write_text(json.dumps({"step": 249, "val/acc": 0.1}) + "\n")  # the killed retrain's lines
+    f.keep_training()
+    assert not f.metrics.exists() and len(f.earlier_trainings()) == 2
 
 
 def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():

@@ -5,7 +5,8 @@
   winner is at an edge of the grid, the grid grows by one step beyond it (x3 or /3), at most MAX_EXTENSIONS
   times. Scores come from metrics.jsonl at the grid's step count, so extending the winning run later does
   not change the choice; a run retrained from step 0 to be extended (its checkpoint stayed on the GPU
-  machine it trained on) is scored from its first training's lines, kept in metrics.prev.jsonl.
+  machine it trained on) is scored from the lines of its first training that reached the grid's step count,
+  kept in metrics.prev.jsonl (GPU training is not bit-reproducible, so a retrain's curve differs).
 - convergence: a run is converged when its validation metric moved by less than 0.01 (accuracy, absolute)
   or 1 % (perplexity, relative to the last value) over the last quarter of its steps: max - min over the
   validations in that quarter and the last one before it. With a best-checkpoint (`callbacks.best`) the
@@ -26,7 +27,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sessa_bench.compose import compose_train
-from sessa_bench.run_folder import RunFolder, extension_of, resolved_config
+from sessa_bench.run_folder import RunFolder, extension_of, last_step, resolved_config
 
 MAX_EXTENSIONS = 2
 STEP = 3.0            # grid extension factor
@@ -144,7 +145,8 @@ class Run:
     steps_requested: int
     summary: dict | None = None   # when finished with this config (or an extension of it)
     rows: list[dict] = field(default_factory=list)  # metrics.jsonl lines of the training (no final evaluation)
-    first_rows: list[dict] | None = None  # a run retrained from step 0 to extend it: its first training's lines
+    earlier: list[list[dict]] = field(default_factory=list)  # retrained from step 0 to extend it: the lines of
+    #                                                            each earlier training, shortest first
 
     @property
     def steps(self) -> int:
@@ -181,18 +183,15 @@ class Cell:
             if more is not None and folder.is_finished():
                 r.summary = folder.read_summary()
                 r.rows = folder.read_metrics()[:r.summary.get("fit_metrics_lines")]
-                if folder.metrics_prev.exists():
-                    r.first_rows = folder.read_metrics(folder.metrics_prev)
+                r.earlier = folder.earlier_trainings()
         return r
 
     def score(self, r: Run) -> float | None:
-        """The sweep score: from the run's first training when it was retrained to be extended (its
-        checkpoint stayed on another machine) and that training reached the grid's step count, so the choice
-        made from it does not move; from its current lines when the grid grew past the first training."""
-        first = r.first_rows
-        if first is not None and max((int(x.get("step", 0)) for x in first), default=0) < self.steps:
-            first = None
-        rows = first if first is not None else r.rows
+        """The sweep score: from the first training that reached the grid's step count, when the run was
+        retrained to be extended (its checkpoint stayed on another machine), so the choice made from that
+        training does not move; from its current lines when no earlier training got that far."""
+        reached = [rows for rows in r.earlier if last_step(rows) >= self.steps - 1]
+        rows = reached[0] if reached else r.rows
         return score_at(rows, self.metric, self.steps, self.best) if r.summary else None
 
     def selection(self) -> tuple[float | None, list[float], dict[float, float | None], list[float]]:
