@@ -105,6 +105,10 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     started."""
     slots = place(jobs, visible_gpus(), jobs_per_gpu)
     todo = pending(run_overrides)
+    in_process = len(slots) == 1
+    # No more workers than runs: a slot without a run would idle, and each run records how many shared its
+    # GPU (the tables' device-hours divide by it): 4 runs in 7 slots share it 4 ways, not 7.
+    slots = slots[:max(len(todo), 1)]
     one_at_a_time = threading.Lock()
 
     def fits(ov: list[str], folder: RunFolder) -> bool:
@@ -119,7 +123,7 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
               f"{max(left, 0):.0f} s left)\n", end="", flush=True)
         return False
 
-    if len(slots) == 1:  # one at a time, in this process (a DDP run starts its other ranks itself)
+    if in_process:  # one at a time, in this process (a DDP run starts its other ranks itself)
         from sessa_bench.train import run  # heavy import (Lightning) only when training
         skipped = []
         for ov, folder in todo:

@@ -141,6 +141,10 @@ def test_ensure_spreads_workers_over_the_gpus(tmp_path, monkeypatch):
     runs.ensure(ovs[:3], jobs=None, jobs_per_gpu=1)  # one per GPU: three runs on three distinct GPUs
     assert sorted(g for _, g, _, _ in started) == ["0", "1", "2"]
     assert {k for _, _, k, _ in started} == {"1"}
+    started.clear()
+    runs.ensure(ovs[:4], jobs=None, jobs_per_gpu=7)  # 4 runs in 28 slots: one per GPU, each alone on it
+    assert sorted(g for _, g, _, _ in started) == ["0", "1", "2", "3"]
+    assert {(k, c) for _, _, k, c in started} == {("1", "1")}
 
 
 def test_ensure_refuses_multi_device_runs_on_pinned_workers(tmp_path, monkeypatch):
