@@ -5,10 +5,13 @@
 #   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (>= 2 GPUs), then the table runs
 #   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
 # The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two. With COMPILE_SMOKE=1
+# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's did not compile within the smoke's
+# 240 s on the H200, results/bench/h200-run7-session.log)
 # it first trains each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs,
-# and the table runs compile every family when all three pass, none otherwise (same protocol for all);
-# without it they run eager. The table step is `sessa_bench.tables table1 --run --experiments $EXPERIMENTS`
-# under scripts/gpu_busy.py (utilisation sampled), which stops the whole process group at its time limit.
+# and the table runs of each family whose smoke passed compile (`<family>:compile=true`; an execution
+# setting, recorded in each summary and the table's caption: the protocol itself is the same for all);
+# without it they run eager. WORK=calibrate compiles only when every smoke passed. The table step is
+# `sessa_bench.tables table1 --run --experiments $EXPERIMENTS` under scripts/gpu_busy.py (utilisation sampled), which stops the whole process group at its time limit.
 # Without LEASE that limit is SECONDS after the call began, less 40 s to pack. With LEASE=S the table step
 # runs detached (its own session, so it outlives the call) for at most S seconds, and every call of the lease
 # waits for it until its own SECONDS are nearly up: no training time is lost between calls. The table step
@@ -76,10 +79,15 @@ touch -a "$work/seeded"  # its time: when the copied folders stopped being news 
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader > "$work/logs/gpus.txt"
 ngpu=$(wc -l < "$work/logs/gpus.txt")
 
-if [[ $first == first && ${COMPILE_SMOKE:-0} == 1 ]]; then
-  i=0 ok=true
-  for fam in sessa transformer mamba2; do
-    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout -k 15 240 python3 -m sessa_bench.train experiment=table1_symbol_soup \
+smoke=${COMPILE_SMOKE:-0}
+[[ $smoke == 1 ]] && smoke="sessa transformer mamba2"
+if [[ $first == first && $smoke != 0 ]]; then
+  i=0; : > /tmp/compile_families
+  for fam in $smoke; do
+    # SIGABRT at the limit: faulthandler prints every thread's Python stack into the log, so a smoke that
+    # runs out of time says where it was (Dynamo tracing, Inductor codegen, Triton autotuning)
+    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout -s ABRT -k 15 240 python3 -X faulthandler -m sessa_bench.train \
+      experiment=table1_symbol_soup \
       model=$fam compile=true trainer.max_steps=40 trainer.val_check_interval=40 \
       callbacks.checkpoint.every_n_steps=40 probe=false logger=none results_dir=/tmp/smoke \
       experiment_name=compile_smoke > "$work/logs/smoke-$fam.log" 2>&1 &
@@ -88,9 +96,8 @@ if [[ $first == first && ${COMPILE_SMOKE:-0} == 1 ]]; then
   for j in "${!pids[@]}"; do
     wait "${pids[$j]}"; rc=$?
     echo "compile smoke ${fams[$j]}: exit $rc" | tee -a "$work/logs/smoke.txt"
-    [[ $rc == 0 ]] || ok=false
+    [[ $rc == 0 ]] && echo "${fams[$j]}" >> /tmp/compile_families
   done
-  echo "$ok" > /tmp/compile_flag
 fi
 if [[ $first == first ]] && (( ngpu >= 2 )); then
   # shellcheck disable=SC2086
@@ -99,7 +106,10 @@ if [[ $first == first ]] && (( ngpu >= 2 )); then
   echo "ddp_check exit $?" >> "$work/logs/ddp.log"
   cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
 fi
-compile=$(cat /tmp/compile_flag 2>/dev/null || echo false)
+compile=false  # for the calibration: all families or none
+[[ $(sort /tmp/compile_families 2>/dev/null | tr '\n' ' ') == "mamba2 sessa transformer " ]] && compile=true
+per_family=(compile=false)  # the table runs: eager, but for the families whose compile smoke passed
+for fam in $(cat /tmp/compile_families 2>/dev/null); do per_family+=("$fam:compile=true"); done
 
 if [[ $WORK == calibrate ]]; then  # the Diffuse MQAR calibration grid instead of a table
   what=(python3 -m sessa_bench.calibrate --run --jobs-per-gpu "$PER_GPU" --results-dir "$runs"
@@ -107,7 +117,7 @@ if [[ $WORK == calibrate ]]; then  # the Diffuse MQAR calibration grid instead o
 else
   # shellcheck disable=SC2206
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
-        --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" compile="$compile"
+        --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
         trainer.enable_progress_bar=false)
   plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)
 fi
@@ -139,11 +149,11 @@ if [[ ! -f $started ]]; then
   fi
   busy=("${mps[@]}" "${busy[@]}")
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
-    setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? (compile='"$compile"')" \
+    setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? ('"${per_family[*]}"')" \
       >> "$0/logs/tables.log"; touch "$0/tables.done"' "$work" "${busy[@]}" < /dev/null &
   else
     "${busy[@]}" >> "$work/logs/tables.log" 2>&1
-    echo "tables exit $? (compile=$compile)" >> "$work/logs/tables.log"
+    echo "tables exit $? (${per_family[*]})" >> "$work/logs/tables.log"
     touch "$done"
   fi
 fi

@@ -31,9 +31,10 @@ nothing trains. --plan (instead of --run) prints the round that
 GPU on a machine without one; the round after it depends on this one's results, so it is not shown).
 
 Overrides apply to every experiment of the table; `<experiment>:<override>` applies to one only, e.g.
-`table1_diffuse_mqar:task.train_lag=[8,31]` (SymbolSoup has no such key). Only runs whose task, budget and
-seed match the composed config are tabulated, so `task=bible` (the offline stand-in for SimpleStories)
-builds Table 2 from the *-bible-* runs, and the table says so.
+`table1_diffuse_mqar:task.train_lag=[8,31]` (SymbolSoup has no such key), and `<model>:<override>` to one
+family only, e.g. `mamba2:compile=false` (execution settings; the protocol's knobs stay shared). Only
+runs whose task, budget and seed match the composed config are tabulated, so `task=bible` (the offline
+stand-in for SimpleStories) builds Table 2 from the *-bible-* runs, and the table says so.
 """
 
 from __future__ import annotations
@@ -52,15 +53,18 @@ from sessa_bench.run_folder import RunFolder
 
 
 def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[str]]:
-    """Overrides per experiment: plain ones go to all, `<experiment>:<override>` to that one only."""
+    """Overrides per experiment: plain ones go to all, `<experiment>:<override>` to that one only; a
+    family-scoped `[<experiment>:]<model>:<override>` stays scoped (protocol.cell applies it to that model)."""
     known = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    models = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
     out: dict[str, list[str]] = {n: [] for n in names}
     for o in overrides:
         head, sep, rest = o.partition(":")
-        if sep and "=" not in head:  # a colon before any '=': a scoped override
+        if sep and "=" not in head and head not in models:  # a colon before any '=': a scoped override
             if head not in known:
-                raise ValueError(f"override {o!r}: {head!r} is not an experiment; scoped overrides are "
-                                 f"written <experiment>:<override> with experiment one of {sorted(known)}")
+                raise ValueError(f"override {o!r}: {head!r} is neither an experiment nor a model; scoped "
+                                 f"overrides are written <experiment>:<override> or <model>:<override>, with "
+                                 f"experiment one of {sorted(known)} and model one of {sorted(models)}")
             if head in out:  # scoped to an experiment of another table: not for this one
                 out[head].append(rest)
         else:

@@ -45,6 +45,7 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
         assert 0 <= summary["final"][key] < 100
     assert summary["params"]["total"] > 0 and abs(summary["params"]["deviation"]) <= 0.02
     assert summary["backends"] == ["sdpa"] and summary["git_commit"] and summary["hardware"]["torch"]
+    assert summary["compile"] is False
     assert summary["steps"] == 6 and summary["throughput_tokens_per_s"] > 0
     flops = summary["throughput_tokens_per_s"] * summary["cost"]["train_flops_per_token"]
     assert summary["mfu"] == pytest.approx(flops / (1e12 * summary["world_size"]))
@@ -60,10 +61,24 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
         run(compose_train(overrides(tmp_path, "model=transformer", "optim.lr=0.5")))
 
 
-def test_mfu_is_null_in_the_summary_where_the_peak_is_unknown(tmp_path):
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """One finished run of the tiny Transformer on CPU (its peak FLOPs unknown), shared by the tests that only
+    read it: its returned summary and its folder."""
+    tmp = tmp_path_factory.mktemp("cpu_run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SESSA_BENCH_CACHE", str(tmp / "cache"))
+    try:
+        summary = run(compose_train(overrides(tmp, "model=transformer")))
+    finally:
+        mp.undo()
+    return summary, tmp / "runs" / "default" / "transformer-symbol_soup-tiny-s0"
+
+
+def test_mfu_is_null_in_the_summary_where_the_peak_is_unknown(cpu_run):
     """On CPU (no known peak) summary.json has MFU null, not NaN (the bench tables' convention, not JSON)."""
-    summary = run(compose_train(overrides(tmp_path, "model=transformer")))
-    saved = json.loads(RunFolder(tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0").summary.read_text())
+    summary, folder = cpu_run
+    saved = json.loads(RunFolder(folder).summary.read_text())
     assert summary["throughput_tokens_per_s"] > 0  # so the null is the peak's, not a missing throughput
     assert summary["mfu"] is None and saved["mfu"] is None
 
@@ -93,8 +108,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     resumed = _train_subprocess(tmp_path, *common, "experiment_name=resumed", "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout
-    full = _train_subprocess(tmp_path, *common, "experiment_name=full")
-    assert full.returncode == 0, full.stderr[-2000:]
+    # the uninterrupted reference trains in this process (no interpreter start-up): the same run, its own folder
+    run(compose_train(overrides(tmp_path, *common, "experiment_name=full")))
     a = folder.read_summary()["final"]
     b = RunFolder(tmp_path / "runs" / "full" / "sessa-symbol_soup-tiny-s0").read_summary()["final"]
     assert a.keys() == b.keys()
@@ -152,10 +167,13 @@ def test_toy_mixer_decodes_like_parallel():
     assert torch.allclose(m(x, cache), m(x))
 
 
-def test_eval_reproduces_the_final_test_metrics(tmp_path):
+def test_eval_reproduces_the_final_test_metrics(cpu_run, tmp_path):
+    import shutil
+
     from sessa_bench.evaluate import evaluate
-    summary = run(compose_train(overrides(tmp_path, "model=transformer")))
-    folder = tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0"
+    summary = cpu_run[0]
+    folder = tmp_path / "run"  # a copy: its checkpoint is spoilt below
+    shutil.copytree(cpu_run[1], folder)
     again = evaluate(folder, "test", accelerator="cpu")
     assert again["test/acc"] == pytest.approx(summary["final"]["test/acc"])
     assert json.loads((folder / "eval_test.json").read_text())["test/acc"] == again["test/acc"]

@@ -52,6 +52,9 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tables")
     mp = pytest.MonkeyPatch()
     mp.setenv("SESSA_BENCH_CACHE", str(tmp / "cache"))
+    # the --jobs 2 workers below (each a `python -m sessa_bench.train` with this environment) side by side on a
+    # 2-core machine: one thread each, as the other tests' subprocesses, not two each fighting over the cores
+    mp.setenv("OMP_NUM_THREADS", "1")
     base = [f"results_dir={tmp / 'runs'}", *TINY]
     out = {"tmp": tmp, "base": base}
     out["table2"] = build("table2", [0], base + LM, run=True, out_dir=tmp, max_steps_cap=CAP)
@@ -168,6 +171,10 @@ def test_parameter_table_and_caption(built):
     wall = sum(summary(built["tmp"], "table1_diffuse_mqar", f)["wall_seconds_this_process"]
                for f in ("sessa", "transformer", "mamba2"))
     assert f"time {wall:,.0f} s" in md and "device CPU x" in md and "budget `tiny`" in md
+    assert "; execution eager; " in md
+    from sessa_bench.report.paper import execution
+    assert execution([{"family": "sessa", "compile": True}, {"family": "sessa", "compile": False},
+                      {"family": "mamba2"}]) == "sessa 1/2 runs compiled (torch.compile), the rest eager"
     # device time: each run's wall time over the runs sharing its device (one at a time here)
     shares = [(s["wall_seconds_this_process"], s.get("concurrent_runs") or 1)
               for s in (summary(built["tmp"], "table1_diffuse_mqar", f) for f in ("sessa", "transformer", "mamba2"))]
@@ -212,8 +219,17 @@ def test_scoped_overrides():
     got = split_overrides(["a=1", "table1_diffuse_mqar:task.n_pairs=4", "table2_simplestories:x=2", "p=q:r"],
                           ["table1_symbol_soup", "table1_diffuse_mqar"])
     assert got == {"table1_symbol_soup": ["a=1", "p=q:r"], "table1_diffuse_mqar": ["a=1", "task.n_pairs=4", "p=q:r"]}
-    with pytest.raises(ValueError, match="not an experiment"):
+    with pytest.raises(ValueError, match="neither an experiment nor a model"):
         split_overrides(["nosuch:task.n=1"], ["table1_symbol_soup"])
+    # family scopes stay until the cell of that family takes them (execution settings such as compile)
+    got = split_overrides(["mamba2:compile=false", "table1_symbol_soup:sessa:compile=true"], ["table1_symbol_soup"])
+    assert got == {"table1_symbol_soup": ["mamba2:compile=false", "sessa:compile=true"]}
+    from sessa_bench.report.protocol import cell, for_family
+    ov = ["compile=true", "mamba2:compile=false", "x=a:b"]
+    assert for_family(ov, "mamba2") == ["compile=true", "compile=false", "x=a:b"]
+    assert for_family(ov, "sessa") == ["compile=true", "x=a:b"]
+    c = cell("table1_symbol_soup", "mamba2", ["mamba2:sweep.lr=[0.01]", "sessa:sweep.lr=[0.02]"], "val/acc")
+    assert c.grid == [0.01] and c.overrides == ["sweep.lr=[0.01]"]
     with pytest.raises(ValueError, match="table"):
         build("table3")
 

@@ -6,6 +6,7 @@ the time spent. `sessa_bench.tables` runs what is missing first."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,11 +277,22 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
             f"{'/'.join(f'{t:,}' for t in tokens)} training tokens per run; {len(runs)} runs at the chosen "
             f"rates and {len(c.sweep_runs)} other sweep runs; "
             f"device {', '.join(devices)}; commit {', '.join(commits)}; precision "
-            f"{', '.join(sorted({str(s['precision']) for s in runs}))}; "
+            f"{', '.join(sorted({str(s['precision']) for s in runs}))}; execution {execution(timed)}; "
             f"time {gpu_s:,.0f} s = {gpu_s / 60:.1f} min (sum of the wall time of all these runs: sweep, "
             f"extensions and evaluation included{sharing})")
     return ("_" + "; ".join(parts) + f". Built by `python -m sessa_bench.tables {table.name}` from run folders "
             f"only._")
+
+
+def execution(summaries: list[dict]) -> str:
+    """How the runs executed: eager, or which families' runs were compiled (summaries without the key
+    predate its recording, when every table run was eager)."""
+    compiled = Counter(s["family"] for s in summaries if s.get("compile"))
+    if not compiled:
+        return "eager"
+    every = Counter(s["family"] for s in summaries)
+    return ", ".join(f"{f} {compiled[f]}/{n} runs" for f, n in sorted(every.items()) if compiled[f]) + \
+        " compiled (torch.compile), the rest eager"
 
 
 def write(table: Table, seeds: list[int], scoped: dict[str, list[str]], out_dir: str | Path = "results",

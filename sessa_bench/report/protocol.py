@@ -214,7 +214,20 @@ class Cell:
         return convergence(r.rows, self.metric, r.steps, self.best, trivial_level(r.summary.get("task_facts")))
 
 
+def for_family(overrides: list[str], family: str) -> list[str]:
+    """The overrides that apply to `family`: plain ones, and `<family>:<override>` ones without the scope."""
+    out = []
+    for o in overrides:
+        head, sep, rest = o.partition(":")
+        if not sep or "=" in head:  # a colon only after the '=' belongs to the value
+            out.append(o)
+        elif head == family:
+            out.append(rest)
+    return out
+
+
 def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cell:
+    overrides = for_family(overrides, family)
     cfg, res = _compose((f"experiment={experiment}", f"model={family}", "seed=0", *overrides))
     return Cell(experiment, family, list(overrides), metric, list(res["sweep"]["lr"]), float(res["optim"]["lr"]),
                 int(res["trainer"]["max_steps"]), res["optim"]["schedule"] == "constant",
