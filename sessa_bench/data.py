@@ -104,14 +104,20 @@ class TaskDataModule(L.LightningDataModule):
                                    start_step=lambda: trainer.global_step if trainer is not None else 0,
                                    rank=rank, world=world)
         return DataLoader(self.split("train"), batch_sampler=sampler, collate_fn=self.task.collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, pin_memory=self.pin_memory())
 
     def _eval_loader(self, name: str):
         data = self.split(name)
         # a range is an ordered sampler Lightning leaves alone (use_distributed_sampler=False)
         shard = eval_shard(len(data), *_rank_world(self.trainer))
         return DataLoader(data, batch_size=self.eval_batch_size, sampler=shard, collate_fn=self.task.collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, pin_memory=self.pin_memory())
+
+    def pin_memory(self) -> bool:
+        """Pinned batches under a GPU trainer: a copy to the GPU from pageable memory first waits for the
+        device's stream to drain (CUDA's rule for pageable transfers), which made every step a host sync."""
+        t = self.trainer
+        return t is not None and t.strategy.root_device.type == "cuda"
 
     def val_dataloader(self):
         return self._eval_loader("val")

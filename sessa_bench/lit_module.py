@@ -66,7 +66,9 @@ class LitSequenceModel(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # DDP: the mean of the global batch
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        # A CPU tensor: from a Python float Lightning builds a tensor on the model's device, a blocking
+        # host-to-device copy that waited for the forward on the GPU at every step.
+        self.log("train/lr", torch.tensor(float(self.trainer.optimizers[0].param_groups[0]["lr"])))
         return loss
 
     # --- evaluation: accumulate over the split, reduce once ------------------------------------------

@@ -215,3 +215,26 @@ def test_step_batches_are_a_pure_function_of_seed_and_step():
     it = iter(resumed)
     assert [next(it), next(it)] == batches[3:5]
     assert StepBatchSampler(10, 4, seed=4).batch(0) != batches[0]
+
+
+def test_training_step_logs_the_rate_without_a_device_copy():
+    """train/lr goes to Lightning as a CPU tensor: from a Python float Lightning builds a tensor on the model's
+    device, a blocking copy that made the GPU finish the forward before the backward was launched, every step."""
+    from sessa_bench.lit_module import LitSequenceModel
+
+    class Trainer:  # what training_step reads from its trainer
+        def __init__(self, opt):
+            self.optimizers = [opt]
+
+    cfg = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, mixer="attention", mixer_kwargs={"backend": "math"})
+    optim = dict(lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, warmup_steps=1, min_lr_ratio=0.1)
+    lit = LitSequenceModel(cfg, optim, 10)
+    opt = lit.configure_optimizers()["optimizer"]
+    lit.trainer = Trainer(opt)
+    logged = {}
+    lit.log = lambda name, value, **kw: logged.setdefault(name, value)
+    ids = torch.randint(0, 32, (2, 8))
+    lit.training_step({"input_ids": ids, "labels": ids}, 0)
+    lr = logged["train/lr"]
+    assert isinstance(lr, torch.Tensor) and lr.device.type == "cpu"
+    assert lr.item() == pytest.approx(opt.param_groups[0]["lr"])

@@ -4,6 +4,7 @@ workers and the environment each worker gets, and which process writes the run f
 import re
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -47,8 +48,9 @@ def test_eval_shards_partition_the_split(n, world):
 
 
 class _Trainer:  # what the data module reads from a trainer
-    def __init__(self, rank, world, step=0):
+    def __init__(self, rank, world, step=0, device="cpu"):
         self.global_rank, self.world_size, self.global_step = rank, world, step
+        self.strategy = SimpleNamespace(root_device=torch.device(device))
 
 
 def test_data_module_loaders_shard_by_the_trainers_rank(tmp_path, monkeypatch):
@@ -69,6 +71,10 @@ def test_data_module_loaders_shard_by_the_trainers_rank(tmp_path, monkeypatch):
     one = TaskDataModule(task, batch_size=4, seed=1)
     one.trainer = _Trainer(0, 1, step=5)
     assert torch.equal(torch.cat(first), next(iter(one.train_dataloader()))["labels"])
+    # pinned host batches only under a GPU trainer (a pageable copy to the GPU syncs its stream first)
+    assert not one.train_dataloader().pin_memory and not one.val_dataloader().pin_memory
+    one.trainer = _Trainer(0, 1, device="cuda")
+    assert one.train_dataloader().pin_memory and one.val_dataloader().pin_memory and one.test_dataloader().pin_memory
 
 
 # --- many runs across GPUs -------------------------------------------------------------------------------
