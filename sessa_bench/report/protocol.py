@@ -201,10 +201,11 @@ class Cell:
         scores: dict[float, float | None] = {}
         while True:
             chosen, tried, missing = select_lr(self.grid, scores, mode_of(self.metric))
-            todo = [x for x in missing if (r := self.run(x, 0)).summary is None]
+            runs = {x: self.run(x, 0) for x in missing}  # each composes a config: once per rate
+            todo = [x for x in missing if runs[x].summary is None]
             for x in missing:
                 if x not in todo:
-                    scores[x] = self.score(self.run(x, 0))
+                    scores[x] = self.score(runs[x])
             if todo or chosen is not None:
                 return chosen, tried, {x: scores.get(x) for x in tried}, todo
 
