@@ -52,14 +52,20 @@ def _with_autograd(fn, device: torch.device):
     return out[0]
 
 
+def _dense(t: Tensor) -> Tensor:
+    """Contiguous: every op output here has the contiguous strides its fake promises."""
+    return t.contiguous()
+
+
 def _scan(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, want_state):
     scan = kernels()[0]
     out = scan(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, initial_states=initial_states,
                dt_softplus=True, return_final_states=want_state)
     y, final = out if want_state else (out, None)
-    # Fixed output dtypes (y in x's, the state in float32), so the fake below is right by construction.
-    final = final.float() if want_state else x.new_empty((0,), dtype=torch.float32)
-    return y.to(x.dtype), final
+    # Fixed output dtypes (y in x's, the state in float32) and contiguous strides, so the fake below is right
+    # by construction: compiled code checks the strides the fake promised (a stand-in's permuted y failed it).
+    final = _dense(final.float()) if want_state else x.new_empty((0,), dtype=torch.float32)
+    return _dense(y.to(x.dtype)), final
 
 
 @torch.library.custom_op("sessa_bench::mamba_scan", mutates_args=())
@@ -98,7 +104,7 @@ def mamba_scan_backward(dy: Tensor, dfinal: Tensor, x: Tensor, dt: Tensor, A: Te
             return torch.autograd.grad(outs, wrt, gouts, allow_unused=True)
 
     grads = _with_autograd(recompute, x.device)
-    grads = [torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, wrt)]
+    grads = [_dense(torch.zeros_like(t) if g is None else g.to(t.dtype)) for g, t in zip(grads, wrt)]
     if init is None:
         grads.append(x.new_empty((0,)))
     return grads
@@ -107,8 +113,9 @@ def mamba_scan_backward(dy: Tensor, dfinal: Tensor, x: Tensor, dt: Tensor, A: Te
 @mamba_scan_backward.register_fake
 def _(dy, dfinal, x, dt, A, B, C, chunk_size, D, dt_bias, initial_states, want_state):
     wrt = [x, dt, A, B, C, D, dt_bias]
-    return [torch.empty_like(t) for t in wrt] + [
-        torch.empty_like(initial_states) if initial_states is not None else x.new_empty((0,))]
+    return [x.new_empty(t.shape, dtype=t.dtype) for t in wrt] + [
+        x.new_empty(initial_states.shape, dtype=initial_states.dtype) if initial_states is not None
+        else x.new_empty((0,))]
 
 
 def _scan_setup(ctx, inputs, output):
@@ -131,7 +138,7 @@ mamba_scan.register_autograd(_scan_backward, setup_context=_scan_setup)
 
 def _norm(y, weight, z, eps, group_size):
     out = kernels()[1](y, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=False)
-    return out.to(y.dtype)
+    return _dense(out.to(y.dtype))
 
 
 @torch.library.custom_op("sessa_bench::mamba_gated_rmsnorm", mutates_args=())
@@ -156,12 +163,12 @@ def mamba_gated_rmsnorm_backward(dout: Tensor, y: Tensor, weight: Tensor, z: Ten
             return torch.autograd.grad([_norm(*ins, eps, group_size)], ins, [dout], allow_unused=True)
 
     grads = _with_autograd(recompute, y.device)
-    return [torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, ins)]
+    return [_dense(torch.zeros_like(t) if g is None else g.to(t.dtype)) for g, t in zip(grads, ins)]
 
 
 @mamba_gated_rmsnorm_backward.register_fake
 def _(dout, y, weight, z, eps, group_size):
-    return [torch.empty_like(y), torch.empty_like(weight), torch.empty_like(z)]
+    return [y.new_empty(t.shape, dtype=t.dtype) for t in (y, weight, z)]
 
 
 def _norm_setup(ctx, inputs, output):

@@ -134,6 +134,10 @@ def test_mamba_norm_op_gradients_and_compile(mamba_standin):
 def test_mamba_ops_opcheck(mamba_standin):
     x, dt, A, B, C, D, dt_bias = mamba_inputs()
     torch.library.opcheck(mamba_ssm_ops.mamba_scan, (x, dt, A, B, C, 4, D, dt_bias, None, True))
+    # one chunk (l <= chunk_size): the stand-in's y comes out head-major, not in the fake's strides; the op
+    # must return what its fake promises, or compiled code fails its stride check (the `small` Mamba2 did)
+    x, dt, A, B, C, D, dt_bias = mamba_inputs(l=7)
+    torch.library.opcheck(mamba_ssm_ops.mamba_scan, (x, dt, A, B, C, 8, D, dt_bias, None, True))
     y, z, w = torch.randn(2, 5, 12), torch.randn(2, 5, 12), torch.randn(12)
     torch.library.opcheck(mamba_ssm_ops.mamba_gated_rmsnorm, (y.requires_grad_(), w, z, 1e-5, 6))
 
