@@ -58,3 +58,47 @@ def import_state_update():
         return selective_state_update
     except Exception:
         return None
+
+
+@functools.cache
+def import_mamba_ssm_kernels():
+    """The forward and backward functions behind mamba_ssm's Mamba2 autograd Functions (the chunked scan's
+    and the gated RMSNorm's; module-private in mamba-ssm 2.3, which its own Functions call), each adapted to
+    the signature sessa_bench's custom ops use (models/mamba_ssm_ops.py), or None. Never raises.
+
+        scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states) -> (y, final_state)
+        scan_bwd(dy, dfinal, x, dt, A, B, C, y, chunk_size, D, dt_bias, initial_states)
+            -> (dx, ddt, dA, dB, dC, dD, ddt_bias, dinitial_states or None)
+        norm_fwd(y, weight, z, eps, group_size) -> (out, rstd)       # 2-D y and z, norm(y * silu(z))
+        norm_bwd(dout, y, weight, z, eps, group_size, rstd) -> (dy, dweight, dz)
+    """
+    if import_mamba_ssm() is None:
+        return None
+    try:
+        from mamba_ssm.ops.triton.layernorm_gated import _layer_norm_bwd, _layer_norm_fwd
+        from mamba_ssm.ops.triton.ssd_combined import _mamba_chunk_scan_combined_bwd, _mamba_chunk_scan_combined_fwd
+    except Exception:
+        return None
+
+    def scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states):
+        out = _mamba_chunk_scan_combined_fwd(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias,
+                                             initial_states=initial_states, dt_softplus=True)
+        return out[0], out[5]  # (out, out_x, dt, dA_cumsum, states, final_states, ...)
+
+    def scan_bwd(dy, dfinal, x, dt, A, B, C, y, chunk_size, D, dt_bias, initial_states):
+        dx, ddt, dA, dB, dC, dD, _, ddt_bias, dinit = _mamba_chunk_scan_combined_bwd(
+            dy, x, dt, A, B, C, y, chunk_size, D=D, dt_bias=dt_bias, initial_states=initial_states,
+            dfinal_states=dfinal, dt_softplus=True)
+        return dx, ddt, dA, dB, dC, dD, ddt_bias, dinit
+
+    def norm_fwd(y, weight, z, eps, group_size):
+        out, _, rstd = _layer_norm_fwd(y, weight, None, eps, z=z, group_size=group_size, norm_before_gate=False,
+                                       is_rms_norm=True)
+        return out, rstd
+
+    def norm_bwd(dout, y, weight, z, eps, group_size, rstd):
+        dy, dw, _, dz = _layer_norm_bwd(dout, y, weight, None, eps, None, rstd, z=z, group_size=group_size,
+                                        norm_before_gate=False, is_rms_norm=True)
+        return dy, dw, dz
+
+    return scan_fwd, scan_bwd, norm_fwd, norm_bwd

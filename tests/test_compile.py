@@ -78,9 +78,36 @@ def _norm_standin(y, weight, bias, z=None, eps=1e-5, group_size=None, norm_befor
     return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2) * weight
 
 
+# The four functions the ops run (mamba_ssm_import.import_mamba_ssm_kernels' signatures), from the stand-ins;
+# the backward ones by torch.func.vjp, which works inside an op body (plain autograd does not run there).
+def _scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, initial_states):
+    return _scan_standin(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, initial_states=initial_states,
+                         return_final_states=True)
+
+
+def _scan_bwd(dy, dfinal, x, dt, A, B, C, y, chunk_size, D, dt_bias, initial_states):
+    init = () if initial_states is None else (initial_states,)
+    (_, final), vjp = torch.func.vjp(
+        lambda x, dt, A, B, C, D, dt_bias, *i: _scan_fwd(x, dt, A, B, C, chunk_size, D, dt_bias, *(i or (None,))),
+        x, dt, A, B, C, D, dt_bias, *init)
+    grads = vjp((dy, torch.zeros_like(final) if dfinal is None else dfinal))
+    return (*grads[:7], grads[7] if init else None)
+
+
+def _norm_fwd(y, weight, z, eps, group_size):
+    h = (y * F.silu(z)).unflatten(-1, (-1, group_size))
+    rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (h * rstd).flatten(-2) * weight, rstd
+
+
+def _norm_bwd(dout, y, weight, z, eps, group_size, rstd):
+    _, vjp = torch.func.vjp(lambda y, w, z: _norm_fwd(y, w, z, eps, group_size)[0], y, weight, z)
+    return vjp(dout)
+
+
 @pytest.fixture
 def mamba_standin(monkeypatch):
-    monkeypatch.setattr(mamba_ssm_ops, "kernels", lambda: (_scan_standin, _norm_standin))
+    monkeypatch.setattr(mamba_ssm_ops, "kernels", lambda: (_scan_fwd, _scan_bwd, _norm_fwd, _norm_bwd))
 
 
 def mamba_inputs(b=2, l=11, h=4, p=3, g=2, n=5):
@@ -190,6 +217,28 @@ def test_lit_module_compiles_in_place():
     assert list(lit.state_dict()) == list(plain.state_dict())
     with pytest.raises(ValueError, match="compile must be true or false"):
         LitSequenceModel(cfg, optim, 10, compile="yes")
+
+
+@pytest.mark.parametrize("T", [6, 20])  # one chunk (chunk_size 8), and three
+def test_compiled_mamba2_on_the_mamba_ssm_ops_matches_eager(mamba_standin, monkeypatch, T):
+    """The path a compiled Mamba2 takes on the GPU: mamba_ssm's kernels behind the custom ops (stand-ins
+    here), forward and backward through the ops' own backward functions, against the eager torch backend."""
+    from sessa_bench.models import mamba2 as m2
+    eager, compiled = tiny("mamba2"), tiny("mamba2")
+    monkeypatch.setattr(m2, "resolve_backend",
+                        lambda backend, x, ok=None: "mamba_ssm" if torch.compiler.is_compiling() else "torch")
+    compiled.compile(fullgraph=True, backend="aot_eager")
+    idx = torch.randint(0, 32, (2, T))
+    outs, grads = [], []
+    for m in (eager, compiled):
+        out = m(idx)
+        out.square().mean().backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    assert compiled.mixers[0].backend_used() == "mamba_ssm" and eager.mixers[0].backend_used() == "torch"
+    assert torch.allclose(outs[1], outs[0], atol=1e-5, rtol=1e-4)
+    for n, g in grads[0].items():
+        assert torch.allclose(grads[1][n], g, atol=1e-5, rtol=1e-4), n
 
 
 _INTERPRETED_SESSA = """

@@ -83,3 +83,20 @@ def test_mamba_ssm_prefill_then_steps():
         rest = m(u[:, 280:], cache)               # token by token
     y = torch.cat([first, second, rest], dim=1)
     assert rel(y, y_ref) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_compiled_mamba_ssm_matches_eager(dtype):
+    """Compiled, the mixer runs mamba_ssm's kernels behind sessa_bench's custom ops (models/mamba_ssm_ops.py),
+    backward included; against the eager mamba_ssm backend. (The ops' first backward recomputed under
+    autograd on a helper thread, which deadlocks on CUDA: this test would hang there.)"""
+    m = make(dtype)
+    g = torch.Generator(device="cuda").manual_seed(2)
+    u = torch.randn(SHAPE["b"], SHAPE["l"], SHAPE["d_model"], device="cuda", generator=g).to(dtype)
+    grad_out = torch.randn(u.shape, device="cuda", generator=g).to(dtype)
+    y_ref, g_ref = forward_backward(m, u, grad_out, "mamba_ssm")
+    m.compile(fullgraph=True)
+    y, grads = forward_backward(m, u, grad_out, "mamba_ssm")
+    errors = {"output": rel(y, y_ref)} | {k: rel(grads[k], g_ref[k]) for k in g_ref}
+    bad = {k: e for k, e in errors.items() if not e < TOL[dtype]}
+    assert not bad, f"relative errors above {TOL[dtype]}: {bad} (all: {errors})"

@@ -283,20 +283,49 @@ def test_import_helper_registers_stand_in(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("import selective_scan_cuda\n")
     (pkg / "ops" / "__init__.py").write_text("")
     (pkg / "ops" / "triton" / "__init__.py").write_text("")
-    (pkg / "ops" / "triton" / "ssd_combined.py").write_text("def mamba_chunk_scan_combined(): return 'scan'")
-    (pkg / "ops" / "triton" / "layernorm_gated.py").write_text("def rmsnorm_fn(): return 'norm'")
+    # ... and the forward/backward functions its autograd Functions call, with mamba-ssm 2.3's signatures and
+    # return tuples (the adapters pick their items by position)
+    (pkg / "ops" / "triton" / "ssd_combined.py").write_text(
+        "def mamba_chunk_scan_combined(): return 'scan'\n"
+        "def _mamba_chunk_scan_combined_fwd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None,\n"
+        "        initial_states=None, seq_idx=None, cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, 1e9)):\n"
+        "    assert dt_softplus and z is None\n"
+        "    return ('out', 'out_x', 'dt_out', 'dA_cumsum', 'states', 'final_states')\n"
+        "def _mamba_chunk_scan_combined_bwd(dout, x, dt, A, B, C, out, chunk_size, D=None, z=None,\n"
+        "        dt_bias=None, initial_states=None, dfinal_states=None, seq_idx=None, dt_softplus=False,\n"
+        "        dt_limit=(0.0, 1e9), dx=None, ddt=None, dB=None, dC=None, dz=None, recompute_output=False):\n"
+        "    assert dt_softplus and z is None and out == 'y' and dfinal_states == 'df'\n"
+        "    return ('dx', 'ddt', 'dA', 'dB', 'dC', 'dD', 'dz', 'ddt_bias', 'dinitial_states')\n")
+    (pkg / "ops" / "triton" / "layernorm_gated.py").write_text(
+        "def rmsnorm_fn(): return 'norm'\n"
+        "def _layer_norm_fwd(x, weight, bias, eps, z=None, out=None, group_size=None, norm_before_gate=True,\n"
+        "        is_rms_norm=False):\n"
+        "    assert is_rms_norm and not norm_before_gate and bias is None\n"
+        "    return 'y', None, 'rstd'\n"
+        "def _layer_norm_bwd(dy, x, weight, bias, eps, mean, rstd, z=None, group_size=None,\n"
+        "        norm_before_gate=True, is_rms_norm=False, recompute_output=False, dz=None, out=None):\n"
+        "    assert is_rms_norm and not norm_before_gate and rstd == 'rstd' and mean is None\n"
+        "    return 'dx', 'dw', 'db', 'dz'\n")
     hide_real_mamba_ssm(monkeypatch)
     before = set(sys.modules)
     monkeypatch.syspath_prepend(str(tmp_path))
     mamba_ssm_import.import_mamba_ssm.cache_clear()
+    mamba_ssm_import.import_mamba_ssm_kernels.cache_clear()
     try:
         scan, norm = mamba_ssm_import.import_mamba_ssm()
         assert (scan(), norm()) == ("scan", "norm")
         assert isinstance(sys.modules["selective_scan_cuda"], type(sys))
+        scan_fwd, scan_bwd, norm_fwd, norm_bwd = mamba_ssm_import.import_mamba_ssm_kernels()
+        assert scan_fwd(*"x dt A B C".split(), 64, "D", "dt_bias", None) == ("out", "final_states")
+        assert scan_bwd("dy", "df", *"x dt A B C y".split(), 64, "D", "dt_bias", None) == \
+            ("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias", "dinitial_states")
+        assert norm_fwd("y", "w", "z", 1e-5, 8) == ("y", "rstd")
+        assert norm_bwd("dout", "y", "w", "z", 1e-5, 8, "rstd") == ("dx", "dw", "dz")
     finally:
         for name in set(sys.modules) - before:
             del sys.modules[name]
         mamba_ssm_import.import_mamba_ssm.cache_clear()
+        mamba_ssm_import.import_mamba_ssm_kernels.cache_clear()
 
 
 def test_import_helper_never_raises(tmp_path, monkeypatch):
