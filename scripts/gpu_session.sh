@@ -5,8 +5,9 @@
 #   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (>= 2 GPUs), then the table runs
 #   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
 # The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two. With COMPILE_SMOKE=1
-# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's did not compile within the smoke's
-# 240 s on the H200, results/bench/h200-run7-session.log)
+# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's did not finish its first step within
+# the smoke's 240 s on the H200, results/bench/h200-run7-session.log: most likely the deadlock in its custom
+# ops' backward fixed since, models/mamba_ssm_ops.py)
 # it first trains each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs,
 # and the table runs of each family whose smoke passed compile (`<family>:compile=true`; an execution
 # setting, recorded in each summary and the table's caption: the protocol itself is the same for all);
