@@ -188,7 +188,7 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25
   echo; echo "## probes"; tail -8 "$work/logs/probe.log" 2>/dev/null
   if [[ -f $done && $WORK != calibrate ]]; then  # what the next lease starts with (tables --plan, as this one ran)
-    echo; echo "## next round (tables --plan on this lease's run folders)"
+    echo; echo "## next round (tables --plan on this lease's run folders; on the next lease's fresh machine no checkpoint is left, so an extension shown resumed retrains from step 0 there)"
     # shellcheck disable=SC2086
     timeout 120 "${plan[@]}" $TABLE_OVERRIDES 2>&1 | tail -12
   fi
