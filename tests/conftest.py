@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -5,6 +7,16 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compile_caches():
+    """Every test compiles from empty TorchDynamo caches, as in a process of its own. Without this, the code
+    objects an earlier test compiled (Backbone.forward and the mixers, by the bench's compiled rows, say) keep
+    their cache entries and guards, and each later compile of the same code goes through them first: the
+    torch.compile tests ran 2-4x slower after tests/test_bench.py than alone."""
+    yield
+    torch._dynamo.reset()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,9 +33,18 @@ RUNS = __import__("pathlib").Path(__file__).resolve().parent.parent / "results" 
 
 
 def _state(root):
-    """Every file under the committed run folders with its size and modification time."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
+    """Every file under the committed run folders with its size and modification time (one stat per file:
+    this runs twice around every test)."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:  # a dangling link
+                continue
+            out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 @pytest.fixture(autouse=True)
