@@ -287,10 +287,11 @@ def estimates(todo: list[Todo], runs_per_gpu: int | None = None) -> list[float |
             finished[key] = finished_runs(t.cell)
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
-                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu))
+                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu,
+                                   compiled=t.cell.compile))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
-                                   runs_per_gpu=runs_per_gpu))
+                                   runs_per_gpu=runs_per_gpu, compiled=t.cell.compile))
     return out
 
 

@@ -300,6 +300,29 @@ def test_a_pace_scales_with_the_runs_sharing_the_gpu():
     assert run_seconds(2000, s, resumable=False, runs_per_gpu=7) == pytest.approx(1400 * 7 / 9)
 
 
+def test_the_pace_measured_nearest_the_rounds_sharing_times_it():
+    """The lease of 2026-11-29 (session 6): Mamba2's seed 0 trained 2000 steps in 1072 s beside 6 more runs,
+    its seed 1 in 742 s beside 3 more. For a round of 2 runs sharing the GPU, seed 1's pace (measured at 4)
+    scales less far than seed 0's (at 7, which the sharing floor would keep at 0.6 x 0.536 s/step)."""
+    s0 = {**summary(2000, 1072.0), "placement": {"runs_on_gpu": 7}}
+    s1 = {**summary(2000, 742.0), "placement": {"runs_on_gpu": 4}}
+    assert pace(own=s0, cell=[s0, s1], runs_per_gpu=2) == pytest.approx(0.371 * SHARING_FLOOR)
+    assert pace(own=s0, cell=[s0, s1], runs_per_gpu=7) == pytest.approx(0.536)
+    # equally far (4 and 16 from 8): the slower at the round's sharing
+    s2 = {**summary(2000, 1600.0), "placement": {"runs_on_gpu": 16}}
+    assert pace(cell=[s1, s2], runs_per_gpu=8) == pytest.approx(max(0.371 * 2, 0.8 / 2))
+
+
+def test_only_runs_trained_alike_time_a_run_when_there_are_any():
+    """A compiled run trains up to 2x faster: its pace must not time an eager run; an eager one times a
+    compiled run only when no compiled run is finished (it leans long)."""
+    eager, fast = summary(1000, 500.0), {**summary(1000, 250.0), "compile": True}
+    assert pace(cell=[eager, fast], compiled=False) == pace(cell=[eager, fast]) == 0.5
+    assert pace(cell=[eager, fast], compiled=True) == 0.25
+    assert pace(cell=[eager], compiled=True) == 0.5
+    assert run_seconds(1000, experiment=[eager, fast], compiled=True) == 250.0
+
+
 def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, fake_ensure, capsys):
     """--plan: the round --run would start (each run, what it trains, its estimate; the round against the
     clock), then stop: nothing trains, no folder is reopened. Seed 0 resumes (STEPS more at its pace), seed 1

@@ -166,6 +166,7 @@ class Cell:
     constant: bool                # optim.schedule == constant: runs can be extended
     best: bool                    # a best-checkpoint callback: report from the best validation
     names: dict = field(default_factory=dict)  # experiment_name, task_name, budget, results_dir
+    compile: bool = False         # its runs train compiled (an execution setting: the estimates' pace)
 
     def run(self, lr: float, seed: int, steps: int | None = None) -> Run:
         steps = steps or self.steps
@@ -234,4 +235,4 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 int(res["trainer"]["max_steps"]), res["optim"]["schedule"] == "constant",
                 "best" in (res.get("callbacks") or {}),
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
-                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]})
+                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]}, bool(res["compile"]))

@@ -47,19 +47,32 @@ def sharing(summary: dict, runs_per_gpu: int | None) -> float:
 
 
 def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
-         runs_per_gpu: int | None = None) -> float | None:
+         runs_per_gpu: int | None = None, compiled: bool | None = None) -> float | None:
     """Seconds per step for a run to train: that of the longest last process among its own finished run (a
-    run being extended) and its cell's (same family, experiment and rate; ties: the slowest), since start-up
-    and evaluation weigh least there (a resumed half-length segment of the same run, timed while more runs
-    shared the GPU, measured 0.52 s/step where its seed's full 2000-step process measured 0.37); else the
-    slowest of its experiment's finished runs; else None. Each at the round's GPU sharing (`sharing`)."""
+    run being extended) and its cell's (same family, experiment and rate), since start-up and evaluation
+    weigh least there (a resumed half-length segment of the same run, timed while more runs shared the GPU,
+    measured 0.52 s/step where its seed's full 2000-step process measured 0.37); of those, the one timed at
+    the GPU sharing nearest the round's (the least scaled: `sharing` is a rough model; ties: the slowest);
+    else the slowest of its experiment's finished runs; else None. Each at the round's GPU sharing. With
+    `compiled` (the run's compile setting), only runs trained the same way time it when there are any: a
+    compiled run trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an
+    eager one; an eager pace for a compiled run only leans long."""
     def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
         return seconds_per_step(s) * sharing(s, runs_per_gpu)
 
-    mine = [s for s in [*([own] if own is not None else []), *cell] if seconds_per_step(s) is not None]
+    def off(s: dict) -> float:  # how far its GPU sharing was from the round's (log scale; 0: unknown)
+        then = (s.get("placement") or {}).get("runs_on_gpu")
+        return abs(math.log(then / runs_per_gpu)) if then and runs_per_gpu else 0.0
+
+    def alike(runs: list[dict]) -> list[dict]:
+        timed = [s for s in runs if seconds_per_step(s) is not None]
+        same = [s for s in timed if compiled is None or bool(s.get("compile")) == compiled]
+        return same or timed
+
+    mine = alike([*([own] if own is not None else []), *cell])
     if mine:
-        return at_round(max(mine, key=lambda s: (trained_in_last_process(s), at_round(s))))
-    known = [at_round(s) for s in experiment if seconds_per_step(s) is not None]
+        return at_round(max(mine, key=lambda s: (trained_in_last_process(s), -off(s), at_round(s))))
+    known = [at_round(s) for s in alike(list(experiment))]
     return max(known) if known else None
 
 
@@ -70,11 +83,12 @@ def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
 
 
 def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
-                experiment: list[dict] = (), runs_per_gpu: int | None = None) -> float | None:
+                experiment: list[dict] = (), runs_per_gpu: int | None = None,
+                compiled: bool | None = None) -> float | None:
     """Seconds to train one run to `target` steps (None: no finished run to time it by). own: the finished
     shorter run it extends (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a
-    pace from (`pace`)."""
-    p = pace(own, cell, experiment, runs_per_gpu)
+    pace from (`pace`, which also takes `compiled`)."""
+    p = pace(own, cell, experiment, runs_per_gpu, compiled)
     if p is None:
         return None
     return p * steps_to_train(target, own["steps"] if own is not None else 0, resumable and own is not None)
