@@ -15,6 +15,7 @@ counts across processes, so split metrics are exact whatever the number of proce
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import lightning as L
@@ -83,19 +84,35 @@ def _rank_world(trainer) -> tuple[int, int]:
 
 class TaskDataModule(L.LightningDataModule):
     def __init__(self, task: Task, batch_size: int, eval_batch_size: int | None = None, seed: int = 0,
-                 num_workers: int = 0, test_split: str = "test"):
+                 num_workers: int = 0, test_split: str = "test", fixed_length: bool = False):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.task, self.batch_size, self.seed, self.num_workers = task, batch_size, seed, num_workers
         self.eval_batch_size = eval_batch_size or batch_size  # per process (evaluation sums, any batch works)
         self.test_split = test_split  # what trainer.test() reads: `sessa-bench eval --split val` sets "val"
+        # fixed_length (under compile): every batch of a split is padded to that split's longest sequence, not
+        # to its own, so the compiled model sees one sequence length per split. Variable lengths make Dynamo
+        # recompile at the second length and then trace every graph with a symbolic length: slower to compile
+        # (Mamba2's smoke and the Transformer's did not finish 40 steps in 240 s on the H200) and slower kernels.
+        # Right padding changes no real position's output (every mixer is causal; class heads read `lengths`).
+        self.fixed_length = fixed_length
         self._sets: dict = {}
+        self._longest: dict = {}
 
     def split(self, name: str):
         if name not in self._sets:
             self._sets[name] = self.task.dataset(name)
         return self._sets[name]
+
+    def collate(self, name: str):
+        """The split's collate function: the task's, padding to the split's longest sequence with fixed_length."""
+        if not self.fixed_length:
+            return self.task.collate
+        if name not in self._longest:
+            data = self.split(name)
+            self._longest[name] = max(len(data[i]["input_ids"]) for i in range(len(data)))
+        return partial(self.task.collate, length=self._longest[name])
 
     def train_dataloader(self):
         trainer = self.trainer
@@ -103,14 +120,14 @@ class TaskDataModule(L.LightningDataModule):
         sampler = StepBatchSampler(len(self.split("train")), self.batch_size, self.seed,
                                    start_step=lambda: trainer.global_step if trainer is not None else 0,
                                    rank=rank, world=world)
-        return DataLoader(self.split("train"), batch_sampler=sampler, collate_fn=self.task.collate,
+        return DataLoader(self.split("train"), batch_sampler=sampler, collate_fn=self.collate("train"),
                           num_workers=self.num_workers, pin_memory=self.pin_memory())
 
     def _eval_loader(self, name: str):
         data = self.split(name)
         # a range is an ordered sampler Lightning leaves alone (use_distributed_sampler=False)
         shard = eval_shard(len(data), *_rank_world(self.trainer))
-        return DataLoader(data, batch_size=self.eval_batch_size, sampler=shard, collate_fn=self.task.collate,
+        return DataLoader(data, batch_size=self.eval_batch_size, sampler=shard, collate_fn=self.collate(name),
                           num_workers=self.num_workers, pin_memory=self.pin_memory())
 
     def pin_memory(self) -> bool:

@@ -143,7 +143,8 @@ def _run(cfg: DictConfig) -> dict:
     # Everything that can fail on bad input happens before the run folder is touched: the data of every
     # split, the model, the trainer, its loggers and callbacks.
     task = build_task(cfg)
-    dm = TaskDataModule(task, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.num_workers)
+    dm = TaskDataModule(task, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.num_workers,
+                        fixed_length=bool(cfg.compile))  # one sequence length per split for the compiled model
     check_splits(cfg, dm)
     model_cfg, budget = resolve_model(cfg, task)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model's initialisation
@@ -226,7 +227,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
             longer = task.scaled(int(factor))
             lit.test_prefix, lit.slice_names = f"test@{factor}x", tuple(getattr(longer, "slice_names", ()))
             final.update(trainer.test(lit, datamodule=TaskDataModule(longer, cfg.data.batch_size,
-                                                                    cfg.data.eval_batch_size, cfg.seed),
+                                                                    cfg.data.eval_batch_size, cfg.seed,
+                                                                    fixed_length=bool(cfg.compile)),
                                       verbose=False)[0])
 
     total, _ = count_params(lit.model)

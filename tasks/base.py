@@ -87,18 +87,19 @@ class Task:
     def dataset(self, split: str) -> Dataset:
         raise NotImplementedError
 
-    def collate(self, items: list[dict]) -> dict:
-        return pad_collate(items, self.pad_id)
+    def collate(self, items: list[dict], length: int | None = None) -> dict:
+        return pad_collate(items, self.pad_id, length)
 
 
 def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
-def pad_collate(items: list[dict], pad_id: int) -> dict:
-    """Right-pads a batch; adds `lengths` so class heads can read the last real position."""
+def pad_collate(items: list[dict], pad_id: int, length: int | None = None) -> dict:
+    """Right-pads a batch to its longest sequence, or to `length` when given (at least that); adds `lengths` so
+    class heads can read the last real position."""
     lengths = torch.tensor([len(it["input_ids"]) for it in items])
-    T = int(lengths.max())
+    T = max(int(lengths.max()), length or 0)
     B = len(items)
     out = {"input_ids": torch.full((B, T), pad_id, dtype=torch.long), "lengths": lengths}
     for i, it in enumerate(items):
