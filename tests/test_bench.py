@@ -2,12 +2,49 @@
 loop is timed at the bare step's shapes."""
 
 import csv
+import os
+
+import pytest
 
 from sessa_bench.bench.__main__ import main
 
 
-def test_cpu_bench_writes_table_csv_and_plot(tmp_path):
-    main(["--preset", "cpu", "--out-dir", str(tmp_path)])
+@pytest.fixture(scope="module")
+def cpu_bench(tmp_path_factory):
+    """`make bench` on CPU, once for the tests below: its output folder, and each harness-loop run it made (the
+    call's arguments, its result, the shape of every batch its training steps saw, the task cache variable
+    before and after)."""
+    from sessa_bench.bench import training
+    from sessa_bench.lit_module import LitSequenceModel
+
+    out = tmp_path_factory.mktemp("bench")
+    loops, shapes = [], []
+    real_step, real_loop = LitSequenceModel.training_step, training.harness_throughput
+
+    def record_step(self, batch, batch_idx):
+        shapes.append(tuple(batch["input_ids"].shape))
+        return real_step(self, batch, batch_idx)
+
+    def record_loop(fam, shape, compile, device, steps, warmup):
+        shapes.clear()
+        cache = os.environ.get("SESSA_BENCH_CACHE")
+        result = real_loop(fam, shape, compile, device, steps, warmup)
+        loops.append({"args": (fam, shape, compile, device.type, steps, warmup), "out": result,
+                      "shapes": list(shapes), "cache": (cache, os.environ.get("SESSA_BENCH_CACHE"))})
+        return result
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(LitSequenceModel, "training_step", record_step)
+    mp.setattr(training, "harness_throughput", record_loop)
+    try:
+        main(["--preset", "cpu", "--out-dir", str(out)])
+    finally:
+        mp.undo()
+    return out, loops
+
+
+def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
+    tmp_path = cpu_bench[0]
     md = (tmp_path / "cpu.md").read_text()
     for section in ("## Block level", "## Training", "## Decoding", "## Profile", "### mamba2", "commit",
                     "rerun: `python -m sessa_bench.bench", "compiled_tok_s", "static", "loop_eager_tok_s",
@@ -89,39 +126,32 @@ def test_a_cut_run_keeps_the_rows_it_measured(tmp_path, monkeypatch):
     assert len([r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "decode"]) == 2
 
 
-def test_harness_loop_trains_the_bare_step_model_at_its_shape(monkeypatch):
+def test_harness_loop_trains_the_bare_step_model_at_its_shape(cpu_bench):
     """The harness loop at the CPU preset's shape trains the bare step's model (same parameter count) on
-    batches of exactly (batch, seq_len) tokens, one window of steps after a first window, plus one step."""
-    import os
-
+    batches of exactly (batch, seq_len) tokens, one window of steps after a first window, plus one step
+    (the loops of the CPU bench above: one per family, eager)."""
     import torch
 
     from sessa_bench.bench.__main__ import load_preset
-    from sessa_bench.bench.harness_loop import harness_throughput, window
+    from sessa_bench.bench.harness_loop import window
     from sessa_bench.bench.training import build
     from sessa_bench.budget import load_budget, load_family, solve
-    from sessa_bench.lit_module import LitSequenceModel
 
     t = load_preset("cpu")["train"]
     shape = t["shapes"][0]
-    shapes, real = [], LitSequenceModel.training_step
-
-    def record(self, batch, batch_idx):
-        shapes.append(tuple(batch["input_ids"].shape))
-        return real(self, batch, batch_idx)
-
-    monkeypatch.setattr(LitSequenceModel, "training_step", record)
-    cache = os.environ.get("SESSA_BENCH_CACHE")
     w = window(t["steps"], t["warmup"])
-    for fam in ("sessa", "transformer", "mamba2"):
-        shapes.clear()
-        out = harness_throughput(fam, shape, False, torch.device("cpu"), t["steps"], t["warmup"])
+    loops = cpu_bench[1]
+    assert [c["args"] for c in loops] == [(fam, shape, False, "cpu", t["steps"], t["warmup"])
+                                          for fam in ("sessa", "transformer", "mamba2")]
+    for c in loops:
+        fam, out = c["args"][0], c["out"]
         cfg = solve(load_family(fam), load_budget(shape["budget_name"]), shape["vocab"])
         bare = build(cfg, torch.device("cpu"), shape["batch"], shape["seq_len"], None)[0]
         assert out["params"] == sum(p.numel() for p in bare.parameters()), fam
-        assert shapes == [(shape["batch"], shape["seq_len"])] * (2 * w + 1), fam
+        assert c["shapes"] == [(shape["batch"], shape["seq_len"])] * (2 * w + 1), fam
         assert out["steps"] == 2 * w + 1 and out["timed_steps"] == w and out["tokens_per_s"] > 0
-    assert os.environ.get("SESSA_BENCH_CACHE") == cache  # the temporary task cache is not left behind
+        cache_before, cache_after = c["cache"]
+        assert cache_after == cache_before  # the temporary task cache is not left behind
 
 
 def test_a_failing_harness_loop_is_recorded_and_the_bench_goes_on(monkeypatch):

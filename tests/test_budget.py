@@ -1,9 +1,17 @@
 """The budget solver keeps every family within tolerance of every preset, and reports costs."""
 
+from functools import lru_cache
+
 import pytest
 
 from sessa_bench.budget import (FAMILIES, Budget, count_params, describe, load_budget, load_family,
                                 main, meta_model, solve)
+
+
+@lru_cache(maxsize=None)
+def solved(family: str, preset: str, vocab: int):
+    """The solver's model config, once per (family, preset, vocab) in this module (it is deterministic)."""
+    return solve(load_family(family), load_budget(preset), vocab)
 
 
 @pytest.mark.parametrize("vocab", [32, 4096])
@@ -11,7 +19,7 @@ from sessa_bench.budget import (FAMILIES, Budget, count_params, describe, load_b
 def test_every_family_within_tolerance(preset, vocab):
     budget = load_budget(preset)
     for fam in FAMILIES + ("sessa_nofb",):
-        cfg = solve(load_family(fam), budget, vocab)
+        cfg = solved(fam, preset, vocab)
         total, _ = count_params(meta_model(cfg))
         assert abs(total - budget.target_params) <= 0.02 * budget.target_params, (fam, total)
         assert cfg.d_model % cfg.n_heads == 0 and (cfg.d_model // cfg.n_heads) % 2 == 0
@@ -29,7 +37,7 @@ def test_sessa_layer_parameter_formula():
 
 def test_describe_costs_order():
     budget = load_budget("small")
-    rows = {f: describe(solve(load_family(f), budget, 4096), 2048, budget.target_params) for f in FAMILIES}
+    rows = {f: describe(solved(f, "small", 4096), 2048, budget.target_params) for f in FAMILIES}
     # Mamba2's decode state does not grow with context; attention's and Sessa's do, Sessa's more.
     assert rows["mamba2"]["state_per_token"] == 0 and rows["mamba2"]["state_fixed"] > 0
     assert rows["sessa"]["state_per_token"] > rows["transformer"]["state_per_token"] > 0

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sessa_bench.compose import compose_train
 from sessa_bench.report.paper import TABLES
-from sessa_bench.report.protocol import cell
+from sessa_bench.report.protocol import _compose, cell
 from sessa_bench.report.timing import SHARING_FLOOR, pace, round_seconds, run_seconds, seconds_per_step
-from sessa_bench.run_folder import resolved_config
 from sessa_bench.tables import build, protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,17 +93,26 @@ STEPS = 100
 PACE = {"sessa": 1.5, "transformer": 1.0, "mamba2": 1.0}  # seconds per step of each family's runs
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Each test works in its own folder, and overrides() name the run folders' root relative to it: the same
+    overrides in every test, so the protocol's cache of composed configs (report.protocol._compose) serves all
+    of them, and each config is composed once in this module, not once per test (Hydra was most of its time)."""
+    monkeypatch.chdir(tmp_path)
+
+
 def overrides(tmp_path, grid):
-    return [f"results_dir={tmp_path / 'runs'}", "budget=tiny", f"trainer.max_steps={STEPS}",
-            f"sweep.lr={grid}"]
+    assert Path.cwd() == tmp_path  # results_dir=runs is tmp_path / "runs"
+    return ["results_dir=runs", "budget=tiny", f"trainer.max_steps={STEPS}", f"sweep.lr={grid}"]
 
 
 def finish(c, lr, seed, checkpoint=True, steps=STEPS):
     """A finished run folder of cell c, unconverged (val/acc still climbing), timed at PACE."""
     r = c.run(lr, seed, steps)
     r.folder.path.mkdir(parents=True)
-    cfg = compose_train(r.overrides)
-    r.folder.config.write_text(json.dumps(resolved_config(cfg)))  # JSON is YAML
+    # the run's resolved config as c.run just composed it (the protocol's own cache: one composition, not two)
+    cfg = _compose(tuple(r.overrides))[1]
+    r.folder.config.write_text(json.dumps(cfg))  # JSON is YAML
     rows = [{"step": s, "val/acc": 0.1 + s / (2.5 * steps)} for s in (steps // 4, steps // 2, 3 * steps // 4,
                                                                        steps - 1)]
     r.folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in rows)
@@ -113,7 +120,7 @@ def finish(c, lr, seed, checkpoint=True, steps=STEPS):
     r.folder.write_summary({
         "final": {"val/acc": 0.5, "test/acc": 0.5}, "steps": steps, "fit_metrics_lines": len(rows),
         "wall_seconds_this_process": PACE[c.family] * steps, "wall_seconds_total": PACE[c.family] * steps,
-        "resumed_from_step": None, "task": cfg.task_name, "budget": cfg.budget.name,
+        "resumed_from_step": None, "task": cfg["task_name"], "budget": cfg["budget"]["name"],
         "task_facts": {"chance": 0.05, "baseline": None}})
     if checkpoint:
         r.folder.checkpoint.parent.mkdir()
@@ -218,8 +225,7 @@ def test_a_seed_left_behind_by_a_partial_round_extends_its_shorter_run(tmp_path,
 
 
 def RunFolder_name(ov: list[str]) -> str:
-    from sessa_bench.run_folder import RunFolder
-    return RunFolder.of(compose_train(ov)).path.name
+    return _compose(tuple(ov))[1]["run_name"]  # the folder name (composed once by the protocol, cached)
 
 
 def test_protocol_starts_an_extension_round_that_fits_and_reopens_its_folders(
