@@ -77,9 +77,11 @@ def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]
             folder = RunFolder(d)
             if not folder.config.exists():
                 continue
-            path = d / "probe.json"
+            path, prev = d / "probe.json", d / "probe.prev.json"
             if path.exists() and not force and (folder.probe_current() or not folder.checkpoint.exists()):
                 paths.append(path)  # without a checkpoint a probe of another step count is all there is
+            elif not path.exists() and prev.exists() and not folder.checkpoint.exists():
+                paths.append(prev)  # the extension's probe did not finish: its shorter training's (own steps)
             elif folder.checkpoint.exists():
                 budget = OmegaConf.load(folder.config).budget.name
                 paths.append(probe_run(d, **SETTINGS.get(budget, DEFAULT))[0])

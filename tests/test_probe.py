@@ -7,6 +7,7 @@ a constant dt decays by exp(A dt) per step."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -319,6 +320,9 @@ def test_cli_init_probe_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mt, "ROOT", tmp_path)
     monkeypatch.chdir(tmp_path)
     assert mt.probe_trained(["."], force=False) == ([], ["run"])
+    # an extension whose probe did not finish: the probe of its shorter training stands in (it says its steps)
+    (run / "probe.prev.json").write_text("{}")
+    assert mt.probe_trained(["."], force=False) == ([Path("run/probe.prev.json")], [])
     assert (tmp_path / "memory_tail_by_position.png").stat().st_size > 1000
 
 
