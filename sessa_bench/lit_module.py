@@ -65,7 +65,10 @@ class LitSequenceModel(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # DDP: the mean of the global batch
+        # On the progress bar only when there is one: after every batch Lightning turns each progress-bar
+        # metric into a Python number (logger_connector.on_batch_end, shown or not), a host sync per step.
+        # sync_dist: under DDP, the mean of the global batch.
+        self.log("train/loss", loss, prog_bar=self.trainer.progress_bar_callback is not None, sync_dist=True)
         # A CPU tensor: from a Python float Lightning builds a tensor on the model's device, a blocking
         # host-to-device copy that waited for the forward on the GPU at every step.
         self.log("train/lr", torch.tensor(float(self.trainer.optimizers[0].param_groups[0]["lr"])))

@@ -1,7 +1,10 @@
 """The training loop of `sessa-bench train` on a GPU makes no host-device synchronisation between logging
 steps: each one drains the GPU's queue, so the host's Python (Lightning's hooks, the next launches) no longer
-overlaps the GPU's work. Found by this check: Lightning built `train/lr` from a Python float on the device,
-and the batches' copy from pageable memory waited for the stream, both every step.
+overlaps the GPU's work. Found by reading the loop for this check: Lightning built `train/lr` from a Python
+float on the device, and the batches' copy from pageable memory waited for the stream, both every step. Its
+first run on the H200 failed for every family (the report was cut; h200-run8-session.log); found then by
+reading Lightning: `train/loss` on the progress bar, which Lightning turns into a Python number after every
+batch whether a bar is shown or not (now only with a bar).
 
 torch.cuda.set_sync_debug_mode("warn") reports every synchronising CUDA call as a warning; it is switched on
 for steps 3-8 only, between the first steps (autotuning, allocator growth), validation, checkpoints and

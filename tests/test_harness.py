@@ -217,24 +217,28 @@ def test_step_batches_are_a_pure_function_of_seed_and_step():
     assert StepBatchSampler(10, 4, seed=4).batch(0) != batches[0]
 
 
-def test_training_step_logs_the_rate_without_a_device_copy():
+@pytest.mark.parametrize("bar", [None, "a progress bar"])
+def test_training_step_logs_without_a_host_sync(bar):
     """train/lr goes to Lightning as a CPU tensor: from a Python float Lightning builds a tensor on the model's
-    device, a blocking copy that made the GPU finish the forward before the backward was launched, every step."""
+    device, a blocking copy that made the GPU finish the forward before the backward was launched, every step.
+    train/loss goes on the progress bar only when there is one: Lightning makes every progress-bar metric a
+    Python number after each batch, a sync that tests/test_gpu_harness_syncs.py found in every family."""
     from sessa_bench.lit_module import LitSequenceModel
 
     class Trainer:  # what training_step reads from its trainer
         def __init__(self, opt):
-            self.optimizers = [opt]
+            self.optimizers, self.progress_bar_callback = [opt], bar
 
     cfg = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, mixer="attention", mixer_kwargs={"backend": "math"})
     optim = dict(lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, warmup_steps=1, min_lr_ratio=0.1)
     lit = LitSequenceModel(cfg, optim, 10)
     opt = lit.configure_optimizers()["optimizer"]
     lit.trainer = Trainer(opt)
-    logged = {}
-    lit.log = lambda name, value, **kw: logged.setdefault(name, value)
+    logged, on_bar = {}, {}
+    lit.log = lambda name, value, **kw: (logged.setdefault(name, value), on_bar.setdefault(name, kw.get("prog_bar")))
     ids = torch.randint(0, 32, (2, 8))
     lit.training_step({"input_ids": ids, "labels": ids}, 0)
+    assert on_bar == {"train/loss": bar is not None, "train/lr": None}
     lr = logged["train/lr"]
     assert isinstance(lr, torch.Tensor) and lr.device.type == "cpu"
     assert lr.item() == pytest.approx(opt.param_groups[0]["lr"])
