@@ -26,6 +26,10 @@
 #                step only); its output goes to $OUT/before.log.
 #   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
 #                tests); its output goes to $OUT/also.log.
+#   GPU_TESTS="tests/test_gpu_x.py ..."  after ALSO, while the tables train: each file under pytest with its
+#                own limit of GPU_TEST_SECONDS (default 180; pytest's faulthandler dumps the stacks of a test
+#                running past 150 s), its report written to $OUT/gpu_tests.log as it goes, so a hung file
+#                cannot take the others' reports with it (it did: h200-run8-session.log).
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
@@ -162,6 +166,14 @@ if [[ -n ${ALSO:-} ]]; then
   timeout -k 15 "$(left)" bash -c "$ALSO" > "$out/also.log" 2>&1
   echo "exit $?" >> "$out/also.log"
 fi
+for f in ${GPU_TESTS:-}; do
+  per=${GPU_TEST_SECONDS:-180}; (( per > $(left) )) && per=$(left)
+  (( per > 10 )) || break
+  echo "== $f (limit $per s)" >> "$out/gpu_tests.log"
+  PYTHONUNBUFFERED=1 timeout -k 10 "$per" python3 -m pytest -m gpu -rA --tb=short -p no:cacheprovider \
+    -o faulthandler_timeout=150 "$f" >> "$out/gpu_tests.log" 2>&1
+  echo "exit $? ($f)" >> "$out/gpu_tests.log"
+done
 while [[ ! -f $done ]] && (( $(left) > 5 )); do sleep 5; done
 if [[ -f $done && -f $work/mps.on ]]; then  # the probes and benchmarks after it run as usual
   echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe timeout 60 nvidia-cuda-mps-control >> "$work/logs/mps.txt" 2>&1
