@@ -70,7 +70,7 @@ class ProbeTimeout(RuntimeError):
 
 # --- one example, many output positions --------------------------------------------------------------------
 def squared_norms_at(fn, x: torch.Tensor, ts, d_out: int, method: str, probes: int, generator: torch.Generator,
-                     max_rows: int = 64, max_tokens: int = 8192, pad_to: int | None = None,
+                     max_rows: int = 64, max_tokens: int = 32768, pad_to: int | None = None,
                      deadline: float | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """||d out_l[t] / d x[s]||_F^2 for every output l of fn, every t in ts and every s <= t, for one example
     x: (T, D). Returns {t: (estimate, variance of the estimate)}, both (n_outputs, t + 1) in float64; the
@@ -81,7 +81,9 @@ def squared_norms_at(fn, x: torch.Tensor, ts, d_out: int, method: str, probes: i
     default on CPU, where arithmetic is the cost) a batch holds rows of one t and runs the prefix x[:t+1].
     With pad_to=P > 1 (the default on GPU, where kernel launches are the cost) a batch mixes positions, up to
     max_tokens tokens, and runs the prefix up to its largest t rounded up to a multiple of P, so few distinct
-    shapes reach the kernels (causality: the inputs after t do not change d out[t] / d x[s]).
+    shapes reach the kernels (causality: the inputs after t do not change d out[t] / d x[s]). The default,
+    32768 tokens (under two of Table 1's training batches), lets 64 rows of a 600-token example share one
+    batch: at 8192, Mamba2's probe (26 outputs, so 26 backward passes a batch) ran out of its 89 s on the H200.
     Past `deadline` (a time.time() value), ProbeTimeout is raised between two batches."""
     ts = sorted({int(t) for t in ts})
     pad_to = pad_to if pad_to is not None else (64 if x.is_cuda else 1)
