@@ -109,9 +109,10 @@ class TaskDataModule(L.LightningDataModule):
         """The split's collate function: the task's, padding to the split's longest sequence with fixed_length."""
         if not self.fixed_length:
             return self.task.collate
-        if name not in self._longest:
+        if name not in self._longest:  # a task's dataset knows it (`longest`); else every item is read once
             data = self.split(name)
-            self._longest[name] = max(len(data[i]["input_ids"]) for i in range(len(data)))
+            self._longest[name] = (data.longest() if hasattr(data, "longest") else
+                                   max(len(data[i]["input_ids"]) for i in range(len(data))))
         return partial(self.task.collate, length=self._longest[name])
 
     def train_dataloader(self):

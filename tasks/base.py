@@ -130,3 +130,7 @@ class TensorDataset(Dataset):
 
     def __getitem__(self, i):
         return {k: v[i] for k, v in self.columns.items()}
+
+    def longest(self) -> int:
+        """The most input_ids of an item (TaskDataModule pads every batch to it under compile)."""
+        return max(len(x) for x in self.columns["input_ids"])

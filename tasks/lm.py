@@ -54,6 +54,10 @@ class Segments(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    def longest(self) -> int:
+        """The most input_ids of an item: every segment has seq_len (TaskDataModule pads to it under compile)."""
+        return self.seq_len
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -self.n <= i < self.n:
             raise IndexError(f"segment {i} out of range for {self.n} segments")

@@ -27,6 +27,10 @@ class AnswerRows(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def longest(self) -> int:
+        """The most input_ids of an item (TaskDataModule pads every batch to it under compile)."""
+        return int(self.lengths.max())
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         x = self.ids[i, : int(self.lengths[i])].long()
         keep = self.ans_pos[i] >= 0

@@ -78,3 +78,20 @@ def test_the_compiled_model_traces_once_at_a_fixed_length():
         return counter.frame_count
     assert frames(30) == 1
     assert frames(None) > 1
+
+
+def test_each_dataset_knows_its_longest_item():
+    """`longest()` of every dataset class the tasks hand out equals the most input_ids of any of its items
+    (the data module reads it instead of every item)."""
+    import numpy as np
+
+    from sessa_bench.tasks.base import TensorDataset
+    from sessa_bench.tasks.lm import Segments
+    from sessa_bench.tasks.retrieval import AnswerRows
+
+    ids = torch.randint(1, 9, (3, 12))
+    rows = AnswerRows({"ids": ids, "lengths": torch.tensor([5, 12, 7]), "ans_pos": torch.tensor([[2, -1]] * 3),
+                       "ans_slice": torch.zeros(3, 2, dtype=torch.long)})
+    for data in (TensorDataset({"input_ids": [torch.ones(n, dtype=torch.long) for n in (4, 9, 6)]}),
+                 Segments(np.arange(100), 16), rows):
+        assert data.longest() == max(len(data[i]["input_ids"]) for i in range(len(data))), type(data).__name__
