@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from sessa_bench.bench.blocks import bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
 from sessa_bench.bench.harness_loop import window
+from sessa_bench.bench.harness_profile import harness_section
 from sessa_bench.bench.profile import profile_training
 from sessa_bench.bench.training import bench_training, side_by_side
 from sessa_bench.compose import compose_file
@@ -228,12 +229,14 @@ def main(argv=None):
 
     if "profile" in args.parts:
         log("== profile")
-        q = p["profile"]
+        q = dict(p["profile"])
+        loop_shape = q.pop("harness", None)  # the training loop's profile too, at this shape
         tables = profile_training(device, families, log=log, **q)
         sections.append(
             f"## Profile\n\nOne eager training step (budget `{q['budget_name']}`, T={q['seq_len']}, batch "
             f"{q['batch']}) under torch.profiler, top 15 by self {'CUDA' if device.type == 'cuda' else 'CPU'} "
-            f"time.\n\n" + "\n".join(f"### {fam}\n\n```\n{tab}\n```\n" for fam, tab in tables.items()))
+            f"time.\n\n" + "\n".join(f"### {fam}\n\n```\n{tab}\n```\n" for fam, tab in tables.items())
+            + (f"\n{harness_section(device, families, loop_shape, log=log)}" if loop_shape else ""))
 
     write(Path(args.out_dir), slug, sections, csv_rows)
     print("\n".join(sections))
