@@ -118,6 +118,24 @@ def test_rows_means_and_paper_column(built, table):
             assert cell == f"{summary(built['tmp'], exp, fam)['final'][metric] * scale:.{digits}f}{mark}"
 
 
+def test_validation_curves_are_the_runs_metrics(built):
+    """Table 1's curve table: a row per run at the chosen rate, its val/acc at each quarter of the grid's steps
+    (here 2 steps: every step; the last validation of the half-interval before it) from its metrics.jsonl,
+    and its test/acc."""
+    section = built["table1"]["md"].read_text().split("## Validation curves", 1)[1]
+    for exp in ("table1_symbol_soup", "table1_diffuse_mqar"):
+        table = section.split(f"`{exp}`", 1)[1].split("\n\n")[1]
+        assert table.splitlines()[0] == "| family | lr | seed | 1 | 2 | test/acc |"
+        for fam in PAPER["table1"]:
+            (d,) = (built["tmp"] / "runs" / exp).glob(f"{fam}-*-tiny-lr0.001-s0")
+            s = summary(built["tmp"], exp, fam)
+            lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()][:s["fit_metrics_lines"]]
+            val = {r["step"]: r["val/acc"] for r in lines if "val/acc" in r}
+            want = [f"{val[m]:.3f}" if m in val else "" for m in (1, 2)]
+            assert any(want), val  # the check below compares numbers
+            assert f"| {fam} | 0.001 | 0 | {' | '.join(want)} | {s['final']['test/acc']:.3f} |" in table, table
+
+
 def test_reference_rows(built):
     """chance, the symbol-count baseline and the Bayes ceiling come from the runs' own task facts; Diffuse MQAR
     has neither a baseline nor a known ceiling."""

@@ -7,7 +7,7 @@ the time spent. `sessa_bench.tables` runs what is missing first."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sessa_bench.files import atomic_write_text
@@ -99,6 +99,8 @@ class Collected:
     tried: dict[str, dict[float, float | None]]  # rate -> validation score at the grid's step count
     converged: dict[str, list[bool]]            # per run in runs[family]
     sweep_runs: list[dict]                      # seed-0 runs at every rate tried (their time counts too)
+    curves: dict[str, list[tuple[int, list[dict]]]] = field(default_factory=dict)  # (seed, metrics lines)
+    #                                                                                  per run in runs[family]
 
     def run_dir(self, summary: dict) -> Path:
         return self.results_dir / self.experiment_name / summary["run_name"]
@@ -108,7 +110,7 @@ def gather(table: Table, seeds: list[int], overrides: dict[str, list[str]]) -> d
     out = {}
     for exp in experiments(table):
         cells = {f: make_cell(exp, f, overrides[exp], table.curve_metric) for f in table.families}
-        runs, chosen, tried, conv, sweep = {}, {}, {}, {}, []
+        runs, chosen, tried, conv, sweep, curves = {}, {}, {}, {}, [], {}
         for f, c in cells.items():
             lr, grid, scores, _ = c.selection()
             chosen[f], tried[f] = lr, scores if c.grid else {}
@@ -116,9 +118,10 @@ def gather(table: Table, seeds: list[int], overrides: dict[str, list[str]]) -> d
             done = [r for s in seeds if lr is not None and (r := c.run(lr, s)).summary]
             runs[f] = [r.summary for r in done]
             conv[f] = [c.converged(r)[0] for r in done]
+            curves[f] = [(r.seed, r.rows) for r in done]
         n = next(iter(cells.values())).names
         out[exp] = Collected(exp, n["experiment_name"], n["task_name"], n["budget"], Path(n["results_dir"]), runs,
-                             cells, chosen, tried, conv, sweep)
+                             cells, chosen, tried, conv, sweep, curves)
     return out
 
 
@@ -205,11 +208,39 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
           + md_table(head, lines) + "\n\n"
           + md_table(["family", "experiment", "layers", "d_model", "params", "target", "deviation", "seeds",
                       "lr", f"grid ({metric} at the grid's steps; ** chosen)", "steps", "converged"], plines)
-          + "\n\n" + protocol_caption(table, got) + "\n\n" + table_caption(table, got) + "\n")
+          + "\n\n" + protocol_caption(table, got) + "\n\n" + table_caption(table, got) + "\n"
+          + (f"\n## Validation curves\n\n{curves}\n" if (curves := curves_section(table, got)) else ""))
     fields = ["table", "family", "column", "experiment", "metric", "percent", "n_seeds", "mean", "std",
               "paper_mean", "paper_std", "lr", "lr_grid", "steps", "converged", "test_from", "params_total",
               "params_deviation"]
     return md, csv_text(fields, rows)
+
+
+def curves_section(table: Table, got: dict[str, Collected]) -> str:
+    """Per experiment with runs: the validation metric of every run at the chosen rates every quarter of the
+    grid's step count (the last validation at or before that step, from the run's metrics.jsonl), and its test
+    metric, so the curves behind the table's convergence marks can be read as numbers."""
+    metric, out = table.curve_metric, []
+    for c in got.values():
+        runs = [(f, s, rows, summary) for f in table.families
+                for (s, rows), summary in zip(c.curves.get(f, []), c.runs[f])]
+        if not runs:
+            continue
+        every = max(1, next(iter(c.cells.values())).steps // 4)
+        marks = list(range(every, max(sm["steps"] for *_, sm in runs) + 1, every))
+        test = metric.replace("val/", "test/", 1)
+        lines = []
+        for f, seed, rows, sm in runs:
+            vals = []
+            for m in marks:  # a validation within the last half-interval before the mark, else blank
+                at = [r[metric] for r in rows if metric in r and m - max(1, every // 2) < r["step"] <= m]
+                vals.append(f"{at[-1]:.3f}" if at else "")
+            lines.append([f, lr_text(c.chosen[f]), seed, *vals,
+                          f"{sm['final'][test]:.3f}" if test in sm["final"] else ""])
+        out.append(f"`{c.experiment_name}`: {metric} every {every} steps of the runs at the chosen rates "
+                   f"(from their metrics.jsonl), and {test} at their last step.\n\n"
+                   + md_table(["family", "lr", "seed", *map(str, marks), test], lines))
+    return "\n\n".join(out)
 
 
 def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
