@@ -218,8 +218,8 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
 
 def curves_section(table: Table, got: dict[str, Collected]) -> str:
     """Per experiment with runs: the validation metric of every run at the chosen rates every quarter of the
-    grid's step count (the last validation at or before that step, from the run's metrics.jsonl), and its test
-    metric, so the curves behind the table's convergence marks can be read as numbers."""
+    grid's step count (the last validation of the half-interval up to that step, from the run's metrics.jsonl;
+    blank where there is none), and its test metric, so the curves behind the convergence marks read as numbers."""
     metric, out = table.curve_metric, []
     for c in got.values():
         runs = [(f, s, rows, summary) for f in table.families
