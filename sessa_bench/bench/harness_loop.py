@@ -47,20 +47,25 @@ def overrides(family: str, shape: dict, compile: bool, cuda: bool, steps: int, w
     ]
 
 
-def harness_throughput(family: str, shape: dict, compile: bool, device: torch.device, steps: int,
-                       warmup: int) -> dict:
-    """Run the harness once for (family, shape, compile); its tokens/s, MFU and parameter count. The run
-    folder and the task cache live in a temporary folder, removed afterwards."""
-    from sessa_bench.compose import compose_train  # Hydra and Lightning: imported when the loop is timed
+def run_loop(family: str, shape: dict, compile: bool, device: torch.device, steps: int, warmup: int) -> dict:
+    """One `sessa-bench train` run at the shape (`overrides`); its summary. The run folder and the task cache
+    live in a temporary folder, removed afterwards."""
+    from sessa_bench.compose import compose_train  # Hydra and Lightning: imported when the loop runs
     from sessa_bench.train import run
 
-    if compile:
-        torch._dynamo.reset()  # a fresh compile, as the bare step's compiled rows get
     with tempfile.TemporaryDirectory(prefix="sessa-bench-loop-") as root, \
             mock.patch.dict(os.environ, {"SESSA_BENCH_CACHE": f"{root}/cache"}):  # restored on exit
         ov = overrides(family, shape, compile, device.type == "cuda", steps, warmup, root)
         with redirect_stdout(io.StringIO()):  # the run's parameter table and final metrics: not the bench's
-            summary = run(compose_train(ov))
+            return run(compose_train(ov))
+
+
+def harness_throughput(family: str, shape: dict, compile: bool, device: torch.device, steps: int,
+                       warmup: int) -> dict:
+    """Run the harness once for (family, shape, compile) (`run_loop`); its tokens/s, MFU and parameter count."""
+    if compile:
+        torch._dynamo.reset()  # a fresh compile, as the bare step's compiled rows get
+    summary = run_loop(family, shape, compile, device, steps, warmup)
     if not summary["throughput_tokens_per_s"]:
         raise RuntimeError(f"the run reported no throughput (steps {summary['steps']})")
     return {"params": summary["params"]["total"], "tokens_per_s": summary["throughput_tokens_per_s"],

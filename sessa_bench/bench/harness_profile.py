@@ -6,17 +6,13 @@ work than the bare step (a busy GPU, extra kernels on top)."""
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 import time
-from contextlib import redirect_stdout
 from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from sessa_bench.bench.harness_loop import overrides, window
+from sessa_bench.bench.harness_loop import run_loop, window
 
 
 def profile_harness(device, family: str, shape: dict, steps: int = 3, warmup: int = 3, top: int = 15) -> dict:
@@ -24,9 +20,7 @@ def profile_harness(device, family: str, shape: dict, steps: int = 3, warmup: in
     steps, and before the window's end (where the Throughput callback syncs). Returns the host table (by self
     CPU time), the device table (by self CUDA time; None on CPU), the wall ms per profiled step and the share
     of that wall time the device ran kernels (None on CPU)."""
-    from sessa_bench.compose import compose_train  # Hydra and Lightning: imported when profiled
-    from sessa_bench.lit_module import LitSequenceModel
-    from sessa_bench.train import run
+    from sessa_bench.lit_module import LitSequenceModel  # Lightning: imported when profiled
 
     cuda = device.type == "cuda"
     w = window(steps, warmup)
@@ -50,12 +44,9 @@ def profile_harness(device, family: str, shape: dict, steps: int = 3, warmup: in
             prof.stop()
             clock["wall"] = time.perf_counter() - clock["t0"]
 
-    with tempfile.TemporaryDirectory(prefix="sessa-bench-profile-") as root, \
-            mock.patch.dict(os.environ, {"SESSA_BENCH_CACHE": f"{root}/cache"}), \
-            mock.patch.object(LitSequenceModel, "on_train_batch_start", start, create=True), \
-            mock.patch.object(LitSequenceModel, "on_train_batch_end", end, create=True), \
-            redirect_stdout(io.StringIO()):
-        run(compose_train(overrides(family, shape, False, cuda, steps, warmup, root)))
+    with mock.patch.object(LitSequenceModel, "on_train_batch_start", start), \
+            mock.patch.object(LitSequenceModel, "on_train_batch_end", end):
+        run_loop(family, shape, False, device, steps, warmup)
     if "wall" not in clock:
         raise RuntimeError(f"the profiled steps {w}..{w + n - 1} were not reached")
     events = prof.key_averages()
