@@ -45,11 +45,15 @@ def run_members(tar: tarfile.TarFile, root: str = "paper_runs") -> dict[PurePosi
     return {run: files for run, files in runs.items() if PurePosixPath("summary.json") in files}
 
 
-def import_runs(bundle: Path, dest: Path, dry_run: bool = False) -> list[str]:
-    """Copy the finished run folders of `bundle` under `dest`; returns what was done, one line per run."""
+def import_runs(bundle: Path, dest: Path, dry_run: bool = False, skip: tuple[str, ...] = ()) -> list[str]:
+    """Copy the finished run folders of `bundle` under `dest`; returns what was done, one line per run.
+    skip: run names (experiment/run or run) left in the bundle, e.g. a run found invalid after it finished."""
     done = []
     with tarfile.open(bundle, "r:gz") as tar:
         for run, files in sorted(run_members(tar).items()):
+            if str(run) in skip or run.name in skip:
+                done.append(f"skip   {run}")
+                continue
             target = dest / run
             new = tar.extractfile(files[PurePosixPath("summary.json")]).read()
             replace = False
@@ -112,9 +116,11 @@ def main(argv=None) -> int:
     ap.add_argument("bundle", type=Path)
     ap.add_argument("dest", type=Path)
     ap.add_argument("--dry-run", action="store_true", help="say what would be imported, write nothing")
+    ap.add_argument("--skip", action="append", default=[], metavar="RUN",
+                    help="leave this run (its name, or experiment/name) in the bundle; repeatable")
     args = ap.parse_args(argv)
     try:
-        for line in import_runs(args.bundle, args.dest, args.dry_run):
+        for line in import_runs(args.bundle, args.dest, args.dry_run, tuple(args.skip)):
             print(line)
     except (ValueError, FileExistsError, tarfile.TarError, OSError) as e:
         print(f"import_runs: error: {e}", file=sys.stderr)

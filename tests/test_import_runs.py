@@ -40,6 +40,16 @@ def test_finished_runs_only_and_never_overwrite(tmp_path):
         import_runs.import_runs(b, dest)
 
 
+def test_skipped_runs_stay_in_the_bundle(tmp_path):
+    """--skip leaves a finished run out by its name or experiment/name (a run found invalid after it ended)."""
+    b = bundle(tmp_path / "b.tar.gz", {"./paper_runs/exp/a/summary.json": b"{1}",
+                                       "./paper_runs/exp/b/summary.json": b"{2}"})
+    dest = tmp_path / "runs"
+    assert import_runs.main([str(b), str(dest), "--skip", "a"]) == 0
+    assert not (dest / "exp/a").exists() and (dest / "exp/b/summary.json").read_bytes() == b"{2}"
+    assert import_runs.import_runs(b, dest, skip=("exp/b",)) == ["import exp/a (1 files)", "skip   exp/b"]
+
+
 def test_hostile_member_paths_refuse_the_bundle(tmp_path, capsys):
     b = bundle(tmp_path / "b.tar.gz", {"paper_runs/exp/r/summary.json": b"{}", "../../etc/x": b"x"})
     assert import_runs.main([str(b), str(tmp_path / "runs")]) == 2
