@@ -5,11 +5,14 @@
 #   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (>= 2 GPUs), then the table runs
 #   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
 # The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two. With COMPILE_SMOKE=1
-# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's did not finish its first step within
-# the smoke's 240 s on the H200, results/bench/h200-run7-session.log: most likely the deadlock in its custom
-# ops' backward fixed since, models/mamba_ssm_ops.py)
-# it first trains each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs,
-# and the table runs of each family whose smoke passed compile (`<family>:compile=true`; an execution
+# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's compiled training took 167 s for 40
+# steps on the H200 and its validation graph did not compile within the smoke's 240 s,
+# results/bench/h200-run9-session.log)
+# it first trains each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs;
+# every compiled run first compares its compiled loss and gradients with the eager model's on its first batch
+# and stops on a mismatch (sessa_bench/compile_check.py: a compiled Transformer trained to a constant
+# prediction there), so a smoke passes only when the compiled graph computes what eager computes;
+# the table runs of each family whose smoke passed compile (`<family>:compile=true`; an execution
 # setting, recorded in each summary and the table's caption: the protocol itself is the same for all);
 # without it they run eager. WORK=calibrate compiles only when every smoke passed. The table step is
 # `sessa_bench.tables table1 --run --experiments $EXPERIMENTS` under scripts/gpu_busy.py (utilisation sampled), which stops the whole process group at its time limit.
@@ -100,7 +103,10 @@ if [[ $first == first && $smoke != 0 ]]; then
   done
   for j in "${!pids[@]}"; do
     wait "${pids[$j]}"; rc=$?
-    echo "compile smoke ${fams[$j]}: exit $rc" | tee -a "$work/logs/smoke.txt"
+    check=$(python3 -c "import glob, json; print(*[json.load(open(f)).get('compile_check') for f in
+      glob.glob('/tmp/smoke/compile_smoke/${fams[$j]}-*/summary.json')])" 2>/dev/null)
+    [[ $rc != 0 ]] && check=$(grep -ho "compile=true: the compiled model disagrees.*" "$work/logs/smoke-${fams[$j]}.log")
+    echo "compile smoke ${fams[$j]}: exit $rc ${check}" | tee -a "$work/logs/smoke.txt"
     [[ $rc == 0 ]] && echo "${fams[$j]}" >> /tmp/compile_families
   done
 fi

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from sessa_bench import compile_check
 from sessa_bench.metrics import SplitMetrics
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
@@ -44,6 +45,7 @@ class LitSequenceModel(L.LightningModule):
         self.save_hyperparameters()  # checkpoints rebuild the model on their own
         self.model = Backbone(ModelConfig(**model_cfg))
         self._compiled = False
+        self.compile_check: dict | None = None  # compiled against eager on the first batch (compile_check.py)
         self.head = self.model.cfg.head
         self.slice_names = tuple(slice_names)
         self._eval: dict[str, SplitMetrics] = {}  # in a dict: not a submodule, so never in a checkpoint
@@ -64,6 +66,10 @@ class LitSequenceModel(L.LightningModule):
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
     def training_step(self, batch, batch_idx):
+        if self._compiled and self.compile_check is None and self.trainer.world_size == 1:
+            # Once per process, before any update. Under DDP every rank would have to agree on a failure: the
+            # single-GPU smoke that precedes a DDP run (scripts/gpu_session.sh) checks the same graph.
+            self.compile_check = compile_check.check(compile_check.compare(self.model, batch, self.loss))
         loss = self.loss(self(batch), batch["labels"])
         # On the progress bar only when there is one: after every batch Lightning turns each progress-bar
         # metric into a Python number (logger_connector.on_batch_end, shown or not), a host sync per step.

@@ -35,7 +35,7 @@ from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the 
 # Keys that may differ between a run and its rerun without changing what the run computes.
 # The number of processes is one of them: data.batch_size is the global batch, split across the processes.
 RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir", "sweep",
-                   "probe", "compile",  # compiled == eager within float tolerance (tests/test_compile.py)
+                   "probe", "compile",  # compiled == eager in tolerance: sessa_bench/compile_check.py, every run
                    "trainer.devices", "trainer.num_nodes", "trainer.strategy")
 # Keys an extension (more steps) may change besides trainer.max_steps: when checkpoints are written.
 EXTENSION_FREE = ("callbacks.checkpoint.every_n_steps",)

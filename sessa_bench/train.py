@@ -252,7 +252,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         "test_from": test_from, "best_step": best_step,
         "concurrent_runs": concurrent_runs(), "placement": placement(), "world_size": trainer.world_size,
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
-        "precision": cfg.trainer.precision, "compile": bool(cfg.compile), "hardware": hardware(),
+        "precision": cfg.trainer.precision, "compile": bool(cfg.compile),
+        "compile_check": lit.compile_check, "hardware": hardware(),
         "git_commit": git_commit(),
     }
     if not trainer.is_global_zero:
