@@ -51,8 +51,18 @@ def attention_math(q, k, v):
 
 
 def attention_sdpa(q, k, v):
+    d = q.shape[-1]
+    pad = -d % 8
+    if pad:
+        # The fused kernels (flash, cuDNN, memory-efficient) want a head dim that is a multiple of 8, and the
+        # Transformer's widths give 66. Padding is exact: zero columns add nothing to q.k, v's zero columns
+        # give zero outputs cut off below, and the scale is the true head dim's. Done here, not left to
+        # whatever the kernel dispatch or torch.compile's lowering does with an odd head dim (a compiled
+        # Transformer at head dim 66 trained to a constant prediction on the H200: compile_check.py).
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
     gqa = k.shape[2] != q.shape[2]
+    scale = 1.0 / math.sqrt(d)
     # Under torch.compile the kernel priority context is left out (it can break the graph); the compiler
     # picks the SDPA kernel itself.
     if q.is_cuda and not torch.compiler.is_compiling():
@@ -60,10 +70,11 @@ def attention_sdpa(q, k, v):
         order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
                  SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         with sdpa_kernel(order, set_priority=True):
-            o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa)
+            o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa, scale=scale)
     else:
-        o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa)
-    return o.transpose(1, 2)
+        o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa, scale=scale)
+    o = o.transpose(1, 2)
+    return o[..., :d] if pad else o
 
 
 def resolve_backend(backend: str, x: torch.Tensor, flash_available: bool | None = None) -> str:

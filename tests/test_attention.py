@@ -40,6 +40,19 @@ def test_math_matches_loop_and_sdpa(H, Hkv):
     torch.testing.assert_close(attention_sdpa(q, k, v), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("d", [6, 66, 64])  # padded to 8 and 72 inside attention_sdpa; 64 as it is
+def test_sdpa_matches_math_forward_and_backward_at_any_head_dim(d):
+    q, k, v = (t.requires_grad_() for t in qkv(B=2, T=9, H=4, Hkv=2, d=d))
+    dy = torch.randn(2, 9, 4, d, dtype=DT)
+    outs = []
+    for fn in (attention_math, attention_sdpa):
+        y = fn(q, k, v)
+        outs.append((y, *torch.autograd.grad(y, (q, k, v), dy)))
+    assert outs[1][0].shape == (2, 9, 4, d)
+    for got, ref in zip(outs[1], outs[0]):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("Hkv", [None, 2])
 def test_module_backends_agree(Hkv):
     torch.manual_seed(0)
