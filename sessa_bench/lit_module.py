@@ -51,10 +51,11 @@ class LitSequenceModel(L.LightningModule):
         self._eval: dict[str, SplitMetrics] = {}  # in a dict: not a submodule, so never in a checkpoint
 
     def configure_model(self):
-        # In place (Module.compile), so the state_dict keys stay those of the eager model. Not fullgraph: a
-        # break found on some backend costs speed, not the run (the tests and the bench check for breaks).
+        # Each block in place (Backbone.compile_blocks), so the state_dict keys stay those of the eager model.
+        # Not fullgraph: a break found on some backend costs speed, not the run (the tests and the bench check
+        # for breaks).
         if self.hparams.get("compile", False) and not self._compiled:
-            self.model.compile()
+            self.model.compile_blocks()
             self._compiled = True
 
     def forward(self, batch):
