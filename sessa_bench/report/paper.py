@@ -322,8 +322,14 @@ def execution(summaries: list[dict]) -> str:
     if not compiled:
         return "eager"
     every = Counter(s["family"] for s in summaries)
+    # Each compiled run compared its first batch with eager (compile_check.py); older ones did not.
+    checks = [s.get("compile_check") for s in summaries if s.get("compile")]
+    done = [c["grad_rel_diff"] for c in checks if c]
+    check = (f"; checked against eager on their first batch: {len(done)}, gradients within "
+             f"{max(done):.2g} relative" if done else "") + \
+        (f"; compiled without that check: {len(checks) - len(done)}" if len(done) < len(checks) else "")
     return ", ".join(f"{f} {compiled[f]}/{n} runs" for f, n in sorted(every.items()) if compiled[f]) + \
-        " compiled (torch.compile), the rest eager"
+        " compiled (torch.compile), the rest eager" + check
 
 
 def write(table: Table, seeds: list[int], scoped: dict[str, list[str]], out_dir: str | Path = "results",
