@@ -5,9 +5,9 @@
 #   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (>= 2 GPUs), then the table runs
 #   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
 # The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two. With COMPILE_SMOKE=1
-# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's compiled training took 167 s for 40
-# steps on the H200 and its validation graph did not compile within the smoke's 240 s,
-# results/bench/h200-run9-session.log)
+# (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's whole-model compile took 167 s for 40
+# training steps on the H200 and its validation graph did not compile within the smoke's 240 s,
+# results/bench/h200-run9-session.log; compile=true now compiles one graph for all blocks, 4x faster on CPU)
 # it first trains each family for 40 steps with compile=true at the paper shapes, all at once over the GPUs;
 # every compiled run first compares its compiled loss and gradients with the eager model's on its first batch
 # and stops on a mismatch (sessa_bench/compile_check.py: a compiled Transformer trained to a constant
