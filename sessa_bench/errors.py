@@ -18,7 +18,6 @@ import sys
 from contextlib import contextmanager
 
 from hydra.errors import HydraException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
 DEBUG_ENV = "SESSA_BENCH_DEBUG"
@@ -31,7 +30,14 @@ class UsageError(ValueError):
 
 # What a user can cause with a config, a flag or a file; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError, HydraException,
-               OmegaConfBaseException, MisconfigurationException)
+               OmegaConfBaseException)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """USER_ERRORS, and Lightning's MisconfigurationException once Lightning is loaded (it cannot have been
+    raised before; importing Lightning here cost every command 3 s of start-up, its error lines included)."""
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return USER_ERRORS + ((lightning.MisconfigurationException,) if lightning else ())
 # Lines of Hydra/OmegaConf reports that say where, not what (the search path, OmegaConf's node types).
 _NOISE = re.compile(r"^(object_type|reference_type|value_type|provider)=|^Config search path:|"
                     r"^Set the environment variable HYDRA_FULL_ERROR")
@@ -91,7 +97,7 @@ def user_errors(prog: str):
     argparse.ArgumentParser.error = _argparse_error  # usage + error over two lines -> our one line
     try:
         yield
-    except USER_ERRORS as e:
+    except user_error_types() as e:  # evaluated when an exception arrives, so Lightning's is in by then
         if debug():
             raise
         print(f"{prog}: error: {describe(e)}", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
 from sessa_bench.console import quiet_lightning
-from sessa_bench.errors import USER_ERRORS, debug, user_errors
+from sessa_bench.errors import debug, user_error_types, user_errors
 from sessa_bench.flops import mfu
 from sessa_bench.data import TaskDataModule
 from sessa_bench.distributed import ddp_scope, is_rank_zero
@@ -289,7 +289,7 @@ _FAILED: list[Exception] = []  # user errors of this process's jobs, raised once
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except USER_ERRORS as e:  # Hydra would add its own "Error executing job ..." line: keep it for the end
+    except user_error_types() as e:  # Hydra would add its own "Error executing job ..." line: keep it for the end
         if debug():
             raise
         _FAILED.append(e)

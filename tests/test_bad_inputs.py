@@ -243,6 +243,21 @@ def test_entry_points_end_a_user_error_in_one_line(cli_runs, case):
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(start), res.stderr[-3000:]
 
 
+def test_lightning_misconfiguration_is_a_user_error_without_importing_lightning_first(capsys):
+    """errors.py no longer imports Lightning (3 s of every command's start); a MisconfigurationException,
+    which only a loaded Lightning can raise, still ends in one line."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from sessa_bench.errors import user_errors
+    with pytest.raises(SystemExit) as e, user_errors("prog"):
+        raise MisconfigurationException("`Trainer(devices=3)` is not\nvalid here")
+    assert e.value.code == 2 and capsys.readouterr().err == "prog: error: `Trainer(devices=3)` is not; valid here\n"
+    res = subprocess.run([sys.executable, "-c", "import sys, sessa_bench.errors, sessa_bench.cli; "
+                          "print(any(m.startswith('lightning') for m in sys.modules))"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.stdout.strip() == "False", res.stderr[-2000:]
+
+
 def test_debug_flag_shows_the_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "sessa_bench.cli", "eval", "/no/such/run"], cwd=tmp_path,
                          env={**_env(tmp_path), "SESSA_BENCH_DEBUG": "1"}, capture_output=True, text=True)
