@@ -242,3 +242,31 @@ def test_training_step_logs_without_a_host_sync(bar):
     lr = logged["train/lr"]
     assert isinstance(lr, torch.Tensor) and lr.device.type == "cpu"
     assert lr.item() == pytest.approx(opt.param_groups[0]["lr"])
+
+
+def test_fused_adamw_where_nothing_needs_unscaling_and_its_clipping_is_lightnings():
+    """On CUDA the harness steps with fused AdamW (as the bench's bare step) unless a GradScaler must unscale
+    first (16-mixed). Lightning will not clip for a fused optimizer, so the module clips: the same update as
+    Lightning's clip_grad_norm_ and a foreach AdamW, here on CPU (fused AdamW runs there too)."""
+    from sessa_bench.lit_module import LitSequenceModel, use_fused_adamw
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use_fused_adamw(cuda, "bf16-mixed") and use_fused_adamw(cuda, "32-true")
+    assert not use_fused_adamw(cuda, "16-mixed") and not use_fused_adamw(cpu, "bf16-mixed")
+
+    cfg = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, mixer="attention", mixer_kwargs={"backend": "math"})
+    optim = dict(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, warmup_steps=1, min_lr_ratio=0.1)
+    ids = torch.randint(0, 32, (2, 8))
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        lit = LitSequenceModel(cfg, optim, 10)
+        opt = torch.optim.AdamW(lit.parameters(), lr=1e-2, fused=fused or None)
+        lit.loss(lit({"input_ids": ids}), ids).mul(1e3).backward()  # a gradient norm far above 1
+        if fused:
+            lit.configure_gradient_clipping(opt, 1.0, "norm")
+        else:
+            torch.nn.utils.clip_grad_norm_(lit.parameters(), 1.0)
+        assert torch.nn.utils.get_total_norm([p.grad for p in lit.parameters()]) <= 1.0 + 1e-5
+        opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in lit.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
