@@ -38,6 +38,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     raised before; importing Lightning here cost every command 3 s of start-up, its error lines included)."""
     lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
     return USER_ERRORS + ((lightning.MisconfigurationException,) if lightning else ())
+
+
 # Lines of Hydra/OmegaConf reports that say where, not what (the search path, OmegaConf's node types).
 _NOISE = re.compile(r"^(object_type|reference_type|value_type|provider)=|^Config search path:|"
                     r"^Set the environment variable HYDRA_FULL_ERROR")
