@@ -250,4 +250,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from sessa_bench.errors import user_errors
+
+    with user_errors("python -m sessa_bench.memory_tail"):
+        main()

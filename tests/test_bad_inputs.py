@@ -219,7 +219,24 @@ CLI = [
      "python -m sessa_bench.calibrate: error: candidate='zz': must be one of ['c0', 'c1', 'c2', 'c3', 'c4', 'c5']"),
     (["-m", "sessa_bench.calibrate", "--sweep", "zz"],
      "python -m sessa_bench.calibrate: error: argument --sweep: invalid choice: 'zz'"),
+    (["-m", "sessa_bench.demo", "trainer.max_steps=x"],
+     "python -m sessa_bench.demo: error: trainer.max_steps='x' must be an int >= 1"),
+    (["-m", "sessa_bench.evaluate", "/no/such/run"],
+     "python -m sessa_bench.evaluate: error: /no/such/run is not a run folder (no config.yaml)"),
 ]
+
+
+def test_every_module_entry_point_ends_user_errors_in_one_line():
+    """`python -m sessa_bench.<module>` (what the Makefile runs) wraps main in user_errors, as `sessa-bench
+    <command>` does: a module's `__main__` block without it printed a traceback for a bad override."""
+    import ast
+    missing = []
+    for path in sorted((ROOT / "sessa_bench").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) \
+                    and "user_errors(" not in ast.unparse(node):
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == ["sessa_bench/cli.py"]  # its main() wraps every command in user_errors (the cases above)
 
 
 @pytest.fixture(scope="module")

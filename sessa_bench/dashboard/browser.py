@@ -56,6 +56,9 @@ def screenshot(html: str | Path, png: str | Path) -> Path:
 
 
 if __name__ == "__main__":
+    from sessa_bench.errors import user_errors
+
     if len(sys.argv) != 3:
         sys.exit("usage: python -m sessa_bench.dashboard.browser PAGE.html OUT.png")
-    print(f"wrote {screenshot(sys.argv[1], sys.argv[2])}")
+    with user_errors("python -m sessa_bench.dashboard.browser"):
+        print(f"wrote {screenshot(sys.argv[1], sys.argv[2])}")
