@@ -13,6 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from sessa_bench.bench.harness_loop import run_loop, window
+from sessa_bench.bench.training import sync
 
 
 def profile_harness(device, family: str, shape: dict, steps: int = 3, warmup: int = 3, top: int = 15) -> dict:
@@ -28,19 +29,15 @@ def profile_harness(device, family: str, shape: dict, steps: int = 3, warmup: in
     prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
     clock = {}
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
     def start(self, batch, batch_idx):
         if self.global_step == w:
-            sync()
+            sync(device)
             clock["t0"] = time.perf_counter()
             prof.start()
 
     def end(self, outputs, batch, batch_idx):
         if self.global_step == w + n and "t0" in clock and "wall" not in clock:
-            sync()
+            sync(device)
             prof.stop()
             clock["wall"] = time.perf_counter() - clock["t0"]
 
