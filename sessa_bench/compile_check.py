@@ -24,15 +24,16 @@ class CompileMismatch(RuntimeError):
     """The compiled model's loss or gradients differ from the eager model's beyond tolerance."""
 
 
-def compare(model: torch.nn.Module, batch: dict, loss_fn) -> dict:
-    """Loss and gradients of `batch` through the model run eagerly and as compiled (wherever torch.compile was
-    applied in it: whole or per block): the two losses, ||g_c - g_e|| / ||g_e|| over all parameters, and the
-    cosine of the two gradients. Leaves .grad untouched (torch.autograd.grad)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def compare(module: torch.nn.Module, batch: dict, loss_fn) -> dict:
+    """Loss and gradients of `batch` through `module(batch)` (the training step's own forward) run eagerly and
+    as compiled (wherever torch.compile was applied in it: whole or per block): the two losses,
+    ||g_c - g_e|| / ||g_e|| over all parameters, and the cosine of the two gradients. Leaves .grad untouched
+    (torch.autograd.grad)."""
+    params = [p for p in module.parameters() if p.requires_grad]
     losses, grads = {}, {}
     for name, stance in (("eager", "force_eager"), ("compiled", "default")):
         with torch.compiler.set_stance(stance):
-            loss = loss_fn(model(batch["input_ids"], lengths=batch.get("lengths")), batch["labels"])
+            loss = loss_fn(module(batch), batch["labels"])
         g = torch.autograd.grad(loss, params, allow_unused=True)
         grads[name] = torch.cat([(torch.zeros_like(p) if gi is None else gi).double().flatten()  # exact sums
                                  for p, gi in zip(params, g)])

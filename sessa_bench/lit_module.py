@@ -70,7 +70,7 @@ class LitSequenceModel(L.LightningModule):
         if self._compiled and self.compile_check is None and self.trainer.world_size == 1:
             # Once per process, before any update. Under DDP every rank would have to agree on a failure: the
             # single-GPU smoke that precedes a DDP run (scripts/gpu_session.sh) checks the same graph.
-            self.compile_check = compile_check.check(compile_check.compare(self.model, batch, self.loss))
+            self.compile_check = compile_check.check(compile_check.compare(self, batch, self.loss))
         loss = self.loss(self(batch), batch["labels"])
         # On the progress bar only when there is one: after every batch Lightning turns each progress-bar
         # metric into a Python number (logger_connector.on_batch_end, shown or not), a host sync per step.

@@ -34,7 +34,7 @@ def lit(backend):
 
 def test_a_faithful_graph_passes_and_the_result_is_kept():
     m = lit("aot_eager")
-    result = compile_check.check(compile_check.compare(m.model, batch(), m.loss))
+    result = compile_check.check(compile_check.compare(m, batch(), m.loss))
     assert result["loss_compiled"] == pytest.approx(result["loss_eager"], rel=1e-6)
     assert result["grad_rel_diff"] < 1e-5 and result["grad_cosine"] > 0.99999
     assert all(p.grad is None for p in m.model.parameters())  # the check leaves the training step's grads alone
@@ -42,7 +42,7 @@ def test_a_faithful_graph_passes_and_the_result_is_kept():
 
 def test_a_wrong_graph_stops_the_run_with_one_line():
     m = lit(scaled_logits)
-    result = compile_check.compare(m.model, batch(), m.loss)
+    result = compile_check.compare(m, batch(), m.loss)
     assert result["loss_compiled"] != pytest.approx(result["loss_eager"], rel=0.01)
     with pytest.raises(compile_check.CompileMismatch, match=r"disagrees with the eager one.*compile=false") as e:
         compile_check.check(result)

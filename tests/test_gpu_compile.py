@@ -51,6 +51,6 @@ def test_compiled_model_matches_eager_at_table1_shapes(tmp_path, monkeypatch, fa
     lit = LitSequenceModel(model_cfg.to_dict(), dict(cfg.optim), 10, compile=True).cuda()
     lit.configure_model()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        result = compile_check.compare(lit.model, batch, lit.loss)
+        result = compile_check.compare(lit, batch, lit.loss)
     print(family, result)
     compile_check.check(result)
