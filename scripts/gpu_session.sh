@@ -4,7 +4,8 @@
 # machine, so each call resumes the protocol where the last one stopped (checkpoints never leave the machine).
 #   bash scripts/gpu_session.sh $OUT SECONDS first   # 1st call: DDP check (>= 2 GPUs), then the table runs
 #   bash scripts/gpu_session.sh $OUT SECONDS         # later calls: the table runs go on
-# The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two. With COMPILE_SMOKE=1
+# The first call runs scripts/ddp_check.py on GPUs 0,1 with $DDP_ARGS when there are two (DDP_CHECK=0: not;
+# it holds both GPUs for up to 420 s before the table step starts). With COMPILE_SMOKE=1
 # (or COMPILE_SMOKE="sessa transformer": those families only; Mamba2's whole-model compile took 167 s for 40
 # training steps on the H200 and its validation graph did not compile within the smoke's 240 s,
 # results/bench/h200-run9-session.log; compile=true now compiles one graph for all blocks, 4x faster on CPU)
@@ -110,7 +111,7 @@ if [[ $first == first && $smoke != 0 ]]; then
     [[ $rc == 0 ]] && echo "${fams[$j]}" >> /tmp/compile_families
   done
 fi
-if [[ $first == first ]] && (( ngpu >= 2 )); then
+if [[ $first == first && ${DDP_CHECK:-1} != 0 ]] && (( ngpu >= 2 )); then
   # shellcheck disable=SC2086
   CUDA_VISIBLE_DEVICES=0,1 timeout -k 15 420 python3 scripts/ddp_check.py --out "$work/ddp" --model transformer \
     $DDP_ARGS > "$work/logs/ddp.log" 2>&1
