@@ -11,6 +11,8 @@ run's summary.json (`compile_check`), so every compiled result carries its evide
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 # bf16 autocast: eager and compiled kernels round differently (Table 1's Transformer, 2 of its layers, on CPU:
@@ -24,15 +26,17 @@ class CompileMismatch(RuntimeError):
     """The compiled model's loss or gradients differ from the eager model's beyond tolerance."""
 
 
-def compare(module: torch.nn.Module, batch: dict, loss_fn) -> dict:
+def compare(module: torch.nn.Module, batch: dict, loss_fn, eager=None) -> dict:
     """Loss and gradients of `batch` through `module(batch)` (the training step's own forward) run eagerly and
     as compiled (wherever torch.compile was applied in it: whole or per block): the two losses,
     ||g_c - g_e|| / ||g_e|| over all parameters, and the cosine of the two gradients. Leaves .grad untouched
-    (torch.autograd.grad)."""
+    (torch.autograd.grad). eager: a context manager factory that makes the module run eagerly (default
+    `torch.compiler.set_stance("force_eager")`; CUDA graphs pass their own, sessa_bench/cuda_graphs.py)."""
     params = [p for p in module.parameters() if p.requires_grad]
     losses, grads = {}, {}
-    for name, stance in (("eager", "force_eager"), ("compiled", "default")):
-        with torch.compiler.set_stance(stance):
+    eager = eager or (lambda: torch.compiler.set_stance("force_eager"))
+    for name, context in (("eager", eager), ("compiled", contextlib.nullcontext)):
+        with context():
             loss = loss_fn(module(batch), batch["labels"])
         g = torch.autograd.grad(loss, params, allow_unused=True)
         grads[name] = torch.cat([(torch.zeros_like(p) if gi is None else gi).double().flatten()  # exact sums
@@ -44,14 +48,16 @@ def compare(module: torch.nn.Module, batch: dict, loss_fn) -> dict:
             "grad_cosine": float(torch.nn.functional.cosine_similarity(c, e, dim=0))}
 
 
-def check(result: dict) -> dict:
-    """result (from compare) if within tolerance, else CompileMismatch naming the numbers and the way out."""
+def check(result: dict, setting: str = "compile") -> dict:
+    """result (from compare) if within tolerance, else CompileMismatch naming the numbers and the way out
+    (`<setting>=false`)."""
     le, lc = result["loss_eager"], result["loss_compiled"]
     loss_ok = abs(lc - le) <= LOSS_RTOL * max(1.0, abs(le))
     grad_ok = result["grad_rel_diff"] <= GRAD_RTOL
     if not (loss_ok and grad_ok):
         raise CompileMismatch(
-            f"compile=true: the compiled model disagrees with the eager one on the first batch (loss {lc:.5g} "
+            f"{setting}=true: the {'compiled' if setting == 'compile' else 'graphed'} model disagrees with the "
+            f"eager one on the first batch (loss {lc:.5g} "
             f"against {le:.5g}, gradient relative difference {result['grad_rel_diff']:.3g}, allowed "
-            f"{LOSS_RTOL:g} and {GRAD_RTOL:g}); train with compile=false")
+            f"{LOSS_RTOL:g} and {GRAD_RTOL:g}); train with {setting}=false")
     return result

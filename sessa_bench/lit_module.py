@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from sessa_bench import compile_check
+from sessa_bench.cuda_graphs import GraphedBlocks
 from sessa_bench.metrics import SplitMetrics
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
@@ -38,14 +39,17 @@ def lr_lambda(warmup: int, total: int, min_ratio: float, schedule: str = "cosine
 
 
 class LitSequenceModel(L.LightningModule):
-    def __init__(self, model_cfg: dict, optim: dict, max_steps: int, slice_names: tuple = (), compile: bool = False):
+    def __init__(self, model_cfg: dict, optim: dict, max_steps: int, slice_names: tuple = (), compile: bool = False,
+                 cuda_graphs: bool = False):
         super().__init__()
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile must be true or false, got {compile!r}")
+        for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
         self.save_hyperparameters()  # checkpoints rebuild the model on their own
         self.model = Backbone(ModelConfig(**model_cfg))
         self._compiled = False
         self.compile_check: dict | None = None  # compiled against eager on the first batch (compile_check.py)
+        self.graphs: GraphedBlocks | None = None  # cuda_graphs=true: the blocks' CUDA graphs (cuda_graphs.py)
         self.head = self.model.cfg.head
         self.slice_names = tuple(slice_names)
         self._eval: dict[str, SplitMetrics] = {}  # in a dict: not a submodule, so never in a checkpoint
@@ -57,6 +61,8 @@ class LitSequenceModel(L.LightningModule):
         if self.hparams.get("compile", False) and not self._compiled:
             self.model.compile_blocks()
             self._compiled = True
+        if self.hparams.get("cuda_graphs", False) and self.graphs is None:
+            self.graphs = GraphedBlocks(self.model.blocks)  # captured at the first training forward on CUDA
 
     def forward(self, batch):
         return self.model(batch["input_ids"], lengths=batch.get("lengths"))
@@ -71,6 +77,11 @@ class LitSequenceModel(L.LightningModule):
             # Once per process, before any update. Under DDP every rank would have to agree on a failure: the
             # single-GPU smoke that precedes a DDP run (scripts/gpu_session.sh) checks the same graph.
             self.compile_check = compile_check.check(compile_check.compare(self, batch, self.loss))
+        if self.graphs is not None and self.compile_check is None and self.device.type == "cuda":
+            # the same check for the graphs (their first replay is its second pass): eager's kernels, but
+            # replayed on static buffers, which a wrong capture would show here before any update
+            self.compile_check = compile_check.check(
+                compile_check.compare(self, batch, self.loss, eager=self.graphs.eager), "cuda_graphs")
         loss = self.loss(self(batch), batch["labels"])
         # On the progress bar only when there is one: after every batch Lightning turns each progress-bar
         # metric into a Python number (logger_connector.on_batch_end, shown or not), a host sync per step.

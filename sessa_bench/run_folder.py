@@ -36,6 +36,7 @@ from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the 
 # The number of processes is one of them: data.batch_size is the global batch, split across the processes.
 RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "results_dir", "run_dir", "sweep",
                    "probe", "compile",  # compiled == eager in tolerance: sessa_bench/compile_check.py, every run
+                   "cuda_graphs",  # eager's kernels replayed, first batch checked too: sessa_bench/cuda_graphs.py
                    "trainer.devices", "trainer.num_nodes", "trainer.strategy")
 # Keys an extension (more steps) may change besides trainer.max_steps: when checkpoints are written.
 EXTENSION_FREE = ("callbacks.checkpoint.every_n_steps",)

@@ -288,10 +288,10 @@ def estimates(todo: list[Todo], runs_per_gpu: int | None = None) -> list[float |
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
                                    cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu,
-                                   compiled=t.cell.compile))
+                                   how=t.cell.execution))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
-                                   runs_per_gpu=runs_per_gpu, compiled=t.cell.compile))
+                                   runs_per_gpu=runs_per_gpu, how=t.cell.execution))
     return out
 
 

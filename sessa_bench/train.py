@@ -96,6 +96,12 @@ def _instantiate(what: str, node, **kwargs):
         raise ValueError(f"{what}: {type(cause).__name__}: {cause}") from None
 
 
+def fixed_length(cfg: DictConfig) -> bool:
+    """Batches of one length per split (the split's longest): a compiled model traces one shape, CUDA graphs
+    replay one."""
+    return bool(cfg.compile or cfg.get("cuda_graphs", False))
+
+
 def check_splits(cfg: DictConfig, dm: TaskDataModule) -> None:
     """Every split holds at least one example (else training, validation or testing fails at its end)."""
     for split in ("train", "val", "test"):
@@ -144,12 +150,13 @@ def _run(cfg: DictConfig) -> dict:
     # split, the model, the trainer, its loggers and callbacks.
     task = build_task(cfg)
     dm = TaskDataModule(task, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.seed, cfg.data.num_workers,
-                        fixed_length=bool(cfg.compile))  # one sequence length per split for the compiled model
+                        fixed_length=fixed_length(cfg))  # one sequence length per split: compiled or graphed
     check_splits(cfg, dm)
     model_cfg, budget = resolve_model(cfg, task)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model's initialisation
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
-                           tuple(task.slice_names), compile=cfg.compile)
+                           tuple(task.slice_names), compile=cfg.compile,
+                           cuda_graphs=bool(cfg.get("cuda_graphs", False)))
     callbacks = {name: _instantiate(f"callbacks.{name}", c, **runtime_args(name, cfg, folder))
                  for name, c in cfg.callbacks.items()}
     if cfg.debug.kill_at_step:
@@ -228,7 +235,7 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
             lit.test_prefix, lit.slice_names = f"test@{factor}x", tuple(getattr(longer, "slice_names", ()))
             final.update(trainer.test(lit, datamodule=TaskDataModule(longer, cfg.data.batch_size,
                                                                     cfg.data.eval_batch_size, cfg.seed,
-                                                                    fixed_length=bool(cfg.compile)),
+                                                                    fixed_length=fixed_length(cfg)),
                                       verbose=False)[0])
 
     total, _ = count_params(lit.model)
@@ -254,6 +261,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": cfg.trainer.precision, "compile": bool(cfg.compile),
         "compile_check": lit.compile_check, "hardware": hardware(),
+        "cuda_graphs": bool(cfg.get("cuda_graphs", False)),
+        "cuda_graphs_capture": lit.graphs.info() if lit.graphs is not None else None,
         "git_commit": git_commit(),
     }
     if not trainer.is_global_zero:

@@ -320,13 +320,16 @@ def test_the_pace_measured_nearest_the_rounds_sharing_times_it():
 
 
 def test_only_runs_trained_alike_time_a_run_when_there_are_any():
-    """A compiled run trains up to 2x faster: its pace must not time an eager run; an eager one times a
-    compiled run only when no compiled run is finished (it leans long)."""
+    """A compiled or graphed run trains up to 2x faster: its pace must not time an eager run; an eager one
+    times a compiled run only when no compiled run is finished (it leans long)."""
     eager, fast = summary(1000, 500.0), {**summary(1000, 250.0), "compile": True}
-    assert pace(cell=[eager, fast], compiled=False) == pace(cell=[eager, fast]) == 0.5
-    assert pace(cell=[eager, fast], compiled=True) == 0.25
-    assert pace(cell=[eager], compiled=True) == 0.5
-    assert run_seconds(1000, experiment=[eager, fast], compiled=True) == 250.0
+    graphed = {**summary(1000, 100.0), "cuda_graphs": True}
+    assert pace(cell=[eager, fast, graphed], how="eager") == 0.5
+    assert pace(cell=[eager, fast, graphed], how="cuda_graphs") == 0.1
+    assert pace(cell=[eager, fast], how="eager") == pace(cell=[eager, fast]) == 0.5
+    assert pace(cell=[eager, fast], how="compile") == 0.25
+    assert pace(cell=[eager], how="compile") == 0.5
+    assert run_seconds(1000, experiment=[eager, fast], how="compile") == 250.0
 
 
 def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, fake_ensure, capsys):

@@ -193,11 +193,15 @@ def test_parameter_table_and_caption(built):
     from sessa_bench.report.paper import execution
     assert execution([{"family": "sessa", "compile": True}, {"family": "sessa", "compile": False},
                       {"family": "mamba2"}]) == ("sessa 1/2 runs compiled (torch.compile), the rest eager; "
-                                                 "compiled without that check: 1")
+                                                 "without that check: 1")
     checked = {"family": "mamba2", "compile": True, "compile_check": {"grad_rel_diff": 0.0123}}
     assert execution([checked, {"family": "sessa", "compile": True}]) == (
         "mamba2 1/1 runs, sessa 1/1 runs compiled (torch.compile), the rest eager; checked against eager on "
-        "their first batch: 1, gradients within 0.012 relative; compiled without that check: 1")
+        "their first batch: 1, gradients within 0.012 relative; without that check: 1")
+    graphed = {"family": "sessa", "cuda_graphs": True, "compile_check": {"grad_rel_diff": 0.001}}
+    assert execution([checked, graphed, {"family": "sessa"}]) == (
+        "mamba2 1/1 runs compiled (torch.compile); sessa 1/2 runs in CUDA graphs (eager's kernels), the rest "
+        "eager; checked against eager on their first batch: 2, gradients within 0.012 relative")
     # device time: each run's wall time over the runs sharing its device (one at a time here)
     shares = [(s["wall_seconds_this_process"], s.get("concurrent_runs") or 1)
               for s in (summary(built["tmp"], "table1_diffuse_mqar", f) for f in ("sessa", "transformer", "mamba2"))]

@@ -316,20 +316,22 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
 
 
 def execution(summaries: list[dict]) -> str:
-    """How the runs executed: eager, or which families' runs were compiled (summaries without the key
-    predate its recording, when every table run was eager)."""
-    compiled = Counter(s["family"] for s in summaries if s.get("compile"))
-    if not compiled:
-        return "eager"
+    """How the runs executed: eager, or which families' runs were compiled or ran in CUDA graphs (summaries
+    without the keys predate their recording, when every table run was eager)."""
     every = Counter(s["family"] for s in summaries)
-    # Each compiled run compared its first batch with eager (compile_check.py); older ones did not.
-    checks = [s.get("compile_check") for s in summaries if s.get("compile")]
+    ways = [(Counter(s["family"] for s in summaries if s.get("compile")), "compiled (torch.compile)"),
+            (Counter(s["family"] for s in summaries if s.get("cuda_graphs")), "in CUDA graphs (eager's kernels)")]
+    ways = [(c, how) for c, how in ways if c]
+    if not ways:
+        return "eager"
+    # Each compiled or graphed run compared its first batch with eager (compile_check.py); older ones did not.
+    checks = [s.get("compile_check") for s in summaries if s.get("compile") or s.get("cuda_graphs")]
     done = [c["grad_rel_diff"] for c in checks if c]
     check = (f"; checked against eager on their first batch: {len(done)}, gradients within "
              f"{max(done):.2g} relative" if done else "") + \
-        (f"; compiled without that check: {len(checks) - len(done)}" if len(done) < len(checks) else "")
-    return ", ".join(f"{f} {compiled[f]}/{n} runs" for f, n in sorted(every.items()) if compiled[f]) + \
-        " compiled (torch.compile), the rest eager" + check
+        (f"; without that check: {len(checks) - len(done)}" if len(done) < len(checks) else "")
+    return "; ".join(", ".join(f"{f} {c[f]}/{n} runs" for f, n in sorted(every.items()) if c[f]) + f" {how}"
+                     for c, how in ways) + ", the rest eager" + check
 
 
 def write(table: Table, seeds: list[int], scoped: dict[str, list[str]], out_dir: str | Path = "results",

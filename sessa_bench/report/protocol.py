@@ -27,6 +27,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sessa_bench.compose import compose_train
+from sessa_bench.report.timing import execution
 from sessa_bench.run_folder import RunFolder, extension_of, last_step, resolved_config
 
 MAX_EXTENSIONS = 2
@@ -166,7 +167,7 @@ class Cell:
     constant: bool                # optim.schedule == constant: runs can be extended
     best: bool                    # a best-checkpoint callback: report from the best validation
     names: dict = field(default_factory=dict)  # experiment_name, task_name, budget, results_dir
-    compile: bool = False         # its runs train compiled (an execution setting: the estimates' pace)
+    execution: str = "eager"      # how its runs train (report.timing.execution): the estimates' pace
 
     def run(self, lr: float, seed: int, steps: int | None = None) -> Run:
         steps = steps or self.steps
@@ -235,4 +236,4 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 int(res["trainer"]["max_steps"]), res["optim"]["schedule"] == "constant",
                 "best" in (res.get("callbacks") or {}),
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
-                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]}, bool(res["compile"]))
+                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]}, execution(res))

@@ -46,17 +46,23 @@ def sharing(summary: dict, runs_per_gpu: int | None) -> float:
     return max(runs_per_gpu / then, SHARING_FLOOR)
 
 
+def execution(s: dict) -> str:
+    """How a run trained, from its summary or resolved config: `compile` (torch.compile), `cuda_graphs`
+    (sessa_bench/cuda_graphs.py) or `eager`."""
+    return "compile" if s.get("compile") else "cuda_graphs" if s.get("cuda_graphs") else "eager"
+
+
 def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
-         runs_per_gpu: int | None = None, compiled: bool | None = None) -> float | None:
+         runs_per_gpu: int | None = None, how: str | None = None) -> float | None:
     """Seconds per step for a run to train: that of the longest last process among its own finished run (a
     run being extended) and its cell's (same family, experiment and rate), since start-up and evaluation
     weigh least there (a resumed half-length segment of the same run, timed while more runs shared the GPU,
     measured 0.52 s/step where its seed's full 2000-step process measured 0.37); of those, the one timed at
     the GPU sharing nearest the round's (the least scaled: `sharing` is a rough model; ties: the slowest);
     else the slowest of its experiment's finished runs; else None. Each at the round's GPU sharing. With
-    `compiled` (the run's compile setting), only runs trained the same way time it when there are any: a
-    compiled run trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an
-    eager one; an eager pace for a compiled run only leans long."""
+    `how` (the run's `execution`), only runs trained the same way time it when there are any: a compiled run
+    trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an
+    eager pace for a compiled or graphed run only leans long."""
     def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
         return seconds_per_step(s) * sharing(s, runs_per_gpu)
 
@@ -66,7 +72,7 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
 
     def alike(runs: list[dict]) -> list[dict]:
         timed = [s for s in runs if seconds_per_step(s) is not None]
-        same = [s for s in timed if compiled is None or bool(s.get("compile")) == compiled]
+        same = [s for s in timed if how is None or execution(s) == how]
         return same or timed
 
     mine = alike([*([own] if own is not None else []), *cell])
@@ -84,11 +90,11 @@ def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
 
 def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
                 experiment: list[dict] = (), runs_per_gpu: int | None = None,
-                compiled: bool | None = None) -> float | None:
+                how: str | None = None) -> float | None:
     """Seconds to train one run to `target` steps (None: no finished run to time it by). own: the finished
     shorter run it extends (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a
-    pace from (`pace`, which also takes `compiled`)."""
-    p = pace(own, cell, experiment, runs_per_gpu, compiled)
+    pace from (`pace`, which also takes `how`)."""
+    p = pace(own, cell, experiment, runs_per_gpu, how)
     if p is None:
         return None
     return p * steps_to_train(target, own["steps"] if own is not None else 0, resumable and own is not None)
