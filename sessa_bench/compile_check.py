@@ -35,7 +35,10 @@ def compare(module: torch.nn.Module, batch: dict, loss_fn, eager=None) -> dict:
     params = [p for p in module.parameters() if p.requires_grad]
     losses, grads = {}, {}
     eager = eager or (lambda: torch.compiler.set_stance("force_eager"))
-    for name, context in (("eager", eager), ("compiled", contextlib.nullcontext)):
+    # The fast pass first: CUDA graphs capture at their first call, and a capture fails while an earlier
+    # graph of the same parameters is alive (its gradient accumulators sit on another stream; on the H200 the
+    # eager pass's loss, still referenced, broke every capture: results/bench/h200x2-run2-session.log).
+    for name, context in (("compiled", contextlib.nullcontext), ("eager", eager)):
         with context():
             loss = loss_fn(module(batch), batch["labels"])
         g = torch.autograd.grad(loss, params, allow_unused=True)

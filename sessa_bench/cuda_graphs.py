@@ -6,7 +6,9 @@ MFU 0.04). `torch.cuda.make_graphed_callables` records the kernels that a block'
 launch and replays them with one launch each: the same kernels on the same memory, so the numbers are eager's
 (no compiler involved, unlike torch.compile, whose graph was wrong on the H200: compile_check.py).
 
-All blocks are captured together at the first training forward on CUDA, with that batch's activation shape
+All blocks are captured together at the first training forward on CUDA (before any other graph of their
+parameters: a live one, whose gradient accumulators sit on the default stream, breaks the capture; so
+compile_check.compare runs this pass before the eager one), with that batch's activation shape
 (one capture per run: a fixed batch shape, which the data module's fixed_length gives every full batch), in
 one memory pool (forwards in order, backwards in reverse, as the model runs them). A call that does not match
 the capture (another shape, the last partial batch of an epoch, eval mode, no grad, a decode cache, another
@@ -79,9 +81,12 @@ class GraphedBlocks:
             # matches the capture's, else the forward it found): keep it, and put the dispatch back in front.
             graphed = [b.forward for b in self.blocks]
         except Exception as e:  # noqa: BLE001 - turned into one line for the user
+            first = e  # the error that broke the capture, not the "previous error during capture" of its end
+            while first.__context__ is not None:
+                first = first.__context__
             raise CaptureError(f"cuda_graphs=true: the blocks could not be captured in a CUDA graph "
-                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); train "
-                               f"with cuda_graphs=false") from e
+                               f"({type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}); "
+                               f"train with cuda_graphs=false") from e
         finally:
             self.capturing = False
             for b, f in zip(self.blocks, forwards):

@@ -28,7 +28,10 @@ class FakeCapture:
                 self.warmups += 1
                 m(*args)  # through the module, as the real one warms up: must run eagerly
             if self.fail:
-                raise RuntimeError("operation not permitted when stream is capturing\nsecond line")
+                try:
+                    raise RuntimeError("operation would make the legacy stream depend on a capturing stream\nmore")
+                except RuntimeError:  # what torch.cuda.graph's exit raises on top of the first error
+                    raise RuntimeError("operation failed due to a previous error during capture")
             orig = m.forward
 
             def new_fwd(*a, _m=m, _orig=orig):
@@ -102,7 +105,8 @@ def test_a_failed_capture_stops_with_one_line_naming_the_way_out(monkeypatch):
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", FakeCapture(fail=True))
     m = model()
     GraphedBlocks(m.blocks, device_type="cpu")
-    with pytest.raises(CaptureError, match=r"could not be captured.*stream is capturing\); train with "
+    with pytest.raises(CaptureError, match=r"could not be captured in a CUDA graph \(RuntimeError: operation would "
+                                           r"make the legacy stream depend on a capturing stream\); train with "
                                            r"cuda_graphs=false$") as e:
         m(torch.randint(0, 32, (2, 9)))
     assert "\n" not in str(e.value)
@@ -131,3 +135,26 @@ def test_graphed_and_eager_runs_are_one_config():
     """A graphed rerun of an eager run's folder is the same run (eager's kernels, replayed)."""
     assert config_changes({"cuda_graphs": False, "seed": 0}, {"cuda_graphs": True, "seed": 0}) == []
     assert config_changes({"seed": 0}, {"cuda_graphs": True, "seed": 0}) == []  # folders from before the key
+
+
+def test_the_first_batch_check_runs_the_graphed_pass_first(fake):
+    """The capture happens at the first graphed call; an eager graph of the same parameters still alive then
+    (the eager pass's loss) broke every capture on the H200: compare must run the graphed pass first."""
+    from sessa_bench.lit_module import LitSequenceModel
+    cfg = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=2, mixer="attention",
+               mixer_kwargs={"backend": "math"}, head="cls", n_classes=5)
+    optim = dict(lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, warmup_steps=1, min_lr_ratio=0.1)
+    m = LitSequenceModel(cfg, optim, 10, cuda_graphs=True)
+    m.configure_model()
+    m.graphs.device_type = "cpu"
+    order = []
+    eager_ctx = m.graphs.eager
+
+    def eager():
+        order.append(("eager", len(fake.captures)))
+        return eager_ctx()
+    batch = {"input_ids": torch.randint(1, 32, (3, 12)), "lengths": torch.tensor([12, 9, 7]),
+             "labels": torch.tensor([0, 3, 4])}
+    r = compile_check.compare(m, batch, m.loss, eager=eager)
+    assert order == [("eager", 1)]  # the capture was done before the eager pass began
+    assert r["loss_compiled"] == pytest.approx(r["loss_eager"], rel=1e-6) and r["grad_rel_diff"] < 1e-6
