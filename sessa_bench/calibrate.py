@@ -26,6 +26,7 @@ from sessa_bench.compose import CONF_DIR, compose_file, compose_train
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.calibration import render, row
 from sessa_bench.report.collect import collect
+from sessa_bench.report.protocol import select_lr
 from sessa_bench.report.timing import SAFETY, run_seconds
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "calibrate").glob("*.yaml"))
@@ -37,14 +38,34 @@ def load(sweep: str) -> dict:
     return OmegaConf.to_container(compose_file(f"calibrate/{sweep}"))
 
 
-def runs_of(sweep: dict, name: str, extra: list[str]) -> dict[str, list[str]]:
-    """Run name -> overrides, for one candidate (one run per rate of the sweep's `lrs`, if any)."""
+def runs_of(sweep: dict, name: str, extra: list[str], lrs: list[float] | None = None) -> dict[str, list[str]]:
+    """Run name -> overrides, for one candidate (one run per rate of `lrs`, default the sweep's `lrs`, if any)."""
     if name not in sweep["candidates"]:
         raise ValueError(f"candidate={name!r}: must be one of {sorted(sweep['candidates'])}")
     common = [*sweep["base"], f"experiment_name={sweep['experiment_name']}", *sweep["candidates"][name]]
     if not sweep.get("lrs"):
         return {name: [*common, f"run_name={name}", *extra]}
-    return {f"{name}-lr{lr}": [*common, f"optim.lr={lr}", f"run_name={name}-lr{lr}", *extra] for lr in sweep["lrs"]}
+    return {f"{name}-lr{lr}": [*common, f"optim.lr={lr}", f"run_name={name}-lr{lr}", *extra]
+            for lr in (sweep["lrs"] if lrs is None else lrs)}
+
+
+def plan_of(sweep: dict, name: str, extra: list[str], found: dict[str, dict]):
+    """(chosen run name or None, the runs of the rates tried, the runs still to train) of one candidate, given
+    the finished runs `found` (run name -> summary). A grid's rate is chosen on val/acc as the paper tables
+    choose theirs (report.protocol.select_lr): a best rate at an edge of the grid adds the next rate past it
+    (x3 or /3, at most twice), so the candidate's row is not an edge of the grid's making."""
+    if not sweep.get("lrs"):
+        runs = runs_of(sweep, name, extra)
+        return None, runs, {n: ov for n, ov in runs.items() if n not in found}
+    scores: dict[float, float | None] = {}
+    while True:
+        chosen, tried, missing = select_lr(sweep["lrs"], scores, "max")
+        new = [x for x in missing if f"{name}-lr{x}" in found]
+        for x in new:
+            scores[x] = found[f"{name}-lr{x}"]["final"].get("val/acc")
+        if not new:
+            return (None if chosen is None else f"{name}-lr{chosen}", runs_of(sweep, name, extra, tried),
+                    runs_of(sweep, name, extra, missing))
 
 
 def estimator(results_dir: Path, experiment: str, runs_per_gpu: int | None, all_overrides: list[list[str]]):
@@ -71,33 +92,39 @@ def build(candidates: list[str] | None, overrides: list[str], run: bool = False,
                          f"the command)")
     spec = load(sweep)
     candidates = list(spec["candidates"]) if candidates is None else candidates
-    planned = {c: runs_of(spec, c, overrides) for c in candidates}
-    all_overrides = [ov for runs in planned.values() for ov in runs.values()]
-    results_dir = Path(compose_train(all_overrides[0]).results_dir)
-    if run:
+    results_dir = Path(compose_train(next(iter(runs_of(spec, candidates[0], overrides).values()))).results_dir)
+    clock = None
+    while True:  # train what the grids still need; a finished run can grow its candidate's grid
+        found = {s["run_name"]: s for s in collect(results_dir, spec["experiment_name"])}
+        plans = {c: plan_of(spec, c, overrides, found) for c in candidates}
+        todo = {n: ov for _, _, missing in plans.values() for n, ov in missing.items()}
+        if not todo or not run:
+            break
         from sessa_bench.runs import ensure
         from sessa_bench.tables import Clock
 
         deadline = estimate = None
         if time_limit is not None:
-            clock = Clock(time_limit, started, jobs, jobs_per_gpu)  # jobs < 1 is an error there
+            clock = clock or Clock(time_limit, started, jobs, jobs_per_gpu)  # jobs < 1 is an error there
             deadline = clock.end
             estimate = estimator(results_dir, spec["experiment_name"], clock.runs_per_gpu(clock.slots),
-                                 all_overrides)
-        skipped = ensure(all_overrides, jobs, jobs_per_gpu, deadline, estimate)
+                                 list(todo.values()))
+        skipped = ensure(list(todo.values()), jobs, jobs_per_gpu, deadline, estimate)
         if skipped:
-            return (f"time limit: {len(skipped)} of {len(all_overrides)} calibration runs not started "
-                    f"({', '.join(f.path.name for f in skipped)}); rerun to train them, then the table is written")
-    found = {s["run_name"]: s for s in collect(results_dir, spec["experiment_name"])}
-    missing = [n for runs in planned.values() for n in runs if n not in found]
-    if missing:
-        raise FileNotFoundError(f"no finished calibration run for {missing} under "
+            return (f"time limit: {len(skipped)} of the {len(todo)} calibration runs left were not started "
+                    f"({', '.join(f.path.name for f in skipped)}); rerun to train them, then the table is "
+                    f"written")
+    finished = {c: [n for n in runs if n in found] for c, (_, runs, _) in plans.items()}
+    if todo and not all(finished.values()):
+        raise FileNotFoundError(f"no finished calibration run for {sorted(todo)} under "
                                 f"{results_dir / spec['experiment_name']}; add --run to train them")
     rows = []
-    for c, runs in planned.items():
-        best = max(runs, key=lambda n: found[n]["final"]["val/acc"])  # the rate is chosen on validation
-        rows += [row(c, spec["candidates"][c], found[n], chosen=len(runs) > 1 and n == best) for n in runs]
-    md = render(rows, spec.get("target"))
+    for c, (chosen, _, _) in plans.items():
+        if chosen is None and len(finished[c]) > 1:  # grid still growing: the best so far, marked as such
+            chosen = max(sorted(finished[c], key=lambda n: found[n]["optim"]["lr"]),
+                         key=lambda n: found[n]["final"].get("val/acc") or -1.0)
+        rows += [row(c, spec["candidates"][c], found[n], chosen=n == chosen) for n in finished[c]]
+    md = render(rows, spec.get("target"), pending=sorted(todo))
     atomic_write_text(Path(out or spec["out"]), md)
     return md
 

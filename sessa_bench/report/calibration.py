@@ -25,9 +25,10 @@ def row(name: str, overrides: list[str], summary: dict, chosen: bool = False) ->
             "device": summary["hardware"].get("gpu") or "CPU", "commit": summary["git_commit"][:12]}
 
 
-def render(rows: list[dict], target: list[float] | None = None) -> str:
+def render(rows: list[dict], target: list[float] | None = None, pending: list[str] = ()) -> str:
     """The table; with several rates per candidate, `*` marks the chosen one and, given a target band of test
-    accuracy, a last line names the candidates whose chosen run lands in it."""
+    accuracy, a last line names the candidates whose chosen run lands in it. pending: runs the grids still
+    need (a best rate at an edge): the table is then marked as not final."""
     grid = any(r["chosen"] for r in rows)
     table = md_table(
         ["candidate", "overrides", "pairs", "train lags", "test lags", "train/test length", "chance",
@@ -47,6 +48,10 @@ def render(rows: list[dict], target: list[float] | None = None) -> str:
             inside = [f"{r['candidate']} ({r['test_acc']:.4f})" for r in picked if lo <= r["test_acc"] <= hi]
             notes += (f" In the target band [{lo:g}, {hi:g}] of test accuracy: "
                       f"{', '.join(inside) if inside else 'none'}.")
+    if pending:
+        notes += (f"\n\n**Not final**: a best rate at an edge of the grid adds the next rate past it (x3 or /3, at "
+                  f"most twice), so `*` marks the best rate among the finished runs only; still to train: "
+                  f"{', '.join(pending)} (`python -m sessa_bench.calibrate --run`).")
     return ("# Diffuse MQAR calibration (Transformer; Table 1's budget, optimiser and batch unless overridden; "
             "seed 0)\n\n"
             "Test token accuracy, bucketed by lag: inside the training lags and beyond them (test lags reach 4x "
