@@ -5,6 +5,9 @@ eager, the largest train-loss difference to eager over the logged steps, the fin
 first-batch check (compile_check.py). Writes <out>/execution_ab.md and keeps the run folders under <out>/runs.
     python scripts/execution_ab.py --out DIR [--families transformer sessa mamba2] [--modes eager cuda_graphs]
                                    [--steps 200] [--experiment table1_symbol_soup] [hydra overrides...]
+--report-only writes the table from the run folders already in DIR; --repeat-of DIR2 (an earlier A/B of the
+same settings) adds the control: each run's train-loss difference to the same mode's run in DIR2, i.e. what
+two runs of one mode differ by (kernels with atomics are not bitwise reproducible).
 """
 
 from __future__ import annotations
@@ -43,25 +46,37 @@ def losses(folder: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
-def row(out: Path, family: str, mode: str, wall: float, rc: int, eager: dict | None) -> str:
-    folder = out / "runs" / "execution_ab" / f"{family}-{mode}"
+def folder_of(out: Path, family: str, mode: str) -> Path:
+    return out / "runs" / "execution_ab" / f"{family}-{mode}"
+
+
+def max_diff(a: dict[int, float], b: dict[int, float]) -> str:
+    common = sorted(set(a) & set(b))
+    return f"{max(abs(a[k] - b[k]) for k in common):.4f} over {len(common)} steps" if common else ""
+
+
+def row(out: Path, family: str, mode: str, wall: float | None, rc: int, eager: dict | None,
+        repeat: Path | None = None) -> str:
+    folder = folder_of(out, family, mode)
     try:
         s = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
-        log = (out / f"{family}-{mode}.log").read_text().strip().splitlines()
-        return f"| {family} | {mode} | failed (exit {rc}): {log[-1][:150] if log else ''} | | | | | {wall:.0f} |"
+        log_file = out / f"{family}-{mode}.log"
+        log = log_file.read_text().strip().splitlines() if log_file.exists() else []
+        return (f"| {family} | {mode} | failed (exit {rc}): {log[-1][:150] if log else ''} | | | | | "
+                f"{'' if repeat is None else '| '}{'' if wall is None else f'{wall:.0f}'} |")
     tps, val = s.get("throughput_tokens_per_s"), s["final"].get("val/acc")
     ratio = f"{tps / eager['tps']:.2f}" if eager and eager.get("tps") and tps else ""
-    diff = ""
-    if eager and mode != "eager":
-        mine, ref = losses(folder), eager["losses"]
-        common = sorted(set(mine) & set(ref))
-        diff = f"{max(abs(mine[k] - ref[k]) for k in common):.4f} over {len(common)} steps" if common else ""
+    diff = max_diff(losses(folder), eager["losses"]) if eager and mode != "eager" else ""
+    again = ""
+    if repeat is not None:
+        other = folder_of(repeat, family, mode)
+        again = f"{max_diff(losses(folder), losses(other)) if (other / 'metrics.jsonl').exists() else ''} | "
     check = s.get("compile_check")
     check = f"loss {check['loss_compiled']:.4f}/{check['loss_eager']:.4f}, grad {check['grad_rel_diff']:.2g}" \
         if check else ""
-    return (f"| {family} | {mode} | {tps or 0:,.0f} | {ratio} | {diff} | "
-            f"{'' if val is None else f'{val:.4f}'} | {check} | {wall:.0f} |")
+    return (f"| {family} | {mode} | {tps or 0:,.0f} | {ratio} | {diff} | {again}"
+            f"{'' if val is None else f'{val:.4f}'} | {check} | {'' if wall is None else f'{wall:.0f}'} |")
 
 
 def main(argv=None) -> int:
@@ -71,12 +86,14 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", nargs="+", default=["eager", "cuda_graphs"], choices=sorted(MODES))
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--experiment", default="table1_symbol_soup")
+    ap.add_argument("--report-only", action="store_true", help="no runs: the table from the folders in --out")
+    ap.add_argument("--repeat-of", type=Path, help="an earlier A/B's --out: the run-to-run control column")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     devices = gpus()
-    jobs = [(f, m) for f in args.families for m in args.modes]
+    jobs = [] if args.report_only else [(f, m) for f in args.families for m in args.modes]
     done: dict[tuple, tuple] = {}
     running: dict[str, tuple] = {}  # device -> (job, process, start)
     while jobs or running:
@@ -94,20 +111,24 @@ def main(argv=None) -> int:
                 del running[dev]
                 print(f"{job[0]} {job[1]}: exit {p.returncode} after {time.time() - t0:.0f} s", flush=True)
     lines = [f"# Execution A/B: {args.experiment}, {args.steps} steps, {', '.join(args.modes)}", "",
-             f"Overrides: {' '.join(args.overrides) or '(none)'}; one run per GPU at a time ({len(devices)} "
-             f"device(s)); `tok/s`: the run's Throughput callback; `vs eager`: the train loss's largest "
-             f"difference to the eager run's over the logged steps.", "",
-             "| family | mode | tok/s | x eager | train loss vs eager | val/acc | first-batch check | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Overrides: {' '.join(args.overrides) or '(none)'}; "
+             + ("written from the run folders of an earlier A/B (--report-only: no wall times); " if args.report_only
+                else f"one run per GPU at a time ({len(devices)} device(s)); ") + f"`tok/s`: the run's Throughput callback; `vs eager`: the train loss's largest "
+             f"difference to the eager run's over the logged steps"
+             + (f"; `vs repeat`: the same to the same mode's run in {args.repeat_of}" if args.repeat_of else "")
+             + ".", "",
+             "| family | mode | tok/s | x eager | train loss vs eager | " + ("vs repeat | " if args.repeat_of else "")
+             + "val/acc | first-batch check | wall s |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if args.repeat_of else "")]
     for f in args.families:
-        ref_folder = out / "runs" / "execution_ab" / f"{f}-eager"
+        ref_folder = folder_of(out, f, "eager")
         eager = None
         if (ref_folder / "summary.json").exists():
             eager = {"tps": json.loads((ref_folder / "summary.json").read_text()).get("throughput_tokens_per_s"),
                      "losses": losses(ref_folder)}
         for m in args.modes:
-            wall, rc = done.get((f, m), (0.0, -1))
-            lines.append(row(out, f, m, wall, rc, eager))
+            wall, rc = done.get((f, m), (None, -1))
+            lines.append(row(out, f, m, wall, rc, eager, args.repeat_of))
     text = "\n".join(lines) + "\n"
     (out / "execution_ab.md").write_text(text)
     print(text)

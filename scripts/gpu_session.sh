@@ -15,7 +15,9 @@
 # prediction there), so a smoke passes only when the compiled graph computes what eager computes;
 # the table runs of each family whose smoke passed compile (`<family>:compile=true`; an execution
 # setting, recorded in each summary and the table's caption: the protocol itself is the same for all);
-# without it they run eager. WORK=calibrate compiles only when every smoke passed. The table step is
+# without it they run eager, or with GRAPHS=1 in CUDA graphs (`cuda_graphs=true`, sessa_bench/cuda_graphs.py:
+# eager's kernels replayed, 1.3-2.2x the eager loop's tokens/s at Table 1's shapes on the H200,
+# results/bench/nvidia-h200-execution-ab.md). WORK=calibrate compiles only when every smoke passed. The table step is
 # `sessa_bench.tables table1 --run --experiments $EXPERIMENTS` under scripts/gpu_busy.py (utilisation sampled), which stops the whole process group at its time limit.
 # Without LEASE that limit is SECONDS after the call began, less 40 s to pack. With LEASE=S the table step
 # runs detached (its own session, so it outlives the call) for at most S seconds, and every call of the lease
@@ -122,10 +124,17 @@ compile=false  # for the calibration: all families or none
 [[ $(sort /tmp/compile_families 2>/dev/null | tr '\n' ' ') == "mamba2 sessa transformer " ]] && compile=true
 per_family=(compile=false)  # the table runs: eager, but for the families whose compile smoke passed
 for fam in $(cat /tmp/compile_families 2>/dev/null); do per_family+=("$fam:compile=true"); done
+graphs=()  # GRAPHS=1: every run that does not compile replays its blocks in CUDA graphs (eager's kernels)
+if [[ ${GRAPHS:-0} == 1 ]]; then
+  for fam in sessa transformer mamba2; do
+    grep -qx "$fam" /tmp/compile_families 2>/dev/null || per_family+=("$fam:cuda_graphs=true")
+  done
+  [[ $compile == false ]] && graphs=(cuda_graphs=true)
+fi
 
 if [[ $WORK == calibrate ]]; then  # the Diffuse MQAR calibration grid instead of a table
   what=(python3 -m sessa_bench.calibrate --run --jobs-per-gpu "$PER_GPU" --results-dir "$runs"
-        --out "$work/calibration.md" compile="$compile" trainer.enable_progress_bar=false)
+        --out "$work/calibration.md" compile="$compile" "${graphs[@]}" trainer.enable_progress_bar=false)
 else
   # shellcheck disable=SC2206
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
