@@ -92,7 +92,7 @@ def _plain_name(v) -> bool:
 
 def validate(cfg) -> None:
     """Range checks with one clear message per field."""
-    graphs = bool(cfg.get("cuda_graphs", False))
+    graphs = cfg.get("cuda_graphs", False) is True  # `auto` turns itself off where graphs do not apply
     checks = [
         ("experiment_name", _plain_name(cfg.experiment_name), "must be one folder name (no '/', '\\' or '..')"),
         ("run_name", _plain_name(cfg.run_name), "must be one folder name (no '/', '\\' or '..')"),
@@ -115,6 +115,7 @@ def validate(cfg) -> None:
         ("resume", str(cfg.resume) in ("auto", "True", "False", "true", "false"),
          "must be auto, true or false"),
         ("eval.lengths", all(int(x) >= 1 for x in cfg.eval.lengths), "must be positive multipliers"),
+        ("cuda_graphs", cfg.get("cuda_graphs", False) in (True, False, "auto"), "must be true, false or auto"),
         ("cuda_graphs", not (graphs and cfg.compile), "must be false when compile=true (choose one of the two)"),
         ("cuda_graphs", not graphs or (cfg.trainer.get("accelerator") in ("gpu", "cuda")
                                        and cfg.trainer.get("devices") == 1),

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sessa_bench import schema, wandb_run
+from sessa_bench import cuda_graphs, schema, wandb_run
 from sessa_bench.budget import Budget, count_params, describe, solve
 from sessa_bench.callbacks import KillAtStep
 from sessa_bench.compose import CONF_DIR  # absolute: works however the module is started
@@ -99,7 +99,7 @@ def _instantiate(what: str, node, **kwargs):
 def fixed_length(cfg: DictConfig) -> bool:
     """Batches of one length per split (the split's longest): a compiled model traces one shape, CUDA graphs
     replay one."""
-    return bool(cfg.compile or cfg.get("cuda_graphs", False))
+    return bool(cfg.compile or cuda_graphs.enabled(cfg))
 
 
 def check_splits(cfg: DictConfig, dm: TaskDataModule) -> None:
@@ -156,7 +156,7 @@ def _run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model's initialisation
     lit = LitSequenceModel(model_cfg.to_dict(), OmegaConf.to_container(cfg.optim), cfg.trainer.max_steps,
                            tuple(task.slice_names), compile=cfg.compile,
-                           cuda_graphs=bool(cfg.get("cuda_graphs", False)))
+                           cuda_graphs=cuda_graphs.enabled(cfg))
     callbacks = {name: _instantiate(f"callbacks.{name}", c, **runtime_args(name, cfg, folder))
                  for name, c in cfg.callbacks.items()}
     if cfg.debug.kill_at_step:
@@ -261,7 +261,7 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         "backends": sorted({str(m.backend_used()) for m in lit.model.mixers}),
         "precision": cfg.trainer.precision, "compile": bool(cfg.compile),
         "compile_check": lit.compile_check, "hardware": hardware(),
-        "cuda_graphs": bool(cfg.get("cuda_graphs", False)),
+        "cuda_graphs": cuda_graphs.enabled(cfg),
         "cuda_graphs_capture": lit.graphs.info() if lit.graphs is not None else None,
         "git_commit": git_commit(),
     }

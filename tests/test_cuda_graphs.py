@@ -124,6 +124,7 @@ def test_the_first_batch_check_names_cuda_graphs():
     (["trainer=ddp"], r"cuda_graphs=True needs one CUDA GPU"),
     (["trainer=gpu", "compile=true"], r"cuda_graphs=True must be false when compile=true"),
     (["trainer=gpu", "+trainer.accumulate_grad_batches=2"], r"needs trainer.accumulate_grad_batches=1"),
+    (["cuda_graphs=sometimes"], r"cuda_graphs='sometimes' must be true, false or auto"),
 ])
 def test_settings_graphs_cannot_run_under_are_refused_with_one_line(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -158,3 +159,23 @@ def test_the_first_batch_check_runs_the_graphed_pass_first(fake):
     r = compile_check.compare(m, batch, m.loss, eager=eager)
     assert order == [("eager", 1)]  # the capture was done before the eager pass began
     assert r["loss_compiled"] == pytest.approx(r["loss_eager"], rel=1e-6) and r["grad_rel_diff"] < 1e-6
+
+
+@pytest.mark.parametrize("overrides, gpu, want", [
+    (["trainer=gpu"], True, True),
+    (["trainer=gpu"], False, False),        # no GPU visible
+    (["trainer=cpu"], True, False),
+    (["trainer=ddp"], True, False),          # several processes
+    (["trainer=gpu", "compile=true"], True, False),
+    (["trainer=gpu", "+trainer.accumulate_grad_batches=2"], True, False),
+])
+def test_auto_turns_graphs_on_only_where_they_apply(monkeypatch, overrides, gpu, want):
+    """The paper experiments say cuda_graphs=auto: graphs on one GPU, eager elsewhere, never an error."""
+    from sessa_bench import cuda_graphs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    cfg = compose_train(["experiment=table1_symbol_soup", *overrides])
+    assert cfg.cuda_graphs == "auto"
+    validate(cfg)
+    assert cuda_graphs.enabled(cfg) is want
+    assert cuda_graphs.enabled(compose_train(["cuda_graphs=true", "trainer=cpu"])) is True  # as asked (refused)
+    assert cuda_graphs.enabled(compose_train([])) is False  # the default

@@ -27,6 +27,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sessa_bench.compose import compose_train
+from sessa_bench import cuda_graphs
 from sessa_bench.report.timing import execution
 from sessa_bench.run_folder import RunFolder, extension_of, last_step, resolved_config
 
@@ -236,4 +237,5 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 int(res["trainer"]["max_steps"]), res["optim"]["schedule"] == "constant",
                 "best" in (res.get("callbacks") or {}),
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
-                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]}, execution(res))
+                 "budget": res["budget"]["name"], "results_dir": res["results_dir"]},
+                execution({**res, "cuda_graphs": cuda_graphs.enabled(res)}))
