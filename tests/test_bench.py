@@ -25,11 +25,11 @@ def cpu_bench(tmp_path_factory):
         shapes.append(tuple(batch["input_ids"].shape))
         return real_step(self, batch, batch_idx)
 
-    def record_loop(fam, shape, compile, device, steps, warmup):
+    def record_loop(fam, shape, mode, device, steps, warmup):
         shapes.clear()
         cache = os.environ.get("SESSA_BENCH_CACHE")
-        result = real_loop(fam, shape, compile, device, steps, warmup)
-        loops.append({"args": (fam, shape, compile, device.type, steps, warmup), "out": result,
+        result = real_loop(fam, shape, mode, device, steps, warmup)
+        loops.append({"args": (fam, shape, mode, device.type, steps, warmup), "out": result,
                       "shapes": list(shapes), "cache": (cache, os.environ.get("SESSA_BENCH_CACHE"))})
         return result
 
@@ -146,7 +146,7 @@ def test_harness_loop_trains_the_bare_step_model_at_its_shape(cpu_bench):
     shape = t["shapes"][0]
     w = window(t["steps"], t["warmup"])
     loops = cpu_bench[1]
-    assert [c["args"] for c in loops] == [(fam, shape, False, "cpu", t["steps"], t["warmup"])
+    assert [c["args"] for c in loops] == [(fam, shape, "eager", "cpu", t["steps"], t["warmup"])
                                           for fam in ("sessa", "transformer", "mamba2")]
     for c in loops:
         fam, out = c["args"][0], c["out"]
@@ -167,7 +167,7 @@ def test_a_failing_harness_loop_is_recorded_and_the_bench_goes_on(monkeypatch):
     from sessa_bench.bench import training
     from sessa_bench.bench.__main__ import train_section
 
-    def fake(fam, shape, compile, device, steps, warmup):
+    def fake(fam, shape, mode, device, steps, warmup):
         if fam == "sessa":
             raise RuntimeError("boom")
         return {"params": 1, "tokens_per_s": 10.0}
@@ -220,3 +220,33 @@ def test_budgets_times_only_the_named_training_shapes(tmp_path, monkeypatch, cap
         main(["--preset", "cpu", "--budgets", "base", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--budgets" in err and "'base'" in err and "tiny, small" in err
+
+
+def test_graphed_rows_sit_beside_eager_on_cuda_only(monkeypatch):
+    """The gpu preset's `cuda_graphs` backend: a bare row with the blocks graphed and a harness row with
+    `cuda_graphs=true`, merged beside eager (graphs_speedup, loop_graphed_x); on CPU both are left out."""
+    import torch
+
+    from sessa_bench.bench import harness_loop, training
+    from sessa_bench.bench.__main__ import load_preset, train_section
+
+    assert "cuda_graphs" in load_preset("gpu")["train"]["compile_backends"]
+    assert "cuda_graphs" not in (load_preset("cpu")["train"]["compile_backends"])
+    assert training.harness_variants([None, "inductor", "cuda_graphs"]) == ["eager", "compile", "cuda_graphs"]
+    assert "cuda_graphs=true" in harness_loop.overrides("sessa", {"budget_name": "tiny", "vocab": 64, "seq_len": 8,
+                                                                  "batch": 2}, "cuda_graphs", True, 1, 0, "/tmp")
+    seen = []
+    monkeypatch.setattr(training, "harness_throughput",
+                        lambda fam, shape, mode, device, steps, warmup: seen.append(mode) or
+                        {"params": 1, "tokens_per_s": 10.0})
+    t = {"shapes": [{"budget_name": "tiny", "vocab": 64, "seq_len": 8, "batch": 2}],
+         "compile_backends": [None, "cuda_graphs"], "warmup": 0, "steps": 1, "harness": True}
+    rows = training.bench_training(torch.device("cpu"), ("transformer",), log=lambda s: None, **t)
+    assert [r["compile_backend"] for r in rows] == ["none", "none"] and seen == ["eager"]
+    rows += [{**rows[0], "compile_backend": "cuda_graphs", "tokens_per_s": 2 * rows[0]["tokens_per_s"], "mfu": 0.1},
+             {**rows[1], "compile_backend": "cuda_graphs", "tokens_per_s": 15.0}]
+    (m,) = training.side_by_side(rows)
+    assert m["graphs_speedup"] == pytest.approx(2.0) and m["loop_graphed_tok_s"] == 15.0
+    assert m["loop_graphed_x"] is None  # the params differ from the bare model's: no ratio
+    md = train_section(rows, t)
+    assert "graphs_speedup" in md and "loop_graphed_tok_s" in md and "model.compile(backend=None)" in md

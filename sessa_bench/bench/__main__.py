@@ -88,7 +88,9 @@ def plot(rows, path: Path, title: str):
 PARTIAL = "\n_Partial: the run was cut before this part finished; the rows above are complete measurements._\n"
 
 
-LOOP_COLS = ("loop_eager_tok_s", "loop_eager_x", "loop_compiled_tok_s", "loop_compiled_x")
+LOOP_COLS = ("loop_eager_tok_s", "loop_eager_x", "loop_compiled_tok_s", "loop_compiled_x", "loop_graphed_tok_s",
+             "loop_graphed_x")
+GRAPHED_COLS = ("graphed_tok_s", "graphs_speedup", "graphed_mfu")
 
 
 def harness_text(t) -> str:
@@ -96,13 +98,19 @@ def harness_text(t) -> str:
     w = window(t["steps"], t["warmup"])
     compiled = "eager and compiled (`compile=true`: inductor)" if "inductor" in t["compile_backends"] else \
         "eager only (its `compile=true` is inductor, not the bare rows' backend here)"
+    if "cuda_graphs" in t["compile_backends"]:
+        compiled += " and graphed (`cuda_graphs=true`, on CUDA)"
     return (f" `loop_*`: the real training loop of `sessa-bench train` at the same shapes, {compiled}: the "
             f"Lightning Trainer (`trainer=gpu`: bf16-mixed, on GPU; `trainer=cpu` on CPU), LitSequenceModel, "
             f"the data module (MQAR rows of exactly T tokens at the shape's vocabulary) and the callbacks, "
-            f"gradient clipping 1.0 and its AdamW, which is not fused (the bare step's is, on GPU: part of any "
-            f"gap); tokens/s from the run's own Throughput callback over {w} steps after a first window of {w} "
+            f"gradient clipping 1.0 and its AdamW (fused on GPU, as the bare step's); tokens/s from the run's own Throughput callback over {w} steps after a first window of {w} "
             f"(compilation excluded); validation and the checkpoint in one more step after them. `loop_*_x` = "
             f"harness / bare step of the same compile setting; the goal is >= 0.9.")
+
+
+def compiler(t) -> str | None:
+    """The torch.compile backend of the compiled rows (cuda_graphs is no compiler)."""
+    return next((b for b in reversed(t["compile_backends"]) if b not in (None, "cuda_graphs")), None)
 
 
 def train_section(rows, t) -> str:
@@ -110,20 +118,25 @@ def train_section(rows, t) -> str:
                        for x in t["shapes"])
     merged = side_by_side(rows)
     loop_cols = [c for c in LOOP_COLS if any(c in m for m in merged)]
+    graphed_cols = [c for c in GRAPHED_COLS if any(c in m for m in merged)]
     errors = [f"- harness loop, {r['family']} `{r['budget']}` T={r['seq_len']} {r['compile_backend']}: "
               f"{r['error']}" for r in rows if r.get("error")]
     return (f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
             f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
-            f"time of those warm-up steps). Compiled = `model.compile(backend={t['compile_backends'][-1]!r})` in "
-            f"place, `graph_breaks` counted by Dynamo. MFU = tokens/s x training FLOPs per token "
+            f"time of those warm-up steps). Compiled = `model.compile(backend={compiler(t)!r})` in "
+            f"place, `graph_breaks` counted by Dynamo"
+            + ("; graphed = the blocks' forward and backward captured in CUDA graphs and replayed "
+               "(sessa_bench/cuda_graphs.py: eager's kernels; `graphs_speedup` = graphed / eager)"
+               if graphed_cols else "") + ". MFU = tokens/s x training FLOPs per token "
             f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200)."
             + (harness_text(t) if t.get("harness") else "") + "\n\n"
             + md_rows(merged, ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
-                               "compiled_tok_s", "speedup", *loop_cols, "eager_mfu", "compiled_mfu",
-                               "graph_breaks", "compile_s", "backends"],
+                               "compiled_tok_s", "speedup", *graphed_cols[:2], *loop_cols, "eager_mfu",
+                               "compiled_mfu", *graphed_cols[2:], "graph_breaks", "compile_s", "backends"],
                       {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
                        "compiled_mfu": ".3f", "compile_s": ".0f", "loop_eager_tok_s": ",.0f",
-                       "loop_compiled_tok_s": ",.0f"}) + "\n"
+                       "loop_compiled_tok_s": ",.0f", "graphed_tok_s": ",.0f", "graphed_mfu": ".3f",
+                       "loop_graphed_tok_s": ",.0f"}) + "\n"
             + ("\n" + "\n".join(errors) + "\n" if errors else ""))
 
 

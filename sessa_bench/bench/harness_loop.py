@@ -27,7 +27,10 @@ def window(steps: int, warmup: int) -> int:
     return max(steps, warmup, 2)
 
 
-def overrides(family: str, shape: dict, compile: bool, cuda: bool, steps: int, warmup: int,
+MODES = {"eager": [], "compile": ["compile=true"], "cuda_graphs": ["cuda_graphs=true"]}
+
+
+def overrides(family: str, shape: dict, mode: str, cuda: bool, steps: int, warmup: int,
               root: str) -> list[str]:
     """The `sessa-bench train` overrides of one timed run under the folder root."""
     w = window(steps, warmup)
@@ -43,11 +46,11 @@ def overrides(family: str, shape: dict, compile: bool, cuda: bool, steps: int, w
         f"trainer.val_check_interval={max_steps}", f"trainer.log_every_n_steps={w}",
         "trainer.enable_progress_bar=false", f"callbacks.checkpoint.every_n_steps={max_steps}",
         f"callbacks.throughput.warmup={w}", f"data.batch_size={batch}", "logger=none", "probe=false",
-        f"compile={'true' if compile else 'false'}", f"results_dir={root}/runs", "experiment_name=bench_loop",
+        f"results_dir={root}/runs", "experiment_name=bench_loop", *MODES[mode],
     ]
 
 
-def run_loop(family: str, shape: dict, compile: bool, device: torch.device, steps: int, warmup: int) -> dict:
+def run_loop(family: str, shape: dict, mode: str, device: torch.device, steps: int, warmup: int) -> dict:
     """One `sessa-bench train` run at the shape (`overrides`); its summary. The run folder and the task cache
     live in a temporary folder, removed afterwards."""
     from sessa_bench.compose import compose_train  # Hydra and Lightning: imported when the loop runs
@@ -55,17 +58,18 @@ def run_loop(family: str, shape: dict, compile: bool, device: torch.device, step
 
     with tempfile.TemporaryDirectory(prefix="sessa-bench-loop-") as root, \
             mock.patch.dict(os.environ, {"SESSA_BENCH_CACHE": f"{root}/cache"}):  # restored on exit
-        ov = overrides(family, shape, compile, device.type == "cuda", steps, warmup, root)
+        ov = overrides(family, shape, mode, device.type == "cuda", steps, warmup, root)
         with redirect_stdout(io.StringIO()):  # the run's parameter table and final metrics: not the bench's
             return run(compose_train(ov))
 
 
-def harness_throughput(family: str, shape: dict, compile: bool, device: torch.device, steps: int,
+def harness_throughput(family: str, shape: dict, mode: str, device: torch.device, steps: int,
                        warmup: int) -> dict:
-    """Run the harness once for (family, shape, compile) (`run_loop`); its tokens/s, MFU and parameter count."""
-    if compile:
+    """Run the harness once for (family, shape, mode: a key of MODES) (`run_loop`); its tokens/s, MFU and
+    parameter count."""
+    if mode == "compile":
         torch._dynamo.reset()  # a fresh compile, as the bare step's compiled rows get
-    summary = run_loop(family, shape, compile, device, steps, warmup)
+    summary = run_loop(family, shape, mode, device, steps, warmup)
     if not summary["throughput_tokens_per_s"]:
         raise RuntimeError(f"the run reported no throughput (steps {summary['steps']})")
     return {"params": summary["params"]["total"], "tokens_per_s": summary["throughput_tokens_per_s"],

@@ -43,7 +43,7 @@ def profile_harness(device, family: str, shape: dict, steps: int = 3, warmup: in
 
     with mock.patch.object(LitSequenceModel, "on_train_batch_start", start), \
             mock.patch.object(LitSequenceModel, "on_train_batch_end", end):
-        run_loop(family, shape, False, device, steps, warmup)
+        run_loop(family, shape, "eager", device, steps, warmup)
     if "wall" not in clock:
         raise RuntimeError(f"the profiled steps {w}..{w + n - 1} were not reached")
     events = prof.key_averages()

@@ -1,4 +1,5 @@
-"""Training throughput: tokens/s and MFU per family, eager and torch.compile'd side by side, at given
+"""Training throughput: tokens/s and MFU per family, eager, torch.compile'd and (on CUDA, backend
+`cuda_graphs`) with the blocks replayed in CUDA graphs (sessa_bench/cuda_graphs.py) side by side, at given
 (budget, vocab, sequence length, batch) shapes; the first steps (compilation, Triton autotuning) are timed
 apart as `first_steps_s`. The bare step is a hand-written forward/backward/AdamW step on a random batch;
 with `harness`, the real training loop (sessa_bench/bench/harness_loop.py) is timed at the same shapes
@@ -36,11 +37,18 @@ def make_step(model, opt, idx, device):
     return step
 
 
+GRAPHS = "cuda_graphs"  # the pseudo compile backend of the graphed rows
+
+
 def build(cfg, device, batch: int, seq_len: int, compile_backend: str | None):
-    """Model (compiled in place when compile_backend is given), fused AdamW on CUDA, a random batch."""
+    """Model (compiled in place when compile_backend is given; its blocks graphed for GRAPHS), fused AdamW on
+    CUDA, a random batch."""
     torch.manual_seed(0)
     model = Backbone(cfg).to(device)
-    if compile_backend:
+    if compile_backend == GRAPHS:
+        from sessa_bench.cuda_graphs import GraphedBlocks
+        GraphedBlocks(model.blocks)  # captured in the first warm-up step, as in training
+    elif compile_backend:
         model.compile_blocks(backend=compile_backend)  # as training does; breaks are counted, not fatal
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     idx = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device=device)
@@ -52,22 +60,24 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def harness_variants(compile_backends) -> list[bool]:
-    """Compile settings of the harness loop: eager always; compiled only beside bare inductor rows, since
-    `compile=true` in the harness is torch.compile's default backend (inductor)."""
-    return [False, True] if "inductor" in compile_backends else [False]
+def harness_variants(compile_backends) -> list[str]:
+    """Execution modes of the harness loop (harness_loop.MODES): eager always; compiled only beside bare
+    inductor rows, since `compile=true` in the harness is torch.compile's default backend (inductor); graphed
+    beside bare graphed rows."""
+    return ["eager", *(["compile"] if "inductor" in compile_backends else []),
+            *([GRAPHS] if GRAPHS in compile_backends else [])]
 
 
-def harness_row(device, fam: str, shape: dict, cfg, compiled: bool, steps: int, warmup: int,
+def harness_row(device, fam: str, shape: dict, cfg, mode: str, steps: int, warmup: int,
                 bare_params: int | None) -> dict:
     """One harness-loop row. A failure is recorded in the row (tokens_per_s "OOM" or "error", the message
     in `error`), so the other families are still measured."""
     row = {"family": fam, "budget": shape["budget_name"], "seq_len": shape["seq_len"], "batch": shape["batch"],
            "layers": cfg.n_layers, "d_model": cfg.d_model, "loop": "harness",
-           "compile_backend": "inductor" if compiled else "none"}
+           "compile_backend": {"eager": "none", "compile": "inductor"}.get(mode, mode)}
     try:
         with record_oom(row, "tokens_per_s", "mfu"):
-            row.update(harness_throughput(fam, shape, compiled, device, steps, warmup))
+            row.update(harness_throughput(fam, shape, mode, device, steps, warmup))
     except Exception as e:  # noqa: BLE001 - one family's failure must not end the bench
         row.update(tokens_per_s="error", mfu="error", error=f"{type(e).__name__}: {e}"[:500])
     if bare_params is not None and isinstance(row.get("params"), int) and row["params"] != bare_params:
@@ -87,11 +97,14 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
         T, batch = shape["seq_len"], shape["batch"]
         for fam in families:
             cfg = solve(load_family(fam), budget, shape["vocab"])
+            first = len(rows)
             for backend in compile_backends:
+                if backend == GRAPHS and device.type != "cuda":
+                    continue  # CUDA graphs need CUDA
                 row = {"family": fam, "budget": budget.name, "seq_len": T, "batch": batch, "layers": cfg.n_layers,
                        "d_model": cfg.d_model, "loop": "bare", "compile_backend": backend or "none"}
                 with record_oom(row, "tokens_per_s", "mfu"):
-                    if backend:
+                    if backend and backend != GRAPHS:
                         torch._dynamo.reset()
                         from torch._dynamo.utils import counters
                         counters.clear()
@@ -109,7 +122,7 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                     tps = batch * T * steps / (time.perf_counter() - t1)
                     row.update(params=sum(p.numel() for p in model.parameters()), tokens_per_s=tps,
                                train_flops_per_token=flops, mfu=mfu(tps, flops, device), first_steps_s=t1 - t0,
-                               graph_breaks=graph_breaks() if backend else 0,
+                               graph_breaks=graph_breaks() if backend and backend != GRAPHS else 0,
                                backends=",".join(sorted({str(m.backend_used()) for m in model.mixers})))
                     del model, opt, idx, step
                 rows.append(row)
@@ -118,10 +131,11 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                 if on_row:
                     on_row(rows)
             # the bare rows of this (shape, family) are the last ones; their model is the harness's reference
-            bare_params = next((r["params"] for r in rows[-len(compile_backends):]
-                                if isinstance(r.get("params"), int)), None)
-            for compiled in harness_variants(compile_backends) if harness else []:
-                row = harness_row(device, fam, shape, cfg, compiled, steps, warmup, bare_params)
+            bare_params = next((r["params"] for r in rows[first:] if isinstance(r.get("params"), int)), None)
+            for mode in harness_variants(compile_backends) if harness else []:
+                if mode == GRAPHS and device.type != "cuda":
+                    continue
+                row = harness_row(device, fam, shape, cfg, mode, steps, warmup, bare_params)
                 rows.append(row)
                 log(f"  train {fam:12s} {budget.name} T={T} B={batch} harness {row['compile_backend']:9s} "
                     f"{row['tokens_per_s']} tok/s  params {row.get('params')}"
@@ -132,15 +146,16 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
 
 
 def side_by_side(rows: list[dict]) -> list[dict]:
-    """The rows of one (shape, family) merged into one line: bare eager and compiled, and the harness loop
-    (`loop_eager_tok_s`, `loop_compiled_tok_s`) with its ratio to the bare step of the same compile setting
-    (`loop_eager_x`, `loop_compiled_x`; none where either failed or the harness row has an error)."""
+    """The rows of one (shape, family) merged into one line: bare eager, compiled and graphed, and the harness
+    loop (`loop_eager_tok_s`, `loop_compiled_tok_s`, `loop_graphed_tok_s`) with its ratio to the bare step of
+    the same setting (`loop_*_x`; none where either failed or the harness row has an error); `speedup` and
+    `graphs_speedup`: compiled and graphed bare step over eager."""
     merged = {}
     for r in rows:
         key = (r["budget"], r["seq_len"], r["batch"], r["family"])
         m = merged.setdefault(key, {k: r.get(k) for k in ("family", "budget", "seq_len", "batch", "params",
                                                           "layers", "d_model", "backends")})
-        tag = "eager" if r["compile_backend"] == "none" else "compiled"
+        tag = {"none": "eager", GRAPHS: "graphed"}.get(r["compile_backend"], "compiled")
         if r.get("loop") == "harness":
             m[f"loop_{tag}_tok_s"] = r.get("tokens_per_s")
             m[f"loop_{tag}_error"] = r.get("error")
@@ -151,7 +166,9 @@ def side_by_side(rows: list[dict]) -> list[dict]:
         m["params"] = m["params"] or r.get("params")
     for m in merged.values():
         m["speedup"] = ratio(m.get("compiled_tok_s"), m.get("eager_tok_s"))
-        for tag in ("eager", "compiled"):
+        if "graphed_tok_s" in m:
+            m["graphs_speedup"] = ratio(m.get("graphed_tok_s"), m.get("eager_tok_s"))
+        for tag in ("eager", "compiled", "graphed"):
             if f"loop_{tag}_tok_s" in m:
                 ok = not m.pop(f"loop_{tag}_error")
                 m[f"loop_{tag}_x"] = ratio(m[f"loop_{tag}_tok_s"], m.get(f"{tag}_tok_s")) if ok else None
