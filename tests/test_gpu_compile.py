@@ -9,11 +9,9 @@ import pytest
 import torch
 
 from sessa_bench import compile_check
-from sessa_bench.compose import compose_train
-from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.models.attention import attention_sdpa
-from sessa_bench.train import build_task, resolve_model
+from table1_batches import table1_batches
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -39,14 +37,7 @@ def test_compiled_sdpa_matches_eager(head_dim):
 
 @pytest.mark.parametrize("family", ["transformer", "sessa", "mamba2"])
 def test_compiled_model_matches_eager_at_table1_shapes(tmp_path, monkeypatch, family):
-    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path))
-    cfg = compose_train(["experiment=table1_symbol_soup", f"model={family}", "task.n_train=64", "task.n_val=8",
-                         "task.n_test=8"])
-    task = build_task(cfg)
-    model_cfg, _ = resolve_model(cfg, task)
-    dm = TaskDataModule(task, 16, 16, seed=0, fixed_length=True)
-    dm.trainer = None
-    batch = {k: v.cuda() for k, v in next(iter(dm.train_dataloader())).items() if torch.is_tensor(v)}
+    cfg, model_cfg, (batch,) = table1_batches(tmp_path, monkeypatch, family)
     torch.manual_seed(0)
     lit = LitSequenceModel(model_cfg.to_dict(), dict(cfg.optim), 10, compile=True).cuda()
     lit.configure_model()

@@ -7,28 +7,13 @@ import pytest
 import torch
 
 from sessa_bench import compile_check
-from sessa_bench.compose import compose_train
-from sessa_bench.data import TaskDataModule
 from sessa_bench.lit_module import LitSequenceModel
-from sessa_bench.train import build_task, resolve_model
+from table1_batches import table1_batches
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 STEPS = 6
-
-
-def setup(tmp_path, monkeypatch, family):
-    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path))
-    cfg = compose_train(["experiment=table1_symbol_soup", f"model={family}", "task.n_train=64", "task.n_val=8",
-                         "task.n_test=8"])
-    task = build_task(cfg)
-    model_cfg, _ = resolve_model(cfg, task)
-    dm = TaskDataModule(task, 16, 16, seed=0, fixed_length=True)
-    dm.trainer = None
-    batches = [{k: v.cuda() for k, v in b.items() if torch.is_tensor(v)}
-               for _, b in zip(range(STEPS), dm.train_dataloader())]
-    return cfg, model_cfg, batches
 
 
 def lit(cfg, model_cfg, graphs):
@@ -53,7 +38,7 @@ def train(m, batches):
 
 @pytest.mark.parametrize("family", ["transformer", "sessa", "mamba2"])
 def test_graphed_training_follows_eager(tmp_path, monkeypatch, family):
-    cfg, model_cfg, batches = setup(tmp_path, monkeypatch, family)
+    cfg, model_cfg, batches = table1_batches(tmp_path, monkeypatch, family, STEPS)
     graphed = lit(cfg, model_cfg, True)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         result = compile_check.compare(graphed, batches[0], graphed.loss, eager=graphed.graphs.eager)
