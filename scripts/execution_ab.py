@@ -113,8 +113,9 @@ def main(argv=None) -> int:
     lines = [f"# Execution A/B: {args.experiment}, {args.steps} steps, {', '.join(args.modes)}", "",
              f"Overrides: {' '.join(args.overrides) or '(none)'}; "
              + ("written from the run folders of an earlier A/B (--report-only: no wall times); " if args.report_only
-                else f"one run per GPU at a time ({len(devices)} device(s)); ") + f"`tok/s`: the run's Throughput callback; `vs eager`: the train loss's largest "
-             f"difference to the eager run's over the logged steps"
+                else f"one run per GPU at a time ({len(devices)} device(s)); ")
+             + "`tok/s`: the run's Throughput callback; `vs eager`: the train loss's largest difference to the "
+               "eager run's over the logged steps"
              + (f"; `vs repeat`: the same to the same mode's run in {args.repeat_of}" if args.repeat_of else "")
              + ".", "",
              "| family | mode | tok/s | x eager | train loss vs eager | " + ("vs repeat | " if args.repeat_of else "")
