@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     lines = [f"# compile diagnosis: {args.family} at Table 1's shapes on "
              f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}",
              "", f"torch {torch.__version__}; bf16 autocast; batch {args.batch} x {batch['input_ids'].shape[1]} "
-             f"tokens of SymbolSoup{'; overrides ' + ' '.join(args.overrides) if args.overrides else ''}; tolerances: loss {compile_check.LOSS_RTOL}, gradients {compile_check.GRAD_RTOL}",
+             f"tokens of SymbolSoup{'; overrides ' + ' '.join(args.overrides) if args.overrides else ''}; "
+             f"tolerances: loss {compile_check.LOSS_RTOL}, gradients {compile_check.GRAD_RTOL}",
              "", "| variant | loss eager | loss compiled | grad rel diff | grad cosine | verdict | s |",
              "|---|---|---|---|---|---|---|"]
     for name, layout, sdpa, backend in VARIANTS:

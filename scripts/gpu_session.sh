@@ -40,6 +40,9 @@
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
 #                seed 0 at the chosen rate), for runs trained with probe=false.
+#   PACE="sessa:cuda_graphs=0.5 ..."  `tables --pace` (each value): a graphed (or compiled) run with no finished
+#                run executed so to time it is timed by eager runs x the factor, a measured ratio
+#                (results/bench/nvidia-h200-execution-ab.md); without it such runs are timed as eager ones.
 #   MPS=1        the table step's runs share the GPU through a CUDA MPS daemon started for it (pipe and log
 #                folders under /tmp; where it does not start, they run without, and summary.md says so); the
 #                daemon is stopped once the table step has finished, before PROBE and AFTER. It changes no
@@ -137,7 +140,10 @@ if [[ $WORK == calibrate ]]; then  # the Diffuse MQAR calibration grid instead o
         --out "$work/calibration.md" compile="$compile" "${graphs[@]}" trainer.enable_progress_bar=false)
 else
   # shellcheck disable=SC2206
+  pace=()  # PACE="sessa:cuda_graphs=0.5 ...": tables --pace, the estimates of graphed runs without graphed history
+  for p in ${PACE:-}; do pace+=(--pace "$p"); done
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
+        "${pace[@]}"
         --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
         trainer.enable_progress_bar=false)
   plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)

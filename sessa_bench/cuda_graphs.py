@@ -29,15 +29,19 @@ SETTINGS = (True, False, "auto")
 
 def enabled(cfg) -> bool:
     """Whether a run of `cfg` (a config or resolved config dict) trains in CUDA graphs: `cuda_graphs: true`, or
-    `auto` where they apply: one CUDA GPU (trainer=gpu, and one is visible), not compiled, no gradient
-    accumulation. The paper-table experiments say `auto`, so they replay on a GPU and still run on a CPU."""
+    `auto` where they apply: one CUDA GPU (trainer=gpu, and one is visible: sessa_bench.runs.visible_gpus,
+    so `CUDA_VISIBLE_DEVICES=0 ... --plan` on a machine without GPUs plans graphed runs as the GPU machine will
+    train them), not compiled, no gradient accumulation. The paper-table experiments say `auto`, so they
+    replay on a GPU and still run on a CPU."""
+    from sessa_bench.runs import visible_gpus
+
     value = cfg.get("cuda_graphs", False)
     if value != "auto":
         return value is True
     trainer = cfg.get("trainer") or {}
     return (trainer.get("accelerator") in ("gpu", "cuda") and trainer.get("devices") == 1
             and not cfg.get("compile", False) and (trainer.get("accumulate_grad_batches") or 1) == 1
-            and torch.cuda.is_available())
+            and bool(visible_gpus()))
 
 
 class CaptureError(RuntimeError):

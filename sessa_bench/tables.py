@@ -75,7 +75,8 @@ def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[st
 
 def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs: int | None = 1,
              max_steps_cap: int | None = None, only: list[str] | None = None, time_limit: float | None = None,
-             started: float | None = None, plan: bool = False, **kw) -> None:
+             started: float | None = None, plan: bool = False, pace: dict[str, float] | None = None,
+             **kw) -> None:
     """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
     all of the table's); `kw` goes on to sessa_bench.runs.ensure. With time_limit (seconds from `started`, a
     time.monotonic(); default now), a round whose estimated time does not fit in what is left starts only the
@@ -88,7 +89,7 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
     cells = list({(c.experiment, c.family): c for c in cells}.values())
     clock = None if time_limit is None and not plan else \
-        Clock(math.inf if time_limit is None else time_limit, started, jobs, kw.get("jobs_per_gpu"))
+        Clock(math.inf if time_limit is None else time_limit, started, jobs, kw.get("jobs_per_gpu"), pace)
     # 1. the sweep, round by round (a round's grid extensions are known only once it has finished), then
     # 2. + 3. the seeds at the chosen rate and extensions until converged or capped
     for step, next_round in (("sweep", lambda: [t for c in cells for t in sweep_runs(c)]),
@@ -198,9 +199,11 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
 class Clock:
     """--time-limit: whether the next round fits in the time left (estimated by sessa_bench.report.timing)."""
 
-    def __init__(self, limit: float, started: float | None, jobs: int | None, jobs_per_gpu: int | None):
+    def __init__(self, limit: float, started: float | None, jobs: int | None, jobs_per_gpu: int | None,
+                 pace: dict[str, float] | None = None):
         from sessa_bench.runs import place, visible_gpus
 
+        self.pace = pace or {}  # --pace: [family:]execution -> factor on an eager pace that times such a run
         self.end = (time.monotonic() if started is None else started) + limit
         self.placed = place(jobs, visible_gpus(), jobs_per_gpu)  # the GPU of each slot, as ensure fills them
         self.slots = len(self.placed)  # as many at once as ensure trains
@@ -212,7 +215,7 @@ class Clock:
 
     def estimate(self, todo: list[Todo]) -> tuple[list[float | None], float | None]:
         """Seconds of each run of the round at its GPU sharing, and of the whole round (None: unknown)."""
-        secs = estimates(todo, self.runs_per_gpu(len(todo)))
+        secs = estimates(todo, self.runs_per_gpu(len(todo)), self.pace)
         return secs, round_seconds(secs, self.slots)
 
     def fit(self, todo: list[Todo]) -> tuple[list[Todo], float | None]:
@@ -227,7 +230,7 @@ class Clock:
         for n in range(len(order), 0, -1):
             k = self.runs_per_gpu(n)
             if k not in secs:
-                secs[k] = estimates(order, k)
+                secs[k] = estimates(order, k, self.pace)
             est = round_seconds(secs[k][:n], self.slots)
             if left > 0 and (est is None or est <= left):
                 return order[:n], est
@@ -259,7 +262,7 @@ class Clock:
         def estimate(overrides: list[str]) -> float | None:
             if tuple(overrides) in first_wave:
                 return None
-            sec = estimates([by_overrides[tuple(overrides)]], sharing)[0]
+            sec = estimates([by_overrides[tuple(overrides)]], sharing, self.pace)[0]
             return None if sec is None else sec * SAFETY
         return estimate
 
@@ -275,23 +278,50 @@ def interleave(todo: list[Todo]) -> list[Todo]:
     return out
 
 
-def estimates(todo: list[Todo], runs_per_gpu: int | None = None) -> list[float | None]:
+def estimates(todo: list[Todo], runs_per_gpu: int | None = None,
+              pace: dict[str, float] | None = None) -> list[float | None]:
     """Seconds to train each run of a round (None: nothing to time it by), at its cell's pace
     (`sessa_bench.report.timing.pace`: its own run's and its seeds'), else at the slowest of its experiment's
-    finished runs (read once each), scaled to `runs_per_gpu` runs sharing a GPU."""
+    finished runs (read once each), scaled to `runs_per_gpu` runs sharing a GPU; a pace borrowed from runs
+    that executed otherwise is scaled by `pace_factor(pace, ...)` (--pace)."""
     finished: dict[tuple, list[dict]] = {}
     out = []
     for t in todo:
         key = tuple(sorted(t.cell.names.items()))
+        factor = pace_factor(pace, t.cell.family, t.cell.execution)
         if key not in finished:
             finished[key] = finished_runs(t.cell)
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
                                    cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu,
-                                   how=t.cell.execution))
+                                   how=t.cell.execution, fallback=factor))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
-                                   runs_per_gpu=runs_per_gpu, how=t.cell.execution))
+                                   runs_per_gpu=runs_per_gpu, how=t.cell.execution, fallback=factor))
+    return out
+
+
+def pace_factor(pace: dict[str, float] | None, family: str, how: str) -> float:
+    """The --pace factor for a run of `family` executed `how`: `family:how` first, then `how`, else 1."""
+    pace = pace or {}
+    return pace.get(f"{family}:{how}", pace.get(how, 1.0))
+
+
+def parse_pace(items: list[str]) -> dict[str, float]:
+    """--pace values `[family:]execution=factor` -> {key: factor}, one clear error for a bad one."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        family, _, how = key.rpartition(":")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = -1.0
+        families = sorted({f for t in TABLES.values() for f in t.families})
+        if how not in ("compile", "cuda_graphs") or (family and family not in families) or not factor > 0:
+            raise ValueError(f"--pace {item!r}: must be [family:]execution=factor with execution compile or "
+                             f"cuda_graphs, family one of {families}, factor > 0 (e.g. sessa:cuda_graphs=0.5)")
+        out[key] = factor
     return out
 
 
@@ -306,10 +336,11 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
           out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
           jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
           only: list[str] | None = None, time_limit: float | None = None,
-          started: float | None = None, plan: bool = False) -> dict[str, Path]:
+          started: float | None = None, plan: bool = False, pace: list[str] = ()) -> dict[str, Path]:
     """Run the protocol (run=True; no round is started that would not end within time_limit seconds of
     `started`, a time.monotonic(), default now), then write <out_dir>/<name>.md and .csv (and plots);
-    returns paths. plan=True: print the protocol's next round instead, train and write nothing ({})."""
+    returns paths. plan=True: print the protocol's next round instead, train and write nothing ({}).
+    pace: --pace values (parse_pace), for the estimates."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
     seeds = [int(s) for s in seeds]
@@ -320,12 +351,13 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit={time_limit:g} (--time-limit): must be > 0 (seconds from the start of "
                          f"the command)")
+    factors = parse_pace(list(pace))
     table = TABLES[name]
     if only is not None and (bad := [e for e in only if e not in experiments(table)]):
         raise ValueError(f"experiments={bad}: {name} has the experiments {experiments(table)}")
     scoped = split_overrides(list(overrides), experiments(table))
     if run or plan:
-        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, plan,
+        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, plan, factors,
                  jobs_per_gpu=jobs_per_gpu)
     if plan:
         return {}
@@ -358,6 +390,11 @@ def main(argv=None) -> None:
                     help="with --run: start no run (of the sweep, seeds or extensions) whose estimated time "
                          "does not fit in the SECONDS since this command started (of a round that does not fit, "
                          "the part that does); the table is written anyway")
+    ap.add_argument("--pace", action="append", default=[], metavar="[FAMILY:]EXECUTION=FACTOR",
+                    help="with --time-limit or --plan: a run that executes as EXECUTION (compile, cuda_graphs) "
+                         "and has no finished run executed so to time it is timed by eager runs x FACTOR "
+                         "(a measured ratio, e.g. sessa:cuda_graphs=0.5 from "
+                         "results/bench/nvidia-h200-execution-ab.md); repeatable")
     ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")
@@ -378,7 +415,8 @@ def main(argv=None) -> None:
     for name in (list(TABLES) if args.table == "all" else [args.table]):
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
                       jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
-                      only=args.experiments, time_limit=args.time_limit, started=started, plan=args.plan)
+                      only=args.experiments, time_limit=args.time_limit, started=started, plan=args.plan,
+                      pace=args.pace)
         if paths:
             print(paths["md"].read_text())
 

@@ -172,7 +172,9 @@ def test_the_first_batch_check_runs_the_graphed_pass_first(fake):
 def test_auto_turns_graphs_on_only_where_they_apply(monkeypatch, overrides, gpu, want):
     """The paper experiments say cuda_graphs=auto: graphs on one GPU, eager elsewhere, never an error."""
     from sessa_bench import cuda_graphs
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(gpu))
     cfg = compose_train(["experiment=table1_symbol_soup", *overrides])
     assert cfg.cuda_graphs == "auto"
     validate(cfg)

@@ -330,6 +330,23 @@ def test_only_runs_trained_alike_time_a_run_when_there_are_any():
     assert pace(cell=[eager, fast], how="compile") == 0.25
     assert pace(cell=[eager], how="compile") == 0.5
     assert run_seconds(1000, experiment=[eager, fast], how="compile") == 250.0
+    # --pace: an eager pace timing a graphed run is scaled by the measured ratio; a graphed run's own pace is not
+    assert pace(cell=[eager], how="cuda_graphs", fallback=0.5) == 0.25
+    assert pace(cell=[eager, graphed], how="cuda_graphs", fallback=0.5) == 0.1
+    assert pace(experiment=[eager], how="cuda_graphs", fallback=0.5) == 0.25
+    assert pace(cell=[eager], how="eager", fallback=0.5) == 0.5
+    assert run_seconds(1000, cell=[eager], how="cuda_graphs", fallback=0.5) == 250.0
+
+
+def test_pace_flag_values_are_checked_and_the_family_one_wins():
+    from sessa_bench.tables import pace_factor, parse_pace
+    p = parse_pace(["sessa:cuda_graphs=0.5", "cuda_graphs=0.8", "compile=0.6"])
+    assert p == {"sessa:cuda_graphs": 0.5, "cuda_graphs": 0.8, "compile": 0.6}
+    assert pace_factor(p, "sessa", "cuda_graphs") == 0.5 and pace_factor(p, "mamba2", "cuda_graphs") == 0.8
+    assert pace_factor(p, "mamba2", "eager") == 1.0 and pace_factor(None, "sessa", "compile") == 1.0
+    for bad in ("sessa:graphs=0.5", "mamba:cuda_graphs=0.5", "cuda_graphs=0", "cuda_graphs=fast", "eager=0.5"):
+        with pytest.raises(ValueError, match=r"^--pace .*must be \[family:\]execution=factor"):
+            parse_pace([bad])
 
 
 def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, fake_ensure, capsys):

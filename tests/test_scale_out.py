@@ -209,8 +209,8 @@ def test_calibrate_with_runs_left_unstarted_says_so_and_writes_no_table(tmp_path
     monkeypatch.setattr(runs, "ensure", lambda ovs, jobs, jobs_per_gpu, deadline, estimate:
                         [RunFolder(tmp_path / "calibrate_diffuse_mqar_lr" / "c0-lr0.0001")])
     out = calibrate.build(["c0"], [f"results_dir={tmp_path}"], run=True, out=tmp_path / "t.md", time_limit=100)
-    assert out == ("time limit: 1 of 3 calibration runs not started (c0-lr0.0001); rerun to train them, then the "
-                   "table is written")
+    assert out == ("time limit: 1 of the 3 calibration runs left were not started (c0-lr0.0001); rerun to train "
+                   "them, then the table is written")
     assert not (tmp_path / "t.md").exists()
     with pytest.raises(ValueError, match=r"^time_limit=0 \(--time-limit\): must be > 0"):
         calibrate.build(["c0"], [f"results_dir={tmp_path}"], run=True, time_limit=0)

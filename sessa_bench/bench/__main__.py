@@ -103,7 +103,8 @@ def harness_text(t) -> str:
     return (f" `loop_*`: the real training loop of `sessa-bench train` at the same shapes, {compiled}: the "
             f"Lightning Trainer (`trainer=gpu`: bf16-mixed, on GPU; `trainer=cpu` on CPU), LitSequenceModel, "
             f"the data module (MQAR rows of exactly T tokens at the shape's vocabulary) and the callbacks, "
-            f"gradient clipping 1.0 and its AdamW (fused on GPU, as the bare step's); tokens/s from the run's own Throughput callback over {w} steps after a first window of {w} "
+            f"gradient clipping 1.0 and its AdamW (fused on GPU, as the bare step's); tokens/s from the run's own "
+            f"Throughput callback over {w} steps after a first window of {w} "
             f"(compilation excluded); validation and the checkpoint in one more step after them. `loop_*_x` = "
             f"harness / bare step of the same compile setting; the goal is >= 0.9.")
 

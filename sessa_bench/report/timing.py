@@ -53,7 +53,7 @@ def execution(s: dict) -> str:
 
 
 def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
-         runs_per_gpu: int | None = None, how: str | None = None) -> float | None:
+         runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0) -> float | None:
     """Seconds per step for a run to train: that of the longest last process among its own finished run (a
     run being extended) and its cell's (same family, experiment and rate), since start-up and evaluation
     weigh least there (a resumed half-length segment of the same run, timed while more runs shared the GPU,
@@ -62,7 +62,9 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
     else the slowest of its experiment's finished runs; else None. Each at the round's GPU sharing. With
     `how` (the run's `execution`), only runs trained the same way time it when there are any: a compiled run
     trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an
-    eager pace for a compiled or graphed run only leans long."""
+    eager pace for a compiled or graphed run leans long, by what that execution saves: `fallback` scales
+    such a borrowed pace (tables --pace, from a measured A/B such as results/bench/nvidia-h200-execution-ab.md;
+    default 1: no saving assumed)."""
     def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
         return seconds_per_step(s) * sharing(s, runs_per_gpu)
 
@@ -70,16 +72,17 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
         then = (s.get("placement") or {}).get("runs_on_gpu")
         return abs(math.log(then / runs_per_gpu)) if then and runs_per_gpu else 0.0
 
-    def alike(runs: list[dict]) -> list[dict]:
+    def alike(runs: list[dict]) -> tuple[list[dict], float]:
         timed = [s for s in runs if seconds_per_step(s) is not None]
         same = [s for s in timed if how is None or execution(s) == how]
-        return same or timed
+        return (same, 1.0) if same or how is None else (timed, fallback)
 
-    mine = alike([*([own] if own is not None else []), *cell])
+    mine, scale = alike([*([own] if own is not None else []), *cell])
     if mine:
-        return at_round(max(mine, key=lambda s: (trained_in_last_process(s), -off(s), at_round(s))))
-    known = [at_round(s) for s in alike(list(experiment))]
-    return max(known) if known else None
+        return scale * at_round(max(mine, key=lambda s: (trained_in_last_process(s), -off(s), at_round(s))))
+    others, scale = alike(list(experiment))
+    known = [at_round(s) for s in others]
+    return scale * max(known) if known else None
 
 
 def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
@@ -90,11 +93,11 @@ def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
 
 def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
                 experiment: list[dict] = (), runs_per_gpu: int | None = None,
-                how: str | None = None) -> float | None:
+                how: str | None = None, fallback: float = 1.0) -> float | None:
     """Seconds to train one run to `target` steps (None: no finished run to time it by). own: the finished
     shorter run it extends (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a
-    pace from (`pace`, which also takes `how`)."""
-    p = pace(own, cell, experiment, runs_per_gpu, how)
+    pace from (`pace`, which also takes `how` and `fallback`)."""
+    p = pace(own, cell, experiment, runs_per_gpu, how, fallback)
     if p is None:
         return None
     return p * steps_to_train(target, own["steps"] if own is not None else 0, resumable and own is not None)
