@@ -24,9 +24,6 @@ import torch
 from torch import nn
 
 
-SETTINGS = (True, False, "auto")
-
-
 def enabled(cfg) -> bool:
     """Whether a run of `cfg` (a config or resolved config dict) trains in CUDA graphs: `cuda_graphs: true`, or
     `auto` where they apply: one CUDA GPU (trainer=gpu, and one is visible: sessa_bench.runs.visible_gpus,
@@ -88,12 +85,12 @@ class GraphedBlocks:
         """Capture every block at x's shape (the residual stream has one shape and dtype through the blocks).
         Autocast's weight-cast cache must be off while capturing (a cached cast would be a stale copy of the
         weights at replay); the cast kernels are captured instead and read the updated weights each step."""
-        enabled, dtype = self._autocast()
+        amp, dtype = self._autocast()
         samples = tuple((x.detach().clone().requires_grad_(x.requires_grad),) for _ in self.blocks)
         forwards = [b.forward for b in self.blocks]
         self.capturing = True
         try:
-            with torch.autocast(self.device_type, dtype=dtype, enabled=enabled, cache_enabled=False) if enabled \
+            with torch.autocast(self.device_type, dtype=dtype, enabled=amp, cache_enabled=False) if amp \
                     else contextlib.nullcontext():
                 torch.cuda.make_graphed_callables(tuple(self.blocks), samples, num_warmup_iters=self.warmup,
                                                   allow_unused_input=True)

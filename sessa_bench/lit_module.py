@@ -78,8 +78,8 @@ class LitSequenceModel(L.LightningModule):
             # single-GPU smoke that precedes a DDP run (scripts/gpu_session.sh) checks the same graph.
             self.compile_check = compile_check.check(compile_check.compare(self, batch, self.loss))
         if self.graphs is not None and self.compile_check is None and self.device.type == "cuda":
-            # the same check for the graphs (their first replay is its second pass): eager's kernels, but
-            # replayed on static buffers, which a wrong capture would show here before any update
+            # the same check for the graphs (captured and first replayed in its first pass): eager's kernels,
+            # but replayed on static buffers, which a wrong capture would show here before any update
             self.compile_check = compile_check.check(
                 compile_check.compare(self, batch, self.loss, eager=self.graphs.eager), "cuda_graphs")
         loss = self.loss(self(batch), batch["labels"])

@@ -243,7 +243,9 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
     tps = throughput.tokens_per_s if throughput else None
     # MFU of this run's training steps over the GPUs it used (a GPU shared with other runs counts whole);
     # FLOPs per token at the task's longest example (an upper bound for the attention term). None on CPU.
-    run_mfu = mfu(tps, cost["train_flops_per_token"], next(lit.model.parameters()).device, trainer.world_size,
+    # The device trained on, not the parameters' device now: Lightning's teardown has moved the model to the
+    # CPU by here, which left every GPU run's mfu null until this was found (2026-11-29).
+    run_mfu = mfu(tps, cost["train_flops_per_token"], trainer.strategy.root_device, trainer.world_size,
                   unknown=None) if tps else None
     summary = {
         "final": final,
