@@ -1,10 +1,13 @@
-"""Which part of torch.compile made the compiled Transformer wrong on the H200 (results/bench/h200-run9-session.log)?
+"""Is a family's compiled graph right on this GPU, and if not, which part of torch.compile is wrong?
 
-At Table 1's shapes (d_model 396, 6 heads of 66, T 600), bf16 autocast, one real SymbolSoup batch, the
-first-batch check of every compiled run (sessa_bench/compile_check.py) under each variant: the compile layout
-(whole model, as in that run, or each block, as compile=true does now), SDPA at head dim 66 as it was
-(unpadded) or padded to 72 by attention_sdpa (now), and the backend (inductor; aot_eager: Dynamo and AOT
-autograd without Inductor's code generation). Writes a markdown table to --out and prints it.
+At Table 1's shapes, bf16 autocast, one real SymbolSoup batch, the first-batch check of every compiled run
+(sessa_bench/compile_check.py) under variants. Every family: bf16's own noise (eager bf16 against eager fp32),
+the compiled blocks against eager fp32 and against eager bf16 (compile=true's check): a compiled graph as far
+from fp32 as eager bf16 is is as right as eager, whatever the check says. The Transformer also gets the
+variants that found why its compiled graph was wrong on the H200 (results/bench/h200-run9-session.log): the
+compile layout (whole model, as in that run, or each block, as compile=true does now), SDPA at head dim 66 as
+it was (unpadded) or padded to 72 by attention_sdpa (now), and the backend (inductor; aot_eager: Dynamo and
+AOT autograd without Inductor's code generation). Writes a markdown table to --out and prints it.
     python scripts/compile_diagnose.py --out compile_diagnose.md [--family transformer] [--batch 16]
 (--device cpu with overrides such as model.n_layers=2: a dry run of the script itself on CPU.)
 """
@@ -12,6 +15,7 @@ autograd without Inductor's code generation). Writes a markdown table to --out a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -39,13 +43,30 @@ def unpadded_sdpa(q, k, v):
                                           ).transpose(1, 2)
 
 
-VARIANTS = [  # (name, layout, sdpa, backend)
-    ("whole, unpadded, inductor (the wrong run's)", "whole", unpadded_sdpa, "inductor"),
-    ("whole, unpadded, aot_eager", "whole", unpadded_sdpa, "aot_eager"),
-    ("whole, padded, inductor", "whole", PADDED, "inductor"),
-    ("blocks, unpadded, inductor", "blocks", unpadded_sdpa, "inductor"),
-    ("blocks, padded, inductor (compile=true now)", "blocks", PADDED, "inductor"),
+GENERIC = [  # (name, layout, sdpa, backend, reference): every family
+    ("eager bf16 against eager fp32 (bf16's own noise)", "eager", PADDED, None, "fp32"),
+    ("blocks, inductor, against eager fp32", "blocks", PADDED, "inductor", "fp32"),
+    ("blocks, inductor, against eager bf16 (compile=true's check)", "blocks", PADDED, "inductor", "bf16"),
 ]
+SDPA_VARIANTS = [  # the Transformer only (head dim 66)
+    ("whole, unpadded, inductor (the wrong run's)", "whole", unpadded_sdpa, "inductor", "bf16"),
+    ("whole, unpadded, aot_eager", "whole", unpadded_sdpa, "aot_eager", "bf16"),
+    ("whole, padded, inductor", "whole", PADDED, "inductor", "bf16"),
+    ("blocks, unpadded, inductor", "blocks", unpadded_sdpa, "inductor", "bf16"),
+]
+
+
+def reference(device: str, compiled: bool, precision: str):
+    """The eager pass's context factory for compile_check.compare: eager (the compiler's stance) and, for an
+    fp32 reference, autocast off."""
+    def context():
+        stack = contextlib.ExitStack()
+        if compiled:
+            stack.enter_context(torch.compiler.set_stance("force_eager"))
+        if precision == "fp32":
+            stack.enter_context(torch.autocast(device, enabled=False))
+        return stack
+    return context
 
 
 def batch_and_config(family: str, batch_size: int, cache: str, device: str, overrides: list[str]):
@@ -61,7 +82,7 @@ def batch_and_config(family: str, batch_size: int, cache: str, device: str, over
     return cfg, model_cfg, batch
 
 
-def one(cfg, model_cfg, batch, layout: str, sdpa, backend: str, device: str) -> dict:
+def one(cfg, model_cfg, batch, layout: str, sdpa, backend: str | None, precision: str, device: str) -> dict:
     torch._dynamo.reset()
     attention.attention_sdpa = sdpa
     try:
@@ -69,11 +90,11 @@ def one(cfg, model_cfg, batch, layout: str, sdpa, backend: str, device: str) -> 
         lit = LitSequenceModel(model_cfg.to_dict(), dict(cfg.optim), 10, compile=False).to(device)
         if layout == "whole":
             lit.model = torch.compile(lit.model, backend=backend)
-        else:
+        elif layout == "blocks":
             lit.model.compile_blocks(backend=backend)
         t0 = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16):
-            r = compile_check.compare(lit, batch, lit.loss)
+            r = compile_check.compare(lit, batch, lit.loss, eager=reference(device, layout != "eager", precision))
         r["seconds"] = time.perf_counter() - t0
         try:
             compile_check.check(r)
@@ -103,11 +124,14 @@ def main(argv=None) -> int:
              "", f"torch {torch.__version__}; bf16 autocast; batch {args.batch} x {batch['input_ids'].shape[1]} "
              f"tokens of SymbolSoup{'; overrides ' + ' '.join(args.overrides) if args.overrides else ''}; "
              f"tolerances: loss {compile_check.LOSS_RTOL}, gradients {compile_check.GRAD_RTOL}",
-             "", "| variant | loss eager | loss compiled | grad rel diff | grad cosine | verdict | s |",
+             "", "`loss eager`: the reference pass (eager, bf16 or fp32 as the variant says); `loss compiled`: the "
+             "other pass (compiled, or eager bf16 in the first row); the verdict applies compile_check's "
+             "tolerances.", "",
+             "| variant | loss eager | loss compiled | grad rel diff | grad cosine | verdict | s |",
              "|---|---|---|---|---|---|---|"]
-    for name, layout, sdpa, backend in VARIANTS:
+    for name, layout, sdpa, backend, precision in GENERIC + (SDPA_VARIANTS if args.family == "transformer" else []):
         try:
-            r = one(cfg, model_cfg, batch, layout, sdpa, backend, args.device)
+            r = one(cfg, model_cfg, batch, layout, sdpa, backend, precision, args.device)
             row = (f"| {name} | {r['loss_eager']:.5f} | {r['loss_compiled']:.5f} | {r['grad_rel_diff']:.3g} | "
                    f"{r['grad_cosine']:.4f} | {r['verdict']} | {r['seconds']:.0f} |")
         except Exception as e:  # a variant that fails to compile is a finding too
