@@ -4,6 +4,7 @@ that wandb itself wrote (sessa_bench.wandb_offline), never from our own copy of 
 
 import json
 import struct
+import time
 
 import pytest
 from omegaconf import OmegaConf
@@ -16,6 +17,15 @@ from sessa_bench.wandb_run import flatten
 from test_harness import overrides
 
 RUNS = [("transformer", 0), ("mamba2", 0), ("transformer", 1)]
+
+
+def read_written(path, timeout: float = 30.0):
+    """The offline run once its writer has finished the file: the writer is W&B's service, another process,
+    and on a loaded 2-core CI machine a file read just after wandb.finish() held no record yet (2026-11-29)."""
+    deadline = time.monotonic() + timeout
+    while (run := wandb_offline.read(path)).exit_code is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return run
 
 
 @pytest.fixture
@@ -35,7 +45,7 @@ def test_three_runs_in_one_process_are_three_wandb_runs(tmp_path, offline):
         folder = RunFolder(exp / f"{fam}-symbol_soup-tiny-s{seed}")
         files = list((folder.path / "wandb").glob("offline-run-*/*.wandb"))
         assert len(files) == 1, files
-        w = wandb_offline.read(files[0])
+        w = read_written(files[0])
         summary, config = folder.read_summary(), OmegaConf.to_container(OmegaConf.load(folder.config))
         assert w.id == f"default-{fam}-symbol_soup-tiny-s{seed}" and w.group == "default"
         assert w.name == folder.path.name and f"family:{fam}" in w.tags
@@ -79,7 +89,7 @@ def test_a_failing_run_finishes_its_wandb_run(tmp_path, offline, monkeypatch):
         train.run(cfg)
     assert wandb.run is None
     files = list((tmp_path / "runs" / "default" / "transformer-symbol_soup-tiny-s0" / "wandb").glob("offline-run-*/*.wandb"))
-    assert len(files) == 1 and wandb_offline.read(files[0]).exit_code == 1
+    assert len(files) == 1 and read_written(files[0]).exit_code == 1
 
 
 def test_reader_joins_records_split_across_blocks(tmp_path):
