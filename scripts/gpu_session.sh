@@ -40,6 +40,9 @@
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
 #                seed 0 at the chosen rate), for runs trained with probe=false.
+#   AGAIN=1      in a later call whose table step has finished: start another one (LEASE from now), for the
+#                runs the last one's time limit left unstarted (the calibration lost two calls to estimates
+#                1 s and 13 s over the time left: results/bench/h200x2-run2-session.log).
 #   PACE="sessa:cuda_graphs=0.5 ..."  `tables --pace` (each value): a graphed (or compiled) run with no finished
 #                run executed so to time it is timed by eager runs x the factor, a measured ratio
 #                (results/bench/nvidia-h200-execution-ab.md); without it such runs are timed as eager ones.
@@ -150,6 +153,9 @@ else
 fi
 LEASE=${LEASE:-0}
 started=$work/tables.started done=$work/tables.done
+if [[ ${AGAIN:-0} == 1 && -f $done ]]; then  # a later call: a new table step for what the last one left
+  rm -f "$started" "$done"                   # unstarted (its time limit), with this call's LEASE
+fi
 left() { echo $((budget - (SECONDS - start) - 40)); }
 if [[ ! -f $started && -n ${BEFORE:-} ]]; then
   timeout -k 15 "$(left)" bash -c "$BEFORE" > "$out/before.log" 2>&1
