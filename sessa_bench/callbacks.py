@@ -25,9 +25,9 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        # weights_only=False is a save option (the full training state for resume: optimizer, schedulers,
-        # loops); every load of a checkpoint is torch.load(weights_only=True), so nothing in it is executed
-        trainer.save_checkpoint(tmp, weights_only=False)
+        # The full training state for resume (optimizer, schedulers, loops: Lightning's default save); every
+        # load of a checkpoint is torch.load(weights_only=True), so nothing in it is ever executed
+        trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

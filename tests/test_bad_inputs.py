@@ -108,6 +108,33 @@ def test_crafted_cache_file_is_not_executed(tmp_path):
     assert torch.load(path, weights_only=True)["x"].tolist() == [0, 1, 2]
 
 
+def test_every_load_of_a_file_in_the_code_refuses_pickled_code():
+    """Every torch.load, load_from_checkpoint and Lightning fit/validate/test from a checkpoint in the package
+    and the scripts passes weights_only=True (a literal), and no np.load allows pickles: a crafted file in a run
+    folder or the task cache is then an error, never code that runs (the two tests above show it for each)."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    seen, bad = 0, []
+    for f in [*root.glob("sessa_bench/**/*.py"), *root.glob("models/**/*.py"), *root.glob("tasks/**/*.py"),
+              *root.glob("scripts/*.py")]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            kw = {k.arg: k.value for k in node.keywords}
+            name = node.func.attr
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+            checkpoint = name in ("fit", "validate", "test") and "ckpt_path" in kw
+            if (name == "load" and owner == "torch") or name == "load_from_checkpoint" or checkpoint:
+                seen += 1
+                w = kw.get("weights_only")
+                if not (isinstance(w, ast.Constant) and w.value is True):
+                    bad.append(f"{f.relative_to(root)}:{node.lineno}")
+            if name == "load" and owner == "np" and "allow_pickle" in kw:
+                bad.append(f"{f.relative_to(root)}:{node.lineno} (allow_pickle)")
+    assert seen >= 6 and not bad, bad
+
+
 # ---- metrics.jsonl, summaries ---------------------------------------------------------------------------------
 def test_torn_last_metrics_line_is_dropped_corrupt_middle_line_is_named(tmp_path, caplog):
     folder = RunFolder(tmp_path)
