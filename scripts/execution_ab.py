@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-MODES = {"eager": [], "cuda_graphs": ["cuda_graphs=true"], "compile": ["compile=true"]}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sessa_bench.bench.harness_loop import MODES  # noqa: E402  (the overrides of each execution mode)
 
 
 def command(args, family: str, mode: str) -> list[str]:

@@ -73,15 +73,15 @@ class LitSequenceModel(L.LightningModule):
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
     def training_step(self, batch, batch_idx):
-        if self._compiled and self.compile_check is None and self.trainer.world_size == 1:
-            # Once per process, before any update. Under DDP every rank would have to agree on a failure: the
-            # single-GPU smoke that precedes a DDP run (scripts/gpu_session.sh) checks the same graph.
-            self.compile_check = compile_check.check(compile_check.compare(self, batch, self.loss))
-        if self.graphs is not None and self.compile_check is None and self.device.type == "cuda":
-            # the same check for the graphs (captured and first replayed in its first pass): eager's kernels,
-            # but replayed on static buffers, which a wrong capture would show here before any update
-            self.compile_check = compile_check.check(
-                compile_check.compare(self, batch, self.loss, eager=self.graphs.eager), "cuda_graphs")
+        # Once per process, before any update, a compiled model or one in CUDA graphs (captured and first
+        # replayed in the check's first pass: eager's kernels, but on static buffers, which a wrong capture
+        # would show) against eager. Not under DDP, where every rank would have to agree on a failure: the
+        # single-GPU smoke that precedes a DDP run (scripts/gpu_session.sh) checks the same graph.
+        setting = ("compile" if self._compiled and self.trainer.world_size == 1 else
+                   "cuda_graphs" if self.graphs is not None and self.device.type == "cuda" else None)
+        if setting and self.compile_check is None:
+            eager = self.graphs.eager if setting == "cuda_graphs" else None
+            self.compile_check = compile_check.check(compile_check.compare(self, batch, self.loss, eager), setting)
         loss = self.loss(self(batch), batch["labels"])
         # On the progress bar only when there is one: after every batch Lightning turns each progress-bar
         # metric into a Python number (logger_connector.on_batch_end, shown or not), a host sync per step.

@@ -310,6 +310,7 @@ def pace_factor(pace: dict[str, float] | None, family: str, how: str) -> float:
 def parse_pace(items: list[str]) -> dict[str, float]:
     """--pace values `[family:]execution=factor` -> {key: factor}, one clear error for a bad one."""
     out = {}
+    families = sorted({f for t in TABLES.values() for f in t.families})
     for item in items:
         key, _, value = item.partition("=")
         family, _, how = key.rpartition(":")
@@ -317,7 +318,6 @@ def parse_pace(items: list[str]) -> dict[str, float]:
             factor = float(value)
         except ValueError:
             factor = -1.0
-        families = sorted({f for t in TABLES.values() for f in t.families})
         if how not in ("compile", "cuda_graphs") or (family and family not in families) or not factor > 0:
             raise ValueError(f"--pace {item!r}: must be [family:]execution=factor with execution compile or "
                              f"cuda_graphs, family one of {families}, factor > 0 (e.g. sessa:cuda_graphs=0.5)")

@@ -101,10 +101,11 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
             for backend in compile_backends:
                 if backend == GRAPHS and device.type != "cuda":
                     continue  # CUDA graphs need CUDA
+                compiling = backend not in (None, GRAPHS)
                 row = {"family": fam, "budget": budget.name, "seq_len": T, "batch": batch, "layers": cfg.n_layers,
                        "d_model": cfg.d_model, "loop": "bare", "compile_backend": backend or "none"}
                 with record_oom(row, "tokens_per_s", "mfu"):
-                    if backend and backend != GRAPHS:
+                    if compiling:
                         torch._dynamo.reset()
                         from torch._dynamo.utils import counters
                         counters.clear()
@@ -122,7 +123,7 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                     tps = batch * T * steps / (time.perf_counter() - t1)
                     row.update(params=sum(p.numel() for p in model.parameters()), tokens_per_s=tps,
                                train_flops_per_token=flops, mfu=mfu(tps, flops, device), first_steps_s=t1 - t0,
-                               graph_breaks=graph_breaks() if backend and backend != GRAPHS else 0,
+                               graph_breaks=graph_breaks() if compiling else 0,
                                backends=",".join(sorted({str(m.backend_used()) for m in model.mixers})))
                     del model, opt, idx, step
                 rows.append(row)
