@@ -25,9 +25,10 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        # The full training state for resume (optimizer, schedulers, loops: Lightning's default save); every
-        # load of a checkpoint is torch.load(weights_only=True), so nothing in it is ever executed
-        trainer.save_checkpoint(tmp)
+        # A save option, not a load: the full training state for resume (optimizer, schedulers, loops); said
+        # outright, as Lightning warns on every save otherwise. Every load of a checkpoint is
+        # torch.load(weights_only=True) (tests/test_bad_inputs.py checks each), so nothing in it is executed.
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
