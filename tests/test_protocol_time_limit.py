@@ -72,11 +72,17 @@ def test_a_missing_run_borrows_its_cell_pace_else_the_slowest_of_its_experiment(
     assert run_seconds(1000) is None and run_seconds(1000, experiment=[summary(1000, 80.0, resumed=900)]) is None
 
 
-def test_a_round_is_its_longest_run_per_wave_with_a_margin():
+def test_a_round_fills_each_slot_as_it_frees_with_a_margin():
     assert round_seconds([100.0, 300.0, None]) == pytest.approx(360.0)  # side by side: the longest, x1.2
     assert round_seconds([100.0, 300.0, None], slots=3) == pytest.approx(360.0)
-    assert round_seconds([100.0, 300.0, None], slots=2) == pytest.approx(720.0)  # two waves
-    assert round_seconds([100.0, 300.0, None], slots=1) == pytest.approx(1080.0)
+    # two slots: the unknown run (timed as the longest, 300) takes the slot the 100 s run frees
+    assert round_seconds([100.0, 300.0, None], slots=2) == pytest.approx(480.0)
+    assert round_seconds([100.0, 300.0, None], slots=1) == pytest.approx(840.0)  # one after another
+    # the lease that started 2 of these 5 runs on 2 GPUs when waves were the model (round 2 x 600 s): filled
+    # slot by slot the first four end at 938 s, the fifth at 1455 s
+    lease = [469.0, 255.0, 600.0, 469.0, 600.0]
+    assert round_seconds(lease[:4], slots=2) == pytest.approx(938 * 1.2)
+    assert round_seconds(lease, slots=2) == pytest.approx(1455 * 1.2)
     assert round_seconds([None, None]) is None and round_seconds([]) is None
 
 
@@ -155,9 +161,9 @@ def fake_ensure(monkeypatch):
     return calls
 
 
-def run_protocol(tmp_path, grid, **kw):
+def run_protocol(tmp_path, grid, jobs=6, **kw):
     scoped = {EXP: overrides(tmp_path, grid)}
-    protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=4 * STEPS, only=[EXP], **kw)
+    protocol(TABLES["table1"], [0, 1], scoped, jobs=jobs, max_steps_cap=4 * STEPS, only=[EXP], **kw)
 
 
 @pytest.fixture
@@ -205,6 +211,21 @@ def test_protocol_starts_the_part_of_a_round_that_fits_one_run_of_each_family_fi
     reopened = sorted(p.parent.name for p in unconverged.rglob("summary.prev.json"))
     assert len(reopened) == 3 and all(n.endswith("-s0") for n in reopened)
     assert len(list(unconverged.rglob("summary.json"))) == 3  # the seed-1 runs keep their results
+
+
+def test_a_part_of_a_round_fills_the_slots_its_short_runs_free(tmp_path, unconverged, fake_ensure, capsys):
+    """Two slots. In the interleaved order (Sessa, Transformer, Mamba2 seed 0 resumed: 150, 100, 100 s; then
+    seed 1 retrained: 300, 200, 200 s) each run takes the first slot to free: the first five end at 450 s
+    (x1.2 = 540, within 560), the sixth at 600. Counted in waves of two (the longest run per wave) only the
+    first three fitted (360 s) and one slot idled from 100 s on."""
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]", jobs=2, time_limit=560)
+    out = capsys.readouterr().out
+    assert re.search(r"^seeds and extensions: 5 runs \(time limit: ~540 s estimated, \d+ s left; 5 of its 6 runs "
+                     r"fit, the rest waits\)$", out, re.M), out
+    (todo,) = fake_ensure
+    assert [RunFolder_name(ov).split("-")[0] + RunFolder_name(ov)[-3:] for ov in todo] == \
+        ["sessa-s0", "transformer-s0", "mamba2-s0", "sessa-s1", "transformer-s1"]
 
 
 def test_a_seed_left_behind_by_a_partial_round_extends_its_shorter_run(tmp_path, fake_ensure, capsys):

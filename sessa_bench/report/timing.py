@@ -104,10 +104,17 @@ def run_seconds(target: int, own: dict | None = None, resumable: bool = False, c
 
 
 def round_seconds(runs: list[float | None], slots: int | None = None) -> float | None:
-    """Seconds for a round of runs trained side by side, at most `slots` at a time (None: all at once): the
-    longest known run times the number of waves, times SAFETY. None when no run's time is known."""
+    """Seconds for a round of runs trained side by side, at most `slots` at a time (None: all at once), times
+    SAFETY: the runs start in their order, each in the first slot to free (as runs.ensure's workers take
+    them), and the round ends with its last run. A run with no timing stands in at the longest known one.
+    None when no run's time is known. (It was the longest run times the number of waves, which left a slot
+    idle once its short run had ended: a lease of 2 GPUs started 2 of 5 runs where 4 fit,
+    results/bench/h200x2-run3-session.log.)"""
     known = [s for s in runs if s is not None]
     if not known:
         return None
-    waves = math.ceil(len(runs) / slots) if slots else 1
-    return max(known) * waves * SAFETY
+    free = [0.0] * min(slots or len(runs), len(runs))  # when each slot frees
+    for sec in runs:
+        i = free.index(min(free))
+        free[i] += max(known) if sec is None else sec
+    return max(free) * SAFETY
