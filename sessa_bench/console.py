@@ -12,8 +12,11 @@ import warnings
 # On resume the run prints its own "resuming from <checkpoint> at step <s>" line.
 _QUIET_LOG = re.compile(r"^(💡 Tip: |GPU available: |TPU available: |HPU available: |`Trainer\.fit` stopped: |"
                         r"Restoring states from the checkpoint path at |Restored all states from the checkpoint)")
-# Deprecations raised inside Lightning's own code, not ours (torch's pytree API change).
-_QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",)
+# Deprecations raised inside Lightning's own code, not ours (torch's pytree API change); the best-validation
+# checkpoint (callbacks.best) shares the run folder's checkpoints/ with last.ckpt by design, so Lightning's
+# "exists and is not empty" on every resumed or extended run says nothing.
+_QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+                   r"Checkpoint directory .*checkpoints exists and is not empty\.")
 
 
 class _DropKnownNoise(logging.Filter):

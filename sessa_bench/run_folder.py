@@ -38,8 +38,12 @@ RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "
                    "probe", "compile",  # compiled == eager in tolerance: sessa_bench/compile_check.py, every run
                    "cuda_graphs",  # eager's kernels replayed, first batch checked too: sessa_bench/cuda_graphs.py
                    "trainer.devices", "trainer.num_nodes", "trainer.strategy")
-# Keys an extension (more steps) may change besides trainer.max_steps: when checkpoints are written.
-EXTENSION_FREE = ("callbacks.checkpoint.every_n_steps",)
+# Keys an extension (more steps) may change besides trainer.max_steps: when checkpoints are written, and
+# whether the best-validation weights are kept (callbacks.best, which needs trainer.enable_checkpointing): the
+# training is the same, only the model evaluated at its end differs. A run kept without it reports its last
+# model (summary.json's test_from), which the tables' protocol does not count as converged where the config
+# asks for the best; its extension trains from step 0 (sessa_bench.train: the checkpoint holds no best).
+EXTENSION_FREE = ("callbacks.checkpoint.every_n_steps", "callbacks.best", "trainer.enable_checkpointing")
 # How many runs shared the machine, and which GPU a worker was pinned to and how many workers shared that GPU
 # (set by sessa_bench.runs for its workers; recorded in summary.json).
 ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
@@ -263,7 +267,7 @@ def extension_of(old: dict, new: dict) -> int | None:
     changed = [c.split(":")[0] for c in config_changes(old, new)]
     if not changed:
         return 0
-    rest = [c for c in changed if c not in EXTENSION_FREE]
+    rest = [c for c in changed if c not in EXTENSION_FREE]  # callbacks.best as a whole: added or removed
     if rest != ["trainer.max_steps"]:
         return 0 if not rest else None
     a, b = old["trainer"]["max_steps"], new["trainer"]["max_steps"]

@@ -62,6 +62,9 @@ class SweepSchema:
     # The learning-rate grid of a paper table (sessa_bench.tables): every family trains seed 0 at each value,
     # the best validation metric picks its rate. Empty: no sweep, every run at optim.lr.
     lr: list[float] = field(default_factory=list)
+    # How a rate's seed-0 run is scored at the grid's step count: best (its best validation up to it), last
+    # (the last one at or before it); None: best when the run keeps a best-validation checkpoint, else last.
+    score: Optional[str] = None
 
 
 @dataclass
@@ -108,6 +111,7 @@ def validate(cfg) -> None:
         ("optim.warmup_steps", cfg.optim.warmup_steps >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must lie in [0, 1]"),
         ("optim.schedule", cfg.optim.schedule in ("cosine", "constant"), "must be cosine or constant"),
+        ("sweep.score", cfg.get("sweep", {}).get("score") in (None, "best", "last"), "must be best or last"),
         ("sweep.lr", all(x > 0 for x in cfg.sweep.lr) and len(set(cfg.sweep.lr)) == len(cfg.sweep.lr),
          "must be distinct learning rates > 0 (or [] for no sweep)"),
         ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),

@@ -70,10 +70,18 @@ def _resume_step(cfg: DictConfig, folder: RunFolder) -> int | None:
         return None
     ckpt = folder.read_checkpoint()  # plain data only: a crafted file is refused, never executed
     try:
-        return int(ckpt["global_step"])
+        step = int(ckpt["global_step"])
     except (KeyError, TypeError, ValueError):
         raise RuntimeError(f"checkpoint {folder.checkpoint} has no global_step; delete it to restart this run "
                            f"from scratch, or pass resume=false") from None
+    if (cfg.get("callbacks") or {}).get("best") is not None and not any(
+            str(k).startswith("ModelCheckpoint") for k in (ckpt.get("callbacks") or {})):
+        # Saved by a training that kept no best-validation checkpoint (an extension that adds callbacks.best):
+        # resumed, the best would be sought only from this step on, so the run trains again from step 0.
+        print(f"{folder.checkpoint} (step {step}) holds no best-validation state and this run keeps one "
+              f"(callbacks.best): training from step 0", flush=True)
+        return None
+    return step
 
 
 def runtime_args(name: str, cfg: DictConfig, folder: RunFolder) -> dict:

@@ -76,6 +76,33 @@ def test_extension_without_the_checkpoint_retrains_the_same_run(tmp_path, capsys
     assert ext["wall_seconds_total"] > ext["wall_seconds_this_process"]
 
 
+BEST = ["trainer.enable_checkpointing=true", "+callbacks.best._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        "+callbacks.best.monitor=val/acc", "+callbacks.best.mode=max", "+callbacks.best.filename=best",
+        "+callbacks.best.save_top_k=1", "+callbacks.best.enable_version_counter=false"]
+
+
+def test_an_extension_that_keeps_the_best_checkpoint_retrains_from_step_0(tmp_path, capsys):
+    """A run kept before its config asked for the best-validation checkpoint (the paper tables, 2026-11-29):
+    with the same step count it is the same finished run (it says it reports its last model); its extension
+    does not resume from the last checkpoint, which holds no best so far, but trains from step 0 and reports
+    the best validation's model, ending where a run that kept the best from the start ends."""
+    const = ["optim.schedule=constant"]
+    long = run(compose_train(overrides(tmp_path, "long", 8, *const, *BEST)))
+    short = run(compose_train(overrides(tmp_path, "ext", 4, *const)))
+    assert short["test_from"] == "last" and short["best_step"] is None
+    assert run(compose_train(overrides(tmp_path, "ext", 4, *const, *BEST))) == short  # the same run
+    capsys.readouterr()
+    ext = run(compose_train(overrides(tmp_path, "ext", 8, *const, *BEST)))
+    assert "holds no best-validation state and this run keeps one (callbacks.best): training from step 0" \
+        in capsys.readouterr().out
+    assert ext["resumed_from_step"] is None and ext["steps"] == 8
+    assert ext["test_from"] == long["test_from"] == "best" and ext["best_step"] == long["best_step"]
+    assert ext["final"] == long["final"]
+    # a checkpoint of a run that keeps the best resumes as before
+    more = run(compose_train(overrides(tmp_path, "ext", 12, *const, *BEST)))
+    assert more["resumed_from_step"] == 8 and more["test_from"] == "best"
+
+
 def test_cosine_runs_are_not_extended(tmp_path):
     run(compose_train(overrides(tmp_path, "cos", 4)))
     with pytest.raises(ValueError, match=r"max_steps: 4 -> 8\).*only under optim.schedule=constant"):

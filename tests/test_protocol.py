@@ -125,6 +125,30 @@ def test_perplexity_rule_is_relative_and_best_so_far_for_best_checkpoints():
     assert convergence(overfit, "val/ppl", 1000, best=True)[0]  # the best checkpoint stopped improving
 
 
+def test_a_run_that_reports_its_last_model_is_unconverged_where_the_best_is_asked_for():
+    """SymbolSoup's Sessa seed 1 (8000 steps, kept before the paper tables kept the best checkpoint): its best
+    val/acc stopped moving at 0.631 (step 5000) while its last model fell to 0.598 and reported that. Under
+    the best-checkpoint config the curve counts as converged but the run does not: its test is not from the
+    best model. The sweep scores a rate by sweep.score (last or best validation up to the grid's steps)."""
+    from sessa_bench.report.protocol import Cell, Run, score_of
+    pts = [(4999, 0.631), (5999, 0.609), (6999, 0.618), (7999, 0.598)]
+    c = Cell("e", "f", [], "val/acc", [1e-4], 1e-4, 8000, True, True)
+    r = Run(1e-4, 1, [], None, 8000, rows=rows("val/acc", pts),
+            summary={"steps": 8000, "test_from": "last", "task_facts": {"chance": 0.05, "baseline": 0.31}})
+    assert c.converged(r) == (False, pytest.approx(0.0))
+    r.summary["test_from"] = "best"
+    assert c.converged(r)[0]
+    c.best = False  # a config without the best checkpoint follows the last model's curve, which still moves
+    assert c.converged(r) == (False, pytest.approx(0.020))  # 0.609, 0.618, 0.598 from step 6000
+    c.best, c.steps = True, 8000
+    assert c.score(r) == 0.631                           # best up to the grid's steps (the default with best)
+    c.score_best = False
+    assert c.score(r) == 0.598                           # sweep.score: last
+    assert score_of({}) is None and score_of({"score": "best"}) is True and score_of({"score": "last"}) is False
+    with pytest.raises(ValueError, match=r"^sweep.score='max': must be best or last$"):
+        score_of({"score": "max"})
+
+
 # --- one tiny real sweep -----------------------------------------------------------------------------------
 TINY = ["probe=false", "budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
         "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false", "data.batch_size=2",

@@ -192,11 +192,12 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
                 continue
             p, cost = runs[0]["params"], runs[0].get("cost", {})
             flag = "" if abs(p["deviation"]) <= MAX_DEVIATION else " **over 2 %**"
-            best = [f"{s['best_step']}" for s in runs if s.get("test_from") == "best"]
+            best = [f"best {s['best_step']}" if s.get("test_from") == "best" else "last" for s in runs]
+            best = best if c.cells[fam].best or "last" not in best else []  # shown where the best is asked for
             plines.append([fam, c.experiment_name, cost.get("layers", "?"), cost.get("d_model", "?"),
                            f"{p['total']:,}", f"{p['target']:,}", f"{p['deviation']:+.2%}{flag}",
                            ", ".join(str(s["seed"]) for s in runs), lr_text(c.chosen[fam]), grid or "-",
-                           "/".join(str(s["steps"]) for s in runs) + (f" (best at {'/'.join(best)})" if best else ""),
+                           "/".join(str(s["steps"]) for s in runs) + (f" (tested: {'/'.join(best)})" if best else ""),
                            "/".join("yes" if ok else "no" for ok in c.converged[fam])])
             for row in rows:
                 if row["family"] == fam and row["experiment"] == exp:
@@ -243,6 +244,13 @@ def curves_section(table: Table, got: dict[str, Collected]) -> str:
     return "\n\n".join(out)
 
 
+def scoring(cs: list[Cell], metric: str) -> str:
+    """How the caption's cells score a rate at the grid's step count (sweep.score, else as callbacks.best)."""
+    ways = sorted({"the best validation up to it" if (c.best if c.score_best is None else c.score_best)
+                   else "the last validation at or before it" for c in cs})
+    return " / ".join(ways)
+
+
 def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
     metric = table.curve_metric
     acc = not metric.endswith(("ppl", "loss"))
@@ -252,7 +260,8 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
     text = [f"_Protocol: each family's learning rate is chosen from the shared grid "
             f"{' / '.join('[' + ', '.join(f'{x:g}' for x in g) + ']' for g in grids) or '(none)'} by the best "
             f"{metric} ({'max' if acc else 'min'}) of its seed-0 run at the configured step count "
-            f"({', '.join(sorted({str(c.steps) for c in cs}))}), on the validation split only; a best rate at "
+            f"({', '.join(sorted({str(c.steps) for c in cs}))}; {scoring(cs, metric)}), on the validation split "
+            f"only; a best rate at "
             f"an edge of the grid extends it by x{STEP:g} or /{STEP:g} (at most {MAX_EXTENSIONS} times). The "
             f"other seeds train at the chosen rate; test metrics are those of these seeds. A run is converged "
             f"when {metric} moved by less than {tol} over the last quarter of its steps (max - min over the "
@@ -263,8 +272,9 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
               "rate after warmup) up to the stated cap, and `*` marks cells with a run still unconverged."]
     if any(c.best for c in cs):
         text.append(f"Runs keep their best-{metric} checkpoint; validation and test metrics are that "
-                    f"checkpoint's (step in the second table), and convergence is judged on the best-so-far "
-                    f"{metric}.")
+                    f"checkpoint's (`tested: best <step>` in the second table), and convergence is judged on the best-so-far "
+                    f"{metric}. A run kept before its experiment kept the best checkpoint reports its last model "
+                    f"(`tested: last`) and counts as unconverged; its extension trains from step 0.")
     if table.reference_rows:
         text.append("`chance`: the task's chance accuracy; `baseline (symbol counts)`: the test accuracy of naive "
                     "Bayes on the symbol counts of the whole text, fitted on the train split "

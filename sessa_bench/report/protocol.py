@@ -1,7 +1,9 @@
 """The paper-table protocol, computed from run folders alone (used by the table runner and the report alike):
 
 - learning-rate selection: each family trains seed 0 at every rate of the table's grid (`sweep.lr`); the
-  rate with the best validation metric at the grid's step count wins (validation only, never test). When the
+  rate with the best validation metric at the grid's step count wins (validation only, never test): the last
+  validation at or before it, or with `sweep.score: best` (the default of best-checkpoint runs) the best one
+  up to it. When the
   winner is at an edge of the grid, the grid grows by one step beyond it (x3 or /3), at most MAX_EXTENSIONS
   times. Scores come from metrics.jsonl at the grid's step count, so extending the winning run later does
   not change the choice; a run retrained from step 0 to be extended (its checkpoint stayed on the GPU
@@ -169,6 +171,8 @@ class Cell:
     best: bool                    # a best-checkpoint callback: report from the best validation
     names: dict = field(default_factory=dict)  # experiment_name, task_name, budget, results_dir
     execution: str = "eager"      # how its runs train (report.timing.execution): the estimates' pace
+    score_best: bool | None = None  # sweep.score == best: a rate's score is its best validation up to the
+    #                                 grid's step count, else the last one (None: as `best`)
 
     def run(self, lr: float, seed: int, steps: int | None = None) -> Run:
         steps = steps or self.steps
@@ -195,7 +199,8 @@ class Cell:
         training does not move; from its current lines when no earlier training got that far."""
         reached = [rows for rows in r.earlier if last_step(rows) >= self.steps - 1]
         rows = reached[0] if reached else r.rows
-        return score_at(rows, self.metric, self.steps, self.best) if r.summary else None
+        best = self.best if self.score_best is None else self.score_best
+        return score_at(rows, self.metric, self.steps, best) if r.summary else None
 
     def selection(self) -> tuple[float | None, list[float], dict[float, float | None], list[float]]:
         """(chosen rate, rates tried, their scores, rates still to run)."""
@@ -215,7 +220,10 @@ class Cell:
     def converged(self, r: Run) -> tuple[bool, float | None]:
         if not r.summary:
             return False, None
-        return convergence(r.rows, self.metric, r.steps, self.best, trivial_level(r.summary.get("task_facts")))
+        done, moved = convergence(r.rows, self.metric, r.steps, self.best, trivial_level(r.summary.get("task_facts")))
+        # a run kept before its config asked for the best checkpoint reports its last model: not the result
+        # the table asks for, whatever its curve did (its extension retrains from step 0 with the best kept)
+        return done and (not self.best or r.summary.get("test_from") == "best"), moved
 
 
 def for_family(overrides: list[str], family: str) -> list[str]:
@@ -238,4 +246,14 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 "best" in (res.get("callbacks") or {}),
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
                  "budget": res["budget"]["name"], "results_dir": res["results_dir"]},
-                execution({**res, "cuda_graphs": cuda_graphs.enabled(res)}))
+                execution({**res, "cuda_graphs": cuda_graphs.enabled(res)}),
+                score_of(res["sweep"]))
+
+
+def score_of(sweep: dict) -> bool | None:
+    """sweep.score: `best` (the best validation up to the grid's step count), `last` (the last one at or
+    before it), absent: as the run's callbacks.best says. One clear error for another value."""
+    score = sweep.get("score")
+    if score not in (None, "best", "last"):
+        raise ValueError(f"sweep.score={score!r}: must be best or last")
+    return None if score is None else score == "best"
