@@ -244,7 +244,7 @@ def curves_section(table: Table, got: dict[str, Collected]) -> str:
     return "\n\n".join(out)
 
 
-def scoring(cs: list[Cell], metric: str) -> str:
+def scoring(cs: list[Cell]) -> str:
     """How the caption's cells score a rate at the grid's step count (sweep.score, else as callbacks.best)."""
     ways = sorted({"the best validation up to it" if (c.best if c.score_best is None else c.score_best)
                    else "the last validation at or before it" for c in cs})
@@ -260,7 +260,7 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
     text = [f"_Protocol: each family's learning rate is chosen from the shared grid "
             f"{' / '.join('[' + ', '.join(f'{x:g}' for x in g) + ']' for g in grids) or '(none)'} by the best "
             f"{metric} ({'max' if acc else 'min'}) of its seed-0 run at the configured step count "
-            f"({', '.join(sorted({str(c.steps) for c in cs}))}; {scoring(cs, metric)}), on the validation split "
+            f"({', '.join(sorted({str(c.steps) for c in cs}))}; {scoring(cs)}), on the validation split "
             f"only; a best rate at "
             f"an edge of the grid extends it by x{STEP:g} or /{STEP:g} (at most {MAX_EXTENSIONS} times). The "
             f"other seeds train at the chosen rate; test metrics are those of these seeds. A run is converged "
