@@ -17,8 +17,8 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
    length, so a lease that fits 3000 steps but not 4000 can reach 3000).
 Each step trains in rounds (a round: the runs that can train side by side). With --time-limit SECONDS
 (counted from the command's start) no run starts whose estimated time (`sessa_bench/report/timing.py`,
-from the run folders' summaries) exceeds the time left: a round that does not fit starts its longest part
-that does (one run of each family in turn; the rest is the next round of a rerun), and when no part fits
+from the run folders' summaries) exceeds the time left: a round that does not fit starts the part of it
+that fits and keeps the workers busiest (`Clock.fit`; the rest is the next round of a rerun), and when no part fits
 the protocol stops there, with one line saying so, before any folder of that round is reopened for an
 extension, since a run killed midway (a GPU lease's hard limit) would leave its folder unfinished and lose
 its shorter result; a later wave of a round that had no timing when it started is timed by its first wave
@@ -43,6 +43,7 @@ import argparse
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 from sessa_bench.compose import CONF_DIR, compose_train
@@ -138,7 +139,8 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
     left = clock.end - time.monotonic()
     start, part_est = clock.fit(todo)
     verdict = ("fits" if len(start) == len(todo) else "does not fit, nor does any part of it" if not start else
-               f"does not fit; its first {len(start)} runs do (~{part_est:.0f} s) and start, the rest waits")
+               f"does not fit; {len(start)} of its runs do (~{part_est:.0f} s) and start, the rest waits: "
+               + ", ".join(t.run.folder.path.name for t in todo if t not in start))
     lines.append(f"  round: ~{'?' if est is None else f'{est:.0f}'} s (x{SAFETY} safety included)"
                  + ("" if math.isinf(left) else f"; {max(left, 0):.0f} s of --time-limit left: {verdict}"))
     return "\n".join(lines)
@@ -196,6 +198,9 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
     return [Todo(c, c.run(lr, s, target), extends=r, peers=peers) for s, r in zip(seeds, runs)]
 
 
+SEARCH = 14  # Clock.fit tries every subset of a round of at most this many runs (2^14 estimates at most)
+
+
 class Clock:
     """--time-limit: whether the next round fits in the time left (estimated by sessa_bench.report.timing)."""
 
@@ -219,22 +224,46 @@ class Clock:
         return secs, round_seconds(secs, self.slots)
 
     def fit(self, todo: list[Todo]) -> tuple[list[Todo], float | None]:
-        """The runs of a round to start now, the families interleaved (so each gets its share of a partial
-        round): all of them when the round fits in the time left or has no timing yet, else the longest part
-        that fits (fewer runs share the GPU, so each goes faster), else none; with that part's estimate (the
-        whole round's when none fits). A part is enough: every step reads its state from the run folders, so
-        the rest of the round is the next round of a rerun."""
+        """The runs of a round to start now: all of them when the round fits in the time left or has no timing
+        yet; else the part that fits and keeps the workers busiest: of the round's subsets (each in the
+        families' interleaved order, a run taking the first slot to free), the one with the most estimated
+        run-seconds whose round fits, ties going to more runs, then to earlier ones in that order. So a slot
+        beside a long run takes the shorter runs that fit after each other there (the prefix alone left it
+        idle: 2 x H200, a 1000 s run on each GPU and two 600 s runs waiting for the next lease). Rounds of more
+        than SEARCH runs take their longest prefix that fits. Else none. With the part's estimate (the whole
+        round's when none fits). A part is enough: every step reads its state from the run folders, so the
+        rest of the round is the next round of a rerun."""
         left = self.end - time.monotonic()
         order = interleave(todo)
         secs = {}  # the runs' estimates at each GPU sharing a part can have: one read of the run folders each
-        for n in range(len(order), 0, -1):
+
+        def at(n: int) -> list[float | None]:  # estimates when n runs are started (fewer share a GPU)
             k = self.runs_per_gpu(n)
             if k not in secs:
                 secs[k] = estimates(order, k, self.pace)
-            est = round_seconds(secs[k][:n], self.slots)
-            if left > 0 and (est is None or est <= left):
-                return order[:n], est
-        return [], round_seconds(secs[self.runs_per_gpu(len(order))], self.slots)
+            return secs[k]
+
+        whole = round_seconds(at(len(order)), self.slots)
+        if left > 0 and (whole is None or whole <= left):
+            return order, whole
+        if left <= 0:
+            return [], whole
+        n = len(order)
+        parts = (c for r in range(n, 0, -1) for c in combinations(range(n), r)) if n <= SEARCH else \
+            (tuple(range(r)) for r in range(n, 0, -1))
+        best, best_key, best_est = (), None, None
+        for part in parts:
+            sec = [at(len(part))[i] for i in part]
+            est = round_seconds(sec, self.slots)
+            if est is None or est > left:
+                continue
+            stand_in = max(x for x in sec if x is not None)  # as round_seconds times a run without timing
+            key = (sum(stand_in if x is None else x for x in sec), len(part), tuple(-i for i in part))
+            if best_key is None or key > best_key:
+                best, best_key, best_est = part, key, est
+        if not best:
+            return [], whole
+        return [order[i] for i in best], best_est
 
     def admit(self, todo: list[Todo]) -> tuple[list[Todo], str | None]:
         """`fit`'s runs and a note for the round's line; ([], None), after one line saying why, when no run

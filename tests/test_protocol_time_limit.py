@@ -192,25 +192,47 @@ def test_protocol_stops_before_an_extension_round_that_does_not_fit_and_reopens_
     assert not list(unconverged.rglob("summary.prev.json"))
 
 
-def test_protocol_starts_the_part_of_a_round_that_fits_one_run_of_each_family_first(
+def test_protocol_starts_the_part_of_a_round_that_fits_with_the_most_run_seconds(
         tmp_path, unconverged, fake_ensure, capsys):
-    """The whole round (360 s) does not fit in 300 s; its first three runs, interleaved by family (each seed 0,
-    resumed: 150, 100, 100 s), do (180 s): they are reopened and trained, the seed-1 runs wait for a rerun;
-    ensure gets the deadline, to start no later wave past it."""
+    """The whole round (360 s: Sessa's seed 1 retrained, 300 s) does not fit in 300 s; every other run does
+    (seed 0 resumed: 150, 100, 100 s; the Transformer's and Mamba2's seed 1 retrained: 200 s each; six slots,
+    so 200 s x 1.2 = 240 s): those five are reopened and trained, Sessa's seed 1 waits for a rerun; ensure
+    gets the deadline, to start no later wave past it."""
     with pytest.raises(Trained):
         run_protocol(tmp_path, "[0.001]", time_limit=300)
     out = capsys.readouterr().out
-    m = re.search(r"^seeds and extensions: 3 runs \(time limit: ~180 s estimated, (\d+) s left; 3 of its 6 runs "
+    m = re.search(r"^seeds and extensions: 5 runs \(time limit: ~240 s estimated, (\d+) s left; 5 of its 6 runs "
                   r"fit, the rest waits\)$", out, re.M)
     assert m and 250 < int(m[1]) <= 300, out
     (todo,) = fake_ensure
-    assert sorted(RunFolder_name(ov).split("-")[0] for ov in todo) == ["mamba2", "sessa", "transformer"]
-    assert all(RunFolder_name(ov).endswith("-s0") for ov in todo)
+    assert sorted(RunFolder_name(ov).split("-")[0] + RunFolder_name(ov)[-3:] for ov in todo) == \
+        ["mamba2-s0", "mamba2-s1", "sessa-s0", "transformer-s0", "transformer-s1"]
     (kw,) = fake_ensure.kw  # the deadline, and no second look at the first wave (it starts at once)
     assert 0 < kw["deadline"] - time.monotonic() <= 300 and kw["estimate"](todo[0]) is None
     reopened = sorted(p.parent.name for p in unconverged.rglob("summary.prev.json"))
-    assert len(reopened) == 3 and all(n.endswith("-s0") for n in reopened)
-    assert len(list(unconverged.rglob("summary.json"))) == 3  # the seed-1 runs keep their results
+    assert len(reopened) == 5 and "sessa-symbol_soup-tiny-lr0.001-s1" not in reopened
+    assert len(list(unconverged.rglob("summary.json"))) == 1  # Sessa's seed 1 keeps its result
+
+
+def test_a_part_packs_short_runs_one_after_the_other_beside_a_long_one(monkeypatch):
+    """The next round of Table 1 on 2 x H200 (session 10's plan; seconds as estimated): Sessa and the
+    Transformer to 16000 steps (~1010 s each), Mamba2 to 8000 (600 s each), 1540 s left. The interleaved
+    prefix fitted two 1000 s runs and left 270 s of each GPU idle; Sessa's seed 0 beside both Mamba2 runs,
+    one after the other, keeps the GPUs busiest (2217 run-seconds, the round ending at 1200 s x 1.2)."""
+    from types import SimpleNamespace
+    from sessa_bench import tables
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    secs = {("sessa", 0): 1017, ("transformer", 0): 1011, ("mamba2", 0): 600,
+            ("sessa", 1): 1017, ("transformer", 1): 1011, ("mamba2", 1): 600}
+    todo = [SimpleNamespace(cell=SimpleNamespace(experiment=EXP, family=f), seed=s) for f, s in secs]
+    monkeypatch.setattr(tables, "estimates", lambda order, k, pace: [secs[(t.cell.family, t.seed)] for t in order])
+    start, est = tables.Clock(1540, None, 2, None).fit(todo)
+    assert [(t.cell.family, t.seed) for t in start] == [("sessa", 0), ("mamba2", 0), ("mamba2", 1)]
+    assert est == pytest.approx(1200 * 1.2)
+    start, est = tables.Clock(1000, None, 2, None).fit(todo)  # 833 s of runs: both Mamba2 runs side by side
+    assert [(t.cell.family, t.seed) for t in start] == [("mamba2", 0), ("mamba2", 1)]
+    # none fits: the whole round's estimate (in order, each run in the first slot to free: 2634 s)
+    assert tables.Clock(500, None, 2, None).fit(todo) == ([], pytest.approx(2634 * 1.2))
 
 
 def test_a_part_of_a_round_fills_the_slots_its_short_runs_free(tmp_path, unconverged, fake_ensure, capsys):
@@ -373,7 +395,7 @@ def test_pace_flag_values_are_checked_and_the_family_one_wins():
 def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, fake_ensure, capsys):
     """--plan: the round --run would start (each run, what it trains, its estimate; the round against the
     clock), then stop: nothing trains, no folder is reopened. Seed 0 resumes (STEPS more at its pace), seed 1
-    retrains 2 x STEPS; the round is Sessa's seed 1 (300 s) x 1.2."""
+    retrains 2 x STEPS; the round is Sessa's seed 1 (300 s) x 1.2; all runs but that one fit (200 s x 1.2)."""
     before = snapshot(unconverged)
     run_protocol(tmp_path, "[0.001]", time_limit=300, plan=True)
     out = capsys.readouterr().out
@@ -382,8 +404,8 @@ def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, f
     assert re.search(r"^  sessa-\S+-s0: extend 100 -> 200 steps, resumed from its checkpoint; ~150 s$", out, re.M)
     assert re.search(r"^  sessa-\S+-s1: extend 100 -> 200 steps, retrained from step 0 \(no checkpoint\); ~300 s$",
                      out, re.M)
-    m = re.search(r"^  round: ~360 s \(x1.2 safety included\); (\d+) s of --time-limit left: does not fit; its "
-                  r"first 3 runs do \(~180 s\) and start, the rest waits$", out, re.M)
+    m = re.search(r"^  round: ~360 s \(x1.2 safety included\); (\d+) s of --time-limit left: does not fit; 5 of "
+                  r"its runs do \(~240 s\) and start, the rest waits: sessa-symbol_soup-tiny-lr0.001-s1$", out, re.M)
     assert m and 250 < int(m[1]) <= 300, out
     assert re.search(r"^  sessa-\S+-s0.*\n  transformer-\S+-s0.*\n  mamba2-\S+-s0", out, re.M), out  # interleaved
     run_protocol(tmp_path, "[0.001]", time_limit=100, plan=True)
