@@ -198,7 +198,9 @@ for f in ${GPU_TESTS:-}; do
   per=${GPU_TEST_SECONDS:-180}; (( per > $(left) )) && per=$(left)
   (( per > 10 )) || break
   echo "== $f (limit $per s)" >> "$out/gpu_tests.log"
-  PYTHONUNBUFFERED=1 timeout -k 10 "$per" python3 -m pytest -m gpu -rA --tb=short -p no:cacheprovider \
+  # -v names each test as it starts and --durations=0 times each one: a file cut at its limit says which test
+  # it was in (test_gpu_cuda_graphs.py's third test ran past 200 s with no name: h200x2-run3-session.log)
+  PYTHONUNBUFFERED=1 timeout -k 10 "$per" python3 -m pytest -m gpu -v -rA --durations=0 --tb=short -p no:cacheprovider \
     -o faulthandler_timeout=150 "$f" >> "$out/gpu_tests.log" 2>&1
   echo "exit $? ($f)" >> "$out/gpu_tests.log"
 done
