@@ -54,7 +54,7 @@
 # the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
 # $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without checkpoints); the device
-# tool brings back at most 8 files. Back here, `python3 scripts/import_runs.py bundle.tar.gz results/runs`
+# tool brings back at most 8 files. Back here, `.venv/bin/python scripts/import_runs.py bundle.tar.gz results/runs`
 # copies the finished run folders out of the last call's bundle (and replaces the ones it extended).
 # Pass SESSA_BENCH_GIT_COMMIT=<sha of the tree sent> in the command: the copy's .git may lag the tree, and run
 # summaries record that commit instead (summary.md says which was recorded).

@@ -1,7 +1,7 @@
 """Copy the finished run folders out of a GPU lease's bundle.tar.gz (scripts/gpu_session.sh) into a results
 directory, so the tables can be rendered and committed:
 
-    python3 scripts/import_runs.py BUNDLE.tar.gz results/runs [--dry-run]
+    .venv/bin/python scripts/import_runs.py BUNDLE.tar.gz results/runs [--dry-run]   (needs omegaconf: the venv)
 
 A run folder is finished when it holds summary.json (the run-folder contract); unfinished ones (a run stopped
 by the call's time limit) stay out, as do checkpoints, locks and the worker logs. An existing folder is
