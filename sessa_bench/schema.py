@@ -57,6 +57,9 @@ class EvalSchema:
     lengths: list[int] = field(default_factory=lambda: [1])   # length multipliers for retrieval tasks
 
 
+SWEEP_SCORES = (None, "best", "last")  # sweep.score (None: as the run's callbacks.best says)
+
+
 @dataclass
 class SweepSchema:
     # The learning-rate grid of a paper table (sessa_bench.tables): every family trains seed 0 at each value,
@@ -111,7 +114,7 @@ def validate(cfg) -> None:
         ("optim.warmup_steps", cfg.optim.warmup_steps >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must lie in [0, 1]"),
         ("optim.schedule", cfg.optim.schedule in ("cosine", "constant"), "must be cosine or constant"),
-        ("sweep.score", cfg.get("sweep", {}).get("score") in (None, "best", "last"), "must be best or last"),
+        ("sweep.score", cfg.get("sweep", {}).get("score") in SWEEP_SCORES, "must be best or last"),
         ("sweep.lr", all(x > 0 for x in cfg.sweep.lr) and len(set(cfg.sweep.lr)) == len(cfg.sweep.lr),
          "must be distinct learning rates > 0 (or [] for no sweep)"),
         ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),

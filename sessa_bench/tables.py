@@ -49,7 +49,7 @@ from pathlib import Path
 from sessa_bench.compose import CONF_DIR, compose_train
 from sessa_bench.report.paper import TABLES, Table, experiments, write
 from sessa_bench.report.protocol import Cell, Run, cell
-from sessa_bench.report.timing import SAFETY, round_seconds, run_seconds
+from sessa_bench.report.timing import SAFETY, round_seconds, run_seconds, stand_ins
 from sessa_bench.run_folder import RunFolder
 
 
@@ -257,8 +257,7 @@ class Clock:
             est = round_seconds(sec, self.slots)
             if est is None or est > left:
                 continue
-            stand_in = max(x for x in sec if x is not None)  # as round_seconds times a run without timing
-            key = (sum(stand_in if x is None else x for x in sec), len(part), tuple(-i for i in part))
+            key = (sum(stand_ins(sec)), len(part), tuple(-i for i in part))  # timed as round_seconds times it
             if best_key is None or key > best_key:
                 best, best_key, best_est = part, key, est
         if not best:

@@ -246,8 +246,8 @@ def curves_section(table: Table, got: dict[str, Collected]) -> str:
 
 def scoring(cs: list[Cell]) -> str:
     """How the caption's cells score a rate at the grid's step count (sweep.score, else as callbacks.best)."""
-    ways = sorted({"the best validation up to it" if (c.best if c.score_best is None else c.score_best)
-                   else "the last validation at or before it" for c in cs})
+    ways = sorted({"the best validation up to it" if c.scores_best() else "the last validation at or before it"
+                   for c in cs})
     return " / ".join(ways)
 
 

@@ -32,6 +32,7 @@ from sessa_bench.compose import compose_train
 from sessa_bench import cuda_graphs
 from sessa_bench.report.timing import execution
 from sessa_bench.run_folder import RunFolder, extension_of, last_step, resolved_config
+from sessa_bench.schema import SWEEP_SCORES
 
 MAX_EXTENSIONS = 2
 STEP = 3.0            # grid extension factor
@@ -199,8 +200,11 @@ class Cell:
         training does not move; from its current lines when no earlier training got that far."""
         reached = [rows for rows in r.earlier if last_step(rows) >= self.steps - 1]
         rows = reached[0] if reached else r.rows
-        best = self.best if self.score_best is None else self.score_best
-        return score_at(rows, self.metric, self.steps, best) if r.summary else None
+        return score_at(rows, self.metric, self.steps, self.scores_best()) if r.summary else None
+
+    def scores_best(self) -> bool:
+        """Whether the sweep scores a rate by its best validation up to the grid's step count (else the last)."""
+        return self.best if self.score_best is None else self.score_best
 
     def selection(self) -> tuple[float | None, list[float], dict[float, float | None], list[float]]:
         """(chosen rate, rates tried, their scores, rates still to run)."""
@@ -254,6 +258,6 @@ def score_of(sweep: dict) -> bool | None:
     """sweep.score: `best` (the best validation up to the grid's step count), `last` (the last one at or
     before it), absent: as the run's callbacks.best says. One clear error for another value."""
     score = sweep.get("score")
-    if score not in (None, "best", "last"):
+    if score not in SWEEP_SCORES:
         raise ValueError(f"sweep.score={score!r}: must be best or last")
     return None if score is None else score == "best"

@@ -110,11 +110,17 @@ def round_seconds(runs: list[float | None], slots: int | None = None) -> float |
     None when no run's time is known. (It was the longest run times the number of waves, which left a slot
     idle once its short run had ended: a lease of 2 GPUs started 2 of 5 runs where 4 fit,
     results/bench/h200x2-run3-session.log.)"""
-    known = [s for s in runs if s is not None]
-    if not known:
+    timed = stand_ins(runs)
+    if timed is None:
         return None
-    free = [0.0] * min(slots or len(runs), len(runs))  # when each slot frees
-    for sec in runs:
+    free = [0.0] * min(slots or len(timed), len(timed))  # when each slot frees
+    for sec in timed:
         i = free.index(min(free))
-        free[i] += max(known) if sec is None else sec
+        free[i] += sec
     return max(free) * SAFETY
+
+
+def stand_ins(runs: list[float | None]) -> list[float] | None:
+    """The runs' seconds, a run with no timing standing in at the longest known one; None when none is known."""
+    known = [s for s in runs if s is not None]
+    return [max(known) if s is None else s for s in runs] if known else None
