@@ -62,8 +62,9 @@ def main(argv=None) -> int:
         if folder.probe_current():
             print(f"{path.name}: has probe.json", flush=True)
             continue
-        if folder.probe.exists():  # it measured the model before an extension: measure this one
-            print(f"{path.name}: probe.json is of another step count than the run; probing again", flush=True)
+        if folder.probe.exists():  # it measured the model before an extension, or other weights: measure this one
+            print(f"{path.name}: probe.json is of another model than the run reports (step count or best/last "
+                  f"weights); probing again", flush=True)
         try:
             _, result = probe_run(path, device=args.device, **TRAINED, max_seconds=args.max_seconds)
         except Exception as e:  # noqa: BLE001 - one line per run, the next goes on

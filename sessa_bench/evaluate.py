@@ -18,21 +18,25 @@ from sessa_bench.run_folder import RunFolder, atomic_write_text
 
 
 def load_run(path: str | Path):
+    """(folder, config, LitSequenceModel) of a finished or unfinished run, with the weights the run reports:
+    its best-validation checkpoint where it kept one (summary.json's test_from), else its last."""
     folder = RunFolder(path)
     if not folder.config.exists():
         raise FileNotFoundError(f"{folder.path} is not a run folder (no config.yaml)")
-    if not folder.checkpoint.exists():
-        raise FileNotFoundError(f"{folder.path} has no checkpoint at {folder.checkpoint}")
+    ckpt, which, _ = folder.reported()
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{folder.path} has no checkpoint at {ckpt}"
+                                + (" (the run reports its best-validation weights)" if which == "best" else ""))
     cfg = OmegaConf.load(folder.config)
-    folder.read_checkpoint()  # plain data only: a crafted or corrupt file is a one-line error, never run
+    folder.read_checkpoint(ckpt)  # plain data only: a crafted or corrupt file is a one-line error, never run
     from sessa_bench.console import quiet_lightning
     from sessa_bench.lit_module import LitSequenceModel
 
     quiet_lightning()
     try:
-        lit = LitSequenceModel.load_from_checkpoint(folder.checkpoint, map_location="cpu", weights_only=True)
+        lit = LitSequenceModel.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"checkpoint {folder.checkpoint} is corrupt or unreadable "
+        raise RuntimeError(f"checkpoint {ckpt} is corrupt or unreadable "
                            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     return folder, cfg, lit
 

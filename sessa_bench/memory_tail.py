@@ -78,11 +78,12 @@ def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]
             if not folder.config.exists():
                 continue
             path, prev = d / "probe.json", d / "probe.prev.json"
-            if path.exists() and not force and (folder.probe_current() or not folder.checkpoint.exists()):
-                paths.append(path)  # without a checkpoint a probe of another step count is all there is
-            elif not path.exists() and prev.exists() and not folder.checkpoint.exists():
+            ckpt = folder.reported()[0]  # the weights the run reports (best or last)
+            if path.exists() and not force and (folder.probe_current() or not ckpt.exists()):
+                paths.append(path)  # without that checkpoint a probe of other weights is all there is (labelled)
+            elif not path.exists() and prev.exists() and not ckpt.exists():
                 paths.append(prev)  # the extension's probe did not finish: its shorter training's (own steps)
-            elif folder.checkpoint.exists():
+            elif ckpt.exists():
                 budget = OmegaConf.load(folder.config).budget.name
                 paths.append(probe_run(d, **SETTINGS.get(budget, DEFAULT))[0])
                 print(f"wrote {path}", flush=True)
@@ -94,11 +95,14 @@ def probe_trained(runs_dirs, force: bool = False) -> tuple[list[Path], list[str]
 
 # --- the report, from probe.json files only ---------------------------------------------------------------
 def weights(run: dict) -> str:
-    """`init`, or `trained` with the training's length and rate: a trained model need not be a converged one."""
+    """`init`, or `trained` with the training's length and rate and which of its weights were probed (a
+    trained model need not be a converged one; a run keeping its best-validation weights reports those, and
+    a probe without `checkpoint` measured the last ones)."""
     if run["weights"] != "trained" or run.get("steps") is None:
         return run["weights"]
     lr = re.search(r"-lr([0-9.e+-]+)-s\d+$", run.get("run_name") or "")  # paper runs name their rate
-    return f"trained, {run['steps']} steps" + (f", lr {lr.group(1)}" if lr else "")
+    which = (f"best, step {run.get('checkpoint_step')}" if run.get("checkpoint") == "best" else "last model")
+    return f"trained, {run['steps']} steps ({which})" + (f", lr {lr.group(1)}" if lr else "")
 
 
 def tokens(r: dict) -> str:
@@ -195,7 +199,7 @@ def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> 
         "**from_source**: from the first token (s = 0) to the output at L. Fits on lags >= the minimum lag: "
         "power law log I = a - p log L (exponent p) and exponential log I = a - L / tau; `better` is the fit "
         "with the higher R^2 (both predict log I from the same points). Weights `init`: a fresh model of the "
-        "run's config (seed 0); `trained`: the run's checkpoint.",
+        "run's config (seed 0); `trained`: the run's checkpoint, the one its table reports (its best-validation weights where it kept them; the weights column says which).",
         "",
     ]
     for curve in CURVES:

@@ -354,10 +354,15 @@ def val_batches(task, n_examples: int):
     return [task.collate([ds[i]]) for i in range(min(n_examples, len(ds)))]
 
 
-def describe_run(cfg, weights: str, steps=None) -> dict:
-    return {"family": cfg.model.family, "task": cfg.get("task_name"), "budget": cfg.budget.name,
-            "seed": int(cfg.seed), "experiment": cfg.get("experiment_name"), "run_name": cfg.get("run_name"),
-            "weights": weights, "steps": steps}
+def describe_run(cfg, weights: str, steps=None, checkpoint: str | None = None, checkpoint_step=None) -> dict:
+    """What was probed. A trained model: `steps` the run's training length, `checkpoint` which of its weights
+    (`best`: the best-validation ones the run reports, saved at `checkpoint_step`; `last`)."""
+    out = {"family": cfg.model.family, "task": cfg.get("task_name"), "budget": cfg.budget.name,
+           "seed": int(cfg.seed), "experiment": cfg.get("experiment_name"), "run_name": cfg.get("run_name"),
+           "weights": weights, "steps": steps}
+    if checkpoint is not None:
+        out.update(checkpoint=checkpoint, checkpoint_step=checkpoint_step)
+    return out
 
 
 def probe_config(cfg, weights: str = "init", model=None, folder=None, device: str | None = None, **kw) -> dict:
@@ -366,21 +371,22 @@ def probe_config(cfg, weights: str = "init", model=None, folder=None, device: st
     come from the task's val split."""
     from hydra.utils import instantiate
     task = instantiate(cfg.task)
-    steps = None
+    steps, which = None, {}
     if model is None:
         model = fresh_model(model_config_of(folder, cfg, task), cfg.seed)
     elif folder is not None and folder.summary.exists():
         steps = folder.read_summary().get("steps")
+        _, which["checkpoint"], which["checkpoint_step"] = folder.reported()  # the weights load_run loaded
     if device is not None:
         model = model.to(device)
     result = probe_model(model, val_batches(task, kw.pop("n_examples", 4)), **kw)
     from sessa_bench.run_folder import git_commit
-    result["run"], result["git_commit"] = describe_run(cfg, weights, steps), git_commit()
+    result["run"], result["git_commit"] = describe_run(cfg, weights, steps, **which), git_commit()
     return result
 
 
 def probe_run(path, init: bool = False, out: str | Path | None = None, **kw) -> tuple[Path, dict]:
-    """Probe a run folder's trained model (its checkpoint) or, with init=True, a fresh model of the same
+    """Probe a run folder's trained model (the checkpoint it reports: best or last, RunFolder.reported) or, with init=True, a fresh model of the same
     config (kw: probe_config's and probe_model's). Writes <run folder>/probe.json (probe_init.json with
     init=True) or `out`."""
     from omegaconf import OmegaConf

@@ -5,6 +5,8 @@
     summary.json    final metrics, the task's facts, parameter counts, throughput, hardware, git commit,
                     backends: everything a report needs, so reports read nothing else
     checkpoints/last.ckpt
+    checkpoints/best.ckpt  the best-validation weights, where the config keeps them (callbacks.best): then
+                    the model the run reports (summary.json's test_from), and the one probed and evaluated
     .lock           held (fcntl.flock) by the process running the run, so a second process with the same
                     run name stops instead of duplicating every metrics line; the OS releases the lock of a
                     process that dies, so a stale lock never blocks a rerun
@@ -69,6 +71,7 @@ class RunFolder:
         # sweep score was read from (sessa_bench/report/protocol.py).
         self.metrics_prev = self.path / "metrics.prev.jsonl"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
+        self.best_checkpoint = self.path / "checkpoints" / "best.ckpt"  # callbacks.best's (sessa_bench.train)
         self.probe = self.path / "probe.json"  # the memory-tail probe of the trained model (sessa_bench/probe.py)
         self.probe_prev = self.path / "probe.prev.json"  # the probe of the model before an extension
         self.lockfile = self.path / ".lock"
@@ -79,14 +82,16 @@ class RunFolder:
         """The folder of a composed run config."""
         return cls(Path(cfg.results_dir) / cfg.experiment_name / cfg.run_name)
 
-    def read_checkpoint(self) -> dict:
-        """The checkpoint's content, loaded as plain data only (weights_only=True): a file that would run
-        code when unpickled, or any unreadable file, is a one-line error and nothing of it is executed."""
+    def read_checkpoint(self, path: Path | None = None) -> dict:
+        """The checkpoint's content (default last.ckpt), loaded as plain data only (weights_only=True): a file
+        that would run code when unpickled, or any unreadable file, is a one-line error and nothing of it is
+        executed."""
+        path = path or self.checkpoint
         try:
-            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise RuntimeError(f"checkpoint {self.checkpoint} is corrupt, unreadable or not plain data "
+            raise RuntimeError(f"checkpoint {path} is corrupt, unreadable or not plain data "
                                f"({type(e).__name__}: {first}); delete it to restart this run from scratch, "
                                f"or pass resume=false") from None
 
@@ -216,12 +221,22 @@ class RunFolder:
             groups.setdefault(row.get("training_steps"), []).append(row)
         return [groups[k] for k in sorted(groups, key=lambda k: -1 if k is None else k)]
 
+    def reported(self) -> tuple[Path, str, int | None]:
+        """(checkpoint, which, step) of the model this finished run reports: its best-validation weights
+        (best.ckpt, summary.json's test_from == best) where it kept them, else its last ones (last.ckpt)."""
+        summary = self.read_summary() if self.summary.exists() else {}
+        if summary.get("test_from") == "best":
+            return self.best_checkpoint, "best", summary.get("best_step")
+        return self.checkpoint, "last", summary.get("steps")
+
     def probe_current(self) -> bool:
-        """probe.json exists and measured the model of this finished run: the step count it records equals
-        the summary's (a probe written before an extension, by code that did not move it aside, does not)."""
+        """probe.json exists and measured the model this finished run reports: the step count it records
+        equals the summary's (a probe written before an extension, by code that did not move it aside, does
+        not), and so does the checkpoint (a probe without one measured the last weights)."""
         try:
-            probed = json.loads(self.probe.read_text()).get("run", {}).get("steps")
-            return probed == self.read_summary().get("steps")
+            probed = json.loads(self.probe.read_text()).get("run", {})
+            return (probed.get("steps") == self.read_summary().get("steps")
+                    and probed.get("checkpoint", "last") == self.reported()[1])
         except (OSError, ValueError, AttributeError):
             return False
 

@@ -370,6 +370,46 @@ def test_a_probe_that_fails_leaves_the_run_finished(tmp_path, monkeypatch, capsy
 def test_report_says_how_long_a_trained_model_trained():
     from sessa_bench.memory_tail import weights
     run = {"weights": "trained", "steps": 1000, "run_name": "transformer-symbol_soup-small-lr3.3e-05-s0"}
-    assert weights(run) == "trained, 1000 steps, lr 3.3e-05"
-    assert weights({**run, "run_name": "mine"}) == "trained, 1000 steps"
+    assert weights(run) == "trained, 1000 steps (last model), lr 3.3e-05"  # a probe naming no checkpoint
+    assert weights({**run, "run_name": "mine"}) == "trained, 1000 steps (last model)"
+    assert weights({**run, "steps": 16000, "checkpoint": "best", "checkpoint_step": 8000}) == \
+        "trained, 16000 steps (best, step 8000), lr 3.3e-05"
     assert weights({"weights": "init", "steps": None, "run_name": "x-lr0.001-s0"}) == "init"
+
+
+def test_a_run_that_keeps_its_best_weights_is_loaded_and_probed_with_them(tmp_path, monkeypatch):
+    """The paper tables report each run's best-validation checkpoint: its probe (probe=true at the end of the
+    run, or `sessa-bench probe` and scripts/probe_chosen.py later, through evaluate.load_run) measures those
+    weights and says so, and a probe of the last weights does not pass for it (probe_current)."""
+    from sessa_bench.compose import compose_train
+    from sessa_bench.evaluate import load_run
+    from sessa_bench.probe import probe_run
+    from sessa_bench.run_folder import RunFolder
+    from sessa_bench.train import run
+
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+    best = ["trainer.enable_checkpointing=true", "+callbacks.best._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+            "+callbacks.best.monitor=val/acc", "+callbacks.best.mode=max", "+callbacks.best.filename=best",
+            "+callbacks.best.save_top_k=1", "+callbacks.best.enable_version_counter=false"]
+    cfg = compose_train([f"results_dir={tmp_path}/runs", "logger=none", "trainer.enable_progress_bar=false",
+                         "trainer.max_steps=3", "trainer.val_check_interval=1", "task.min_len=41", "task.max_len=61",
+                         "task.n_train=16", "task.n_val=4", "task.n_test=4", "data.batch_size=2", "budget=tiny",
+                         "model=transformer", "probe=true", *best])
+    summary = run(cfg)
+    folder = RunFolder.of(cfg)
+    assert summary["test_from"] == "best" and folder.best_checkpoint.exists()
+    probed = json.loads(folder.probe.read_text())["run"]
+    assert (probed["checkpoint"], probed["checkpoint_step"], probed["steps"]) == ("best", summary["best_step"], 3)
+    assert folder.probe_current()
+    # last.ckpt made unlike best.ckpt: the run's model is still the best one
+    last = torch.load(folder.checkpoint, map_location="cpu", weights_only=True)
+    last["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in last["state_dict"].items()}
+    torch.save(last, folder.checkpoint)
+    want = torch.load(folder.best_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    got = load_run(folder.path)[2].state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    _, again = probe_run(folder.path, n_examples=1, layers=[], out=tmp_path / "again.json")
+    assert again["run"]["checkpoint"] == "best" and again["run"]["checkpoint_step"] == summary["best_step"]
+    # a probe that names no checkpoint measured the last weights (probe_chosen.py before 2026-11-30)
+    folder.probe.write_text(json.dumps({"run": {"steps": 3}}))
+    assert not folder.probe_current()

@@ -332,9 +332,9 @@ def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, cap
     names = [f"{f}-symbol_soup-tiny-lr0.001-s0" for f in ("mamba2", "sessa", "transformer")]
     assert sorted(p.name for p in found) == names
     assert probe_chosen.chosen_runs(str(tmp / "runs"), "table1", ["table1_symbol_soup"], [1], ov) == []  # no seed 1
-    for p in found:  # each run's own probe: it records the run's step count
+    for p in found:  # each run's own probe: it records the run's step count and the weights it reports
         steps = json.loads((p / "summary.json").read_text())["steps"]
-        (p / "probe.json").write_text(json.dumps({"run": {"steps": steps}}))
+        (p / "probe.json").write_text(json.dumps({"run": {"steps": steps, "checkpoint": RunFolder(p).reported()[1]}}))
     assert probe_chosen.main([str(tmp / "runs"), "--experiments", "table1_symbol_soup", "--device", "cpu", *ov]) == 0
     assert capsys.readouterr().out.count("has probe.json") == 3
     # a probe of another step count (written before the run was extended) is measured again
