@@ -111,7 +111,7 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     slots = slots[:max(len(todo), 1)]
     one_at_a_time = threading.Lock()
 
-    def fits(ov: list[str], folder: RunFolder) -> bool:
+    def fits(ov: list[str], folder: RunFolder, say: bool = True) -> bool:
         if deadline is None:
             return True
         with one_at_a_time:
@@ -119,8 +119,9 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
         left = deadline - time.monotonic()
         if left > 0 and (est is None or est <= left):
             return True
-        print(f"not started {folder.path} (time limit: {'?' if est is None else f'~{est:.0f}'} s estimated, "
-              f"{max(left, 0):.0f} s left)\n", end="", flush=True)
+        if say:
+            print(f"not started {folder.path} (time limit: {'?' if est is None else f'~{est:.0f}'} s estimated, "
+                  f"{max(left, 0):.0f} s left)\n", end="", flush=True)
         return False
 
     if in_process:  # one at a time, in this process (a DDP run starts its other ranks itself)
@@ -136,6 +137,10 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     if multi and slots[0] is not None:
         raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
                          f"one GPU each; train them with jobs=1")
+    if not any(fits(ov, folder, say=False) for ov, folder in todo):
+        # none can start: return before building their data (six Diffuse MQAR tasks took ~150 s of a lease
+        # that then started nothing: results/bench/h200x2-run4-session.log)
+        return [folder for ov, folder in todo if not fits(ov, folder)]
     build_data([ov for ov, _ in todo])
     free: queue.Queue = queue.Queue()
     for slot in zip(slots, worker_envs(slots)):

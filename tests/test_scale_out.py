@@ -170,6 +170,8 @@ def test_ensure_starts_no_run_past_its_deadline(tmp_path, monkeypatch, capsys):
     """A run starts only if its estimate ends before the deadline (unknown: it starts); the rest are returned,
     each with one line; with workers and in this process alike."""
     started = _fake_workers(monkeypatch, ["0"])
+    built = []  # the tasks' data is built only when a run can start (it cost a lease ~150 s for nothing)
+    monkeypatch.setattr(runs, "build_data", lambda ovs: built.append(len(ovs)))
     ovs = [[f"results_dir={tmp_path}", f"seed={s}"] for s in range(3)]
     estimate = {0: 10.0, 1: 1e6, 2: None}  # seconds: fits, does not fit, unknown
     seconds = lambda ov: estimate[int(ov[1].split("=")[1])]
@@ -179,7 +181,9 @@ def test_ensure_starts_no_run_past_its_deadline(tmp_path, monkeypatch, capsys):
     assert re.search(r"^not started \S+-s1 \(time limit: ~1000000 s estimated, \d+ s left\)$", capsys.readouterr().out,
                      re.M)
     started.clear()
+    assert built == [3]
     assert len(runs.ensure(ovs, jobs=2, deadline=time.monotonic() - 1)) == 3 and started == []  # nothing left
+    assert built == [3] and len(re.findall("^not started", capsys.readouterr().out, re.M)) == 3
     assert runs.ensure(ovs, jobs=2, estimate=seconds) == [] and len(started) == 3  # no deadline: all start
     trained = []
     monkeypatch.setattr("sessa_bench.train.run", lambda cfg: trained.append(cfg.seed))
