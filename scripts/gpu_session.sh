@@ -36,6 +36,12 @@
 #                own limit of GPU_TEST_SECONDS (default 180; pytest's faulthandler dumps the stacks of a test
 #                running past 150 s), its report written to $OUT/gpu_tests.log as it goes, so a hung file
 #                cannot take the others' reports with it (it did: h200-run8-session.log).
+#   BESIDE="cmd" starts detached beside the table step, in the call that starts it, and like it outlives the call
+#                (at most the table step's limit): work longer than one call that may share the GPUs with the
+#                table runs, e.g. the Diffuse MQAR calibration on the ~500 s per GPU that a round of two
+#                16000-step runs leaves idle (results/bench/h200x2-run4-session.log: ALSO, bound to its call,
+#                would cut it). Its output goes to /tmp/session/logs/beside.log (in the bundle; its tail in
+#                the summary); its run folders, under /tmp/paper_runs, come back with the table's.
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
@@ -181,6 +187,10 @@ if [[ ! -f $started ]]; then
     fi
   fi
   busy=("${mps[@]}" "${busy[@]}")
+  if [[ -n ${BESIDE:-} ]]; then  # its own session, bounded by the table step's limit
+    echo "beside started (limit $limit s): $BESIDE" >> "$work/logs/beside.log"
+    setsid timeout -k 15 "$limit" bash -c "$BESIDE" >> "$work/logs/beside.log" 2>&1 < /dev/null &
+  fi
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
     setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? ('"${per_family[*]}"')" \
       >> "$0/logs/tables.log"; touch "$0/tables.done"' "$work" "${busy[@]}" < /dev/null &
@@ -228,6 +238,7 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
   echo; echo "## ddp_check"; cat "$work/logs/ddp_check.md" 2>/dev/null || tail -5 "$work/logs/ddp.log" 2>/dev/null
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25
+  [[ -f $work/logs/beside.log ]] && { echo; echo "## beside (last lines)"; tail -12 "$work/logs/beside.log"; }
   echo; echo "## probes"; tail -8 "$work/logs/probe.log" 2>/dev/null
   if [[ -f $done && $WORK != calibrate ]]; then  # what the next lease starts with (tables --plan, as this one ran)
     echo; echo "## next round (tables --plan on this lease's run folders; on the next lease's fresh machine no checkpoint is left, so an extension shown resumed retrains from step 0 there)"
