@@ -27,6 +27,8 @@ from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
+IN_PROJ_ALIGN = 1        # Mamba2Mixer.in_proj_align: 1 = no padding (until scripts/mamba2_speed_ab.py measures it)
+CONV_IMPL = "conv1d"     # Mamba2Mixer.conv_impl: "conv1d" or "shift"
 
 
 def _positive_int(name: str, v) -> int:
@@ -134,6 +136,15 @@ class Mamba2Mixer(Mixer):
             p._no_weight_decay = True  # read by the optimizer's parameter grouping
         self.norm = GatedRMSNorm(d_inner, group_size=d_inner // ngroups)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        # Execution choices of the parallel forward (not config: they change no parameter and compute the
+        # same function, so runs with either are the same run). in_proj_align: in_proj's width
+        # (2 d_inner + 2 G N + H, 1289 at `small`) is padded with zero rows to a multiple of this for the
+        # product (1: not); a bf16 GEMM whose output rows are not 16-byte aligned runs on slow kernels
+        # (results/bench/nvidia-h200-profile.md). conv_impl: "conv1d" (F.conv1d on the transposed input) or
+        # "shift" (the sum of d_conv shifted copies, in the input's layout). scripts/mamba2_speed_ab.py
+        # measures both; the defaults are what it measured best.
+        self.in_proj_align = IN_PROJ_ALIGN
+        self.conv_impl = CONV_IMPL
 
     # --- pieces ------------------------------------------------------------------------------------
     def _split_xbc(self, xBC: torch.Tensor):
@@ -142,12 +153,29 @@ class Mamba2Mixer(Mixer):
         return (x.unflatten(-1, (self.nheads, self.headdim)), B.unflatten(-1, (self.ngroups, self.d_state)),
                 C.unflatten(-1, (self.ngroups, self.d_state)))
 
+    def _in_proj(self, u: torch.Tensor) -> torch.Tensor:
+        """in_proj(u), its weight padded with zero rows to a multiple of in_proj_align for the product (the
+        padded outputs are dropped: a view whose rows stay aligned)."""
+        w = self.in_proj.weight
+        pad = -w.shape[0] % self.in_proj_align
+        if not pad:
+            return self.in_proj(u)
+        return F.linear(u, F.pad(w, (0, 0, 0, pad)))[..., :w.shape[0]]
+
     def _conv(self, xBC: torch.Tensor, conv_state: torch.Tensor | None):
         """SiLU(causal depthwise conv) of (B, T, conv_dim), continuing from conv_state (the d_conv-1 inputs
         before this chunk; zeros at the start). Also returns the new conv_state when one was given."""
         k, T = self.d_conv - 1, xBC.shape[1]
-        xt = xBC.transpose(1, 2)
         w, b = self.conv1d.weight, self.conv1d.bias
+        if conv_state is None and self.conv_impl == "shift":
+            # out[t] = b + sum_j w[j] x[t - k + j]: the time axis padded with k zeros in front; weights in
+            # the input's dtype, as autocast gives F.conv1d
+            xp, wt = F.pad(xBC, (0, 0, k, 0)), w[:, 0].to(xBC.dtype)
+            out = b.to(xBC.dtype) + xp[:, :T] * wt[:, 0]
+            for j in range(1, k + 1):
+                out = out + xp[:, j:j + T] * wt[:, j]
+            return F.silu(out), None
+        xt = xBC.transpose(1, 2)
         if conv_state is None:
             out = F.conv1d(xt, w, b, padding=k, groups=self.conv_dim)[..., :T]
             return F.silu(out).transpose(1, 2), None
@@ -157,7 +185,7 @@ class Mamba2Mixer(Mixer):
 
     def _mix(self, u: torch.Tensor, conv_state=None, ssm_state=None, want_state: bool = False):
         """The parallel forward; returns (out, new conv_state or None, final SSM state or None)."""
-        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        z, xBC, dt = self._in_proj(u).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
         xBC, conv_state = self._conv(xBC, conv_state)
         x, B, C = self._split_xbc(xBC)
         A = -torch.exp(_f32(self.A_log))  # >= float32: exp of a low-precision A_log may overflow

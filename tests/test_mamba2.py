@@ -170,6 +170,28 @@ def test_gated_rmsnorm_per_group():
     torch.testing.assert_close(m.norm(x, z), expect)
 
 
+@pytest.mark.parametrize("d_conv", [1, 4])
+def test_execution_variants_compute_the_same_function(d_conv):
+    """in_proj_align (zero rows padded for the product, their outputs dropped) and conv_impl="shift" (the
+    conv as shifted copies) change how, not what: forward and every gradient equal the defaults' (float64)."""
+    u = torch.randn(2, 9, 16, dtype=f64)
+    outs = []
+    for align, conv in ((1, "conv1d"), (64, "conv1d"), (1, "shift"), (16, "shift")):
+        torch.manual_seed(0)
+        m = make_mixer(d_conv=d_conv)
+        m.in_proj_align, m.conv_impl = align, conv
+        x = u.clone().requires_grad_(True)
+        y = m(x)
+        y.square().sum().backward()
+        outs.append((y.detach(), x.grad, [p.grad for p in m.parameters()]))
+    assert m.in_proj.weight.shape[0] % 16  # the width is not aligned: the padding is exercised
+    for y, gx, gp in outs[1:]:
+        torch.testing.assert_close(y, outs[0][0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gx, outs[0][1], rtol=1e-12, atol=1e-12)
+        for a, b in zip(gp, outs[0][2]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_parallel_matches_hand_written_forward():
     # The whole forward written out once from the documented equations (conv by shifts, scan by ssd_naive).
     m = make_mixer(chunk_size=3)
