@@ -14,6 +14,16 @@ one memory pool (forwards in order, backwards in reverse, as the model runs them
 the capture (another shape, the last partial batch of an epoch, eval mode, no grad, a decode cache, another
 autocast setting) runs the block eagerly. Replays overwrite the blocks' outputs and gradient buffers in place,
 so one forward and one backward per optimizer step: gradient accumulation and DDP are refused by the caller.
+
+Evaluation (no grad: validation, test) replays graphs of its own, once training is captured: at the first
+no-grad forward of an activation shape (at most EVAL_SHAPES of them: the val and test splits' fixed lengths), every block's forward
+is captured in order in one CUDA graph each, block i+1 reading block i's static output, so a replay costs one
+copy of the embeddings and one launch per block. Mamba2's eager validations were ~48 ms a batch, host-bound
+(results/bench/nvidia-h200-mamba2-speed-ab.md). The replay is checked against the eager forward of the same
+batch at the capture and again at the first no-grad batch after any training forward (so each validation's
+first batch checks that the replays read the weights the optimizer just wrote); a capture that fails or a
+check that disagrees turns eval graphs off for the run, with one line, and evaluation runs eagerly as before. A forward with grad in eval mode (the memory-tail
+probe) and calls with a decode cache run eagerly.
 """
 
 from __future__ import annotations
@@ -41,6 +51,28 @@ def enabled(cfg) -> bool:
             and bool(visible_gpus()))
 
 
+EVAL_SHAPES = 2  # no-grad activation shapes captured per run (the val and the test split's); others: eager
+
+
+def graph_forward(fn, static_in: torch.Tensor, pool, warmup: int):
+    """Capture fn(static_in) in a CUDA graph (after `warmup` eager calls on a side stream, as torch.cuda.graph
+    asks): returns (replay, static output). Replaced in the CPU tests by a stand-in with this contract."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn(static_in)
+    return graph.replay, out
+
+
+def new_pool():
+    return torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
+
+
 class CaptureError(RuntimeError):
     """The blocks' forward or backward could not be captured in a CUDA graph (a host sync, say)."""
 
@@ -57,6 +89,10 @@ class GraphedBlocks:
         self.graphed: list = []  # per block: make_graphed_callables' forward
         self.force_eager = False
         self.capturing = False
+        self.eval_graphs: dict = {}  # no-grad key -> per block (replay, static input, static output)
+        self.eval_off: str | None = None  # why eval graphs were turned off (None: on)
+        self.eval_pool = None
+        self.check_eval = False  # set by training forwards: the next eval replay is checked against eager
         for i, block in enumerate(blocks):
             block.forward = self._dispatch(i, block, type(block).forward.__get__(block))
 
@@ -69,9 +105,13 @@ class GraphedBlocks:
     def _dispatch(self, i: int, block: nn.Module, eager):
         def forward(x, cache=None, pos=None):
             if (self.force_eager or self.capturing or cache is not None or pos is not None
-                    or x.device.type != self.device_type
-                    or not block.training or not torch.is_grad_enabled()):
+                    or x.device.type != self.device_type):
                 return eager(x, cache, pos)
+            if not torch.is_grad_enabled():
+                return self._eval(i, x, eager)
+            if not block.training:
+                return eager(x, cache, pos)
+            self.check_eval = True  # the weights are about to move: the next evaluation checks its first batch
             if self.key is None:
                 if i != 0:  # the capture starts at the first block, with the activations it receives
                     return eager(x, cache, pos)
@@ -111,6 +151,78 @@ class GraphedBlocks:
         self.graphed = graphed
         self.key = self._key(x)
 
+    def _eval_key(self, x: torch.Tensor) -> tuple:
+        return (tuple(x.shape), x.dtype, x.device, torch.is_inference_mode_enabled(), self._autocast())
+
+    def _eval(self, i: int, x: torch.Tensor, eager):
+        """Block i's no-grad forward: a replay of its eval graph, captured with the whole stack at block 0."""
+        key = self._eval_key(x)
+        if key not in self.eval_graphs:
+            # only once training is captured: Lightning's sanity validation comes before the first training
+            # batch, and the training capture must come first (see the module docstring)
+            if i != 0 or self.key is None or self.eval_off or len(self.eval_graphs) >= EVAL_SHAPES:
+                return eager(x, None, None)
+            self._capture_eval(key, x)  # checked against eager as it is captured
+            self.check_eval = False
+            if key not in self.eval_graphs:
+                return eager(x, None, None)
+        elif i == 0 and self.check_eval:  # the first batch after training steps: replays read the new weights?
+            self.check_eval = False
+            try:
+                self._check(self.eval_graphs[key], x)
+            except CaptureError as e:
+                self._eval_off(e)
+                return eager(x, None, None)
+        replay, static_in, static_out = self.eval_graphs[key][i]
+        if x.data_ptr() != static_in.data_ptr():  # block 0's embeddings; block i+1 reads block i's output
+            static_in.copy_(x)
+        replay()
+        return static_out
+
+    def _capture_eval(self, key: tuple, x: torch.Tensor) -> None:
+        """Capture every block's no-grad forward at x's shape, chained through static buffers, then check the
+        chain's replay against the eager forward of x; on any failure eval graphs go off for this run."""
+        amp, dtype = self._autocast()
+        self.eval_pool = self.eval_pool or new_pool()
+        graphs, h = [], x.detach().clone()
+        self.capturing = True
+        try:
+            with torch.autocast(self.device_type, dtype=dtype, enabled=amp, cache_enabled=False) if amp \
+                    else contextlib.nullcontext():
+                for block in self.blocks:
+                    fwd = type(block).forward.__get__(block)
+                    replay, out = graph_forward(lambda t, f=fwd: f(t, None, None), h, self.eval_pool, self.warmup)
+                    graphs.append((replay, h, out))
+                    h = out
+            self._check(graphs, x)
+        except Exception as e:  # noqa: BLE001 - evaluation goes on eagerly; one line says why
+            self._eval_off(e)
+            return
+        finally:
+            self.capturing = False
+        self.eval_graphs[key] = graphs
+
+    def _check(self, graphs: list, x: torch.Tensor) -> None:
+        """The chain's replay against the eager forward of x (the same kernels: equal up to rounding); raises
+        CaptureError when they differ."""
+        amp, dtype = self._autocast()
+        with torch.autocast(self.device_type, dtype=dtype, enabled=amp, cache_enabled=False) if amp \
+                else contextlib.nullcontext():
+            expect = x
+            for block in self.blocks:
+                expect = type(block).forward(block, expect, None, None)
+        graphs[0][1].copy_(x)
+        for replay, _, _ in graphs:
+            replay()
+        diff = (graphs[-1][2].float() - expect.float()).abs().max().item()
+        if not diff <= 1e-3 * max(expect.float().abs().max().item(), 1e-6):
+            raise CaptureError(f"the replay differs from the eager forward by up to {diff:.3g}")
+
+    def _eval_off(self, e: Exception) -> None:
+        self.eval_off = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self.eval_graphs.clear()
+        print(f"cuda_graphs: evaluation runs eagerly ({self.eval_off})", flush=True)
+
     @contextlib.contextmanager
     def eager(self):
         prev, self.force_eager = self.force_eager, True
@@ -123,4 +235,5 @@ class GraphedBlocks:
         return {"captured": self.key is not None, "shape": list(self.key[0]) if self.key else None,
                 "dtype": str(self.key[1]) if self.key else None,
                 "autocast": str(self.key[4][1]) if self.key and self.key[4][0] else None,
-                "blocks": len(self.blocks)}
+                "blocks": len(self.blocks),
+                "eval_shapes": [list(k[0]) for k in self.eval_graphs], "eval_off": self.eval_off}

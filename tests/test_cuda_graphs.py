@@ -43,6 +43,27 @@ class FakeCapture:
         return callables
 
 
+class FakeEvalGraph:
+    """Stand-in for cuda_graphs.graph_forward: warm-up calls, then a "capture" whose replay recomputes fn on the
+    static input into the static output buffer (what a CUDA graph's replay does, with the current weights)."""
+
+    def __init__(self, fail: bool = False, wrong: bool = False):
+        self.captures, self.replays, self.fail, self.wrong = 0, 0, fail, wrong
+
+    def __call__(self, fn, static_in, pool, warmup):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        for _ in range(warmup):
+            fn(static_in)
+        out = fn(static_in).clone()
+        self.captures += 1
+
+        def replay():
+            self.replays += 1
+            out.copy_(fn(static_in) + (1.0 if self.wrong else 0.0))
+        return replay, out
+
+
 def model(n_layers=3):
     torch.manual_seed(0)
     return Backbone(ModelConfig(vocab_size=32, d_model=16, n_layers=n_layers, n_heads=2, mixer="attention",
@@ -53,6 +74,8 @@ def model(n_layers=3):
 def fake(monkeypatch):
     f = FakeCapture()
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", f)
+    f.eval = FakeEvalGraph()
+    monkeypatch.setattr("sessa_bench.cuda_graphs.graph_forward", f.eval)
     return f
 
 
@@ -70,7 +93,7 @@ def test_one_capture_of_all_blocks_then_replays_and_the_same_numbers(fake):
     for p, q in zip(m.parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
     assert graphs.info() == {"captured": True, "shape": [2, 9, 16], "dtype": "torch.float64", "autocast": None,
-                             "blocks": 3}
+                             "blocks": 3, "eval_shapes": [], "eval_off": None}
     assert list(m.state_dict()) == list(ref.state_dict())  # checkpoints keep their keys
 
 
@@ -81,9 +104,10 @@ def test_calls_unlike_the_capture_run_eagerly(fake):
     n = fake.replays
     m(torch.randint(0, 32, (1, 9)))  # another batch shape (the last partial batch of an epoch)
     with torch.no_grad():
-        m(torch.randint(0, 32, (2, 9)))
+        m(torch.randint(0, 32, (2, 9)))  # no grad: the eval graphs' (below), not the training graph
+    assert fake.eval.captures == 3
     m.eval()
-    m(torch.randint(0, 32, (2, 9)))  # validation
+    m(torch.randint(0, 32, (2, 9)))  # eval mode with grad (the memory-tail probe)
     m.train()
     with graphs.eager():  # the first-batch check's eager pass
         m(torch.randint(0, 32, (2, 9)))
@@ -181,3 +205,87 @@ def test_auto_turns_graphs_on_only_where_they_apply(monkeypatch, overrides, gpu,
     assert cuda_graphs.enabled(cfg) is want
     assert cuda_graphs.enabled(compose_train(["cuda_graphs=true", "trainer=cpu"])) is True  # as asked (refused)
     assert cuda_graphs.enabled(compose_train([])) is False  # the default
+
+
+def test_evaluation_replays_its_own_graphs_chained_block_to_block(fake):
+    """No-grad forwards (validation, test) after the training capture: one eval graph per block at the first
+    call of a shape, block i+1 reading block i's static output; replays equal eager with the current weights
+    (after an optimizer step too); at most EVAL_SHAPES shapes, the rest eagerly."""
+    from sessa_bench.cuda_graphs import EVAL_SHAPES
+    ref, m = model(), model()
+    graphs = GraphedBlocks(m.blocks, device_type="cpu")
+    idx = torch.randint(0, 32, (2, 9))
+    with torch.no_grad():  # before the training capture: eager (the training capture must come first)
+        torch.testing.assert_close(m(idx), ref(idx), rtol=0, atol=0)
+    assert fake.eval.captures == 0 and not graphs.eval_graphs
+    for net in (m, ref):  # one training step each: the weights move
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        net(idx).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+    m.eval(), ref.eval()
+    for _ in range(3):
+        x = torch.randint(0, 32, (2, 9))
+        with torch.inference_mode():
+            torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+    assert fake.eval.captures == 3  # once per block, at the first call
+    chain = next(iter(graphs.eval_graphs.values()))
+    assert all(chain[i][2] is chain[i + 1][1] for i in range(2))  # block i+1's input is block i's output
+    assert fake.eval.replays == 3 + 3 * 3  # the capture's check, then 3 calls of 3 blocks
+    for net in (m, ref):  # the weights move between two evaluations: the replays read the new ones
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        net(idx).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        net.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(m(idx), ref(idx), rtol=0, atol=0)
+    assert fake.eval.captures == 3 and fake.eval.replays == 12 + 3 + 3  # checked again after training, then used
+    with torch.no_grad():
+        for T in range(10, 10 + EVAL_SHAPES + 1):
+            x = torch.randint(0, 32, (2, T))
+            torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+    assert len(graphs.eval_graphs) == EVAL_SHAPES and graphs.info()["eval_shapes"][0] == [2, 9, 16]
+    x = torch.randint(0, 32, (2, 9))  # grad enabled in eval mode (the probe): eager and differentiable
+    out = m(x)
+    out.sum().backward()
+    assert out.grad_fn is not None
+
+
+def test_a_replay_that_stops_matching_eager_after_training_turns_eval_graphs_off(fake, capsys):
+    """The check at the first evaluation after training steps: a replay gone wrong then (stale weights, say)
+    is caught before its output is used."""
+    ref, m = model(), model()
+    graphs = GraphedBlocks(m.blocks, device_type="cpu")
+    idx = torch.randint(0, 32, (2, 9))
+    m(idx).sum().backward()
+    with torch.no_grad():
+        m(idx)  # captured and checked: right
+    fake.eval.wrong = True  # from now on the replays are wrong
+    with torch.no_grad():
+        m(idx)  # no training since: not checked again (the replay's wrong output is used: the fake's fault)
+    m(idx).sum().backward()  # a training forward: the next evaluation checks
+    m.zero_grad(), ref.zero_grad()
+    ref(idx).sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(m(idx), ref(idx), rtol=0, atol=0)  # caught: the eager forward's output
+    assert graphs.info()["eval_off"].startswith("CaptureError: the replay differs from the eager forward")
+    assert not graphs.eval_graphs and "evaluation runs eagerly" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how, why", [("fail", "RuntimeError: operation not permitted when stream is capturing"),
+                                      ("wrong", "CaptureError: the replay differs from the eager forward")])
+def test_an_eval_capture_that_fails_or_disagrees_leaves_evaluation_eager(fake, capsys, how, why):
+    fake.eval.fail, fake.eval.wrong = how == "fail", how == "wrong"
+    ref, m = model(), model()
+    graphs = GraphedBlocks(m.blocks, device_type="cpu")
+    idx = torch.randint(0, 32, (2, 9))
+    m(idx).sum().backward()  # the training capture
+    m.zero_grad()
+    for _ in range(2):
+        with torch.no_grad():
+            torch.testing.assert_close(m(idx), ref(idx), rtol=0, atol=0)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"cuda_graphs: evaluation runs eagerly ({why}")
+    assert graphs.info()["eval_off"].startswith(why) and not graphs.eval_graphs

@@ -1,7 +1,9 @@
 """CUDA: cuda_graphs=true trains what eager trains (sessa_bench/cuda_graphs.py). Each family at Table 1's shapes,
 bf16 autocast, a real SymbolSoup batch: the first-batch check every graphed run makes, then a few AdamW steps
 of a graphed and an eager copy of one initialisation side by side. The steps are the point: a replay that read
-stale weights (autocast's cached casts, say) passes the first batch and then drifts. Run with `pytest -m gpu`."""
+stale weights (autocast's cached casts, say) passes the first batch and then drifts. Evaluation replays graphs
+of its own (no grad): checked against the eager forward of the same weights, before and after an optimizer
+step. Run with `pytest -m gpu`."""
 
 import pytest
 import torch
@@ -55,3 +57,35 @@ def test_graphed_training_follows_eager(tmp_path, monkeypatch, family):
     assert abs(e[-1] - e[0]) > 1e-3  # the weights moved: a replay of stale weights would fall behind
     for step, (a, b) in enumerate(zip(g, e)):
         assert abs(a - b) < 1e-2 * abs(b), f"step {step}: graphed loss {a:.5f}, eager {b:.5f}"
+
+
+@pytest.mark.parametrize("family", ["transformer", "sessa", "mamba2"])
+def test_graphed_evaluation_follows_eager(tmp_path, monkeypatch, family):
+    cfg, model_cfg, batches = table1_batches(tmp_path, monkeypatch, family, 3)
+    m = lit(cfg, model_cfg, True)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)
+
+    def train_step(b):
+        m.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            m.loss(m(b), b["labels"]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def evaluate(b):
+        m.eval()
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            graphed = m(b).float()
+            with m.graphs.eager():
+                eager = m(b).float()
+        return graphed, eager
+
+    train_step(batches[0])  # the training capture comes first
+    for b in batches[1:]:
+        for _ in range(2):  # the capture (and its check), then a replay
+            graphed, eager = evaluate(b)
+            torch.testing.assert_close(graphed, eager, rtol=1e-3, atol=1e-3 * eager.abs().max().item())
+        train_step(b)  # the weights move: the next replay must read them
+    info = m.graphs.info()
+    print(family, info)
+    assert info["eval_off"] is None and info["eval_shapes"]
