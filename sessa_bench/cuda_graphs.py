@@ -22,13 +22,15 @@ copy of the embeddings and one launch per block. Mamba2's eager validations were
 (results/bench/nvidia-h200-mamba2-speed-ab.md). The replay is checked against the eager forward of the same
 batch at the capture and again at the first no-grad batch after any training forward (so each validation's
 first batch checks that the replays read the weights the optimizer just wrote); a capture that fails or a
-check that disagrees turns eval graphs off for the run, with one line, and evaluation runs eagerly as before. A forward with grad in eval mode (the memory-tail
+check that disagrees turns eval graphs off for the run, with one line, and evaluation runs eagerly as before
+(as it does throughout with SESSA_BENCH_EVAL_GRAPHS=0 in the environment). A forward with grad in eval mode (the memory-tail
 probe) and calls with a decode cache run eagerly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
@@ -90,7 +92,9 @@ class GraphedBlocks:
         self.force_eager = False
         self.capturing = False
         self.eval_graphs: dict = {}  # no-grad key -> per block (replay, static input, static output)
-        self.eval_off: str | None = None  # why eval graphs were turned off (None: on)
+        # why eval graphs are off (None: on); SESSA_BENCH_EVAL_GRAPHS=0 turns them off from the start
+        self.eval_off: str | None = ("SESSA_BENCH_EVAL_GRAPHS=0" if os.environ.get("SESSA_BENCH_EVAL_GRAPHS") == "0"
+                                     else None)
         self.eval_pool = None
         self.check_eval = False  # set by training forwards: the next eval replay is checked against eager
         for i, block in enumerate(blocks):

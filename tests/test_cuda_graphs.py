@@ -253,6 +253,16 @@ def test_evaluation_replays_its_own_graphs_chained_block_to_block(fake):
     assert out.grad_fn is not None
 
 
+def test_eval_graphs_can_be_turned_off_from_the_environment(fake, monkeypatch):
+    monkeypatch.setenv("SESSA_BENCH_EVAL_GRAPHS", "0")
+    m = model()
+    graphs = GraphedBlocks(m.blocks, device_type="cpu")
+    m(torch.randint(0, 32, (2, 9))).sum().backward()
+    with torch.no_grad():
+        m(torch.randint(0, 32, (2, 9)))
+    assert fake.eval.captures == 0 and graphs.info()["eval_off"] == "SESSA_BENCH_EVAL_GRAPHS=0"
+
+
 def test_a_replay_that_stops_matching_eager_after_training_turns_eval_graphs_off(fake, capsys):
     """The check at the first evaluation after training steps: a replay gone wrong then (stale weights, say)
     is caught before its output is used."""
