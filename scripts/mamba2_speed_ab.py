@@ -2,7 +2,8 @@
 table's model (`experiment=table1_symbol_soup model=mamba2`: 25 x 288, class head, batch 32 x 600, bf16
 autocast, fused AdamW), in one process so every variant shares the Triton autotuning of the first.
 
-    python scripts/mamba2_speed_ab.py --out DIR [--reps 10] [--graphs] [--variants 1:conv1d 64:conv1d 1:shift 64:shift]
+    python scripts/mamba2_speed_ab.py --out DIR [--reps 10] [--graphs]
+                                      [--variants 1:conv1d 64:conv1d 1:shift 64:shift] [--override K=V ...]
 
 Per variant (`<in_proj_align>:<conv_impl>`, models/mamba2.py: padding in_proj's 1289 rows to an aligned
 width for the GEMM; the depthwise conv as F.conv1d or as shifted copies), on a fresh model of the same seed:

@@ -16,15 +16,16 @@ autocast setting) runs the block eagerly. Replays overwrite the blocks' outputs 
 so one forward and one backward per optimizer step: gradient accumulation and DDP are refused by the caller.
 
 Evaluation (no grad: validation, test) replays graphs of its own, once training is captured: at the first
-no-grad forward of an activation shape (at most EVAL_SHAPES of them: the val and test splits' fixed lengths), every block's forward
-is captured in order in one CUDA graph each, block i+1 reading block i's static output, so a replay costs one
-copy of the embeddings and one launch per block. Mamba2's eager validations were ~48 ms a batch, host-bound
-(results/bench/nvidia-h200-mamba2-speed-ab.md). The replay is checked against the eager forward of the same
-batch at the capture and again at the first no-grad batch after any training forward (so each validation's
-first batch checks that the replays read the weights the optimizer just wrote); a capture that fails or a
-check that disagrees turns eval graphs off for the run, with one line, and evaluation runs eagerly as before
-(as it does throughout with SESSA_BENCH_EVAL_GRAPHS=0 in the environment). A forward with grad in eval mode (the memory-tail
-probe) and calls with a decode cache run eagerly.
+no-grad forward of an activation shape (at most EVAL_SHAPES of them: the val and test splits' fixed
+lengths), every block's forward is captured in order in one CUDA graph each, block i+1 reading block i's
+static output, so a replay costs one copy of the embeddings and one launch per block. Mamba2's eager
+validations were ~48 ms a batch, host-bound (results/bench/nvidia-h200-mamba2-speed-ab.md). The replay is
+checked against the eager forward of the same batch at the capture and again at the first no-grad batch
+after any training forward (so each validation's first batch checks that the replays read the weights the
+optimizer just wrote); a capture that fails or a check that disagrees turns eval graphs off for the run,
+with one line, and evaluation runs eagerly as before (as it does throughout with SESSA_BENCH_EVAL_GRAPHS=0
+in the environment). A forward with grad in eval mode (the memory-tail probe) and calls with a decode cache
+run eagerly.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ class GraphedBlocks:
         self.capturing = False
         self.eval_graphs: dict = {}  # no-grad key -> per block (replay, static input, static output)
         # why eval graphs are off (None: on); SESSA_BENCH_EVAL_GRAPHS=0 turns them off from the start
-        self.eval_off: str | None = ("SESSA_BENCH_EVAL_GRAPHS=0" if os.environ.get("SESSA_BENCH_EVAL_GRAPHS") == "0"
-                                     else None)
+        off = os.environ.get("SESSA_BENCH_EVAL_GRAPHS") == "0"
+        self.eval_off: str | None = "SESSA_BENCH_EVAL_GRAPHS=0" if off else None
         self.eval_pool = None
         self.check_eval = False  # set by training forwards: the next eval replay is checked against eager
         for i, block in enumerate(blocks):

@@ -386,9 +386,9 @@ def probe_config(cfg, weights: str = "init", model=None, folder=None, device: st
 
 
 def probe_run(path, init: bool = False, out: str | Path | None = None, **kw) -> tuple[Path, dict]:
-    """Probe a run folder's trained model (the checkpoint it reports: best or last, RunFolder.reported) or, with init=True, a fresh model of the same
-    config (kw: probe_config's and probe_model's). Writes <run folder>/probe.json (probe_init.json with
-    init=True) or `out`."""
+    """Probe a run folder's trained model (the checkpoint it reports, best or last: RunFolder.reported) or,
+    with init=True, a fresh model of the same config (kw: probe_config's and probe_model's). Writes
+    <run folder>/probe.json (probe_init.json with init=True) or `out`."""
     from omegaconf import OmegaConf
 
     from sessa_bench.run_folder import RunFolder
