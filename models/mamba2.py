@@ -27,8 +27,8 @@ from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
-IN_PROJ_ALIGN = 1        # Mamba2Mixer.in_proj_align: 1 = no padding (until scripts/mamba2_speed_ab.py measures it)
-CONV_IMPL = "conv1d"     # Mamba2Mixer.conv_impl: "conv1d" or "shift"
+IN_PROJ_ALIGN = 1     # Mamba2Mixer.in_proj_align: 1, no padding, until scripts/mamba2_speed_ab.py --graphs says
+CONV_IMPL = "conv1d"  # Mamba2Mixer.conv_impl: "conv1d" or "shift"
 
 
 def _positive_int(name: str, v) -> int:

@@ -21,7 +21,6 @@ DIR/mamba2_speed_ab.md as it goes, so a call cut at its limit still brings back 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from sessa_bench.bench.timing import measure  # noqa: E402
 
 def table_model(device, overrides=()):
     from hydra.utils import instantiate
@@ -52,23 +52,6 @@ def variant(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: must be <in_proj_align>:<conv_impl>, align a positive "
                                          f"integer and conv_impl conv1d or shift (e.g. 64:conv1d)")
     return text
-
-
-def median_ms(fn, reps: int, cuda: bool) -> float:
-    times = []
-    for _ in range(reps):
-        if not cuda:  # a dry run of the script on CPU
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-            continue
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def sync(cuda: bool) -> None:
@@ -182,9 +165,9 @@ def main(argv=None) -> int:
                             f"({(Path(tmp) / 'ckpt.pt').stat().st_size / 2**20:.0f} MiB, local disk): "
                             f"{time.perf_counter() - t0:.2f} s")
             head += table_head
-        ms = median_ms(step, args.reps, cuda)
+        ms = measure(step, device, warmup=0, reps=args.reps)["ms"]  # median
         dev = device_ms(step, cuda)
-        ev = median_ms(evaluate, args.reps, cuda)
+        ev = measure(evaluate, device, warmup=1, reps=args.reps)["ms"]
         ref = ref or (ms, dev, ev, loss, gnorm)
         x_dev = f"{ref[1] / dev:.2f}" if dev else "-"
         lines.append(f"| {align} | {conv} | {ms:.2f} | {batch * args.seq_len / ms * 1e3:,.0f} | {ref[0] / ms:.2f} | "

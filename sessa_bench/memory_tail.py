@@ -199,7 +199,8 @@ def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> 
         "**from_source**: from the first token (s = 0) to the output at L. Fits on lags >= the minimum lag: "
         "power law log I = a - p log L (exponent p) and exponential log I = a - L / tau; `better` is the fit "
         "with the higher R^2 (both predict log I from the same points). Weights `init`: a fresh model of the "
-        "run's config (seed 0); `trained`: the run's checkpoint, the one its table reports (its best-validation weights where it kept them; the weights column says which).",
+        "run's config (seed 0); `trained`: the run's checkpoint, the one its table reports (its "
+        "best-validation weights where it kept them; the weights column says which).",
         "",
     ]
     for curve in CURVES:
