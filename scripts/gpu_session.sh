@@ -46,6 +46,9 @@
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
 #                seed 0 at the chosen rate), for runs trained with probe=false.
+#   TRITON_CACHE_OUT=1  packs /tmp/triton-cache into $OUT/triton-cache.tar.gz (at most 15 MiB), for the next
+#                lease: saved here as .triton-cache.tar.gz (git-ignored) and carried, it is unpacked before
+#                anything runs, so mamba_ssm's kernels are not compiled and autotuned again (100 s cold).
 #   AGAIN=1      in a later call whose table step has finished: start another one (LEASE from now), for the
 #                runs the last one's time limit left unstarted (the calibration lost two calls to estimates
 #                1 s and 13 s over the time left: results/bench/h200x2-run2-session.log).
@@ -90,6 +93,12 @@ source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-cache
 export TRITON_CACHE_AUTOTUNING=1  # later processes reuse autotune results (mamba_ssm tunes many kernels)
+# An earlier lease's Triton cache (TRITON_CACHE_OUT=1 brought it back; carry it as .triton-cache.tar.gz): a
+# cold process spent 100 s compiling and autotuning mamba_ssm's kernels (bench/nvidia-h200-mamba2-speed-ab.md)
+if [[ -f .triton-cache.tar.gz && ! -d /tmp/triton-cache ]]; then
+  mkdir -p /tmp/triton-cache && tar xzf .triton-cache.tar.gz -C /tmp/triton-cache 2>/dev/null \
+    && echo "triton cache: $(find /tmp/triton-cache -type f | wc -l) files from .triton-cache.tar.gz" >> /tmp/triton-cache.txt
+fi
 runs=/tmp/paper_runs work=/tmp/session
 mkdir -p "$runs" "$work/logs"
 seed_from=${SEED_FROM-results/runs}  # SEED_FROM= (empty): start from no run folders
@@ -231,9 +240,19 @@ if [[ -f $done && -n ${AFTER:-} ]] && (( $(left) > 10 )); then
 fi
 
 tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
+if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
+  tar czf "$out/triton-cache.tar.gz" -C /tmp/triton-cache . 2>/dev/null
+  size=$(stat -c %s "$out/triton-cache.tar.gz")
+  if (( size > 15 * 1024 * 1024 )); then  # the device tool brings back at most 16 MiB a file
+    rm -f "$out/triton-cache.tar.gz"; echo "triton cache: $size bytes, too large to bring back" >> /tmp/triton-cache.txt
+  else
+    echo "triton cache: $size bytes in triton-cache.tar.gz (save it as .triton-cache.tar.gz and carry it)" >> /tmp/triton-cache.txt
+  fi
+fi
 {
   echo "commit recorded in the runs: ${SESSA_BENCH_GIT_COMMIT:-not given, so the .git of the copy, which may lag the tree}"
   echo; echo "## compile smoke"; cat "$work/logs/smoke.txt" 2>/dev/null
+  [[ -f /tmp/triton-cache.txt ]] && { echo; echo "## triton cache"; cat /tmp/triton-cache.txt; }
   [[ -f $work/logs/mps.txt ]] && { echo; echo "## MPS"; cat "$work/logs/mps.txt"; }
   echo; echo "## ddp_check"; cat "$work/logs/ddp_check.md" 2>/dev/null || tail -5 "$work/logs/ddp.log" 2>/dev/null
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
