@@ -32,6 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from sessa_bench.bench.timing import measure  # noqa: E402
+from sessa_bench.bench.training import sync  # noqa: E402
 
 def table_model(device, overrides=()):
     from hydra.utils import instantiate
@@ -52,11 +53,6 @@ def variant(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: must be <in_proj_align>:<conv_impl>, align a positive "
                                          f"integer and conv_impl conv1d or shift (e.g. 64:conv1d)")
     return text
-
-
-def sync(cuda: bool) -> None:
-    if cuda:
-        torch.cuda.synchronize()
 
 
 def device_ms(step, cuda: bool) -> float | None:
@@ -133,7 +129,7 @@ def main(argv=None) -> int:
 
         t0 = time.perf_counter()
         loss = float(loss_grads())  # eager, at the initial weights: the variants' check
-        sync(cuda)
+        sync(device)
         first = time.perf_counter() - t0
         gnorm = float(torch.sqrt(sum(p.grad.float().square().sum() for p in model.parameters()
                                      if p.grad is not None)))

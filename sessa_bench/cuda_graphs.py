@@ -104,6 +104,13 @@ class GraphedBlocks:
     def _autocast(self) -> tuple:
         return (torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type))
 
+    def _uncached_autocast(self):
+        """The current autocast setting with its weight-cast cache off (why: `capture`), for the captures and
+        the eager pass an eval replay is checked against; a null context without autocast."""
+        amp, dtype = self._autocast()
+        return (torch.autocast(self.device_type, dtype=dtype, enabled=True, cache_enabled=False) if amp
+                else contextlib.nullcontext())
+
     def _key(self, x: torch.Tensor) -> tuple:
         return (tuple(x.shape), x.dtype, x.device, x.requires_grad, self._autocast())
 
@@ -130,13 +137,11 @@ class GraphedBlocks:
         """Capture every block at x's shape (the residual stream has one shape and dtype through the blocks).
         Autocast's weight-cast cache must be off while capturing (a cached cast would be a stale copy of the
         weights at replay); the cast kernels are captured instead and read the updated weights each step."""
-        amp, dtype = self._autocast()
         samples = tuple((x.detach().clone().requires_grad_(x.requires_grad),) for _ in self.blocks)
         forwards = [b.forward for b in self.blocks]
         self.capturing = True
         try:
-            with torch.autocast(self.device_type, dtype=dtype, enabled=amp, cache_enabled=False) if amp \
-                    else contextlib.nullcontext():
+            with self._uncached_autocast():
                 torch.cuda.make_graphed_callables(tuple(self.blocks), samples, num_warmup_iters=self.warmup,
                                                   allow_unused_input=True)
             # make_graphed_callables replaced each forward by its own (the graph when the training flag
@@ -187,13 +192,11 @@ class GraphedBlocks:
     def _capture_eval(self, key: tuple, x: torch.Tensor) -> None:
         """Capture every block's no-grad forward at x's shape, chained through static buffers, then check the
         chain's replay against the eager forward of x; on any failure eval graphs go off for this run."""
-        amp, dtype = self._autocast()
         self.eval_pool = self.eval_pool or new_pool()
         graphs, h = [], x.detach().clone()
         self.capturing = True
         try:
-            with torch.autocast(self.device_type, dtype=dtype, enabled=amp, cache_enabled=False) if amp \
-                    else contextlib.nullcontext():
+            with self._uncached_autocast():
                 for block in self.blocks:
                     fwd = type(block).forward.__get__(block)
                     replay, out = graph_forward(lambda t, f=fwd: f(t, None, None), h, self.eval_pool, self.warmup)
@@ -210,9 +213,7 @@ class GraphedBlocks:
     def _check(self, graphs: list, x: torch.Tensor) -> None:
         """The chain's replay against the eager forward of x (the same kernels: equal up to rounding); raises
         CaptureError when they differ."""
-        amp, dtype = self._autocast()
-        with torch.autocast(self.device_type, dtype=dtype, enabled=amp, cache_enabled=False) if amp \
-                else contextlib.nullcontext():
+        with self._uncached_autocast():
             expect = x
             for block in self.blocks:
                 expect = type(block).forward(block, expect, None, None)

@@ -283,13 +283,11 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
                                                   if "/acc" in k or "/ppl" in k)[:600], flush=True)
     if cfg.probe:  # checkpoints stay on the training machine: probe the trained model where it is
         # after trainer.test(ckpt_path="best") the model holds the best-validation weights it reported
-        probe_trained(cfg, lit.model, dm, folder, trainer.global_step, summary["git_commit"],
-                      test_from, best_step if test_from == "best" else trainer.global_step)
+        probe_trained(cfg, lit.model, dm, folder, trainer.global_step, summary["git_commit"])
     return summary
 
 
-def probe_trained(cfg, model, dm, folder: RunFolder, step: int, commit, checkpoint: str = "last",
-                  checkpoint_step: int | None = None) -> None:
+def probe_trained(cfg, model, dm, folder: RunFolder, step: int, commit) -> None:
     """The memory-tail probe of the trained model -> probe.json, after summary.json: the run is finished
     whatever happens here. Bounded in time, so it cannot outlive a GPU lease; a failure is one line."""
     from sessa_bench.probe import TRAINED, describe_run, probe_model, write_probe
@@ -300,6 +298,7 @@ def probe_trained(cfg, model, dm, folder: RunFolder, step: int, commit, checkpoi
     except Exception as e:  # noqa: BLE001 - the run is already finished; say why there is no probe.json
         print(f"probe: no probe.json for {folder.path}: {type(e).__name__}: {e}", flush=True)
         return
+    _, checkpoint, checkpoint_step = folder.reported()  # from summary.json, written before: the weights held
     result.update(run=describe_run(cfg, "trained", step, checkpoint, checkpoint_step), git_commit=commit)
     write_probe(folder.path, result)
 
