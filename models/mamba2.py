@@ -27,8 +27,9 @@ from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
-IN_PROJ_ALIGN = 1     # Mamba2Mixer.in_proj_align: 1, no padding, until scripts/mamba2_speed_ab.py --graphs says
-CONV_IMPL = "conv1d"  # Mamba2Mixer.conv_impl: "conv1d" or "shift"
+IN_PROJ_ALIGN = 64    # Mamba2Mixer.in_proj_align: 1.12x a graphed training step at Table 1's shapes on the H200
+                      # (results/bench/nvidia-h200-mamba2-speed-ab-graphs.md)
+CONV_IMPL = "conv1d"  # Mamba2Mixer.conv_impl: "conv1d" or "shift" (0.97x there: slower in the backward)
 
 
 def _positive_int(name: str, v) -> int:
