@@ -68,15 +68,29 @@ def plan_of(sweep: dict, name: str, extra: list[str], found: dict[str, dict]):
                     runs_of(sweep, name, extra, missing))
 
 
-def estimator(results_dir: Path, experiment: str, runs_per_gpu: int | None, all_overrides: list[list[str]]):
-    """Seconds to train one of all_overrides, x SAFETY: its steps at the slowest pace of the sweep's runs
-    finished so far (read when asked, so a second wave is timed by the first), scaled to the runs sharing each
-    GPU. The steps are composed here, once: ensure asks from its worker threads, where Hydra cannot compose."""
-    steps = {tuple(ov): compose_train(ov).trainer.max_steps for ov in all_overrides}
+def estimator(results_dir: Path, experiment: str, runs_per_gpu: int | None, runs: dict[str, list[str]]):
+    """Seconds to train one of `runs` (name -> overrides), x SAFETY: its steps at the pace of the finished runs
+    of its own candidate (the same task shapes; `timing.pace`: its longest process, trained as this run will
+    be, eager or in CUDA graphs, where there is one), else the slowest of the sweep's; scaled to the runs
+    sharing each GPU; read when asked, so a second wave is timed by the first. The slowest pace of the whole
+    sweep (c0, eager, 640 tokens) timed c4's and c5's graphed 192-320-token runs at 372 s where they took
+    85-106 s, so a lease's last 462 s started none of them (results/bench/h200x2-run5-session.log). Steps
+    and execution are composed here, once: ensure asks from its worker threads, where Hydra cannot compose."""
+    from sessa_bench import cuda_graphs
+    from sessa_bench.report.timing import execution
+
+    def facts(ov: list[str]) -> tuple[int, str]:
+        cfg = compose_train(ov)
+        res = OmegaConf.to_container(cfg, resolve=True)
+        return cfg.trainer.max_steps, execution({**res, "cuda_graphs": cuda_graphs.enabled(res)})
+
+    known = {tuple(ov): (name.rsplit("-lr", 1)[0], *facts(ov)) for name, ov in runs.items()}
 
     def estimate(overrides: list[str]) -> float | None:
-        sec = run_seconds(steps[tuple(overrides)], experiment=collect(results_dir, experiment),
-                          runs_per_gpu=runs_per_gpu)
+        candidate, steps, how = known[tuple(overrides)]
+        finished = collect(results_dir, experiment)
+        own = [s for s in finished if str(s.get("run_name", "")).rsplit("-lr", 1)[0] == candidate]
+        sec = run_seconds(steps, cell=own, experiment=finished, runs_per_gpu=runs_per_gpu, how=how)
         return None if sec is None else sec * SAFETY
     return estimate
 
@@ -107,8 +121,7 @@ def build(candidates: list[str] | None, overrides: list[str], run: bool = False,
         if time_limit is not None:
             clock = clock or Clock(time_limit, started, jobs, jobs_per_gpu)  # jobs < 1 is an error there
             deadline = clock.end
-            estimate = estimator(results_dir, spec["experiment_name"], clock.runs_per_gpu(clock.slots),
-                                 list(todo.values()))
+            estimate = estimator(results_dir, spec["experiment_name"], clock.runs_per_gpu(clock.slots), todo)
         skipped = ensure(list(todo.values()), jobs, jobs_per_gpu, deadline, estimate)
         if skipped:
             return (f"time limit: {len(skipped)} of the {len(todo)} calibration runs left were not started "

@@ -137,11 +137,13 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     if multi and slots[0] is not None:
         raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
                          f"one GPU each; train them with jobs=1")
-    if not any(fits(ov, folder, say=False) for ov, folder in todo):
-        # none can start: return before building their data (six Diffuse MQAR tasks took ~150 s of a lease
-        # that then started nothing: results/bench/h200x2-run4-session.log)
+    # The data of the runs that can start now only: six Diffuse MQAR tasks took ~150 s of a lease that then
+    # started nothing (results/bench/h200x2-run4-session.log), and ~180 s of the next one's last 462 s
+    # (h200x2-run5-session.log). A run that fits only later builds its own data when it starts.
+    startable = [ov for ov, folder in todo if fits(ov, folder, say=False)]
+    if not startable:
         return [folder for ov, folder in todo if not fits(ov, folder)]
-    build_data([ov for ov, _ in todo])
+    build_data(startable)
     free: queue.Queue = queue.Queue()
     for slot in zip(slots, worker_envs(slots)):
         free.put(slot)

@@ -178,12 +178,12 @@ def test_ensure_starts_no_run_past_its_deadline(tmp_path, monkeypatch, capsys):
     skipped = runs.ensure(ovs, jobs=2, deadline=time.monotonic() + 600, estimate=seconds)
     assert sorted(name for name, *_ in started) == ["sessa-symbol_soup-tiny-s0", "sessa-symbol_soup-tiny-s2"]
     assert [f.path.name for f in skipped] == ["sessa-symbol_soup-tiny-s1"]
+    assert built == [2]  # s0 and s2: not the data of s1, which cannot start
     assert re.search(r"^not started \S+-s1 \(time limit: ~1000000 s estimated, \d+ s left\)$", capsys.readouterr().out,
                      re.M)
     started.clear()
-    assert built == [3]
     assert len(runs.ensure(ovs, jobs=2, deadline=time.monotonic() - 1)) == 3 and started == []  # nothing left
-    assert built == [3] and len(re.findall("^not started", capsys.readouterr().out, re.M)) == 3
+    assert built == [2] and len(re.findall("^not started", capsys.readouterr().out, re.M)) == 3
     assert runs.ensure(ovs, jobs=2, estimate=seconds) == [] and len(started) == 3  # no deadline: all start
     trained = []
     monkeypatch.setattr("sessa_bench.train.run", lambda cfg: trained.append(cfg.seed))
@@ -191,20 +191,25 @@ def test_ensure_starts_no_run_past_its_deadline(tmp_path, monkeypatch, capsys):
     assert trained == [0, 2] and [f.path.name for f in skipped] == ["sessa-symbol_soup-tiny-s1"]
 
 
-def test_calibrate_estimates_a_run_from_the_sweeps_finished_runs(tmp_path, monkeypatch):
-    """The estimate a calibration run is admitted by: its steps at the slowest finished run's wall seconds
-    per step, scaled to the GPU's sharing, x SAFETY; None before any run has finished."""
+def test_calibrate_estimates_a_run_from_its_candidates_finished_runs(tmp_path, monkeypatch):
+    """The estimate a calibration run is admitted by: its steps at the pace of its own candidate's finished
+    runs (same task shapes), else the slowest of the sweep's, scaled to the GPU's sharing, x SAFETY; None before
+    any run has finished. The sweep's slowest pace timed short candidates at 3.5x their time, so a lease's last
+    462 s started none of them."""
     from sessa_bench import calibrate
 
     done = []
     monkeypatch.setattr(calibrate, "collect", lambda results_dir, experiment: list(done))
     ov = ["experiment=table1_diffuse_mqar", f"results_dir={tmp_path}", "trainer.max_steps=2000"]
-    est = calibrate.estimator(tmp_path, "calibrate_diffuse_mqar_lr", 7, [ov])
+    est = calibrate.estimator(tmp_path, "calibrate_diffuse_mqar_lr", 7, {"c4-lr3.3e-05": ov})
     assert est(ov) is None
-    done += [{"steps": 2000, "wall_seconds_this_process": 1000.0, "placement": {"gpu": 0, "runs_on_gpu": 7}},
-             {"steps": 2000, "wall_seconds_this_process": 1400.0, "placement": {"gpu": 0, "runs_on_gpu": 7}}]
-    assert est(ov) == pytest.approx(1400.0 * 1.2)
-    assert calibrate.estimator(tmp_path, "x", 14, [ov])(ov) == pytest.approx(2800.0 * 1.2)
+    gpu7 = {"gpu": 0, "runs_on_gpu": 7}
+    done += [{"run_name": "c0-lr0.0001", "steps": 2000, "wall_seconds_this_process": 1000.0, "placement": gpu7},
+             {"run_name": "c1-lr0.0001", "steps": 2000, "wall_seconds_this_process": 1400.0, "placement": gpu7}]
+    assert est(ov) == pytest.approx(1400.0 * 1.2)  # no run of c4 yet: the sweep's slowest
+    assert calibrate.estimator(tmp_path, "x", 14, {"c4-lr0.01": ov})(ov) == pytest.approx(2800.0 * 1.2)
+    done.append({"run_name": "c4-lr0.0001", "steps": 2000, "wall_seconds_this_process": 300.0, "placement": gpu7})
+    assert est(ov) == pytest.approx(300.0 * 1.2)  # c4's own run times it
 
 
 def test_calibrate_with_runs_left_unstarted_says_so_and_writes_no_table(tmp_path, monkeypatch):
