@@ -44,11 +44,12 @@
 #                the summary); its run folders, under /tmp/paper_runs, come back with the table's.
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
 #                GPU, say); its output goes to $OUT/after.log.
-#   PROBE=1      once the table step has finished, probes each family's chosen run (scripts/probe_chosen.py:
-#                seed 0 at the chosen rate), for runs trained with probe=false.
-#   TRITON_CACHE_OUT=1  packs /tmp/triton-cache into $OUT/triton-cache.tar.gz (at most 15 MiB), for the next
-#                lease: saved here as .triton-cache.tar.gz (git-ignored) and carried, it is unpacked before
-#                anything runs, so mamba_ssm's kernels are not compiled and autotuned again (100 s cold).
+#   PROBE=1      once the table step has finished, probes each family's chosen runs (scripts/probe_chosen.py:
+#                seeds 0 and 1 at the chosen rate, those whose checkpoint this lease made), for runs trained
+#                with probe=false.
+#   TRITON_CACHE_OUT=1  packs /tmp/triton-cache into $OUT/triton-cache.tar.gz.part-a, -b, ... (15 MiB each, at
+#                most 3), for the next lease: joined here into .triton-cache.tar.gz (git-ignored) and carried,
+#                it is unpacked before anything runs, so mamba_ssm's kernels are not compiled and autotuned again (100 s cold).
 #   AGAIN=1      in a later call whose table step has finished: start another one (LEASE from now), for the
 #                runs the last one's time limit left unstarted (the calibration lost two calls to estimates
 #                1 s and 13 s over the time left: results/bench/h200x2-run2-session.log).
@@ -241,12 +242,16 @@ fi
 
 tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
 if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
-  tar czf "$out/triton-cache.tar.gz" -C /tmp/triton-cache . 2>/dev/null
-  size=$(stat -c %s "$out/triton-cache.tar.gz")
-  if (( size > 15 * 1024 * 1024 )); then  # the device tool brings back at most 16 MiB a file
-    rm -f "$out/triton-cache.tar.gz"; echo "triton cache: $size bytes, too large to bring back" >> /tmp/triton-cache.txt
+  # The device tool brings back at most 16 MiB a file and 8 files: parts of 15 MiB, at most 3 (one lease's
+  # cache was 35.7 MB gzipped: h200x2-run5-session.log)
+  tar czf /tmp/triton-cache.tar.gz -C /tmp/triton-cache . 2>/dev/null
+  size=$(stat -c %s /tmp/triton-cache.tar.gz)
+  if (( size > 3 * 15 * 1024 * 1024 )); then
+    echo "triton cache: $size bytes, too large to bring back (at most 3 parts of 15 MiB)" >> /tmp/triton-cache.txt
   else
-    echo "triton cache: $size bytes in triton-cache.tar.gz (save it as .triton-cache.tar.gz and carry it)" >> /tmp/triton-cache.txt
+    split -b 15M -a 1 /tmp/triton-cache.tar.gz "$out/triton-cache.tar.gz.part-"
+    echo "triton cache: $size bytes in $(ls "$out"/triton-cache.tar.gz.part-* | wc -l) parts (here: cat" \
+      "triton-cache.tar.gz.part-* > .triton-cache.tar.gz, and carry it)" >> /tmp/triton-cache.txt
   fi
 fi
 {

@@ -1,16 +1,18 @@
 """Probe the memory tail of a paper table's chosen runs, on the machine that holds their checkpoints:
 
-    python3 scripts/probe_chosen.py RESULTS_DIR [--table table1] [--experiments E ...] [--seeds 0]
+    python3 scripts/probe_chosen.py RESULTS_DIR [--table table1] [--experiments E ...] [--seeds 0 1]
                                     [--max-seconds 120] [--device auto] [overrides ...]
 
 For every experiment and family of the table, the run at the family's chosen learning rate (the protocol's
-selection, read from the run folders) and each of --seeds: when it is finished, has its checkpoint and has no
-probe.json of its own yet (none, or one of the shorter run it was extended from), `sessa-bench probe` runs on
-it (the same settings as a run's own end-of-training probe) and writes <run folder>/probe.json. A GPU lease
+selection, read from the run folders) and each of --seeds (default the tables' 0 1): when it is finished, has
+no probe.json of its own yet (none, or one of the shorter run it was extended from) and its reported checkpoint
+is on this machine, `sessa-bench probe` runs on it (the same settings as a run's own end-of-training probe) and writes <run folder>/probe.json. A GPU lease
 trains its sweep with probe=false (run-independent) and probes only these runs afterwards: the sweep's other
 runs are never tabulated, and each probe costs up to --max-seconds. The overrides are the table's (the same
 as `sessa_bench.tables`, `<experiment>:<override>` scoped), so the runs found are the ones it trained. One line
-per run; a failure is one line, the next goes on.
+per run; a failure is one line, the next goes on. A run trained on another machine (its folder came with the
+committed ones; checkpoints never leave a GPU machine) is skipped with one line, not counted as a failure:
+a lease probes the runs it trained, whichever seed they are.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("results_dir")
     ap.add_argument("--table", default="table1", choices=sorted(TABLES))
     ap.add_argument("--experiments", nargs="+", default=None)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--max-seconds", type=float, default=120.0, help="time budget of each probe (default 120)")
     ap.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda or cuda:N (default auto)")
     ap.add_argument("overrides", nargs="*", help="the table's Hydra overrides")
@@ -61,6 +63,10 @@ def main(argv=None) -> int:
         folder = RunFolder(path)
         if folder.probe_current():
             print(f"{path.name}: has probe.json", flush=True)
+            continue
+        if not folder.reported()[0].exists():
+            print(f"{path.name}: no {folder.reported()[0].name} on this machine (trained elsewhere): not probed",
+                  flush=True)
             continue
         if folder.probe.exists():  # it measured the model before an extension, or other weights: measure this one
             print(f"{path.name}: probe.json is of another model than the run reports (step count or best/last "

@@ -342,5 +342,15 @@ def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, cap
     assert probe_chosen.main([str(tmp / "runs"), "--experiments", "table1_symbol_soup", "--device", "cpu", *ov]) == 0
     out = capsys.readouterr().out
     assert out.count("has probe.json") == 2 and "probing again" in out and RunFolder(found[0]).probe_current()
+    # a run whose checkpoint is not here (trained on an earlier lease's machine) is skipped, not a failure
+    (found[0] / "probe.json").write_text(json.dumps({"run": {"steps": 1}}))
+    ckpt = RunFolder(found[0]).reported()[0]
+    ckpt.rename(ckpt.with_suffix(".away"))
+    try:
+        assert probe_chosen.main([str(tmp / "runs"), "--experiments", "table1_symbol_soup", "--device", "cpu",
+                                  *ov]) == 0
+    finally:
+        ckpt.with_suffix(".away").rename(ckpt)
+    assert f"{found[0].name}: no {ckpt.name} on this machine (trained elsewhere): not probed" in capsys.readouterr().out
     for p in found:
         (p / "probe.json").unlink()
