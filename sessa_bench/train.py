@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 
 import hydra
 import lightning as L
@@ -274,6 +275,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         "cuda_graphs": cuda_graphs.enabled(cfg),
         "cuda_graphs_capture": lit.graphs.info() if lit.graphs is not None else None,
         "git_commit": git_commit(),
+        # when it ended (UTC): the time limit's estimates prefer the newest of equally long runs (timing.pace)
+        "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if not trainer.is_global_zero:
         return summary

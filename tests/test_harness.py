@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
     assert summary["params"]["total"] > 0 and abs(summary["params"]["deviation"]) <= 0.02
     assert summary["backends"] == ["sdpa"] and summary["git_commit"] and summary["hardware"]["torch"]
     assert summary["compile"] is False
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", summary["finished_at"])  # the estimates' tie-break
     assert summary["steps"] == 6 and summary["throughput_tokens_per_s"] > 0
     flops = summary["throughput_tokens_per_s"] * summary["cost"]["train_flops_per_token"]
     assert summary["mfu"] == pytest.approx(flops / (1e12 * summary["world_size"]))

@@ -61,6 +61,10 @@ def test_the_pace_is_that_of_the_longest_process_in_the_cell():
     assert pace(own=s1) == pytest.approx(0.517)  # alone, its own segment is all there is
     # equal lengths: the slower of the two
     assert pace(own=summary(1000, 500.0), cell=[summary(1000, 600.0)]) == pytest.approx(0.6)
+    # ... unless one finished later: the newer code's pace (an older summary has no finished_at)
+    newer = {**summary(1000, 500.0), "finished_at": "2026-11-30T01:00:00Z"}
+    assert pace(own=newer, cell=[summary(1000, 600.0)]) == pytest.approx(0.5)
+    assert pace(own=newer, cell=[{**summary(1000, 600.0), "finished_at": "2026-11-30T02:00:00Z"}]) == 0.6
 
 
 def test_a_missing_run_borrows_its_cell_pace_else_the_slowest_of_its_experiment():

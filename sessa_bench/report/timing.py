@@ -58,7 +58,10 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
     run being extended) and its cell's (same family, experiment and rate), since start-up and evaluation
     weigh least there (a resumed half-length segment of the same run, timed while more runs shared the GPU,
     measured 0.52 s/step where its seed's full 2000-step process measured 0.37); of those, the one timed at
-    the GPU sharing nearest the round's (the least scaled: `sharing` is a rough model; ties: the slowest);
+    the GPU sharing nearest the round's (the least scaled: `sharing` is a rough model); ties: the one that
+    finished last (summary.json's `finished_at`, absent before 2026-11-30: oldest), since the code a round
+    runs is the newest (Mamba2's aligned in_proj and graphed evaluation made it ~1.2x faster than its 8000-step
+    run of the lease before), then the slowest;
     else the slowest of its experiment's finished runs; else None. Each at the round's GPU sharing. With
     `how` (the run's `execution`), only runs trained the same way time it when there are any: a compiled run
     trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an
@@ -79,7 +82,8 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
 
     mine, scale = alike([*([own] if own is not None else []), *cell])
     if mine:
-        return scale * at_round(max(mine, key=lambda s: (trained_in_last_process(s), -off(s), at_round(s))))
+        return scale * at_round(max(mine, key=lambda s: (trained_in_last_process(s), -off(s),
+                                                         s.get("finished_at") or "", at_round(s))))
     others, scale = alike(list(experiment))
     known = [at_round(s) for s in others]
     return scale * max(known) if known else None
