@@ -47,8 +47,8 @@ buckets beyond the trained range stay marked.
 
 Defaults: 2-token keys over 64 key tokens, 1-token values over 64 value tokens (chance 1.6 %), 32 pairs
 all queried, half the noise patterns distractors, train lags 32..511 (seq_len 640), test lags 32..2044
-(test_seq_len 2176). Why these defaults, and what models reach on them, is measured in
-results/calibration/README.md (`python -m sessa_bench.calibrate`).
+(test_seq_len 2176). Table 1 uses 8 pairs and train lags 16..255 instead (conf/experiment/table1_diffuse_mqar.yaml):
+the calibration's choice, measured in results/calibration/ (`python -m sessa_bench.calibrate`).
 """
 
 from __future__ import annotations
