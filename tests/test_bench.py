@@ -59,8 +59,13 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     blocks = [r for r in rows if r["part"] == "blocks"]
     impls = {r["impl"] for r in blocks}
     assert {"sessa/dense", "attention/sdpa", "attention/math", "mamba2/torch"} <= impls
-    # the attention/sdpa block is the reference of every ratio
+    # the attention/sdpa block and the bench's minimal one are the references of the two ratios
     assert all(float(r["x_attention"]) == 1.0 for r in blocks if r["impl"] == "attention/sdpa")
+    assert all(float(r["x_minimal"]) == 1.0 for r in blocks if r["impl"] == "attention/minimal")
+    sessa = next(r for r in blocks if r["impl"] == "sessa/dense")
+    minimal = next(r for r in blocks if r["impl"] == "attention/minimal" and (r["T"], r["mode"]) == (sessa["T"], sessa["mode"]))
+    assert float(sessa["x_minimal"]) == pytest.approx(float(sessa["ms"]) / float(minimal["ms"]))
+    assert "fb_xmin" in md
     decode = [r for r in rows if r["part"] == "decode"]
     assert {r["family"] for r in decode} == {"sessa", "transformer", "mamba2"}
     # both reads side by side for the families that read a cache; Mamba2 (a fixed state) once
@@ -107,6 +112,49 @@ def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypa
         mixer.impl = "dense"  # CPU: run the same mixer through the reference
         mixer.parallel(x)
     assert seen == [("dense", None), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS)]
+
+
+def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
+    """`--families sessa` times Sessa's blocks and the two attention references its ratios need, nothing else
+    (it timed every block: results/bench/h200x2-run5-session.log); R variants of the two-level solve beside it."""
+    import torch
+
+    from sessa_bench.bench import blocks
+    from sessa_bench.models import kernels
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    impls = blocks.implementations(torch.device("cuda"), 32, 4, {}, families=("sessa",))
+    assert {n for n in impls if not n.startswith("sessa/")} == {"attention/sdpa", "attention/minimal"}
+    assert {"sessa/triton2", "sessa/triton2-r256", "sessa/triton2-r1024"} <= set(impls)
+    assert impls["sessa/triton2-r256"]().feedback_block_rows == 256
+    assert "mamba2/torch" in blocks.implementations(torch.device("cpu"), 32, 4, {}, families=("mamba2",))
+
+
+def test_minimal_attention_is_causal_rope_attention():
+    """The bench's reference block computes causal softmax attention with rotate-half RoPE: against the
+    formula written out here, in float64."""
+    import torch
+
+    from sessa_bench.bench.minimal_attention import MinimalAttention
+
+    torch.manual_seed(0)
+    B, T, D, H = 2, 7, 16, 2
+    m = MinimalAttention(D, H).double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    q, k, v = m.qkv(x).view(B, T, 3, H, D // H).unbind(2)
+    half = D // H // 2
+    freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64) * 2 / (D // H))
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * freq  # (T, half)
+
+    def rope(t):  # (B, T, H, d): pairs (i, i + half) rotated by the angle of position t
+        a, b = t[..., :half], t[..., half:]
+        c, s = ang.cos()[None, :, None], ang.sin()[None, :, None]
+        return torch.cat((a * c - b * s, a * s + b * c), dim=-1)
+
+    scores = torch.einsum("bthd,bshd->bhts", rope(q), rope(k)) / (D // H) ** 0.5
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).reshape(B, T, D)
+    torch.testing.assert_close(m(x), m.out(y), rtol=1e-12, atol=1e-12)
 
 
 def test_a_cut_run_keeps_the_rows_it_measured(tmp_path, monkeypatch):
@@ -215,7 +263,7 @@ def test_budgets_times_only_the_named_training_shapes(tmp_path, monkeypatch, cap
     rows = [r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "train"]
     assert [(r["budget"], r["seq_len"]) for r in rows] == [("tiny", "16")]
     md = (tmp_path / "cpu.md").read_text()
-    assert "`tiny` T=16" in md and "`small`" not in md and "--parts train --budgets tiny`" in md
+    assert "`tiny` T=16" in md and "`small`" not in md and "--parts train --families transformer --budgets tiny`" in md
     with pytest.raises(SystemExit):
         main(["--preset", "cpu", "--budgets", "base", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()[-1]

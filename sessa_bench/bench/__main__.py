@@ -55,7 +55,8 @@ def block_table(rows) -> str:
         m = merged.setdefault((r["impl"], r["T"]), {"impl": r["impl"], "T": r["T"], "batch": r["batch"]})
         key = "fb" if r["mode"] == "fwd+bwd" else "f"
         m[f"{key}_ms"], m[f"{key}_x"], m[f"{key}_gib"] = r["ms"], r["x_attention"], r["peak_gib"]
-    cols = ["impl", "T", "batch", "fb_ms", "fb_x", "fb_gib", "f_ms", "f_x", "f_gib"]
+        m[f"{key}_xmin"] = r.get("x_minimal")
+    cols = ["impl", "T", "batch", "fb_ms", "fb_x", "fb_xmin", "fb_gib", "f_ms", "f_x", "f_xmin", "f_gib"]
     return md_rows(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols)
 
 
@@ -192,6 +193,7 @@ def main(argv=None):
               f"torch {torch.__version__}; triton {triton_v}; commit {git_commit()}; "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
               f"- rerun: `python -m sessa_bench.bench --preset {args.preset} --parts {' '.join(args.parts)}"
+              f"{' --families ' + ' '.join(families) if families != FAMILIES else ''}"
               f"{' --budgets ' + ' '.join(args.budgets) if args.budgets else ''}` "
               f"(`make bench` runs every part)\n")
     sections, csv_rows = [header], []
@@ -199,13 +201,15 @@ def main(argv=None):
     if "blocks" in args.parts:
         log("== blocks")
         rows, fits = bench_blocks(device, p["dtype"], p["d_model"], p["n_heads"], p["tokens"], p["lengths"],
-                                  p["mamba"], p["reps"], p["fit_lengths"], log)
+                                  p["mamba"], p["reps"], p["fit_lengths"], log, families)
         sections.append(
             f"## Block level\n\nGated block around each mixer implementation; D={p['d_model']}, "
             f"{p['n_heads']} heads, {dtype_name}, {p['tokens']} tokens per batch (batch = tokens // T), "
             f"Mamba2 {p['mamba']}. Median of {p['reps']} after 2 warm-ups. `fb` = forward+backward, `f` = "
-            f"forward only; `_x` = time / the SDPA attention block's at the same T; `_gib` = peak memory "
-            f"above inputs.\n\n{block_table(rows)}\n\n"
+            f"forward only; `_x` = time / our SDPA attention block's (attention/sdpa) at the same T; `_xmin` = "
+            f"time / the bench's minimal attention block's (attention/minimal: SDPA and a RoPE table in a few "
+            f"lines, sessa_bench/bench/minimal_attention.py); `_gib` = peak memory above inputs; "
+            f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R.\n\n{block_table(rows)}\n\n"
             + (f"Largest single sequence (batch 1) that trains (forward+backward), trying T in "
                f"{p['fit_lengths']}:\n\n{md_rows(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"
                if p["fit_lengths"] else "")

@@ -10,10 +10,19 @@ from sessa_bench.models.attention import CausalAttention, _flash_attn_func
 from sessa_bench.models.block import GatedBlock
 
 TWO_LEVEL_BLOCK_ROWS = 512  # R of sessa/triton2: NOTES.md's estimate; a multiple of the default chunk (64)
+# Other R timed beside it (sessa/triton2-r<R>): at R = 512 the two-level solve lost to the single level below
+# T = 4096 and won above it (results/bench/nvidia-h200-blocks-2026-11-30.md)
+OTHER_BLOCK_ROWS = (256, 1024)
+# The two references every ratio is taken against, timed whatever --families says
+REFERENCES = ("attention/sdpa", "attention/minimal")
+PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 
 
-def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict) -> dict:
-    """name -> factory of a mixer, for every implementation usable on this device."""
+def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
+                    families: tuple[str, ...] | None = None) -> dict:
+    """name -> factory of a mixer, for every implementation usable on this device (of `families` only, and
+    the two references)."""
+    from sessa_bench.bench.minimal_attention import MinimalAttention
     from sessa_bench.models import kernels
     from sessa_bench.models.mamba2 import Mamba2Mixer
     from sessa_bench.models.mamba_ssm_import import import_mamba_ssm
@@ -25,18 +34,24 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
         if impl not in kernels.IMPLS or (impl == "triton" and not (cuda and kernels.triton_available())):
             continue
         out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl)
-        if impl == "triton":  # the two-level solve beside it (kernels/NOTES.md), not yet measured on a GPU
-            out["sessa/triton2"] = lambda: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
-                                                      feedback_block_rows=TWO_LEVEL_BLOCK_ROWS)
+        if impl == "triton":  # the two-level solve beside it (kernels/NOTES.md)
+            for rows in (TWO_LEVEL_BLOCK_ROWS, *OTHER_BLOCK_ROWS):
+                name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
+                out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
+                                                         feedback_block_rows=rows)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
         out[f"attention/{backend}"] = lambda b=backend: CausalAttention(d_model, n_heads, backend=b)
+    out["attention/minimal"] = lambda: MinimalAttention(d_model, n_heads)
     for backend in ("torch", "mamba_ssm"):
         if backend == "mamba_ssm" and not (cuda and import_mamba_ssm() is not None):
             continue
         out[f"mamba2/{backend}"] = lambda b=backend: Mamba2Mixer(d_model, backend=b, **mamba)
-    return out
+    if families is None:
+        return out
+    wanted = tuple(PREFIX[f] for f in families)
+    return {k: v for k, v in out.items() if k in REFERENCES or k.startswith(wanted)}
 
 
 def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
@@ -59,8 +74,9 @@ def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: 
 
 
 def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths: list[int],
-                 mamba: dict, reps: int = 5, fit_lengths: list[int] = (), log=print) -> tuple[list, list]:
-    impls = implementations(device, d_model, n_heads, mamba)
+                 mamba: dict, reps: int = 5, fit_lengths: list[int] = (), log=print,
+                 families: tuple[str, ...] | None = None) -> tuple[list, list]:
+    impls = implementations(device, d_model, n_heads, mamba, families)
     rows = []
     for T in lengths:
         batch = max(1, tokens // T)
@@ -71,11 +87,12 @@ def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths
                     row.update(run_one(factory, d_model, batch, T, dtype, device, backward, reps))
                 rows.append(row)
                 log(f"  {name:20s} T={T:6d} {row['mode']:7s} {row['ms']} ms  {row['peak_gib']} GiB")
-    # ratio to the attention block (sdpa) at the same T and mode
-    ref = {(r["T"], r["mode"]): r["ms"] for r in rows if r["impl"] == "attention/sdpa"}
-    for r in rows:
-        a, b = r["ms"], ref.get((r["T"], r["mode"]))
-        r["x_attention"] = a / b if isinstance(a, float) and isinstance(b, float) else "n/a"
+    # ratios to our attention block (sdpa) and to the minimal one, at the same T and mode
+    for key, impl in (("x_attention", "attention/sdpa"), ("x_minimal", "attention/minimal")):
+        ref = {(r["T"], r["mode"]): r["ms"] for r in rows if r["impl"] == impl}
+        for r in rows:
+            a, b = r["ms"], ref.get((r["T"], r["mode"]))
+            r[key] = a / b if isinstance(a, float) and isinstance(b, float) else "n/a"
     # the largest single-sequence T each implementation trains (one fwd+bwd pass)
     fits = []
     for name, factory in impls.items():
