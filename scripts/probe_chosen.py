@@ -6,13 +6,14 @@
 For every experiment and family of the table, the run at the family's chosen learning rate (the protocol's
 selection, read from the run folders) and each of --seeds (default the tables' 0 1): when it is finished, has
 no probe.json of its own yet (none, or one of the shorter run it was extended from) and its reported checkpoint
-is on this machine, `sessa-bench probe` runs on it (the same settings as a run's own end-of-training probe) and writes <run folder>/probe.json. A GPU lease
-trains its sweep with probe=false (run-independent) and probes only these runs afterwards: the sweep's other
-runs are never tabulated, and each probe costs up to --max-seconds. The overrides are the table's (the same
-as `sessa_bench.tables`, `<experiment>:<override>` scoped), so the runs found are the ones it trained. One line
-per run; a failure is one line, the next goes on. A run trained on another machine (its folder came with the
-committed ones; checkpoints never leave a GPU machine) is skipped with one line, not counted as a failure:
-a lease probes the runs it trained, whichever seed they are.
+is on this machine, `sessa-bench probe` runs on it (the same settings as a run's own end-of-training probe)
+and writes <run folder>/probe.json. A GPU lease trains its sweep with probe=false (run-independent) and
+probes only these runs afterwards: the sweep's other runs are never tabulated, and each probe costs up to
+--max-seconds. The overrides are the table's (the same as `sessa_bench.tables`, `<experiment>:<override>`
+scoped), so the runs found are the ones it trained. One line per run; a failure is one line, the next goes
+on. A run trained on another machine (its folder came with the committed ones; checkpoints never leave a GPU
+machine) is skipped with one line, not counted as a failure: a lease probes the runs it trained, whichever
+seed they are.
 """
 
 from __future__ import annotations

@@ -209,7 +209,8 @@ def main(argv=None):
             f"forward only; `_x` = time / our SDPA attention block's (attention/sdpa) at the same T; `_xmin` = "
             f"time / the bench's minimal attention block's (attention/minimal: SDPA and a RoPE table in a few "
             f"lines, sessa_bench/bench/minimal_attention.py); `_gib` = peak memory above inputs; "
-            f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R.\n\n{block_table(rows)}\n\n"
+            f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R."
+            f"\n\n{block_table(rows)}\n\n"
             + (f"Largest single sequence (batch 1) that trains (forward+backward), trying T in "
                f"{p['fit_lengths']}:\n\n{md_rows(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"
                if p["fit_lengths"] else "")

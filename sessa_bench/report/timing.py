@@ -60,8 +60,8 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
     measured 0.52 s/step where its seed's full 2000-step process measured 0.37); of those, the one timed at
     the GPU sharing nearest the round's (the least scaled: `sharing` is a rough model); ties: the one that
     finished last (summary.json's `finished_at`, absent before 2026-11-30: oldest), since the code a round
-    runs is the newest (Mamba2's aligned in_proj and graphed evaluation made it ~1.2x faster than its 8000-step
-    run of the lease before), then the slowest;
+    runs is the newest (Mamba2's aligned in_proj and graphed evaluation, measured at 1.12x a step and 1.18x
+    an eval batch, came after its 8000-step run), then the slowest;
     else the slowest of its experiment's finished runs; else None. Each at the round's GPU sharing. With
     `how` (the run's `execution`), only runs trained the same way time it when there are any: a compiled run
     trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an
