@@ -3,6 +3,7 @@ loop is timed at the bare step's shapes."""
 
 import csv
 import os
+import re
 
 import pytest
 
@@ -66,6 +67,10 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     minimal = next(r for r in blocks if r["impl"] == "attention/minimal" and (r["T"], r["mode"]) == (sessa["T"], sessa["mode"]))
     assert float(sessa["x_minimal"]) == pytest.approx(float(sessa["ms"]) / float(minimal["ms"]))
     assert "fb_xmin" in md
+    # where a block's step goes: the preset's blocks profiled at one T, each with its summed op time
+    prof = md.split("### Where a block's step goes (T=128", 1)[1].split("## Training", 1)[0]
+    for name in ("sessa/dense", "attention/sdpa", "attention/minimal"):
+        assert re.search(rf"^\| {name} \| \d+\.\d\d \|$", prof, re.M) and f"#### {name}\n" in prof
     decode = [r for r in rows if r["part"] == "decode"]
     assert {r["family"] for r in decode} == {"sessa", "transformer", "mamba2"}
     # both reads side by side for the families that read a cache; Mamba2 (a fixed state) once
@@ -298,3 +303,20 @@ def test_graphed_rows_sit_beside_eager_on_cuda_only(monkeypatch):
     assert m["loop_graphed_x"] is None  # the params differ from the bare model's: no ratio
     md = train_section(rows, t)
     assert "graphs_speedup" in md and "loop_graphed_tok_s" in md and "model.compile(backend=None)" in md
+
+
+def test_a_profiled_steps_device_time_sums_kernels_only():
+    """On a GPU an op's own device time repeats its kernels' and a user annotation spans them: the step's
+    device time is the kernels' alone, as the profiler's own footer sums it (fake events; no GPU here)."""
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+
+    from sessa_bench.bench.block_profile import step_ms
+
+    events = [E(device_type=DeviceType.CUDA, self_device_time_total=1500.0, is_user_annotation=False),  # kernel
+              E(device_type=DeviceType.CUDA, self_device_time_total=500.0, is_user_annotation=False),   # kernel
+              E(device_type=DeviceType.CUDA, self_device_time_total=2000.0, is_user_annotation=True),   # annotation
+              E(device_type=DeviceType.CPU, self_device_time_total=2000.0, self_cpu_time_total=300.0)]  # its op
+    assert step_ms(events, cuda=True) == 2.0
+    assert step_ms(events[3:], cuda=False) == 0.3

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from sessa_bench.bench.block_profile import profile_blocks
+from sessa_bench.bench.block_profile import section as block_profile_section
 from sessa_bench.bench.blocks import bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
 from sessa_bench.bench.harness_loop import window
@@ -219,6 +221,13 @@ def main(argv=None):
         write(Path(args.out_dir), slug, sections, csv_rows)
         plot(rows, Path(args.out_dir) / f"{slug}.png",
              f"{slug}: gated block fwd+bwd, D={p['d_model']}, {dtype_name}, {p['tokens']} tokens/batch")
+        if p.get("block_profile"):  # which kernels hold the time (issue 14): a few blocks at one T
+            bp = p["block_profile"]
+            profiles = profile_blocks(device, p["dtype"], p["d_model"], p["n_heads"], p["tokens"], p["mamba"],
+                                      bp["T"], bp["impls"], log=log)
+            sections[-1] += "\n" + block_profile_section(profiles, bp["T"], max(1, p["tokens"] // bp["T"]),
+                                                          device.type == "cuda")
+            write(Path(args.out_dir), slug, sections, csv_rows)
 
     def so_far(part: str, section):
         """on_row for a part: the tables so far plus this part's rows, marked partial until the part ends, so a

@@ -1,0 +1,76 @@
+"""Where one block's forward+backward goes: torch.profiler over a single step of a few block implementations
+at one T (the preset's `block_profile`), after warm-up steps so no Triton compilation or autotuning is in the
+window. Issue 14 asks where Sessa's extra milliseconds over the attention block go; the block timings say
+how many there are, this says which kernels hold them."""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from sessa_bench.bench.blocks import implementations
+from sessa_bench.bench.training import sync
+from sessa_bench.models.block import GatedBlock
+
+
+def step_ms(events, cuda: bool) -> float:
+    """The summed own time of a profiled step in ms, as the profiler's table footer sums it: on a GPU the
+    kernels' (device events only: an op's own device time repeats its kernels'; the attribute's name moved from
+    cuda to device across torch versions), on a CPU the ops' CPU time."""
+    if not cuda:
+        return sum(e.self_cpu_time_total for e in events) / 1000
+    total = 0.0
+    for e in events:
+        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False):
+            us = getattr(e, "self_device_time_total", None)
+            total += e.self_cuda_time_total if us is None else us
+    return total / 1000
+
+
+def profile_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, mamba: dict, T: int,
+                   impls: list[str], top: int = 12, warmup: int = 2, log=print) -> dict[str, tuple[float, str]]:
+    """impl -> (the step's summed own time of every op or kernel in ms, the profiler's table of the `top`
+    entries by own time), for each of `impls` available here."""
+    cuda = device.type == "cuda"
+    factories = implementations(device, d_model, n_heads, mamba)
+    batch = max(1, tokens // T)
+    out = {}
+    for name in impls:
+        if name not in factories:
+            log(f"  block profile: {name} is not available here")
+            continue
+        block = GatedBlock(d_model, factories[name]()).to(device=device, dtype=dtype)
+        x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=True)
+        grad = torch.randn_like(x)
+
+        def step():
+            block(x).backward(grad)
+            x.grad = None
+            for p in block.parameters():
+                p.grad = None
+
+        for _ in range(warmup):
+            step()
+        sync(device)
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            step()
+            sync(device)
+        events = prof.key_averages()
+        total = step_ms(events, cuda)
+        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        out[name] = (total, events.table(sort_by=sort, row_limit=top, max_name_column_width=70))
+        log(f"  block profile {name:20s} T={T}: {total:.2f} ms of {'kernels' if cuda else 'CPU ops'}")
+        del block, x, grad, prof
+        if cuda:
+            torch.cuda.empty_cache()
+    return out
+
+
+def section(profiles: dict[str, tuple[float, str]], T: int, batch: int, cuda: bool) -> str:
+    what = "kernel (device)" if cuda else "CPU op"
+    head = (f"### Where a block's step goes (T={T}, batch {batch}, forward+backward, torch.profiler)\n\n"
+            f"One step of each block after 2 warm-up steps; the sum of every {what} time of the step, then the "
+            f"top entries by their own time.\n\n| impl | {what} ms per step |\n|---|---|\n"
+            + "".join(f"| {name} | {total:.2f} |\n" for name, (total, _) in profiles.items()))
+    return head + "\n" + "\n".join(f"#### {name}\n\n```\n{table}\n```\n" for name, (_, table) in profiles.items())
