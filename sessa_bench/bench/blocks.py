@@ -96,6 +96,8 @@ def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths
     # the largest single-sequence T each implementation trains (one fwd+bwd pass)
     fits = []
     for name, factory in impls.items():
+        if name == "attention/minimal" or name.startswith("sessa/triton2-r"):
+            continue  # the same memory as attention/sdpa and sessa/triton2; each try up to 131072 costs seconds
         largest = None
         for T in fit_lengths:
             try:
