@@ -83,7 +83,7 @@ fi
 WORK=${WORK:-table1}
 if [[ $WORK == table1 ]]; then EXPERIMENTS=${EXPERIMENTS-table1_symbol_soup}; else EXPERIMENTS=${EXPERIMENTS-}; fi
 SEEDS=${SEEDS:-0 1}
-CAP=${CAP:-2000}
+CAP=${CAP:-}  # empty: each experiment's sweep.max_steps_cap (else 4x its grid's steps)
 PER_GPU=${PER_GPU:-3}
 # A stable rate, a batch large enough to be compute-bound, and compile (the eager step of a 20M model is
 # launch-bound, so a second GPU saved little at batch 64: results/bench/h200x2-run1-session.log).
@@ -164,7 +164,7 @@ else
   for p in ${PACE:-}; do pace+=(--pace "$p"); done
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
         "${pace[@]}"
-        --seeds $SEEDS --max-steps-cap "$CAP" --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
+        --seeds $SEEDS ${CAP:+--max-steps-cap "$CAP"} --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
         trainer.enable_progress_bar=false)
   plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)
 fi

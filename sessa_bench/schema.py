@@ -68,6 +68,8 @@ class SweepSchema:
     # How a rate's seed-0 run is scored at the grid's step count: best (its best validation up to it), last
     # (the last one at or before it); None: best when the run keeps a best-validation checkpoint, else last.
     score: Optional[str] = None
+    # The longest an extension of an unconverged run trains (sessa_bench.tables); None: 4x trainer.max_steps.
+    max_steps_cap: Optional[int] = None
 
 
 @dataclass

@@ -12,9 +12,10 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
    rate is the one with the best validation metric;
 2. the other seeds at the chosen rate (seed 0 is the sweep's run);
 3. convergence: while a family's runs at the chosen rate have not converged, all of them are extended to
-   twice their steps (resumed from their last checkpoint; constant schedule), up to --max-steps-cap
-   (default 4x the experiment's trainer.max_steps; a cap between two doublings is the last extension's
-   length, so a lease that fits 3000 steps but not 4000 can reach 3000).
+   twice their steps (resumed from their last checkpoint; constant schedule), up to the experiment's
+   `sweep.max_steps_cap` (absent: 4x its trainer.max_steps; --max-steps-cap S overrides every experiment's;
+   a cap between two doublings is the last extension's length, so a lease that fits 3000 steps but not 4000
+   can reach 3000).
 Each step trains in rounds (a round: the runs that can train side by side). With --time-limit SECONDS
 (counted from the command's start) no run starts whose estimated time (`sessa_bench/report/timing.py`,
 from the run folders' summaries) exceeds the time left: a round that does not fit starts the part of it
@@ -190,7 +191,7 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
         # a seed still at fewer steps than the others (a partial extension round, or one cut by a lease's end
         # and not imported) extends its finished shorter run; ensure would skip it as finished otherwise
         return [Todo(c, r, extends=shorter_run(r), peers=peers) for r in runs if r.summary is None]
-    cap = max_steps_cap if max_steps_cap is not None else 4 * c.steps
+    cap = max_steps_cap if max_steps_cap is not None else c.max_steps
     target = min(2 * steps, cap)  # the last extension stops at the cap: a cap between rungs is reached
     if all(c.converged(r)[0] for r in runs) or target <= steps or not c.constant:
         return []
@@ -412,8 +413,9 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs-per-gpu", type=int, default=None,
                     help="with --run: at most this many runs share one GPU")
     ap.add_argument("--max-steps-cap", type=int, default=None,
-                    help="with --run: extend unconverged runs (doubling their steps) up to this many steps "
-                         "(default: 4x each experiment's trainer.max_steps)")
+                    help="with --run: extend unconverged runs (doubling their steps) up to this many steps, in "
+                         "every experiment (default: each experiment's sweep.max_steps_cap, else 4x its "
+                         "trainer.max_steps)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="with --run: start no run (of the sweep, seeds or extensions) whose estimated time "
                          "does not fit in the SECONDS since this command started (of a round that does not fit, "

@@ -324,6 +324,32 @@ def test_a_cap_between_two_doublings_is_the_last_extension(tmp_path, unconverged
     assert len(todo) == 6 and all(f"trainer.max_steps={3 * STEPS // 2}" in ov for ov in todo)
 
 
+def test_the_experiments_own_cap_stops_extensions_unless_the_flag_overrides_it(tmp_path, unconverged,
+                                                                              fake_ensure):
+    """sweep.max_steps_cap in the experiment's config is the cap when --max-steps-cap is not given (Table 1's
+    long column cannot finish a 16000-step run in one lease): at STEPS nothing is left to train; the flag
+    still overrides it."""
+    scoped = {EXP: overrides(tmp_path, "[0.001]") + [f"sweep.max_steps_cap={STEPS}"]}
+    protocol(TABLES["table1"], [0, 1], scoped, jobs=6, only=[EXP])
+    assert fake_ensure == []
+    with pytest.raises(Trained):
+        protocol(TABLES["table1"], [0, 1], scoped, jobs=6, max_steps_cap=2 * STEPS, only=[EXP])
+    (todo,) = fake_ensure
+    assert len(todo) == 6 and all(f"trainer.max_steps={2 * STEPS}" in ov for ov in todo)
+
+
+def test_table1_caps_and_a_bad_cap():
+    from sessa_bench.report.protocol import cap_of
+
+    caps = {e: cell(e, "sessa", [], "val/acc").max_steps
+            for e in ("table1_symbol_soup", "table1_symbol_soup_long", "table1_diffuse_mqar")}
+    assert caps == {"table1_symbol_soup": 16000, "table1_symbol_soup_long": 4000, "table1_diffuse_mqar": 16000}
+    assert cell("table2_simplestories", "sessa", [], "val/ppl").max_steps == 4 * 3000  # no cap: 4x the grid's
+    for bad in (0, 2.5, "many", True):
+        with pytest.raises(ValueError, match=r"sweep.max_steps_cap=.*: must be a positive integer \(steps\)"):
+            cap_of({"max_steps_cap": bad})
+
+
 def test_a_raised_grid_length_extends_the_sweep_runs(tmp_path, fake_ensure, capsys):
     """The experiment's step count raised from STEPS to 2 x STEPS after its sweep finished: the sweep runs
     are extended (reopened, then trained; ensure would skip them as finished otherwise, and the sweep would

@@ -190,6 +190,9 @@ def test_parameter_table_and_caption(built):
                for f in ("sessa", "transformer", "mamba2"))
     assert f"time {wall:,.0f} s" in md and "device CPU x" in md and "budget `tiny`" in md
     assert "; execution eager; " in md
+    # each experiment's extension cap, from its config
+    assert ("up to their experiment's cap (`table1_symbol_soup` 16000 steps; `table1_symbol_soup_long` 4000 steps; "
+            "`table1_diffuse_mqar` 16000 steps; `tables --max-steps-cap` overrides them when it trains)") in md
     from sessa_bench.report.paper import execution
     assert execution([{"family": "sessa", "compile": True}, {"family": "sessa", "compile": False},
                       {"family": "mamba2"}]) == ("sessa 1/2 runs compiled (torch.compile), the rest eager; "

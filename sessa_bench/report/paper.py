@@ -251,6 +251,17 @@ def scoring(cs: list[Cell]) -> str:
     return " / ".join(ways)
 
 
+def caps(got: dict[str, Collected]) -> str:
+    """Each experiment's extension cap, from its config (sweep.max_steps_cap, else 4x the grid's steps)."""
+    out = []
+    for exp, col in got.items():
+        cells = list(col.cells.values())
+        if cells:
+            c = cells[0]
+            out.append(f"`{exp}` {c.max_steps} steps" + ("" if c.cap is not None else " (4x the grid's)"))
+    return "; ".join(out) + "; `tables --max-steps-cap` overrides them when it trains"
+
+
 def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
     metric = table.curve_metric
     acc = not metric.endswith(("ppl", "loss"))
@@ -268,8 +279,9 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
             f"validations of that quarter and the one before it)"
             + (f" and ends above the task's trivial level (its baseline, else chance) by more than {tol}: "
                f"a flat curve at that level is a plateau" if acc else "")
-            + "; runs that were not are extended (resumed with twice the steps, at most the cap, constant learning "
-              "rate after warmup) up to the stated cap, and `*` marks cells with a run still unconverged."]
+            + "; runs that were not are extended (resumed with twice the steps, constant learning rate after "
+              f"warmup) up to their experiment's cap ({caps(got)}), and `*` marks cells with a run still "
+              "unconverged."]
     if any(c.best for c in cs):
         text.append(f"Runs keep their best-{metric} checkpoint; validation and test metrics are that "
                     f"checkpoint's (`tested: best <step>` in the second table), and convergence is judged on the best-so-far "

@@ -174,6 +174,12 @@ class Cell:
     execution: str = "eager"      # how its runs train (report.timing.execution): the estimates' pace
     score_best: bool | None = None  # sweep.score == best: a rate's score is its best validation up to the
     #                                 grid's step count, else the last one (None: as `best`)
+    cap: int | None = None        # sweep.max_steps_cap: extensions stop there (None: 4x `steps`)
+
+    @property
+    def max_steps(self) -> int:
+        """The longest an extension of this cell trains: its experiment's cap, else 4x the grid's steps."""
+        return self.cap if self.cap is not None else 4 * self.steps
 
     def run(self, lr: float, seed: int, steps: int | None = None) -> Run:
         steps = steps or self.steps
@@ -251,7 +257,16 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
                  "budget": res["budget"]["name"], "results_dir": res["results_dir"]},
                 execution({**res, "cuda_graphs": cuda_graphs.enabled(res)}),
-                score_of(res["sweep"]))
+                score_of(res["sweep"]), cap_of(res["sweep"]))
+
+
+def cap_of(sweep: dict) -> int | None:
+    """sweep.max_steps_cap (absent: None), or one clear error for a value that is not a positive integer."""
+    cap = sweep.get("max_steps_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"sweep.max_steps_cap={cap!r}: must be a positive integer (steps), or absent (4x the "
+                         f"experiment's trainer.max_steps)")
+    return cap
 
 
 def score_of(sweep: dict) -> bool | None:
