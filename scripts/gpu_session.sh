@@ -42,6 +42,12 @@
 #                16000-step runs leaves idle (results/bench/h200x2-run4-session.log: ALSO, bound to its call,
 #                would cut it). Its output goes to /tmp/session/logs/beside.log (in the bundle; its tail in
 #                the summary); its run folders, under /tmp/paper_runs, come back with the table's.
+#   TAIL="cmd"   (with LEASE) starts detached in the call that starts the table step, waits for the table
+#                step to finish and then runs until the step's limit, whichever call is running: work for the
+#                GPUs a round leaves idle at its end (another experiment's sweep, the calibration), pinned
+#                with CUDA_VISIBLE_DEVICES; $TAIL_LEFT holds its seconds left less 30 (for a --time-limit).
+#                Every later call waits for it after PROBE and AFTER, so its run folders come back in the
+#                bundle of the call it ends in; its output goes to /tmp/session/logs/tail.log (summary: tail).
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen runs (scripts/probe_chosen.py:
@@ -205,6 +211,15 @@ if [[ ! -f $started ]]; then
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
     setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? ('"${per_family[*]}"')" \
       >> "$0/logs/tables.log"; touch "$0/tables.done"' "$work" "${busy[@]}" < /dev/null &
+    if [[ -n ${TAIL:-} ]]; then  # detached as well: once the table step is done, until the step's limit
+      echo "tail waits for the table step (limit $limit s from now): $TAIL" >> "$work/logs/tail.log"
+      touch "$work/tail.started"
+      # tail.done is touched whatever ends the tail (its own end or the limit), so no call waits for it in vain
+      setsid bash -c 'timeout -k 15 "$1" bash -c '"'"'while [[ ! -f "$0/tables.done" ]]; do sleep 5; done
+          export TAIL_LEFT=$(( $1 - $(date +%s) - 30 )); echo "tail started $(date +%T), TAIL_LEFT=$TAIL_LEFT"
+          bash -c "$2"; echo "tail exit $?"'"'"' "$0" "$2" "$3"; touch "$0/tail.done"' \
+        "$work" "$limit" "$(( $(date +%s) + limit ))" "$TAIL" >> "$work/logs/tail.log" 2>&1 < /dev/null &
+    fi
   else
     "${busy[@]}" >> "$work/logs/tables.log" 2>&1
     echo "tables exit $? (${per_family[*]})" >> "$work/logs/tables.log"
@@ -240,6 +255,8 @@ if [[ -f $done && -n ${AFTER:-} ]] && (( $(left) > 10 )); then
   timeout -k 15 "$(left)" bash -c "$AFTER" > "$out/after.log" 2>&1
   echo "exit $?" >> "$out/after.log"
 fi
+# a TAIL still running: this call waits for it (what it trained comes back in this call's bundle)
+while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done
 
 tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
 if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
@@ -264,6 +281,7 @@ fi
   echo; echo "## tables (last lines; $([[ -f $done ]] && echo finished || echo "still running"))"
   grep -v "^\s*$" "$work/logs/tables.log" | tail -25
   [[ -f $work/logs/beside.log ]] && { echo; echo "## beside (last lines)"; tail -12 "$work/logs/beside.log"; }
+  [[ -f $work/logs/tail.log ]] && { echo; echo "## tail ($([[ -f $work/tail.done ]] && echo finished || echo "still running"); last lines)"; tail -12 "$work/logs/tail.log"; }
   echo; echo "## probes"; tail -8 "$work/logs/probe.log" 2>/dev/null
   if [[ -f $done && $WORK != calibrate ]]; then  # what the next lease starts with (tables --plan, as this one ran)
     echo; echo "## next round (tables --plan on this lease's run folders; on the next lease's fresh machine no checkpoint is left, so an extension shown resumed retrains from step 0 there)"
