@@ -9,9 +9,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from sessa_bench.bench.blocks import implementations
+from sessa_bench.bench.blocks import block_step, implementations
 from sessa_bench.bench.training import sync
-from sessa_bench.models.block import GatedBlock
 
 
 def step_ms(events, cuda: bool) -> float:
@@ -40,16 +39,7 @@ def profile_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, mamba
         if name not in factories:
             log(f"  block profile: {name} is not available here")
             continue
-        block = GatedBlock(d_model, factories[name]()).to(device=device, dtype=dtype)
-        x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=True)
-        grad = torch.randn_like(x)
-
-        def step():
-            block(x).backward(grad)
-            x.grad = None
-            for p in block.parameters():
-                p.grad = None
-
+        step = block_step(factories[name], d_model, batch, T, dtype, device, backward=True)
         for _ in range(warmup):
             step()
         sync(device)
@@ -61,7 +51,7 @@ def profile_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, mamba
         sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
         out[name] = (total, events.table(sort_by=sort, row_limit=top, max_name_column_width=70))
         log(f"  block profile {name:20s} T={T}: {total:.2f} ms of {'kernels' if cuda else 'CPU ops'}")
-        del block, x, grad, prof
+        del step, prof
         if cuda:
             torch.cuda.empty_cache()
     return out

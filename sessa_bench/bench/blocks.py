@@ -54,7 +54,9 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
     return {k: v for k, v in out.items() if k in REFERENCES or k.startswith(wanted)}
 
 
-def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
+def block_step(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool):
+    """One step of a gated block around factory()'s mixer on random input: its forward, and with `backward`
+    the backward of a random gradient, the gradients cleared after it."""
     block = GatedBlock(d_model, factory()).to(device=device, dtype=dtype)
     x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=backward)
     grad = torch.randn_like(x)
@@ -66,7 +68,11 @@ def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: 
             x.grad = None
             for p in block.parameters():
                 p.grad = None
+    return step
 
+
+def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
+    step = block_step(factory, d_model, batch, T, dtype, device, backward)
     if not backward:
         with torch.no_grad():
             return measure(step, device, reps=reps)
