@@ -26,7 +26,7 @@ from sessa_bench.compose import CONF_DIR, compose_file, compose_train
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.calibration import render, row
 from sessa_bench.report.collect import collect
-from sessa_bench.report.protocol import select_lr
+from sessa_bench.report.protocol import planned_execution, select_lr
 from sessa_bench.report.timing import SAFETY, run_seconds
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "calibrate").glob("*.yaml"))
@@ -76,13 +76,9 @@ def estimator(results_dir: Path, experiment: str, runs_per_gpu: int | None, runs
     sweep (c0, eager, 640 tokens) timed c4's and c5's graphed 192-320-token runs at 372 s where they took
     85-106 s, so a lease's last 462 s started none of them (results/bench/h200x2-run5-session.log). Steps
     and execution are composed here, once: ensure asks from its worker threads, where Hydra cannot compose."""
-    from sessa_bench import cuda_graphs
-    from sessa_bench.report.timing import execution
-
     def facts(ov: list[str]) -> tuple[int, str]:
         cfg = compose_train(ov)
-        res = OmegaConf.to_container(cfg, resolve=True)
-        return cfg.trainer.max_steps, execution({**res, "cuda_graphs": cuda_graphs.enabled(res)})
+        return cfg.trainer.max_steps, planned_execution(OmegaConf.to_container(cfg, resolve=True))
 
     known = {tuple(ov): (name.rsplit("-lr", 1)[0], *facts(ov)) for name, ov in runs.items()}
 

@@ -256,8 +256,13 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 "best" in (res.get("callbacks") or {}),
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
                  "budget": res["budget"]["name"], "results_dir": res["results_dir"]},
-                execution({**res, "cuda_graphs": cuda_graphs.enabled(res)}),
-                score_of(res["sweep"]), cap_of(res["sweep"]))
+                planned_execution(res), score_of(res["sweep"]), cap_of(res["sweep"]))
+
+
+def planned_execution(res: dict) -> str:
+    """How a run of this resolved config will train (timing.execution's names: compile, cuda_graphs, eager),
+    with `cuda_graphs: auto` settled for the GPUs visible here."""
+    return execution({**res, "cuda_graphs": cuda_graphs.enabled(res)})
 
 
 def cap_of(sweep: dict) -> int | None:
