@@ -98,8 +98,11 @@ class GraphedBlocks:
         self.eval_off: str | None = "SESSA_BENCH_EVAL_GRAPHS=0" if off else None
         self.eval_pool = None
         self.check_eval = False  # set by training forwards: the next eval replay is checked against eager
+        # each block's own (eager) forward, bound before the dispatch replaces it: the eager path, and what the
+        # eval captures record and their checks compare with
+        self.eager_forwards = [type(block).forward.__get__(block) for block in blocks]
         for i, block in enumerate(blocks):
-            block.forward = self._dispatch(i, block, type(block).forward.__get__(block))
+            block.forward = self._dispatch(i, block, self.eager_forwards[i])
 
     def _autocast(self) -> tuple:
         return (torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type))
@@ -197,8 +200,7 @@ class GraphedBlocks:
         self.capturing = True
         try:
             with self._uncached_autocast():
-                for block in self.blocks:
-                    fwd = type(block).forward.__get__(block)
+                for fwd in self.eager_forwards:
                     replay, out = graph_forward(lambda t, f=fwd: f(t, None, None), h, self.eval_pool, self.warmup)
                     graphs.append((replay, h, out))
                     h = out
@@ -215,8 +217,8 @@ class GraphedBlocks:
         CaptureError when they differ."""
         with self._uncached_autocast():
             expect = x
-            for block in self.blocks:
-                expect = type(block).forward(block, expect, None, None)
+            for fwd in self.eager_forwards:
+                expect = fwd(expect, None, None)
         graphs[0][1].copy_(x)
         for replay, _, _ in graphs:
             replay()
