@@ -65,9 +65,9 @@ def main(argv=None) -> int:
         if folder.probe_current():
             print(f"{path.name}: has probe.json", flush=True)
             continue
-        if not folder.reported()[0].exists():
-            print(f"{path.name}: no {folder.reported()[0].name} on this machine (trained elsewhere): not probed",
-                  flush=True)
+        ckpt = folder.reported()[0]
+        if not ckpt.exists():
+            print(f"{path.name}: no {ckpt.name} on this machine (trained elsewhere): not probed", flush=True)
             continue
         if folder.probe.exists():  # it measured the model before an extension, or other weights: measure this one
             print(f"{path.name}: probe.json is of another model than the run reports (step count or best/last "
