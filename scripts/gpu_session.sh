@@ -63,6 +63,9 @@
 #   PACE="sessa:cuda_graphs=0.5 ..."  `tables --pace` (each value): a graphed (or compiled) run with no finished
 #                run executed so to time it is timed by eager runs x the factor, a measured ratio
 #                (results/bench/nvidia-h200-execution-ab.md); without it such runs are timed as eager ones.
+#   SAFETY=1.1   `tables --safety`: the margin on the table step's estimates (default 1.2). Two 16000-step Mamba2
+#                retrains, timed by its newest run (its start-up counted once), are ~1460 s each: x1.2 they fit
+#                no lease (1751 s), x1.1 one of LEASE=1680 (1620 s left).
 #   MPS=1        the table step's runs share the GPU through a CUDA MPS daemon started for it (pipe and log
 #                folders under /tmp; where it does not start, they run without, and summary.md says so); the
 #                daemon is stopped once the table step has finished, before PROBE and AFTER. It changes no
@@ -169,7 +172,7 @@ else
   pace=()  # PACE="sessa:cuda_graphs=0.5 ...": tables --pace, the estimates of graphed runs without graphed history
   for p in ${PACE:-}; do pace+=(--pace "$p"); done
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
-        "${pace[@]}"
+        "${pace[@]}" ${SAFETY:+--safety "$SAFETY"}
         --seeds $SEEDS ${CAP:+--max-steps-cap "$CAP"} --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
         trainer.enable_progress_bar=false)
   plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)

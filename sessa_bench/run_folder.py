@@ -33,6 +33,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the one atomic text write)
+from sessa_bench.report.timing import startup_seconds, trained_in_last_process
 
 # Keys that may differ between a run and its rerun without changing what the run computes.
 # The number of processes is one of them: data.batch_size is the global batch, split across the processes.
@@ -102,7 +103,20 @@ class RunFolder:
             return False
 
     def read_summary(self) -> dict:
-        return json.loads(self.summary.read_text())
+        """summary.json; one written before runs recorded `startup_seconds` (2026-11-30) gets it derived from
+        metrics.jsonl here, as the run would have recorded it (`timing.startup_seconds`)."""
+        summary = json.loads(self.summary.read_text())
+        if "startup_seconds" not in summary:
+            summary["startup_seconds"] = self.startup_seconds(summary)
+        return summary
+
+    def startup_seconds(self, summary: dict) -> float:
+        """The start-up of the run's last training process, from its metrics lines and `summary`'s wall time."""
+        wall = summary.get("wall_seconds_this_process", summary.get("wall_seconds_total"))
+        if wall is None:
+            return 0.0
+        fit = self.read_metrics()[:summary.get("fit_metrics_lines")]
+        return startup_seconds(fit, float(wall), trained_in_last_process(summary), summary.get("resumed_from_step"))
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.summary, json.dumps(summary, indent=2, sort_keys=True, default=str))

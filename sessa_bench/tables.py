@@ -78,7 +78,7 @@ def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[st
 def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs: int | None = 1,
              max_steps_cap: int | None = None, only: list[str] | None = None, time_limit: float | None = None,
              started: float | None = None, plan: bool = False, pace: dict[str, float] | None = None,
-             **kw) -> None:
+             safety: float = SAFETY, **kw) -> None:
     """Train the table's runs by the protocol (module docstring), for the experiments in `only` (default:
     all of the table's); `kw` goes on to sessa_bench.runs.ensure. With time_limit (seconds from `started`, a
     time.monotonic(); default now), a round whose estimated time does not fit in what is left starts only the
@@ -91,7 +91,7 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     cells = [cell(e, f, scoped[e], table.curve_metric) for e in names for f in table.families]
     cells = list({(c.experiment, c.family): c for c in cells}.values())
     clock = None if time_limit is None and not plan else \
-        Clock(math.inf if time_limit is None else time_limit, started, jobs, kw.get("jobs_per_gpu"), pace)
+        Clock(math.inf if time_limit is None else time_limit, started, jobs, kw.get("jobs_per_gpu"), pace, safety)
     # 1. the sweep, round by round (a round's grid extensions are known only once it has finished), then
     # 2. + 3. the seeds at the chosen rate and extensions until converged or capped
     for step, next_round in (("sweep", lambda: [t for c in cells for t in sweep_runs(c)]),
@@ -142,7 +142,7 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
     verdict = ("fits" if len(start) == len(todo) else "does not fit, nor does any part of it" if not start else
                f"does not fit; {len(start)} of its runs do (~{part_est:.0f} s) and start, the rest waits: "
                + ", ".join(t.run.folder.path.name for t in todo if t not in start))
-    lines.append(f"  round: ~{'?' if est is None else f'{est:.0f}'} s (x{SAFETY} safety included)"
+    lines.append(f"  round: ~{'?' if est is None else f'{est:.0f}'} s (x{clock.safety} safety included)"
                  + ("" if math.isinf(left) else f"; {max(left, 0):.0f} s of --time-limit left: {verdict}"))
     return "\n".join(lines)
 
@@ -206,9 +206,10 @@ class Clock:
     """--time-limit: whether the next round fits in the time left (estimated by sessa_bench.report.timing)."""
 
     def __init__(self, limit: float, started: float | None, jobs: int | None, jobs_per_gpu: int | None,
-                 pace: dict[str, float] | None = None):
+                 pace: dict[str, float] | None = None, safety: float = SAFETY):
         from sessa_bench.runs import place, visible_gpus
 
+        self.safety = safety  # --safety: the margin on every estimate
         self.pace = pace or {}  # --pace: [family:]execution -> factor on an eager pace that times such a run
         self.end = (time.monotonic() if started is None else started) + limit
         self.placed = place(jobs, visible_gpus(), jobs_per_gpu)  # the GPU of each slot, as ensure fills them
@@ -222,7 +223,7 @@ class Clock:
     def estimate(self, todo: list[Todo]) -> tuple[list[float | None], float | None]:
         """Seconds of each run of the round at its GPU sharing, and of the whole round (None: unknown)."""
         secs = estimates(todo, self.runs_per_gpu(len(todo)), self.pace)
-        return secs, round_seconds(secs, self.slots)
+        return secs, round_seconds(secs, self.slots, self.safety)
 
     def fit(self, todo: list[Todo]) -> tuple[list[Todo], float | None]:
         """The runs of a round to start now: all of them when the round fits in the time left or has no timing
@@ -244,7 +245,7 @@ class Clock:
                 secs[k] = estimates(order, k, self.pace)
             return secs[k]
 
-        whole = round_seconds(at(len(order)), self.slots)
+        whole = round_seconds(at(len(order)), self.slots, self.safety)
         if left > 0 and (whole is None or whole <= left):
             return order, whole
         if left <= 0:
@@ -255,7 +256,7 @@ class Clock:
         best, best_key, best_est = (), None, None
         for part in parts:
             sec = [at(len(part))[i] for i in part]
-            est = round_seconds(sec, self.slots)
+            est = round_seconds(sec, self.slots, self.safety)
             if est is None or est > left:
                 continue
             key = (sum(stand_ins(sec)), len(part), tuple(-i for i in part))  # timed as round_seconds times it
@@ -279,7 +280,7 @@ class Clock:
                        f" (time limit: ~{est:.0f} s estimated, {left:.0f} s left{part})")
 
     def run_estimate(self, todo: list[Todo]):
-        """For runs.ensure: the seconds (x SAFETY) of a run of this admitted round, given its overrides,
+        """For runs.ensure: the seconds (x the safety factor) of a run of this admitted round, given its overrides,
         estimated when its slot frees (from the runs finished by then), so a later wave of a round that had no
         timing when it started is not started past the time limit. None (start) for the first wave, which
         ensure starts at once: `admit` has just decided that, and a second look a moment later must not leave
@@ -292,7 +293,7 @@ class Clock:
             if tuple(overrides) in first_wave:
                 return None
             sec = estimates([by_overrides[tuple(overrides)]], sharing, self.pace)[0]
-            return None if sec is None else sec * SAFETY
+            return None if sec is None else sec * self.safety
         return estimate
 
 
@@ -323,10 +324,11 @@ def estimates(todo: list[Todo], runs_per_gpu: int | None = None,
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
                                    cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu,
-                                   how=t.cell.execution, fallback=factor))
+                                   how=t.cell.execution, fallback=factor, family=t.cell.family))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
-                                   runs_per_gpu=runs_per_gpu, how=t.cell.execution, fallback=factor))
+                                   runs_per_gpu=runs_per_gpu, how=t.cell.execution, fallback=factor,
+                                   family=t.cell.family))
     return out
 
 
@@ -365,11 +367,12 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
           out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
           jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
           only: list[str] | None = None, time_limit: float | None = None,
-          started: float | None = None, plan: bool = False, pace: list[str] = ()) -> dict[str, Path]:
+          started: float | None = None, plan: bool = False, pace: list[str] = (),
+          safety: float = SAFETY) -> dict[str, Path]:
     """Run the protocol (run=True; no round is started that would not end within time_limit seconds of
     `started`, a time.monotonic(), default now), then write <out_dir>/<name>.md and .csv (and plots);
     returns paths. plan=True: print the protocol's next round instead, train and write nothing ({}).
-    pace: --pace values (parse_pace), for the estimates."""
+    pace: --pace values (parse_pace), for the estimates; safety: the margin on them (--safety)."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
     seeds = [int(s) for s in seeds]
@@ -380,13 +383,15 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit={time_limit:g} (--time-limit): must be > 0 (seconds from the start of "
                          f"the command)")
+    if not safety >= 1:
+        raise ValueError(f"safety={safety:g} (--safety): must be >= 1 (a factor on the estimates)")
     factors = parse_pace(list(pace))
     table = TABLES[name]
     if only is not None and (bad := [e for e in only if e not in experiments(table)]):
         raise ValueError(f"experiments={bad}: {name} has the experiments {experiments(table)}")
     scoped = split_overrides(list(overrides), experiments(table))
     if run or plan:
-        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, plan, factors,
+        protocol(table, seeds, scoped, jobs, max_steps_cap, only, time_limit, started, plan, factors, safety,
                  jobs_per_gpu=jobs_per_gpu)
     if plan:
         return {}
@@ -425,6 +430,9 @@ def main(argv=None) -> None:
                          "and has no finished run executed so to time it is timed by eager runs x FACTOR "
                          "(a measured ratio, e.g. sessa:cuda_graphs=0.5 from "
                          "results/bench/nvidia-h200-execution-ab.md); repeatable")
+    ap.add_argument("--safety", type=float, default=SAFETY, metavar="FACTOR",
+                    help=f"with --time-limit or --plan: the margin on every estimate (default {SAFETY}); lower "
+                         "it only where the runs that time the round ran on the same code and machine kind")
     ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")
@@ -446,7 +454,7 @@ def main(argv=None) -> None:
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
                       jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
                       only=args.experiments, time_limit=args.time_limit, started=started, plan=args.plan,
-                      pace=args.pace)
+                      pace=args.pace, safety=args.safety)
         if paths:
             print(paths["md"].read_text())
 

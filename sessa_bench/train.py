@@ -278,6 +278,7 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         # when it ended (UTC): the time limit's estimates prefer the newest of equally long runs (timing.pace)
         "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    summary["startup_seconds"] = folder.startup_seconds(summary)  # the time limit counts it once a run
     if not trainer.is_global_zero:
         return summary
     folder.write_summary(summary)

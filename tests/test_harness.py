@@ -48,6 +48,7 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
     assert summary["backends"] == ["sdpa"] and summary["git_commit"] and summary["hardware"]["torch"]
     assert summary["compile"] is False
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", summary["finished_at"])  # the estimates' tie-break
+    assert 0 <= summary["startup_seconds"] < summary["wall_seconds_this_process"]  # counted once by the estimates
     assert summary["steps"] == 6 and summary["throughput_tokens_per_s"] > 0
     flops = summary["throughput_tokens_per_s"] * summary["cost"]["train_flops_per_token"]
     assert summary["mfu"] == pytest.approx(flops / (1e12 * summary["world_size"]))

@@ -2,13 +2,17 @@
 
 The table runner (`sessa_bench.tables --time-limit`) must not start a round it cannot finish: a round killed
 midway leaves its reopened folders unfinished, and the shorter finished results they held are lost with it.
-So each estimate leans long: a run's pace includes its start-up and evaluation, the slowest known pace stands
-in for a run without its own, and the round gets a safety factor on top.
+So each estimate leans long: a run's pace includes its evaluation, the slowest known pace stands in for a run
+without its own, and the round gets a safety factor on top. A process's start-up (the first training window's
+excess: kernel autotuning, CUDA-graph capture) is counted once per run, not per step: scaled with the steps, a
+cold Triton autotune of 245 s timed Mamba2's 16000-step retrain at 1729 s where its steps take ~1460 s with it
+(results/bench/h200x2-run6-session.log).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 
 SAFETY = 1.2  # on top of the round's estimate: paces vary between runs and machines
 # Fewer runs sharing a GPU than when a pace was measured: each goes faster, but not in proportion below the
@@ -22,9 +26,32 @@ def trained_in_last_process(summary: dict) -> int:
     return (summary.get("steps") or 0) - (summary.get("resumed_from_step") or 0)
 
 
+def startup_seconds(rows: list[dict], wall: float, trained: int, resumed_from_step: int | None = None) -> float:
+    """Seconds a training process spent starting up, from its metrics lines (`rows`, metrics.jsonl): its first
+    window of `train/tokens_per_s` (from the start of training to the first logged step) against the median of
+    the later ones. With the first window r times slower than the steady ones and n steps long, the process's
+    `wall` is its start-up n*p*(r-1) plus `trained` steps at p (evaluation included): solved for both. 0 when
+    the first window is not slower or fewer than three windows were logged."""
+    start = resumed_from_step or 0
+    windows = [(int(r["step"]), float(r["train/tokens_per_s"])) for r in rows
+               if "train/tokens_per_s" in r and int(r.get("step", -1)) >= start]
+    if len(windows) < 3 or trained <= 0 or windows[0][1] <= 0:
+        return 0.0
+    (first_step, first), steady = windows[0], statistics.median(v for _, v in windows[1:])
+    excess, n = steady / first - 1.0, first_step + 1 - start
+    if excess <= 0 or n <= 0:
+        return 0.0
+    return n * excess * wall / (trained + n * excess)
+
+
+def startup(summary: dict) -> float:
+    """The run's last process's start-up (summary.json's `startup_seconds`; 0 where it is not recorded)."""
+    return float(summary.get("startup_seconds") or 0.0)
+
+
 def seconds_per_step(summary: dict) -> float | None:
-    """Wall seconds per step of a finished run, start-up and evaluation included, or None when its summary
-    does not tell. Timed over its last process, which trained steps - resumed_from_step steps (all of them
+    """Wall seconds per step of a finished run, evaluation included and its start-up (`startup`) not, or None
+    when its summary does not tell. Timed over its last process, which trained steps - resumed_from_step steps (all of them
     when trained from step 0, e.g. an extension retrained without its checkpoint, whose wall_seconds_total
     also counts the first training). A last process that trained less than half of the steps is a rerun
     after a kill (an extension resumes for exactly half): its start-up dominates, and wall_seconds_total
@@ -33,7 +60,7 @@ def seconds_per_step(summary: dict) -> float | None:
     wall = summary.get("wall_seconds_this_process", summary.get("wall_seconds_total"))
     if wall is None or steps <= 0 or 2 * trained < steps:
         return None
-    return float(wall) / trained
+    return (float(wall) - startup(summary)) / trained
 
 
 def sharing(summary: dict, runs_per_gpu: int | None) -> float:
@@ -53,21 +80,33 @@ def execution(s: dict) -> str:
 
 
 def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
-         runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0) -> float | None:
-    """Seconds per step for a run to train: that of the longest last process among its own finished run (a
-    run being extended) and its cell's (same family, experiment and rate), since start-up and evaluation
-    weigh least there (a resumed half-length segment of the same run, timed while more runs shared the GPU,
-    measured 0.52 s/step where its seed's full 2000-step process measured 0.37); of those, the one timed at
-    the GPU sharing nearest the round's (the least scaled: `sharing` is a rough model); ties: the one that
-    finished last (summary.json's `finished_at`, absent before 2026-11-30: oldest), since the code a round
-    runs is the newest (Mamba2's aligned in_proj and graphed evaluation, measured at 1.12x a step and 1.18x
-    an eval batch, came after its 8000-step run), then the slowest;
-    else the slowest of its experiment's finished runs; else None. Each at the round's GPU sharing. With
-    `how` (the run's `execution`), only runs trained the same way time it when there are any: a compiled run
-    trains up to 2x faster (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an
-    eager pace for a compiled or graphed run leans long, by what that execution saves: `fallback` scales
-    such a borrowed pace (tables --pace, from a measured A/B such as results/bench/nvidia-h200-execution-ab.md;
-    default 1: no saving assumed)."""
+         runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0,
+         family: str | None = None) -> float | None:
+    """Seconds per step for a run to train (`timed_by`'s pace), or None."""
+    timed = timed_by(own, cell, experiment, runs_per_gpu, how, fallback, family)
+    return None if timed is None else timed[0]
+
+
+def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
+             runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0,
+             family: str | None = None) -> tuple[float, dict] | None:
+    """(seconds per step, the summary timing it) for a run to train: the pace of the longest last process
+    among its own finished run (a run being extended) and its cell's (same family, experiment and rate),
+    since start-up and evaluation weigh least there (a resumed half-length segment of the same run, timed
+    while more runs shared the GPU, measured 0.52 s/step where its seed's full 2000-step process measured
+    0.37); of those, the one timed at the GPU sharing nearest the round's (the least scaled: `sharing` is a
+    rough model); ties: the one that finished last (summary.json's `finished_at`, absent before 2026-11-30:
+    oldest), since the code a round runs is the newest (Mamba2's aligned in_proj and graphed evaluation,
+    measured at 1.12x a step and 1.18x an eval batch, came after its 8000-step run), then the slowest;
+    else the slowest of its experiment's finished runs of its `family` (a new rate of the sweep: a family's
+    pace hardly depends on its rate; the experiment's slowest, Mamba2, timed Sessa's and the Transformer's
+    2000-step Diffuse MQAR runs at 273 s where theirs took 91-195 s); else the slowest of its experiment's;
+    else None. Each at the round's GPU sharing. With `how` (the run's `execution`), only runs trained the
+    same way time it when there are any: a compiled run trains up to 2x faster
+    (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an eager pace for a
+    compiled or graphed run leans long, by what that execution saves: `fallback` scales such a borrowed pace
+    (tables --pace, from a measured A/B such as results/bench/nvidia-h200-execution-ab.md; default 1: no
+    saving assumed)."""
     def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
         return seconds_per_step(s) * sharing(s, runs_per_gpu)
 
@@ -82,11 +121,15 @@ def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] 
 
     mine, scale = alike([*([own] if own is not None else []), *cell])
     if mine:
-        return scale * at_round(max(mine, key=lambda s: (trained_in_last_process(s), -off(s),
-                                                         s.get("finished_at") or "", at_round(s))))
-    others, scale = alike(list(experiment))
-    known = [at_round(s) for s in others]
-    return scale * max(known) if known else None
+        best = max(mine, key=lambda s: (trained_in_last_process(s), -off(s), s.get("finished_at") or "",
+                                        at_round(s)))
+        return scale * at_round(best), best
+    for group in ([s for s in experiment if s.get("family") == family] if family else [], list(experiment)):
+        others, scale = alike(group)
+        if others:
+            slowest = max(others, key=at_round)
+            return scale * at_round(slowest), slowest
+    return None
 
 
 def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
@@ -97,19 +140,22 @@ def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
 
 def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
                 experiment: list[dict] = (), runs_per_gpu: int | None = None,
-                how: str | None = None, fallback: float = 1.0) -> float | None:
-    """Seconds to train one run to `target` steps (None: no finished run to time it by). own: the finished
-    shorter run it extends (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a
-    pace from (`pace`, which also takes `how` and `fallback`)."""
-    p = pace(own, cell, experiment, runs_per_gpu, how, fallback)
-    if p is None:
+                how: str | None = None, fallback: float = 1.0, family: str | None = None) -> float | None:
+    """Seconds to train one run to `target` steps (None: no finished run to time it by): the start-up of the
+    run that times it, then its steps at that run's pace. own: the finished shorter run it extends
+    (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a pace from (`timed_by`,
+    which also takes `how` and `fallback`)."""
+    timed = timed_by(own, cell, experiment, runs_per_gpu, how, fallback, family)
+    if timed is None:
         return None
-    return p * steps_to_train(target, own["steps"] if own is not None else 0, resumable and own is not None)
+    p, by = timed
+    return startup(by) + p * steps_to_train(target, own["steps"] if own is not None else 0,
+                                            resumable and own is not None)
 
 
-def round_seconds(runs: list[float | None], slots: int | None = None) -> float | None:
+def round_seconds(runs: list[float | None], slots: int | None = None, safety: float = SAFETY) -> float | None:
     """Seconds for a round of runs trained side by side, at most `slots` at a time (None: all at once), times
-    SAFETY: the runs start in their order, each in the first slot to free (as runs.ensure's workers take
+    `safety`: the runs start in their order, each in the first slot to free (as runs.ensure's workers take
     them), and the round ends with its last run. A run with no timing stands in at the longest known one.
     None when no run's time is known. (It was the longest run times the number of waves, which left a slot
     idle once its short run had ended: a lease of 2 GPUs started 2 of 5 runs where 4 fit,
@@ -121,7 +167,7 @@ def round_seconds(runs: list[float | None], slots: int | None = None) -> float |
     for sec in timed:
         i = free.index(min(free))
         free[i] += sec
-    return max(free) * SAFETY
+    return max(free) * safety
 
 
 def stand_ins(runs: list[float | None]) -> list[float] | None:
