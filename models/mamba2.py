@@ -10,7 +10,8 @@
 Backends (`backend=`): `torch` (our chunked SSD in models/ssd.py; runs anywhere, the reference), `mamba_ssm`
 (the package's Triton kernels mamba_chunk_scan_combined + rmsnorm_fn on our parameters; CUDA only) and
 `auto` (mamba_ssm when it imports and the input is on CUDA, else torch). The conv runs in PyTorch in both
-(the fused path would need the causal-conv1d package). Decoding keeps only fixed states: the last d_conv-1
+(the fused path would need the causal-conv1d package), or in our Triton kernel with conv_impl="triton"
+(models/kernels/causal_conv_triton.py; CUDA only, F.conv1d elsewhere). Decoding keeps only fixed states: the last d_conv-1
 conv inputs and the (nheads, headdim, d_state) SSM state, so a step costs the same at any context length.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import mamba_ssm_import
+from .kernels import triton_runs_on
 from .cache import LayerCache
 from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
@@ -29,7 +31,9 @@ from .ssd import ssd_chunked, ssd_step
 BACKENDS = ("auto", "torch", "mamba_ssm")
 IN_PROJ_ALIGN = 64    # Mamba2Mixer.in_proj_align: 1.12x a graphed training step at Table 1's shapes on the H200
                       # (results/bench/nvidia-h200-mamba2-speed-ab-graphs.md)
-CONV_IMPL = "conv1d"  # Mamba2Mixer.conv_impl: "conv1d" or "shift" (0.97x there: slower in the backward)
+CONV_IMPL = "conv1d"  # Mamba2Mixer.conv_impl: "conv1d", "shift" (0.97x there: slower in the backward) or
+                      # "triton" (one fused pass each way in in_proj's layout; not yet timed on a GPU)
+CONV_IMPLS = ("conv1d", "shift", "triton")
 
 
 def _positive_int(name: str, v) -> int:
@@ -141,9 +145,10 @@ class Mamba2Mixer(Mixer):
         # same function, so runs with either are the same run). in_proj_align: in_proj's width
         # (2 d_inner + 2 G N + H, 1289 at `small`) is padded with zero rows to a multiple of this for the
         # product (1: not); a bf16 GEMM whose output rows are not 16-byte aligned runs on slow kernels
-        # (results/bench/nvidia-h200-profile.md). conv_impl: "conv1d" (F.conv1d on the transposed input) or
-        # "shift" (the sum of d_conv shifted copies, in the input's layout). scripts/mamba2_speed_ab.py
-        # measures both; the defaults are what it measured best.
+        # (results/bench/nvidia-h200-profile.md). conv_impl: "conv1d" (F.conv1d on the transposed input),
+        # "shift" (the sum of d_conv shifted copies, in the input's layout) or "triton" (conv and SiLU fused,
+        # in the input's layout; F.conv1d where Triton cannot run). scripts/mamba2_speed_ab.py measures
+        # them; the defaults are what it measured best.
         self.in_proj_align = IN_PROJ_ALIGN
         self.conv_impl = CONV_IMPL
 
@@ -168,6 +173,9 @@ class Mamba2Mixer(Mixer):
         before this chunk; zeros at the start). Also returns the new conv_state when one was given."""
         k, T = self.d_conv - 1, xBC.shape[1]
         w, b = self.conv1d.weight, self.conv1d.bias
+        if conv_state is None and self.conv_impl == "triton" and triton_runs_on(xBC):
+            from .kernels.causal_conv_triton import conv_silu  # imports Triton: only where it runs
+            return conv_silu(xBC, w[:, 0], b), None
         if conv_state is None and self.conv_impl == "shift":
             # out[t] = b + sum_j w[j] x[t - k + j]: the time axis padded with k zeros in front; weights in
             # the input's dtype, as autocast gives F.conv1d

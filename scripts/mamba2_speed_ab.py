@@ -6,7 +6,8 @@ autocast, fused AdamW), in one process so every variant shares the Triton autotu
                                       [--variants 1:conv1d 64:conv1d 1:shift 64:shift] [--override K=V ...]
 
 Per variant (`<in_proj_align>:<conv_impl>`, models/mamba2.py: padding in_proj's 1289 rows to an aligned
-width for the GEMM; the depthwise conv as F.conv1d or as shifted copies), on a fresh model of the same seed:
+width for the GEMM; the depthwise conv as F.conv1d, as shifted copies or as our fused Triton kernel), on a
+fresh model of the same seed:
 the training step (median ms of --reps after 5 warm-up steps; eager, or with --graphs its blocks in CUDA
 graphs as the table runs train), its device time (the kernels of one profiled step: an eager step on the
 H200 is host-bound, so its wall time says little about a graphed one), the loss and gradient-norm
@@ -33,6 +34,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from sessa_bench.bench.timing import measure  # noqa: E402
 from sessa_bench.bench.training import sync  # noqa: E402
+from sessa_bench.models.mamba2 import CONV_IMPLS  # noqa: E402
+
 
 def table_model(device, overrides=()):
     from hydra.utils import instantiate
@@ -49,9 +52,9 @@ def table_model(device, overrides=()):
 
 def variant(text: str) -> str:
     align, sep, conv = text.partition(":")
-    if not (sep and align.isdigit() and int(align) > 0 and conv in ("conv1d", "shift")):
+    if not (sep and align.isdigit() and int(align) > 0 and conv in CONV_IMPLS):
         raise argparse.ArgumentTypeError(f"{text!r}: must be <in_proj_align>:<conv_impl>, align a positive "
-                                         f"integer and conv_impl conv1d or shift (e.g. 64:conv1d)")
+                                         f"integer and conv_impl one of {', '.join(CONV_IMPLS)} (e.g. 64:conv1d)")
     return text
 
 

@@ -5,10 +5,7 @@ a dispatch-mode check that no T x T tensor is ever created (and that the same ch
 version); the impl dispatch; and, where Triton is installed, the Triton kernels run by its CPU interpreter,
 single-level and two-level (block_rows)."""
 
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 
 import pytest
@@ -18,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from sessa_bench.models import kernels
 from sessa_bench.models.kernels.feedback_chunked import feedback_chunked
 from sessa_bench.models.kernels.feedback_dense import feedback_dense
+from triton_interpreter import patch_interpreter, run_interpreted
 
 GAMMA_MAX = 0.999
 
@@ -187,16 +185,7 @@ TWO_LEVEL = {
 
 def interpreted_errors() -> dict:
     """Run in the child: the Triton kernels in float32 against the dense float64 reference."""
-    from triton.runtime import interpreter
-
-    # Triton 3.6's interpreter turns scalars into ints with int(1-element array), which numpy >= 2.3 refuses.
-    original = interpreter._patch_lang_tensor
-
-    def patch_lang_tensor(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interpreter._patch_lang_tensor = patch_lang_tensor
+    patch_interpreter()
     from sessa_bench.models.kernels import feedback_triton as ft
 
     errors = {}
@@ -232,13 +221,7 @@ def interpreted_errors() -> dict:
 
 @pytest.fixture(scope="module")
 def interpreted():
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--interpret"], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(__file__)
 
 
 @pytest.mark.parametrize("case", list(INTERPRETED))

@@ -28,6 +28,12 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def triton_runs_on(x: torch.Tensor) -> bool:
+    """Whether a Triton kernel can take x: Triton imports and x is on CUDA (any device under TRITON_INTERPRET=1,
+    the CPU tests' interpreter)."""
+    return triton_available() and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+
+
 def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> str:
     """The implementation `feedback(x, ..., impl=impl)` runs for an input like x: (B, T, D). triton_ok: the
     Triton probe, taken once when the mixer is built (None: probe now)."""
