@@ -51,9 +51,9 @@ def startup(summary: dict) -> float:
 
 def seconds_per_step(summary: dict) -> float | None:
     """Wall seconds per step of a finished run, evaluation included and its start-up (`startup`) not, or None
-    when its summary does not tell. Timed over its last process, which trained steps - resumed_from_step steps (all of them
-    when trained from step 0, e.g. an extension retrained without its checkpoint, whose wall_seconds_total
-    also counts the first training). A last process that trained less than half of the steps is a rerun
+    when its summary does not tell. Timed over its last process, which trained steps - resumed_from_step
+    steps (all of them when trained from step 0, e.g. an extension retrained without its checkpoint, whose
+    wall_seconds_total also counts the first training). A last process that trained less than half of the steps is a rerun
     after a kill (an extension resumes for exactly half): its start-up dominates, and wall_seconds_total
     leaves out the killed process, so neither times the run."""
     steps, trained = summary.get("steps") or 0, trained_in_last_process(summary)
