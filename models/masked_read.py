@@ -12,8 +12,10 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
 - "sdpa": F.scaled_dot_product_attention with a boolean mask (the first implementation). With one query its
   kernels parallelise over batch x heads only: Sessa's feedback read (one head 768 wide) runs on one thread
   block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode-2026-11-28.md).
+- "triton": a split-KV Triton kernel (models/kernels/split_read_triton.py): the cache is also split along
+  its length, each split an online softmax in float32, then one combine. CUDA only (or TRITON_INTERPRET=1).
 
-`make bench` times both, side by side (conf/bench/*.yaml, decode.variants).
+`make bench` times them side by side (conf/bench/*.yaml, decode.variants).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-READS = ("reduce", "sdpa")
+from .kernels import triton_runs_on
+
+READS = ("reduce", "sdpa", "triton")
 
 
 def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor,
@@ -34,6 +38,12 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
         o = F.scaled_dot_product_attention(q[:, :, None], K.transpose(1, 2), V.transpose(1, 2),
                                            attn_mask=mask[None, None, None, :], enable_gqa=Hkv != H)
         return o[:, :, 0]
+    if impl == "triton":
+        if not triton_runs_on(q):
+            raise ValueError(f"decode read='triton' needs the triton package and CUDA tensors, got {q.device}; "
+                             f"use read='reduce' or 'sdpa'")
+        from .kernels.split_read_triton import read  # imports Triton: only where it runs
+        return read(q, K, V, mask)
     if impl != "reduce":
         raise ValueError(f"decode read={impl!r} is not one of {READS}")
     acc = torch.promote_types(q.dtype, torch.float32)

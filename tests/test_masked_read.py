@@ -22,7 +22,7 @@ def reference(q, K, V, mask):
     return out
 
 
-@pytest.mark.parametrize("impl", READS)
+@pytest.mark.parametrize("impl", [r for r in READS if r != "triton"])  # triton: test_split_read.py
 @pytest.mark.parametrize("H,Hkv,d", [(4, 4, 5), (6, 2, 3), (1, 1, 24)])
 def test_read_equals_softmax_attention_over_the_mask(impl, H, Hkv, d):
     torch.manual_seed(0)
@@ -35,12 +35,12 @@ def test_read_equals_softmax_attention_over_the_mask(impl, H, Hkv, d):
 
 def test_bad_read_is_one_clear_error():
     q = torch.zeros(1, 1, 2)
-    with pytest.raises(ValueError, match=r"decode read='flash' is not one of \('reduce', 'sdpa'\)"):
+    with pytest.raises(ValueError, match=r"decode read='flash' is not one of \('reduce', 'sdpa', 'triton'\)"):
         masked_read(q, q[:, None], q[:, None], torch.ones(1, dtype=torch.bool), "flash")
     from sessa_bench.models.backbone import Backbone
     from sessa_bench.models.config import ModelConfig
     model = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="attention"))
-    with pytest.raises(ValueError, match=r"decode read='flash' is not one of \('auto', 'reduce', 'sdpa'\)"):
+    with pytest.raises(ValueError, match=r"decode read='flash' is not one of \('auto', 'reduce', 'sdpa', 'triton'\)"):
         StaticDecoder(model, 1, 4, read="flash")
 
 
