@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .backbone import Backbone
+from .kernels import triton_available
 from .masked_read import READS
 
 
@@ -53,6 +54,8 @@ class StaticDecoder:
         p = next(model.parameters())
         self.model, self.device, self.max_len = model, p.device, max_len
         self.read = read = resolve_read(read, batch_size, model.cfg.mixer, compile)
+        if read == "triton" and triton_available():  # its op registered now, before a compiled step traces it
+            from .kernels import split_read_triton  # noqa: F401
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
         for c in self.caches:
             c.read = read  # how the step reads the cache (models/masked_read.py)

@@ -39,11 +39,14 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
                                            attn_mask=mask[None, None, None, :], enable_gqa=Hkv != H)
         return o[:, :, 0]
     if impl == "triton":
-        if not triton_runs_on(q):
-            raise ValueError(f"decode read='triton' needs the triton package and CUDA tensors, got {q.device}; "
-                             f"use read='reduce' or 'sdpa'")
-        from .kernels.split_read_triton import read  # imports Triton: only where it runs
-        return read(q, K, V, mask)
+        if not torch.compiler.is_compiling():  # traced: StaticDecoder registered the op before compiling
+            if not triton_runs_on(q):
+                raise ValueError(f"decode read='triton' needs the triton package and CUDA tensors, got "
+                                 f"{q.device}; use read='reduce' or 'sdpa'")
+            from .kernels import split_read_triton  # noqa: F401 (registers the op; imports Triton)
+        # unit stride along the head dim (the caches have it: no copy), the mask as bytes
+        return torch.ops.sessa_bench.split_read(q.contiguous(), K.contiguous(), V.contiguous(),
+                                                mask.to(torch.uint8))
     if impl != "reduce":
         raise ValueError(f"decode read={impl!r} is not one of {READS}")
     acc = torch.promote_types(q.dtype, torch.float32)

@@ -31,8 +31,10 @@ def test_split_read_matches_the_reduce_read(dtype, B, H, Hkv, d):
     assert err < TOL[dtype], err
 
 
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("family", ["sessa", "transformer", "sessa_gqa"])
-def test_cuda_graph_greedy_with_the_triton_read(family):
+def test_cuda_graph_greedy_with_the_triton_read(family, compile):
     model = make(family, dtype=torch.float32, device="cuda")
     prompt = torch.randint(0, 17, (4, 7), device="cuda")
-    assert torch.equal(greedy(model, prompt, 12, cuda_graph=True, read="triton"), model.generate(prompt, 12))
+    out = greedy(model, prompt, 12, cuda_graph=True, compile=compile, read="triton")
+    assert torch.equal(out, model.generate(prompt, 12))

@@ -91,7 +91,7 @@ def splits(rows: int, L: int, d: int) -> int:
 
 @torch.library.custom_op("sessa_bench::split_read", mutates_args=())
 def split_read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor) -> Tensor:
-    """q (B, H, d), K and V (B, L, H_kv, d) with a contiguous last dim, mask (L,) bool -> (B, H, d)."""
+    """q (B, H, d), K and V (B, L, H_kv, d), each with unit stride along d; mask (L,) uint8 -> (B, H, d)."""
     B, H, d = q.shape
     L, Hkv = K.shape[1], K.shape[2]
     S = splits(B * H, L, d)
@@ -112,9 +112,3 @@ def split_read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor) -> Tensor:
 @split_read.register_fake
 def _(q, K, V, mask):
     return q.new_empty(q.shape)
-
-
-def read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor) -> Tensor:
-    """split_read with its layout requirements met: unit stride along the head dim, mask as uint8."""
-    q, K, V = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, K, V))
-    return split_read(q, K, V, mask.to(torch.uint8))
