@@ -11,8 +11,9 @@ Backends (`backend=`): `torch` (our chunked SSD in models/ssd.py; runs anywhere,
 (the package's Triton kernels mamba_chunk_scan_combined + rmsnorm_fn on our parameters; CUDA only) and
 `auto` (mamba_ssm when it imports and the input is on CUDA, else torch). The conv runs in PyTorch in both
 (mamba_ssm's fused path would need the causal-conv1d package), or in our Triton kernel with
-conv_impl="triton" (models/kernels/causal_conv_triton.py; CUDA only, F.conv1d elsewhere). Decoding keeps only fixed states: the last d_conv-1
-conv inputs and the (nheads, headdim, d_state) SSM state, so a step costs the same at any context length.
+conv_impl="triton" (models/kernels/causal_conv_triton.py; CUDA only, F.conv1d elsewhere). Decoding keeps
+only fixed states: the last d_conv-1 conv inputs and the (nheads, headdim, d_state) SSM state, so a step
+costs the same at any context length.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import mamba_ssm_import
-from .kernels import triton_runs_on
 from .cache import LayerCache
+from .kernels import triton_runs_on
 from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
 
