@@ -69,12 +69,14 @@ def _combine_kernel(m_ptr, l_ptr, acc_ptr, o_ptr, S, d, BLOCK_S: tl.constexpr, B
     bh = tl.program_id(0)
     ss, dd = tl.arange(0, BLOCK_S), tl.arange(0, BLOCK_D)
     sm, dm = ss < S, dd < d
-    m = tl.load(m_ptr + bh * S + ss, mask=sm, other=NEG)
-    w = tl.where(sm, tl.exp(m - tl.max(m, 0)), 0.0)
-    l = tl.sum(w * tl.load(l_ptr + bh * S + ss, mask=sm, other=0.0), 0)
-    acc = tl.load(acc_ptr + (bh * S + ss[:, None]) * d + dd[None, :], mask=sm[:, None] & dm[None, :], other=0.0)
-    o = tl.sum(w[:, None] * acc, 0) / l
-    tl.store(o_ptr + bh * d + dd, o.to(o_ptr.dtype.element_ty), mask=dm)
+    big = tl.max(tl.load(m_ptr + bh * S + ss, mask=sm, other=NEG), 0)
+    l = tl.sum(tl.zeros((BLOCK_S,), tl.float32), 0)  # an fp32 scalar, as the loop carries it
+    acc = tl.zeros((BLOCK_D,), tl.float32)
+    for s in range(S):  # one split at a time: an S x D tile would not fit in registers at Sessa's D = 768
+        w = tl.exp(tl.load(m_ptr + bh * S + s) - big)
+        l += w * tl.load(l_ptr + bh * S + s)
+        acc += w * tl.load(acc_ptr + (bh * S + s) * d + dd, mask=dm, other=0.0)
+    tl.store(o_ptr + bh * d + dd, (acc / l).to(o_ptr.dtype.element_ty), mask=dm)
 
 
 def block_l(d: int) -> int:
@@ -101,9 +103,11 @@ def split_read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor) -> Tensor:
     f32 = dict(dtype=torch.float32, device=q.device)
     m, lsum, acc = torch.empty(B * H * S, **f32), torch.empty(B * H * S, **f32), torch.empty(B * H * S, d, **f32)
     BD = triton.next_power_of_2(d)
+    warps = 8 if BD >= 512 else 4  # Sessa's 768-wide head: its K and V tiles over more threads
     _partial_kernel[(B * H, S)](q, K, V, mask, m, lsum, acc, L, H, H // Hkv, d, per_split,
                                 q.stride(0), q.stride(1), K.stride(0), K.stride(1), K.stride(2),
-                                V.stride(0), V.stride(1), V.stride(2), 1.0 / math.sqrt(d), BLOCK_L=BL, BLOCK_D=BD)
+                                V.stride(0), V.stride(1), V.stride(2), 1.0 / math.sqrt(d), BLOCK_L=BL, BLOCK_D=BD,
+                                num_warps=warps)
     o = torch.empty((B, H, d), dtype=q.dtype, device=q.device)
     _combine_kernel[(B * H,)](m, lsum, acc, o, S, d, BLOCK_S=S, BLOCK_D=BD)
     return o
