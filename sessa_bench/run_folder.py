@@ -110,13 +110,16 @@ class RunFolder:
             summary["startup_seconds"] = self.startup_seconds(summary)
         return summary
 
-    def startup_seconds(self, summary: dict) -> float:
-        """The start-up of the run's last training process, from its metrics lines and `summary`'s wall time."""
+    def startup_seconds(self, summary: dict, fit: list[dict] | None = None) -> float:
+        """The start-up of the run's last training process, from its training's metrics lines (`fit`, default
+        the first fit_metrics_lines of metrics.jsonl) and `summary`'s wall time."""
         wall = summary.get("wall_seconds_this_process", summary.get("wall_seconds_total"))
         if wall is None:
             return 0.0
-        fit = self.read_metrics()[:summary.get("fit_metrics_lines")]
-        return startup_seconds(fit, float(wall), trained_in_last_process(summary), summary.get("resumed_from_step"))
+        if fit is None:
+            fit = self.read_metrics()[:summary.get("fit_metrics_lines")]
+        return startup_seconds(fit, float(wall), trained_in_last_process(summary),
+                               summary.get("resumed_from_step"))
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.summary, json.dumps(summary, indent=2, sort_keys=True, default=str))

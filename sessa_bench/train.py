@@ -227,7 +227,8 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
                 weights_only=True)
     if start_step is not None and start_step >= cfg.trainer.max_steps:
         _finish_counters(trainer)
-    fit_metrics_lines = len(folder.read_metrics())  # what an extension keeps (the final evaluation follows)
+    fit_rows = folder.read_metrics()  # the training's lines, what an extension keeps (evaluation follows)
+    fit_metrics_lines = len(fit_rows)
     # With a `best` ModelCheckpoint (monitor: a validation metric), validation and test use its weights.
     best = callbacks.get("best")
     test_from = "best" if best is not None and best.best_model_path else "last"
@@ -278,7 +279,7 @@ def _train(cfg, folder, task, dm, model_cfg, budget, lit, trainer, loggers, call
         # when it ended (UTC): the time limit's estimates prefer the newest of equally long runs (timing.pace)
         "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    summary["startup_seconds"] = folder.startup_seconds(summary)  # the time limit counts it once a run
+    summary["startup_seconds"] = folder.startup_seconds(summary, fit_rows)  # the time limit counts it once a run
     if not trainer.is_global_zero:
         return summary
     folder.write_summary(summary)
