@@ -14,7 +14,8 @@ tolerance.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 import torch
 from omegaconf import OmegaConf
@@ -108,6 +109,20 @@ def solve(family: dict, budget: Budget, vocab_size: int, head: str = "lm", n_cla
     if budget.n_layers:
         _params(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
         return model_config(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
+    key = (json.dumps(family, sort_keys=True, default=str), json.dumps(asdict(budget), sort_keys=True, default=str),
+           vocab_size, head, n_classes, mixer_class(family["mixer"]))
+    if key not in _FITS:
+        _FITS[key] = _search(family, budget, vocab_size, head, n_classes)
+    d, n = _FITS[key]
+    return model_config(family, budget, vocab_size, d, n, head, n_classes)
+
+
+# (family, budget, vocab, head, classes, mixer class) -> (width, depth). The search builds ~100 meta models
+# (about 1 s); a process that starts many runs (a sweep, the tables, the tests) searches each setting once.
+_FITS: dict[tuple, tuple[int, int]] = {}
+
+
+def _search(family: dict, budget: Budget, vocab_size: int, head: str, n_classes: int) -> tuple[int, int]:
     step = 2 * budget.n_heads
     fits = []  # (deviation, width, depth) of the best depth at each allowed width
     for d in range(step, 3 * budget.d_model + 1, step):
@@ -126,7 +141,7 @@ def solve(family: dict, budget: Budget, vocab_size: int, head: str = "lm", n_cla
     # mixers whose count is not exactly linear in depth); else the closest fit overall.
     ok = [f for f in fits if f[0] <= 0.75 * budget.tolerance]
     best = min(ok, key=lambda f: (abs(f[1] - budget.d_model), f[0])) if ok else min(fits)
-    return model_config(family, budget, vocab_size, best[1], best[2], head, n_classes)
+    return best[1], best[2]
 
 
 def describe(cfg: ModelConfig, seq_len: int, target: int | None = None) -> dict:

@@ -58,3 +58,22 @@ def test_cli_prints_table(capsys):
     rows = main(["--budget", "tiny", "--vocab", "64"])
     out = capsys.readouterr().out
     assert len(rows) == 3 and "| sessa |" in out and "| mamba2 |" in out
+
+
+def test_a_setting_is_searched_once_per_process_and_each_setting_apart(monkeypatch):
+    """solve memoises its width/depth search (a sweep or the test suite starts many runs in one process); a
+    different budget, family or vocabulary is searched again, and each call gets a config of its own."""
+    import sessa_bench.budget as budget_mod
+    monkeypatch.setattr(budget_mod, "_FITS", {})
+    fam, tiny = load_family("transformer"), load_budget("tiny")
+    first = solve(fam, tiny, 32)
+    searched = []
+    real = budget_mod._search
+    monkeypatch.setattr(budget_mod, "_search", lambda *a: searched.append(a[1].target_params) or real(*a))
+    again = solve(fam, tiny, 32)
+    assert again == first and again is not first and searched == []
+    bigger = Budget(**{**tiny.__dict__, "target_params": 2 * tiny.target_params})
+    assert solve(fam, bigger, 32).n_layers > first.n_layers and searched == [bigger.target_params]
+    solve(load_family("mamba2"), tiny, 32)
+    solve(fam, tiny, 4096)
+    assert len(searched) == 3
