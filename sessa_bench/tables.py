@@ -139,7 +139,9 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
         lines.append(f"  {t.run.folder.path.name}: {what}; ~{'?' if sec is None else f'{sec:.0f}'} s")
     left = clock.end - time.monotonic()
     start, part_est = clock.fit(todo)
-    verdict = ("fits" if len(start) == len(todo) else "does not fit, nor does any part of it" if not start else
+    verdict = ("no estimate yet (no finished run times this round), so every run starts; one still going at the "
+               "limit is cut and not kept" if est is None and start else
+               "fits" if len(start) == len(todo) else "does not fit, nor does any part of it" if not start else
                f"does not fit; {len(start)} of its runs do (~{part_est:.0f} s) and start, the rest waits: "
                + ", ".join(t.run.folder.path.name for t in todo if t not in start))
     lines.append(f"  round: ~{'?' if est is None else f'{est:.0f}'} s (x{clock.safety} safety included)"

@@ -513,6 +513,11 @@ def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, f
 
 
 def test_plan_of_a_sweep_and_of_nothing_left(tmp_path, fake_ensure, capsys):
+    # no finished run to time a first sweep: the plan says so rather than "fits"
+    run_protocol(tmp_path, "[0.001,0.01]", time_limit=300, plan=True)
+    assert re.search(r"^  round: ~\? s \(x1.2 safety included\); \d+ s of --time-limit left: no estimate yet \(no "
+                     r"finished run times this round\), so every run starts; one still going at the limit is cut and "
+                     r"not kept$", capsys.readouterr().out, re.M)
     for f in FAMS:
         finish(cell(EXP, f, overrides(tmp_path, "[0.001,0.01]"), "val/acc"), 0.001, 0)
     run_protocol(tmp_path, "[0.001,0.01]", plan=True)
