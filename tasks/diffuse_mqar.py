@@ -174,6 +174,22 @@ class DiffuseMQAR(RetrievalTask):
         return replace(self, seq_len=f * self.seq_len, test_seq_len=f * self.test_seq_len,
                        train_lag=[f * v for v in self.train_lag], test_lag=[f * v for v in self.test_lag])
 
+    def ceiling(self) -> float:
+        """Copying the value after the query key's earlier occurrence, on the test split: 1.0 by construction
+        (true keys are distinct, no noise key repeats one), computed (tasks/diffuse_mqar_recall.py)."""
+        return self._levels()["exact"]["acc"]
+
+    def baseline(self) -> float:
+        """A uniform guess among the memory's values, on the test split: what a model reaches that reads no
+        query key (tasks/diffuse_mqar_recall.py, which also scores recall by one key token)."""
+        return self._levels()["memory"]["acc"]
+
+    def _levels(self) -> dict:
+        if "_recall" not in self.__dict__:  # one pass over the test split for both facts
+            from .diffuse_mqar_recall import recall
+            self._recall = recall(self, "test")
+        return self._recall
+
     def lag_slice(self, lag: int) -> int:
         """Index into slice_names of the power-of-two bucket holding lag."""
         return lag.bit_length() - 1 - self.bucket0

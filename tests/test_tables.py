@@ -107,7 +107,7 @@ def summary(tmp: Path, experiment: str, family: str) -> dict:
 @pytest.mark.parametrize("table", ["table1", "table2", "ablation"])
 def test_rows_means_and_paper_column(built, table):
     got = rows(built[table]["md"].read_text())
-    refs = {"chance", "baseline (symbol counts)", "ceiling (Bayes)"} if table == "table1" else set()
+    refs = {"chance", "baseline", "ceiling"} if table == "table1" else set()
     assert set(got) == set(PAPER[table]) | refs
     for fam in PAPER[table]:
         ours, paper = got[fam][0::2], got[fam][1::2]
@@ -137,17 +137,17 @@ def test_validation_curves_are_the_runs_metrics(built):
 
 
 def test_reference_rows(built):
-    """chance, the symbol-count baseline and the Bayes ceiling come from the runs' own task facts; Diffuse MQAR
-    has neither a baseline nor a known ceiling."""
+    """chance, the baseline and the ceiling come from the runs' own task facts: SymbolSoup's symbol-count
+    baseline and Bayes ceiling; Diffuse MQAR's key-blind memory guess and its ceiling of 1 (exact-key recall)."""
     got = rows(built["table1"]["md"].read_text())
     tmp = built["tmp"]
     soup, long = (summary(tmp, e, "sessa")["task_facts"] for e in ("table1_symbol_soup", "table1_symbol_soup_long"))
     mqar = summary(tmp, "table1_diffuse_mqar", "sessa")["task_facts"]
     assert got["chance"][0::2] == ["0.0500", "0.0500", f"{mqar['chance']:.4f}"]
-    assert got["ceiling (Bayes)"][0::2] == [f"{soup['ceiling']:.4f}", f"{long['ceiling']:.4f}", "unknown"]
-    assert 0.05 < soup["ceiling"] <= 1 and mqar["ceiling"] is None
-    assert got["baseline (symbol counts)"][0::2] == [f"{soup['baseline']:.4f}", f"{long['baseline']:.4f}", "unknown"]
-    assert soup["baseline"] is not None and mqar["baseline"] is None
+    assert got["ceiling"][0::2] == [f"{soup['ceiling']:.4f}", f"{long['ceiling']:.4f}", "1.0000"]
+    assert 0.05 < soup["ceiling"] <= 1 and mqar["ceiling"] == 1.0
+    assert got["baseline"][0::2] == [f"{soup['baseline']:.4f}", f"{long['baseline']:.4f}", f"{mqar['baseline']:.4f}"]
+    assert soup["baseline"] is not None and mqar["chance"] < mqar["baseline"] < 1
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "ablation"])
@@ -317,7 +317,7 @@ def test_jobs_report_every_failed_run(built):
 def test_reference_levels_only_where_all_runs_agree():
     from sessa_bench.report.plots import reference_levels
     same = [{"task_facts": {"chance": 0.05, "baseline": 0.31, "ceiling": None}}] * 2
-    assert reference_levels(same) == {"chance": (0.05, ":"), "symbol-count baseline (test)": (0.31, "-.")}
+    assert reference_levels(same) == {"chance": (0.05, ":"), "baseline (test)": (0.31, "-.")}
     mixed = [{"task_facts": {"chance": 0.05, "ceiling": 0.81}}, {"task_facts": {"chance": 0.05, "ceiling": 0.95}}]
     assert reference_levels(mixed) == {"chance": (0.05, ":")}  # two lengths: no single ceiling to draw
 

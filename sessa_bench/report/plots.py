@@ -44,8 +44,8 @@ def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float
     return steps, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals]
 
 
-REFERENCES = (("chance", "chance", ":"), ("baseline", "symbol-count baseline (test)", "-."),
-              ("ceiling", "Bayes ceiling (test)", "--"))  # task facts drawn as levels, where a task has them
+# task facts drawn as levels, where a task has them (what each is, per task: tasks/*.py baseline, ceiling)
+REFERENCES = (("chance", "chance", ":"), ("baseline", "baseline (test)", "-."), ("ceiling", "ceiling (test)", "--"))
 
 
 def reference_levels(summaries: list[dict]) -> dict[str, tuple[float, str]]:

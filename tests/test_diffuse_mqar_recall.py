@@ -1,0 +1,57 @@
+"""Diffuse MQAR's reference levels (tasks/diffuse_mqar_recall.py): a hand-made example scored by hand, and on
+generated data the ceiling of 1 and the key-blind baseline computed another way."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR
+from sessa_bench.tasks.diffuse_mqar_recall import recall
+from sessa_bench.tasks.retrieval import AnswerRows, pack_rows
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSA_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_a_hand_made_example():
+    # keys over a=3 b=4 c=5 d=6, values 7..10; <bos>, memory (a b 7) (c d 8), a noise pattern (a d 9) that
+    # shares the first key's first token and the second key's last, then the queries (c d -> 8), (a b -> 7)
+    x = np.array([1, 3, 4, 7, 5, 6, 8, 3, 6, 9, 5, 6, 8, 3, 4, 7])
+    rows = pack_rows([x], [(np.array([12, 15]), np.array([0, 1]))], pad_id=0, vocab_size=11)
+    task = SimpleNamespace(key_len=2, value_len=1, key_offset=3, value_offset=7, n_pairs=2,
+                           slice_names=("near", "far"), dataset=lambda split: AnswerRows(rows))
+    r = recall(task)
+    assert r["n"] == 2
+    assert r["exact"] == {"acc": 1.0, "slices": {"near": 1.0, "far": 1.0}}
+    # first token: c d finds (c d 8); a b finds the noise (a d 9) after (a b 7): wrong
+    assert r["key_token_0"] == {"acc": 0.5, "slices": {"near": 1.0, "far": 0.0}}
+    # last token: c d finds the noise (a d 9), wrong; a b finds (a b 7)
+    assert r["key_token_1"] == {"acc": 0.5, "slices": {"near": 0.0, "far": 1.0}}
+    assert r["memory"] == {"acc": 0.5, "slices": {"near": 0.5, "far": 0.5}}
+    # the second query, after the first was answered 8, has only (a b 7) left
+    assert r["memory_unanswered"] == {"acc": 0.75, "slices": {"near": 0.5, "far": 1.0}}
+
+
+def small(**kw) -> DiffuseMQAR:
+    return DiffuseMQAR(n_pairs=4, n_queries=4, train_lag=(8, 63), n_train=4, n_val=4, n_test=60, **kw)
+
+
+@pytest.mark.parametrize("value_len", [1, 2])
+def test_generated_data_ceiling_is_one_and_the_baseline_is_the_memory_guess(value_len):
+    task = small(value_len=value_len)
+    r = recall(task)
+    assert r["exact"]["acc"] == 1.0 and r["n"] == 60 * 4 * value_len
+    assert 0 < r["key_token_0"]["acc"] < 1 and 0 < r["key_token_1"]["acc"] < 1
+    assert r["memory"]["acc"] <= r["memory_unanswered"]["acc"] < 1
+    if value_len == 1:  # the memory guess from the generator's layout: <bos>, then pairs of P = 3 tokens
+        ds, hits = task.dataset("test"), []
+        for i in range(len(ds)):
+            x = ds.ids[i].numpy()
+            memory = x[1 + 2 + 3 * np.arange(task.n_pairs)]
+            hits += [np.mean(memory == x[a]) for a in ds.ans_pos[i].numpy() if a >= 0]
+        assert r["memory"]["acc"] == pytest.approx(np.mean(hits), abs=1e-12)
+    facts = task.facts()
+    assert facts["ceiling"] == 1.0 and facts["baseline"] == r["memory"]["acc"]
