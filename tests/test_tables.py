@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "simplestories"
 TINY = ["probe=false", "budget=tiny", "trainer=cpu", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=1",
         "callbacks.checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false", "data.batch_size=2", "data.eval_batch_size=64",
-        "sweep.lr=[0.001]"]  # one rate: no sweep here (tests/test_protocol.py sweeps)
+        "trainer.log_every_n_steps=1", "sweep.lr=[0.001]"]  # one rate: no sweep here (tests/test_protocol.py sweeps)
 CAP = 2  # no extensions here: 2-step runs stay 2-step runs
 LM = [f"task.data_dir={FIXTURE}", "task.vocab_size=300", "task.seq_len=32",
       "task.tokenizer=tasks/tokenizers/simplestories-fixture-bpe300.json"]
@@ -357,3 +357,21 @@ def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, cap
     assert f"{found[0].name}: no {ckpt.name} on this machine (trained elsewhere): not probed" in capsys.readouterr().out
     for p in found:
         (p / "probe.json").unlink()
+
+
+def test_fit_section_is_the_runs_losses(built):
+    """The Fit table: per run at the chosen rate, train/loss over its last tenth of steps and val/loss at its
+    minimum and end, from its metrics.jsonl (the training lines)."""
+    section = built["table2"]["md"].read_text().split("## Fit", 1)[1]
+    exp = "table2_simplestories"
+    table = section.split(f"`{exp}`", 1)[1].split("\n\n")[1]
+    for fam in PAPER["table2"]:
+        (d,) = (built["tmp"] / "runs" / exp).glob(f"{fam}-*-tiny-lr0.001-s0")
+        s = summary(built["tmp"], exp, fam)
+        lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()][:s["fit_metrics_lines"]]
+        train = [r["train/loss"] for r in lines if "train/loss" in r and r["step"] >= s["steps"] - 1]  # 2 steps
+        val = {r["step"]: r["val/loss"] for r in lines if "val/loss" in r}
+        low = min(val, key=lambda k: (val[k], k))
+        row = (f"| {fam} | 0.001 | 0 | {s['steps']} | {sum(train) / len(train):.3f} | {val[low]:.3f} | {low} | "
+               f"{val[max(val)]:.3f} |")
+        assert row in table, (row, table)

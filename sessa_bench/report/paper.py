@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.markdown import NOT_RUN, aggregate, csv_text, device, md_table, mean_std, short_commit
-from sessa_bench.report.protocol import ACC_TOL, MAX_EXTENSIONS, PPL_TOL, STEP, Cell, cell as make_cell
+from sessa_bench.report.protocol import ACC_TOL, MAX_EXTENSIONS, PPL_TOL, STEP, Cell, cell as make_cell, curve
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,8 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
           + md_table(["family", "experiment", "layers", "d_model", "params", "target", "deviation", "seeds",
                       "lr", f"grid ({metric} at the grid's steps; ** chosen)", "steps", "converged"], plines)
           + "\n\n" + protocol_caption(table, got) + "\n\n" + table_caption(table, got) + "\n"
-          + (f"\n## Validation curves\n\n{curves}\n" if (curves := curves_section(table, got)) else ""))
+          + (f"\n## Validation curves\n\n{curves}\n" if (curves := curves_section(table, got)) else "")
+          + (f"\n## Fit\n\n{fit}\n" if (fit := fit_section(table, got)) else ""))
     fields = ["table", "family", "column", "experiment", "metric", "percent", "n_seeds", "mean", "std",
               "paper_mean", "paper_std", "lr", "lr_grid", "steps", "converged", "test_from", "params_total",
               "params_deviation"]
@@ -241,6 +242,30 @@ def curves_section(table: Table, got: dict[str, Collected]) -> str:
         out.append(f"`{c.experiment_name}`: {metric} every {every} steps of the runs at the chosen rates "
                    f"(from their metrics.jsonl), and {test} at their last step.\n\n"
                    + md_table(["family", "lr", "seed", *map(str, marks), test], lines))
+    return "\n\n".join(out)
+
+
+def fit_section(table: Table, got: dict[str, Collected]) -> str:
+    """Per run at the chosen rates: its training loss over the last tenth of its steps beside its validation
+    loss at the minimum and at the end (from its metrics.jsonl). A validation loss that climbs while the
+    training loss falls is memorisation of the training split, which the best checkpoint guards against."""
+    out = []
+    for c in got.values():
+        lines = []
+        for f in table.families:
+            for (seed, rows), sm in zip(c.curves.get(f, []), c.runs[f]):
+                n, val = sm["steps"], curve(rows, "val/loss")
+                train = [r["train/loss"] for r in rows if "train/loss" in r and r.get("step", -1) >= n - max(1, n // 10)]
+                if not val or not train:
+                    continue
+                low_step, low = min(val, key=lambda p: (p[1], p[0]))
+                lines.append([f, lr_text(c.chosen[f]), seed, n, f"{sum(train) / len(train):.3f}", f"{low:.3f}",
+                              low_step, f"{val[-1][1]:.3f}"])
+        if lines:
+            out.append(f"`{c.experiment_name}`: train/loss (mean over the last tenth of the steps) and val/loss (its "
+                       f"minimum, the step it was logged at, and the last) of the runs at the chosen rates.\n\n"
+                       + md_table(["family", "lr", "seed", "steps", "train/loss, last tenth", "val/loss, min",
+                                   "at step", "val/loss, last"], lines))
     return "\n\n".join(out)
 
 
