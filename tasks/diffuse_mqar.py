@@ -180,9 +180,10 @@ class DiffuseMQAR(RetrievalTask):
         return self._levels()["exact"]["acc"]
 
     def baseline(self) -> float:
-        """A uniform guess among the memory's values, on the test split: what a model reaches that reads no
-        query key (tasks/diffuse_mqar_recall.py, which also scores recall by one key token)."""
-        return self._levels()["memory"]["acc"]
+        """A guess among the memory's values that no earlier query was answered with, on the test split: what
+        a model reaches that reads no query key (tasks/diffuse_mqar_recall.py, which also scores the plain
+        guess and recall by one key token)."""
+        return self._levels()["memory_unanswered"]["acc"]
 
     def _levels(self) -> dict:
         if "_recall" not in self.__dict__:  # one pass over the test split for both facts

@@ -9,9 +9,10 @@ tokens of its query are given). Levels, each an accuracy (an expected one for th
 - key token u: the same with only key token u matched. The most recent key sharing it can be a noise pattern
   or a structured distractor (a true key's prefix, another suffix): recall by one token of the key.
 - memory: a uniform guess among the memory's pairs (those whose value agrees with the answer tokens already
-  given): what a model reaches that knows where the values are but reads no query key (the baseline).
+  given): what a model reaches that knows where the values are but reads no query key.
 - memory, unanswered: the same among the pairs whose value no earlier query of the example was answered with
-  (every pair is queried at most once): key-blind guessing by elimination.
+  (every pair is queried at most once): key-blind guessing by elimination, the better of the two (the
+  baseline: a model below it has not learnt to use the query's key).
 
 CLI (a table per lag bucket):
     python -m sessa_bench.tasks.diffuse_mqar_recall --experiment table1_diffuse_mqar [--split test]
@@ -95,8 +96,8 @@ def main(argv=None) -> dict:
           f"{r['n']} answer tokens, chance {task.chance:.4f}. Accuracy of each reader of the context per lag "
           f"bucket (tasks/diffuse_mqar_recall.py): `exact` copies after the query key's earlier occurrence (the "
           f"ceiling), `key_token_<u>` after the most recent key sharing its token u, `memory` guesses uniformly "
-          f"among the memory's values (the baseline), `memory_unanswered` among those no earlier query was "
-          f"answered with.\n")
+          f"among the memory's values, `memory_unanswered` among those no earlier query was answered with (the "
+          f"baseline).\n")
     print("| lag | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for s in r["exact"]["slices"]:
         print(f"| {s} | " + " | ".join(f"{r[k]['slices'][s]:.4f}" for k in names) + " |")

@@ -369,8 +369,11 @@ DEFAULT_CONFIGS = {
 
 
 @pytest.mark.parametrize("name", DEFAULT_CONFIGS)
-def test_instantiated_config_and_facts(name):
+def test_instantiated_config_and_facts(name, monkeypatch):
     task = instantiate(OmegaConf.load(Path(__file__).parent.parent / "conf" / "task" / f"{name}.yaml"))
+    # Diffuse MQAR's ceiling and baseline read its test split (tests/test_diffuse_mqar_recall.py checks them);
+    # building the default 2000 x 2176-token split here took a minute of the suite
+    monkeypatch.setattr(task, "_recall", {"exact": {"acc": 1.0}, "memory_unanswered": {"acc": 0.5}}, raising=False)
     assert task.config() == DEFAULT_CONFIGS[name]
     assert list(task.config()) == list(DEFAULT_CONFIGS[name])          # field order is the yaml's
     assert task.facts()["config"] == DEFAULT_CONFIGS[name]

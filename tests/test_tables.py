@@ -138,7 +138,8 @@ def test_validation_curves_are_the_runs_metrics(built):
 
 def test_reference_rows(built):
     """chance, the baseline and the ceiling come from the runs' own task facts: SymbolSoup's symbol-count
-    baseline and Bayes ceiling; Diffuse MQAR's key-blind memory guess and its ceiling of 1 (exact-key recall)."""
+    baseline and Bayes ceiling; Diffuse MQAR's key-blind guess by elimination and its ceiling of 1 (exact-key
+    recall)."""
     got = rows(built["table1"]["md"].read_text())
     tmp = built["tmp"]
     soup, long = (summary(tmp, e, "sessa")["task_facts"] for e in ("table1_symbol_soup", "table1_symbol_soup_long"))
