@@ -14,8 +14,9 @@ tokens of its query are given). Levels, each an accuracy (an expected one for th
   (every pair is queried at most once): key-blind guessing by elimination, the better of the two (the
   baseline: a model below it has not learnt to use the query's key).
 
-CLI (a table per lag bucket):
+CLI (a table per lag bucket; or a row per candidate of a calibration sweep):
     python -m sessa_bench.tasks.diffuse_mqar_recall --experiment table1_diffuse_mqar [--split test]
+    python -m sessa_bench.tasks.diffuse_mqar_recall --calibration diffuse_mqar
 """
 
 from __future__ import annotations
@@ -76,28 +77,51 @@ def recall(task, split: str = "test") -> dict:
     return {**out, "n": len(r)}
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description="Diffuse MQAR's ceiling (copy by the whole key) and baseline (copy by "
-                                             "one key token) on a split of an experiment's task")
-    ap.add_argument("--experiment", default="table1_diffuse_mqar")
-    ap.add_argument("--split", default="test", choices=("val", "test"))
-    args = ap.parse_args(argv)
+def _task(overrides: list[str], what: str):
     from hydra.utils import instantiate
 
     from sessa_bench.compose import compose_train
-    cfg = compose_train([f"experiment={args.experiment}"])
+    cfg = compose_train(overrides)
     if cfg.task_name != "diffuse_mqar":
-        ap.error(f"--experiment {args.experiment} trains task {cfg.task_name}, not diffuse_mqar")
-    task = instantiate(cfg.task)
+        raise ValueError(f"{what} trains task {cfg.task_name}, not diffuse_mqar")
+    return instantiate(cfg.task)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description="Diffuse MQAR's reference levels (copying by the whole key or by one "
+                                             "key token, key-blind guesses) on a split of an experiment's task")
+    ap.add_argument("--experiment", default="table1_diffuse_mqar")
+    ap.add_argument("--calibration", metavar="SWEEP",
+                    help="instead: one row of overall levels per candidate of conf/calibrate/SWEEP.yaml")
+    ap.add_argument("--split", default="test", choices=("val", "test"))
+    args = ap.parse_args(argv)
+    cmd = "python -m sessa_bench.tasks.diffuse_mqar_recall"
+    about = ("`exact` copies after the query key's earlier occurrence (the ceiling), `key_token_<u>` after the most "
+             "recent key sharing its token u, `memory` guesses uniformly among the memory's values, "
+             "`memory_unanswered` among those no earlier query was answered with (the baseline)")
+    if args.calibration:
+        from sessa_bench.calibrate import load
+        sweep, rows = load(args.calibration), {}
+        for name, extra in sweep["candidates"].items():
+            task = _task([*sweep["base"], *extra], f"candidate {name}")
+            rows[name] = (extra, recall(task, args.split), task.chance)
+        names = [k for k in next(iter(rows.values()))[1] if k != "n"]
+        print(f"# Diffuse MQAR reference levels of the calibration's candidates ({args.split} split)\n\n"
+              f"`{cmd} --calibration {args.calibration} --split {args.split}`: each candidate of "
+              f"conf/calibrate/{args.calibration}.yaml, accuracy over all its answer tokens (tasks/"
+              f"diffuse_mqar_recall.py): {about}.\n")
+        print("| candidate | overrides | chance | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
+        for name, (extra, r, chance) in rows.items():
+            print(f"| {name} | `{' '.join(extra)}` | {chance:.4f} | " + " | ".join(f"{r[k]['acc']:.4f}" for k in names)
+                  + " |")
+        return rows
+    task = _task([f"experiment={args.experiment}"], f"--experiment {args.experiment}")
     r = recall(task, args.split)
     names = [k for k in r if k != "n"]
     print(f"# Diffuse MQAR reference levels: experiment {args.experiment}, {args.split} split\n\n"
-          f"`python -m sessa_bench.tasks.diffuse_mqar_recall --experiment {args.experiment} --split {args.split}`; "
-          f"{r['n']} answer tokens, chance {task.chance:.4f}. Accuracy of each reader of the context per lag "
-          f"bucket (tasks/diffuse_mqar_recall.py): `exact` copies after the query key's earlier occurrence (the "
-          f"ceiling), `key_token_<u>` after the most recent key sharing its token u, `memory` guesses uniformly "
-          f"among the memory's values, `memory_unanswered` among those no earlier query was answered with (the "
-          f"baseline).\n")
+          f"`{cmd} --experiment {args.experiment} --split {args.split}`; {r['n']} answer tokens, chance "
+          f"{task.chance:.4f}. Accuracy of each reader of the context per lag bucket (tasks/diffuse_mqar_recall.py): "
+          f"{about}.\n")
     print("| lag | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for s in r["exact"]["slices"]:
         print(f"| {s} | " + " | ".join(f"{r[k]['slices'][s]:.4f}" for k in names) + " |")

@@ -36,7 +36,8 @@ def test_a_hand_made_example():
 
 
 def small(**kw) -> DiffuseMQAR:
-    return DiffuseMQAR(n_pairs=4, n_queries=4, train_lag=(8, 63), n_train=4, n_val=4, n_test=60, **kw)
+    return DiffuseMQAR(**{"n_pairs": 4, "n_queries": 4, "train_lag": (8, 63), "n_train": 4, "n_val": 4,
+                          "n_test": 60, **kw})
 
 
 @pytest.mark.parametrize("value_len", [1, 2])
@@ -55,3 +56,23 @@ def test_generated_data_ceiling_is_one_and_the_memory_guesses(value_len):
         assert r["memory"]["acc"] == pytest.approx(np.mean(hits), abs=1e-12)
     facts = task.facts()
     assert facts["ceiling"] == 1.0 and facts["baseline"] == r["memory_unanswered"]["acc"]
+
+
+def test_cli_rows_per_candidate_and_one_line_for_another_task(monkeypatch, capsys):
+    import sessa_bench.calibrate as calibrate
+    from sessa_bench.tasks import diffuse_mqar_recall as cli
+    tiny = ["task.n_train=4", "task.n_val=4", "task.n_test=20"]
+    sweep = {"base": ["experiment=table1_diffuse_mqar", *tiny],
+             "candidates": {"a": ["task.n_pairs=4", "task.n_queries=4", "task.train_lag=[8,63]"],
+                            "b": ["task.n_pairs=2", "task.n_queries=2", "task.train_lag=[8,63]"]}}
+    monkeypatch.setattr(calibrate, "load", lambda name: sweep)
+    rows = cli.main(["--calibration", "tiny"])
+    out = capsys.readouterr().out
+    for name, task in (("a", small(n_test=20)), ("b", DiffuseMQAR(n_pairs=2, n_queries=2, train_lag=(8, 63),
+                                                                  n_train=4, n_val=4, n_test=20))):
+        r = recall(task)
+        assert rows[name][1] == r
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"| {name} |"))
+        assert line.endswith(f"| {r['memory']['acc']:.4f} | {r['memory_unanswered']['acc']:.4f} |")
+    with pytest.raises(ValueError, match=r"^--experiment table1_symbol_soup trains task symbol_soup, not diffuse_mqar$"):
+        cli.main(["--experiment", "table1_symbol_soup"])
