@@ -43,8 +43,17 @@ def test_timeout_stops_the_whole_process_group_and_still_summarises(tmp_path):
     assert res.returncode == 124 and time.time() - t0 < 30, res.stdout + res.stderr
     assert "stopped after 1 s" in res.stdout and "gpu 0: mean 50 %" in res.stdout
     pid = int(pidfile.read_text())
-    time.sleep(0.2)
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+    def gone() -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+    for _ in range(100):  # the signal is sent; on a loaded machine the kill can take longer than a fixed 0.2 s
+        if gone():
+            break
+        time.sleep(0.1)
+    assert gone()
 
 
 def test_ddp_check_script_cpu_smoke(tmp_path):
