@@ -60,12 +60,11 @@ def recall(task, split: str = "test") -> dict:
             given = x[a - j: a]
             row.append(_guess(memory, given, x[a]))
             left = list(range(task.n_pairs))  # drop one memory pair per value an earlier query was answered with
-            for e in q[(q < qi) & (q >= task.n_pairs)]:
-                if offset[np.nonzero(q == e)[0][0]] == 0:  # once per earlier query
-                    v = x[starts[e] + K + np.arange(V)]
-                    same = [p for p in left if (memory[p] == v).all()]
-                    if same:
-                        left.remove(same[0])
+            for e in np.unique(q[q < qi]):  # each earlier query once (a value of V tokens has V answers)
+                v = x[starts[e] + K + np.arange(V)]
+                same = [p for p in left if (memory[p] == v).all()]
+                if same:
+                    left.remove(same[0])
             row.append(_guess(memory[left], given, x[a]))
             rows.append(row)
             slices.append(sl[n])

@@ -76,3 +76,19 @@ def test_cli_rows_per_candidate_and_one_line_for_another_task(monkeypatch, capsy
         assert line.endswith(f"| {r['memory']['acc']:.4f} | {r['memory_unanswered']['acc']:.4f} |")
     with pytest.raises(ValueError, match=r"^--experiment table1_symbol_soup trains task symbol_soup, not diffuse_mqar$"):
         cli.main(["--experiment", "table1_symbol_soup"])
+
+
+def test_elimination_drops_one_pair_per_earlier_query_of_two_value_tokens():
+    # memory (a b 7 7) (c d 7 7) (a d 8 9): two pairs share the value 7 7; the query (c d -> 7 7), then (a b ->
+    # 7 7). The second query's elimination drops one of the two 7 7 pairs (one earlier query, two answer tokens):
+    # first token 7 among {7 7, 8 9} -> 1/2; second given 7 -> the 7 7 pair alone -> 1.
+    x = np.array([1, 3, 4, 7, 7, 5, 6, 7, 7, 3, 6, 8, 9, 5, 6, 7, 7, 3, 4, 7, 7])
+    rows = pack_rows([x], [(np.array([15, 16, 19, 20]), np.array([0, 0, 0, 0]))], pad_id=0, vocab_size=11)
+    task = SimpleNamespace(key_len=2, value_len=2, key_offset=3, value_offset=7, n_pairs=3,
+                           slice_names=("all",), dataset=lambda split: AnswerRows(rows))
+    r = recall(task)
+    assert r["exact"]["acc"] == 1.0
+    # memory: first tokens 7, 7, 8 -> 2/3 each query; second given 7: {7 7, 7 7} -> 1
+    assert r["memory"]["acc"] == pytest.approx((2 / 3 + 1 + 2 / 3 + 1) / 4)
+    # unanswered: the first query has all three (2/3, then 1); the second drops one 7 7 pair: 1/2, then 1
+    assert r["memory_unanswered"]["acc"] == pytest.approx((2 / 3 + 1 + 1 / 2 + 1) / 4)
