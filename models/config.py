@@ -20,12 +20,15 @@ class ModelConfig:
     head: str = "lm"                  # lm: logits per position | cls: class logits at the last position
     n_classes: int = 0
     tie_embeddings: bool = True
+    embed_std: float = 0.02           # the embedding's N(0, std) init (results/sanity/README.md: 0.02 blocks recall)
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"model.{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.embed_std, (int, float)) and self.embed_std > 0):
+            raise ValueError(f"model.embed_std must be a positive number, got {self.embed_std!r}")
         if self.head not in HEADS:
             raise ValueError(f"model.head={self.head!r} is not one of {HEADS}")
         if self.head == "cls" and self.n_classes < 2:

@@ -74,6 +74,7 @@ def model_config(family: dict, budget: Budget, vocab_size: int, d_model: int, n_
     return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=budget.n_heads,
                        mixer=family["mixer"], mixer_kwargs=kwargs, block=family.get("block", "gated"),
                        mlp_ratio=family.get("mlp_ratio", 4), tie_embeddings=family.get("tie_embeddings", True),
+                       embed_std=family.get("embed_std", 0.02),
                        head=head, n_classes=n_classes)
 
 

@@ -20,6 +20,7 @@ class ModelSchema:
     block: str = "gated"
     mlp_ratio: int = 4
     tie_embeddings: bool = True
+    embed_std: float = 0.02              # the embedding's init; 0.02 keeps the committed runs' models
 
 
 @dataclass

@@ -97,3 +97,13 @@ def test_bad_config_errors():
 def test_dotted_path_mixer():
     cfg = ModelConfig(vocab_size=10, d_model=8, n_heads=2, mixer="sessa_bench.models.attention.CausalAttention")
     assert Backbone(cfg)(torch.randint(0, 10, (1, 4))).shape == (1, 4, 10)
+
+
+def test_embedding_init_follows_model_embed_std():
+    """model.embed_std sets the embedding's N(0, std) init (0.02 by default, the committed runs' models)."""
+    torch.manual_seed(0)
+    small = Backbone(ModelConfig(vocab_size=512, d_model=64, n_layers=1, mixer="attention"))
+    big = Backbone(ModelConfig(vocab_size=512, d_model=64, n_layers=1, mixer="attention", embed_std=1.0))
+    assert abs(small.embed.weight.std().item() - 0.02) < 0.002 and abs(big.embed.weight.std().item() - 1.0) < 0.05
+    with pytest.raises(ValueError, match=r"^model.embed_std must be a positive number, got 0$"):
+        ModelConfig(vocab_size=8, embed_std=0)
