@@ -47,6 +47,9 @@ RUN_INDEPENDENT = ("resume", "debug", "trainer.enable_progress_bar", "logger", "
 # model (summary.json's test_from), which the tables' protocol does not count as converged where the config
 # asks for the best; its extension trains from step 0 (sessa_bench.train: the checkpoint holds no best).
 EXTENSION_FREE = ("callbacks.checkpoint.every_n_steps", "callbacks.best", "trainer.enable_checkpointing")
+# Keys added to the config after runs were made, with the value that every run made before implicitly used: an
+# older config.yaml without the key is the same run as a new one holding that value.
+IMPLICIT = {"model.embed_std": 0.02}
 # How many runs shared the machine, and which GPU a worker was pinned to and how many workers shared that GPU
 # (set by sessa_bench.runs for its workers; recorded in summary.json).
 ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
@@ -284,7 +287,7 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
         name = f"{prefix}{key}"
         if name in RUN_INDEPENDENT:
             continue
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, IMPLICIT.get(name)), new.get(key, IMPLICIT.get(name))
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_changes(a, b, name + ".")
         elif a != b:

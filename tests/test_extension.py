@@ -121,3 +121,16 @@ def test_schedules_against_closed_forms():
     assert [const(s) for s in (10, 60, 110, 10 ** 6)] == [1.0] * 4
     assert lr_lambda(warm, 10 ** 6, lo, "constant")(60) == const(60)  # independent of the step count
     assert cos(35) == pytest.approx(lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * 25 / 100)))
+
+
+def test_a_key_added_later_matches_older_runs_at_its_implicit_value():
+    """model.embed_std came after the committed runs: their config.yaml lacks it, and they used 0.02. A new
+    config holding 0.02 is the same run; one holding another value is another run."""
+    from sessa_bench.run_folder import config_changes, extension_of
+    old = {"model": {"family": "sessa"}, "trainer": {"max_steps": 10}, "optim": {"schedule": "constant"}}
+    same = {"model": {"family": "sessa", "embed_std": 0.02}, "trainer": {"max_steps": 10},
+            "optim": {"schedule": "constant"}}
+    other = {**same, "model": {"family": "sessa", "embed_std": 1.0}}
+    assert config_changes(old, same) == [] and extension_of(old, same) == 0
+    assert config_changes(old, other) == ["model.embed_std: 0.02 -> 1.0"] and extension_of(old, other) is None
+    assert extension_of(old, {**same, "trainer": {"max_steps": 20}}) == 20
