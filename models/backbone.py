@@ -38,7 +38,7 @@ class Backbone(nn.Module):
             self.head = nn.Linear(cfg.d_model, cfg.n_classes)
         # Small embedding init by default (as GPT-2) so tied logits start near uniform; everything else keeps
         # PyTorch's default init, as the paper's layer does. Unlike GPT-2, whose other weights are 0.02 too,
-        # the embedding is then ~50x smaller than what the blocks add to the residual stream, and no model
+        # the embedding is then tens of times smaller than what the blocks add to the residual stream, and no model
         # learns even single-key recall (results/sanity/README.md); model.embed_std=1.0 does.
         nn.init.normal_(self.embed.weight, std=cfg.embed_std)
 
