@@ -38,8 +38,9 @@ class Backbone(nn.Module):
             self.head = nn.Linear(cfg.d_model, cfg.n_classes)
         # Small embedding init by default (as GPT-2) so tied logits start near uniform; everything else keeps
         # PyTorch's default init, as the paper's layer does. Unlike GPT-2, whose other weights are 0.02 too,
-        # the embedding is then tens of times smaller than what the blocks add to the residual stream, and no model
-        # learns even single-key recall (results/sanity/README.md); model.embed_std=1.0 does.
+        # the embedding is then tens of times smaller than what the blocks add to the residual stream, and no
+        # model learns even single-key recall (results/sanity/README.md); a pre-norm Transformer at
+        # model.embed_std=1.0 does.
         nn.init.normal_(self.embed.weight, std=cfg.embed_std)
 
     def compile_blocks(self, **kwargs) -> None:
