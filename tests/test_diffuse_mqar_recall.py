@@ -74,7 +74,8 @@ def test_cli_rows_per_candidate_and_one_line_for_another_task(monkeypatch, capsy
         assert rows[name][1] == r
         line = next(ln for ln in out.splitlines() if ln.startswith(f"| {name} |"))
         assert line.endswith(f"| {r['memory']['acc']:.4f} | {r['memory_unanswered']['acc']:.4f} |")
-    with pytest.raises(ValueError, match=r"^--experiment table1_symbol_soup trains task symbol_soup, not diffuse_mqar$"):
+    with pytest.raises(ValueError, match=r"^--experiment table1_symbol_soup trains task symbol_soup, not "
+                                         r"diffuse_mqar$"):
         cli.main(["--experiment", "table1_symbol_soup"])
 
 

@@ -255,7 +255,8 @@ def fit_section(table: Table, got: dict[str, Collected]) -> str:
         for f in table.families:
             for (seed, rows), sm in zip(c.curves.get(f, []), c.runs[f]):
                 n, val = sm["steps"], curve(rows, "val/loss")
-                train = [r["train/loss"] for r in rows if "train/loss" in r and r.get("step", -1) >= n - max(1, n // 10)]
+                last_tenth = n - max(1, n // 10)
+                train = [r["train/loss"] for r in rows if "train/loss" in r and r.get("step", -1) >= last_tenth]
                 if not val or not train:
                     continue
                 low_step, low = min(val, key=lambda p: (p[1], p[0]))
