@@ -104,14 +104,14 @@ def _params(family: dict, budget: Budget, vocab_size: int, d: int, n: int, head:
 
 def solve(family: dict, budget: Budget, vocab_size: int, head: str = "lm", n_classes: int = 0) -> ModelConfig:
     # config errors first, each with its own field, so they are never mistaken for a width to skip
-    mixer_class(family["mixer"])
+    mixer = mixer_class(family["mixer"])
     if family.get("block", "gated") not in BLOCKS:
         raise ValueError(f"model.block={family['block']!r} is not one of {list(BLOCKS)}")
     if budget.n_layers:
         _params(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
         return model_config(family, budget, vocab_size, budget.d_model, budget.n_layers, head, n_classes)
     key = (json.dumps(family, sort_keys=True, default=str), json.dumps(asdict(budget), sort_keys=True, default=str),
-           vocab_size, head, n_classes, mixer_class(family["mixer"]))
+           vocab_size, head, n_classes, mixer)
     if key not in _FITS:
         _FITS[key] = _search(family, budget, vocab_size, head, n_classes)
     d, n = _FITS[key]

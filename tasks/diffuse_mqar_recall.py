@@ -30,7 +30,7 @@ LEVELS = ("exact", "memory", "memory_unanswered")  # and "key_token_<u>" for eac
 
 def _guess(values: np.ndarray, given: np.ndarray, target: int) -> float:
     """Expected accuracy of a uniform guess among candidate values (rows) agreeing with the given prefix."""
-    cand = values[(values[:, :len(given)] == given).all(1)] if len(values) else values
+    cand = values[(values[:, :len(given)] == given).all(1)]
     return float((cand[:, len(given)] == target).mean()) if len(cand) else 0.0
 
 

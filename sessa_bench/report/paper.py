@@ -218,14 +218,18 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
     return md, csv_text(fields, rows)
 
 
+def chosen_runs(table: Table, c: Collected) -> list[tuple[str, int, list[dict], dict]]:
+    """(family, seed, training metrics lines, summary) of every run at the chosen rates of one experiment."""
+    return [(f, s, rows, summary) for f in table.families for (s, rows), summary in zip(c.curves.get(f, []), c.runs[f])]
+
+
 def curves_section(table: Table, got: dict[str, Collected]) -> str:
     """Per experiment with runs: the validation metric of every run at the chosen rates every quarter of the
     grid's step count (the last validation of the half-interval up to that step, from the run's metrics.jsonl;
     blank where there is none), and its test metric, so the curves behind the convergence marks read as numbers."""
     metric, out = table.curve_metric, []
     for c in got.values():
-        runs = [(f, s, rows, summary) for f in table.families
-                for (s, rows), summary in zip(c.curves.get(f, []), c.runs[f])]
+        runs = chosen_runs(table, c)
         if not runs:
             continue
         every = max(1, next(iter(c.cells.values())).steps // 4)
@@ -252,16 +256,15 @@ def fit_section(table: Table, got: dict[str, Collected]) -> str:
     out = []
     for c in got.values():
         lines = []
-        for f in table.families:
-            for (seed, rows), sm in zip(c.curves.get(f, []), c.runs[f]):
-                n, val = sm["steps"], curve(rows, "val/loss")
-                last_tenth = n - max(1, n // 10)
-                train = [r["train/loss"] for r in rows if "train/loss" in r and r.get("step", -1) >= last_tenth]
-                if not val or not train:
-                    continue
-                low_step, low = min(val, key=lambda p: (p[1], p[0]))
-                lines.append([f, lr_text(c.chosen[f]), seed, n, f"{sum(train) / len(train):.3f}", f"{low:.3f}",
-                              low_step, f"{val[-1][1]:.3f}"])
+        for f, seed, rows, sm in chosen_runs(table, c):
+            n, val = sm["steps"], curve(rows, "val/loss")
+            last_tenth = n - max(1, n // 10)
+            train = [r["train/loss"] for r in rows if "train/loss" in r and r.get("step", -1) >= last_tenth]
+            if not val or not train:
+                continue
+            low_step, low = min(val, key=lambda p: (p[1], p[0]))
+            lines.append([f, lr_text(c.chosen[f]), seed, n, f"{sum(train) / len(train):.3f}", f"{low:.3f}",
+                          low_step, f"{val[-1][1]:.3f}"])
         if lines:
             out.append(f"`{c.experiment_name}`: train/loss (mean over the last tenth of the steps) and val/loss (its "
                        f"minimum, the step it was logged at, and the last) of the runs at the chosen rates.\n\n"
