@@ -36,11 +36,11 @@ class Backbone(nn.Module):
                 self.head.weight = self.embed.weight
         else:
             self.head = nn.Linear(cfg.d_model, cfg.n_classes)
-        # Small embedding init by default (as GPT-2) so tied logits start near uniform; everything else keeps
-        # PyTorch's default init, as the paper's layer does. Unlike GPT-2, whose other weights are 0.02 too,
-        # the embedding is then tens of times smaller than what the blocks add to the residual stream, and no
-        # model learns even single-key recall (results/sanity/README.md); a pre-norm Transformer at
-        # model.embed_std=1.0 does.
+        # Every weight keeps PyTorch's default init, as the paper's layer does; the embedding's is N(0, embed_std),
+        # 1 by default (PyTorch's). GPT-2's 0.02 (which the committed runs before 2026-11-30 used) made the
+        # embedding tens of times smaller than what each default-init block adds to the residual stream, and
+        # no model learnt even single-key recall at it (results/sanity/README.md). The LM head is untied by
+        # default since a head tied to an N(0, 1) embedding starts with logits sqrt(d_model) wide.
         nn.init.normal_(self.embed.weight, std=cfg.embed_std)
 
     def compile_blocks(self, **kwargs) -> None:

@@ -19,8 +19,11 @@ class ModelConfig:
     mlp_ratio: int = 4                # prenorm_mlp only
     head: str = "lm"                  # lm: logits per position | cls: class logits at the last position
     n_classes: int = 0
-    tie_embeddings: bool = True
-    embed_std: float = 0.02           # the embedding's N(0, std) init (results/sanity/README.md: 0.02 blocks recall)
+    # Untied, and the embedding at N(0, 1), PyTorch's default: at N(0, 0.02) (GPT-2's, while every other weight
+    # here keeps PyTorch's default) no model learnt even single-key recall, and a tied head at std 1 would start
+    # with logits sqrt(d_model) wide (results/sanity/README.md). Runs made before 2026-11-30 used 0.02 and tied.
+    tie_embeddings: bool = False
+    embed_std: float = 1.0
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads"):

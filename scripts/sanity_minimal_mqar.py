@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sessa_bench.tasks.diffuse_mqar import DiffuseMQAR  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-ap.add_argument("--block", choices=("prenorm", "prenorm_attn_only", "gated"), default="prenorm",
+ap.add_argument("--block", choices=("prenorm", "prenorm_attn_only", "gated", "gated_nogate", "gated_nogelu",
+                                      "gated_linear"),
+                default="prenorm",
                 help="prenorm: LN -> attention -> residual -> LN -> MLP -> residual; gated: the paper's layer, "
                      "x + W_out(attention(GELU(a)) * g) with [a, g] = W_in LN(x)")
 ap.add_argument("--pos", choices=("learned", "rope"), default="learned")
@@ -91,7 +93,10 @@ class Gated(nn.Module):
 
     def forward(self, x):
         a, g = self.W_in(self.ln(x)).chunk(2, -1)
-        return x + self.W_out(self.o(attend(self.qkv, F.gelu(a))) * g)
+        # Ablations of the paper's layer: no gate (g = 1), no GELU on the mixer's input, or neither (linear).
+        g = 1 if args.block in ("gated_nogate", "gated_linear") else g
+        u = a if args.block in ("gated_nogelu", "gated_linear") else F.gelu(a)
+        return x + self.W_out(self.o(attend(self.qkv, u)) * g)
 
 
 class Net(nn.Module):
@@ -99,7 +104,7 @@ class Net(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(task.vocab_size, D)
         self.pos = nn.Embedding(256, D) if args.pos == "learned" else None
-        self.blocks = nn.ModuleList((Gated if args.block == "gated" else PreNorm)() for _ in range(args.layers))
+        self.blocks = nn.ModuleList((Gated if args.block.startswith("gated") else PreNorm)() for _ in range(args.layers))
         self.ln = nn.LayerNorm(D)
         self.head = nn.Linear(D, task.vocab_size, bias=not args.tie)
         if args.tie:

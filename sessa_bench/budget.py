@@ -73,8 +73,9 @@ def model_config(family: dict, budget: Budget, vocab_size: int, d_model: int, n_
     kwargs = {**family.get("mixer_kwargs", {}), **budget.mixer_overrides.get(family["mixer"], {})}
     return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=budget.n_heads,
                        mixer=family["mixer"], mixer_kwargs=kwargs, block=family.get("block", "gated"),
-                       mlp_ratio=family.get("mlp_ratio", 4), tie_embeddings=family.get("tie_embeddings", True),
-                       embed_std=family.get("embed_std", 0.02),
+                       mlp_ratio=family.get("mlp_ratio", 4),
+                       tie_embeddings=family.get("tie_embeddings", ModelConfig.tie_embeddings),
+                       embed_std=family.get("embed_std", ModelConfig.embed_std),
                        head=head, n_classes=n_classes)
 
 

@@ -19,8 +19,8 @@ class ModelSchema:
     mixer_kwargs: dict[str, Any] = field(default_factory=dict)
     block: str = "gated"
     mlp_ratio: int = 4
-    tie_embeddings: bool = True
-    embed_std: float = 0.02              # the embedding's init; 0.02 keeps the committed runs' models
+    tie_embeddings: bool = False         # models/config.py says why these two defaults
+    embed_std: float = 1.0
 
 
 @dataclass

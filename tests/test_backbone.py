@@ -74,7 +74,7 @@ def test_class_head_reads_last_real_position():
 
 
 def test_tied_head_and_param_names():
-    model = make("sessa")
+    model = make("sessa", tie_embeddings=True)
     assert model.head.weight is model.embed.weight
     names = set(dict(model.named_parameters()))
     assert {"blocks.0.ln.weight", "blocks.0.W_in.weight", "blocks.0.W_out.bias",
@@ -100,10 +100,13 @@ def test_dotted_path_mixer():
 
 
 def test_embedding_init_follows_model_embed_std():
-    """model.embed_std sets the embedding's N(0, std) init (0.02 by default, the committed runs' models)."""
+    """model.embed_std sets the embedding's N(0, std) init: 1 by default (0.02 stops recall), with an untied LM
+    head; the committed runs before 2026-11-30 used 0.02 and a tied head, which stay reachable."""
     torch.manual_seed(0)
-    small = Backbone(ModelConfig(vocab_size=512, d_model=64, n_layers=1, mixer="attention"))
-    big = Backbone(ModelConfig(vocab_size=512, d_model=64, n_layers=1, mixer="attention", embed_std=1.0))
+    small = Backbone(ModelConfig(vocab_size=512, d_model=64, n_layers=1, mixer="attention", embed_std=0.02,
+                                 tie_embeddings=True))
+    big = Backbone(ModelConfig(vocab_size=512, d_model=64, n_layers=1, mixer="attention"))
+    assert small.head.weight is small.embed.weight and big.head.weight is not big.embed.weight
     assert abs(small.embed.weight.std().item() - 0.02) < 0.002 and abs(big.embed.weight.std().item() - 1.0) < 0.05
     with pytest.raises(ValueError, match=r"^model.embed_std must be a positive number, got 0$"):
         ModelConfig(vocab_size=8, embed_std=0)

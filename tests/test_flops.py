@@ -13,17 +13,19 @@ from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
 
 
-def test_transformer_count_matches_the_matmul_counter():
+@pytest.mark.parametrize("tie", [False, True])
+def test_transformer_count_matches_the_matmul_counter(tie):
     D, V, T, L = 16, 17, 10, 2
     model = Backbone(ModelConfig(vocab_size=V, d_model=D, n_layers=L, n_heads=2, mixer="attention",
-                                 mixer_kwargs={"backend": "math"}))
+                                 mixer_kwargs={"backend": "math"}, tie_embeddings=tie))
     with FlopCounterMode(display=False) as counter:
         model(torch.randint(0, V, (1, T)))
     measured = counter.get_total_flops() / T
     # The counter sees the full T x T score and value matmuls (4 D T per token and layer) and no
     # bias, norm or elementwise work; our count has the causal half 2 D (T + 1) and 2 FLOPs per parameter.
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not model.head)
-    others = sum(p.numel() for p in model.parameters()) - model.embed.weight.numel() - linear
+    embeddings = model.embed.weight.numel() + (0 if tie else model.head.weight.numel())  # the head is counted apart
+    others = sum(p.numel() for p in model.parameters()) - embeddings - linear
     ours = forward_flops_per_token(model, T)
     assert ours == pytest.approx(measured - L * 4 * D * T + L * 2 * D * (T + 1) + 2 * others)
     assert train_flops_per_token(model, T) == 3 * ours
