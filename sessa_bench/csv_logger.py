@@ -9,7 +9,6 @@ header; `sessa_bench.train` calls `restart(step)` first, which drops the rows th
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -17,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
-from sessa_bench.files import atomic_write_text
+from sessa_bench.files import keep_csv_rows_before
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -51,11 +50,4 @@ class ResumableCSVLogger(CSVLogger):
         if before_step is None:
             path.unlink()
             return
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) < before_step]
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields)  # "\r\n" rows, as Lightning writes them
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(path, out.getvalue())
+        keep_csv_rows_before(path, before_step)

@@ -11,6 +11,9 @@
                     run name stops instead of duplicating every metrics line; the OS releases the lock of a
                     process that dies, so a stale lock never blocks a rerun
 
+metrics.interrupted.jsonl  the lines of an extension killed before it finished, where restore_previous put the
+                    shorter finished run back (read by no report)
+
 summary.json is written last and atomically: a folder without it is an unfinished run (resumable), a folder
 with it is finished and a rerun skips it, provided the rerun asks for the same config (else it is an error
 that lists the differences, so a result is never silently reused for another config). One change is
@@ -33,6 +36,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sessa_bench.files import atomic_write_text  # noqa: F401 (re-exported: the one atomic text write)
+from sessa_bench.files import keep_csv_rows_before
 from sessa_bench.report.timing import startup_seconds, trained_in_last_process
 
 # Keys that may differ between a run and its rerun without changing what the run computes.
@@ -78,6 +82,9 @@ class RunFolder:
         self.best_checkpoint = self.path / "checkpoints" / "best.ckpt"  # callbacks.best's (sessa_bench.train)
         self.probe = self.path / "probe.json"  # the memory-tail probe of the trained model (sessa_bench/probe.py)
         self.probe_prev = self.path / "probe.prev.json"  # the probe of the model before an extension
+        # The lines an extension logged before it was killed, once restore_previous() has put the finished
+        # shorter run back: kept as evidence of what the longer training did, read by no report.
+        self.metrics_interrupted = self.path / "metrics.interrupted.jsonl"
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
 
@@ -219,6 +226,34 @@ class RunFolder:
             os.replace(self.probe, self.probe_prev)
         os.replace(self.summary, self.previous)
         return True
+
+    def restore_previous(self) -> int:
+        """Undo reopen() of an extension that was killed before it finished (a lease's time limit; its
+        checkpoint stays on that machine): the finished shorter run comes back as it was reported, its
+        summary.json and its training lines, and the killed extension's lines move to
+        metrics.interrupted.jsonl. Only for an extension that resumed from its checkpoint (metrics.jsonl
+        continues the shorter run's lines); one that retrained from step 0 is refused. Returns the restored
+        run's step count."""
+        if self.is_finished() or not self.previous.exists():
+            raise ValueError(f"run folder {self.path} is not an interrupted extension (it needs "
+                             f"{self.previous.name} and no {self.summary.name})")
+        if self.metrics_prev.exists():
+            raise ValueError(f"run folder {self.path} was retrained from step 0 for its extension; its shorter "
+                             f"run's lines are in {self.metrics_prev.name}, not restorable here")
+        prev = json.loads(self.previous.read_text())
+        n, steps = prev.get("fit_metrics_lines"), int(prev["steps"])
+        lines = [ln for ln in self.metrics.read_text().splitlines() if ln.strip()] if self.metrics.exists() else []
+        if n is None or len(lines) < n or last_step([json.loads(ln) for ln in lines[:n]]) != steps - 1:
+            raise ValueError(f"run folder {self.path}: metrics.jsonl does not begin with the {steps}-step run's "
+                             f"{n} training lines; not restorable")
+        atomic_write_text(self.metrics_interrupted, "".join(ln + "\n" for ln in lines[n:]))
+        atomic_write_text(self.metrics, "".join(ln + "\n" for ln in lines[:n]))
+        for log in self.path.glob("csv/metrics.csv"):  # Lightning's CSV log: the same cut
+            keep_csv_rows_before(log, steps)
+        if self.probe_prev.exists():
+            os.replace(self.probe_prev, self.probe)
+        os.replace(self.previous, self.summary)  # last: the folder is finished again only once all is back
+        return steps
 
     def keep_training(self) -> None:
         """Before an extension retrains from step 0: keep the finished shorter training's lines (metrics.jsonl,

@@ -134,3 +134,31 @@ def test_a_key_added_later_matches_older_runs_at_its_implicit_value():
     assert config_changes(old, same) == [] and extension_of(old, same) == 0
     assert config_changes(old, other) == ["model.embed_std: 0.02 -> 1.0"] and extension_of(old, other) is None
     assert extension_of(old, {**same, "trainer": {"max_steps": 20}}) == 20
+
+
+def test_a_killed_extension_gives_back_the_finished_run(tmp_path):
+    """An extension killed by a lease's end (its checkpoint stays on that machine) leaves a reopened folder;
+    restore_previous puts the finished shorter run back as it was reported (summary.json byte for byte, its
+    training lines), keeps the killed extension's lines apart, and refuses anything else."""
+    const = ["optim.schedule=constant"]
+    run(compose_train(overrides(tmp_path, "ext", 4, *const)))
+    folder = RunFolder(tmp_path / "runs" / "ext" / "transformer-symbol_soup-tiny-s0")
+    summary, lines = folder.summary.read_bytes(), folder.read_metrics()
+    n = json.loads(summary)["fit_metrics_lines"]
+    assert n < len(lines)  # the final evaluation's lines come after the training's
+    (folder.path / "csv").mkdir()
+    (folder.path / "csv" / "metrics.csv").write_bytes(b"step,train/loss\r\n1,2.0\r\n3,1.5\r\n5,1.0\r\n")
+    assert folder.reopen(compose_train(overrides(tmp_path, "ext", 8, *const)))
+    killed = {"step": 5, "train/loss": 1.0}
+    with folder.metrics.open("a") as f:
+        f.write(json.dumps(killed) + "\n")
+    assert folder.restore_previous() == 4
+    assert folder.summary.read_bytes() == summary and folder.read_metrics() == lines[:n]
+    assert folder.read_metrics(folder.metrics_interrupted) == [killed] and not folder.previous.exists()
+    assert (folder.path / "csv" / "metrics.csv").read_bytes() == b"step,train/loss\r\n1,2.0\r\n3,1.5\r\n"
+    with pytest.raises(ValueError, match="is not an interrupted extension"):
+        folder.restore_previous()
+    assert folder.reopen(compose_train(overrides(tmp_path, "ext", 8, *const)))
+    folder.keep_training()  # as an extension that retrains from step 0 (no checkpoint) does
+    with pytest.raises(ValueError, match="was retrained from step 0"):
+        folder.restore_previous()

@@ -83,3 +83,26 @@ def test_a_later_bundle_replaces_a_run_with_its_extension_only(tmp_path):
                                              "paper_runs/exp/r/config.yaml": cfg(1000)})
     with pytest.raises(FileExistsError, match="different finished run"):  # never back to fewer steps
         import_runs.import_runs(shorter, dest)
+
+
+def test_a_killed_extension_comes_back_as_its_finished_run_only_when_asked(tmp_path):
+    """A lease's end killed a 4-step run's extension: without --restore-interrupted the folder stays in the
+    bundle (unfinished); with it, the finished 4-step run is imported and the killed lines kept apart."""
+    short = b'{"final": {"val/acc": 0.1}, "steps": 4, "fit_metrics_lines": 2}'
+    rows = b'{"step": 1}\n{"step": 3}\n{"step": 5}\n'
+    b = bundle(tmp_path / "b.tar.gz", {"paper_runs/exp/r/summary.prev.json": short,
+                                       "paper_runs/exp/r/metrics.jsonl": rows,
+                                       "paper_runs/exp/r/checkpoints/last.ckpt": b"W"})
+    dest = tmp_path / "runs"
+    assert import_runs.import_runs(b, dest) == [] and not dest.exists()
+    assert import_runs.main([str(b), str(dest), "--restore-interrupted"]) == 0
+    got = sorted(str(p.relative_to(dest / "exp/r")) for p in (dest / "exp/r").rglob("*") if p.is_file())
+    assert got == ["metrics.interrupted.jsonl", "metrics.jsonl", "summary.json"]
+    assert (dest / "exp/r/summary.json").read_bytes() == short
+    assert (dest / "exp/r/metrics.jsonl").read_bytes() == b'{"step": 1}\n{"step": 3}\n'
+    assert (dest / "exp/r/metrics.interrupted.jsonl").read_bytes() == b'{"step": 5}\n'
+    assert import_runs.import_runs(b, dest, restore_interrupted=True) == ["same   exp/r"]
+    broken = bundle(tmp_path / "c.tar.gz", {"paper_runs/exp/q/summary.prev.json": short,
+                                            "paper_runs/exp/q/metrics.jsonl": b'{"step": 1}\n'})
+    (line,) = import_runs.import_runs(broken, dest, restore_interrupted=True)
+    assert line.startswith("leave  exp/q (not restorable: ") and not (dest / "exp/q").exists()
