@@ -26,7 +26,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-NEG = -1.0e30  # a masked logit: finite, so a split that sees no position gives exp(NEG - M) = 0, not NaN
+# A masked logit: finite, so a split that sees no position gives exp(NEG - M) = 0, not NaN. A constexpr, since a
+# jit function may read no other global (Triton 3.6 refuses to compile it; the CPU interpreter does not check).
+NEG = tl.constexpr(-1.0e30)
 TARGET_PROGRAMS = 264  # about two per SM of an H100 / H200 (132 SMs)
 MAX_SPLITS = 64
 
