@@ -12,10 +12,11 @@ from sessa_bench.run_folder import RunFolder
 from sessa_bench.train import run
 
 STEPS = 4
+# Moved on 2026-11-30, deliberately: the embedding init went from N(0, 0.02) to N(0, 1) (models/config.py).
 GOLDEN = {  # family -> train/loss at steps 1..STEPS (torch 2.13 CPU, float32)
-    "mamba2": [3.07091, 3.30759, 3.44776, 3.29821],
-    "sessa": [3.07167, 3.84989, 3.2519, 3.7415],
-    "transformer": [2.77705, 3.79115, 2.98218, 3.6751],
+    "mamba2": [3.09123, 3.58276, 3.43519, 3.50776],
+    "sessa": [3.62616, 3.0085, 3.38364, 3.13024],
+    "transformer": [3.28261, 2.89222, 3.64102, 3.11695],
 }
 
 
