@@ -48,7 +48,7 @@ from itertools import combinations
 from pathlib import Path
 
 from sessa_bench.compose import CONF_DIR, compose_train
-from sessa_bench.report.paper import TABLES, Table, experiments, write
+from sessa_bench.report.paper import TABLES, Table, experiments, with_families, write
 from sessa_bench.report.protocol import Cell, Run, cell
 from sessa_bench.report.timing import SAFETY, round_seconds, run_seconds, stand_ins
 from sessa_bench.run_folder import RunFolder
@@ -370,11 +370,12 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
           jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
           only: list[str] | None = None, time_limit: float | None = None,
           started: float | None = None, plan: bool = False, pace: list[str] = (),
-          safety: float = SAFETY) -> dict[str, Path]:
+          safety: float = SAFETY, families: list[str] | None = None) -> dict[str, Path]:
     """Run the protocol (run=True; no round is started that would not end within time_limit seconds of
     `started`, a time.monotonic(), default now), then write <out_dir>/<name>.md and .csv (and plots);
     returns paths. plan=True: print the protocol's next round instead, train and write nothing ({}).
-    pace: --pace values (parse_pace), for the estimates; safety: the margin on them (--safety)."""
+    pace: --pace values (parse_pace), for the estimates; safety: the margin on them (--safety).
+    families: the table's rows instead of the paper's families (--families: a baseline of conf/model/ added)."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
     seeds = [int(s) for s in seeds]
@@ -388,7 +389,7 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     if not safety >= 1:
         raise ValueError(f"safety={safety:g} (--safety): must be >= 1 (a factor on the estimates)")
     factors = parse_pace(list(pace))
-    table = TABLES[name]
+    table = TABLES[name] if families is None else with_families(TABLES[name], families)
     if only is not None and (bad := [e for e in only if e not in experiments(table)]):
         raise ValueError(f"experiments={bad}: {name} has the experiments {experiments(table)}")
     scoped = split_overrides(list(overrides), experiments(table))
@@ -439,6 +440,11 @@ def main(argv=None) -> None:
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--families", nargs="+", metavar="MODEL",
+                    help="the table's rows (conf/model/ names) instead of the paper's families, e.g. add a "
+                         "baseline: --families sessa transformer mamba2 transformer_prenorm; with --run it gets "
+                         "the same protocol; its paper cells are empty (use --out-dir to keep the committed "
+                         "tables)")
     ap.add_argument("--results-dir", help="where the run folders are (default: the config's results_dir)")
     ap.add_argument("--out-dir", default="results", help="where <table>.md/.csv and plots go")
     started = time.monotonic()  # what --time-limit counts from
@@ -456,7 +462,7 @@ def main(argv=None) -> None:
         paths = build(name, args.seeds, overrides, args.run, args.out_dir, jobs=_jobs(args),
                       jobs_per_gpu=args.jobs_per_gpu, max_steps_cap=args.max_steps_cap,
                       only=args.experiments, time_limit=args.time_limit, started=started, plan=args.plan,
-                      pace=args.pace, safety=args.safety)
+                      pace=args.pace, safety=args.safety, families=args.families)
         if paths:
             print(paths["md"].read_text())
 

@@ -4,6 +4,7 @@ here directly) and from the paper (typed in below), never from the table code.""
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,10 @@ def test_parameter_table_and_caption(built):
                for f in ("sessa", "transformer", "mamba2"))
     assert f"time {wall:,.0f} s" in md and "device CPU x" in md and "budget `tiny`" in md
     assert "; execution eager; " in md
+    # the init each column trained with: SymbolSoup keeps its committed runs' (conf/experiment), MQAR the default
+    assert md.count("embedding init N(0, 0.02), class head; ") == 2 and "embedding init N(0, 1), LM head untied; " in md
+    from sessa_bench.report.paper import init
+    assert init([{"model": {"head": "lm", "tie_embeddings": True}}]) == "embedding init N(0, 0.02), LM head tied"
     # each experiment's extension cap, from its config
     assert ("up to their experiment's cap (`table1_symbol_soup` 16000 steps; `table1_symbol_soup_long` 4000 steps; "
             "`table1_diffuse_mqar` 16000 steps; `tables --max-steps-cap` overrides them when it trains)") in md
@@ -376,3 +381,21 @@ def test_fit_section_is_the_runs_losses(built):
         row = (f"| {fam} | 0.001 | 0 | {s['steps']} | {sum(train) / len(train):.3f} | {val[low]:.3f} | {low} | "
                f"{val[max(val)]:.3f} |")
         assert row in table, (row, table)
+
+
+def test_a_baseline_added_to_a_table_gets_the_same_protocol(built):
+    """--families adds a model config the paper did not run (here the pre-norm control) as a row: trained by
+    the same protocol (only its Diffuse MQAR column here), its paper cells say so, the paper's rows stay."""
+    fams = ["sessa", "transformer", "mamba2", "transformer_prenorm"]
+    out = built["tmp"] / "with_baseline"
+    md = build("table1", [0], built["base"] + SOUP + DMQAR, run=True, out_dir=out, max_steps_cap=CAP,
+               only=["table1_diffuse_mqar"], families=fams, plots=False)["md"].read_text()
+    acc = summary(built["tmp"], "table1_diffuse_mqar", "transformer_prenorm")["final"]["test/acc"]
+    assert re.search(rf"\| transformer_prenorm \| not run \| not in the paper \| not run \| not in the paper \| "
+                     rf"{acc:.4f}\*? \| not in the paper \|", md)  # `*`: a 2-step run is not converged
+    assert "`not in the paper`: a family the paper did not run (transformer_prenorm)." in md
+    soup = summary(built["tmp"], "table1_symbol_soup", "sessa")["final"]["test/acc"]
+    assert re.search(rf"\| sessa \| {soup:.4f}\*? \| 0\.8601 ± 0\.0016 \|", md)
+    with pytest.raises(ValueError, match=r"families=\['sessa', 'gpt5'\]: give distinct model configs from .*"
+                                         r"\(\['gpt5'\] unknown\)"):
+        build("table1", [0], built["base"], out_dir=out, families=["sessa", "gpt5"])

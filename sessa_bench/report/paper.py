@@ -7,12 +7,13 @@ the time spent. `sessa_bench.tables` runs what is missing first."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.markdown import NOT_RUN, aggregate, csv_text, device, md_table, mean_std, short_commit
 from sessa_bench.report.protocol import ACC_TOL, MAX_EXTENSIONS, PPL_TOL, STEP, Cell, cell as make_cell, curve
+from sessa_bench.run_folder import IMPLICIT
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ TABLES = {
         PAPER_ABLATION, {"ablation": "simplestories"}, "val/ppl"),
 }
 MAX_DEVIATION = 0.02  # every family within 2 % of the budget's target
+NOT_IN_PAPER = "not in the paper"  # the paper cell of a family added to a table (--families)
+
+
+def with_families(table: Table, families: list[str]) -> Table:
+    """The table with these rows: the paper's families or any model config of conf/model/ (a baseline the
+    paper did not run: its paper cells stay empty, and every family gets the same protocol)."""
+    from sessa_bench.compose import CONF_DIR
+    known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+    if not families or (bad := [f for f in families if f not in known]) or len(set(families)) < len(families):
+        raise ValueError(f"families={list(families)}: give distinct model configs from {known}"
+                         + (f" ({bad} unknown)" if families and bad else ""))
+    return replace(table, families=tuple(families))
 
 
 def experiments(table: Table) -> list[str]:
@@ -158,16 +171,17 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
         cells = [fam]
         for i, col in enumerate(table.columns):
             c = got[col.experiment]
-            ours, paper = cell(col, c.runs[fam]), table.paper[fam][i]
+            ours, paper = cell(col, c.runs[fam]), table.paper[fam][i] if fam in table.paper else None
             unconverged = not all(c.converged[fam])
             cells += [mean_std(ours, col.digits) + ("*" if ours is not None and unconverged else ""),
-                      mean_std(paper, col.digits)]
+                      mean_std(paper, col.digits, missing=NOT_IN_PAPER if fam not in table.paper else NOT_RUN)]
             rows.append({"table": table.name, "family": fam, "column": col.title, "experiment": col.experiment,
                          "metric": col.metric, "percent": col.percent,
                          "n_seeds": len([s for s in c.runs[fam] if col.metric in s["final"]]),
                          "mean": "" if ours is None else ours[0],
                          "std": "" if ours is None or ours[1] is None else ours[1],
-                         "paper_mean": paper[0], "paper_std": paper[1], "lr": c.chosen[fam] or "",
+                         "paper_mean": "" if paper is None else paper[0],
+                         "paper_std": "" if paper is None else paper[1], "lr": c.chosen[fam] or "",
                          "lr_grid": " ".join(f"{x:g}" for x in c.tried[fam]),
                          "steps": "/".join(str(s["steps"]) for s in c.runs[fam]),
                          "converged": "" if ours is None else not unconverged,
@@ -205,7 +219,9 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
 
     md = (f"# {table.title}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: the value "
           f"alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± std over "
-          f"2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below).\n\n"
+          f"2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below)."
+          + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
+             if (extra := [f for f in table.families if f not in table.paper]) else "") + "\n\n"
           + md_table(head, lines) + "\n\n"
           + md_table(["family", "experiment", "layers", "d_model", "params", "target", "deviation", "seeds",
                       "lr", f"grid ({metric} at the grid's steps; ** chosen)", "steps", "converged"], plines)
@@ -363,12 +379,21 @@ def table_caption(table: Table, got: dict[str, Collected]) -> str:
             f"{'/'.join(map(str, batch))} x {'/'.join(str(n) for n, _ in sorted(lengths))} tokens = {bound}"
             f"{'/'.join(f'{t:,}' for t in tokens)} training tokens per run; {len(runs)} runs at the chosen "
             f"rates and {len(c.sweep_runs)} other sweep runs; "
-            f"device {', '.join(devices)}; commit {', '.join(commits)}; precision "
+            f"{init(runs)}; device {', '.join(devices)}; commit {', '.join(commits)}; precision "
             f"{', '.join(sorted({str(s['precision']) for s in runs}))}; execution {execution(timed)}; "
             f"time {gpu_s:,.0f} s = {gpu_s / 60:.1f} min (sum of the wall time of all these runs: sweep, "
             f"extensions and evaluation included{sharing})")
     return ("_" + "; ".join(parts) + f". Built by `python -m sessa_bench.tables {table.name}` from run folders "
             f"only._")
+
+
+def init(summaries: list[dict]) -> str:
+    """The embedding init and LM-head tying of these runs (the defaults moved on 2026-11-30; a summary from
+    before then has no embed_std: 0.02, run_folder.IMPLICIT)."""
+    stds = sorted({s["model"].get("embed_std", IMPLICIT["model.embed_std"]) for s in summaries})
+    heads = sorted({"class head" if s["model"]["head"] == "cls" else
+                    "LM head tied" if s["model"]["tie_embeddings"] else "LM head untied" for s in summaries})
+    return f"embedding init N(0, {'/'.join(f'{v:g}' for v in stds)}), {'/'.join(heads)}"
 
 
 def execution(summaries: list[dict]) -> str:
