@@ -38,6 +38,12 @@ ap.add_argument("--width", type=int, default=128)
 ap.add_argument("--heads", type=int, default=4)
 ap.add_argument("--steps", type=int, default=2000)
 ap.add_argument("--lr", type=float, default=1e-3)
+ap.add_argument("--identity-init", action="store_true",
+                help="gated blocks: start W_in's mixer half and W_out as identities with zero bias, so that "
+                     "gated_linear starts as exactly the pre-norm attention-only block")
+ap.add_argument("--attn-temp", type=float, default=1.0,
+                help="multiply the attention logits by this (SDPA scale = temp / sqrt(head dim)): does a gated "
+                     "layer whose logits start small learn recall when they start larger?")
 args = ap.parse_args()
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -66,12 +72,18 @@ def rope(t):  # (B, H, T, d): rotate interleaved pairs by t * 10000^(-2i/d)
     return torch.stack((t0 * c - t1 * s, t0 * s + t1 * c), -1).flatten(-2)
 
 
+LOGIT_STD: list[float] = []
+
+
 def attend(qkv, x):
     B, T, _ = x.shape
     q, k, v = qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
     if args.pos == "rope":
         q, k = rope(q), rope(k)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, D)
+    scale = args.attn_temp / math.sqrt(D // H)
+    if not LOGIT_STD:  # the first block's attention logits on the first batch: their spread at init
+        LOGIT_STD.append((q @ k.transpose(-1, -2) * scale).std().item())
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale).transpose(1, 2).reshape(B, T, D)
 
 
 class PreNorm(nn.Module):
@@ -90,6 +102,12 @@ class Gated(nn.Module):
         super().__init__()
         self.ln, self.W_in, self.W_out = nn.LayerNorm(D), nn.Linear(D, 2 * D), nn.Linear(D, D)
         self.qkv, self.o = nn.Linear(D, 3 * D), nn.Linear(D, D, bias=False)
+        if args.identity_init:
+            with torch.no_grad():
+                self.W_in.weight[:D].copy_(torch.eye(D))
+                self.W_in.bias[:D].zero_()
+                self.W_out.weight.copy_(torch.eye(D))
+                self.W_out.bias.zero_()
 
     def forward(self, x):
         a, g = self.W_in(self.ln(x)).chunk(2, -1)
@@ -130,6 +148,8 @@ for step in range(args.steps):
         grp["lr"] = args.lr * warm * (0.1 + 0.9 * cos)
     x, y, _ = batch(train, torch.randint(len(train), (16,), generator=g).tolist())
     loss = F.cross_entropy(net(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+    if step == 0:
+        print(f"# attention logits at init (block 0, first batch): std {LOGIT_STD[0]:.3f}", flush=True)
     opt.zero_grad()
     loss.backward()
     opt.step()
