@@ -31,7 +31,9 @@
 #   BEFORE="cmd" runs on a quiet GPU before the table step starts (benchmarks; the call that starts the table
 #                step only); its output goes to $OUT/before.log.
 #   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
-#                tests); its output goes to $OUT/also.log.
+#                tests); its output goes to $OUT/also.log. Training runs here slow the table's runs, which
+#                the round's estimate does not count: in a lease's last round they got two 8000-step
+#                extensions killed at step ~7500 (results/bench/h200x2-run7-session.log).
 #   GPU_TESTS="tests/test_gpu_x.py ..."  after ALSO, while the tables train: each file under pytest with its
 #                own limit of GPU_TEST_SECONDS (default 180; pytest's faulthandler dumps the stacks of a test
 #                running past 150 s), its report written to $OUT/gpu_tests.log as it goes, so a hung file
@@ -75,7 +77,8 @@
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
 # $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without checkpoints); the device
 # tool brings back at most 8 files. Back here, `.venv/bin/python scripts/import_runs.py bundle.tar.gz results/runs`
-# copies the finished run folders out of the last call's bundle (and replaces the ones it extended).
+# copies the finished run folders out of the last call's bundle (and replaces the ones it extended); with
+# --restore-interrupted also the runs whose extension the lease's end killed, as their finished shorter runs.
 # Pass SESSA_BENCH_GIT_COMMIT=<sha of the tree sent> in the command: the copy's .git may lag the tree, and run
 # summaries record that commit instead (summary.md says which was recorded).
 # WORK=calibrate runs `sessa_bench.calibrate --run` (the Diffuse MQAR grid) instead; WORK=table2 another table.
