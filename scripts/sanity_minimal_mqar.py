@@ -122,7 +122,8 @@ class Net(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(task.vocab_size, D)
         self.pos = nn.Embedding(256, D) if args.pos == "learned" else None
-        self.blocks = nn.ModuleList((Gated if args.block.startswith("gated") else PreNorm)() for _ in range(args.layers))
+        block = Gated if args.block.startswith("gated") else PreNorm
+        self.blocks = nn.ModuleList(block() for _ in range(args.layers))
         self.ln = nn.LayerNorm(D)
         self.head = nn.Linear(D, task.vocab_size, bias=not args.tie)
         if args.tie:
