@@ -44,7 +44,7 @@ bench: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## speed/
 params: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## per-family sizes for BUDGET=tiny|small|base (VOCAB, SEQ_LEN)
 	$(PYTHON) -m sessa_bench.budget --budget $(BUDGET) --vocab $(VOCAB) --seq-len $(SEQ_LEN)
 
-table1: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 1 (SymbolSoup x2, Diffuse MQAR): lr sweep (seed 0), seeds at each family's best lr, extensions to convergence (GPU; ARGS="--jobs 4 --max-steps-cap 4000"), then results/table1.md
+table1: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 1 (SymbolSoup x2, Diffuse MQAR): lr sweep (seed 0), seeds at each family's best lr, extensions to convergence (GPU; ARGS="--jobs 4 --max-steps-cap 4000"; a baseline row: ARGS="--families sessa transformer mamba2 transformer_prenorm"), then results/table1.md
 	$(PYTHON) -m sessa_bench.tables table1 --run $(ARGS)
 
 table2: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## paper Table 2 (SimpleStories LM; needs the data, offline see table2-bible): lr sweep, seeds, extensions -> results/table2.md
