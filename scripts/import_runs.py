@@ -32,10 +32,12 @@ SKIP_SUFFIXES = (".ckpt", ".lock")
 Members = dict[PurePosixPath, "tarfile.TarInfo | Path"]  # path inside a run folder -> its member (or file)
 
 
-def run_members(tar: tarfile.TarFile, root: str = "paper_runs", marker: str = "summary.json"
-                ) -> dict[PurePosixPath, Members]:
+SUMMARY, PREVIOUS = PurePosixPath("summary.json"), PurePosixPath("summary.prev.json")
+
+
+def run_members(tar: tarfile.TarFile, root: str = "paper_runs") -> dict[PurePosixPath, Members]:
     """experiment/run -> {path inside the run folder: member}, for every run folder under root/ in the bundle
-    that holds `marker` (summary.json: finished); checkpoints, locks and logs/ are left out."""
+    (finished: holding summary.json, or not); checkpoints, locks and logs/ are left out."""
     runs: dict[PurePosixPath, Members] = {}
     for m in tar.getmembers():
         p = PurePosixPath(m.name)
@@ -47,14 +49,7 @@ def run_members(tar: tarfile.TarFile, root: str = "paper_runs", marker: str = "s
         if m.name.endswith(SKIP_SUFFIXES):
             continue
         runs.setdefault(PurePosixPath(parts[1], parts[2]), {})[PurePosixPath(*parts[3:])] = m
-    return {run: files for run, files in runs.items() if PurePosixPath(marker) in files}
-
-
-def interrupted_members(tar: tarfile.TarFile) -> dict[PurePosixPath, Members]:
-    """The run folders whose extension was killed: summary.prev.json without summary.json."""
-    finished = run_members(tar)
-    return {run: files for run, files in run_members(tar, marker="summary.prev.json").items()
-            if run not in finished}
+    return runs
 
 
 def restored(tar: tarfile.TarFile, run: PurePosixPath, files: Members, work: Path) -> Members:
@@ -76,20 +71,21 @@ def import_runs(bundle: Path, dest: Path, dry_run: bool = False, skip: tuple[str
     restore_interrupted: also import each killed extension's folder as its finished shorter run."""
     done = []
     with tarfile.open(bundle, "r:gz") as tar, tempfile.TemporaryDirectory() as work:
-        runs = {run: (files, "") for run, files in run_members(tar).items()}
-        if restore_interrupted:
-            for run, files in interrupted_members(tar).items():
-                if str(run) not in skip and run.name not in skip:
-                    try:
-                        runs[run] = (restored(tar, run, files, Path(work)), " restored from its killed extension")
-                    except ValueError as e:
-                        done.append(f"leave  {run} (not restorable: {e})")
+        runs = {}
+        for run, files in run_members(tar).items():
+            if SUMMARY in files:
+                runs[run] = (files, "")
+            elif restore_interrupted and PREVIOUS in files and str(run) not in skip and run.name not in skip:
+                try:  # an extension killed before it finished
+                    runs[run] = (restored(tar, run, files, Path(work)), " restored from its killed extension")
+                except ValueError as e:
+                    done.append(f"leave  {run} (not restorable: {e})")
         for run, (files, how) in sorted(runs.items()):
             if str(run) in skip or run.name in skip:
                 done.append(f"skip   {run}")
                 continue
             target = dest / run
-            new = read(tar, files[PurePosixPath("summary.json")])
+            new = read(tar, files[SUMMARY])
             replace = False
             if (target / "summary.json").is_file():
                 if (target / "summary.json").read_bytes() == new:

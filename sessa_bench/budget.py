@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from omegaconf import OmegaConf
 
-from sessa_bench.compose import CONF_DIR, compose_train
+from sessa_bench.compose import available, compose_train
 from sessa_bench.flops import train_flops_per_token
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.block import BLOCKS
@@ -49,14 +49,10 @@ class Budget:
             raise ValueError(f"budget.tolerance must lie in (0, 1), got {self.tolerance}")
 
 
-def _available(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
 def _load(group: str, name: str) -> dict:
     """One group's config as Hydra composes it for a run (schema defaults included)."""
-    if name not in _available(group):
-        raise ValueError(f"{group}={name!r} is unknown; available: {_available(group)}")
+    if name not in available(group):
+        raise ValueError(f"{group}={name!r} is unknown; available: {available(group)}")
     return OmegaConf.to_container(compose_train([f"{group}={name}"])[group], resolve=True)
 
 
@@ -175,10 +171,10 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", default="tiny", help=f"one of {_available('budget')}")
+    ap.add_argument("--budget", default="tiny", help=f"one of {available('budget')}")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--families", nargs="+", default=list(FAMILIES), help=f"from {_available('model')}")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), help=f"from {available('model')}")
     args = ap.parse_args(argv)
     budget = load_budget(args.budget)
     rows = []

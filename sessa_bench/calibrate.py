@@ -22,14 +22,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sessa_bench.compose import CONF_DIR, compose_file, compose_train
+from sessa_bench.compose import available, compose_file, compose_train
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.calibration import render, row
 from sessa_bench.report.collect import collect
 from sessa_bench.report.protocol import planned_execution, select_lr
 from sessa_bench.report.timing import SAFETY, run_seconds
 
-SWEEPS = sorted(p.stem for p in (CONF_DIR / "calibrate").glob("*.yaml"))
+SWEEPS = available("calibrate")
 
 
 def load(sweep: str) -> dict:

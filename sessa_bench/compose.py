@@ -14,6 +14,11 @@ from sessa_bench import schema
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+def available(group: str) -> list[str]:
+    """The config names of one group of conf/ (model, experiment, calibrate, ...), sorted."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
 def compose_train(overrides: list[str] | None = None) -> DictConfig:
     schema.register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
-from sessa_bench.compose import CONF_DIR, compose_train
+from sessa_bench.compose import available, compose_train
 from sessa_bench.report.paper import TABLES, Table, experiments, with_families, write
 from sessa_bench.report.protocol import Cell, Run, cell
 from sessa_bench.report.timing import SAFETY, round_seconds, run_seconds, stand_ins
@@ -57,8 +57,7 @@ from sessa_bench.run_folder import RunFolder
 def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[str]]:
     """Overrides per experiment: plain ones go to all, `<experiment>:<override>` to that one only; a
     family-scoped `[<experiment>:]<model>:<override>` stays scoped (protocol.cell applies it to that model)."""
-    known = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
-    models = {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}
+    known, models = set(available("experiment")), set(available("model"))
     out: dict[str, list[str]] = {n: [] for n in names}
     for o in overrides:
         head, sep, rest = o.partition(":")

@@ -86,8 +86,8 @@ NOT_IN_PAPER = "not in the paper"  # the paper cell of a family added to a table
 def with_families(table: Table, families: list[str]) -> Table:
     """The table with these rows: the paper's families or any model config of conf/model/ (a baseline the
     paper did not run: its paper cells stay empty, and every family gets the same protocol)."""
-    from sessa_bench.compose import CONF_DIR
-    known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+    from sessa_bench.compose import available
+    known = available("model")
     if not families or (bad := [f for f in families if f not in known]) or len(set(families)) < len(families):
         raise ValueError(f"families={list(families)}: give distinct model configs from {known}"
                          + (f" ({bad} unknown)" if families and bad else ""))
@@ -171,10 +171,11 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
         cells = [fam]
         for i, col in enumerate(table.columns):
             c = got[col.experiment]
-            ours, paper = cell(col, c.runs[fam]), table.paper[fam][i] if fam in table.paper else None
+            in_paper = fam in table.paper
+            ours, paper = cell(col, c.runs[fam]), table.paper[fam][i] if in_paper else None
             unconverged = not all(c.converged[fam])
             cells += [mean_std(ours, col.digits) + ("*" if ours is not None and unconverged else ""),
-                      mean_std(paper, col.digits, missing=NOT_IN_PAPER if fam not in table.paper else NOT_RUN)]
+                      mean_std(paper, col.digits, missing=NOT_RUN if in_paper else NOT_IN_PAPER)]
             rows.append({"table": table.name, "family": fam, "column": col.title, "experiment": col.experiment,
                          "metric": col.metric, "percent": col.percent,
                          "n_seeds": len([s for s in c.runs[fam] if col.metric in s["final"]]),
