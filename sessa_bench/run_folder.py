@@ -230,7 +230,7 @@ class RunFolder:
     def restore_previous(self) -> int:
         """Undo reopen() of an extension that was killed before it finished (a lease's time limit; its
         checkpoint stays on that machine): the finished shorter run comes back as it was reported, its
-        summary.json and its training lines, and the killed extension's lines move to
+        summary.json, its training lines and its step count in config.yaml, and the killed extension's lines move to
         metrics.interrupted.jsonl. Only for an extension that resumed from its checkpoint (metrics.jsonl
         continues the shorter run's lines); one that retrained from step 0 is refused. Returns the restored
         run's step count."""
@@ -250,6 +250,10 @@ class RunFolder:
         atomic_write_text(self.metrics, "".join(ln + "\n" for ln in lines[:n]))
         for log in self.path.glob("csv/metrics.csv"):  # Lightning's CSV log: the same cut
             keep_csv_rows_before(log, steps)
+        if self.config.exists():  # the extension wrote its own step count there; a config saying more steps
+            cfg = OmegaConf.load(self.config)  # than the summary made the same extension look finished
+            cfg.trainer.max_steps = steps
+            atomic_write_text(self.config, OmegaConf.to_yaml(cfg))
         if self.probe_prev.exists():
             os.replace(self.probe_prev, self.probe)
         os.replace(self.previous, self.summary)  # last: the folder is finished again only once all is back

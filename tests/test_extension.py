@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
+from omegaconf import OmegaConf
 
 from sessa_bench.compose import compose_train
 from sessa_bench.lit_module import lr_lambda
-from sessa_bench.run_folder import RunFolder
+from sessa_bench.run_folder import RunFolder, atomic_write_text, extension_of, resolved_config
 from sessa_bench.train import run
 
 SOUP = ["task.min_len=41", "task.max_len=61", "task.n_train=64", "task.n_val=16", "task.n_test=16"]
@@ -148,12 +149,18 @@ def test_a_killed_extension_gives_back_the_finished_run(tmp_path):
     assert n < len(lines)  # the final evaluation's lines come after the training's
     (folder.path / "csv").mkdir()
     (folder.path / "csv" / "metrics.csv").write_bytes(b"step,train/loss\r\n1,2.0\r\n3,1.5\r\n5,1.0\r\n")
-    assert folder.reopen(compose_train(overrides(tmp_path, "ext", 8, *const)))
+    config = folder.config.read_text()
+    longer = compose_train(overrides(tmp_path, "ext", 8, *const))
+    assert folder.reopen(longer)
+    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(longer)))  # as the extension's start does
     killed = {"step": 5, "train/loss": 1.0}
     with folder.metrics.open("a") as f:
         f.write(json.dumps(killed) + "\n")
     assert folder.restore_previous() == 4
     assert folder.summary.read_bytes() == summary and folder.read_metrics() == lines[:n]
+    # the config says the 4-step run again: the same extension is pending, not finished (a lease skipped it)
+    assert folder.config.read_text() == config
+    assert extension_of(OmegaConf.to_container(OmegaConf.load(folder.config)), resolved_config(longer)) == 8
     assert folder.read_metrics(folder.metrics_interrupted) == [killed] and not folder.previous.exists()
     assert (folder.path / "csv" / "metrics.csv").read_bytes() == b"step,train/loss\r\n1,2.0\r\n3,1.5\r\n"
     with pytest.raises(ValueError, match="is not an interrupted extension"):
