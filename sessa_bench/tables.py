@@ -184,6 +184,8 @@ def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo
     finished and one has not converged, all of them at twice the steps, at most the cap (`extends`: to be
     reopened for resumption; nothing is reopened here, so a round that is not started changes no folder)."""
     lr = c.selection()[0]
+    if lr is None:  # its sweep is not finished (another process reopened the chosen rate's run): a rerun's
+        return []   # sweep step trains it first
     runs = [c.run(lr, s) for s in seeds]
     steps = max(r.steps for r in runs)
     runs = [c.run(lr, s, steps) for s in seeds]  # every seed trains as long as the longest

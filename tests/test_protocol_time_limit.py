@@ -567,3 +567,16 @@ def test_ensure_times_only_the_runs_that_wait_for_a_slot(tmp_path, unconverged):
     todo = seed_runs(c, [0, 1], 4 * STEPS)
     est = Clock(1000, None, 1, None).run_estimate(todo)
     assert est(todo[0].run.overrides) is None and est(todo[1].run.overrides) == pytest.approx(360.0)
+
+
+def test_a_cell_whose_sweep_run_was_reopened_meanwhile_waits_for_the_sweep(tmp_path, unconverged):
+    """Another process reopened Sessa's seed-0 run (its chosen rate's sweep run) to extend it while this round
+    trained: its rate is not chosen any more, so the seeds step has nothing for that cell until the sweep step
+    of a rerun finishes it (it built `optim.lr=None` and stopped the whole table step: a lease in session 16)."""
+    from sessa_bench.tables import seed_runs
+
+    c = cell(EXP, "sessa", overrides(tmp_path, "[0.001]"), "val/acc")
+    assert len(seed_runs(c, [0, 1], 4 * STEPS)) == 2
+    c.run(0.001, 0).folder.reopen(_compose((f"experiment={EXP}", "model=sessa", "seed=0",
+                                            *c.overrides, "optim.lr=0.001", f"trainer.max_steps={2 * STEPS}"))[0])
+    assert c.selection()[0] is None and seed_runs(c, [0, 1], 4 * STEPS) == []
