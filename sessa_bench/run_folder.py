@@ -191,6 +191,18 @@ class RunFolder:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 
+    def check_steps(self) -> None:
+        """Raise if this finished run's summary.json has fewer steps than its config.yaml asks for: a folder
+        restored by an older restore_previous() (it kept the killed extension's trainer.max_steps), which
+        `runs` would skip as that extension finished while `tables` plans to extend it."""
+        if not (self.is_finished() and self.config.exists()):
+            return
+        steps = self.read_summary().get("steps")
+        asked = OmegaConf.load(self.config).get("trainer", {}).get("max_steps")
+        if isinstance(steps, int) and isinstance(asked, int) and steps < asked:
+            raise ValueError(f"run folder {self.path} finished at {steps} steps but its config.yaml says "
+                             f"trainer.max_steps={asked}; set it to {steps} there (the finished run's) and rerun")
+
     def check_config(self, cfg, what: str) -> None:
         """Raise if this folder already holds `what` (a finished or unfinished run) of another config; an
         extension (see the module docstring) is not another config."""

@@ -46,6 +46,7 @@ def pending(run_overrides: list[list[str]]) -> list[tuple[list[str], RunFolder]]
         folder = RunFolder.of(cfg)
         if folder.is_finished():
             folder.check_config(cfg, "a finished run")
+            folder.check_steps()
             print(f"skipping finished run {folder.path}", flush=True)
             continue
         out.append((ov, folder))

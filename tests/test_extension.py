@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from sessa_bench.compose import compose_train
 from sessa_bench.lit_module import lr_lambda
 from sessa_bench.run_folder import RunFolder, atomic_write_text, extension_of, resolved_config
+from sessa_bench.runs import pending
 from sessa_bench.train import run
 
 SOUP = ["task.min_len=41", "task.max_len=61", "task.n_train=64", "task.n_val=16", "task.n_test=16"]
@@ -161,6 +162,14 @@ def test_a_killed_extension_gives_back_the_finished_run(tmp_path):
     # the config says the 4-step run again: the same extension is pending, not finished (a lease skipped it)
     assert folder.config.read_text() == config
     assert extension_of(OmegaConf.to_container(OmegaConf.load(folder.config)), resolved_config(longer)) == 8
+    # a folder the old code restored (the extension's step count left in config.yaml): runs would skip it as
+    # that extension finished while tables planned to extend it; now one clear error, before anything trains
+    atomic_write_text(folder.config, OmegaConf.to_yaml(resolved_config(longer)))
+    with pytest.raises(ValueError, match=r"finished at 4 steps but its config.yaml says trainer.max_steps=8; "
+                                         r"set it to 4 there"):
+        pending([overrides(tmp_path, "ext", 8, *const)])
+    atomic_write_text(folder.config, config)
+    assert pending([overrides(tmp_path, "ext", 8, *const)]) == []  # finished (tables reopens an extension first)
     assert folder.read_metrics(folder.metrics_interrupted) == [killed] and not folder.previous.exists()
     assert (folder.path / "csv" / "metrics.csv").read_bytes() == b"step,train/loss\r\n1,2.0\r\n3,1.5\r\n"
     with pytest.raises(ValueError, match="is not an interrupted extension"):
