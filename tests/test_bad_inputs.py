@@ -273,25 +273,57 @@ def test_every_module_entry_point_ends_user_errors_in_one_line():
     assert missing == ["sessa_bench/cli.py"]  # its main() wraps every command in user_errors (the cases above)
 
 
+# Runs every CLI case as `python -m <module> <args>` would, each in a process of its own forked from one
+# interpreter that imported torch, Lightning and Hydra once (17 fresh interpreters spent ~30 s of the suite
+# importing them); sessa_bench itself is imported fresh in each child, in its own working directory.
+DRIVER = r"""
+import json, os, runpy, sys
+import torch, lightning, hydra  # noqa: F401  (what every case imports; only this)
+cases, root = json.loads(sys.argv[1]), sys.argv[2]
+children = []
+for i, (module, args) in enumerate(cases):
+    d = os.path.join(root, f"cli{i}")
+    os.makedirs(d, exist_ok=True)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.path.join(d, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 2)
+        os.chdir(d)
+        os.environ["SESSA_BENCH_CACHE"] = os.path.join(d, "cache")
+        sys.argv, code = [module, *args], 0
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:  # what a fresh interpreter would print, and its exit status
+            import traceback
+            traceback.print_exc()
+            code = 1
+        sys.stderr.flush()
+        os._exit(code)
+    children.append(pid)
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children]))
+"""
+
+
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
-    """Every CLI case in its own fresh interpreter, four at a time (each spends seconds importing torch)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(i):
-        d = tmp_path_factory.mktemp(f"cli{i}")
-        return subprocess.run([sys.executable, *CLI[i][0]], cwd=d, env=_env(d), capture_output=True, text=True,
-                              timeout=600)
-
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(one, range(len(CLI))))
+    """(exit status, stderr) of every CLI case."""
+    root = tmp_path_factory.mktemp("cli")
+    cases = [(argv[1], argv[2:]) for argv, _ in CLI]  # every case is `-m <module> ...`
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases), str(root)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    codes = json.loads(res.stdout.strip().splitlines()[-1])
+    return [(code, (root / f"cli{i}" / "stderr").read_text()) for i, code in enumerate(codes)]
 
 
 @pytest.mark.parametrize("case", range(len(CLI)), ids=[" ".join(a[1:]) for a, _ in CLI])
 def test_entry_points_end_a_user_error_in_one_line(cli_runs, case):
-    res, start = cli_runs[case], CLI[case][1]
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(start), res.stderr[-3000:]
+    (code, stderr), start = cli_runs[case], CLI[case][1]
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(start), stderr[-3000:]
 
 
 def test_lightning_misconfiguration_is_a_user_error_without_importing_lightning_first(capsys):
