@@ -242,8 +242,8 @@ class RunFolder:
     def restore_previous(self) -> int:
         """Undo reopen() of an extension that was killed before it finished (a lease's time limit; its
         checkpoint stays on that machine): the finished shorter run comes back as it was reported, its
-        summary.json, its training lines and its step count in config.yaml, and the killed extension's lines move to
-        metrics.interrupted.jsonl. Only for an extension that resumed from its checkpoint (metrics.jsonl
+        summary.json, its training lines and its step count in config.yaml, and the killed extension's lines
+        move to metrics.interrupted.jsonl. Only for an extension that resumed from its checkpoint (metrics.jsonl
         continues the shorter run's lines); one that retrained from step 0 is refused. Returns the restored
         run's step count."""
         if self.is_finished() or not self.previous.exists():
