@@ -8,8 +8,8 @@ TORCH_PIN ?= torch==2.13.0
 BUDGET    ?= tiny
 VOCAB     ?= 4096
 SEQ_LEN   ?= 2048
-# memory-tail: folders of run folders probed after training (default: the Table 1 SymbolSoup runs).
-RUNS      ?= $(wildcard results/runs/table1_symbol_soup)
+# memory-tail: folders of run folders probed after training (default: Table 1's SymbolSoup and Diffuse MQAR runs).
+RUNS      ?= $(wildcard results/runs/table1_symbol_soup results/runs/table1_diffuse_mqar)
 # Table 2 and the ablation offline: the King James Bible instead of SimpleStories, 300 steps (~5 epochs of
 # its 0.93M training tokens; the 3000 steps of table2_simplestories.yaml would be ~50).
 BIBLE_ARGS ?= task=bible trainer.max_steps=300 trainer.val_check_interval=50 callbacks.checkpoint.every_n_steps=100

@@ -2,12 +2,13 @@
 
     python -m sessa_bench.memory_tail [--runs results/runs/table1_symbol_soup] [--budgets tiny small]
 
-1. At initialisation: for every budget, family and SymbolSoup length (experiments table1_symbol_soup, 401-599
-   tokens, and table1_symbol_soup_long, 1801-2047; seed 0) a fresh model
-   -> results/memory_tail/init/<experiment>/<run name>/probe.json.
-2. Trained: every run folder under --runs that has a checkpoint and no probe.json of its model yet gets one
-   (runs trained with probe=true already have it; one that records another step count than the run, written
-   before an extension, is measured again); folders with neither are listed as not probed.
+1. At initialisation: for every budget, family and Table 1 column (experiments table1_symbol_soup, 401-599
+   tokens, table1_symbol_soup_long, 1801-2047, and table1_diffuse_mqar, its 1088-token val sequences; seed 0)
+   a fresh model -> results/memory_tail/init/<experiment>/<run name>/probe.json.
+2. Trained: every run folder under --runs (default: Table 1's SymbolSoup and Diffuse MQAR runs) that has a
+   checkpoint and no probe.json of its model yet gets one (runs trained with probe=true already have it; one
+   that records another step count than the run, written before an extension, is measured again); folders
+   with neither are listed as not probed.
 3. The report (tables and PNGs) is built from the probe.json files alone. Existing probe files are kept:
    delete one (or pass --force) to measure again.
 
@@ -34,8 +35,9 @@ from sessa_bench.run_folder import RunFolder, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("sessa", "transformer", "mamba2")
-EXPERIMENT = "table1_symbol_soup"  # whose run folders are probed after training by default
-INIT_EXPERIMENTS = ("table1_symbol_soup", "table1_symbol_soup_long")  # Table 1's two SymbolSoup lengths
+RUN_EXPERIMENTS = ("table1_symbol_soup", "table1_diffuse_mqar")  # whose run folders are probed by default
+# Table 1's columns: two SymbolSoup lengths, and Diffuse MQAR, the task the families learnt long-lag recall on
+INIT_EXPERIMENTS = ("table1_symbol_soup", "table1_symbol_soup_long", "table1_diffuse_mqar")
 # CPU-sized (a shared 2-core machine): one val example, a one-per-octave lag grid, 2 Hutchinson probes;
 # tiny also probes every layer, small (~20M parameters, 401-599 tokens) only the final state.
 SETTINGS = {
@@ -121,7 +123,8 @@ def rows_of(results: list[dict], curve: str) -> list[str]:
         run, fit = r["run"], r["curves"][curve][FINAL]["fit"]
         p, e = fit["power"] or {}, fit["exponential"] or {}
         tau = e.get("tau")
-        out.append(f"| {run['family']} | {run['budget']} | {tokens(r)} | {weights(run)} | {run['seed']} | "
+        out.append(f"| {run['family']} | {run.get('task') or '?'} | {run['budget']} | {tokens(r)} | {weights(run)} | "
+                   f"{run['seed']} | "
                    f"{r['model']['n_layers']} x {r['model']['d_model']} | "
                    f"{_fmt(p.get('exponent'))} | {_fmt(p.get('r2'))} | "
                    f"{_fmt(tau, '.1f') if e else '–'}{' (no decay)' if e and tau is None else ''} | "
@@ -141,7 +144,8 @@ def layer_rows(results: list[dict]) -> list[str]:
             for fit in fits:
                 p = fit["power"] or {}
                 cells += [_fmt(p.get("exponent")), _fmt(p.get("r2")), fit["better"] or "–"]
-            out.append(f"| {run['family']} | {run['budget']} | {tokens(r)} | {weights(run)} | {name} | "
+            out.append(f"| {run['family']} | {run.get('task') or '?'} | {run['budget']} | {tokens(r)} | "
+                       f"{weights(run)} | {name} | "
                        + " | ".join(cells) + " |")
     return out
 
@@ -159,13 +163,13 @@ def plot(results: list[dict], curve: str, path: Path) -> Path:
             run = r["run"]
             ax.plot([L for L, _ in pts], [v for _, v in pts], marker="o", ms=3,
                     ls="-" if run["weights"] == "trained" else "--",
-                    label=f"{run['budget']} T={tokens(r)} {weights(run)} s{run['seed']}")
+                    label=f"{run.get('task') or '?'} {run['budget']} T={tokens(r)} {weights(run)} s{run['seed']}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(fam)
         ax.set_xlabel("lag L")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the curves stay visible
     axes[0][0].set_ylabel("influence ||dh_t/dx_{t-L}||" if curve == "by_position" else "influence ||dh_{s+L}/dx_s||")
     fig.suptitle(f"memory tail ({curve}, final hidden state)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +183,8 @@ def plot(results: list[dict], curve: str, path: Path) -> Path:
 def _key(r: dict):
     run = r["run"]
     fam = FAMILIES.index(run["family"]) if run["family"] in FAMILIES else len(FAMILIES)
-    return (run["weights"] != "init", run["budget"] != "tiny", run["budget"], max(r["lengths"]), fam, run["family"],
-            run["seed"])
+    return (run["weights"] != "init", run.get("task") or "", run["budget"] != "tiny", run["budget"], max(r["lengths"]),
+            fam, run["family"], run["seed"])
 
 
 def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> str:
@@ -194,27 +198,27 @@ def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> 
         "# Memory tail: influence of a token against its lag",
         "",
         "Influence at lag L = root mean square of the Jacobian norm ||d h_t / d x_{t-L}||_F, with x the input "
-        "embedding and h the final hidden state (after the last LayerNorm, before the head), on SymbolSoup val "
-        "examples (`sessa_bench/probe.py`). **by_position**: averaged over output positions t >= L; "
-        "**from_source**: from the first token (s = 0) to the output at L. Fits on lags >= the minimum lag: "
-        "power law log I = a - p log L (exponent p) and exponential log I = a - L / tau; `better` is the fit "
-        "with the higher R^2 (both predict log I from the same points). Weights `init`: a fresh model of the "
-        "run's config (seed 0); `trained`: the run's checkpoint, the one its table reports (its "
+        "embedding and h the final hidden state (after the last LayerNorm, before the head), on val examples of "
+        "each run's task (the task column; `sessa_bench/probe.py`). **by_position**: averaged over output "
+        "positions t >= L; **from_source**: from the first token (s = 0) to the output at L. Fits on lags >= "
+        "the minimum lag: power law log I = a - p log L (exponent p) and exponential log I = a - L / tau; "
+        "`better` is the fit with the higher R^2 (both predict log I from the same points). Weights `init`: a "
+        "fresh model of the run's config (seed 0); `trained`: the run's checkpoint, the one its table reports (its "
         "best-validation weights where it kept them; the weights column says which).",
         "",
     ]
     for curve in CURVES:
         lines += [f"## {curve}", "",
-                  "| family | budget | tokens | weights | seed | layers x width | power exponent p | R^2 | exp. tau | R^2 "
-                  "| better |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|", *rows_of(results, curve), "",
+                  "| family | task | budget | tokens | weights | seed | layers x width | power exponent p | R^2 "
+                  "| exp. tau | R^2 | better |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows_of(results, curve), "",
                   f"![{curve}](memory_tail_{curve}.png)", ""]
     per_layer = layer_rows(results)
     if per_layer:
         lines += ["## Per layer (input embedding to the output of block l)", "",
-                  "| family | budget | tokens | weights | output | p (by_position) | R^2 | better | p (from_source) | R^2 "
-                  "| better |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|", *per_layer, ""]
+                  "| family | task | budget | tokens | weights | output | p (by_position) | R^2 | better "
+                  "| p (from_source) | R^2 | better |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|", *per_layer, ""]
     lines += ["## Probe settings", "",
               "| budget | method | probes | examples | positions/example | source | min lag | lags | max lag | device | dtype |",
               "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -237,15 +241,17 @@ def build_report(paths, out_md: Path, missing=(), notes: Path | None = None) -> 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="*", default=None,
-                    help=f"folders of run folders (default: results/runs/{EXPERIMENT} when present)")
+                    help=f"folders of run folders (default: results/runs/{{{','.join(RUN_EXPERIMENTS)}}}, "
+                         f"those present)")
     ap.add_argument("--budgets", nargs="*", default=["tiny", "small"], help="budgets probed at init")
     ap.add_argument("--experiments", nargs="*", default=list(INIT_EXPERIMENTS),
-                    help="experiments (SymbolSoup lengths) probed at init")
+                    help="experiments (Table 1's columns) probed at init")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--out", default=str(ROOT / "results" / "memory_tail.md"))
     ap.add_argument("--force", action="store_true", help="measure again even where probe.json exists")
     args = ap.parse_args(argv)
-    runs = args.runs if args.runs is not None else [p for p in [ROOT / "results" / "runs" / EXPERIMENT] if p.is_dir()]
+    runs = args.runs if args.runs is not None else \
+        [p for e in RUN_EXPERIMENTS if (p := ROOT / "results" / "runs" / e).is_dir()]
     out = Path(args.out)
     paths = probe_init(args.budgets, args.families, out.parent / "memory_tail" / "init", args.force,
                        args.experiments)

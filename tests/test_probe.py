@@ -314,7 +314,7 @@ def test_cli_init_probe_and_report(tmp_path, monkeypatch, capsys):
         assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
     text = build_report([run / "probe_init.json"], tmp_path / "memory_tail.md")
     lo, hi = min(r["lengths"]), max(r["lengths"])  # the probed examples' lengths: the report's tokens column
-    assert f"| transformer | tiny | {lo if lo == hi else f'{lo}-{hi}'} | init | 0 | 2 x 16 |" in text
+    assert f"| transformer | symbol_soup | tiny | {lo if lo == hi else f'{lo}-{hi}'} | init | 0 | 2 x 16 |" in text
     # `make memory-tail` passes a relative --runs: a folder with neither probe.json nor a checkpoint is listed
     import sessa_bench.memory_tail as mt
     monkeypatch.setattr(mt, "ROOT", tmp_path)
