@@ -191,14 +191,17 @@ class RunFolder:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 
-    def check_steps(self) -> None:
+    def check_steps(self, summary: dict | None = None, config: dict | None = None) -> None:
         """Raise if this finished run's summary.json has fewer steps than its config.yaml asks for: a folder
         restored by an older restore_previous() (it kept the killed extension's trainer.max_steps), which
-        `runs` would skip as that extension finished while `tables` plans to extend it."""
-        if not (self.is_finished() and self.config.exists()):
-            return
-        steps = self.read_summary().get("steps")
-        asked = OmegaConf.load(self.config).get("trainer", {}).get("max_steps")
+        `runs` would skip as that extension finished while `tables` plans to extend it. summary, config: the
+        two files' contents where the caller has read them already."""
+        if summary is None or config is None:
+            if not (self.is_finished() and self.config.exists()):
+                return
+            summary = self.read_summary() if summary is None else summary
+            config = OmegaConf.to_container(OmegaConf.load(self.config)) if config is None else config
+        steps, asked = summary.get("steps"), (config.get("trainer") or {}).get("max_steps")
         if isinstance(steps, int) and isinstance(asked, int) and steps < asked:
             raise ValueError(f"run folder {self.path} finished at {steps} steps but its config.yaml says "
                              f"trainer.max_steps={asked}; set it to {steps} there (the finished run's) and rerun")

@@ -195,8 +195,8 @@ class Cell:
                 r.overrides = [*ov[:-1], f"trainer.max_steps={more}"]
                 r.steps_requested = more
             if more is not None and folder.is_finished():
-                folder.check_steps()  # else a plan here and ensure on the GPU disagree about this folder
                 r.summary = folder.read_summary()
+                folder.check_steps(r.summary, have)  # else a plan here and ensure on the GPU disagree about it
                 r.rows = folder.read_metrics()[:r.summary.get("fit_metrics_lines")]
                 r.earlier = folder.earlier_trainings()
         return r
