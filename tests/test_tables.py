@@ -328,6 +328,18 @@ def test_reference_levels_only_where_all_runs_agree():
     assert reference_levels(mixed) == {"chance": (0.05, ":")}  # two lengths: no single ceiling to draw
 
 
+def test_val_curve_of_seeds_of_different_lengths_is_split_where_the_shorter_ends():
+    """Mamba2's Diffuse MQAR seeds at 16000 and 8000 steps: one mean line jumped from 0.69 (seed 1's final
+    validation at 8000, alone) to 0.97 (seed 0 alone). The mean of both ends at the last step both logged;
+    the rest, seed 0 alone, is a second (dashed) part that starts there."""
+    from sessa_bench.report.plots import coverage_split
+    steps = [249, 499, 7999, 8000, 8249, 8499]
+    counts = [2, 2, 2, 1, 1, 1]
+    assert coverage_split(steps, counts, 2, 8000) == ([0, 1, 2], [2, 4, 5])
+    assert coverage_split(steps[:3], counts[:3], 2, 7999) == ([0, 1, 2], [])  # equal lengths: one solid line
+    assert coverage_split([10, 20], [1, 1], 2, 10) == ([], [1])  # nothing common: the longer run past the end  # no step common to both: all of it partial
+
+
 def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, capsys):
     """scripts/probe_chosen.py (a lease's last step): the runs at each family's chosen rate, found with the
     table's own overrides; a folder that has probe.json is left as it is."""

@@ -1,7 +1,8 @@
 """PNG plots for the paper tables, from run folders only (called by sessa_bench.report.paper):
 
 - <table>_<task>_val.png   the table's validation metric against the training step, one line per family
-                           (mean over seeds of metrics.jsonl; a shaded band spans min..max over seeds)
+                           (mean over seeds of metrics.jsonl; a shaded band spans min..max over seeds;
+                           dashed where fewer seeds logged the step: a mean of other seeds is another curve)
 - <table>_<task>_lags.png  Diffuse MQAR test token accuracy per lag bucket and family; buckets beyond the
                            longest training lag (out of distribution) are shaded
 
@@ -32,16 +33,32 @@ def save(fig, path: Path) -> Path:
         plt.close(fig)
 
 
-def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Steps, mean, min and max over runs of `metric` from metrics.jsonl (steps where any run logged it)."""
+def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float], list[float], list[float],
+                                                        list[int], int]:
+    """Steps, mean, min, max and count over runs of `metric` from metrics.jsonl (steps where any run logged it),
+    and the step where the shortest run's curve ends."""
     by_step: dict[int, list[float]] = defaultdict(list)
+    ends = []
     for d in run_dirs:
-        for row in RunFolder(d).read_metrics():
-            if metric in row and "step" in row:
-                by_step[int(row["step"])].append(float(row[metric]))
+        logged = [(int(row["step"]), float(row[metric])) for row in RunFolder(d).read_metrics()
+                  if metric in row and "step" in row]
+        for step, value in logged:
+            by_step[step].append(value)
+        ends += [max(step for step, _ in logged)] if logged else []
     steps = sorted(by_step)
     vals = [by_step[s] for s in steps]
-    return steps, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals]
+    return (steps, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals],
+            [len(v) for v in vals], min(ends, default=0))
+
+
+def coverage_split(steps: list[int], counts: list[int], runs: int, end: int) -> tuple[list[int], list[int]]:
+    """Indices of the steps every run logged, and of those past `end`, the shortest run's last (runs of
+    different lengths: the mean of those that trained on, from the last common step so the two lines join).
+    A step only some runs logged up to `end` (the shorter run's final validation) is in neither: as a mean of
+    fewer runs it would be a dip or a jump."""
+    common = [i for i, n in enumerate(counts) if n >= runs]
+    after = [i for i, st in enumerate(steps) if st > end and counts[i] < runs]
+    return common, [common[-1], *after] if common and after else after
 
 
 # task facts drawn as levels, where a task has them (what each is, per task: tasks/*.py baseline, ceiling)
@@ -63,11 +80,22 @@ def val_curves(runs: dict[str, list[Path]], metric: str, out: Path, title: str,
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for fam, dirs in runs.items():
-        steps, mean, lo, hi = mean_curve(dirs, metric)
+        steps, mean, lo, hi, counts, end = mean_curve(dirs, metric)
         if not steps:
             continue
-        line, = ax.plot(steps, mean, marker="o", ms=3, label=f"{fam} ({len(dirs)} seed{'s' * (len(dirs) > 1)})")
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+        # seeds of different lengths: past the shortest's end the mean is of fewer seeds (dashed), which drawn
+        # as one line would read as a jump of the curve
+        parts = list(zip(coverage_split(steps, counts, len(dirs), end), ("-", "--")))
+        label = f"{fam} ({len(dirs)} seed{'s' * (len(dirs) > 1)}{'; dashed: fewer' if parts[1][0] else ''})"
+        color = None
+        for idx, style in parts:
+            if not idx:
+                continue
+            line, = ax.plot([steps[i] for i in idx], [mean[i] for i in idx], marker="o", ms=3, linestyle=style,
+                            color=color, label=label if color is None else None)
+            color = line.get_color()
+            ax.fill_between([steps[i] for i in idx], [lo[i] for i in idx], [hi[i] for i in idx], color=color,
+                            alpha=0.2)
         drawn = True
     if not drawn:
         plt.close(fig)
