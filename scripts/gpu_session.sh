@@ -44,6 +44,8 @@
 #                16000-step runs leaves idle (results/bench/h200x2-run4-session.log: ALSO, bound to its call,
 #                would cut it). Its output goes to /tmp/session/logs/beside.log (in the bundle; its tail in
 #                the summary); its run folders, under /tmp/paper_runs, come back with the table's.
+#                Table 2 and the ablation on the Bible, whole protocol, one run per GPU beside the table's:
+#                BESIDE="bash scripts/bible_tables.sh /tmp/paper_runs /tmp/session/tables 1560".
 #   TAIL="cmd"   (with LEASE) starts detached in the call that starts the table step, waits for the table
 #                step to finish and then runs until the step's limit, whichever call is running: work for the
 #                GPUs a round leaves idle at its end (another experiment's sweep, the calibration), pinned
