@@ -222,6 +222,17 @@ def test_parameter_table_and_caption(built):
     assert "these runs are on" not in lm  # the fixture is SimpleStories itself
 
 
+def test_title_names_the_task_the_runs_used_when_it_is_not_the_papers():
+    from types import SimpleNamespace
+
+    from sessa_bench.report.paper import TABLES, table_title
+    t2 = TABLES["table2"]
+    assert table_title(t2, {"table2_simplestories": SimpleNamespace(task="simplestories")}) == t2.title
+    assert table_title(t2, {"table2_simplestories": SimpleNamespace(task=None)}) == t2.title  # no runs yet
+    bible = table_title(t2, {"table2_simplestories": SimpleNamespace(task="bible")})
+    assert bible.startswith(t2.title) and "our runs on `bible`" in bible and "`simplestories`" in bible
+
+
 def test_plots_exist(built):
     tmp = built["tmp"]
     for name in ("table1_symbol_soup_val", "table1_symbol_soup_long_val", "table1_diffuse_mqar_val", "table1_diffuse_mqar_lags",

@@ -218,7 +218,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
                 if row["family"] == fam and row["experiment"] == exp:
                     row.update(params_total=p["total"], params_deviation=p["deviation"])
 
-    md = (f"# {table.title}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: the value "
+    md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: the value "
           f"alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± std over "
           f"2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below)."
           + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
@@ -346,6 +346,16 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
                     "nothing to these rows (`unknown` when none did). "
                     "The paper states no SymbolSoup lengths; its number is shown beside both SymbolSoup columns.")
     return " ".join(text) + "_"
+
+
+def table_title(table: Table, got: dict[str, Collected]) -> str:
+    """The table's title, which says so when its runs are on another task than the paper's (the Bible,
+    offline, for SimpleStories): a caption's note alone was easy to miss under a title naming SimpleStories."""
+    other = sorted({c.task for exp, c in got.items() if c.task and c.task != table.paper_task[exp]})
+    if not other:
+        return table.title
+    return (f"{table.title}: **our runs on `{'`, `'.join(other)}`**, the paper's on "
+            f"`{'`, `'.join(sorted(set(table.paper_task.values())))}`")
 
 
 def table_caption(table: Table, got: dict[str, Collected]) -> str:
