@@ -28,20 +28,20 @@ def _bible_args_of_makefile() -> list[str]:
     raise AssertionError("no BIBLE_ARGS in the Makefile")
 
 
-def run_bible(tmp_path, seconds: str) -> subprocess.CompletedProcess:
+def run_bible(tmp_path, seconds: str, *overrides: str) -> subprocess.CompletedProcess:
     """bible_tables.sh with a stub python3 first on PATH that appends its arguments to tmp_path/calls."""
     stub = tmp_path / "bin"
     stub.mkdir()
     (stub / "python3").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n')
     (stub / "python3").chmod(0o755)
-    return subprocess.run(["bash", str(BIBLE), "/r", "/o", seconds], capture_output=True, text=True, timeout=30,
+    return subprocess.run(["bash", str(BIBLE), "/r", "/o", seconds, *overrides], capture_output=True, text=True, timeout=30,
                           env={"PATH": f"{stub}:/usr/bin:/bin"})
 
 
 def test_bible_tables_runs_table2_then_the_ablation_with_the_makefiles_settings(tmp_path):
     """scripts/bible_tables.sh (a lease's BESIDE): both tables, each with what is left of its time as
     --time-limit, the Makefile's BIBLE_ARGS and no probe. A stub python3 records each call."""
-    r = run_bible(tmp_path, "1000")
+    r = run_bible(tmp_path, "1000", "trainer=cpu", "budget=tiny")
     assert r.returncode == 0, r.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
     assert [c.split()[2] for c in calls] == ["table2", "ablation"]
@@ -52,6 +52,7 @@ def test_bible_tables_runs_table2_then_the_ablation_with_the_makefiles_settings(
         assert 900 <= limit <= 970  # SECONDS less the 30 s to write the table
         assert args[args.index("--results-dir") + 1] == "/r" and args[args.index("--out-dir") + 1] == "/o"
         assert all(a in args for a in _bible_args_of_makefile()) and "probe=false" in args
+        assert args[-2:] == ["trainer=cpu", "budget=tiny"]  # the caller's overrides come last: they win
     assert "bible_tables: ablation exit 0" in r.stdout
 
 
