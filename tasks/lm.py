@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from sessa_bench.files import atomic_write, atomic_write_text
 
-from . import checks, corpora
+from . import checks, corpora, lm_reference
 from .base import Task, config_key, split_seed
 from .cache import cache_dir
 from .corpora import CORPORA, SPLITS
@@ -165,6 +165,23 @@ class LanguageModeling(Task):
         if not path.is_file():
             self.build_shards()
         return np.load(path, mmap_mode="r")
+
+    def references(self) -> dict:
+        """The table's reference rows (tasks/lm_reference.py): per predictor, its test metrics under this
+        task's segmentation. Cached beside the shards (a JSON file written atomically; never a pickle)."""
+        cap = f"-max{self.max_train_tokens}" if self.max_train_tokens else ""
+        path = self.shard_dir / f"reference-v{lm_reference.VERSION}-L{self.seq_len}{cap}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        train = self.tokens("train")
+        out = {"chance": lm_reference.uniform_reference(self.vocab_size),
+               "bigram": lm_reference.bigram_reference(train, self.tokens("test"), self.vocab_size, self.seq_len),
+               "bigram_train_tokens": int(min(len(train), lm_reference.MAX_TRAIN_TOKENS))}
+        atomic_write_text(path, json.dumps(out, indent=1))
+        return out
+
+    def facts(self) -> dict:
+        return {**super().facts(), "references": self.references()}
 
     def dataset(self, split: str) -> Segments:
         tokens = self.tokens(split)

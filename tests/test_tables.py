@@ -108,7 +108,7 @@ def summary(tmp: Path, experiment: str, family: str) -> dict:
 @pytest.mark.parametrize("table", ["table1", "table2", "ablation"])
 def test_rows_means_and_paper_column(built, table):
     got = rows(built[table]["md"].read_text())
-    refs = {"chance", "baseline", "ceiling"} if table == "table1" else set()
+    refs = {"chance", "baseline", "ceiling"} if table == "table1" else {"chance", "bigram"}
     assert set(got) == set(PAPER[table]) | refs
     for fam in PAPER[table]:
         ours, paper = got[fam][0::2], got[fam][1::2]
@@ -150,6 +150,19 @@ def test_reference_rows(built):
     assert 0.05 < soup["ceiling"] <= 1 and mqar["ceiling"] == 1.0
     assert got["baseline"][0::2] == [f"{soup['baseline']:.4f}", f"{long['baseline']:.4f}", f"{mqar['baseline']:.4f}"]
     assert soup["baseline"] is not None and mqar["chance"] < mqar["baseline"] < 1
+
+
+@pytest.mark.parametrize("table", ["table2", "ablation"])
+def test_lm_reference_rows(built, table):
+    """Table 2 and the ablation: the uniform guess and the Kneser-Ney bigram, per column, from the runs' task
+    facts (tasks/lm_reference.py, tested against a dense formula in test_lm_reference.py)."""
+    got = rows(built[table]["md"].read_text())
+    refs = summary(built["tmp"], "table2_simplestories", "sessa")["task_facts"]["references"]
+    metrics = ["test/ppl", "test/acc", "test/top5"][:len(got["chance"]) // 2]
+    for name in ("chance", "bigram"):
+        want = [f"{refs[name][m]:.4f}" if m == "test/ppl" else f"{100 * refs[name][m]:.3f}" for m in metrics]
+        assert got[name][0::2] == want, (name, got[name])
+    assert refs["chance"]["test/ppl"] > refs["bigram"]["test/ppl"]  # the bigram beats the uniform guess
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "ablation"])

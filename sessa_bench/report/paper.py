@@ -36,6 +36,7 @@ class Table:
     paper_task: dict[str, str]  # experiment -> the task the paper's numbers are on
     curve_metric: str           # validation metric: plotted against steps, selects the rate, tells convergence
     reference_rows: bool = False  # chance and ceiling rows from the runs' task facts
+    lm_references: bool = False   # rows of reference predictors per metric (task_facts.references: LM tasks)
 
 
 # arXiv 2604.18580 ("Sessa: Selective State Space Attention"), transcribed from the paper:
@@ -71,13 +72,13 @@ TABLES = {
         (Column("perplexity", LM, "test/ppl"),
          Column("top-1 (%)", LM, "test/acc", percent=True, digits=3),
          Column("top-5 (%)", LM, "test/top5", percent=True, digits=3)),
-        PAPER_TABLE2, {LM: "simplestories"}, "val/ppl"),
+        PAPER_TABLE2, {LM: "simplestories"}, "val/ppl", lm_references=True),
     # The ablation's config is Table 2's (conf/experiment/ablation.yaml): its Sessa runs are Table 2's.
     "ablation": Table(
         "ablation", "Ablation: Sessa without its feedback branch (SimpleStories, test)", ("sessa", "sessa_nofb"),
         (Column("perplexity", "ablation", "test/ppl"),
          Column("top-1 (%)", "ablation", "test/acc", percent=True, digits=3)),
-        PAPER_ABLATION, {"ablation": "simplestories"}, "val/ppl"),
+        PAPER_ABLATION, {"ablation": "simplestories"}, "val/ppl", lm_references=True),
 }
 MAX_DEVIATION = 0.02  # every family within 2 % of the budget's target
 NOT_IN_PAPER = "not in the paper"  # the paper cell of a family added to a table (--families)
@@ -148,10 +149,16 @@ def lr_text(lr: float | None) -> str:
 
 
 def reference_row(name: str, key: str, table: Table, got: dict[str, Collected]) -> list[str]:
-    """A row of the runs' task facts (chance, ceiling) per column; one value when all runs agree."""
+    """A row of the runs' task facts (chance, ceiling) per column; one value when all runs agree. With
+    `lm_references`, the fact is task_facts.references[key][the column's metric]."""
+    def fact(facts: dict, col: Column):
+        if table.lm_references:
+            return (facts.get("references") or {}).get(key, {}).get(col.metric)
+        return facts.get(key)
+
     cells = [name]
     for col in table.columns:
-        vals = {s["task_facts"].get(key) for runs in got[col.experiment].runs.values() for s in runs}
+        vals = {fact(s["task_facts"], col) for runs in got[col.experiment].runs.values() for s in runs}
         scale = 100.0 if col.percent else 1.0
         if not vals:
             text = NOT_RUN
@@ -192,6 +199,8 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
         lines += [reference_row("chance", "chance", table, got),
                   reference_row("baseline", "baseline", table, got),
                   reference_row("ceiling", "ceiling", table, got)]
+    if table.lm_references:
+        lines += [reference_row("chance", "chance", table, got), reference_row("bigram", "bigram", table, got)]
 
     # Per family and experiment: parameters (vocabulary and head differ between tasks), the chosen rate.
     plines = []
@@ -345,6 +354,12 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
                     "occurrence, 1 by construction. A run that recorded neither (older Diffuse MQAR runs) adds "
                     "nothing to these rows (`unknown` when none did). "
                     "The paper states no SymbolSoup lengths; its number is shown beside both SymbolSoup columns.")
+    if table.lm_references:
+        text.append("`chance`: the uniform guess over the vocabulary. `bigram`: an interpolated Kneser-Ney bigram "
+                    "(absolute discount 0.75) counted on the training split, scored on the test split's labels as "
+                    "the models are, each predicted from the token before it (tasks/lm_reference.py): the n-gram "
+                    "floor a model of context should clear. A run that did not record them (before 2026-11-30) "
+                    "adds nothing to these rows (`unknown` when none did).")
     return " ".join(text) + "_"
 
 
