@@ -28,6 +28,9 @@ def labelled_pairs(tokens: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.nda
 
 
 class KneserNeyBigram:
+    """P(n | p) = max(c(p, n) - D, 0) / c(p) + D N1+(p .) / c(p) * P_cont(n), and P_cont(n) for a context
+    never seen in training; P_cont(n) = (N1+(. n) + 1) / sum over n of the same."""
+
     def __init__(self, train: np.ndarray, vocab_size: int, discount: float = DISCOUNT):
         V = self.V = int(vocab_size)
         self.D = float(discount)

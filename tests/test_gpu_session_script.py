@@ -34,8 +34,8 @@ def run_bible(tmp_path, seconds: str, *overrides: str) -> subprocess.CompletedPr
     stub.mkdir()
     (stub / "python3").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n')
     (stub / "python3").chmod(0o755)
-    return subprocess.run(["bash", str(BIBLE), "/r", "/o", seconds, *overrides], capture_output=True, text=True, timeout=30,
-                          env={"PATH": f"{stub}:/usr/bin:/bin"})
+    return subprocess.run(["bash", str(BIBLE), "/r", "/o", seconds, *overrides], capture_output=True, text=True,
+                          timeout=30, env={"PATH": f"{stub}:/usr/bin:/bin"})
 
 
 def test_bible_tables_runs_table2_then_the_ablation_with_the_makefiles_settings(tmp_path):

@@ -227,9 +227,9 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
                 if row["family"] == fam and row["experiment"] == exp:
                     row.update(params_total=p["total"], params_deviation=p["deviation"])
 
-    md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: the value "
-          f"alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± std over "
-          f"2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below)."
+    md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: "
+          f"the value alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± "
+          f"std over 2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below)."
           + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
              if (extra := [f for f in table.families if f not in table.paper]) else "") + "\n\n"
           + md_table(head, lines) + "\n\n"
