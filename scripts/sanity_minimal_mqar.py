@@ -131,7 +131,7 @@ class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(task.vocab_size, D)
-        self.pos = nn.Embedding(task.max_len, D) if args.pos == "learned" else None
+        self.pos = nn.Embedding(max(256, task.max_len), D) if args.pos == "learned" else None  # 256: as the logs
         block = Gated if args.block.startswith("gated") else PreNorm
         self.blocks = nn.ModuleList(block() for _ in range(args.layers))
         self.ln = nn.LayerNorm(D)
