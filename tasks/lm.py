@@ -169,8 +169,9 @@ class LanguageModeling(Task):
     def references(self) -> dict:
         """The table's reference rows (tasks/lm_reference.py): per predictor, its test metrics under this
         task's segmentation. Cached beside the shards (a JSON file written atomically; never a pickle)."""
-        cap = f"-max{self.max_train_tokens}" if self.max_train_tokens else ""
-        path = self.shard_dir / f"reference-v{lm_reference.VERSION}-L{self.seq_len}{cap}.json"
+        # named after the train shard it is counted on (its name carries max_train_tokens)
+        train_shard = self.shard_path("train").stem
+        path = self.shard_dir / f"reference-v{lm_reference.VERSION}-L{self.seq_len}-{train_shard}.json"
         if path.is_file():
             return json.loads(path.read_text())
         train = self.tokens("train")
