@@ -40,6 +40,18 @@ def test_edge_winner_extends_the_grid_at_most_twice():
     assert select_lr(grid, low, "min")[0] == 1e-4
 
 
+def test_a_rate_still_at_the_grids_end_after_its_extensions_is_marked():
+    from types import SimpleNamespace
+    from sessa_bench.report.paper import chosen_text
+    c = SimpleNamespace(tried={"a": {1e-4: 30.0, 3e-4: 29.0, 1e-3: 28.0}, "b": {1e-4: 30.0, 3e-4: 28.0, 1e-3: 29.0},
+                               "c": {1e-3: 28.0}, "d": {1e-4: None, 3e-4: None}},
+                        chosen={"a": 1e-3, "b": 3e-4, "c": 1e-3, "d": None})
+    assert chosen_text(c, "a") == "0.001 (grid edge)"
+    assert chosen_text(c, "b") == "0.0003"  # inside the grid
+    assert chosen_text(c, "c") == "0.001"  # a single rate is simply the rate (select_lr's rule)
+    assert chosen_text(c, "d") == "?"
+
+
 def test_diverged_runs_lose_and_ties_go_to_the_smaller_rate():
     assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: math.inf, 3e-4: 7.0, 1e-3: math.nan}, "min")[0] == 3e-4
     assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: 0.2, 3e-4: 0.3, 1e-3: 0.3}, "max")[0] == 3e-4
@@ -195,4 +207,5 @@ def test_tiny_sweep_seeds_and_extensions(tmp_path, monkeypatch):
             # Lightning logs the validation run after trainer step k at step k - 1 (metrics.jsonl's "step")
             assert s["best_step"] == best_step + 1 and s["final"]["val/ppl"] == pytest.approx(val[best_step], rel=1e-6)
         (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {fam} | table2_simplestories |")]
-        assert f"| {chosen:g} |" in line and f"{chosen:g}**: {score(chosen):.4f}" in line
+        edge = " (grid edge)" if chosen in (min(grid), max(grid)) else ""  # grown twice, still the best at an end
+        assert f"| {chosen:g}{edge} |" in line and f"{chosen:g}**: {score(chosen):.4f}" in line

@@ -82,6 +82,7 @@ TABLES = {
 }
 MAX_DEVIATION = 0.02  # every family within 2 % of the budget's target
 NOT_IN_PAPER = "not in the paper"  # the paper cell of a family added to a table (--families)
+EDGE = "grid edge"  # after a chosen rate that is still the grid's smallest or largest once it stopped growing
 
 
 def with_families(table: Table, families: list[str]) -> Table:
@@ -148,6 +149,16 @@ def lr_text(lr: float | None) -> str:
     return "?" if lr is None else f"{lr:g}"
 
 
+def at_edge(c: Collected, fam: str) -> bool:
+    """The chosen rate is the grid's smallest or largest after its extensions: the best may lie beyond."""
+    tried, lr = list(c.tried[fam]), c.chosen[fam]
+    return lr is not None and len(tried) >= 2 and lr in (min(tried), max(tried))
+
+
+def chosen_text(c: Collected, fam: str) -> str:
+    return lr_text(c.chosen[fam]) + (f" ({EDGE})" if at_edge(c, fam) else "")
+
+
 def reference_row(name: str, key: str, table: Table, got: dict[str, Collected]) -> list[str]:
     """A row of the runs' task facts (chance, ceiling) per column; one value when all runs agree. With
     `lm_references`, the fact is task_facts.references[key][the column's metric]."""
@@ -190,7 +201,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
                          "std": "" if ours is None or ours[1] is None else ours[1],
                          "paper_mean": "" if paper is None else paper[0],
                          "paper_std": "" if paper is None else paper[1], "lr": c.chosen[fam] or "",
-                         "lr_grid": " ".join(f"{x:g}" for x in c.tried[fam]),
+                         "lr_grid": " ".join(f"{x:g}" for x in c.tried[fam]), "lr_at_edge": at_edge(c, fam),
                          "steps": "/".join(str(s["steps"]) for s in c.runs[fam]),
                          "converged": "" if ours is None else not unconverged,
                          "test_from": "/".join(sorted({s.get("test_from", "last") for s in c.runs[fam]}))})
@@ -211,7 +222,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
             grid = ", ".join(f"{x:g}{'**' if x == c.chosen[fam] else ''}: "
                              + ("not run" if v is None else f"{v:.4f}") for x, v in c.tried[fam].items())
             if not runs:
-                plines.append([fam, c.experiment_name, "", "", NOT_RUN, "", "", "", lr_text(c.chosen[fam]),
+                plines.append([fam, c.experiment_name, "", "", NOT_RUN, "", "", "", chosen_text(c, fam),
                                grid or "-", "", ""])
                 continue
             p, cost = runs[0]["params"], runs[0].get("cost", {})
@@ -220,7 +231,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
             best = best if c.cells[fam].best or "last" not in best else []  # shown where the best is asked for
             plines.append([fam, c.experiment_name, cost.get("layers", "?"), cost.get("d_model", "?"),
                            f"{p['total']:,}", f"{p['target']:,}", f"{p['deviation']:+.2%}{flag}",
-                           ", ".join(str(s["seed"]) for s in runs), lr_text(c.chosen[fam]), grid or "-",
+                           ", ".join(str(s["seed"]) for s in runs), chosen_text(c, fam), grid or "-",
                            "/".join(str(s["steps"]) for s in runs) + (f" (tested: {'/'.join(best)})" if best else ""),
                            "/".join("yes" if ok else "no" for ok in c.converged[fam])])
             for row in rows:
@@ -239,7 +250,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
           + (f"\n## Validation curves\n\n{curves}\n" if (curves := curves_section(table, got)) else "")
           + (f"\n## Fit\n\n{fit}\n" if (fit := fit_section(table, got)) else ""))
     fields = ["table", "family", "column", "experiment", "metric", "percent", "n_seeds", "mean", "std",
-              "paper_mean", "paper_std", "lr", "lr_grid", "steps", "converged", "test_from", "params_total",
+              "paper_mean", "paper_std", "lr", "lr_grid", "lr_at_edge", "steps", "converged", "test_from", "params_total",
               "params_deviation"]
     return md, csv_text(fields, rows)
 
@@ -337,6 +348,9 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
             + "; runs that were not are extended (resumed with twice the steps, constant learning rate after "
               f"warmup) up to their experiment's cap ({caps(got)}), and `*` marks cells with a run still "
               "unconverged."]
+    if any(at_edge(c, f) for c in got.values() for f in table.families):
+        text.append(f"`({EDGE})` after a chosen rate: it is still the smallest or largest of its grid after "
+                    f"the {MAX_EXTENSIONS} extensions, so a better rate may lie beyond it.")
     if any(c.best for c in cs):
         text.append(f"Runs keep their best-{metric} checkpoint; validation and test metrics are that "
                     f"checkpoint's (`tested: best <step>` in the second table), and convergence is judged on the best-so-far "
