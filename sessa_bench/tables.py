@@ -16,7 +16,9 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
    `sweep.max_steps_cap` (absent: 4x its trainer.max_steps; --max-steps-cap S overrides every experiment's;
    a cap between two doublings is the last extension's length, so a lease that fits 3000 steps but not 4000
    can reach 3000).
-Each step trains in rounds (a round: the runs that can train side by side). With --time-limit SECONDS
+Each family of each experiment (a cell) takes these steps on its own, since its rate depends on its own sweep
+only; they train in rounds (a round: every cell's next runs, side by side), so one cell's seeds train beside
+another's last sweep run. With --time-limit SECONDS
 (counted from the command's start) no run starts whose estimated time (`sessa_bench/report/timing.py`,
 from the run folders' summaries) exceeds the time left: a round that does not fit starts the part of it
 that fits and keeps the workers busiest (`Clock.fit`; the rest is the next round of a rerun), and when no part fits
@@ -91,31 +93,40 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     cells = list({(c.experiment, c.family): c for c in cells}.values())
     clock = None if time_limit is None and not plan else \
         Clock(math.inf if time_limit is None else time_limit, started, jobs, kw.get("jobs_per_gpu"), pace, safety)
-    # 1. the sweep, round by round (a round's grid extensions are known only once it has finished), then
-    # 2. + 3. the seeds at the chosen rate and extensions until converged or capped
-    for step, next_round in (("sweep", lambda: [t for c in cells for t in sweep_runs(c)]),
-                             ("seeds and extensions",
-                              lambda: [t for c in cells for t in seed_runs(c, seeds, max_steps_cap)])):
-        last = None
-        while todo := next_round():
-            if plan:
-                print(describe(step, todo, clock), flush=True)
+    # Each cell (experiment x family) goes its own way: the sweep, round by round (a round's grid extensions
+    # are known only once it has finished), then the seeds at its chosen rate and extensions until converged
+    # or capped. A round holds every cell's next runs, so a cell whose rate is chosen trains its seeds while
+    # another cell's sweep still runs (its choice depends on its own sweep only), instead of a lease's GPUs
+    # waiting on one cell's last sweep run.
+    def next_round() -> tuple[str, list[Todo]]:
+        sweep = [t for c in cells for t in sweep_runs(c)]
+        swept = {(t.cell.experiment, t.cell.family) for t in sweep}
+        rest = [t for c in cells if (c.experiment, c.family) not in swept for t in seed_runs(c, seeds, max_steps_cap)]
+        return ", ".join(k for k, v in (("sweep", sweep), ("seeds and extensions", rest)) if v), sweep + rest
+
+    last = None
+    while True:
+        step, todo = next_round()
+        if not todo:
+            break
+        if plan:
+            print(describe(step, todo, clock), flush=True)
+            return
+        if (this := sorted(t.run.folder.path.name + str(t.run.steps_requested) for t in todo)) == last:
+            raise RuntimeError(f"the tables protocol asks for the same {len(todo)} runs again after training "
+                               f"them ({', '.join(this[:3])}...): a bug, stopping instead of looping")
+        last = this
+        note = ""
+        if clock:  # before any reopen: a stop loses nothing
+            todo, note = clock.admit(todo)
+            if not todo:
                 return
-            if (this := sorted(t.run.folder.path.name + str(t.run.steps_requested) for t in todo)) == last:
-                raise RuntimeError(f"the tables protocol asks for the same {len(todo)} runs again after training "
-                                   f"them ({', '.join(this[:3])}...): a bug, stopping instead of looping")
-            last = this
-            note = ""
-            if clock:  # before any reopen: a stop loses nothing
-                todo, note = clock.admit(todo)
-                if not todo:
-                    return
-            reopen(todo)
-            print(f"{step}: {len(todo)} runs{note}", flush=True)
-            from sessa_bench.runs import ensure  # the trainer is imported only when something trains
-            if ensure([t.run.overrides for t in todo], jobs, **kw,
-                      **({} if clock is None else {"deadline": clock.end, "estimate": clock.run_estimate(todo)})):
-                return  # runs of a later wave did not start: the time is up (ensure said which)
+        reopen(todo)
+        print(f"{step}: {len(todo)} runs{note}", flush=True)
+        from sessa_bench.runs import ensure  # the trainer is imported only when something trains
+        if ensure([t.run.overrides for t in todo], jobs, **kw,
+                  **({} if clock is None else {"deadline": clock.end, "estimate": clock.run_estimate(todo)})):
+            return  # runs of a later wave did not start: the time is up (ensure said which)
     if plan:
         print("plan: nothing left to train (every cell is finished, converged or at its cap)", flush=True)
 

@@ -335,6 +335,20 @@ def test_a_seed_left_behind_by_a_partial_round_extends_its_shorter_run(tmp_path,
     assert len(reopened) == 3 and all(n.endswith("-s1") for n in reopened)
 
 
+def test_a_family_whose_rate_is_chosen_trains_its_seeds_beside_another_familys_sweep(tmp_path, fake_ensure, capsys):
+    """A family's rate depends on its own sweep only: Sessa's sweep is finished (one rate, so chosen), the
+    others' are not; the round holds their sweep runs and Sessa's seed 1 side by side (the lease of
+    2026-11-30: Mamba2's last sweep run would otherwise have kept the seeds of the other two waiting a lease)."""
+    finish(cell(EXP, "sessa", overrides(tmp_path, "[0.001]"), "val/acc"), 0.001, 0)
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, "[0.001]")
+    assert capsys.readouterr().out.startswith("sweep, seeds and extensions: 3 runs\n")
+    (todo,) = fake_ensure
+    got = sorted((next(o for o in ov if o.startswith("model=")), next(o for o in ov if o.startswith("seed=")))
+                 for ov in todo)
+    assert got == [("model=mamba2", "seed=0"), ("model=sessa", "seed=1"), ("model=transformer", "seed=0")], got
+
+
 def RunFolder_name(ov: list[str]) -> str:
     return _compose(tuple(ov))[1]["run_name"]  # the folder name (composed once by the protocol, cached)
 
