@@ -73,7 +73,12 @@
 #   MPS=1        the table step's runs share the GPU through a CUDA MPS daemon started for it (pipe and log
 #                folders under /tmp; where it does not start, they run without, and summary.md says so); the
 #                daemon is stopped once the table step has finished, before PROBE and AFTER. It changes no
-#                setting of the GPU. Whether it helps: scripts/mps_check.py (an A/B of one call).
+#                setting of the GPU. The default when PER_GPU > 1 (MPS=0: without): two graphed runs on one
+#                H200 trained 1.02x one run's tokens/s time-sliced and 1.35x through MPS
+#                (scripts/mps_check.py, results/bench/nvidia-h200-mps-check.md); each run records it
+#                (placement.mps) and the table step's estimates count it (report/timing.py MPS_GAIN).
+#                BESIDE's and TAIL's processes are not its clients: beside the table's runs they time-slice,
+#                and slowed them ~1.5x in lease 14, which the estimates do not count (results/README.md).
 # The first call copies the committed run folders (SEED_FROM, default results/runs) into /tmp/paper_runs, so
 # the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
@@ -99,6 +104,7 @@ if [[ $WORK == table1 ]]; then EXPERIMENTS=${EXPERIMENTS-table1_symbol_soup}; el
 SEEDS=${SEEDS:-0 1}
 CAP=${CAP:-}  # empty: each experiment's sweep.max_steps_cap (else 4x its grid's steps)
 PER_GPU=${PER_GPU:-3}
+MPS=${MPS:-$(( PER_GPU > 1 ? 1 : 0 ))}  # runs sharing a GPU overlap their kernels only through MPS
 # A stable rate, a batch large enough to be compute-bound, and compile (the eager step of a 20M model is
 # launch-bound, so a second GPU saved little at batch 64: results/bench/h200x2-run1-session.log).
 DDP_ARGS=${DDP_ARGS:---steps 120 --batch-size 256 optim.lr=3e-4 compile=true}
@@ -201,7 +207,7 @@ if [[ ! -f $started ]]; then
   busy=(python3 scripts/gpu_busy.py --log "$work/logs/gpu_util-$(date +%H%M%S).csv" --skip 30 --timeout
         "$limit" -- "${what[@]}" $TABLE_OVERRIDES)
   mps=()  # the table step's environment for an MPS daemon: only its processes are clients
-  if [[ ${MPS:-0} == 1 ]]; then
+  if [[ $MPS == 1 ]]; then
     mkdir -p /tmp/mps-pipe /tmp/mps-log
     if CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log nvidia-cuda-mps-control -d \
         >> "$work/logs/mps.txt" 2>&1; then

@@ -368,13 +368,21 @@ def concurrent_runs() -> int:
     return int(os.environ.get(ENV_CONCURRENT, "1"))
 
 
+def mps_client() -> bool:
+    """Whether this process's CUDA work goes through an MPS daemon (scripts/gpu_session.sh's MPS=1 gives the
+    table step's processes its pipe folder): runs sharing a GPU then overlap their kernels."""
+    return bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
+
+
 def placement() -> dict | None:
-    """{"gpu": the GPU a runs.ensure worker was pinned to, "runs_on_gpu": how many workers shared it}, or None
-    for a run that was not placed (in process, on CPU, or started by hand)."""
+    """{"gpu": the GPU a runs.ensure worker was pinned to, "runs_on_gpu": how many workers shared it, "mps":
+    whether they shared it through MPS}, or None for a run that was not placed (in process, on CPU, or
+    started by hand)."""
     if ENV_GPU not in os.environ:
         return None
     gpu = os.environ[ENV_GPU]
-    return {"gpu": int(gpu) if gpu.isdigit() else gpu, "runs_on_gpu": int(os.environ.get(ENV_RUNS_ON_GPU, "1"))}
+    return {"gpu": int(gpu) if gpu.isdigit() else gpu, "runs_on_gpu": int(os.environ.get(ENV_RUNS_ON_GPU, "1")),
+            "mps": mps_client()}
 
 
 def git_commit() -> str:

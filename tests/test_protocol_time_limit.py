@@ -461,6 +461,23 @@ def test_a_pace_scales_with_the_runs_sharing_the_gpu():
     assert run_seconds(2000, s, resumable=False, runs_per_gpu=7) == pytest.approx(1400 * 7 / 9)
 
 
+def test_runs_sharing_a_gpu_through_mps_are_timed_at_its_measured_gain(monkeypatch):
+    """Two runs on a GPU through MPS train 1.32x what they do time-sliced: a pace measured time-sliced
+    (2 runs) times an MPS round of 2 at 1/1.32 of it, and an MPS-measured pace times a time-sliced round of 2
+    at 1.32x; one run alone is the same either way. The round's MPS is the table step's (an MPS client)."""
+    from sessa_bench.report.timing import MPS_GAIN, sharing
+    sliced = {**summary(1000, 800.0), "placement": {"gpu": 0, "runs_on_gpu": 2}}
+    mps = {**summary(1000, 800.0), "placement": {"gpu": 0, "runs_on_gpu": 2, "mps": True}}
+    assert sharing(sliced, 2, mps=True) == pytest.approx(1 / MPS_GAIN)
+    assert sharing(mps, 2, mps=False) == pytest.approx(MPS_GAIN)
+    assert sharing(mps, 2, mps=True) == sharing(sliced, 2, mps=False) == 1.0
+    assert sharing(mps, 1, mps=True) == pytest.approx(max(MPS_GAIN / 2, SHARING_FLOOR))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    assert pace(own=sliced, runs_per_gpu=2) == pytest.approx(0.8)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "/tmp/mps-pipe")
+    assert pace(own=sliced, runs_per_gpu=2) == pytest.approx(0.8 / MPS_GAIN)
+
+
 def test_the_pace_measured_nearest_the_rounds_sharing_times_it():
     """The lease of 2026-11-29 (session 6): Mamba2's seed 0 trained 2000 steps in 1072 s beside 6 more runs,
     its seed 1 in 742 s beside 3 more. For a round of 2 runs sharing the GPU, seed 1's pace (measured at 4)

@@ -115,7 +115,10 @@ def test_worker_envs_pin_one_gpu_and_record_sharing(monkeypatch):
     # what a worker records in its summary
     monkeypatch.setenv(ENV_GPU, "1")
     monkeypatch.setenv(ENV_RUNS_ON_GPU, "2")
-    assert placement() == {"gpu": 1, "runs_on_gpu": 2}
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    assert placement() == {"gpu": 1, "runs_on_gpu": 2, "mps": False}
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "/tmp/mps-pipe")  # an MPS client (gpu_session.sh MPS=1)
+    assert placement()["mps"] is True
     monkeypatch.delenv(ENV_GPU)
     assert placement() is None
 

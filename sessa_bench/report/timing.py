@@ -19,6 +19,10 @@ SAFETY = 1.2  # on top of the round's estimate: paces vary between runs and mach
 # count that saturates the GPU (one H200, SymbolSoup `small`: 9 runs ~360k tokens/s together, 6 ~410k, 3
 # ~330k, one alone ~200k), so the factor on a pace is never below this.
 SHARING_FLOOR = 0.6
+# Runs sharing a GPU through MPS overlap their kernels: two graphed Sessa runs of Table 1's shapes on one H200
+# trained 1.32x the tokens/s together that they did time-sliced (results/bench/nvidia-h200-mps-check.md). Not
+# measured for more runs; their gain is taken to be the same (it leans long where it is larger).
+MPS_GAIN = 1.32
 
 
 def trained_in_last_process(summary: dict) -> int:
@@ -63,14 +67,24 @@ def seconds_per_step(summary: dict) -> float | None:
     return (float(wall) - startup(summary)) / trained
 
 
-def sharing(summary: dict, runs_per_gpu: int | None) -> float:
+def load(runs: int, mps: bool) -> float:
+    """A GPU's load in runs' worth of time slices: `runs` time-sliced, fewer when MPS overlaps them."""
+    return runs / MPS_GAIN if mps and runs > 1 else float(runs)
+
+
+def sharing(summary: dict, runs_per_gpu: int | None, mps: bool | None = None) -> float:
     """Factor on a run's measured pace when `runs_per_gpu` runs will share each GPU where its summary says
     `placement.runs_on_gpu` did: a saturated GPU divides its throughput among its runs, so the pace scales
-    with the count (down to SHARING_FLOOR); 1 when either count is unknown (a run started by hand, CPU)."""
-    then = (summary.get("placement") or {}).get("runs_on_gpu")
+    with the count (down to SHARING_FLOOR), by less where they share it through MPS (`load`; `mps`: the
+    round's, default whether this process is an MPS client, as the table step's processes are under
+    gpu_session.sh's MPS=1); 1 when either count is unknown (a run started by hand, CPU)."""
+    from sessa_bench.run_folder import mps_client
+    placed = summary.get("placement") or {}
+    then = placed.get("runs_on_gpu")
     if not then or not runs_per_gpu:
         return 1.0
-    return max(runs_per_gpu / then, SHARING_FLOOR)
+    now = mps_client() if mps is None else mps
+    return max(load(runs_per_gpu, now) / load(then, bool(placed.get("mps"))), SHARING_FLOOR)
 
 
 def execution(s: dict) -> str:
