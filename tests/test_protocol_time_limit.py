@@ -69,6 +69,20 @@ def test_the_pace_is_that_of_the_longest_process_in_the_cell():
     assert pace(own=newer, cell=[{**summary(1000, 600.0), "finished_at": "2026-11-30T02:00:00Z"}]) == 0.6
 
 
+def test_a_longer_process_of_its_family_at_another_rate_times_an_extension():
+    """Diffuse MQAR, 2026-11-30: Mamba2's 2000-step sweep run at 3.3e-5 is retrained to 16000 steps; its
+    family's 16000-step runs at other rates time it (the newest at equal length and sharing), not its own
+    short process; a longer run of another family does not, and one no longer than its own adds nothing."""
+    own = {**summary(2000, 400.0), "family": "mamba2"}
+    long_old = {**summary(16000, 2400.0), "family": "mamba2", "finished_at": "2026-11-30T01:00:00Z"}
+    long_new = {**summary(16000, 2000.0), "family": "mamba2", "finished_at": "2026-11-30T02:00:00Z"}
+    other = {**summary(16000, 6400.0), "family": "sessa"}
+    assert pace(own=own, experiment=[long_old, long_new, other], family="mamba2") == pytest.approx(0.125)
+    assert pace(own=own, experiment=[other], family="mamba2") == pytest.approx(0.2)
+    assert pace(own=own, experiment=[{**summary(2000, 800.0), "family": "mamba2"}], family="mamba2") == 0.2
+    assert pace(own=own, experiment=[long_old]) == pytest.approx(0.2)  # no family given: its own
+
+
 def test_a_missing_run_borrows_its_cell_pace_else_the_slowest_of_its_experiment():
     cell_runs = [summary(1000, 400.0)]
     experiment = [summary(1000, 300.0), summary(1000, 700.0), summary(1000, 80.0, resumed=900)]

@@ -105,8 +105,10 @@ def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[di
              runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0,
              family: str | None = None) -> tuple[float, dict] | None:
     """(seconds per step, the summary timing it) for a run to train: the pace of the longest last process
-    among its own finished run (a run being extended) and its cell's (same family, experiment and rate),
-    since start-up and evaluation weigh least there (a resumed half-length segment of the same run, timed
+    among its own finished run (a run being extended), its cell's (same family, experiment and rate) and,
+    where they trained longer processes than those, its family's at other rates of the experiment (a 2000-step
+    sweep run retrained to 16000 steps was timed by its own old 2000-step process, not by its family's three
+    16000-step ones), since start-up and evaluation weigh least there (a resumed half-length segment of the same run, timed
     while more runs shared the GPU, measured 0.52 s/step where its seed's full 2000-step process measured
     0.37); of those, the one timed at the GPU sharing nearest the round's (the least scaled: `sharing` is a
     rough model); ties: the one that finished last (summary.json's `finished_at`, absent before 2026-11-30:
@@ -133,7 +135,11 @@ def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[di
         same = [s for s in timed if how is None or execution(s) == how]
         return (same, 1.0) if same or how is None else (timed, fallback)
 
-    mine, scale = alike([*([own] if own is not None else []), *cell])
+    pool = [*([own] if own is not None else []), *cell]
+    if family:  # its family's runs of the experiment that trained longer processes time it better, at any rate
+        longest = max((trained_in_last_process(s) for s in pool if seconds_per_step(s) is not None), default=0)
+        pool += [s for s in experiment if s.get("family") == family and trained_in_last_process(s) > longest]
+    mine, scale = alike(pool)
     if mine:
         best = max(mine, key=lambda s: (trained_in_last_process(s), -off(s), s.get("finished_at") or "",
                                         at_round(s)))
