@@ -127,9 +127,17 @@ class RunFolder:
         if wall is None:
             return 0.0
         if fit is None:
-            fit = self.read_metrics()[:summary.get("fit_metrics_lines")]
+            fit = self.fit_metrics(summary)
         return startup_seconds(fit, float(wall), trained_in_last_process(summary),
                                summary.get("resumed_from_step"))
+
+    def fit_metrics(self, summary: dict | None = None) -> list[dict]:
+        """The metrics lines its training logged: the first fit_metrics_lines of metrics.jsonl. The lines after
+        them are the final evaluation (of the best checkpoint, where one is kept, logged at the last step), not
+        part of a training curve. All lines for a run without a summary (still training) or the count."""
+        if summary is None:
+            summary = json.loads(self.summary.read_text()) if self.summary.exists() else {}
+        return self.read_metrics()[:summary.get("fit_metrics_lines")]
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.summary, json.dumps(summary, indent=2, sort_keys=True, default=str))

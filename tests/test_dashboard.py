@@ -15,6 +15,7 @@ import pytest
 from sessa_bench.dashboard import browser
 from sessa_bench.dashboard.spec import sections
 from sessa_bench.report.paper import TABLES
+from sessa_bench.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMS = ("sessa", "transformer", "mamba2")
@@ -285,3 +286,16 @@ def test_a_sweep_under_way_has_no_chosen_rate_and_runs_of_your_own_are_all_shown
     _, got = table_rows(TABLES["table1"], root)
     cells = {row[0]: row[1] for row in got}
     assert cells["sessa"] == "not run" and cells["transformer"] == "0.4000 ± 0.1414"
+
+
+def test_a_runs_curve_on_the_page_leaves_out_its_best_checkpoints_final_evaluation(tmp_path):
+    """A run keeping its best checkpoint logs that checkpoint's validation at the last step after training;
+    the page drew it as the curve's last point (the Bible's Table 2: val/ppl 73 at step 599, then 28.6)."""
+    from sessa_bench.dashboard.page import run_record
+    d = tmp_path / "t2" / "r"
+    f = RunFolder(d)
+    for row in ({"step": 299, "val/ppl": 27.3}, {"step": 599, "val/ppl": 73.0}, {"step": 600, "val/ppl": 28.6}):
+        f.append_metrics(row)
+    summary = {"experiment": "t2", "run_name": "r", "family": "sessa", "seed": 0, "task": "bible",
+               "budget": "small", "final": {"val/ppl": 28.6}, "fit_metrics_lines": 2}
+    assert run_record(tmp_path, summary, {"val/ppl"}, None)["curves"]["val/ppl"] == [[299, 27.3], [599, 73.0]]

@@ -364,6 +364,22 @@ def test_val_curve_of_seeds_of_different_lengths_is_split_where_the_shorter_ends
     assert coverage_split([10, 20], [1, 1], 2, 10) == ([], [1])  # nothing common: the longer run past the end  # no step common to both: all of it partial
 
 
+def test_a_val_curve_stops_at_the_training_and_leaves_out_the_best_checkpoints_final_evaluation(tmp_path):
+    """The Bible's Table 2 (2026-11-30): a run that keeps its best checkpoint logs, after training, that
+    checkpoint's validation at the last step (val/ppl 28.6 at 600, where training's own was 73.0); the plot
+    drew it as the curve's last point, a drop from 73 to 28 at step 600."""
+    from sessa_bench.report.plots import mean_curve
+    d = tmp_path / "run"
+    f = RunFolder(d)
+    for row in ({"step": 299, "val/ppl": 27.3}, {"step": 599, "val/ppl": 73.0}, {"step": 600, "val/ppl": 28.6},
+                {"step": 600, "test/ppl": 29.5}):
+        f.append_metrics(row)
+    f.write_summary({"fit_metrics_lines": 2})
+    assert mean_curve([d], "val/ppl")[:2] == ([299, 599], [27.3, 73.0])
+    (d / "summary.json").unlink()  # still training: every line so far is its training's
+    assert mean_curve([d], "val/ppl")[0] == [299, 599, 600]
+
+
 def test_probe_chosen_finds_the_chosen_runs_and_keeps_existing_probes(built, capsys):
     """scripts/probe_chosen.py (a lease's last step): the runs at each family's chosen rate, found with the
     table's own overrides; a folder that has probe.json is left as it is."""

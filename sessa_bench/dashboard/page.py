@@ -26,7 +26,8 @@ def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen
     """What the page needs of one run: identity, its rate (`other rates` when the protocol chose another one
     for its experiment and family; a run of a cell without a finished sweep counts as chosen), final metrics,
     throughput and its validation curves."""
-    rows = RunFolder(results_dir / summary["experiment"] / summary["run_name"]).read_metrics()
+    # its training's lines: a best checkpoint's final evaluation, logged at the last step, is no curve point
+    rows = RunFolder(results_dir / summary["experiment"] / summary["run_name"]).fit_metrics(summary)
     curves = {m: [[int(r["step"]), float(r[m])] for r in rows if m in r and "step" in r] for m in curve_metrics}
     return {"experiment": summary["experiment"], "run": summary["run_name"], "family": summary["family"],
             "seed": summary["seed"], "task": summary["task"], "budget": summary["budget"],

@@ -35,12 +35,13 @@ def save(fig, path: Path) -> Path:
 
 def mean_curve(run_dirs: list[Path], metric: str) -> tuple[list[int], list[float], list[float], list[float],
                                                         list[int], int]:
-    """Steps, mean, min, max and count over runs of `metric` from metrics.jsonl (steps where any run logged it),
-    and the step where the shortest run's curve ends."""
+    """Steps, mean, min, max and count over runs of `metric` from their training's metrics lines (steps where
+    any run logged it; the final evaluation of a best checkpoint is not a point of the curve), and the step
+    where the shortest run's curve ends."""
     by_step: dict[int, list[float]] = defaultdict(list)
     ends = []
     for d in run_dirs:
-        logged = [(int(row["step"]), float(row[metric])) for row in RunFolder(d).read_metrics()
+        logged = [(int(row["step"]), float(row[metric])) for row in RunFolder(d).fit_metrics()
                   if metric in row and "step" in row]
         for step, value in logged:
             by_step[step].append(value)

@@ -197,7 +197,7 @@ class Cell:
             if more is not None and folder.is_finished():
                 r.summary = folder.read_summary()
                 folder.check_steps(r.summary, have)  # else a plan here and ensure on the GPU disagree about it
-                r.rows = folder.read_metrics()[:r.summary.get("fit_metrics_lines")]
+                r.rows = folder.fit_metrics(r.summary)
                 r.earlier = folder.earlier_trainings()
         return r
 
