@@ -46,6 +46,9 @@
 #                the summary); its run folders, under /tmp/paper_runs, come back with the table's.
 #                Table 2 and the ablation on the Bible, whole protocol, one run per GPU beside the table's:
 #                BESIDE="bash scripts/bible_tables.sh /tmp/paper_runs /tmp/session/tables 1560".
+#                Its processes slow the table's runs (lease 14: 1.45-1.65x the estimates, one Bible run
+#                beside two table runs per GPU): BESIDE_PER_GPU=K (`tables --beside K`) counts K such
+#                processes on every GPU in the table step's estimates.
 #   TAIL="cmd"   (with LEASE) starts detached in the call that starts the table step, waits for the table
 #                step to finish and then runs until the step's limit, whichever call is running: work for the
 #                GPUs a round leaves idle at its end (another experiment's sweep, the calibration), pinned
@@ -77,8 +80,8 @@
 #                H200 trained 1.02x one run's tokens/s time-sliced and 1.35x through MPS
 #                (scripts/mps_check.py, results/bench/nvidia-h200-mps-check.md); each run records it
 #                (placement.mps) and the table step's estimates count it (report/timing.py MPS_GAIN).
-#                BESIDE's and TAIL's processes are not its clients: beside the table's runs they time-slice,
-#                and slowed them ~1.5x in lease 14, which the estimates do not count (results/README.md).
+#                BESIDE's and TAIL's processes are not its clients: beside the table's runs they time-slice
+#                (BESIDE_PER_GPU counts them).
 # The first call copies the committed run folders (SEED_FROM, default results/runs) into /tmp/paper_runs, so
 # the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
@@ -183,7 +186,7 @@ else
   pace=()  # PACE="sessa:cuda_graphs=0.5 ...": tables --pace, the estimates of graphed runs without graphed history
   for p in ${PACE:-}; do pace+=(--pace "$p"); done
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
-        "${pace[@]}" ${SAFETY:+--safety "$SAFETY"}
+        "${pace[@]}" ${SAFETY:+--safety "$SAFETY"} ${BESIDE_PER_GPU:+--beside "$BESIDE_PER_GPU"}
         --seeds $SEEDS ${CAP:+--max-steps-cap "$CAP"} --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
         trainer.enable_progress_bar=false)
   plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)

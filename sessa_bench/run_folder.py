@@ -59,6 +59,7 @@ IMPLICIT = {"model.embed_std": 0.02}
 ENV_CONCURRENT = "SESSA_BENCH_CONCURRENT_RUNS"
 ENV_GPU = "SESSA_BENCH_GPU"
 ENV_RUNS_ON_GPU = "SESSA_BENCH_RUNS_ON_GPU"
+ENV_BESIDE = "SESSA_BENCH_BESIDE_PER_GPU"  # other training processes on each GPU (tables --beside)
 
 log = logging.getLogger("sessa_bench")
 
@@ -382,15 +383,21 @@ def mps_client() -> bool:
     return bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
 
 
+def beside_per_gpu() -> int:
+    """Training processes outside the table's that share each GPU with its runs (`tables --beside K`, a
+    lease's BESIDE work): they slow the runs, and the estimates count them."""
+    return int(os.environ.get(ENV_BESIDE) or 0)
+
+
 def placement() -> dict | None:
     """{"gpu": the GPU a runs.ensure worker was pinned to, "runs_on_gpu": how many workers shared it, "mps":
-    whether they shared it through MPS}, or None for a run that was not placed (in process, on CPU, or
-    started by hand)."""
+    whether they shared it through MPS, "beside": other processes said to share it}, or None for a run that
+    was not placed (in process, on CPU, or started by hand)."""
     if ENV_GPU not in os.environ:
         return None
     gpu = os.environ[ENV_GPU]
     return {"gpu": int(gpu) if gpu.isdigit() else gpu, "runs_on_gpu": int(os.environ.get(ENV_RUNS_ON_GPU, "1")),
-            "mps": mps_client()}
+            "mps": mps_client(), "beside": beside_per_gpu()}
 
 
 def git_commit() -> str:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -53,7 +54,7 @@ from sessa_bench.compose import available, compose_train
 from sessa_bench.report.paper import TABLES, Table, experiments, with_families, write
 from sessa_bench.report.protocol import Cell, Run, cell
 from sessa_bench.report.timing import SAFETY, round_seconds, run_seconds, stand_ins
-from sessa_bench.run_folder import RunFolder
+from sessa_bench.run_folder import ENV_BESIDE, RunFolder, beside_per_gpu
 
 
 def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[str]]:
@@ -136,9 +137,10 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
     round's GPU sharing (sessa_bench.report.timing), the round's estimate and whether it fits the clock."""
     todo = interleave(todo)
     secs, est = clock.estimate(todo)
-    sharing = clock.runs_per_gpu(len(todo))
+    sharing, beside = clock.runs_per_gpu(len(todo)), beside_per_gpu()
     lines = [f"plan: the next round is the {step}, {len(todo)} runs, {clock.slots} at a time"
-             + ("" if sharing is None else f", {sharing} sharing the busiest GPU")]
+             + ("" if sharing is None else f", {sharing} sharing the busiest GPU")
+             + (f" with {beside} more process{'es' if beside > 1 else ''} beside them" if beside and sharing else "")]
     for t, sec in zip(todo, secs):
         if t.extends is None:
             what = f"{t.run.steps_requested} steps from step 0"
@@ -448,6 +450,10 @@ def main(argv=None) -> None:
     ap.add_argument("--safety", type=float, default=SAFETY, metavar="FACTOR",
                     help=f"with --time-limit or --plan: the margin on every estimate (default {SAFETY}); lower "
                          "it only where the runs that time the round ran on the same code and machine kind")
+    ap.add_argument("--beside", type=int, default=None, metavar="K",
+                    help="with --run or --plan: K more training processes share each GPU with the table's runs "
+                         "(a lease's BESIDE work): every estimate counts them, time-sliced, and the runs record "
+                         "it (default: $" + ENV_BESIDE + ", else 0)")
     ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")
@@ -468,6 +474,10 @@ def main(argv=None) -> None:
         ap.error("--experiments names columns of one table; give table1, table2 or ablation")
     if args.run and args.plan:
         ap.error("--plan shows what --run would do next; give one of them")
+    if args.beside is not None:
+        if args.beside < 0:
+            ap.error(f"--beside {args.beside}: must be a count of processes, 0 or more")
+        os.environ[ENV_BESIDE] = str(args.beside)  # the estimates read it, and the runs' workers inherit it
     if args.results_dir:
         overrides = [f"results_dir={args.results_dir}", *overrides]
     for name in (list(TABLES) if args.table == "all" else [args.table]):

@@ -492,6 +492,42 @@ def test_runs_sharing_a_gpu_through_mps_are_timed_at_its_measured_gain(monkeypat
     assert pace(own=sliced, runs_per_gpu=2) == pytest.approx(0.8 / MPS_GAIN)
 
 
+def test_processes_beside_the_table_runs_are_counted_time_sliced(monkeypatch):
+    """Lease 14: two Diffuse MQAR runs per GPU, time-sliced, with one Bible run beside them on each GPU took
+    1.45-1.65x the estimates, which counted the two runs only: `--beside 1` counts 3 (1.5x). Through MPS the
+    runs' one context time-slices with the process beside it. A pace measured beside others is scaled back."""
+    from sessa_bench.report.timing import MPS_GAIN, sharing
+    from sessa_bench.run_folder import ENV_BESIDE
+    two = {**summary(1000, 800.0), "placement": {"gpu": 0, "runs_on_gpu": 2}}
+    assert sharing(two, 2, mps=False, beside=1) == pytest.approx(1.5)
+    assert sharing(two, 2, mps=True, beside=1) == pytest.approx(2 / MPS_GAIN * 2 / 2)
+    assert sharing(two, 1, mps=True, beside=1) == pytest.approx(1.0)  # one run and one beside: two slices
+    measured_beside = {**summary(1000, 1200.0), "placement": {"gpu": 0, "runs_on_gpu": 2, "beside": 1}}
+    assert sharing(measured_beside, 2, mps=False, beside=0) == pytest.approx(2 / 3)
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.setenv(ENV_BESIDE, "1")  # what `tables --beside 1` sets for its estimates and its workers
+    assert pace(own=two, runs_per_gpu=2) == pytest.approx(1.2)
+
+
+def test_beside_flag_reaches_the_plan_and_a_bad_one_is_one_line(tmp_path, unconverged, fake_ensure, capsys,
+                                                                monkeypatch):
+    import os
+
+    from sessa_bench.run_folder import ENV_BESIDE
+    from sessa_bench.tables import main
+    monkeypatch.setenv(ENV_BESIDE, "0")  # recorded, so main()'s own setting is undone after the test
+    monkeypatch.setattr("sessa_bench.runs.visible_gpus", lambda: ["0", "1"])
+    with pytest.raises(SystemExit):
+        main(["table1", "--plan", "--beside", "-1"])
+    assert "--beside -1: must be a count of processes, 0 or more" in capsys.readouterr().err
+    main(["table1", "--plan", "--beside", "2", "--experiments", EXP, "--jobs-per-gpu", "3", "--results-dir",
+          str(unconverged), "--out-dir", str(tmp_path / "out"), *overrides(tmp_path, "[0.001]")[1:]])
+    out = capsys.readouterr().out
+    assert out.startswith("plan: the next round is the seeds and extensions, 6 runs, 6 at a time, 3 sharing the "
+                          "busiest GPU with 2 more processes beside them\n"), out
+    assert os.environ[ENV_BESIDE] == "2" and fake_ensure == []
+
+
 def test_the_pace_measured_nearest_the_rounds_sharing_times_it():
     """The lease of 2026-11-29 (session 6): Mamba2's seed 0 trained 2000 steps in 1072 s beside 6 more runs,
     its seed 1 in 742 s beside 3 more. For a round of 2 runs sharing the GPU, seed 1's pace (measured at 4)

@@ -116,7 +116,10 @@ def test_worker_envs_pin_one_gpu_and_record_sharing(monkeypatch):
     monkeypatch.setenv(ENV_GPU, "1")
     monkeypatch.setenv(ENV_RUNS_ON_GPU, "2")
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
-    assert placement() == {"gpu": 1, "runs_on_gpu": 2, "mps": False}
+    monkeypatch.delenv("SESSA_BENCH_BESIDE_PER_GPU", raising=False)
+    assert placement() == {"gpu": 1, "runs_on_gpu": 2, "mps": False, "beside": 0}
+    monkeypatch.setenv("SESSA_BENCH_BESIDE_PER_GPU", "1")  # tables --beside 1
+    assert placement()["beside"] == 1
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "/tmp/mps-pipe")  # an MPS client (gpu_session.sh MPS=1)
     assert placement()["mps"] is True
     monkeypatch.delenv(ENV_GPU)

@@ -67,24 +67,29 @@ def seconds_per_step(summary: dict) -> float | None:
     return (float(wall) - startup(summary)) / trained
 
 
-def load(runs: int, mps: bool) -> float:
-    """A GPU's load in runs' worth of time slices: `runs` time-sliced, fewer when MPS overlaps them."""
-    return runs / MPS_GAIN if mps and runs > 1 else float(runs)
+def load(runs: int, mps: bool, beside: int = 0) -> float:
+    """A run's share of its GPU's time, inverted: `runs` time-sliced with `beside` other processes; through
+    MPS the runs overlap (MPS_GAIN) in one context, which time-slices with those others."""
+    if mps and runs > 1:
+        return runs / MPS_GAIN * (1 + beside)
+    return float(runs * (1 + beside) if mps else runs + beside)
 
 
-def sharing(summary: dict, runs_per_gpu: int | None, mps: bool | None = None) -> float:
+def sharing(summary: dict, runs_per_gpu: int | None, mps: bool | None = None, beside: int | None = None) -> float:
     """Factor on a run's measured pace when `runs_per_gpu` runs will share each GPU where its summary says
     `placement.runs_on_gpu` did: a saturated GPU divides its throughput among its runs, so the pace scales
-    with the count (down to SHARING_FLOOR), by less where they share it through MPS (`load`; `mps`: the
-    round's, default whether this process is an MPS client, as the table step's processes are under
-    gpu_session.sh's MPS=1); 1 when either count is unknown (a run started by hand, CPU)."""
-    from sessa_bench.run_folder import mps_client
+    with the count (down to SHARING_FLOOR), by less where they share it through MPS, and with other
+    processes beside them (`load`). `mps`, `beside`: the round's, by default this process's (an MPS client
+    under gpu_session.sh's MPS=1; `tables --beside K`); 1 when either count is unknown (a run started by
+    hand, CPU). Lease 14's Diffuse MQAR runs, two per GPU time-sliced beside one Bible run, took 1.45-1.65x
+    their estimates, which counted two (3/2 by this)."""
+    from sessa_bench.run_folder import beside_per_gpu, mps_client
     placed = summary.get("placement") or {}
     then = placed.get("runs_on_gpu")
     if not then or not runs_per_gpu:
         return 1.0
-    now = mps_client() if mps is None else mps
-    return max(load(runs_per_gpu, now) / load(then, bool(placed.get("mps"))), SHARING_FLOOR)
+    now = load(runs_per_gpu, mps_client() if mps is None else mps, beside_per_gpu() if beside is None else beside)
+    return max(now / load(then, bool(placed.get("mps")), int(placed.get("beside") or 0)), SHARING_FLOOR)
 
 
 def execution(s: dict) -> str:
