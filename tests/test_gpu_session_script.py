@@ -61,3 +61,28 @@ def test_bible_tables_starts_no_table_without_time_for_it(tmp_path):
     assert r.returncode == 0 and "table2 not started" in r.stdout
     assert not (tmp_path / "calls").exists()
     assert subprocess.run(["bash", "-n", str(BIBLE)]).returncode == 0
+
+
+BENCH = SCRIPT.parent / "bench_session.sh"
+
+
+def test_bench_session_runs_each_gpus_part_pinned_and_refuses_long_calls(tmp_path):
+    """scripts/bench_session.sh: one bench process per GPU given, pinned to it, under the call's limit, each
+    writing to its own folder; a call over 580 s is refused before anything starts."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python3").write_text(f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $@" >> {tmp_path}/calls\n')
+    (stub / "python3").chmod(0o755)
+    env = {"PATH": f"{stub}:/usr/bin:/bin", "BENCH0": "--parts blocks", "BENCH1": "--parts train --families sessa"}
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", str(BENCH), str(out), "100"], capture_output=True, text=True, timeout=30, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    calls = sorted((tmp_path / "calls").read_text().splitlines())
+    assert calls == [f"0 -m sessa_bench.bench --preset gpu --parts blocks --out-dir {out}/gpu0",
+                     f"1 -m sessa_bench.bench --preset gpu --parts train --families sessa --out-dir {out}/gpu1"]
+    assert "## GPU 0 (BENCH0): exit 0" in r.stdout and "## GPU 1 (BENCH1): exit 0" in r.stdout
+    (tmp_path / "calls").unlink()
+    r = subprocess.run(["bash", str(BENCH), str(out), "590"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 2 and "at most 580" in r.stderr and not (tmp_path / "calls").exists()
+    assert subprocess.run(["bash", "-n", str(BENCH)]).returncode == 0
