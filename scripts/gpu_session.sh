@@ -303,7 +303,10 @@ fi
   if [[ -f $done && $WORK != calibrate ]]; then  # what the next lease starts with (tables --plan, as this one ran)
     echo; echo "## next round (tables --plan on this lease's run folders; on the next lease's fresh machine no checkpoint is left, so an extension shown resumed retrains from step 0 there)"
     # shellcheck disable=SC2086
-    timeout 120 "${plan[@]}" $TABLE_OVERRIDES 2>&1 | tail -12
+    # timed as the next lease's table step will run: through MPS when it is on (the daemon is stopped by now,
+    # so the variable only tells the estimates; a CUDA client without its daemon runs as without MPS)
+    mps_env=(); [[ $MPS == 1 ]] && mps_env=(env CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe)
+    timeout 120 "${mps_env[@]}" "${plan[@]}" $TABLE_OVERRIDES 2>&1 | tail -12
   fi
   echo; echo "## runs finished in this lease (val/acc at the last step)"
   python3 - "$runs" "$work/seeded" <<'PY'
