@@ -72,7 +72,7 @@ def load(runs: int, mps: bool, beside: int = 0) -> float:
     MPS the runs overlap (MPS_GAIN) in one context, which time-slices with those others."""
     if mps and runs > 1:
         return runs / MPS_GAIN * (1 + beside)
-    return float(runs * (1 + beside) if mps else runs + beside)
+    return float(runs + beside)  # one run alone: the same with MPS or without
 
 
 def sharing(summary: dict, runs_per_gpu: int | None, mps: bool | None = None, beside: int | None = None) -> float:
