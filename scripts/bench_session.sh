@@ -15,15 +15,10 @@
 set -uo pipefail
 usage="usage: BENCH0=\"...\" BENCH1=\"...\" bench_session.sh OUT SECONDS"
 out=${1:?$usage} budget=${2:?$usage}
-if (( budget > 580 )); then  # the device tool kills a call at 600 s, before anything is packed
-  echo "bench_session.sh: SECONDS=$budget: a device call is limited to 600 s; give at most 580" >&2
-  exit 2
-fi
+source "$(dirname "$0")/device_call.sh"
+refuse_long_call bench_session.sh "$budget"
 mkdir -p "$out"
-export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-cache
-if [[ -f .triton-cache.tar.gz && ! -d /tmp/triton-cache ]]; then
-  mkdir -p /tmp/triton-cache && tar xzf .triton-cache.tar.gz -C /tmp/triton-cache 2>/dev/null
-fi
+device_env
 limit=$(( budget - 20 ))  # 20 s to collect the tails
 pids=()
 for k in 0 1; do

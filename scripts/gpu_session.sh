@@ -97,11 +97,8 @@ set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT SECONDS [first]}
 budget=${2:-560}
 first=${3:-}
-# The device tool kills a call at 600 s with everything in it, before this script packs $OUT: a call given
-# more than that brings nothing back (it happened: results/bench/h200-run6-session.log).
-if (( budget > 580 )); then
-  echo "gpu_session.sh: SECONDS=$budget: a device call is limited to 600 s; give at most 580" >&2; exit 2
-fi
+source "$(dirname "$0")/device_call.sh"
+refuse_long_call gpu_session.sh "$budget"
 WORK=${WORK:-table1}
 if [[ $WORK == table1 ]]; then EXPERIMENTS=${EXPERIMENTS-table1_symbol_soup}; else EXPERIMENTS=${EXPERIMENTS-}; fi
 SEEDS=${SEEDS:-0 1}
@@ -115,15 +112,7 @@ TABLE_OVERRIDES=${TABLE_OVERRIDES:-}  # more overrides for the table runs (a CPU
 start=$SECONDS
 cd "$(dirname "$0")/.."
 source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
-export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-cache
-export TRITON_CACHE_AUTOTUNING=1  # later processes reuse autotune results (mamba_ssm tunes many kernels)
-# An earlier lease's Triton cache (TRITON_CACHE_OUT=1 brought it back; carry it as .triton-cache.tar.gz): a
-# cold process spent 100 s compiling and autotuning mamba_ssm's kernels (bench/nvidia-h200-mamba2-speed-ab.md)
-if [[ -f .triton-cache.tar.gz && ! -d /tmp/triton-cache ]]; then
-  mkdir -p /tmp/triton-cache && tar xzf .triton-cache.tar.gz -C /tmp/triton-cache 2>/dev/null \
-    && echo "triton cache: $(find /tmp/triton-cache -type f | wc -l) files from .triton-cache.tar.gz" >> /tmp/triton-cache.txt
-fi
+device_env
 runs=/tmp/paper_runs work=/tmp/session
 mkdir -p "$runs" "$work/logs"
 seed_from=${SEED_FROM-results/runs}  # SEED_FROM= (empty): start from no run folders
