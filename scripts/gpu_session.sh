@@ -105,6 +105,7 @@ SEEDS=${SEEDS:-0 1}
 CAP=${CAP:-}  # empty: each experiment's sweep.max_steps_cap (else 4x its grid's steps)
 PER_GPU=${PER_GPU:-3}
 MPS=${MPS:-$(( PER_GPU > 1 ? 1 : 0 ))}  # runs sharing a GPU overlap their kernels only through MPS
+mps_pipe=/tmp/mps-pipe mps_log=/tmp/mps-log  # the MPS daemon's folders
 # A stable rate, a batch large enough to be compute-bound, and compile (the eager step of a 20M model is
 # launch-bound, so a second GPU saved little at batch 64: results/bench/h200x2-run1-session.log).
 DDP_ARGS=${DDP_ARGS:---steps 120 --batch-size 256 optim.lr=3e-4 compile=true}
@@ -200,11 +201,11 @@ if [[ ! -f $started ]]; then
         "$limit" -- "${what[@]}" $TABLE_OVERRIDES)
   mps=()  # the table step's environment for an MPS daemon: only its processes are clients
   if [[ $MPS == 1 ]]; then
-    mkdir -p /tmp/mps-pipe /tmp/mps-log
-    if CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log nvidia-cuda-mps-control -d \
+    mkdir -p "$mps_pipe" "$mps_log"
+    if CUDA_MPS_PIPE_DIRECTORY=$mps_pipe CUDA_MPS_LOG_DIRECTORY=$mps_log nvidia-cuda-mps-control -d \
         >> "$work/logs/mps.txt" 2>&1; then
       echo "MPS daemon started for the table step" >> "$work/logs/mps.txt"; touch "$work/mps.on"
-      mps=(env CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log)
+      mps=(env "CUDA_MPS_PIPE_DIRECTORY=$mps_pipe" "CUDA_MPS_LOG_DIRECTORY=$mps_log")
     else
       echo "MPS daemon did not start (exit $?): the table step runs without it" >> "$work/logs/mps.txt"
     fi
@@ -248,7 +249,7 @@ for f in ${GPU_TESTS:-}; do
 done
 while [[ ! -f $done ]] && (( $(left) > 5 )); do sleep 5; done
 if [[ -f $done && -f $work/mps.on ]]; then  # the probes and benchmarks after it run as usual
-  echo quit | CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe timeout 60 nvidia-cuda-mps-control >> "$work/logs/mps.txt" 2>&1
+  echo quit | CUDA_MPS_PIPE_DIRECTORY=$mps_pipe timeout 60 nvidia-cuda-mps-control >> "$work/logs/mps.txt" 2>&1
   echo "MPS daemon stopped (exit $?)" >> "$work/logs/mps.txt"; rm -f "$work/mps.on"
 fi
 if [[ -f $done && ${PROBE:-0} == 1 ]] && (( $(left) > 30 )); then
@@ -294,7 +295,7 @@ fi
     # shellcheck disable=SC2086
     # timed as the next lease's table step will run: through MPS when it is on (the daemon is stopped by now,
     # so the variable only tells the estimates; a CUDA client without its daemon runs as without MPS)
-    mps_env=(); [[ $MPS == 1 ]] && mps_env=(env CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe)
+    mps_env=(); [[ $MPS == 1 ]] && mps_env=(env "CUDA_MPS_PIPE_DIRECTORY=$mps_pipe")
     timeout 120 "${mps_env[@]}" "${plan[@]}" $TABLE_OVERRIDES 2>&1 | tail -12
   fi
   echo; echo "## runs finished in this lease (val/acc at the last step)"
