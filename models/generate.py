@@ -19,23 +19,30 @@ from .kernels import triton_available
 from .masked_read import READS
 
 
-# What `auto` reads the caches with: (at batch 1, above), per mixer and compile setting, the faster read as
-# measured on an H200 at `base` with a 4096-token context (results/bench/nvidia-h200-decode.md for the
-# Transformer, results/bench/h200-run4-session.log for Sessa), in tokens/s:
+# What `auto` reads the caches with, per mixer and compile setting, at batch 1 and at larger batches: the
+# reads in order of speed as measured on an H200 at `base` with a 4096-token context, the first one that can
+# run here (the Triton read needs CUDA and the triton package). Tokens/s from
+# results/bench/nvidia-h200-decode-2026-11-30.md (commit fffa462; eager sdpa at head dim 72 since the
+# padding fix, so no longer the math kernel):
 AUTO_READ = {
-    ("attention", False): ("sdpa", "reduce"),  # batch 1: 210 vs 168; batch 16: 565 vs 465
-    ("attention", True): ("reduce", "reduce"),  # compiled reduce 499 and 2,073: above every eager read
-    ("sessa", False): ("reduce", "sdpa"),       # batch 1: 137 vs 62; batch 16: 912 vs 396
-    ("sessa", True): ("reduce", "sdpa"),        # compiled reduce 428 at batch 1; batch 16 compiled unmeasured
+    # batch 1: sdpa 332, triton 308, reduce 169; batch 16: sdpa 3,587, triton 2,109, reduce 561
+    ("attention", False): (("sdpa",), ("sdpa",)),
+    # compiled reduce 506 and 3,752, above every eager read (compiled sdpa and triton not yet measured)
+    ("attention", True): (("reduce",), ("reduce",)),
+    # batch 1: triton 228, reduce 143, sdpa 65; batch 16: triton 1,496, sdpa 953, reduce 413
+    ("sessa", False): (("triton", "reduce"), ("triton", "sdpa")),
+    # compiled reduce 456 and 2,099; compiled triton 371 and 1,478
+    ("sessa", True): (("reduce",), ("reduce",)),
 }
 
 
-def resolve_read(read: str, batch_size: int, mixer: str = "sessa", compile: bool = False) -> str:
-    """`auto`: the read AUTO_READ gives for this mixer, compile setting and batch size (a mixer without an
-    entry: Sessa's); otherwise the read given, checked."""
+def resolve_read(read: str, batch_size: int, mixer: str = "sessa", compile: bool = False,
+                 triton: bool = False) -> str:
+    """`auto`: the fastest read AUTO_READ gives for this mixer, compile setting and batch size (a mixer
+    without an entry: Sessa's) that can run (`triton`: the Triton read can); otherwise the read given, checked."""
     if read == "auto":
         one, more = AUTO_READ.get((mixer, bool(compile)), AUTO_READ[("sessa", bool(compile))])
-        return one if batch_size == 1 else more
+        return next(r for r in (one if batch_size == 1 else more) if triton or r != "triton")
     if read not in READS:
         raise ValueError(f"decode read={read!r} is not one of {('auto', *READS)}")
     return read
@@ -53,7 +60,8 @@ class StaticDecoder:
             raise ValueError("static decoding needs step_static in every mixer; use Backbone.generate")
         p = next(model.parameters())
         self.model, self.device, self.max_len = model, p.device, max_len
-        self.read = read = resolve_read(read, batch_size, model.cfg.mixer, compile)
+        self.read = read = resolve_read(read, batch_size, model.cfg.mixer, compile,
+                                        triton=p.device.type == "cuda" and triton_available())
         if read == "triton" and triton_available():  # its op registered now, before a compiled step traces it
             from .kernels import split_read_triton  # noqa: F401
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
@@ -116,7 +124,7 @@ def greedy(model: Backbone, prompt: torch.Tensor, n_new: int, cuda_graph: bool =
            compile: bool = False, read: str = "auto") -> torch.Tensor:
     """Greedy continuation of prompt (B, P) by n_new tokens -> (B, P + n_new). cuda_graph: capture the step
     in a CUDA graph (CUDA only; ignored on CPU). compile: torch.compile the step first (fullgraph). read: how
-    the step reads the caches ("reduce", "sdpa" or "auto": see resolve_read; models/masked_read.py)."""
+    the step reads the caches ("reduce", "sdpa", "triton" or "auto": see resolve_read; models/masked_read.py)."""
     if n_new < 1:
         raise ValueError(f"greedy n_new must be >= 1, got {n_new}")
     if not model.supports_static_decode:

@@ -46,13 +46,18 @@ def test_bad_read_is_one_clear_error():
 
 def test_auto_read_is_the_one_measured_faster_at_the_batch_size():
     from sessa_bench.models.generate import resolve_read
-    assert [resolve_read("auto", b) for b in (1, 2, 16)] == ["reduce", "sdpa", "sdpa"]  # Sessa's
-    # the Transformer's measured the other way round eager, and compiled reduce beat both
-    assert [resolve_read("auto", b, "attention") for b in (1, 16)] == ["sdpa", "reduce"]
+    # Sessa eager: the Triton read where it runs, else the faster of the others (reduce alone, sdpa batched)
+    assert [resolve_read("auto", b, triton=True) for b in (1, 2, 16)] == ["triton"] * 3
+    assert [resolve_read("auto", b) for b in (1, 2, 16)] == ["reduce", "sdpa", "sdpa"]
+    assert [resolve_read("auto", b, compile=True, triton=True) for b in (1, 16)] == ["reduce", "reduce"]
+    # the Transformer's: sdpa eager at every batch, compiled reduce above it
+    assert [resolve_read("auto", b, "attention", triton=True) for b in (1, 16)] == ["sdpa", "sdpa"]
     assert [resolve_read("auto", b, "attention", compile=True) for b in (1, 16)] == ["reduce", "reduce"]
     assert [resolve_read("auto", b, "my_mixer") for b in (1, 16)] == ["reduce", "sdpa"]  # no entry: Sessa's
     assert resolve_read("sdpa", 1) == "sdpa" and resolve_read("reduce", 16) == "reduce"
     from sessa_bench.models.backbone import Backbone
     from sessa_bench.models.config import ModelConfig
     model = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="attention"))
-    assert StaticDecoder(model, 1, 4).read == "sdpa" and StaticDecoder(model, 16, 4).read == "reduce"
+    assert StaticDecoder(model, 1, 4).read == "sdpa" and StaticDecoder(model, 16, 4).read == "sdpa"
+    sessa = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="sessa"))
+    assert StaticDecoder(sessa, 1, 4).read == "reduce"  # on the CPU: the Triton read cannot run
