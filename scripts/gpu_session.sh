@@ -269,7 +269,12 @@ tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper
 if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
   # The device tool brings back at most 16 MiB a file and 8 files: parts of 15 MiB, at most 3 (one lease's
   # cache was 35.7 MB gzipped: h200x2-run5-session.log)
-  tar czf /tmp/triton-cache.tar.gz -C /tmp/triton-cache . 2>/dev/null
+  # only what Triton loads from its cache (each kernel's .json metadata and .cubin, the launchers' .so): the
+  # ttir/ttgir/llir/ptx/source beside them were 3/4 of it, and the whole, carried beside the tracked tree,
+  # went over the device tool's 64 MiB (lease 15: 41 MB -> 14.5 MB gzipped, and the Mamba2 run's first
+  # 10 steps took 11.5 s with it, not 100-245 s)
+  (cd /tmp/triton-cache && find . -type f \( -name '*.json' -o -name '*.cubin' -o -name '*.so' \) -print0 \
+    | tar czf /tmp/triton-cache.tar.gz --null -T - 2>/dev/null)
   size=$(stat -c %s /tmp/triton-cache.tar.gz)
   if (( size > 3 * 15 * 1024 * 1024 )); then
     echo "triton cache: $size bytes, too large to bring back (at most 3 parts of 15 MiB)" >> /tmp/triton-cache.txt
