@@ -16,7 +16,7 @@ bible=(task=bible trainer.max_steps=300 trainer.val_check_interval=50 callbacks.
 for table in table2 ablation; do
   left=$(( end - $(date +%s) - 30 ))  # 30 s to write the table
   if (( left < 60 )); then echo "bible_tables: $table not started (${left} s left)"; break; fi
-  python3 -m sessa_bench.tables "$table" --run --jobs-per-gpu "${BIBLE_PER_GPU:-1}" --seeds 0 1 \
+  python3 -m sessa_bench.tables "$table" --run --jobs-per-gpu "${BIBLE_PER_GPU:-1}" \
     --results-dir "$runs" --out-dir "$out" --time-limit "$left" "${bible[@]}" probe=false \
     trainer.enable_progress_bar=false "$@"
   echo "bible_tables: $table exit $?"

@@ -58,7 +58,7 @@
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
 #                GPU, say); its output goes to $OUT/after.log.
 #   PROBE=1      once the table step has finished, probes each family's chosen runs (scripts/probe_chosen.py:
-#                seeds 0 and 1 at the chosen rate, those whose checkpoint this lease made), for runs trained
+#                the seeds at the chosen rate, those whose checkpoint this lease made), for runs trained
 #                with probe=false.
 #   TRITON_CACHE_OUT=1  packs /tmp/triton-cache into $OUT/triton-cache.tar.gz.part-a, -b, ... (15 MiB each, at
 #                most 3), for the next lease: joined here into .triton-cache.tar.gz (git-ignored) and carried,
@@ -101,7 +101,7 @@ source "$(dirname "$0")/device_call.sh"
 refuse_long_call gpu_session.sh "$budget"
 WORK=${WORK:-table1}
 if [[ $WORK == table1 ]]; then EXPERIMENTS=${EXPERIMENTS-table1_symbol_soup}; else EXPERIMENTS=${EXPERIMENTS-}; fi
-SEEDS=${SEEDS:-0 1}
+SEEDS=${SEEDS:-}  # empty: each experiment's sweep.seeds, else 0 1 (tables --seeds)
 CAP=${CAP:-}  # empty: each experiment's sweep.max_steps_cap (else 4x its grid's steps)
 PER_GPU=${PER_GPU:-3}
 MPS=${MPS:-$(( PER_GPU > 1 ? 1 : 0 ))}  # runs sharing a GPU overlap their kernels only through MPS
@@ -177,7 +177,7 @@ else
   for p in ${PACE:-}; do pace+=(--pace "$p"); done
   what=(python3 -m sessa_bench.tables "$WORK" --run ${EXPERIMENTS:+--experiments $EXPERIMENTS} --jobs-per-gpu "$PER_GPU"
         "${pace[@]}" ${SAFETY:+--safety "$SAFETY"} ${BESIDE_PER_GPU:+--beside "$BESIDE_PER_GPU"}
-        --seeds $SEEDS ${CAP:+--max-steps-cap "$CAP"} --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
+        ${SEEDS:+--seeds $SEEDS} ${CAP:+--max-steps-cap "$CAP"} --results-dir "$runs" --out-dir "$work/tables" "${per_family[@]}"
         trainer.enable_progress_bar=false)
   plan=("${what[@]/#--run/--plan}")  # the same command's next round, for the summary (before --time-limit)
 fi

@@ -1,10 +1,11 @@
 """Probe the memory tail of a paper table's chosen runs, on the machine that holds their checkpoints:
 
-    python3 scripts/probe_chosen.py RESULTS_DIR [--table table1] [--experiments E ...] [--seeds 0 1]
+    python3 scripts/probe_chosen.py RESULTS_DIR [--table table1] [--experiments E ...] [--seeds S ...]
                                     [--max-seconds 120] [--device auto] [overrides ...]
 
 For every experiment and family of the table, the run at the family's chosen learning rate (the protocol's
-selection, read from the run folders) and each of --seeds (default the tables' 0 1): when it is finished, has
+selection, read from the run folders) and each of --seeds (default the tables': each
+experiment's sweep.seeds, else 0 1): when it is finished, has
 no probe.json of its own yet (none, or one of the shorter run it was extended from) and its reported checkpoint
 is on this machine, `sessa-bench probe` runs on it (the same settings as a run's own end-of-training probe)
 and writes <run folder>/probe.json. A GPU lease trains its sweep with probe=false (run-independent) and
@@ -31,9 +32,9 @@ from sessa_bench.run_folder import RunFolder  # noqa: E402
 from sessa_bench.tables import split_overrides  # noqa: E402
 
 
-def chosen_runs(results_dir: str, table: str, only: list[str] | None, seeds: list[int],
+def chosen_runs(results_dir: str, table: str, only: list[str] | None, seeds: list[int] | None,
                 overrides: list[str] = ()) -> list[Path]:
-    """Folders of the finished runs at each family's chosen rate, for the given seeds."""
+    """Folders of the finished runs at each family's chosen rate, for the given seeds (None: the tables')."""
     t = TABLES[table]
     names = [e for e in experiments(t) if not only or e in only]
     scoped = split_overrides([*overrides, f"results_dir={results_dir}"], names)
@@ -45,7 +46,7 @@ def chosen_runs(results_dir: str, table: str, only: list[str] | None, seeds: lis
             if lr is None:
                 print(f"{e} {f}: no rate chosen yet (the sweep is unfinished)", flush=True)
                 continue
-            out += [r.folder.path for s in seeds if (r := c.run(lr, s)).summary is not None]
+            out += [r.folder.path for s in c.seed_list(seeds) if (r := c.run(lr, s)).summary is not None]
     return out
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("results_dir")
     ap.add_argument("--table", default="table1", choices=sorted(TABLES))
     ap.add_argument("--experiments", nargs="+", default=None)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--seeds", nargs="+", type=int, help="default: each experiment's sweep.seeds, else 0 1")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="time budget of each probe (default 120)")
     ap.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda or cuda:N (default auto)")
     ap.add_argument("overrides", nargs="*", help="the table's Hydra overrides")

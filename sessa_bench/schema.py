@@ -71,6 +71,8 @@ class SweepSchema:
     score: Optional[str] = None
     # The longest an extension of an unconverged run trains (sessa_bench.tables); None: 4x trainer.max_steps.
     max_steps_cap: Optional[int] = None
+    # The seeds of each of its table cells (seed 0: the sweep's run); None: the tables' --seeds, else 0 and 1.
+    seeds: Optional[list[int]] = None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     python -m sessa_bench.tables table1|table2|ablation|all [--run|--plan [--jobs N] [--jobs-per-gpu K]
                                  [--max-steps-cap S] [--time-limit SECONDS] [--experiments E ...]]
-                                 [--seeds 0 1] [--results-dir DIR] [--out-dir results] [hydra overrides...]
+                                 [--seeds S ...] [--results-dir DIR] [--out-dir results] [hydra overrides...]
 
 With --run, the table's protocol (`sessa_bench/report/protocol.py`) trains what is missing, every run through
 `sessa_bench.runs.ensure` (in this process, or in N worker processes with --jobs N, spread round robin over
@@ -10,7 +10,8 @@ the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone:
 1. the sweep: seed 0 of every family at every learning rate of the experiment's `sweep.lr` grid (run names
    carry the rate); the grid grows past an edge that wins (x3 or /3, at most twice), then each family's
    rate is the one with the best validation metric;
-2. the other seeds at the chosen rate (seed 0 is the sweep's run);
+2. the other seeds at the chosen rate (seed 0 is the sweep's run; the seeds are --seeds, else the
+   experiment's `sweep.seeds`, else 0 and 1);
 3. convergence: while a family's runs at the chosen rate have not converged, all of them are extended to
    twice their steps (resumed from their last checkpoint; constant schedule), up to the experiment's
    `sweep.max_steps_cap` (absent: 4x its trainer.max_steps; --max-steps-cap S overrides every experiment's;
@@ -77,7 +78,7 @@ def split_overrides(overrides: list[str], names: list[str]) -> dict[str, list[st
     return out
 
 
-def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs: int | None = 1,
+def protocol(table: Table, seeds: list[int] | None, scoped: dict[str, list[str]], jobs: int | None = 1,
              max_steps_cap: int | None = None, only: list[str] | None = None, time_limit: float | None = None,
              started: float | None = None, plan: bool = False, pace: dict[str, float] | None = None,
              safety: float = SAFETY, **kw) -> None:
@@ -102,7 +103,8 @@ def protocol(table: Table, seeds: list[int], scoped: dict[str, list[str]], jobs:
     def next_round() -> tuple[str, list[Todo]]:
         sweep = [t for c in cells for t in sweep_runs(c)]
         swept = {(t.cell.experiment, t.cell.family) for t in sweep}
-        rest = [t for c in cells if (c.experiment, c.family) not in swept for t in seed_runs(c, seeds, max_steps_cap)]
+        rest = [t for c in cells if (c.experiment, c.family) not in swept
+                for t in seed_runs(c, c.seed_list(seeds), max_steps_cap)]
         return ", ".join(k for k, v in (("sweep", sweep), ("seeds and extensions", rest)) if v), sweep + rest
 
     last = None
@@ -379,7 +381,7 @@ def finished_runs(c: Cell) -> list[dict]:
     return [s for s in summaries if (s.get("task"), s.get("budget")) == (c.names["task_name"], c.names["budget"])]
 
 
-def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: bool = False,
+def build(name: str, seeds: list[int] | None = None, overrides: list[str] = (), run: bool = False,
           out_dir: str | Path = "results", plots: bool = True, jobs: int | None = 1,
           jobs_per_gpu: int | None = None, max_steps_cap: int | None = None,
           only: list[str] | None = None, time_limit: float | None = None,
@@ -392,9 +394,10 @@ def build(name: str, seeds: list[int] = (0, 1), overrides: list[str] = (), run: 
     families: the table's rows instead of the paper's families (--families: a baseline of conf/model/ added)."""
     if name not in TABLES:
         raise ValueError(f"table={name!r}: must be one of {sorted(TABLES)} or 'all'")
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds: give at least one seed")
+    if seeds is not None:  # None: each experiment's sweep.seeds, else 0 and 1
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds: give at least one seed")
     if max_steps_cap is not None and max_steps_cap < 1:
         raise ValueError(f"max_steps_cap={max_steps_cap}: must be >= 1 (steps)")
     if time_limit is not None and not time_limit > 0:
@@ -457,7 +460,8 @@ def main(argv=None) -> None:
     ap.add_argument("--experiments", nargs="+", metavar="EXPERIMENT",
                     help="with --run: train only these columns' experiments (e.g. table1_symbol_soup); the "
                          "table is still written with every column")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+",
+                    help="the seeds of every cell (default: each experiment's sweep.seeds, else 0 1)")
     ap.add_argument("--families", nargs="+", metavar="MODEL",
                     help="the table's rows (conf/model/ names) instead of the paper's families, e.g. add a "
                          "baseline: --families sessa transformer mamba2 transformer_prenorm; with --run it gets "

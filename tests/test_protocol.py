@@ -209,3 +209,48 @@ def test_tiny_sweep_seeds_and_extensions(tmp_path, monkeypatch):
         (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {fam} | table2_simplestories |")]
         edge = " (grid edge)" if chosen in (min(grid), max(grid)) else ""  # grown twice, still the best at an end
         assert f"| {chosen:g}{edge} |" in line and f"{chosen:g}**: {score(chosen):.4f}" in line
+
+
+# --- seeds per experiment ----------------------------------------------------------------------------------
+def test_an_experiment_asks_for_its_own_seeds_and_the_command_line_overrides_them():
+    from sessa_bench.report.protocol import Cell, cell, seeds_of
+    assert seeds_of({}) is None and seeds_of({"seeds": [0, 1, 2]}) == [0, 1, 2]
+    for bad in ([1, 2], [0, 0], [0, -1], "0 1", [0, True], []):
+        with pytest.raises(ValueError, match=r"sweep\.seeds=.*: must be a list of distinct seeds \(integers >= 0\) "
+                                             r"holding 0"):
+            seeds_of({"seeds": bad})
+    c = Cell("e", "f", [], "val/acc", [1e-4], 1e-4, 1000, True, False)
+    assert c.seed_list(None) == [0, 1]                       # no sweep.seeds: the tables' default
+    c.seeds = [0, 1, 2]
+    assert c.seed_list(None) == [0, 1, 2] and c.seed_list([0]) == [0]  # --seeds wins
+    # the committed experiments: Diffuse MQAR asks for three, SymbolSoup for the default
+    assert cell("table1_diffuse_mqar", "sessa", [], "val/acc").seed_list(None) == [0, 1, 2]
+    assert cell("table1_symbol_soup", "sessa", [], "val/acc").seed_list(None) == [0, 1]
+
+
+def test_the_protocol_trains_and_the_table_reports_each_experiments_seeds(tmp_path):
+    """Table 1's header names the column whose experiment has more seeds; its seed round asks for seed 2."""
+    from types import SimpleNamespace
+    from sessa_bench.report.paper import TABLES, seeds_text
+    from sessa_bench.report.protocol import Cell
+    from sessa_bench.tables import seed_runs
+    t = TABLES["table1"]
+    cells = {e: Cell(e, "sessa", [], "val/acc", [], 1e-4, 10, True, False,
+                     seeds=[0, 1, 2] if e == "table1_diffuse_mqar" else None)
+             for e in {col.experiment for col in t.columns}}
+    got = {e: SimpleNamespace(cells={"sessa": c}) for e, c in cells.items()}
+    assert seeds_text(t, got, None) == "0, 1 (Diffuse MQAR token accuracy: 0, 1, 2)"
+    assert seeds_text(t, got, [0, 1, 2]) == "0, 1, 2"
+    c = cells["table1_diffuse_mqar"]
+    c.names = {"results_dir": str(tmp_path)}
+    asked = []
+    c.selection = lambda: (1e-4, [1e-4], {}, [])
+    c.run = lambda lr, s, steps=None: asked.append(s) or SimpleNamespace(steps=10, summary=None, folder=None)
+    import sessa_bench.tables as tables
+    orig = tables.shorter_run
+    tables.shorter_run = lambda r: None
+    try:
+        todo = seed_runs(c, c.seed_list(None), None)
+    finally:
+        tables.shorter_run = orig
+    assert len(todo) == 3 and set(asked) == {0, 1, 2}

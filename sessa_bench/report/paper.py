@@ -121,7 +121,8 @@ class Collected:
         return self.results_dir / self.experiment_name / summary["run_name"]
 
 
-def gather(table: Table, seeds: list[int], overrides: dict[str, list[str]]) -> dict[str, Collected]:
+def gather(table: Table, seeds: list[int] | None, overrides: dict[str, list[str]]) -> dict[str, Collected]:
+    """seeds: every cell's (--seeds), or None: each experiment's sweep.seeds, else 0 and 1."""
     out = {}
     for exp in experiments(table):
         cells = {f: make_cell(exp, f, overrides[exp], table.curve_metric) for f in table.families}
@@ -130,7 +131,7 @@ def gather(table: Table, seeds: list[int], overrides: dict[str, list[str]]) -> d
             lr, grid, scores, _ = c.selection()
             chosen[f], tried[f] = lr, scores if c.grid else {}
             sweep += [r.summary for x in grid if (r := c.run(x, 0)).summary and x != lr]
-            done = [r for s in seeds if lr is not None and (r := c.run(lr, s)).summary]
+            done = [r for s in c.seed_list(seeds) if lr is not None and (r := c.run(lr, s)).summary]
             runs[f] = [r.summary for r in done]
             conv[f] = [c.converged(r)[0] for r in done]
             curves[f] = [(r.seed, r.rows) for r in done]
@@ -181,7 +182,21 @@ def reference_row(name: str, key: str, table: Table, got: dict[str, Collected]) 
     return cells
 
 
-def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[str, str]:
+def seeds_text(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> str:
+    """`0, 1`, or where an experiment asks for other seeds (sweep.seeds), `0, 1 (<its columns>: 0, 1, 2)`."""
+    def listed(xs) -> str:
+        return ", ".join(map(str, xs))
+    by_col = {col.title: tuple(next(iter(got[col.experiment].cells.values())).seed_list(seeds))
+              for col in table.columns}
+    common = Counter(by_col.values()).most_common(1)[0][0]
+    other = {}
+    for title, xs in by_col.items():
+        if xs != common:
+            other.setdefault(xs, []).append(title)
+    return listed(common) + "".join(f" ({', '.join(t)}: {listed(xs)})" for xs, t in other.items())
+
+
+def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> tuple[str, str]:
     """(markdown, csv) of one table."""
     head = ["family"] + [x for c in table.columns for x in (c.title, "paper")]
     lines, rows = [], []
@@ -238,7 +253,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int]) -> tuple[s
                 if row["family"] == fam and row["experiment"] == exp:
                     row.update(params_total=p["total"], params_deviation=p["deviation"])
 
-    md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {', '.join(map(str, seeds))} (one seed: "
+    md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {seeds_text(table, got, seeds)} (one seed: "
           f"the value alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± "
           f"std over 2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below)."
           + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
@@ -455,7 +470,7 @@ def execution(summaries: list[dict]) -> str:
                      for c, how in ways) + ", the rest eager" + check
 
 
-def write(table: Table, seeds: list[int], scoped: dict[str, list[str]], out_dir: str | Path = "results",
+def write(table: Table, seeds: list[int] | None, scoped: dict[str, list[str]], out_dir: str | Path = "results",
           plots: bool = True) -> dict[str, Path]:
     """Write <out_dir>/<table>.md and .csv (and plots) from the finished run folders; returns the paths."""
     got = gather(table, seeds, scoped)

@@ -175,6 +175,12 @@ class Cell:
     score_best: bool | None = None  # sweep.score == best: a rate's score is its best validation up to the
     #                                 grid's step count, else the last one (None: as `best`)
     cap: int | None = None        # sweep.max_steps_cap: extensions stop there (None: 4x `steps`)
+    seeds: list[int] | None = None  # sweep.seeds: the seeds of its table cell (None: the command line's)
+
+    def seed_list(self, given: list[int] | None) -> list[int]:
+        """The seeds its cell reports and trains: those given on the command line (--seeds), else its
+        experiment's sweep.seeds, else DEFAULT_SEEDS."""
+        return list(given) if given is not None else list(self.seeds or DEFAULT_SEEDS)
 
     @property
     def max_steps(self) -> int:
@@ -257,7 +263,7 @@ def cell(experiment: str, family: str, overrides: list[str], metric: str) -> Cel
                 "best" in (res.get("callbacks") or {}),
                 {"experiment_name": res["experiment_name"], "task_name": res["task_name"],
                  "budget": res["budget"]["name"], "results_dir": res["results_dir"]},
-                planned_execution(res), score_of(res["sweep"]), cap_of(res["sweep"]))
+                planned_execution(res), score_of(res["sweep"]), cap_of(res["sweep"]), seeds_of(res["sweep"]))
 
 
 def planned_execution(res: dict) -> str:
@@ -273,6 +279,23 @@ def cap_of(sweep: dict) -> int | None:
         raise ValueError(f"sweep.max_steps_cap={cap!r}: must be a positive integer (steps), or absent (4x the "
                          f"experiment's trainer.max_steps)")
     return cap
+
+
+DEFAULT_SEEDS = (0, 1)  # at least 2 seeds per cell (issue 12); an experiment asks for more with sweep.seeds
+
+
+def seeds_of(sweep: dict) -> list[int] | None:
+    """sweep.seeds (absent: None), or one clear error for a value that is not a list of distinct seeds
+    holding 0, the sweep's own seed (its run at the chosen rate is the cell's seed 0)."""
+    seeds = sweep.get("seeds")
+    if seeds is None:
+        return None
+    ok = (isinstance(seeds, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                   for x in seeds) and len(set(seeds)) == len(seeds) and 0 in seeds)
+    if not ok:
+        raise ValueError(f"sweep.seeds={seeds!r}: must be a list of distinct seeds (integers >= 0) holding 0, the "
+                         f"sweep's seed, or absent (the command line's --seeds, else {list(DEFAULT_SEEDS)})")
+    return list(seeds)
 
 
 def score_of(sweep: dict) -> bool | None:
