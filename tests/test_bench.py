@@ -320,3 +320,37 @@ def test_a_profiled_steps_device_time_sums_kernels_only():
               E(device_type=DeviceType.CPU, self_device_time_total=2000.0, self_cpu_time_total=300.0)]  # its op
     assert step_ms(events, cuda=True) == 2.0
     assert step_ms(events[3:], cuda=False) == 0.3
+
+
+def test_graphed_block_times_are_compared_with_the_graphed_references(monkeypatch):
+    """On CUDA the blocks of GRAPHED are timed a second time from CUDA graphs, and their ratios are taken
+    graphed to graphed (an eager reference would flatter them); a capture that fails is recorded, not fatal.
+    Timings are stubbed: only the bookkeeping and the table are under test here."""
+    from types import SimpleNamespace
+
+    from sessa_bench.bench import blocks
+    from sessa_bench.bench.__main__ import block_table
+
+    eager = {"attention/sdpa": 5.0, "attention/minimal": 4.0, "sessa/triton2": 10.0, "mamba2/torch": 8.0}
+    graph = {"attention/sdpa": 3.5, "attention/minimal": 3.0, "sessa/triton2": 6.0}
+    monkeypatch.setattr(blocks, "implementations", lambda *a, **k: {n: n for n in eager})  # factory = its name
+    monkeypatch.setattr(blocks, "run_one", lambda f, d, b, T, dt, dev, bw, reps: {"ms": eager[f], "peak_gib": 0.1})
+
+    def run_graphed(f, d, b, T, dt, dev, backward, reps):
+        if f == "sessa/triton2" and not backward:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return {"ms": graph[f]}
+    monkeypatch.setattr(blocks, "run_graphed", run_graphed)
+    rows, _ = blocks.bench_blocks(SimpleNamespace(type="cuda"), None, 8, 2, 64, [16], {}, reps=1, log=lambda s: None)
+    got = {(r["impl"], r["mode"]): r for r in rows}
+    fb = got[("sessa/triton2", "fwd+bwd")]
+    assert (fb["x_minimal"], fb["graph_ms"], fb["x_minimal_graph"], fb["x_attention_graph"]) == (2.5, 6.0, 2.0, 6.0 / 3.5)
+    assert got[("sessa/triton2", "fwd")]["graph_ms"] == "failed" and got[("sessa/triton2", "fwd")]["x_minimal_graph"] == "n/a"
+    assert "graph_ms" not in got[("mamba2/torch", "fwd+bwd")]  # not in GRAPHED
+    table = block_table(rows)
+    assert "| fb_graph_ms | fb_graph_xmin | f_graph_ms | f_graph_xmin |" in table
+    assert "| sessa/triton2 | 16 | 4 | 10.00 | 2.00 | 2.50 | 0.10 | 10.00 | 2.00 | 2.50 | 0.10 | 6.00 | 2.00 | failed | n/a |" in table
+    # on a CPU nothing is graphed and the table keeps its columns
+    monkeypatch.setattr(blocks, "run_graphed", lambda *a: pytest.fail("graphed on a CPU"))
+    rows, _ = blocks.bench_blocks(SimpleNamespace(type="cpu"), None, 8, 2, 64, [16], {}, reps=1, log=lambda s: None)
+    assert "graph" not in block_table(rows)

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from sessa_bench.bench.block_profile import profile_blocks
 from sessa_bench.bench.block_profile import section as block_profile_section
-from sessa_bench.bench.blocks import bench_blocks
+from sessa_bench.bench.blocks import GRAPHED, bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
 from sessa_bench.bench.harness_loop import window
 from sessa_bench.bench.harness_profile import harness_section
@@ -58,7 +58,11 @@ def block_table(rows) -> str:
         key = "fb" if r["mode"] == "fwd+bwd" else "f"
         m[f"{key}_ms"], m[f"{key}_x"], m[f"{key}_gib"] = r["ms"], r["x_attention"], r["peak_gib"]
         m[f"{key}_xmin"] = r.get("x_minimal")
+        if "graph_ms" in r:
+            m[f"{key}_graph_ms"], m[f"{key}_graph_xmin"] = r["graph_ms"], r.get("x_minimal_graph")
     cols = ["impl", "T", "batch", "fb_ms", "fb_x", "fb_xmin", "fb_gib", "f_ms", "f_x", "f_xmin", "f_gib"]
+    cols += [c for c in ("fb_graph_ms", "fb_graph_xmin", "f_graph_ms", "f_graph_xmin")
+             if any(c in m for m in merged.values())]
     return md_rows(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols)
 
 
@@ -212,7 +216,11 @@ def main(argv=None):
             f"time / the bench's minimal attention block's (attention/minimal: SDPA and a RoPE table in a few "
             f"lines, sessa_bench/bench/minimal_attention.py); `_gib` = peak memory above inputs; "
             f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R."
-            f"\n\n{block_table(rows)}\n\n"
+            + (f" `_graph_`: the same step replayed from CUDA graphs (as `cuda_graphs=true` trains: eager's "
+               f"kernels without the gaps between their launches; {', '.join(GRAPHED)}), `_graph_xmin` against "
+               f"the graphed minimal block; `failed`: the capture failed (the log says why)."
+               if any("graph_ms" in r for r in rows) else "")
+            + f"\n\n{block_table(rows)}\n\n"
             + (f"Largest single sequence (batch 1) that trains (forward+backward), trying T in "
                f"{p['fit_lengths']}:\n\n{md_rows(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"
                if p["fit_lengths"] else "")

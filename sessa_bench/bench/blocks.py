@@ -16,6 +16,10 @@ OTHER_BLOCK_ROWS = (256, 1024)
 # The two references every ratio is taken against, timed whatever --families says
 REFERENCES = ("attention/sdpa", "attention/minimal")
 PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
+# Timed again with the block's step replayed from CUDA graphs (as `cuda_graphs=true` trains): eager, Sessa's
+# block spent ~3 of its 10.2 ms at T = 4096 between kernels, our SDPA block ~1.5 of 4.9
+# (results/bench/nvidia-h200-blocks-2026-11-30-lease15.md), so the eager ratio partly measures launches
+GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024")
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
@@ -71,6 +75,40 @@ def block_step(factory, d_model: int, batch: int, T: int, dtype, device, backwar
     return step
 
 
+def graphed(block: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: bool):
+    """block's step on x (forward, and with `backward` the backward of grad) captured in CUDA graphs: a
+    function that replays it. Forward and backward through torch.cuda.make_graphed_callables (gradients of x
+    and the parameters land in x.grad and p.grad as eagerly); forward only, one graph under no_grad, whose
+    replay returns its output."""
+    if backward:
+        fn = torch.cuda.make_graphed_callables(block, (x,))
+
+        def step():
+            fn(x).backward(grad)
+        return step
+    static = x.detach()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):
+        for _ in range(3):  # Triton autotuning and cuBLAS workspaces before the capture
+            block(static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = block(static)
+
+    def replay():
+        graph.replay()
+        return out  # the graph's static output, rewritten by each replay
+    return replay
+
+
+def run_graphed(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
+    block = GatedBlock(d_model, factory()).to(device=device, dtype=dtype)
+    x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=backward)
+    return measure(graphed(block, x, torch.randn_like(x), backward), device, reps=reps)
+
+
 def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
     step = block_step(factory, d_model, batch, T, dtype, device, backward)
     if not backward:
@@ -91,14 +129,26 @@ def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths
                 row = {"impl": name, "T": T, "batch": batch, "mode": "fwd+bwd" if backward else "fwd"}
                 with record_oom(row, "ms", "peak_gib"):
                     row.update(run_one(factory, d_model, batch, T, dtype, device, backward, reps))
+                if device.type == "cuda" and name in GRAPHED and row["ms"] != "OOM":
+                    try:
+                        row["graph_ms"] = run_graphed(factory, d_model, batch, T, dtype, device, backward, reps)["ms"]
+                    except Exception as e:  # a capture that fails is a finding, not the end of the part
+                        row["graph_ms"] = "OOM" if is_oom(e) else "failed"
+                        log(f"  {name}: graphed step {row['graph_ms']}: {type(e).__name__}: {str(e)[:200]}")
+                    finally:
+                        free_memory()
                 rows.append(row)
-                log(f"  {name:20s} T={T:6d} {row['mode']:7s} {row['ms']} ms  {row['peak_gib']} GiB")
-    # ratios to our attention block (sdpa) and to the minimal one, at the same T and mode
-    for key, impl in (("x_attention", "attention/sdpa"), ("x_minimal", "attention/minimal")):
-        ref = {(r["T"], r["mode"]): r["ms"] for r in rows if r["impl"] == impl}
-        for r in rows:
-            a, b = r["ms"], ref.get((r["T"], r["mode"]))
-            r[key] = a / b if isinstance(a, float) and isinstance(b, float) else "n/a"
+                log(f"  {name:20s} T={T:6d} {row['mode']:7s} {row['ms']} ms  {row['peak_gib']} GiB"
+                    + (f"  graphed {row['graph_ms']} ms" if "graph_ms" in row else ""))
+    # ratios to our attention block (sdpa) and to the minimal one, at the same T and mode, eager to eager and
+    # graphed to graphed
+    for time_key, suffix in (("ms", ""), ("graph_ms", "_graph")):
+        for key, impl in (("x_attention", "attention/sdpa"), ("x_minimal", "attention/minimal")):
+            ref = {(r["T"], r["mode"]): r.get(time_key) for r in rows if r["impl"] == impl}
+            for r in rows:
+                if time_key in r:
+                    a, b = r[time_key], ref.get((r["T"], r["mode"]))
+                    r[key + suffix] = a / b if isinstance(a, float) and isinstance(b, float) else "n/a"
     # the largest single-sequence T each implementation trains (one fwd+bwd pass)
     fits = []
     for name, factory in impls.items():
