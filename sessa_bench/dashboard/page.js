@@ -11,11 +11,11 @@ const FILTERS = {
   experiment: uniq(DATA.runs.map((r) => r.experiment)).sort(),
   family: uniq(DATA.sections.flatMap((s) => s.families).concat(DATA.runs.map((r) => r.family))),
   seed: uniq(DATA.runs.map((r) => r.seed)).sort((a, b) => a - b),
-  rate: uniq(DATA.runs.map((r) => r.rate)).sort(),  // "chosen" (the tables' runs) or "other rates" (the sweep)
+  rate: uniq(DATA.runs.map((r) => r.rate)).sort(),  // DATA.rates.chosen (the tables' runs) or .other (the rest)
 };
 // Unticked at first, so the page opens on what the tables report; while no run is at a chosen rate (every
 // sweep under way) the page opens on the sweep instead of on nothing.
-const OFF = {rate: new Set(FILTERS.rate.includes("chosen") ? ["other rates"] : [])};
+const OFF = {rate: new Set(FILTERS.rate.includes(DATA.rates.chosen) ? [DATA.rates.other] : [])};
 
 function buildFilters() {
   const box = document.getElementById("filters");

@@ -1,9 +1,9 @@
 """`sessa-bench dashboard [results/runs] [--out results/dashboard.html]`: the W&B dashboard's sections
 (sessa_bench.dashboard.spec) as one self-contained HTML page: plotly.js inlined, the runs' data embedded,
 no network and no server. Filters by experiment, family, seed and rate redraw every panel and table in the
-browser; by default only the runs at each family's chosen learning rate are on (the runs the paper tables
-report: sessa_bench.report.protocol), the sweep's other rates one click away. Reads only run folders
-(summary.json, metrics.jsonl).
+browser; by default only the runs the paper tables report are on (the seeds at each family's chosen learning
+rate: sessa_bench.report.protocol), the other runs (the sweep's other rates, shorter runs) one click away.
+Reads only run folders (summary.json, metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import html
 import json
 from pathlib import Path
 
-from sessa_bench.dashboard.spec import CHOSEN, OTHER, Section, at_chosen_rate, chosen_rates, experiment_name, sections
+from sessa_bench.dashboard.spec import (CHOSEN, OTHER, Chosen, Section, at_chosen_rate, chosen_rates, experiment_name,
+                                        sections)
 from sessa_bench.report.collect import collect
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.paper import experiments
@@ -22,9 +23,10 @@ from sessa_bench.run_folder import RunFolder
 SCRIPT = (Path(__file__).parent / "page.js").read_text
 
 
-def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen: float | None) -> dict:
-    """What the page needs of one run: identity, its rate (`other rates` when the protocol chose another one
-    for its experiment and family; a run of a cell without a finished sweep counts as chosen), final metrics,
+def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen: Chosen | float | None) -> dict:
+    """What the page needs of one run: identity, whether the paper table counts it (`other runs` when the
+    protocol chose another rate for its experiment and family, or leaves the run out; a run of a cell without
+    a finished sweep counts as chosen), final metrics,
     throughput and its validation curves."""
     # its training's lines: a best checkpoint's final evaluation, logged at the last step, is no curve point
     rows = RunFolder(results_dir / summary["experiment"] / summary["run_name"]).fit_metrics(summary)
@@ -49,7 +51,8 @@ def page_data(results_dir: str | Path) -> dict:
              if summary["family"] in families[exp]]
     chosen = chosen_rates(results_dir, {(exp, s["family"]) for exp, s in found})
     runs = [run_record(results_dir, s, curves[exp], chosen.get((exp, s["family"]))) for exp, s in found]
-    return {"sections": [section_json(s) for s in secs], "runs": runs, "source": str(results_dir)}
+    return {"sections": [section_json(s) for s in secs], "runs": runs, "source": str(results_dir),
+            "rates": {"chosen": CHOSEN, "other": OTHER}}  # the rate filter's two values (spec.py)
 
 
 def section_json(s: Section) -> dict:
@@ -84,7 +87,7 @@ td, th {{ border: 1px solid #ccc; padding: .25em .6em; text-align: right; }} td:
 <p class="note">Built by <code>sessa-bench dashboard</code> from the run folders under <code>{html.escape(data['source'])}</code>
 (summary.json, metrics.jsonl); the same sections as <code>sessa-bench wandb dashboard</code>. Ours: mean ± std over
 the selected runs (by default the seeds at each family's chosen learning rate, as in the paper tables; tick
-"other rates" to add the sweep's other runs); paper: arXiv 2604.18580 (mean ± std over 2 seeds).</p>
+"other runs" to add the sweep's other rates and the runs the tables leave out); paper: arXiv 2604.18580 (mean ± std over 2 seeds).</p>
 <div id="filters"></div><div id="sections"></div>
 <script>{get_plotlyjs()}</script>
 <script id="dashboard-data" type="application/json">{payload}</script>

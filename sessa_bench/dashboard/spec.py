@@ -19,7 +19,10 @@ from sessa_bench.report.collect import collect
 from sessa_bench.report.paper import TABLES, Table, experiments
 
 THROUGHPUT = "throughput_tokens_per_s"
-CHOSEN, OTHER = "chosen", "other rates"  # a run at its family's chosen learning rate, or another of the sweep
+# A run the paper table counts (a seed at its family's chosen rate, as long as its experiment trains), or
+# another: the sweep's other rates, and runs at the chosen rate the table leaves out (shorter than its
+# experiment's steps, or a seed it does not ask for)
+CHOSEN, OTHER = "chosen", "other runs"
 KINDS = ("curve", "final", "slices", "throughput")
 
 
@@ -81,11 +84,18 @@ def sections(results_dir: str | Path) -> list[Section]:
 UNDECIDED = math.nan  # a protocol sweep under way: no rate chosen yet, so no run is at the chosen rate
 
 
-def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """(experiment_name, family) -> the learning rate the tables' protocol chose from these run folders, for
-    the pairs in `present` (those with runs) whose sweep is finished; UNDECIDED where the sweep has begun
-    (a run folder at a rate of its grid) but not finished (the paper table shows no value then either);
-    absent where no run is the protocol's (runs of your own)."""
+@dataclass(frozen=True)
+class Chosen:
+    """A cell's chosen rate and the run folders the paper table counts at it."""
+    lr: float
+    runs: frozenset[str]  # run names (folder names) of the seeds the table reports
+
+
+def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], Chosen | float]:
+    """(experiment_name, family) -> the rate the tables' protocol chose from these run folders and the runs
+    the table counts there (Chosen), for the pairs in `present` (those with runs) whose sweep is finished;
+    UNDECIDED where the sweep has begun (a run folder at a rate of its grid) but not finished (the paper
+    table shows no value then either); absent where no run is the protocol's (runs of your own)."""
     from sessa_bench.report.protocol import cell
     from sessa_bench.tables import split_overrides
     out = {}
@@ -98,17 +108,22 @@ def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple
                     c = cell(exp, f, scoped[exp], table.curve_metric)
                     lr, tried, _, _ = c.selection()
                     if lr is not None:
-                        out[(experiment_name(exp), f)] = lr
+                        out[(experiment_name(exp), f)] = Chosen(lr, frozenset(
+                            r.folder.path.name for s in c.seed_list(None) if (r := c.run(lr, s)).summary))
                     elif any(c.run(x, 0).folder.config.exists() for x in tried):  # its sweep has begun
                         out[(experiment_name(exp), f)] = UNDECIDED
     return out
 
 
-def at_chosen_rate(summary: dict, chosen: float | None) -> bool:
-    """True for a run at the rate the protocol chose for its family, or of a cell without a protocol sweep
-    (nothing to hide then); never while its sweep is under way (chosen UNDECIDED)."""
+def at_chosen_rate(summary: dict, chosen: Chosen | float | None) -> bool:
+    """True for a run the paper table counts (Chosen: one of its runs; a bare rate: any run at it), or of a
+    cell without a protocol sweep (nothing to hide then); never while its sweep is under way (UNDECIDED)."""
+    if chosen is None:
+        return True
+    if isinstance(chosen, Chosen):
+        return summary.get("run_name") in chosen.runs
     lr = summary.get("optim", {}).get("lr")
-    return chosen is None or (lr is not None and math.isclose(lr, chosen))
+    return lr is not None and math.isclose(lr, chosen)
 
 
 def by_family(results_dir: str | Path, experiment: str, families: tuple[str, ...]) -> dict[str, list[dict]]:
