@@ -100,12 +100,15 @@ def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
 
 
 @triton.jit
-def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
+def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
                   BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
-                  PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr):
+                  PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
+                  STORE_LP: tl.constexpr):
     # One launch solves the chunks C0, C0 + 1, ... (the grid sets how many): all NC chunks in the single-level
     # solve, one block of chunks in the two-level one. CROSS: H already holds, for these rows, alpha s summed
     # over the columns before chunk C0 (written by _solve_blocks), to add to the right-hand side and to h.
+    # STORE_LP: s is also stored into SLP in its dtype (q's), for the later blocks' strip products (one
+    # store here instead of a copy kernel per block).
     tile = tl.atomic_add(COUNTER, 1)  # tickets in chunk order: see the module docstring
     c = C0 + tile // (NB * ND)
     b = (tile // ND) % NB
@@ -136,6 +139,8 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, N
     offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
     s_c = tl.dot(tl.load(Wm + offs), r, input_precision=WPREC)
     tl.store(S + io, s_c, mask=io_mask)
+    if STORE_LP:
+        tl.store(SLP + io, s_c.to(SLP.dtype.element_ty), mask=io_mask)
     tl.debug_barrier()  # every thread's part of s_c is stored before the flag goes up
     tl.atomic_xchg(FLAGS + (b * NC + c) * ND + d, 1, sem="release")
     # h = alpha s for the backward (dgamma = u . h), off the critical path.
@@ -144,11 +149,13 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, FLAGS, COUNTER, T, D, NC, ND, N
 
 
 @triton.jit
-def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, C1, scale,
+def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, FLAGS, COUNTER, T, D, NC, ND, NB, C1, scale,
                     BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
-                    PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr):
+                    PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
+                    STORE_LP: tl.constexpr):
     # One launch solves the chunks C1 - 1, C1 - 2, ... (the grid sets how many), summing over later chunks
     # before C1 only. CROSS: U already holds, for these rows, alpha^T (gamma u) over the rows from chunk C1 on.
+    # STORE_LP: gamma u is also stored into VLP in its dtype (q's), for the earlier blocks' strip products.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in reverse chunk order
     c = C1 - 1 - tile // (NB * ND)
     b = (tile // ND) % NB
@@ -183,6 +190,9 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, FLAGS, COUNTER, T, D, NC, ND, NB, C
     offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
     u_c = tl.dot(tl.trans(tl.load(Wm + offs)), rhs, input_precision=WPREC)
     tl.store(U + io, u_c, mask=io_mask)
+    if STORE_LP:
+        g_c = tl.load(G + b64 * T + cols, mask=cols < T, other=0.0)
+        tl.store(VLP + io, (g_c[:, None] * u_c).to(VLP.dtype.element_ty), mask=io_mask)
     tl.debug_barrier()
     tl.atomic_xchg(FLAGS + (b * NC + c) * ND + d, 1, sem="release")
 
@@ -324,20 +334,20 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
     h = torch.empty_like(s)
     blocks = _blocks(T, cfg, block_rows)
     flags, counters, NC = _wavefront_state(B, T, cfg, len(blocks), f.device)
+    s_lp = s  # the strip products read s in q's dtype (bf16 s tiles, as the wavefront's alpha @ s products)
     if len(blocks) > 1:
         scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
-        # The strip products read s in q's dtype (bf16 s tiles, as the wavefront's alpha @ s tile products).
-        s_lp = s if q.dtype == torch.float32 else torch.empty(B, T, D, dtype=q.dtype, device=f.device)
+        if q.dtype != torch.float32:  # filled by the wavefronts as they solve (STORE_LP), block by block
+            s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         if n:
             h[:, r0:r1] = _bmm32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])
         _solve_kernel[(m * B * cfg.ND,)](
-            q, k, f, g, lse, W, A, s, h, flags, counters[n:], T, D, NC, cfg.ND, B, c0, 1.0 / math.sqrt(D),
+            q, k, f, g, lse, W, A, s, h, s_lp, flags, counters[n:], T, D, NC, cfg.ND, B, c0, 1.0 / math.sqrt(D),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
-            PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, num_warps=cfg.num_warps)
-        if len(blocks) > 1 and s_lp is not s and n + 1 < len(blocks):
-            s_lp[:, r0:r1] = s[:, r0:r1]
+            PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
+            num_warps=cfg.num_warps)
     return s, h
 
 
@@ -349,20 +359,21 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
     flags, counters, NC = _wavefront_state(B, T, cfg, len(blocks), ds.device)
+    v_lp = u  # unused with one block
     if len(blocks) > 1:
         scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
-        v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u in q's dtype, for the strips
+        # gamma u in q's dtype for the strips, filled by the wavefronts as they solve (STORE_LP)
+        v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         if n:
             strip = _strip(q, k, lse, r1, T, r0, r1, scratch, cfg)  # rows after the block, its columns
             u[:, r0:r1] = _bmm32(strip.transpose(1, 2), v_lp[:, r1:])
         _adjoint_kernel[(m * B * cfg.ND,)](
-            q, k, ds, g, lse, W, u, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m, 1.0 / math.sqrt(D),
+            q, k, ds, g, lse, W, u, v_lp, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m, 1.0 / math.sqrt(D),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
-            PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, num_warps=cfg.num_warps)
-        if len(blocks) > 1 and n + 1 < len(blocks):
-            v_lp[:, r0:r1] = g[:, r0:r1, None] * u[:, r0:r1]
+            PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=n + 1 < len(blocks),
+            num_warps=cfg.num_warps)
     return u
 
 
