@@ -100,13 +100,14 @@ def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
 
 
 @triton.jit
-def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
+def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
                   BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                   PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
                   STORE_LP: tl.constexpr):
     # One launch solves the chunks C0, C0 + 1, ... (the grid sets how many): all NC chunks in the single-level
-    # solve, one block of chunks in the two-level one. CROSS: H already holds, for these rows, alpha s summed
-    # over the columns before chunk C0 (written by _solve_blocks), to add to the right-hand side and to h.
+    # solve, one block of chunks in the two-level one. CROSS: X (B, XR, D, rows R0 .. R0 + XR - 1) holds, for
+    # these rows, alpha s summed over the columns before chunk C0 (the strip product), to add to the
+    # right-hand side and to h.
     # STORE_LP: s is also stored into SLP in its dtype (q's), for the later blocks' strip products (one
     # store here instead of a copy kernel per block).
     tile = tl.atomic_add(COUNTER, 1)  # tickets in chunk order: see the module docstring
@@ -131,8 +132,8 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, FLAGS, COUNTER, T, D, NC, 
             acc = tl.dot(p, s_j, acc, input_precision=PV_PREC)
     io = base + rows[:, None] * D + dcols[None, :]
     io_mask = (rows[:, None] < T) & (dcols[None, :] < D)
-    if CROSS:  # only this program touches these elements of H: it reads them here and overwrites them below
-        acc += tl.load(H + io, mask=io_mask, other=0.0)
+    if CROSS:
+        acc += tl.load(X + b64 * XR * D + (rows - R0)[:, None] * D + dcols[None, :], mask=io_mask, other=0.0)
     g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
     r = tl.load(F + io, mask=io_mask, other=0.0).to(tl.float32) + g[:, None] * acc
     i = tl.arange(0, BC)
@@ -149,12 +150,13 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, FLAGS, COUNTER, T, D, NC, 
 
 
 @triton.jit
-def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, FLAGS, COUNTER, T, D, NC, ND, NB, C1, scale,
+def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, D, NC, ND, NB, C1, scale,
                     BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                     PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
                     STORE_LP: tl.constexpr):
     # One launch solves the chunks C1 - 1, C1 - 2, ... (the grid sets how many), summing over later chunks
-    # before C1 only. CROSS: U already holds, for these rows, alpha^T (gamma u) over the rows from chunk C1 on.
+    # before C1 only. CROSS: Y (B, YR, D, rows R0 .. R0 + YR - 1) holds, for these rows, alpha^T (gamma u) over
+    # the rows from chunk C1 on (the strip product).
     # STORE_LP: gamma u is also stored into VLP in its dtype (q's), for the earlier blocks' strip products.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in reverse chunk order
     c = C1 - 1 - tile // (NB * ND)
@@ -184,8 +186,8 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, FLAGS, COUNTER, T, D, NC, ND, 
     io = base + cols[:, None] * D + dcols[None, :]
     io_mask = (cols[:, None] < T) & (dcols[None, :] < D)
     rhs = tl.load(DS + io, mask=io_mask, other=0.0).to(tl.float32) + acc
-    if CROSS:  # this program's own rows of U: read here, overwritten with u_c below
-        rhs += tl.load(U + io, mask=io_mask, other=0.0)
+    if CROSS:
+        rhs += tl.load(Y + b64 * YR * D + (cols - R0)[:, None] * D + dcols[None, :], mask=io_mask, other=0.0)
     i = tl.arange(0, BC)
     offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
     u_c = tl.dot(tl.trans(tl.load(Wm + offs)), rhs, input_precision=WPREC)
@@ -327,8 +329,8 @@ def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
     """s and h = alpha s. block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
-    order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product with s[:bR] (cuBLAS) goes into
-    H, then a wavefront over the block's chunks only adds the within-block part (CROSS)."""
+    order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product X with s[:bR] (cuBLAS) is read
+    by a wavefront over the block's chunks, which adds the within-block part (CROSS) and writes s and h."""
     B, T, D = f.shape
     s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
     h = torch.empty_like(s)
@@ -341,10 +343,10 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
             s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        if n:
-            h[:, r0:r1] = _bmm32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])
+        x = _bmm32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0]) if n else h  # (B, r1 - r0, D)
         _solve_kernel[(m * B * cfg.ND,)](
-            q, k, f, g, lse, W, A, s, h, s_lp, flags, counters[n:], T, D, NC, cfg.ND, B, c0, 1.0 / math.sqrt(D),
+            q, k, f, g, lse, W, A, s, h, s_lp, x, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0,
+            1.0 / math.sqrt(D),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
             num_warps=cfg.num_warps)
@@ -352,9 +354,9 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
 
 
 def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
-    """u = M^{-T} ds. Two-level: blocks in reverse order; for block b, U's rows of the block first get
-    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:] (one strip, cuBLAS), then the reverse wavefront inside
-    the block adds the rest (CROSS)."""
+    """u = M^{-T} ds. Two-level: blocks in reverse order; for block b, Y = alpha[(b+1)R:, bR:(b+1)R]^T
+    (gamma u)[(b+1)R:] (one strip, cuBLAS), which the reverse wavefront inside the block adds to the rest
+    (CROSS)."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
@@ -366,11 +368,13 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
         v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        y = u
         if n:
             strip = _strip(q, k, lse, r1, T, r0, r1, scratch, cfg)  # rows after the block, its columns
-            u[:, r0:r1] = _bmm32(strip.transpose(1, 2), v_lp[:, r1:])
+            y = _bmm32(strip.transpose(1, 2), v_lp[:, r1:])  # (B, r1 - r0, D)
         _adjoint_kernel[(m * B * cfg.ND,)](
-            q, k, ds, g, lse, W, u, v_lp, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m, 1.0 / math.sqrt(D),
+            q, k, ds, g, lse, W, u, v_lp, y, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m,
+            1.0 / math.sqrt(D),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=n + 1 < len(blocks),
             num_warps=cfg.num_warps)
