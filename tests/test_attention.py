@@ -174,3 +174,21 @@ def test_new_inv_freq_replaces_the_per_device_copy():
     fresh._inv_freq = m._inv_freq.clone()
     assert not torch.allclose(m(x), before)
     assert torch.allclose(m(x), fresh(x), atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_rope_complex_form_is_the_real_form(dtype):
+    """rotate multiplies complex numbers eagerly and writes the real form out under torch.compile: both give
+    the same values and gradients (float64: to rounding; bfloat16: the same rounding of an fp32 result)."""
+    from sessa_bench.models.rope import angle_dtype, rope_cos_sin, rotate, rotate_real
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 3, 8, dtype=dtype, requires_grad=True)
+    cos, sin = rope_cos_sin(rope_inv_freq(8), 1000, 7, x.device, angle_dtype(x))
+    g = torch.randn_like(x)
+    a, b = rotate(x, cos, sin), rotate_real(x, cos, sin)
+    (da,), (db,) = torch.autograd.grad(a, x, g), torch.autograd.grad(b, x, g)
+    tol = {torch.float64: 1e-14, torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    torch.testing.assert_close(da, db, rtol=tol, atol=tol)
+    compiled = torch.compile(rotate, backend="eager", fullgraph=True)  # traced: the real form, no complex ops
+    torch.testing.assert_close(compiled(x, cos, sin), b, rtol=0, atol=0)
