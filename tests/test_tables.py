@@ -451,3 +451,21 @@ def test_a_baseline_added_to_a_table_gets_the_same_protocol(built):
     with pytest.raises(ValueError, match=r"families=\['sessa', 'gpt5'\]: give distinct model configs from .*"
                                          r"\(\['gpt5'\] unknown\)"):
         build("table1", [0], built["base"], out_dir=out, families=["sessa", "gpt5"])
+
+
+def test_a_cell_with_seeds_still_to_train_says_how_many(built, capsys):
+    """Rebuilt asking for seeds 0 and 1 where only seed 0 has trained: each cell says `(1 of 2 seeds)` beside
+    its value (Diffuse MQAR asks for three with sweep.seeds and had one or two); the CSV has both counts."""
+    tmp = built["tmp"]
+    main(["table2", "--seeds", "0", "1", "--results-dir", str(tmp / "runs"), "--out-dir", str(tmp / "asked"),
+          "--max-steps-cap", str(CAP), *TINY, *LM])
+    capsys.readouterr()
+    md = (tmp / "asked" / "table2.md").read_text()
+    assert "`(k of n seeds)`: n seeds asked for, k of them finished so far" in md
+    from sessa_bench.report.paper import TABLES
+    got = rows(md)
+    for fam in TABLES["table2"].families:  # not the reference rows (chance, bigram): no seeds there
+        assert got[fam][0].endswith(" (1 of 2 seeds)"), (fam, got[fam][0])
+    with open(tmp / "asked" / "table2.csv", newline="") as fh:
+        assert {(r["n_seeds"], r["seeds_asked"]) for r in csv.DictReader(fh)} == {("1", "2")}
+    assert "seeds)" not in rows((tmp / "table2.md").read_text())["sessa"][0]  # asked for seed 0 only: none

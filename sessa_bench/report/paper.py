@@ -207,11 +207,13 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
             in_paper = fam in table.paper
             ours, paper = cell(col, c.runs[fam]), table.paper[fam][i] if in_paper else None
             unconverged = not all(c.converged[fam])
-            cells += [mean_std(ours, col.digits) + ("*" if ours is not None and unconverged else ""),
+            n, asked = len([r for r in c.runs[fam] if col.metric in r["final"]]), len(c.cells[fam].seed_list(seeds))
+            cells += [mean_std(ours, col.digits) + ("*" if ours is not None and unconverged else "")
+                      + (f" ({n} of {asked} seeds)" if ours is not None and n < asked else ""),
                       mean_std(paper, col.digits, missing=NOT_RUN if in_paper else NOT_IN_PAPER)]
             rows.append({"table": table.name, "family": fam, "column": col.title, "experiment": col.experiment,
                          "metric": col.metric, "percent": col.percent,
-                         "n_seeds": len([s for s in c.runs[fam] if col.metric in s["final"]]),
+                         "n_seeds": n, "seeds_asked": asked,
                          "mean": "" if ours is None else ours[0],
                          "std": "" if ours is None or ours[1] is None else ours[1],
                          "paper_mean": "" if paper is None else paper[0],
@@ -255,7 +257,8 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
 
     md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {seeds_text(table, got, seeds)} (one seed: "
           f"the value alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± "
-          f"std over 2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below)."
+          f"std over 2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below). `(k of n seeds)`: "
+          f"n seeds asked for, k of them finished so far."
           + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
              if (extra := [f for f in table.families if f not in table.paper]) else "") + "\n\n"
           + md_table(head, lines) + "\n\n"
@@ -264,7 +267,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
           + "\n\n" + protocol_caption(table, got) + "\n\n" + table_caption(table, got) + "\n"
           + (f"\n## Validation curves\n\n{curves}\n" if (curves := curves_section(table, got)) else "")
           + (f"\n## Fit\n\n{fit}\n" if (fit := fit_section(table, got)) else ""))
-    fields = ["table", "family", "column", "experiment", "metric", "percent", "n_seeds", "mean", "std",
+    fields = ["table", "family", "column", "experiment", "metric", "percent", "n_seeds", "seeds_asked", "mean", "std",
               "paper_mean", "paper_std", "lr", "lr_grid", "lr_at_edge", "steps", "converged", "test_from", "params_total",
               "params_deviation"]
     return md, csv_text(fields, rows)
