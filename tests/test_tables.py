@@ -454,10 +454,11 @@ def test_a_baseline_added_to_a_table_gets_the_same_protocol(built):
 
 
 def test_a_cell_with_seeds_still_to_train_says_how_many(built, capsys):
-    """Rebuilt asking for seeds 0 and 1 where only seed 0 has trained: each cell says `(1 of 2 seeds)` beside
-    its value (Diffuse MQAR asks for three with sweep.seeds and had one or two); the CSV has both counts."""
+    """Rebuilt asking for seeds 0 and 7 where only seed 0 has trained: each cell says `(1 of 2 seeds)` beside
+    its value (Diffuse MQAR asks for three with sweep.seeds and had one or two); the CSV has both counts.
+    (Seed 7: another test trains seed 1 in the same folders.)"""
     tmp = built["tmp"]
-    main(["table2", "--seeds", "0", "1", "--results-dir", str(tmp / "runs"), "--out-dir", str(tmp / "asked"),
+    main(["table2", "--seeds", "0", "7", "--results-dir", str(tmp / "runs"), "--out-dir", str(tmp / "asked"),
           "--max-steps-cap", str(CAP), *TINY, *LM])
     capsys.readouterr()
     md = (tmp / "asked" / "table2.md").read_text()
