@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from sessa_bench.bench.timing import free_memory, is_oom, measure, record_oom
+from sessa_bench.cuda_graphs import graph_forward
 from sessa_bench.models.attention import CausalAttention, _flash_attn_func
 from sessa_bench.models.block import GatedBlock
 
@@ -58,12 +59,18 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
     return {k: v for k, v in out.items() if k in REFERENCES or k.startswith(wanted)}
 
 
+def block_input(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool):
+    """A gated block around factory()'s mixer, a random input (requiring grad with `backward`) and a random
+    output gradient."""
+    block = GatedBlock(d_model, factory()).to(device=device, dtype=dtype)
+    x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=backward)
+    return block, x, torch.randn_like(x)
+
+
 def block_step(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool):
     """One step of a gated block around factory()'s mixer on random input: its forward, and with `backward`
     the backward of a random gradient, the gradients cleared after it."""
-    block = GatedBlock(d_model, factory()).to(device=device, dtype=dtype)
-    x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=backward)
-    grad = torch.randn_like(x)
+    block, x, grad = block_input(factory, d_model, batch, T, dtype, device, backward)
 
     def step():
         y = block(x)
@@ -86,27 +93,18 @@ def graphed(block: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, backwar
         def step():
             fn(x).backward(grad)
         return step
-    static = x.detach()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.no_grad(), torch.cuda.stream(stream):
-        for _ in range(3):  # Triton autotuning and cuBLAS workspaces before the capture
-            block(static)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        out = block(static)
+    with torch.no_grad():  # 3 warm-ups: Triton autotuning and cuBLAS workspaces before the capture
+        replay_graph, out = graph_forward(block, x.detach(), None, warmup=3)
 
     def replay():
-        graph.replay()
+        replay_graph()
         return out  # the graph's static output, rewritten by each replay
     return replay
 
 
 def run_graphed(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
-    block = GatedBlock(d_model, factory()).to(device=device, dtype=dtype)
-    x = torch.randn(batch, T, d_model, device=device, dtype=dtype, requires_grad=backward)
-    return measure(graphed(block, x, torch.randn_like(x), backward), device, reps=reps)
+    return measure(graphed(*block_input(factory, d_model, batch, T, dtype, device, backward), backward), device,
+                   reps=reps)
 
 
 def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool, reps: int) -> dict:
