@@ -46,7 +46,7 @@ def chosen_runs(results_dir: str, table: str, only: list[str] | None, seeds: lis
             if lr is None:
                 print(f"{e} {f}: no rate chosen yet (the sweep is unfinished)", flush=True)
                 continue
-            out += [r.folder.path for s in c.seed_list(seeds) if (r := c.run(lr, s)).summary is not None]
+            out += [r.folder.path for r in c.reported(lr, seeds)]
     return out
 
 

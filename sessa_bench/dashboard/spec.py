@@ -109,7 +109,7 @@ def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple
                     lr, tried, _, _ = c.selection()
                     if lr is not None:
                         out[(experiment_name(exp), f)] = Chosen(lr, frozenset(
-                            r.folder.path.name for s in c.seed_list(None) if (r := c.run(lr, s)).summary))
+                            r.folder.path.name for r in c.reported(lr, None)))
                     elif any(c.run(x, 0).folder.config.exists() for x in tried):  # its sweep has begun
                         out[(experiment_name(exp), f)] = UNDECIDED
     return out

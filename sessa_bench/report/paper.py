@@ -131,7 +131,7 @@ def gather(table: Table, seeds: list[int] | None, overrides: dict[str, list[str]
             lr, grid, scores, _ = c.selection()
             chosen[f], tried[f] = lr, scores if c.grid else {}
             sweep += [r.summary for x in grid if (r := c.run(x, 0)).summary and x != lr]
-            done = [r for s in c.seed_list(seeds) if lr is not None and (r := c.run(lr, s)).summary]
+            done = c.reported(lr, seeds) if lr is not None else []
             runs[f] = [r.summary for r in done]
             conv[f] = [c.converged(r)[0] for r in done]
             curves[f] = [(r.seed, r.rows) for r in done]

@@ -182,6 +182,11 @@ class Cell:
         experiment's sweep.seeds, else DEFAULT_SEEDS."""
         return list(given) if given is not None else list(self.seeds or DEFAULT_SEEDS)
 
+    def reported(self, lr: float, seeds: list[int] | None) -> list[Run]:
+        """The finished runs its table cell reports at rate lr: one per seed of seed_list(seeds) that has
+        trained the cell's step count (a shorter run of a seed is left out)."""
+        return [r for s in self.seed_list(seeds) if (r := self.run(lr, s)).summary]
+
     @property
     def max_steps(self) -> int:
         """The longest an extension of this cell trains: its experiment's cap, else 4x the grid's steps."""
