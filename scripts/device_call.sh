@@ -21,3 +21,13 @@ device_env() {
         >> /tmp/triton-cache.txt
   fi
 }
+
+# snapshot_tree DEST: a copy of the working tree (without .git and the carried caches) for work that outlives
+# its call: the device tool sends the tree again at every call, and a detached table step that composed its
+# configs while the next call's copy arrived found no conf/ ("Cannot find primary config 'train'", lease 16:
+# the step ended the moment call 3 began, so its table went unwritten; a run starting then would fail too).
+snapshot_tree() {
+  rm -rf "$1" && mkdir -p "$1" || return 1
+  tar cf - --exclude=./.git --exclude=./.wheelhouse --exclude=./.triton-cache.tar.gz --exclude=./.venv . \
+    | tar xf - -C "$1"
+}

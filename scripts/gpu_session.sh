@@ -210,10 +210,19 @@ if [[ ! -f $started ]]; then
       echo "MPS daemon did not start (exit $?): the table step runs without it" >> "$work/logs/mps.txt"
     fi
   fi
-  busy=("${mps[@]}" "${busy[@]}")
+  # what may outlive this call runs from its own copy of the tree (snapshot_tree, device_call.sh), which the
+  # next call's copy cannot change under it; the run folders and logs are under /tmp, absolute. The copy has
+  # no .git: the runs record the commit of this one's (SESSA_BENCH_GIT_COMMIT, when the call did not give it)
+  in_tree=()
+  if snapshot_tree "$work/tree"; then
+    export SESSA_BENCH_GIT_COMMIT=${SESSA_BENCH_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}
+    in_tree=(env -C "$work/tree" "PYTHONPATH=$work/tree:${PYTHONPATH:-}")
+    echo "the table step runs from its copy of the tree, $work/tree" >> "$work/logs/tables.log"
+  fi
+  busy=("${in_tree[@]}" "${mps[@]}" "${busy[@]}")
   if [[ -n ${BESIDE:-} ]]; then  # its own session, bounded by the table step's limit
     echo "beside started (limit $limit s): $BESIDE" >> "$work/logs/beside.log"
-    setsid timeout -k 15 "$limit" bash -c "$BESIDE" >> "$work/logs/beside.log" 2>&1 < /dev/null &
+    setsid "${in_tree[@]}" timeout -k 15 "$limit" bash -c "$BESIDE" >> "$work/logs/beside.log" 2>&1 < /dev/null &
   fi
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
     setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? ('"${per_family[*]}"')" \
@@ -222,7 +231,7 @@ if [[ ! -f $started ]]; then
       echo "tail waits for the table step (limit $limit s from now): $TAIL" >> "$work/logs/tail.log"
       touch "$work/tail.started"
       # tail.done is touched whatever ends the tail (its own end or the limit), so no call waits for it in vain
-      setsid bash -c 'timeout -k 15 "$1" bash -c '"'"'while [[ ! -f "$0/tables.done" ]]; do sleep 5; done
+      setsid "${in_tree[@]}" bash -c 'timeout -k 15 "$1" bash -c '"'"'while [[ ! -f "$0/tables.done" ]]; do sleep 5; done
           export TAIL_LEFT=$(( $1 - $(date +%s) - 30 )); echo "tail started $(date +%T), TAIL_LEFT=$TAIL_LEFT"
           bash -c "$2"; echo "tail exit $?"'"'"' "$0" "$2" "$3"; touch "$0/tail.done"' \
         "$work" "$limit" "$(( $(date +%s) + limit ))" "$TAIL" >> "$work/logs/tail.log" 2>&1 < /dev/null &
@@ -265,7 +274,7 @@ fi
 # a TAIL still running: this call waits for it (what it trained comes back in this call's bundle)
 while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done
 
-tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' -C /tmp paper_runs session 2>/dev/null
+tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' --exclude=session/tree -C /tmp paper_runs session 2>/dev/null
 if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
   # The device tool brings back at most 16 MiB a file and 8 files: parts of 15 MiB, at most 3 (one lease's
   # cache was 35.7 MB gzipped: h200x2-run5-session.log)

@@ -86,3 +86,26 @@ def test_bench_session_runs_each_gpus_part_pinned_and_refuses_long_calls(tmp_pat
     r = subprocess.run(["bash", str(BENCH), str(out), "590"], capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 2 and "at most 580" in r.stderr and not (tmp_path / "calls").exists()
     assert subprocess.run(["bash", "-n", str(BENCH)]).returncode == 0
+
+
+def test_snapshot_tree_is_a_copy_a_detached_step_can_run_from(tmp_path):
+    """device_call.sh `snapshot_tree` (gpu_session.sh runs its detached table step, BESIDE and TAIL from it,
+    since the device tool sends the tree again at every call): the code, configs and scripts without .git and
+    the venv, and the package imported there composes its configs from the copy's conf/."""
+    import os
+    import sys
+
+    root = SCRIPT.parent.parent
+    dest = tmp_path / "tree"
+    r = subprocess.run(["bash", "-c", f'source scripts/device_call.sh && snapshot_tree "{dest}"'], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for f in ("conf/train.yaml", "sessa_bench/tables.py", "scripts/gpu_busy.py", "models/backbone.py"):
+        assert (dest / f).is_file(), f
+    assert not (dest / ".git").exists() and not (dest / ".venv").exists()
+    probe = ("import sessa_bench.compose as c; c.compose_train(['model=sessa']); print(c.CONF_DIR)")
+    env = {**os.environ, "PYTHONPATH": f"{dest}:{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=dest, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str(dest / "conf")
