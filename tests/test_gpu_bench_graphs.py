@@ -3,6 +3,8 @@ computes: the same block and input, eager and replayed from CUDA graphs, give th
 and the same gradients of the input and the parameters (forward and backward), for our SDPA block and Sessa's
 single- and two-level Triton solves. Run with `pytest -m gpu`."""
 
+import copy
+
 import pytest
 import torch
 
@@ -29,6 +31,10 @@ def test_graphed_block_step_is_the_eager_step(name):
     x.grad = None
     for p in block.parameters():
         p.grad = None
+    # make_graphed_callables replaces block.forward in place: the forward-only graph gets its own copy of the
+    # eager block, as the bench builds a fresh block for each graphed row (capturing the graphed forward
+    # again failed: "Cannot prepare for replay during capturing stage", lease 16)
+    fwd_block = copy.deepcopy(block)
 
     step = graphed(block, x, grad, backward=True)
     for p in block.parameters():  # make_graphed_callables' warm-up ran backward passes: start from zero
@@ -39,9 +45,9 @@ def test_graphed_block_step_is_the_eager_step(name):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
-    replay = graphed(block, x, grad, backward=False)
+    replay = graphed(fwd_block, x, grad, backward=False)
     torch.testing.assert_close(replay(), want_y)
     with torch.no_grad():
         x.mul_(0.5)  # the graph reads x's storage: a replay after x changed gives the new input's output
-        want_half = block(x)
+        want_half = fwd_block(x)  # eager: graph_forward captures without patching the module
     torch.testing.assert_close(replay(), want_half)
