@@ -354,3 +354,75 @@ def test_graphed_block_times_are_compared_with_the_graphed_references(monkeypatc
     monkeypatch.setattr(blocks, "run_graphed", lambda *a: pytest.fail("graphed on a CPU"))
     rows, _ = blocks.bench_blocks(SimpleNamespace(type="cpu"), None, 8, 2, 64, [16], {}, reps=1, log=lambda s: None)
     assert "graph" not in block_table(rows)
+
+
+TINY = {"budget_name": "tiny", "vocab": 64, "seq_len": 16, "batch": 2}  # a harness-loop shape that is fast on CPU
+
+
+def test_an_isolated_harness_loop_runs_in_a_child_process(monkeypatch):
+    """On CUDA each harness-loop run is its own process, so that a CUDA error ends that run and not the bench
+    (lease 16). On CPU with isolate=True: the child (where the parent's patches do not reach) trains the same
+    model as the in-process run and reports its throughput."""
+    import torch
+
+    from sessa_bench.bench import harness_loop
+
+    cpu = torch.device("cpu")
+    with monkeypatch.context() as m:
+        m.setattr(harness_loop, "run_loop", lambda *a: pytest.fail("the isolated run ran in the parent"))
+        child = harness_loop.harness_throughput("transformer", TINY, "eager", cpu, 2, 0, isolate=True)
+    here = harness_loop.harness_throughput("transformer", TINY, "eager", cpu, 2, 0, isolate=False)
+    assert child["params"] == here["params"] and child["tokens_per_s"] > 0
+    assert (child["steps"], child["timed_steps"], child["backends"]) == (here["steps"], here["timed_steps"],
+                                                                        here["backends"])
+
+
+@pytest.mark.parametrize("code, message", [
+    ("import os, sys; sys.stderr.write('dying\\nframe #0: c10::f\\n'); os.abort()",  # C++ stack frames left out
+     r"exited with -6 \(SIGABRT\): dying$"),
+    ("import sys; print('hello'); sys.stderr.write('no mark\\n')", r"exited with 0 without a result: no mark$"),
+], ids=["aborted", "no_result"])
+def test_a_harness_child_that_dies_is_recorded_in_its_row(monkeypatch, code, message):
+    """A child that aborts (as a C++ CUDA error does) or exits without its result line raises with its exit
+    status and the end of its stderr; on a (fake) CUDA device the row records it, so the bench goes on."""
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+
+    from sessa_bench.bench import harness_loop, training
+
+    monkeypatch.setattr(harness_loop, "child_argv", lambda *a: [sys.executable, "-c", code])
+    with pytest.raises(RuntimeError, match=message):
+        harness_loop.harness_throughput("sessa", TINY, "cuda_graphs", torch.device("cpu"), 1, 0, isolate=True)
+    row = training.harness_row(torch.device("cuda"), "sessa", TINY, SimpleNamespace(n_layers=1, d_model=8),
+                               "cuda_graphs", 1, 0, None)
+    assert row["tokens_per_s"] == "error" and re.search(message, row["error"]), row
+
+
+def test_harness_loops_are_child_processes_on_cuda_only(monkeypatch):
+    """isolate=None follows the device: a child on CUDA, in-process on CPU (where the CPU bench patches the
+    training step); an explicit isolate wins either way. Nothing touches CUDA, so a fake device will do."""
+    import json
+    import sys
+
+    import torch
+
+    from sessa_bench.bench import harness_loop
+
+    seen = []
+
+    def argv(fam, shape, mode, device, steps, warmup):
+        seen.append(("child", device.type))
+        return [sys.executable, "-c", f"print({harness_loop.MARK + json.dumps({'params': 7})!r})"]
+
+    def loop(fam, shape, mode, device, steps, warmup):
+        seen.append(("in-process", device.type))
+        return {"params": {"total": 7}, "throughput_tokens_per_s": 1.0, "mfu": None, "steps": 5, "backends": []}
+
+    monkeypatch.setattr(harness_loop, "child_argv", argv)
+    monkeypatch.setattr(harness_loop, "run_loop", loop)
+    for device, isolate in (("cpu", None), ("cuda", None), ("cuda", False), ("cpu", True)):
+        out = harness_loop.harness_throughput("sessa", TINY, "eager", torch.device(device), 1, 0, isolate)
+        assert out["params"] == 7
+    assert seen == [("in-process", "cpu"), ("child", "cuda"), ("in-process", "cuda"), ("child", "cpu")]

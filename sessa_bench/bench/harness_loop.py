@@ -6,12 +6,22 @@ The task is MQAR (fixed-length rows) at exactly the shape's vocabulary and lengt
 tokens per row, as the bare step sees idx[:, :-1]. The number is the run's own `Throughput` callback's
 (sessa_bench/callbacks.py): with windows of `window` steps and its warm-up set to one window, the first
 window (compilation, autotuning) is left out and the second is the timed one.
+
+On CUDA each timed run is a child process (`python -m sessa_bench.bench.harness_loop`, `run_isolated`): one
+CUDA error ends the process that hits it, and a `sessa-bench train` run is its own process in the real harness
+too (lease 16, 2026-11-30: Sessa's and Mamba2's graphed harness loops at `small` hit an illegal memory access
+that aborted the whole bench, losing every later row).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from contextlib import redirect_stdout
 from unittest import mock
@@ -64,9 +74,13 @@ def run_loop(family: str, shape: dict, mode: str, device: torch.device, steps: i
 
 
 def harness_throughput(family: str, shape: dict, mode: str, device: torch.device, steps: int,
-                       warmup: int) -> dict:
+                       warmup: int, isolate: bool | None = None) -> dict:
     """Run the harness once for (family, shape, mode: a key of MODES) (`run_loop`); its tokens/s, MFU and
-    parameter count."""
+    parameter count. With isolate (default: on CUDA) the run is a child process (`run_isolated`)."""
+    if isolate is None:
+        isolate = device.type == "cuda"  # on CPU in-process: no CUDA error to contain, and tests can patch it
+    if isolate:
+        return run_isolated(family, shape, mode, device, steps, warmup)
     if mode == "compile":
         torch._dynamo.reset()  # a fresh compile, as the bare step's compiled rows get
     summary = run_loop(family, shape, mode, device, steps, warmup)
@@ -75,3 +89,54 @@ def harness_throughput(family: str, shape: dict, mode: str, device: torch.device
     return {"params": summary["params"]["total"], "tokens_per_s": summary["throughput_tokens_per_s"],
             "mfu": summary["mfu"], "timed_steps": window(steps, warmup), "steps": summary["steps"],
             "backends": ",".join(summary["backends"])}
+
+
+MARK = "HARNESS_RESULT "  # the child's result line; Lightning and Hydra may print on stdout too
+
+
+def child_argv(family: str, shape: dict, mode: str, device: torch.device, steps: int, warmup: int) -> list[str]:
+    """The command line of one isolated run (`main`)."""
+    return [sys.executable, "-m", "sessa_bench.bench.harness_loop", family, json.dumps(shape), mode,
+            "--device", str(device), "--steps", str(steps), "--warmup", str(warmup)]
+
+
+def exit_status(code: int) -> str:
+    """A child's exit code in words: a negative one is the signal that ended it (-6, SIGABRT: a C++ abort,
+    what a shell reports as 134)."""
+    return f"{code} ({signal.Signals(-code).name})" if code < 0 else str(code)
+
+
+def stderr_tail(stderr: str, n: int = 5) -> str:
+    """The last n non-empty lines of a child's stderr, without C++ stack frames (a c10 error prints dozens,
+    after its message)."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    return " | ".join([line for line in lines if line and not line.startswith("frame #")][-n:])
+
+
+def run_isolated(family: str, shape: dict, mode: str, device: torch.device, steps: int, warmup: int) -> dict:
+    """`harness_throughput` in a child process with this one's environment and folder; a child that fails
+    or prints no result raises with its exit status and the end of its stderr (the row records it)."""
+    proc = subprocess.run(child_argv(family, shape, mode, device, steps, warmup), capture_output=True, text=True)
+    found = [line[len(MARK):] for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    if proc.returncode or not found:
+        why = exit_status(proc.returncode) if proc.returncode else "0 without a result"
+        raise RuntimeError(f"the harness-loop child exited with {why}: {stderr_tail(proc.stderr) or '(no stderr)'}")
+    return json.loads(found[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The child of `run_isolated`: one in-process run; its result as one MARK line on stdout."""
+    ap = argparse.ArgumentParser(description="One harness-loop run (the child of run_isolated).")
+    ap.add_argument("family")
+    ap.add_argument("shape", type=json.loads, help="JSON: budget_name, vocab, seq_len, batch")
+    ap.add_argument("mode", choices=list(MODES))
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--warmup", type=int, required=True)
+    a = ap.parse_args(argv)
+    result = harness_throughput(a.family, a.shape, a.mode, torch.device(a.device), a.steps, a.warmup, isolate=False)
+    print(MARK + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
