@@ -139,4 +139,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sessa_bench.errors import user_errors
+
+    with user_errors("python -m sessa_bench.bench.harness_loop"):  # a bad argument: one line for the row
+        main()
