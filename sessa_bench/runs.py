@@ -106,7 +106,12 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     started."""
     slots = place(jobs, visible_gpus(), jobs_per_gpu)
     todo = pending(run_overrides)
-    in_process = len(slots) == 1
+    multi = [folder.path.name for ov, folder in todo if compose_train(ov).trainer.devices != 1]
+    # One slot: in this process on CPU, or for runs over several GPUs (a DDP run starts its other ranks
+    # itself). One GPU's runs go to a worker each, one after another, as `sessa-bench train` runs: a CUDA error
+    # ends the process that hits it, and one run in a process after others on the GPU is not what a run alone
+    # sees (lease 16: the bench's sixth run in one process hit an illegal memory access that no run alone did).
+    in_process = len(slots) == 1 and (slots[0] is None or bool(multi))
     # No more workers than runs: a slot without a run would idle, and each run records how many shared its
     # GPU (the tables' device-hours divide by it): 4 runs in 7 slots share it 4 ways, not 7.
     slots = slots[:max(len(todo), 1)]
@@ -125,7 +130,7 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
                   f"{max(left, 0):.0f} s left)\n", end="", flush=True)
         return False
 
-    if in_process:  # one at a time, in this process (a DDP run starts its other ranks itself)
+    if in_process:  # one at a time, in this process
         from sessa_bench.train import run  # heavy import (Lightning) only when training
         skipped = []
         for ov, folder in todo:
@@ -134,7 +139,6 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
             else:
                 skipped.append(folder)
         return skipped
-    multi = [folder.path.name for ov, folder in todo if compose_train(ov).trainer.devices != 1]
     if multi and slots[0] is not None:
         raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
                          f"one GPU each; train them with jobs=1")

@@ -193,8 +193,25 @@ def test_ensure_starts_no_run_past_its_deadline(tmp_path, monkeypatch, capsys):
     assert runs.ensure(ovs, jobs=2, estimate=seconds) == [] and len(started) == 3  # no deadline: all start
     trained = []
     monkeypatch.setattr("sessa_bench.train.run", lambda cfg: trained.append(cfg.seed))
-    skipped = runs.ensure(ovs, jobs=1, deadline=time.monotonic() + 600, estimate=seconds)  # in this process
+    monkeypatch.setattr(runs, "visible_gpus", lambda: [])  # one slot without a GPU: in this process
+    skipped = runs.ensure(ovs, jobs=1, deadline=time.monotonic() + 600, estimate=seconds)
     assert trained == [0, 2] and [f.path.name for f in skipped] == ["sessa-symbol_soup-tiny-s1"]
+
+
+def test_one_gpus_runs_each_train_in_their_own_process(tmp_path, monkeypatch):
+    """jobs=1 on a GPU: each run in a worker of its own, one after another (a CUDA error ends its process, and
+    the bench's sixth run in one process hit one that no run alone did, lease 16); runs over several GPUs
+    (DDP: it starts its ranks itself) and runs on a machine without GPUs train in this process."""
+    started = _fake_workers(monkeypatch, ["0"])
+    trained = []
+    monkeypatch.setattr("sessa_bench.train.run", lambda cfg: trained.append(cfg.seed))
+    ovs = [[f"results_dir={tmp_path}", f"seed={s}"] for s in range(2)]
+    runs.ensure(ovs, jobs=1)
+    assert [(name[-2:], gpu, k) for name, gpu, k, _ in started] == [("s0", "0", "1"), ("s1", "0", "1")]
+    assert trained == []
+    started.clear()
+    runs.ensure([[*ov, "trainer.devices=2"] for ov in ovs], jobs=1)
+    assert trained == [0, 1] and started == []
 
 
 def test_calibrate_estimates_a_run_from_its_candidates_finished_runs(tmp_path, monkeypatch):
