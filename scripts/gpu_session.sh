@@ -114,7 +114,8 @@ start=$SECONDS
 cd "$(dirname "$0")/.."
 source .wheelhouse/bootstrap.sh .wheelhouse >/dev/null
 device_env
-runs=/tmp/paper_runs work=/tmp/session
+root=${SESSION_ROOT:-/tmp}  # the run folders and the session's logs (tests: a dry run in its own folder)
+runs=$root/paper_runs work=$root/session
 mkdir -p "$runs" "$work/logs"
 seed_from=${SEED_FROM-results/runs}  # SEED_FROM= (empty): start from no run folders
 if [[ ! -f $work/seeded && -n $seed_from && -d $seed_from ]]; then  # the protocol goes on from them
@@ -129,7 +130,7 @@ ngpu=$(wc -l < "$work/logs/gpus.txt")
 smoke=${COMPILE_SMOKE:-0}
 [[ $smoke == 1 ]] && smoke="sessa transformer mamba2"
 if [[ $first == first && $smoke != 0 ]]; then
-  i=0; : > /tmp/compile_families
+  i=0; : > "$work/compile_families"
   for fam in $smoke; do
     # SIGABRT at the limit: faulthandler prints every thread's Python stack into the log, so a smoke that
     # runs out of time says where it was (Dynamo tracing, Inductor codegen, Triton autotuning)
@@ -146,7 +147,7 @@ if [[ $first == first && $smoke != 0 ]]; then
       glob.glob('/tmp/smoke/compile_smoke/${fams[$j]}-*/summary.json')])" 2>/dev/null)
     [[ $rc != 0 ]] && check=$(grep -ho "compile=true: the compiled model disagrees.*" "$work/logs/smoke-${fams[$j]}.log")
     echo "compile smoke ${fams[$j]}: exit $rc ${check}" | tee -a "$work/logs/smoke.txt"
-    [[ $rc == 0 ]] && echo "${fams[$j]}" >> /tmp/compile_families
+    [[ $rc == 0 ]] && echo "${fams[$j]}" >> "$work/compile_families"
   done
 fi
 if [[ $first == first && ${DDP_CHECK:-1} != 0 ]] && (( ngpu >= 2 )); then
@@ -157,13 +158,13 @@ if [[ $first == first && ${DDP_CHECK:-1} != 0 ]] && (( ngpu >= 2 )); then
   cp "$work/ddp/ddp_check.md" "$work/logs/" 2>/dev/null
 fi
 compile=false  # for the calibration: all families or none
-[[ $(sort /tmp/compile_families 2>/dev/null | tr '\n' ' ') == "mamba2 sessa transformer " ]] && compile=true
+[[ $(sort "$work/compile_families" 2>/dev/null | tr '\n' ' ') == "mamba2 sessa transformer " ]] && compile=true
 per_family=(compile=false)  # the table runs: eager, but for the families whose compile smoke passed
-for fam in $(cat /tmp/compile_families 2>/dev/null); do per_family+=("$fam:compile=true"); done
+for fam in $(cat "$work/compile_families" 2>/dev/null); do per_family+=("$fam:compile=true"); done
 graphs=()  # GRAPHS=1: every run that does not compile replays its blocks in CUDA graphs (eager's kernels)
 if [[ ${GRAPHS:-0} == 1 ]]; then
   for fam in sessa transformer mamba2; do
-    grep -qx "$fam" /tmp/compile_families 2>/dev/null || per_family+=("$fam:cuda_graphs=true")
+    grep -qx "$fam" "$work/compile_families" 2>/dev/null || per_family+=("$fam:cuda_graphs=true")
   done
   [[ $compile == false ]] && graphs=(cuda_graphs=true)
 fi
@@ -274,7 +275,7 @@ fi
 # a TAIL still running: this call waits for it (what it trained comes back in this call's bundle)
 while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done
 
-tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' --exclude=session/tree -C /tmp paper_runs session 2>/dev/null
+tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' --exclude=session/tree -C "$root" paper_runs session 2>/dev/null
 if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
   # The device tool brings back at most 16 MiB a file and 8 files: parts of 15 MiB, at most 3 (one lease's
   # cache was 35.7 MB gzipped: h200x2-run5-session.log)

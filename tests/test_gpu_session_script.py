@@ -109,3 +109,41 @@ def test_snapshot_tree_is_a_copy_a_detached_step_can_run_from(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(dest / "conf")
+
+
+def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tmp_path):
+    """The whole first call of a lease without a GPU: stubs for python3 (records its folder and arguments) and
+    nvidia-smi, the session under SESSION_ROOT. The detached table step (LEASE) and BESIDE run in the
+    session's copy of the tree with the copy first on PYTHONPATH, the step is the table command under
+    gpu_busy.py, and the bundle leaves the copy out."""
+    import os
+    import tarfile
+
+    root, out, stub = tmp_path / "root", tmp_path / "out", tmp_path / "bin"
+    for d in (root, out, stub):
+        d.mkdir()
+    calls = tmp_path / "calls"
+    (stub / "python3").write_text(f'#!/bin/sh\necho "$PWD|$PYTHONPATH|$*" >> {calls}\n')
+    (stub / "nvidia-smi").write_text("#!/bin/sh\necho '0, NVIDIA H200, 143771 MiB'\n")
+    for f in stub.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "SESSION_ROOT": str(root), "LEASE": "100",
+           "PER_GPU": "1", "DDP_CHECK": "0", "SEED_FROM": "", "SESSA_BENCH_GIT_COMMIT": "abc",
+           "EXPERIMENTS": "table1_diffuse_mqar", "BESIDE": "python3 beside.py", "PYTHONPATH": "/orig"}
+    r = subprocess.run(["bash", str(SCRIPT), str(out), "60", "first"], cwd=SCRIPT.parent.parent, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    tree = root / "session" / "tree"
+    assert (tree / "conf" / "train.yaml").is_file() and not (tree / ".git").exists()
+    lines = [line.split("|", 2) for line in calls.read_text().splitlines()]
+    step = [(cwd, pp, args) for cwd, pp, args in lines if "scripts/gpu_busy.py" in args]
+    assert len(step) == 1, lines
+    cwd, pythonpath, args = step[0]
+    assert cwd == str(tree) and pythonpath.split(":")[0] == str(tree)
+    assert "-m sessa_bench.tables table1 --run --experiments table1_diffuse_mqar --jobs-per-gpu 1" in args
+    assert f"--results-dir {root}/paper_runs" in args
+    assert [(c, a) for c, _, a in lines if a == "beside.py"] == [(str(tree), "beside.py")]
+    assert "the table step runs from its copy of the tree" in (out / "summary.md").read_text()
+    with tarfile.open(out / "bundle.tar.gz") as t:
+        names = t.getnames()
+    assert "session/logs/tables.log" in names and not any(n.startswith("session/tree") for n in names)
