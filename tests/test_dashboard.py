@@ -184,6 +184,23 @@ def test_page_opens_on_the_chosen_rates_and_other_rates_are_one_tick_away(result
         assert errors == []
 
 
+def test_page_marks_unconverged_cells_and_missing_seeds_as_the_table_does(results, tmp_path, chromium,
+                                                                         monkeypatch):
+    """A cell whose counted runs include an unconverged one reads `*`, one with fewer seeds than it asks
+    `(k of n seeds)`, as in results/table1.md; the marks follow the seed filter."""
+    import sessa_bench.dashboard.page as pg
+    from sessa_bench.dashboard.spec import Chosen
+    names = frozenset({"sessa-symbol_soup-small-s0", "sessa-symbol_soup-small-s1"})
+    monkeypatch.setattr(pg, "chosen_rates", lambda *_: {
+        ("table1_symbol_soup", "sessa"): Chosen(3e-4, names, frozenset({"sessa-symbol_soup-small-s1"}), 3)})
+    with browser.open_page(pg.build(results, tmp_path / "dashboard.html")) as (page, errors):
+        assert _table(page, "table1")[1][1] == ours(0, 0) + "* (2 of 3 seeds)"
+        assert _table(page, "table1")[2][1] == ours(0, 1)  # a cell without a chosen rate: no marks
+        page.uncheck('input[data-field="seed"][value="1"]')
+        assert _table(page, "table1")[1][1] == ours(0, 0, seeds=(0,)) + " (1 of 3 seeds)"
+        assert errors == []
+
+
 def _table(page, name):
     return page.evaluate(f"""() => [...document.querySelectorAll('table[data-table="{name}"] tr')]
         .map(tr => [...tr.children].map(c => c.textContent))""")
@@ -252,9 +269,22 @@ def test_report_table_is_the_committed_table1():
     _, got = table_rows(TABLES["table1"], ROOT / "results" / "runs")
     md = (ROOT / "results" / "table1.md").read_text().split("\n\n")[2].splitlines()[2:5]
     ours = [0] + list(range(1, 2 * len(TABLES["table1"].columns), 2))  # family, then every other column
-    plain = lambda c: re.sub(r"\*$", "", re.sub(r" \(\d+ of \d+ seeds\)$", "", c.strip()))  # its marks
-    want = [[plain(line.strip("|").split("|")[i]) for i in ours] for line in md]
+    want = [[line.strip("|").split("|")[i].strip() for i in ours] for line in md]  # with its marks
     assert [[row[i] for i in ours] for row in got] == want
+    assert any("*" in c for row in want for c in row) and any("of 3 seeds" in c for row in want for c in row)
+
+
+def test_a_cells_marks_say_what_the_paper_tables_say():
+    """`*` when a shown run is unconverged, `(k of n seeds)` when the shown runs are the table's and fewer
+    than asked; neither for runs of another rate mixed in (the `other runs` filter), nor for no run."""
+    from sessa_bench.dashboard.spec import Chosen
+    c = Chosen(1e-4, frozenset({"a", "b"}), frozenset({"b"}), 3)
+    run = lambda name: {"run_name": name}
+    assert c.marks([run("a"), run("b")]) == "* (2 of 3 seeds)"
+    assert c.marks([run("a")]) == " (1 of 3 seeds)"
+    assert c.marks([run("a"), run("x")]) == ""  # another rate's run shown beside: no seed count
+    assert c.marks([]) == ""
+    assert Chosen(1e-4, frozenset({"a", "b"}), frozenset(), 2).marks([run("a"), run("b")]) == ""
 
 
 def test_a_sweep_under_way_has_no_chosen_rate_and_runs_of_your_own_are_all_shown(tmp_path):

@@ -48,6 +48,16 @@ function fmt(values, digits) {
   return s === null ? m.toFixed(digits) : `${m.toFixed(digits)} ± ${s.toFixed(digits)}`;
 }
 
+// The paper table's marks (spec.py Chosen.marks): `*` when a shown run is not converged; `(k of n seeds)` when
+// the shown runs are all ones the table counts and fewer than the seeds the cell asks for.
+function marks(shown, experiment, fam) {
+  if (!shown.length) return "";
+  const star = shown.some((r) => r.converged === false) ? "*" : "";
+  const asked = (DATA.asked || {})[`${experiment}|${fam}`];
+  const counted = shown.every((r) => r.converged !== null && r.converged !== undefined);
+  return star + (asked && counted && shown.length < asked ? ` (${shown.length} of ${asked} seeds)` : "");
+}
+
 function tableHtml(section, runs) {
   let head = "<tr><th>family</th>";
   for (const c of section.columns) head += `<th>${c.title}</th><th>paper</th>`;
@@ -56,12 +66,12 @@ function tableHtml(section, runs) {
     body += `<tr><td>${fam}</td>`;
     section.columns.forEach((c, i) => {
       const scale = c.percent ? 100 : 1;
-      const vals = runs.filter((r) => r.experiment === c.experiment && r.family === fam && c.metric in r.final)
-        .map((r) => r.final[c.metric] * scale);
+      const shown = runs.filter((r) => r.experiment === c.experiment && r.family === fam && c.metric in r.final);
+      const vals = shown.map((r) => r.final[c.metric] * scale);
       const paper = section.paper[fam][i];
       const p = paper === null ? "not run" : (paper[1] === null ? paper[0].toFixed(c.digits)
         : `${paper[0].toFixed(c.digits)} ± ${paper[1].toFixed(c.digits)}`);
-      body += `<td>${fmt(vals, c.digits)}</td><td>${p}</td>`;
+      body += `<td>${fmt(vals, c.digits)}${marks(shown, c.experiment, fam)}</td><td>${p}</td>`;
     });
     body += "</tr>";
   }

@@ -31,9 +31,12 @@ def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen
     # its training's lines: a best checkpoint's final evaluation, logged at the last step, is no curve point
     rows = RunFolder(results_dir / summary["experiment"] / summary["run_name"]).fit_metrics(summary)
     curves = {m: [[int(r["step"]), float(r[m])] for r in rows if m in r and "step" in r] for m in curve_metrics}
+    counted = isinstance(chosen, Chosen) and summary["run_name"] in chosen.runs
     return {"experiment": summary["experiment"], "run": summary["run_name"], "family": summary["family"],
             "seed": summary["seed"], "task": summary["task"], "budget": summary["budget"],
             "lr": summary.get("optim", {}).get("lr"), "rate": CHOSEN if at_chosen_rate(summary, chosen) else OTHER,
+            # a run the paper table counts: whether the protocol counts it as converged (the table's `*`)
+            "converged": summary["run_name"] not in chosen.unconverged if counted else None,
             "final": summary["final"], "throughput_tokens_per_s": summary.get("throughput_tokens_per_s"),
             "curves": curves}
 
@@ -51,8 +54,10 @@ def page_data(results_dir: str | Path) -> dict:
              if summary["family"] in families[exp]]
     chosen = chosen_rates(results_dir, {(exp, s["family"]) for exp, s in found})
     runs = [run_record(results_dir, s, curves[exp], chosen.get((exp, s["family"]))) for exp, s in found]
+    # the seeds each cell with a chosen rate asks for (the table's `(k of n seeds)`), keyed "experiment|family"
+    asked = {f"{exp}|{fam}": c.asked for (exp, fam), c in chosen.items() if isinstance(c, Chosen)}
     return {"sections": [section_json(s) for s in secs], "runs": runs, "source": str(results_dir),
-            "rates": {"chosen": CHOSEN, "other": OTHER}}  # the rate filter's two values (spec.py)
+            "rates": {"chosen": CHOSEN, "other": OTHER}, "asked": asked}  # rates: the rate filter's values
 
 
 def section_json(s: Section) -> dict:

@@ -86,9 +86,21 @@ UNDECIDED = math.nan  # a protocol sweep under way: no rate chosen yet, so no ru
 
 @dataclass(frozen=True)
 class Chosen:
-    """A cell's chosen rate and the run folders the paper table counts at it."""
+    """A cell's chosen rate and the run folders the paper table counts at it: which of them are not converged
+    and how many seeds the cell asks for, so a dashboard marks its value as results/<table>.md does (`*`,
+    `(k of n seeds)`)."""
     lr: float
     runs: frozenset[str]  # run names (folder names) of the seeds the table reports
+    unconverged: frozenset[str] = frozenset()  # those of `runs` the protocol does not count as converged
+    asked: int = 0  # the seeds the cell asks for (its experiment's sweep.seeds, else the default)
+
+    def marks(self, shown: list[dict]) -> str:
+        """The paper table's marks for a value over the runs `shown` (summaries): `*` when one of them is not
+        converged; `(k of n seeds)` when they are all this cell's runs and fewer than it asks for."""
+        names = {s.get("run_name") for s in shown}
+        star = "*" if names & self.unconverged else ""
+        short = names <= self.runs and 0 < len(names) < self.asked
+        return star + (f" ({len(names)} of {self.asked} seeds)" if short else "")
 
 
 def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], Chosen | float]:
@@ -108,8 +120,11 @@ def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple
                     c = cell(exp, f, scoped[exp], table.curve_metric)
                     lr, tried, _, _ = c.selection()
                     if lr is not None:
-                        out[(experiment_name(exp), f)] = Chosen(lr, frozenset(
-                            r.folder.path.name for r in c.reported(lr, None)))
+                        runs = c.reported(lr, None)
+                        out[(experiment_name(exp), f)] = Chosen(
+                            lr, frozenset(r.folder.path.name for r in runs),
+                            frozenset(r.folder.path.name for r in runs if not c.converged(r)[0]),
+                            len(c.seed_list(None)))
                     elif any(c.run(x, 0).folder.config.exists() for x in tried):  # its sweep has begun
                         out[(experiment_name(exp), f)] = UNDECIDED
     return out
@@ -133,8 +148,8 @@ def by_family(results_dir: str | Path, experiment: str, families: tuple[str, ...
 
 
 def table_rows(table: Table, results_dir: str | Path) -> tuple[list[str], list[list[str]]]:
-    """The table as in results/<table>.md: per family, ours (mean ± std over the seeds at its chosen rate)
-    beside the paper's."""
+    """The table as in results/<table>.md: per family, ours (mean ± std over the seeds at its chosen rate, with
+    its marks: `Chosen.marks`) beside the paper's."""
     from sessa_bench.report.markdown import mean_std
     from sessa_bench.report.paper import cell
 
@@ -148,6 +163,10 @@ def table_rows(table: Table, results_dir: str | Path) -> tuple[list[str], list[l
     for fam in table.families:
         row = [fam]
         for i, col in enumerate(table.columns):
-            row += [mean_std(cell(col, got[col.experiment][fam]), col.digits), mean_std(table.paper[fam][i], col.digits)]
+            runs, pick = got[col.experiment][fam], chosen.get((experiment_name(col.experiment), fam))
+            ours = cell(col, runs)
+            marks = pick.marks([s for s in runs if col.metric in s["final"]]) \
+                if ours is not None and isinstance(pick, Chosen) else ""
+            row += [mean_std(ours, col.digits) + marks, mean_std(table.paper[fam][i], col.digits)]
         rows.append(row)
     return header, rows
