@@ -85,6 +85,9 @@
 # The first call copies the committed run folders (SEED_FROM, default results/runs) into /tmp/paper_runs, so
 # the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
+# The table step, BESIDE and TAIL run from a copy of the tree, /tmp/session/tree (snapshot_tree in
+# device_call.sh), since each device call sends the tree again under whatever still runs. SESSION_ROOT (default
+# /tmp) holds paper_runs/ and session/: a dry run elsewhere (tests/test_gpu_session_script.py).
 # $OUT gets summary.md (also printed) and bundle.tar.gz (logs, run folders without checkpoints); the device
 # tool brings back at most 8 files. Back here, `.venv/bin/python scripts/import_runs.py bundle.tar.gz results/runs`
 # copies the finished run folders out of the last call's bundle (and replaces the ones it extended); with
