@@ -215,7 +215,7 @@ if [[ ! -f $started ]]; then
     fi
   fi
   # what may outlive this call runs from its own copy of the tree (snapshot_tree, device_call.sh), which the
-  # next call's copy cannot change under it; the run folders and logs are under /tmp, absolute. The copy has
+  # next call's copy cannot change under it; the run folders and logs are under $root, absolute. The copy has
   # no .git: the runs record the commit of this one's (SESSA_BENCH_GIT_COMMIT, when the call did not give it)
   in_tree=()
   if snapshot_tree "$work/tree"; then
