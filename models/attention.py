@@ -17,6 +17,7 @@ from torch import nn
 from .cache import LayerCache
 from .masked_read import masked_read
 from .mixer import Mixer, WidthError
+from .per_position import once_per_position
 from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate
 
 BACKENDS = ("auto", "math", "sdpa", "flash_attn")
@@ -133,7 +134,12 @@ class CausalAttention(Mixer):
         dev = self._rope_on.get(x.device)
         if dev is None:
             dev = self._rope_on[x.device] = self._inv_freq.to(x.device)
-        cos, sin = rope_cos_sin(dev, start, T, x.device, angle_dtype(x))
+        dtype = angle_dtype(x)
+        if isinstance(start, torch.Tensor):  # a static decode step: once for all layers (per_position.py)
+            cos, sin = once_per_position(start, ("rope", self._rope_key, T, x.device, dtype),
+                                         lambda: rope_cos_sin(dev, start, T, x.device, dtype))
+        else:
+            cos, sin = rope_cos_sin(dev, start, T, x.device, dtype)
         return rotate(q, cos, sin), rotate(k, cos, sin), v
 
     @property
@@ -144,6 +150,9 @@ class CausalAttention(Mixer):
     def _inv_freq(self, value: torch.Tensor | None) -> None:
         # The converter installs the official buffer's values here: drop the per-device copies.
         self._inv_freq_master, self._rope_on = value, ({} if value is None else {value.device: value})
+        # what identifies its angles among the layers of a decode step (the master copy is on the CPU; on the
+        # meta device, where the budget solver builds models, there are no values and no decoding)
+        self._rope_key = None if value is None or value.is_meta else tuple(value.tolist())
 
     def _apply(self, fn, recurse=True):
         # Moving the module copies inv_freq to the new device now, so a forward finds it without filling
@@ -206,7 +215,8 @@ class CausalAttention(Mixer):
         q, k, v = self.qkv(x, start=pos)
         cache.write_at(pos, k=k, v=v)
         K, V = cache.buffers["k"], cache.buffers["v"]
-        seen = torch.arange(K.shape[1], device=K.device) <= pos  # (L,)
+        seen = once_per_position(pos, ("seen", K.shape[1], K.device),
+                                 lambda: torch.arange(K.shape[1], device=K.device) <= pos)  # (L,)
         return masked_read(q[:, 0], K, V, seen, cache.read)[:, None]  # (B, 1, H, hd)
 
     def step_static(self, x, cache, pos):

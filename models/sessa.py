@@ -22,6 +22,7 @@ from . import kernels
 from .attention import CausalAttention
 from .cache import LayerCache
 from .masked_read import masked_read
+from .per_position import once_per_position
 
 
 class SessaMixer(CausalAttention):
@@ -111,9 +112,12 @@ class SessaMixer(CausalAttention):
         f = self.merge(self.step_attend_static(x, cache, pos))      # (B, 1, D)
         q_b, k_b = self.feedback_qk(x)
         Kb, S = cache.buffers["k_b"], cache.buffers["s"]          # (B, L, D)
-        j = torch.arange(Kb.shape[1], device=Kb.device)
-        # Column 0 stays visible at pos = 0 so no row is empty (no NaN); that context is multiplied by 0.
-        past = (j < pos) | (j == 0)
+        L = Kb.shape[1]
+
+        def visible():  # column 0 stays visible at pos = 0 so no row is empty (no NaN); its context is x 0
+            j = torch.arange(L, device=Kb.device)
+            return (j < pos) | (j == 0)
+        past = once_per_position(pos, ("past", L, Kb.device), visible)  # once for all layers of the step
         ctx = masked_read(q_b[:, 0, None].to(Kb.dtype), Kb[:, :, None], S[:, :, None], past,
                           cache.read)  # (B, 1, D): one head, D wide
         acc = torch.promote_types(f.dtype, torch.float32)

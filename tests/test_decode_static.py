@@ -91,6 +91,49 @@ def test_user_mixer_without_static_step_falls_back():
     assert torch.equal(greedy(model, prompt, 3), model.generate(prompt, 3))
 
 
+@pytest.mark.parametrize("family", ["sessa", "transformer"])
+def test_a_decode_step_builds_its_angles_and_masks_once_for_all_layers(family):
+    """models/per_position.py: the first layer of a static step builds the RoPE angles and the cache masks
+    from pos, the others reuse them (one cos, one sin for 3 layers; each layer built its own before), and a
+    new value of pos, changed in place as the decoder does, gets new ones: the steps still match the parallel
+    forward. Without a version counter (inference mode) every layer builds its own, and the result is the same."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    mixer, mk = FAMILIES[family]
+    cfg = ModelConfig(vocab_size=17, d_model=16, n_layers=3, n_heads=2, mixer=mixer, mixer_kwargs=mk)
+    model = Backbone(cfg).double().eval()
+    idx = torch.randint(0, 17, (2, 5))
+    ref = model(idx)
+    caches, pos, steps = model.init_cache(2, 8), torch.zeros(1, dtype=torch.long), []
+    with torch.no_grad():
+        for t in range(5):
+            with Count() as c:
+                steps.append(model.decode_step(idx[:, t:t + 1], caches, pos))
+            assert (c.ops["cos"], c.ops["sin"], c.ops["le"]) == (1, 1, 1), c.ops
+            assert c.ops["arange"] == (3 if family == "sessa" else 2), c.ops  # rope, seen (, past); was x3
+            pos += 1
+    assert torch.allclose(torch.stack(steps, 1), ref, atol=1e-10)
+    with torch.inference_mode():
+        caches, pos, steps = model.init_cache(2, 8), torch.zeros(1, dtype=torch.long), []
+        for t in range(5):
+            with Count() as c:
+                steps.append(model.decode_step(idx[:, t:t + 1], caches, pos))
+            assert c.ops["cos"] == 3
+            pos += 1
+    assert torch.allclose(torch.stack(steps, 1), ref, atol=1e-10)
+
+
 @pytest.mark.parametrize("family", ["sessa", "transformer", "mamba2"])
 def test_decode_step_traces_without_graph_breaks(family):
     # backend="eager": Dynamo alone, which is what finds graph breaks (fast; no code generation).
