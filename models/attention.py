@@ -18,7 +18,7 @@ from .cache import LayerCache
 from .masked_read import masked_read
 from .mixer import Mixer, WidthError
 from .per_position import once_per_position
-from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate
+from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate, rotation
 
 BACKENDS = ("auto", "math", "sdpa", "flash_attn")
 
@@ -135,12 +135,14 @@ class CausalAttention(Mixer):
         if dev is None:
             dev = self._rope_on[x.device] = self._inv_freq.to(x.device)
         dtype = angle_dtype(x)
-        if isinstance(start, torch.Tensor):  # a static decode step: once for all layers (per_position.py)
-            cos, sin = once_per_position(start, ("rope", self._rope_key, T, x.device, dtype),
-                                         lambda: rope_cos_sin(dev, start, T, x.device, dtype))
-        else:
+
+        def angles():  # cos, sin and their complex multiplier, built once for q and k
             cos, sin = rope_cos_sin(dev, start, T, x.device, dtype)
-        return rotate(q, cos, sin), rotate(k, cos, sin), v
+            return cos, sin, rotation(cos, sin)
+        # a static decode step: once for all layers (per_position.py)
+        cos, sin, rot = once_per_position(start, ("rope", self._rope_key, T, x.device, dtype), angles) \
+            if isinstance(start, torch.Tensor) else angles()
+        return rotate(q, cos, sin, rot), rotate(k, cos, sin, rot), v
 
     @property
     def _inv_freq(self) -> torch.Tensor | None:

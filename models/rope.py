@@ -29,16 +29,22 @@ def rope_cos_sin(inv_freq: torch.Tensor, start: int | torch.Tensor, T: int, devi
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the interleaved pairs of x: (B, T, H, d) by precomputed angles, in the angles' dtype.
-    Eagerly, each pair is a complex number times cos + i sin: one multiply, about 4 kernels forward and 4
-    backward where the real form below launches about 9 and 14 (for q and k of every layer; the step is
-    launch- and memory-bound there, results/bench/nvidia-h200-profile.md). Compiled, the real form: Inductor
-    fuses it into one kernel, and does not lower complex tensors."""
+def rotation(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
+    """cos + i sin, the eager `rotate`'s multiplier, built once for q and k (None when compiling: the
+    compiled rotate takes the real form)."""
+    return None if torch.compiler.is_compiling() else torch.complex(cos, sin)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate the interleaved pairs of x: (B, T, H, d) by precomputed angles, in the angles' dtype (rot:
+    their `rotation`, when already built). Eagerly, each pair is a complex number times cos + i sin: one
+    multiply, about 4 kernels forward and 4 backward where the real form below launches about 9 and 14 (for q
+    and k of every layer; the step is launch- and memory-bound there, results/bench/nvidia-h200-profile.md).
+    Compiled, the real form: Inductor fuses it into one kernel, and does not lower complex tensors."""
     if torch.compiler.is_compiling():
         return rotate_real(x, cos, sin)
     xc = torch.view_as_complex(x.to(cos.dtype).unflatten(-1, (x.shape[-1] // 2, 2)).contiguous())
-    return torch.view_as_real(xc * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
+    return torch.view_as_real(xc * (torch.complex(cos, sin) if rot is None else rot)).flatten(-2).to(x.dtype)
 
 
 def rotate_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

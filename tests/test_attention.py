@@ -192,3 +192,5 @@ def test_rope_complex_form_is_the_real_form(dtype):
     torch.testing.assert_close(da, db, rtol=tol, atol=tol)
     compiled = torch.compile(rotate, backend="eager", fullgraph=True)  # traced: the real form, no complex ops
     torch.testing.assert_close(compiled(x, cos, sin), b, rtol=0, atol=0)
+    from sessa_bench.models.rope import rotation  # its multiplier built once for q and k: the same values
+    assert torch.equal(rotate(x, cos, sin, rotation(cos, sin)), a)

@@ -120,7 +120,7 @@ def test_a_decode_step_builds_its_angles_and_masks_once_for_all_layers(family):
         for t in range(5):
             with Count() as c:
                 steps.append(model.decode_step(idx[:, t:t + 1], caches, pos))
-            assert (c.ops["cos"], c.ops["sin"], c.ops["le"]) == (1, 1, 1), c.ops
+            assert (c.ops["cos"], c.ops["sin"], c.ops["complex"], c.ops["le"]) == (1, 1, 1, 1), c.ops
             assert c.ops["arange"] == (3 if family == "sessa" else 2), c.ops  # rope, seen (, past); was x3
             pos += 1
     assert torch.allclose(torch.stack(steps, 1), ref, atol=1e-10)
