@@ -121,7 +121,8 @@ class SessaMixer(CausalAttention):
         ctx = masked_read(q_b[:, 0, None].to(Kb.dtype), Kb[:, :, None], S[:, :, None], past,
                           cache.read)  # (B, 1, D): one head, D wide
         acc = torch.promote_types(f.dtype, torch.float32)
-        g = self.gamma(x)[..., None] * (pos > 0).to(acc)          # (B, 1, 1)
+        started = once_per_position(pos, ("started", acc), lambda: (pos > 0).to(acc))  # 0 at pos = 0
+        g = self.gamma(x)[..., None] * started                    # (B, 1, 1)
         s = (f.to(acc) + g * ctx.to(acc)).to(f.dtype)
         cache.write_at(pos, k_b=k_b, s=s)
         return s

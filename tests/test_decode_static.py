@@ -122,6 +122,7 @@ def test_a_decode_step_builds_its_angles_and_masks_once_for_all_layers(family):
                 steps.append(model.decode_step(idx[:, t:t + 1], caches, pos))
             assert (c.ops["cos"], c.ops["sin"], c.ops["complex"], c.ops["le"]) == (1, 1, 1, 1), c.ops
             assert c.ops["arange"] == (3 if family == "sessa" else 2), c.ops  # rope, seen (, past); was x3
+            assert c.ops["gt"] == (1 if family == "sessa" else 0), c.ops  # Sessa's pos > 0
             pos += 1
     assert torch.allclose(torch.stack(steps, 1), ref, atol=1e-10)
     with torch.inference_mode():
