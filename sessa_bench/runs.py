@@ -106,11 +106,13 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
     started."""
     slots = place(jobs, visible_gpus(), jobs_per_gpu)
     todo = pending(run_overrides)
-    multi = [folder.path.name for ov, folder in todo if compose_train(ov).trainer.devices != 1]
-    # One slot: in this process on CPU, or for runs over several GPUs (a DDP run starts its other ranks
-    # itself). One GPU's runs go to a worker each, one after another, as `sessa-bench train` runs: a CUDA error
-    # ends the process that hits it, and one run in a process after others on the GPU is not what a run alone
-    # sees (lease 16: the bench's sixth run in one process hit an illegal memory access that no run alone did).
+    # runs over several GPUs (DDP: it starts its other ranks itself); only GPU slots need to know (composed)
+    multi = [] if slots[0] is None else [folder.path.name for ov, folder in todo
+                                         if compose_train(ov).trainer.devices != 1]
+    # One slot: in this process on CPU, or for such runs. One GPU's runs go to a worker each, one after another,
+    # as `sessa-bench train` runs: a CUDA error ends the process that hits it, and one run in a process after
+    # others on the GPU is not what a run alone sees (lease 16: the bench's sixth run in one process hit an
+    # illegal memory access that no run alone did).
     in_process = len(slots) == 1 and (slots[0] is None or bool(multi))
     # No more workers than runs: a slot without a run would idle, and each run records how many shared its
     # GPU (the tables' device-hours divide by it): 4 runs in 7 slots share it 4 ways, not 7.
@@ -139,7 +141,7 @@ def ensure(run_overrides: list[list[str]], jobs: int | None = 1, jobs_per_gpu: i
             else:
                 skipped.append(folder)
         return skipped
-    if multi and slots[0] is not None:
+    if multi:  # several slots, pinned to one GPU each
         raise ValueError(f"runs {multi[:3]} use several devices (trainer.devices != 1), but workers are pinned to "
                          f"one GPU each; train them with jobs=1")
     # The data of the runs that can start now only: six Diffuse MQAR tasks took ~150 s of a lease that then
