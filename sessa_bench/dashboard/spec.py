@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sessa_bench.report.collect import collect
 from sessa_bench.report.paper import TABLES, Table, experiments
+from sessa_bench.report.paper import marks as cell_marks
 
 THROUGHPUT = "throughput_tokens_per_s"
 # A run the paper table counts (a seed at its family's chosen rate, as long as its experiment trains), or
@@ -98,9 +99,11 @@ class Chosen:
         """The paper table's marks for a value over the runs `shown` (summaries): `*` when one of them is not
         converged; `(k of n seeds)` when they are all this cell's runs and fewer than it asks for."""
         names = {s.get("run_name") for s in shown}
-        star = "*" if names & self.unconverged else ""
-        short = names <= self.runs and 0 < len(names) < self.asked
-        return star + (f" ({len(names)} of {self.asked} seeds)" if short else "")
+        if not names:
+            return ""
+        # runs of another rate shown beside: no seed count (n = asked says nothing is missing)
+        shown_n = len(names) if names <= self.runs else self.asked
+        return cell_marks(bool(names & self.unconverged), shown_n, self.asked)
 
 
 def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], Chosen | float]:

@@ -196,6 +196,12 @@ def seeds_text(table: Table, got: dict[str, Collected], seeds: list[int] | None)
     return listed(common) + "".join(f" ({', '.join(t)}: {listed(xs)})" for xs, t in other.items())
 
 
+def marks(unconverged: bool, n: int, asked: int) -> str:
+    """What a table cell says beside its value: `*` for a run not converged, `(k of n seeds)` while seeds
+    are still to train (the dashboards' cells use it too: sessa_bench.dashboard.spec.Chosen.marks)."""
+    return ("*" if unconverged else "") + (f" ({n} of {asked} seeds)" if n < asked else "")
+
+
 def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> tuple[str, str]:
     """(markdown, csv) of one table."""
     head = ["family"] + [x for c in table.columns for x in (c.title, "paper")]
@@ -208,8 +214,7 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
             ours, paper = cell(col, c.runs[fam]), table.paper[fam][i] if in_paper else None
             unconverged = not all(c.converged[fam])
             n, asked = len([r for r in c.runs[fam] if col.metric in r["final"]]), len(c.cells[fam].seed_list(seeds))
-            cells += [mean_std(ours, col.digits) + ("*" if ours is not None and unconverged else "")
-                      + (f" ({n} of {asked} seeds)" if ours is not None and n < asked else ""),
+            cells += [mean_std(ours, col.digits) + (marks(unconverged, n, asked) if ours is not None else ""),
                       mean_std(paper, col.digits, missing=NOT_RUN if in_paper else NOT_IN_PAPER)]
             rows.append({"table": table.name, "family": fam, "column": col.title, "experiment": col.experiment,
                          "metric": col.metric, "percent": col.percent,
