@@ -320,6 +320,8 @@ def test_a_profiled_steps_device_time_sums_kernels_only():
               E(device_type=DeviceType.CPU, self_device_time_total=2000.0, self_cpu_time_total=300.0)]  # its op
     assert step_ms(events, cuda=True) == 2.0
     assert step_ms(events[3:], cuda=False) == 0.3
+    from sessa_bench.bench.harness_profile import busy_share
+    assert busy_share(events, wall_s=0.004) == 0.5  # the training loop's busy share counts the kernels alone
 
 
 def test_graphed_block_times_are_compared_with_the_graphed_references(monkeypatch):
