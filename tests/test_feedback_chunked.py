@@ -222,6 +222,19 @@ def interpreted_errors() -> dict:
         out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
                   [f.half(), q.half(), k.half(), gamma.float()], ds)
         errors["two-level-half-" + name] = {n: rel(a, b) for n, a, b in zip(NAMES, out, ref)}
+    # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
+    # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
+    f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
+    q, k, gamma = q.half(), k.half(), gamma.float()
+    s, lse, _, _ = ft.forward_kernels(f.half(), q, k, gamma, 16, None, None)
+    gen = torch.Generator().manual_seed(14)
+    u, delta = torch.randn(2, 70, 8, generator=gen), torch.randn(2, 70, generator=gen)
+    grads = []
+    for strip in (1 << 25, 1):  # one strip of all rows; strips of one chunk each
+        ft.STRIP_ELEMS = strip
+        grads.append(ft._qk_grads(q, k, u, s, gamma, lse, delta, ft._Config(torch.float16, 8, 16, None, None)))
+    ft.STRIP_ELEMS = 1 << 25
+    errors["dl-strips-half"] = {n: rel(a, b.double()) for n, a, b in zip(("dq", "dk"), grads[1], grads[0])}
     # block_rows >= T is one block: the very same launches as block_rows=None, so equal bit for bit.
     inputs = [x.float() for x in draw(2, 37, 8, "peaked", seed=11)]
     ds = torch.randn(2, 37, 8, dtype=torch.float64)
@@ -259,6 +272,13 @@ def test_triton_two_level_interpreted_float16(interpreted, case):
     assert set(errors) == set(NAMES)
     for name, err in errors.items():
         assert err <= 3e-3, (case, name, err)
+
+
+def test_triton_dl_strips_sum_in_float32(interpreted):
+    errors = interpreted["dl-strips-half"]
+    assert set(errors) == {"dq", "dk"}
+    for name, err in errors.items():
+        assert err <= 1e-5, (name, err)
 
 
 @pytest.mark.parametrize("block_rows", [48, 64, 4096])

@@ -131,6 +131,26 @@ def test_triton_repeatable_and_many_programs():
         assert rel(a[:1], b) <= 2e-2, (name, rel(a[:1], b))
 
 
+def test_dq_dk_strips_sum_in_float32(monkeypatch):
+    """dq, dk (float32, before the cast to q_b's dtype) from eight strips of dl equal those from one strip to
+    float32 accuracy: the strip products keep float32 (rounded to bf16 per strip they differed by ~1e-3)."""
+    from sessa_bench.models.kernels import feedback_triton as ft
+
+    B, T, D = 2, 2048, 768
+    f, q, k, g = draw(B, T, D, "peaked", torch.bfloat16, seed=7)
+    cfg = ft._Config(torch.bfloat16, D, 64, None, None)
+    s, lse, _, _ = ft.forward_kernels(f, q, k, g, 64, None, None)
+    gen = torch.Generator(device="cuda").manual_seed(8)
+    u = torch.randn(B, T, D, generator=gen, device="cuda")
+    delta = torch.randn(B, T, generator=gen, device="cuda")
+    grads = {}
+    for strips in (1, 8):
+        monkeypatch.setattr(ft, "STRIP_ELEMS", B * T * T // strips)
+        grads[strips] = ft._qk_grads(q, k, u, s, g.float(), lse, delta, cfg)
+    for name, a, b in zip(("dq", "dk"), grads[8], grads[1]):
+        assert rel(a, b.double()) <= 1e-5, (name, rel(a, b.double()))
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
 def test_chunked_on_cuda(dtype, tol):
     inputs = draw(2, 300, 96, "peaked", dtype, seed=9)
