@@ -28,9 +28,10 @@ from .per_position import once_per_position
 class SessaMixer(CausalAttention):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, gamma_max: float = 0.999,
                  backend: str = "auto", impl: str = "auto", feedback: bool = True,
-                 rope_base: float = 10000.0, use_rope: bool = True, feedback_block_rows: int | None = None):
-        # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md), None for the single-level
-        # one; a speed knob of impl='triton' only (the other impls ignore it), used by `make bench`.
+                 rope_base: float = 10000.0, use_rope: bool = True,
+                 feedback_block_rows: int | None = kernels.DEFAULT_BLOCK_ROWS):
+        # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is the single level),
+        # None for the single level at every T; a speed knob of impl='triton' only (the others ignore it).
         try:
             ok = 0.0 < float(gamma_max) < 1.0
         except (TypeError, ValueError):

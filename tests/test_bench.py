@@ -132,6 +132,7 @@ def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
     assert {n for n in impls if not n.startswith("sessa/")} == {"attention/sdpa", "attention/minimal"}
     assert {"sessa/triton2", "sessa/triton2-r256", "sessa/triton2-r1024"} <= set(impls)
     assert impls["sessa/triton2-r256"]().feedback_block_rows == 256
+    assert impls["sessa/triton"]().feedback_block_rows is None  # the single level, beside the mixer's default
     assert "mamba2/torch" in blocks.implementations(torch.device("cpu"), 32, 4, {}, families=("mamba2",))
 
 

@@ -243,3 +243,22 @@ def test_backend_recorded():
     m = make()
     m(torch.randn(1, 3, 8, dtype=DT))
     assert m.backend_used() == "math+dense"  # auto resolves to dense for a short CPU sequence
+
+
+def test_the_solve_gets_the_two_level_block_by_default(monkeypatch):
+    """The mixer hands its feedback solve R = kernels.DEFAULT_BLOCK_ROWS (two-level above R rows, the single
+    level below: the bench's fastest Triton setting) unless built with feedback_block_rows=None."""
+    seen = []
+    real = kernels.feedback
+
+    def spy(*args, block_rows=None, **kw):
+        seen.append(block_rows)
+        return real(*args, block_rows=block_rows, **kw)
+
+    monkeypatch.setattr(kernels, "feedback", spy)
+    x = torch.randn(1, 6, 16, dtype=torch.float64)
+    for rows, want in (({}, kernels.DEFAULT_BLOCK_ROWS), ({"feedback_block_rows": None}, None),
+                       ({"feedback_block_rows": 128}, 128)):
+        SessaMixer(16, 2, **rows).double()(x)
+        assert seen[-1] == want
+    assert kernels.DEFAULT_BLOCK_ROWS == 1024

@@ -20,6 +20,12 @@ from .feedback_dense import feedback_dense
 
 IMPLS = ("auto", "dense", "chunked", "triton")
 AUTO_DENSE_MAX_T = 512  # dense is fastest on CPU for short rows and its T x T buffers are small there
+# The Sessa mixer's default block of the two-level Triton solve (None: single level). Forward+backward of a
+# block, lease 17 (results/bench/nvidia-h200-blocks-2026-11-30-lease17.md), R = 1024 against the single level:
+# graphed 6.35 / 8.06 ms at T = 4096, 9.73 / 13.12 at 8192, 16.35 / 23.15 at 16384, 4.83 / 5.45 at 2048 (eager
+# 6.36 / 6.06 there); at T <= R it is the single level, launch for launch. R = 512 was within one run's noise
+# of it; lease 15 (before the strips' launch cut) had R = 1024 the best two-level setting from T = 1024 up.
+DEFAULT_BLOCK_ROWS = 1024
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 
 

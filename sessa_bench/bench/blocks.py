@@ -38,7 +38,9 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
     for impl in ("dense", "chunked", "triton"):
         if impl not in kernels.IMPLS or (impl == "triton" and not (cuda and kernels.triton_available())):
             continue
-        out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl)
+        # sessa/triton: the single-level solve at every T (the mixer's default is two-level above R = 1024 rows)
+        out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl,
+                                                            feedback_block_rows=None)
         if impl == "triton":  # the two-level solve beside it (kernels/NOTES.md)
             for rows in (TWO_LEVEL_BLOCK_ROWS, *OTHER_BLOCK_ROWS):
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
