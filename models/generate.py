@@ -23,12 +23,13 @@ from .masked_read import READS
 # reads in order of speed as measured on an H200 at `base` with a 4096-token context, the first one that can
 # run here (the Triton read needs CUDA and the triton package). Tokens/s from
 # results/bench/nvidia-h200-decode-2026-11-30.md (commit fffa462; eager sdpa at head dim 72 since the
-# padding fix, so no longer the math kernel):
+# padding fix, so no longer the math kernel) and, for the Transformer, nvidia-h200-decode-transformer-2026-11-30.md
+# (lease 17, commit da534a2: the per-step memo of RoPE angles and masks):
 AUTO_READ = {
-    # batch 1: sdpa 332, triton 308, reduce 169; batch 16: sdpa 3,587, triton 2,109, reduce 561
+    # batch 1: sdpa 497, triton 444, reduce 203; batch 16: sdpa 4,659, triton 2,439, reduce 583
     ("attention", False): (("sdpa",), ("sdpa",)),
-    # compiled reduce 506 and 3,752, above every eager read (compiled sdpa and triton not yet measured)
-    ("attention", True): (("reduce",), ("reduce",)),
+    # compiled sdpa 713 and 5,951, compiled reduce 507 and 3,753 (compiled triton not yet measured)
+    ("attention", True): (("sdpa",), ("sdpa",)),
     # batch 1: triton 228, reduce 143, sdpa 65; batch 16: triton 1,496, sdpa 953, reduce 413
     ("sessa", False): (("triton", "reduce"), ("triton", "sdpa")),
     # compiled reduce 456 and 2,099; compiled triton 371 and 1,478

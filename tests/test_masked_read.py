@@ -52,7 +52,7 @@ def test_auto_read_is_the_one_measured_faster_at_the_batch_size():
     assert [resolve_read("auto", b, compile=True, triton=True) for b in (1, 16)] == ["reduce", "reduce"]
     # the Transformer's: sdpa eager at every batch, compiled reduce above it
     assert [resolve_read("auto", b, "attention", triton=True) for b in (1, 16)] == ["sdpa", "sdpa"]
-    assert [resolve_read("auto", b, "attention", compile=True) for b in (1, 16)] == ["reduce", "reduce"]
+    assert [resolve_read("auto", b, "attention", compile=True) for b in (1, 16)] == ["sdpa", "sdpa"]
     assert [resolve_read("auto", b, "my_mixer") for b in (1, 16)] == ["reduce", "sdpa"]  # no entry: Sessa's
     assert resolve_read("sdpa", 1) == "sdpa" and resolve_read("reduce", 16) == "reduce"
     from sessa_bench.models.backbone import Backbone
