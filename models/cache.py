@@ -19,7 +19,9 @@ class LayerCache:
     def __init__(self, batch_size: int, max_len: int, per_token: dict[str, tuple[int, ...]],
                  fixed: dict[str, tuple[int, ...]] | None = None, device=None, dtype=None):
         self.max_len = max_len
-        self.read = "reduce"  # how step_static reads the buffers (models/masked_read.py); set by StaticDecoder
+        # how step_static reads the buffers (models/masked_read.py): attention's, Sessa's feedback's; set by
+        # StaticDecoder
+        self.read = self.feedback_read = "reduce"
         self.pos = 0  # number of tokens already absorbed
         self.buffers = {k: torch.zeros(batch_size, max_len, *shape, device=device, dtype=dtype)
                         for k, shape in per_token.items()}

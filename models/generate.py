@@ -40,13 +40,22 @@ AUTO_READ = {
 def resolve_read(read: str, batch_size: int, mixer: str = "sessa", compile: bool = False,
                  triton: bool = False) -> str:
     """`auto`: the fastest read AUTO_READ gives for this mixer, compile setting and batch size (a mixer
-    without an entry: Sessa's) that can run (`triton`: the Triton read can); otherwise the read given, checked."""
+    without an entry: Sessa's) that can run (`triton`: the Triton read can); otherwise the read given, checked:
+    one of READS for every cache, or "A+B": attention's caches read with A, Sessa's feedback caches with B."""
     if read == "auto":
         one, more = AUTO_READ.get((mixer, bool(compile)), AUTO_READ[("sessa", bool(compile))])
         return next(r for r in (one if batch_size == 1 else more) if triton or r != "triton")
-    if read not in READS:
-        raise ValueError(f"decode read={read!r} is not one of {('auto', *READS)}")
+    parts = read.split("+") if isinstance(read, str) else [read]
+    if len(parts) > 2 or any(p not in READS for p in parts) or parts[0] == "matmul":
+        raise ValueError(f"decode read={read!r} must be 'auto', one of {READS[:3]} (every cache), or "
+                         f"'A+B' (attention read A of {READS[:3]}, Sessa's feedback read B of {READS})")
     return read
+
+
+def split_read(read: str) -> tuple[str, str]:
+    """(attention's read, the feedback's read) of a resolved read: "A+B", or one read for both."""
+    attn, _, fb = read.partition("+")
+    return attn, fb or attn
 
 
 class StaticDecoder:
@@ -63,11 +72,12 @@ class StaticDecoder:
         self.model, self.device, self.max_len = model, p.device, max_len
         self.read = read = resolve_read(read, batch_size, model.cfg.mixer, compile,
                                         triton=p.device.type == "cuda" and triton_available())
-        if read == "triton" and triton_available():  # its op registered now, before a compiled step traces it
+        attn_read, fb_read = split_read(read)
+        if "triton" in (attn_read, fb_read) and triton_available():  # the op registered before a compile traces it
             from .kernels import split_read_triton  # noqa: F401
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
-        for c in self.caches:
-            c.read = read  # how the step reads the cache (models/masked_read.py)
+        for c in self.caches:  # how the step reads the caches (models/masked_read.py)
+            c.read, c.feedback_read = attn_read, fb_read
         self.pos = torch.zeros(1, dtype=torch.long, device=p.device)    # next position to write
         self.tok = torch.zeros(batch_size, 1, dtype=torch.long, device=p.device)  # last token, fed back
         self._step_fn = torch.compile(model.decode_step, fullgraph=True) if compile else model.decode_step
@@ -125,7 +135,7 @@ def greedy(model: Backbone, prompt: torch.Tensor, n_new: int, cuda_graph: bool =
            compile: bool = False, read: str = "auto") -> torch.Tensor:
     """Greedy continuation of prompt (B, P) by n_new tokens -> (B, P + n_new). cuda_graph: capture the step
     in a CUDA graph (CUDA only; ignored on CPU). compile: torch.compile the step first (fullgraph). read: how
-    the step reads the caches ("reduce", "sdpa", "triton" or "auto": see resolve_read; models/masked_read.py)."""
+    the step reads the caches ("reduce", "sdpa", "triton", "auto" or "A+B": see resolve_read; models/masked_read.py)."""
     if n_new < 1:
         raise ValueError(f"greedy n_new must be >= 1, got {n_new}")
     if not model.supports_static_decode:

@@ -14,6 +14,10 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
   block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode-2026-11-28.md).
 - "triton": a split-KV Triton kernel (models/kernels/split_read_triton.py): the cache is also split along
   its length, each split an online softmax in float32, then one combine. CUDA only (or TRITON_INTERPRET=1).
+- "matmul": caches of one key/value head only (Sessa's feedback read: one head D wide): two batched
+  matrix-vector products through cuBLAS, which spread a row's whole cache over the GPU at any batch size, with
+  float32 logits and softmax; the weights enter the second product in the cache's dtype (as flash attention
+  rounds P), accumulated in float32 (models/bmm_fp32.py).
 
 `make bench` times them side by side (conf/bench/*.yaml, decode.variants).
 """
@@ -25,9 +29,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .bmm_fp32 import bmm_fp32
 from .kernels import triton_runs_on
 
-READS = ("reduce", "sdpa", "triton")
+READS = ("reduce", "sdpa", "triton", "matmul")
 
 
 def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor,
@@ -47,6 +52,12 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
         # unit stride along the head dim (the caches have it: no copy), the mask as bytes
         return torch.ops.sessa_bench.split_read(q.contiguous(), K.contiguous(), V.contiguous(),
                                                 mask.to(torch.uint8))
+    if impl == "matmul":
+        if Hkv != 1:
+            raise ValueError(f"decode read='matmul' reads caches of one key/value head (Sessa's feedback read), "
+                             f"got {Hkv}; read attention with 'sdpa', 'reduce' or 'triton' ('sdpa+matmul': "
+                             f"attention with sdpa, the feedback with matmul)")
+        return _matmul_read(q, K[:, :, 0], V[:, :, 0], mask)
     if impl != "reduce":
         raise ValueError(f"decode read={impl!r} is not one of {READS}")
     acc = torch.promote_types(q.dtype, torch.float32)
@@ -56,3 +67,10 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
     p = logits.softmax(1)
     o = (p[..., None] * V[:, :, :, None].to(acc)).sum(1)                     # (B, Hkv, G, d)
     return o.reshape(B, H, d).to(q.dtype)
+
+
+def _matmul_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q (B, H, d) against one key/value head, K and V (B, L, d) (views of the cache: no copy)."""
+    logits = bmm_fp32(q.to(K.dtype), K.transpose(1, 2)) / math.sqrt(q.shape[-1])  # (B, H, L), >= float32
+    p = logits.masked_fill(~mask, float("-inf")).softmax(-1)
+    return bmm_fp32(p.to(V.dtype), V).to(q.dtype)                                  # (B, H, d)

@@ -120,7 +120,7 @@ class SessaMixer(CausalAttention):
             return (j < pos) | (j == 0)
         past = once_per_position(pos, ("past", L, Kb.device), visible)  # once for all layers of the step
         ctx = masked_read(q_b[:, 0, None].to(Kb.dtype), Kb[:, :, None], S[:, :, None], past,
-                          cache.read)  # (B, 1, D): one head, D wide
+                          cache.feedback_read)  # (B, 1, D): one head, D wide
         acc = torch.promote_types(f.dtype, torch.float32)
         started = once_per_position(pos, ("started", acc), lambda: (pos > 0).to(acc))  # 0 at pos = 0
         g = self.gamma(x)[..., None] * started                    # (B, 1, 1)

@@ -73,9 +73,13 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
         assert re.search(rf"^\| {name} \| \d+\.\d\d \|$", prof, re.M) and f"#### {name}\n" in prof
     decode = [r for r in rows if r["part"] == "decode"]
     assert {r["family"] for r in decode} == {"sessa", "transformer", "mamba2"}
-    # both reads side by side for the families that read a cache; Mamba2 (a fixed state) once
+    # the reads side by side for the families that read a cache; Mamba2 (a fixed state) once; "sdpa+matmul"
+    # (Sessa's feedback read by matmul) is plain sdpa for the Transformer, timed once
     assert {(r["family"], r["read"]) for r in decode} == {
-        ("sessa", "sdpa"), ("sessa", "reduce"), ("transformer", "sdpa"), ("transformer", "reduce"), ("mamba2", "-")}
+        ("sessa", "sdpa"), ("sessa", "reduce"), ("sessa", "sdpa+matmul"), ("transformer", "sdpa"),
+        ("transformer", "reduce"), ("mamba2", "-")}
+    assert len([r for r in decode if r["family"] == "transformer"]) == 2 * len([
+        r for r in decode if (r["family"], r["read"]) == ("sessa", "sdpa")])
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["part"] in ("train", "decode"))
     train = [r for r in rows if r["part"] == "train" and r["loop"] == "bare"]
     # every family eager and compiled (Dynamo alone on CPU), and no graph break in any compiled model
@@ -183,6 +187,27 @@ def test_a_cut_run_keeps_the_rows_it_measured(tmp_path, monkeypatch):
     md = (tmp_path / "cpu.md").read_text()
     assert "## Decoding" in md and "_Partial: the run was cut" in md
     assert len([r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "decode"]) == 2
+
+
+def test_a_decode_variant_that_fails_is_its_rows_error(tmp_path, monkeypatch):
+    """A read that does not run (here: made to raise) is recorded in its rows and the table; the other
+    variants are still timed."""
+    from sessa_bench.bench import decoding
+    real = decoding.StaticDecoder
+
+    def decoder(model, B, L, read, **kw):
+        if read == "reduce":
+            raise RuntimeError("no kernel image is available")
+        return real(model, B, L, read=read, **kw)
+
+    monkeypatch.setattr(decoding, "StaticDecoder", decoder)
+    main(["--preset", "cpu", "--parts", "decode", "--families", "sessa", "--out-dir", str(tmp_path)])
+    rows = [r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "decode"]
+    bad = [r for r in rows if r["read"] == "reduce"]
+    assert bad and all(r["tokens_per_s"] == "error" and "no kernel image" in r["error"] for r in bad)
+    assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["read"] != "reduce")
+    md = (tmp_path / "cpu.md").read_text()
+    assert "- sessa read=reduce compile=False context 32 batch 1: RuntimeError: no kernel image" in md
 
 
 def test_harness_loop_trains_the_bare_step_model_at_its_shape(cpu_bench):

@@ -6,7 +6,7 @@ import torch
 
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.models.generate import StaticDecoder, greedy
+from sessa_bench.models.generate import StaticDecoder, greedy, split_read
 
 FAMILIES = {
     "sessa": ("sessa", {"gamma_max": 0.9}),
@@ -23,7 +23,7 @@ def make(family, block="gated", dtype=torch.float64, device="cpu"):
     return Backbone(cfg).to(device=device, dtype=dtype).eval()
 
 
-@pytest.mark.parametrize("read", ["reduce", "sdpa"])
+@pytest.mark.parametrize("read", ["reduce", "sdpa", "sdpa+matmul"])  # A+B: attention A, Sessa's feedback B
 @pytest.mark.parametrize("block", ["gated", "prenorm_mlp"])
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_static_steps_match_parallel(family, block, read):
@@ -33,7 +33,7 @@ def test_static_steps_match_parallel(family, block, read):
     # every token through the static step, from an empty cache longer than needed (masked tail)
     caches = model.init_cache(3, 12)
     for c in caches:
-        c.read = read
+        c.read, c.feedback_read = split_read(read)
     pos = torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
         steps = []
@@ -45,7 +45,7 @@ def test_static_steps_match_parallel(family, block, read):
     # prefill with the parallel forward, then static steps
     caches = model.init_cache(3, 12)
     for c in caches:
-        c.read = read
+        c.read, c.feedback_read = split_read(read)
     with torch.no_grad():
         first = model(idx[:, :4], caches)
         pos = torch.tensor([4])
@@ -152,11 +152,26 @@ def test_decode_step_traces_without_graph_breaks(family):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("family", ["sessa", "transformer", "mamba2"])
-def test_cuda_graph_greedy_matches_eager(family):
+@pytest.mark.parametrize("family,read", [("sessa", "auto"), ("sessa", "sdpa+matmul"), ("transformer", "auto"),
+                                         ("mamba2", "auto")])
+def test_cuda_graph_greedy_matches_eager(family, read):
     model = make(family, dtype=torch.float32, device="cuda")
     prompt = torch.randint(0, 17, (4, 7), device="cuda")
-    graph = greedy(model, prompt, 12, cuda_graph=True)
-    eager = greedy(model, prompt, 12, cuda_graph=False)
+    graph = greedy(model, prompt, 12, cuda_graph=True, read=read)
+    eager = greedy(model, prompt, 12, cuda_graph=False, read=read)
     assert torch.equal(graph, eager)
     assert torch.equal(eager, model.generate(prompt, 12))
+
+
+@pytest.mark.gpu
+def test_matmul_read_of_bf16_caches_on_cuda():
+    """Sessa's feedback read at its real width (one head, D = 768) from bf16 caches: the matmul read (cuBLAS,
+    float32 out) against the reduce read (float32 logits and values) over a masked 4096-position cache."""
+    from sessa_bench.models.masked_read import masked_read
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    B, L, D = 4, 4096, 768
+    q = (torch.randn(B, 1, D, generator=gen, device="cuda") / 4).bfloat16()
+    K, V = (torch.randn(B, L, 1, D, generator=gen, device="cuda").bfloat16() for _ in range(2))
+    mask = torch.arange(L, device="cuda") < 3000
+    got, want = (masked_read(q, K, V, mask, r).float() for r in ("matmul", "reduce"))
+    assert float((got - want).norm() / want.norm()) <= 1e-2

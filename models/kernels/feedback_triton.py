@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..bmm_fp32 import bmm_fp32
 from .feedback_chunked import check_inputs
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
@@ -306,19 +307,6 @@ def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
     return out[:, :r1 - r0]
 
 
-def _bmm32(a, b):
-    """a @ b batched, float32 out: cuBLAS accumulates in fp32 and, for bf16/fp16 operands, keeps the fp32
-    result (out_dtype) instead of rounding it to bf16, as the wavefront's fp32 accumulator does."""
-    if a.dtype == torch.float32:
-        return torch.bmm(a, b)
-    if a.is_cuda:
-        try:
-            return torch.bmm(a, b, out_dtype=torch.float32)
-        except (TypeError, RuntimeError):  # torch without bmm(out_dtype=): fp32 accumulate, bf16 rounded out
-            return torch.bmm(a, b).float()
-    return torch.bmm(a.float(), b.float())  # the CPU interpreter's tests: exact products of the half operands
-
-
 def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
     """One strip buffer for every block: B x R x T_pad elements at most (forward: R rows x bR columns,
     adjoint: T - (b+1)R rows x R columns), so memory stays linear in T for a fixed R."""
@@ -343,7 +331,7 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
             s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        x = _bmm32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0]) if n else h  # (B, r1 - r0, D)
+        x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0]) if n else h  # (B, r1 - r0, D)
         _solve_kernel[(m * B * cfg.ND,)](
             q, k, f, g, lse, W, A, s, h, s_lp, x, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0,
             1.0 / math.sqrt(D),
@@ -371,7 +359,7 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
         y = u
         if n:
             strip = _strip(q, k, lse, r1, T, r0, r1, scratch, cfg)  # rows after the block, its columns
-            y = _bmm32(strip.transpose(1, 2), v_lp[:, r1:])  # (B, r1 - r0, D)
+            y = bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:])  # (B, r1 - r0, D)
         _adjoint_kernel[(m * B * cfg.ND,)](
             q, k, ds, g, lse, W, u, v_lp, y, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m,
             1.0 / math.sqrt(D),
@@ -400,8 +388,8 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
         # fp32 products, as the wavefronts accumulate: rounded to bf16, dk's sum over strips carried one bf16
         # rounding per strip (the suspect of lease 17's graphed-vs-eager gradient gap of a Sessa step: 1.5e-3
         # at T = 2048, four strips; 1e-7 at T = 600, one strip)
-        dq[:, r0:r1] = _bmm32(strip, k[:, :r1])
-        dk[:, :r1] += _bmm32(strip.transpose(1, 2), q[:, r0:r1])
+        dq[:, r0:r1] = bmm_fp32(strip, k[:, :r1])
+        dk[:, :r1] += bmm_fp32(strip.transpose(1, 2), q[:, r0:r1])
     return dq, dk
 
 

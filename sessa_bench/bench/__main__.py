@@ -156,7 +156,9 @@ def decode_section(rows, d, dtype_name) -> str:
             f"context, plus a fixed state per sequence.\n\n"
             + md_rows(rows, ["family", "read", "compile", "context", "batch", "path", "tokens_per_s",
                              "ms_per_step", "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
-                      {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n")
+                      {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n"
+            + "".join(f"\n- {r['family']} read={r['read']} compile={r['compile']} context {r['context']} batch "
+                      f"{r['batch']}: {r['error']}\n" for r in rows if r.get("error")))
 
 
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:

@@ -15,6 +15,7 @@ from sessa_bench.bench.timing import free_memory, record_oom
 from sessa_bench.budget import load_budget, load_family, solve
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.generate import StaticDecoder
+from sessa_bench.models.sessa import SessaMixer
 
 
 def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contexts, batches,
@@ -30,9 +31,7 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
         elt = torch.finfo(dtype).bits // 8
         per_tok = sum(m.state_per_token() for m in model.mixers) * elt
         fixed = sum(m.state_fixed() for m in model.mixers) * elt
-        reads = per_tok > 0
-        todo = [dict(v) for v in variants] if reads else [
-            {"read": "-", "compile": c} for c in dict.fromkeys(bool(v["compile"]) for v in variants)]
+        todo = family_variants(model, variants, per_tok > 0)
         for var in todo:
             for ctx in contexts:
                 for B in batches:
@@ -44,10 +43,33 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
     return rows
 
 
+def family_variants(model, variants, reads: bool) -> list[dict]:
+    """The variants that differ for this model: one per distinct `compile` when it reads no cache; a read "A+B"
+    (attention A, Sessa's feedback B) is plain A where no mixer reads feedback caches; duplicates dropped."""
+    if not reads:
+        return [{"read": "-", "compile": c} for c in dict.fromkeys(bool(v["compile"]) for v in variants)]
+    feedback = any(isinstance(m, SessaMixer) and m.feedback for m in model.mixers)
+    seen = {((v["read"] if feedback else v["read"].split("+")[0]), bool(v["compile"])): None for v in variants}
+    return [{"read": r, "compile": c} for r, c in seen]
+
+
 def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) -> dict:
+    """One timed row; a failure other than running out of memory is the row's `error` (tokens_per_s "error"):
+    a variant that does not run, a compile that fails, must not end the part."""
     row = {"family": fam, "read": var["read"], "compile": bool(var["compile"]), "context": ctx, "batch": B,
            "cache_bytes_per_token": per_tok, "cache_fixed_bytes_per_seq": fixed,
            "path": "static+cuda_graph" if cuda else "static"}
+    try:
+        _measure(row, model, var, ctx, B, steps, vocab, cuda, per_tok, fixed)
+    except Exception as e:  # noqa: BLE001 - recorded in the row and the log
+        row.update(tokens_per_s="error", ms_per_step="error", error=f"{type(e).__name__}: {e}"[:300])
+        free_memory()
+    log(f"  decode {fam:12s} read={row['read']:6s} compile={row['compile']!s:5s} ctx={ctx:6d} B={B:3d} "
+        f"{row['tokens_per_s']} tok/s" + (f"  ERROR {row['error']}" if row.get("error") else ""))
+    return row
+
+
+def _measure(row, model, var, ctx, B, steps, vocab, cuda, per_tok, fixed) -> None:
     with record_oom(row, "tokens_per_s", "ms_per_step"):
         dec = StaticDecoder(model, B, ctx + steps + 1, cuda_graph=cuda, compile=bool(var["compile"]),
                             read=var["read"] if var["read"] != "-" else "reduce")
@@ -66,6 +88,3 @@ def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) 
         row["ms_per_step"] = 1e3 * dt / steps
         row["cache_gib"] = (per_tok * ctx + fixed) * B / 2**30
         del dec
-    log(f"  decode {fam:12s} read={row['read']:6s} compile={row['compile']!s:5s} ctx={ctx:6d} B={B:3d} "
-        f"{row['tokens_per_s']} tok/s")
-    return row
