@@ -262,7 +262,8 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
 
     md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {seeds_text(table, got, seeds)} (one seed: "
           f"the value alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± "
-          f"std over 2 seeds). `{NOT_RUN}`: no finished run folder. `*`: not converged (below). `(k of n seeds)`: "
+          f"std over 2 seeds). `{NOT_RUN}`: no finished run folder at the step count its experiment asks for (a "
+          f"shorter run, of an earlier step count, is not counted). `*`: not converged (below). `(k of n seeds)`: "
           f"n seeds asked for, k of them finished so far."
           + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
              if (extra := [f for f in table.families if f not in table.paper]) else "") + "\n\n"
