@@ -271,8 +271,8 @@ def test_report_table_is_the_committed_table1():
     ours = [0] + list(range(1, 2 * len(TABLES["table1"].columns), 2))  # family, then every other column
     want = [[line.strip("|").split("|")[i].strip() for i in ours] for line in md]  # with its marks
     assert [[row[i] for i in ours] for row in got] == want
-    # the marks are compared too (`*`, `(k of n seeds)`: test_a_cells_marks_say_what_the_paper_tables_say and test_tables check their rules);
-    # which ones the committed table holds depends on the runs so far, so only that some cell carries one
+    # the marks are compared too (`*`, `(k of n seeds)`; their rules: the next test and test_tables); which
+    # ones the committed table holds depends on the runs so far, so only that some cell carries one
     assert any("*" in c or " seeds)" in c for row in want for c in row)
 
 
