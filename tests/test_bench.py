@@ -454,3 +454,20 @@ def test_harness_loops_are_child_processes_on_cuda_only(monkeypatch):
         out = harness_loop.harness_throughput("sessa", TINY, "eager", torch.device(device), 1, 0, isolate)
         assert out["params"] == 7
     assert seen == [("in-process", "cpu"), ("child", "cuda"), ("in-process", "cuda"), ("child", "cpu")]
+
+
+def test_the_loop_profile_runs_at_each_shape_of_the_preset(tmp_path, monkeypatch):
+    """`profile.harness` may list shapes (the GPU preset: Table 1's for every family, `base` for the
+    Transformer): one loop profile per shape, of the families its entry names. Profiling is stubbed."""
+    from sessa_bench.bench import __main__ as bench
+
+    preset = bench.load_preset("cpu")
+    preset["profile"]["harness"] = [{"budget_name": "tiny", "seq_len": 64, "batch": 2},
+                                    {"budget_name": "tiny", "seq_len": 32, "batch": 4, "families": ["sessa"]}]
+    seen = []
+    monkeypatch.setattr(bench, "load_preset", lambda name: preset)
+    monkeypatch.setattr(bench, "profile_training", lambda device, families, log, **q: {})
+    monkeypatch.setattr(bench, "harness_section",
+                        lambda device, fams, shape, log: seen.append((fams, shape["seq_len"])) or "loop")
+    bench.main(["--parts", "profile", "--families", "sessa", "transformer", "--out-dir", str(tmp_path)])
+    assert seen == [(["sessa", "transformer"], 64), (["sessa"], 32)]

@@ -268,16 +268,18 @@ def main(argv=None):
     if "profile" in args.parts:
         log("== profile")
         q = dict(p["profile"])
-        loop_shape = q.pop("harness", None)  # the training loop's profile too, at this shape
-        # of these families (`families` in the preset's harness entry; default: all the bench's)
-        wanted = loop_shape.pop("families", families) if loop_shape else []
-        loop_families = [f for f in families if f in wanted]
+        loops = q.pop("harness", None) or []  # the training loop's profile too, at this shape (or these)
+        loops = [dict(x) for x in (loops if isinstance(loops, list) else [loops])]
         tables = profile_training(device, families, log=log, **q)
+        loop_sections = []
+        for shape in loops:  # of these families at each shape (`families` in its entry; default: all the bench's)
+            wanted = shape.pop("families", families)
+            loop_sections.append(harness_section(device, [f for f in families if f in wanted], shape, log=log))
         sections.append(
             f"## Profile\n\nOne eager training step (budget `{q['budget_name']}`, T={q['seq_len']}, batch "
             f"{q['batch']}) under torch.profiler, top 15 by self {'CUDA' if device.type == 'cuda' else 'CPU'} "
             f"time.\n\n" + "\n".join(f"### {fam}\n\n```\n{tab}\n```\n" for fam, tab in tables.items())
-            + (f"\n{harness_section(device, loop_families, loop_shape, log=log)}" if loop_shape else ""))
+            + "".join(f"\n{x}" for x in loop_sections))
 
     write(Path(args.out_dir), slug, sections, csv_rows)
     print("\n".join(sections))
