@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import triton_runs_on
+
 
 def rope_inv_freq(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     if head_dim % 2:
@@ -29,20 +31,29 @@ def rope_cos_sin(inv_freq: torch.Tensor, start: int | torch.Tensor, T: int, devi
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 
 
+def fused(cos: torch.Tensor) -> bool:
+    """Whether the eager `rotate` runs the Triton kernel (kernels/rope_triton.py): float32 angles (x is not
+    float64) on a device Triton runs on."""
+    return cos.dtype == torch.float32 and not torch.compiler.is_compiling() and triton_runs_on(cos)
+
+
 def rotation(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
     """cos + i sin, the eager `rotate`'s multiplier, built once for q and k (None when compiling: the
-    compiled rotate takes the real form)."""
-    return None if torch.compiler.is_compiling() else torch.complex(cos, sin)
+    compiled rotate takes the real form; None where the Triton kernel rotates)."""
+    return None if torch.compiler.is_compiling() or fused(cos) else torch.complex(cos, sin)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate the interleaved pairs of x: (B, T, H, d) by precomputed angles, in the angles' dtype (rot:
-    their `rotation`, when already built). Eagerly, each pair is a complex number times cos + i sin: one
-    multiply, about 4 kernels forward and 4 backward where the real form below launches about 9 and 14 (for q
-    and k of every layer; the step is launch- and memory-bound there, results/bench/nvidia-h200-profile.md).
-    Compiled, the real form: Inductor fuses it into one kernel, and does not lower complex tensors."""
+    their `rotation`, when already built). On a GPU, one Triton kernel each way (rope_triton.py: x read and
+    written once in its dtype). Else eagerly, each pair is a complex number times cos + i sin: one multiply,
+    about 4 kernels forward and 4 backward where the real form below launches about 9 and 14. Compiled, the
+    real form: Inductor fuses it into one kernel, and does not lower complex tensors."""
     if torch.compiler.is_compiling():
         return rotate_real(x, cos, sin)
+    if fused(cos):
+        from .kernels import rope_triton  # noqa: F401 (registers the op; imports Triton)
+        return torch.ops.sessa_bench.rope(x, cos, sin)
     xc = torch.view_as_complex(x.to(cos.dtype).unflatten(-1, (x.shape[-1] // 2, 2)).contiguous())
     return torch.view_as_real(xc * (torch.complex(cos, sin) if rot is None else rot)).flatten(-2).to(x.dtype)
 
