@@ -29,7 +29,8 @@
 # (WORK=calibrate trains its whole grid in one call of sessa_bench.runs.ensure: no rounds; with --time-limit
 # a run starts only when its estimate, from the calibration runs finished by then, fits.)
 #   BEFORE="cmd" runs on a quiet GPU before the table step starts (benchmarks; the call that starts the table
-#                step only); its output goes to $OUT/before.log.
+#                step only); its output goes to $OUT/before.log. BEFORE_GATE=1: when it fails (GPU tests of
+#                code the runs use, say), the table step does not start.
 #   ALSO="cmd"   runs in the foreground while the tables train (checks whose timing does not matter: GPU
 #                tests); its output goes to $OUT/also.log. Training runs here slow the table's runs, which
 #                the round's estimate does not count: in a lease's last round they got two 8000-step
@@ -193,7 +194,12 @@ fi
 left() { echo $((budget - (SECONDS - start) - 40)); }
 if [[ ! -f $started && -n ${BEFORE:-} ]]; then
   timeout -k 15 "$(left)" bash -c "$BEFORE" > "$out/before.log" 2>&1
-  echo "exit $?" >> "$out/before.log"
+  rc=$?
+  echo "exit $rc" >> "$out/before.log"
+  if (( rc != 0 )) && [[ ${BEFORE_GATE:-0} == 1 ]]; then  # the checks the runs rely on failed: no table step
+    touch "$started" "$done"                               # (AGAIN=1 in a later call starts one)
+    echo "BEFORE failed (exit $rc) and BEFORE_GATE=1: the table step was not started" >> "$work/logs/tables.log"
+  fi
 fi
 if [[ ! -f $started ]]; then
   touch "$started"

@@ -111,13 +111,10 @@ def test_snapshot_tree_is_a_copy_a_detached_step_can_run_from(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == str(dest / "conf")
 
 
-def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tmp_path):
-    """The whole first call of a lease without a GPU: stubs for python3 (records its folder and arguments) and
-    nvidia-smi, the session under SESSION_ROOT. The detached table step (LEASE) and BESIDE run in the
-    session's copy of the tree with the copy first on PYTHONPATH, the step is the table command under
-    gpu_busy.py, and the bundle leaves the copy out."""
+def dry_run(tmp_path, **env_more):
+    """The first call of a lease without a GPU: stubs for python3 (records its folder and arguments) and
+    nvidia-smi, the session under SESSION_ROOT. Returns (the call, root, out, calls file)."""
     import os
-    import tarfile
 
     root, out, stub = tmp_path / "root", tmp_path / "out", tmp_path / "bin"
     for d in (root, out, stub):
@@ -129,10 +126,20 @@ def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tm
         f.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "SESSION_ROOT": str(root), "LEASE": "100",
            "PER_GPU": "1", "DDP_CHECK": "0", "SEED_FROM": "", "SESSA_BENCH_GIT_COMMIT": "abc",
-           "EXPERIMENTS": "table1_diffuse_mqar", "BESIDE": "python3 beside.py", "PYTHONPATH": "/orig"}
+           "EXPERIMENTS": "table1_diffuse_mqar", "PYTHONPATH": "/orig", **env_more}
     r = subprocess.run(["bash", str(SCRIPT), str(out), "60", "first"], cwd=SCRIPT.parent.parent, env=env,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
+    return r, root, out, calls
+
+
+def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tmp_path):
+    """The whole first call of a lease without a GPU (dry_run). The detached table step (LEASE) and BESIDE
+    run in the session's copy of the tree with the copy first on PYTHONPATH, the step is the table command
+    under gpu_busy.py, and the bundle leaves the copy out."""
+    import tarfile
+
+    r, root, out, calls = dry_run(tmp_path, BESIDE="python3 beside.py")
     tree = root / "session" / "tree"
     assert (tree / "conf" / "train.yaml").is_file() and not (tree / ".git").exists()
     lines = [line.split("|", 2) for line in calls.read_text().splitlines()]
@@ -147,3 +154,15 @@ def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tm
     with tarfile.open(out / "bundle.tar.gz") as t:
         names = t.getnames()
     assert "session/logs/tables.log" in names and not any(n.startswith("session/tree") for n in names)
+
+
+def test_a_failed_before_with_the_gate_starts_no_table_step(tmp_path):
+    """BEFORE_GATE=1 and a BEFORE that fails (GPU tests of code the runs use): the table step does not
+    start, the log says why, and the call ends normally."""
+    r, root, out, calls = dry_run(tmp_path, BEFORE="exit 3", BEFORE_GATE="1")
+    assert "exit 3" in (out / "before.log").read_text()
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    assert not any("scripts/gpu_busy.py" in line for line in lines)
+    log = (root / "session" / "logs" / "tables.log").read_text()
+    assert "BEFORE failed (exit 3) and BEFORE_GATE=1: the table step was not started" in log
+
