@@ -52,7 +52,7 @@ def resolve_read(read: str, batch_size: int, mixer: str = "sessa", compile: bool
     return read
 
 
-def split_read(read: str) -> tuple[str, str]:
+def cache_reads(read: str) -> tuple[str, str]:
     """(attention's read, the feedback's read) of a resolved read: "A+B", or one read for both."""
     attn, _, fb = read.partition("+")
     return attn, fb or attn
@@ -72,7 +72,7 @@ class StaticDecoder:
         self.model, self.device, self.max_len = model, p.device, max_len
         self.read = read = resolve_read(read, batch_size, model.cfg.mixer, compile,
                                         triton=p.device.type == "cuda" and triton_available())
-        attn_read, fb_read = split_read(read)
+        attn_read, fb_read = cache_reads(read)
         if "triton" in (attn_read, fb_read) and triton_available():  # the op registered before a compile traces it
             from .kernels import split_read_triton  # noqa: F401
         self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)

@@ -6,7 +6,7 @@ import torch
 
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.models.generate import StaticDecoder, greedy, split_read
+from sessa_bench.models.generate import StaticDecoder, cache_reads, greedy
 
 FAMILIES = {
     "sessa": ("sessa", {"gamma_max": 0.9}),
@@ -33,7 +33,7 @@ def test_static_steps_match_parallel(family, block, read):
     # every token through the static step, from an empty cache longer than needed (masked tail)
     caches = model.init_cache(3, 12)
     for c in caches:
-        c.read, c.feedback_read = split_read(read)
+        c.read, c.feedback_read = cache_reads(read)
     pos = torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
         steps = []
@@ -45,7 +45,7 @@ def test_static_steps_match_parallel(family, block, read):
     # prefill with the parallel forward, then static steps
     caches = model.init_cache(3, 12)
     for c in caches:
-        c.read, c.feedback_read = split_read(read)
+        c.read, c.feedback_read = cache_reads(read)
     with torch.no_grad():
         first = model(idx[:, :4], caches)
         pos = torch.tensor([4])

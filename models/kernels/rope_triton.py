@@ -1,8 +1,9 @@
 """RoPE's rotation of q and k as one Triton kernel per direction (models/rope.py has the math).
 
 Eagerly, `rope.rotate` casts x to float32, multiplies the pairs as complex numbers and casts back: forward and
-backward, 8 launches per layer for q and k and about 1 GB of float32 traffic per layer at `base`, ~11 % of
-the Transformer's kernel time (results/bench/nvidia-h200-profile-2026-11-30.md). Here each row of x is read
+backward, 8 launches per layer for q and k and about 1 GB of traffic per layer at `base`: by the sizes of
+the profile's copies and multiplies (results/bench/nvidia-h200-profile-2026-11-30.md) an estimated ~11 % of
+the Transformer's kernel time, not measured on its own. Here each row of x is read
 once in its own dtype, rotated in float32 registers by the exact float32 angles, and written once:
 
     out[2i] = x[2i] cos - x[2i+1] sin        out[2i+1] = x[2i] sin + x[2i+1] cos
