@@ -137,12 +137,17 @@ class LitSequenceModel(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        # Lightning refuses to clip for an optimizer that unscales its own gradients (fused AdamW), even where
-        # there is nothing to unscale; use_fused_adamw only picks it then, so the norm is clipped here.
-        if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False) \
-                and gradient_clip_algorithm in (None, "norm"):
+        # Clipping by norm happens here, as Lightning's would (after a GradScaler unscaled the gradients), and
+        # the norm before clipping is logged, `train/grad_norm`: a device tensor the clip computes anyway,
+        # written with train/loss (no host sync of its own). It says whether a loss that drifts or collapses
+        # (Diffuse MQAR's Sessa seed 2 unlearnt to the uniform guess at a constant rate, lease 17) had its
+        # gradients clipped. Lightning itself refuses to clip for an optimizer that unscales its own gradients
+        # (fused AdamW), even where there is nothing to unscale; use_fused_adamw only picks it then.
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             params = [p for g in optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+            if self._trainer is not None:
+                self.log("train/grad_norm", norm)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

@@ -41,6 +41,9 @@ def test_run_folder_contract_and_skip(tmp_path, caplog, monkeypatch):
     assert saved.model.family == "transformer" and "hydra" not in saved
     lines = folder.read_metrics()
     assert [l["step"] for l in lines if "train/loss" in l] == sorted(l["step"] for l in lines if "train/loss" in l)
+    # the gradient norm before clipping, with every logged training loss
+    train = [l for l in lines if "train/loss" in l]
+    assert train and all(0 < l["train/grad_norm"] < float("inf") for l in train)
     assert any("val/acc" in l for l in lines)
     for key in ("val/acc", "test/acc", "val/loss"):
         assert 0 <= summary["final"][key] < 100
