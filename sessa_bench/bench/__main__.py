@@ -121,14 +121,18 @@ def compiler(t) -> str | None:
     return next((b for b in reversed(t["compile_backends"]) if b not in (None, "cuda_graphs")), None)
 
 
+def error_list(rows, what) -> str:
+    """The rows that failed, one list line each (`what`(row): which measurement), after a section's table."""
+    lines = [f"- {what(r)}: {r['error']}" for r in rows if r.get("error")]
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def train_section(rows, t) -> str:
     shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
                        for x in t["shapes"])
     merged = side_by_side(rows)
     loop_cols = [c for c in LOOP_COLS if any(c in m for m in merged)]
     graphed_cols = [c for c in GRAPHED_COLS if any(c in m for m in merged)]
-    errors = [f"- harness loop, {r['family']} `{r['budget']}` T={r['seq_len']} {r['compile_backend']}: "
-              f"{r['error']}" for r in rows if r.get("error")]
     return (f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
             f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
             f"time of those warm-up steps). Compiled = `model.compile(backend={compiler(t)!r})` in "
@@ -145,7 +149,8 @@ def train_section(rows, t) -> str:
                        "compiled_mfu": ".3f", "compile_s": ".0f", "loop_eager_tok_s": ",.0f",
                        "loop_compiled_tok_s": ",.0f", "graphed_tok_s": ",.0f", "graphed_mfu": ".3f",
                        "loop_graphed_tok_s": ",.0f"}) + "\n"
-            + ("\n" + "\n".join(errors) + "\n" if errors else ""))
+            + error_list(rows, lambda r: f"harness loop, {r['family']} `{r['budget']}` T={r['seq_len']} "
+                                         f"{r['compile_backend']}"))
 
 
 def decode_section(rows, d, dtype_name) -> str:
@@ -157,8 +162,8 @@ def decode_section(rows, d, dtype_name) -> str:
             + md_rows(rows, ["family", "read", "compile", "context", "batch", "path", "tokens_per_s",
                              "ms_per_step", "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
                       {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n"
-            + "".join(f"\n- {r['family']} read={r['read']} compile={r['compile']} context {r['context']} batch "
-                      f"{r['batch']}: {r['error']}\n" for r in rows if r.get("error")))
+            + error_list(rows, lambda r: f"{r['family']} read={r['read']} compile={r['compile']} context "
+                                         f"{r['context']} batch {r['batch']}"))
 
 
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
