@@ -13,6 +13,11 @@ Under autocast a third pass, eager in float32, measures what bf16 itself does to
 (two bf16 roundings, each that far from float32), or by the fixed tolerances, whichever is larger. A deep
 model's bf16 noise can pass the fixed tolerance (Mamba2's 25 layers: compiled against eager 0.127 on the
 H200); the Transformer's wrong graph was 3.8 to 57 (results/bench/nvidia-h200-compile-diagnosis.md).
+
+A last pass repeats eager (`grad_repeat`): how far eager is from itself on the same batch, i.e. what the
+nondeterministic kernels (flash attention's backward accumulates dq with atomics) do. Sessa's graphed step at
+T = 2048 differed from eager by 1.2-1.6e-3 (leases 17 and 18; 1e-7 at T = 600): this says whether eager does
+the same on its own, the recurrent solve carrying a 1e-7 difference of its inputs further than attention does.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ def compare(module: torch.nn.Module, batch: dict, loss_fn, eager=None) -> dict:
     passes = [("compiled", contextlib.nullcontext), ("eager", eager)]
     if torch.is_autocast_enabled(device):
         passes.append(("fp32", fp32))
+    passes.append(("eager_again", eager))
     # The fast pass first: CUDA graphs capture at their first call, and a capture fails while an earlier
     # graph of the same parameters is alive (its gradient accumulators sit on another stream; on the H200 the
     # eager pass's loss, still referenced, broke every capture: results/bench/h200x2-run2-session.log).
@@ -70,7 +76,8 @@ def compare(module: torch.nn.Module, batch: dict, loss_fn, eager=None) -> dict:
     return {"loss_eager": losses["eager"], "loss_compiled": losses["compiled"], "grad_rel_diff": rel(c, e),
             "grad_cosine": float(torch.nn.functional.cosine_similarity(c, e, dim=0)),
             "loss_noise": abs(losses["eager"] - losses["fp32"]) if "fp32" in grads else None,
-            "grad_noise": rel(e, grads["fp32"]) if "fp32" in grads else None}
+            "grad_noise": rel(e, grads["fp32"]) if "fp32" in grads else None,
+            "grad_repeat": rel(grads["eager_again"], e)}
 
 
 def check(result: dict, setting: str = "compile") -> dict:

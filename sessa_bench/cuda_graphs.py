@@ -26,6 +26,15 @@ optimizer just wrote); a capture that fails or a check that disagrees turns eval
 with one line, and evaluation runs eagerly as before (as it does throughout with SESSA_BENCH_EVAL_GRAPHS=0
 in the environment). A forward with grad in eval mode (the memory-tail probe) and calls with a decode cache
 run eagerly.
+
+A graph reads the memory its kernels were captured with, so the blocks' parameters must stay where they were.
+Lightning's teardown after `fit` moves the model to the CPU and empties the CUDA cache, and the validation and
+test that follow move it back into new memory: eval graphs captured during fit would then read freed memory
+(the bench's graphed loop at `small` died of an illegal memory access there, leases 16 and 18) or, where the
+allocator happened to hand back the same addresses, the right weights by luck (every committed graphed run:
+its validation after fit equals its best validation during fit). So each capture records the parameters' and
+buffers' addresses; an eval call that finds them moved drops its graphs and captures again (checked against
+eager as always), and a training call runs eagerly from then on, with one line.
 """
 
 from __future__ import annotations
@@ -101,6 +110,8 @@ class GraphedBlocks:
         # each block's own (eager) forward, bound before the dispatch replaces it: the eager path, and what the
         # eval captures record and their checks compare with
         self.eager_forwards = [type(block).forward.__get__(block) for block in blocks]
+        self.train_ptrs = self.eval_ptrs = None  # the memory the training / eval graphs read (see the docstring)
+        self.train_moved = False  # the parameters moved after the training capture: training runs eagerly
         for i, block in enumerate(blocks):
             block.forward = self._dispatch(i, block, self.eager_forwards[i])
 
@@ -131,7 +142,11 @@ class GraphedBlocks:
                 if i != 0:  # the capture starts at the first block, with the activations it receives
                     return eager(x, cache, pos)
                 self.capture(x)
-            if self._key(x) != self.key:
+            elif i == 0 and not self.train_moved and self._ptrs() != self.train_ptrs:
+                self.train_moved = True
+                print("cuda_graphs: the blocks' parameters moved in memory since the training capture; "
+                      "training runs eagerly from here", flush=True)
+            if self.train_moved or self._key(x) != self.key:
                 return eager(x, cache, pos)
             return self.graphed[i](x)
         return forward
@@ -163,6 +178,11 @@ class GraphedBlocks:
                 b.forward = f
         self.graphed = graphed
         self.key = self._key(x)
+        self.train_ptrs = self._ptrs()
+
+    def _ptrs(self) -> tuple:
+        """The addresses of the blocks' parameters and buffers: the memory a captured graph reads."""
+        return tuple(t.data_ptr() for t in (*self.blocks.parameters(), *self.blocks.buffers()))
 
     def _eval_key(self, x: torch.Tensor) -> tuple:
         return (tuple(x.shape), x.dtype, x.device, torch.is_inference_mode_enabled(), self._autocast())
@@ -170,6 +190,12 @@ class GraphedBlocks:
     def _eval(self, i: int, x: torch.Tensor, eager):
         """Block i's no-grad forward: a replay of its eval graph, captured with the whole stack at block 0."""
         key = self._eval_key(x)
+        if i == 0 and self.eval_graphs and self._ptrs() != self.eval_ptrs:
+            # moved since the eval captures (Lightning's teardown after fit, then back): replays would read freed
+            # memory, so capture again below, checked against eager as every capture is
+            self.eval_graphs.clear()
+            print("cuda_graphs: the blocks' parameters moved in memory since the eval capture; captured again",
+                  flush=True)
         if key not in self.eval_graphs:
             # only once training is captured: Lightning's sanity validation comes before the first training
             # batch, and the training capture must come first (see the module docstring)
@@ -211,6 +237,7 @@ class GraphedBlocks:
         finally:
             self.capturing = False
         self.eval_graphs[key] = graphs
+        self.eval_ptrs = self._ptrs()
 
     def _check(self, graphs: list, x: torch.Tensor) -> None:
         """The chain's replay against the eager forward of x (the same kernels: equal up to rounding); raises

@@ -38,6 +38,20 @@ def test_a_faithful_graph_passes_and_the_result_is_kept():
     assert result["loss_compiled"] == pytest.approx(result["loss_eager"], rel=1e-6)
     assert result["grad_rel_diff"] < 1e-5 and result["grad_cosine"] > 0.99999
     assert all(p.grad is None for p in m.model.parameters())  # the check leaves the training step's grads alone
+    assert result["grad_repeat"] == 0.0  # eager against itself: the CPU's kernels are deterministic
+
+
+def test_eager_against_itself_measures_nondeterministic_kernels():
+    """grad_repeat: a second eager pass on the same batch, against the first (flash attention's backward on a
+    GPU is not deterministic); here eager adds fresh noise to the logits on every call."""
+    m = lit("aot_eager")
+    real = m.model.forward
+
+    def noisy(*a, **k):
+        out = real(*a, **k)
+        return out + 1e-3 * torch.randn_like(out) if torch.compiler.is_compiling() is False else out
+    m.model.forward = noisy
+    assert compile_check.compare(m, batch(), m.loss)["grad_repeat"] > 1e-5
 
 
 def test_a_wrong_graph_stops_the_run_with_one_line():

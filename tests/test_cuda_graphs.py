@@ -49,6 +49,7 @@ class FakeEvalGraph:
 
     def __init__(self, fail: bool = False, wrong: bool = False):
         self.captures, self.replays, self.fail, self.wrong = 0, 0, fail, wrong
+        self.watch = None  # a module whose parameters a replay reads where they were at the capture
 
     def __call__(self, fn, static_in, pool, warmup):
         if self.fail:
@@ -57,11 +58,18 @@ class FakeEvalGraph:
             fn(static_in)
         out = fn(static_in).clone()
         self.captures += 1
+        at = stored(self.watch)
 
         def replay():
+            if stored(self.watch) != at:  # what a real replay does then: read memory that is no longer theirs
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
             self.replays += 1
             out.copy_(fn(static_in) + (1.0 if self.wrong else 0.0))
         return replay, out
+
+
+def stored(module) -> list:
+    return [p.data_ptr() for p in module.parameters()] if module is not None else []
 
 
 def model(n_layers=3):
@@ -181,7 +189,7 @@ def test_the_first_batch_check_runs_the_graphed_pass_first(fake):
     batch = {"input_ids": torch.randint(1, 32, (3, 12)), "lengths": torch.tensor([12, 9, 7]),
              "labels": torch.tensor([0, 3, 4])}
     r = compile_check.compare(m, batch, m.loss, eager=eager)
-    assert order == [("eager", 1)]  # the capture was done before the eager pass began
+    assert order == [("eager", 1)] * 2  # the capture was done before the eager passes (and its repeat) began
     assert r["loss_compiled"] == pytest.approx(r["loss_eager"], rel=1e-6) and r["grad_rel_diff"] < 1e-6
 
 
@@ -299,3 +307,32 @@ def test_an_eval_capture_that_fails_or_disagrees_leaves_evaluation_eager(fake, c
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith(f"cuda_graphs: evaluation runs eagerly ({why}")
     assert graphs.info()["eval_off"].startswith(why) and not graphs.eval_graphs
+
+
+def test_parameters_moved_in_memory_are_never_read_where_they_were(fake, capsys):
+    """Lightning's teardown after fit moves the model to the CPU and the validation and test after it move it
+    back into new memory (the bench's graphed loop died there of an illegal memory access): the eval graphs are
+    captured again, and training calls after such a move run eagerly."""
+    ref, m = model(), model()
+    graphs = GraphedBlocks(m.blocks, device_type="cpu")
+    fake.eval.watch = m.blocks
+    idx = torch.randint(0, 32, (2, 9))
+    m(idx).sum().backward()  # the training capture
+    with torch.no_grad():
+        m(idx)  # the eval capture
+    assert fake.eval.captures == 3
+    for p in m.parameters():  # what .cpu() then .cuda() does to each parameter: new storage, same values
+        p.data = p.data.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(m(idx), ref(idx), rtol=0, atol=0)
+    assert fake.eval.captures == 6 and graphs.info()["eval_off"] is None  # captured again, not turned off
+    n = fake.replays
+    m.zero_grad(), ref.zero_grad()
+    m(idx).sum().backward()
+    ref(idx).sum().backward()
+    assert fake.replays == n  # eagerly
+    for p, q in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
+    out = capsys.readouterr().out
+    assert "moved in memory since the eval capture; captured again" in out
+    assert "moved in memory since the training capture; training runs eagerly" in out

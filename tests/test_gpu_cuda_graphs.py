@@ -89,3 +89,34 @@ def test_graphed_evaluation_follows_eager(tmp_path, monkeypatch, family):
     info = m.graphs.info()
     print(family, info)
     assert info["eval_off"] is None and info["eval_shapes"]
+
+
+@pytest.mark.parametrize("family", ["transformer", "sessa"])
+def test_evaluation_after_the_model_left_the_gpu_and_came_back(tmp_path, monkeypatch, family, capsys):
+    """What Lightning does between `fit` and the validation and test after it: the model to the CPU, the CUDA
+    cache emptied, the model back. Here the freed memory is taken by other tensors first, so the parameters come
+    back elsewhere: replays of the graphs captured before would read those tensors (the bench's graphed loop
+    died of an illegal memory access there). The eval graphs must be captured again and match eager."""
+    cfg, model_cfg, batches = table1_batches(tmp_path, monkeypatch, family, 2)
+    m = lit(cfg, model_cfg, True)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        m.loss(m(batches[0]), batches[0]["labels"]).backward()  # the training capture
+    opt.step()
+    m.eval()
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        m(batches[1])  # the eval capture
+    before = [p.data_ptr() for p in m.parameters()]
+    m.cpu()
+    torch.cuda.empty_cache()
+    squatters = [torch.full_like(p, float("nan"), device="cuda") for p in m.parameters()]  # the old addresses
+    m.cuda()
+    assert [p.data_ptr() for p in m.parameters()] != before
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        graphed = m(batches[1]).float()
+        with m.graphs.eager():
+            eager = m(batches[1]).float()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(graphed, eager, rtol=1e-3, atol=1e-3 * eager.abs().max().item())
+    assert "captured again" in capsys.readouterr().out and m.graphs.info()["eval_off"] is None
+    del squatters
