@@ -224,6 +224,10 @@ def test_parameter_table_and_caption(built):
     assert execution([checked, graphed, {"family": "sessa"}]) == (
         "mamba2 1/1 runs compiled (torch.compile); sessa 1/2 runs in CUDA graphs (eager's kernels), the rest "
         "eager; checked against eager on their first batch: 2, gradients within 0.012 relative")
+    again = {**graphed, "compile_check": {"grad_rel_diff": 0.0012, "grad_repeat": 0.0011}}
+    assert execution([again, {**again, "compile_check": {"grad_rel_diff": 1e-7}}]).endswith(
+        "checked against eager on their first batch: 2, gradients within 0.0012 relative (eager against itself: "
+        "within 0.0011, 1 runs)")
     # device time: each run's wall time over the runs sharing its device (one at a time here)
     shares = [(s["wall_seconds_this_process"], s.get("concurrent_runs") or 1)
               for s in (summary(built["tmp"], "table1_diffuse_mqar", f) for f in ("sessa", "transformer", "mamba2"))]

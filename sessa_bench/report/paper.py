@@ -352,6 +352,17 @@ def caps(got: dict[str, Collected]) -> str:
     return "; ".join(out) + "; `tables --max-steps-cap` overrides them when it trains"
 
 
+def grid_steps(got: dict[str, Collected]) -> str:
+    """Each experiment's grid step count (its config's trainer.max_steps), named: a bare list of numbers did not
+    say which column trains how long."""
+    out = []
+    for exp, col in got.items():
+        steps = sorted({c.steps for c in col.cells.values()})
+        if steps:
+            out.append(f"`{exp}` {'/'.join(str(s) for s in steps)}")
+    return ", ".join(out) or "none"
+
+
 def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
     metric = table.curve_metric
     acc = not metric.endswith(("ppl", "loss"))
@@ -361,7 +372,7 @@ def protocol_caption(table: Table, got: dict[str, Collected]) -> str:
     text = [f"_Protocol: each family's learning rate is chosen from the shared grid "
             f"{' / '.join('[' + ', '.join(f'{x:g}' for x in g) + ']' for g in grids) or '(none)'} by the best "
             f"{metric} ({'max' if acc else 'min'}) of its seed-0 run at the configured step count "
-            f"({', '.join(sorted({str(c.steps) for c in cs}))}; {scoring(cs)}), on the validation split "
+            f"({grid_steps(got)}; {scoring(cs)}), on the validation split "
             f"only; a best rate at "
             f"an edge of the grid extends it by x{STEP:g} or /{STEP:g} (at most {MAX_EXTENSIONS} times). The "
             f"other seeds train at the chosen rate; test metrics are those of these seeds. A run is converged "
@@ -472,8 +483,11 @@ def execution(summaries: list[dict]) -> str:
     # Each compiled or graphed run compared its first batch with eager (compile_check.py); older ones did not.
     checks = [s.get("compile_check") for s in summaries if s.get("compile") or s.get("cuda_graphs")]
     done = [c["grad_rel_diff"] for c in checks if c]
+    # eager against itself on that batch (nondeterministic kernels), where the runs recorded it
+    again = [c["grad_repeat"] for c in checks if c and c.get("grad_repeat") is not None]
     check = (f"; checked against eager on their first batch: {len(done)}, gradients within "
-             f"{max(done):.2g} relative" if done else "") + \
+             f"{max(done):.2g} relative" + (f" (eager against itself: within {max(again):.2g}, {len(again)} runs)"
+                                            if again else "") if done else "") + \
         (f"; without that check: {len(checks) - len(done)}" if len(done) < len(checks) else "")
     return "; ".join(", ".join(f"{f} {c[f]}/{n} runs" for f, n in sorted(every.items()) if c[f]) + f" {how}"
                      for c, how in ways) + ", the rest eager" + check
