@@ -471,3 +471,36 @@ def test_the_loop_profile_runs_at_each_shape_of_the_preset(tmp_path, monkeypatch
                         lambda device, fams, shape, log: seen.append((fams, shape["seq_len"])) or "loop")
     bench.main(["--parts", "profile", "--families", "sessa", "transformer", "--out-dir", str(tmp_path)])
     assert seen == [(["sessa", "transformer"], 64), (["sessa"], 32)]
+
+
+def test_a_child_error_names_where_it_surfaced():
+    """A failed harness-loop child's row: the innermost Python frame of its traceback, then its last lines
+    without C++ frames (lease 18's CUDA error showed only CUDA's advice, not where it was raised)."""
+    from sessa_bench.bench.harness_loop import stderr_tail
+
+    err = "\n".join(['Traceback (most recent call last):', '  File "/x/train.py", line 240, in run',
+                     '    final.update(trainer.validate(lit))', '  File "/x/cuda_graphs.py", line 199, in _eval',
+                     '    replay()', "RuntimeError: CUDA error: an illegal memory access was encountered",
+                     "frame #0: c10::Error", "frame #1: more", "", "For debugging consider CUDA_LAUNCH_BLOCKING=1"])
+    assert stderr_tail(err, n=2) == ('at File "/x/cuda_graphs.py", line 199, in _eval | RuntimeError: CUDA error: '
+                                     'an illegal memory access was encountered | For debugging consider '
+                                     'CUDA_LAUNCH_BLOCKING=1')
+    assert stderr_tail("boom\n") == "boom"
+
+
+def test_compiled_decode_rows_never_run_into_dynamo_s_recompile_limit(monkeypatch):
+    """Every compiled decoder recompiles the one `decode_step`; Dynamo allows recompile_limit (8) of them per
+    process, so lease 18's Mamba2 rows after Sessa's eight compiled ones failed. Here with a limit of 1 and
+    Dynamo's eager backend (no code generation): two compiled variants of two families all time."""
+    import functools
+
+    import torch
+
+    from sessa_bench.bench import decoding
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    with torch._dynamo.config.patch(recompile_limit=1):
+        rows = decoding.bench_decoding(torch.device("cpu"), torch.float32, ("sessa", "mamba2"), "tiny", 64, [8],
+                                       [1], steps=2, variants=({"read": "reduce", "compile": True},
+                                                               {"read": "sdpa", "compile": True}), log=lambda s: None)
+    assert len(rows) == 3 and all(isinstance(r["tokens_per_s"], float) for r in rows), rows

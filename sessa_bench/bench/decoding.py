@@ -70,6 +70,12 @@ def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) 
 
 
 def _measure(row, model, var, ctx, B, steps, vocab, cuda, per_tok, fixed) -> None:
+    if var["compile"]:
+        # Each compiled decoder is a recompile of the one `decode_step` code object, and Dynamo stops at its
+        # recompile_limit (8) per code object and process: lease 18's Mamba2 rows, after Sessa's eight compiled
+        # ones, failed with FailOnRecompileLimitHit. Every compiled row starts from a clean Dynamo cache (its
+        # compilation is not timed).
+        torch._dynamo.reset()
     with record_oom(row, "tokens_per_s", "ms_per_step"):
         dec = StaticDecoder(model, B, ctx + steps + 1, cuda_graph=cuda, compile=bool(var["compile"]),
                             read=var["read"] if var["read"] != "-" else "reduce")

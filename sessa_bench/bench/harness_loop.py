@@ -108,9 +108,12 @@ def exit_status(code: int) -> str:
 
 def stderr_tail(stderr: str, n: int = 5) -> str:
     """The last n non-empty lines of a child's stderr, without C++ stack frames (a c10 error prints dozens,
-    after its message)."""
+    after its message), after the innermost Python frame of its traceback (where the error surfaced: the CUDA
+    error of leases 16 and 18 printed only CUDA's advice in its last lines)."""
     lines = [line.strip() for line in stderr.splitlines()]
-    return " | ".join([line for line in lines if line and not line.startswith("frame #")][-n:])
+    tail = [line for line in lines if line and not line.startswith("frame #")][-n:]
+    frames = [line for line in lines if line.startswith('File "')]
+    return " | ".join(([f"at {frames[-1]}"] if frames and frames[-1] not in tail else []) + tail)
 
 
 def run_isolated(family: str, shape: dict, mode: str, device: torch.device, steps: int, warmup: int) -> dict:
