@@ -21,19 +21,21 @@ from .masked_read import READS
 
 # What `auto` reads the caches with, per mixer and compile setting, at batch 1 and at larger batches: the
 # reads in order of speed as measured on an H200 at `base` with a 4096-token context, the first one that can
-# run here (the Triton read needs CUDA and the triton package). Tokens/s from
-# results/bench/nvidia-h200-decode-2026-11-30.md (commit fffa462; eager sdpa at head dim 72 since the
-# padding fix, so no longer the math kernel) and, for the Transformer, nvidia-h200-decode-transformer-2026-11-30.md
-# (lease 17, commit da534a2: the per-step memo of RoPE angles and masks):
+# run here (the Triton read needs CUDA and the triton package). Tokens/s, for the Transformer from
+# results/bench/nvidia-h200-decode-transformer-2026-11-30.md (lease 17, commit da534a2: the per-step memo of
+# RoPE angles and masks), for Sessa from nvidia-h200-decode-2026-12-01.md (lease 18, commit 8a2495f; every read
+# in one run):
 AUTO_READ = {
     # batch 1: sdpa 497, triton 444, reduce 203; batch 16: sdpa 4,659, triton 2,439, reduce 583
     ("attention", False): (("sdpa",), ("sdpa",)),
     # compiled sdpa 713 and 5,951, compiled reduce 507 and 3,753 (compiled triton not yet measured)
     ("attention", True): (("sdpa",), ("sdpa",)),
-    # batch 1: triton 228, reduce 143, sdpa 65; batch 16: triton 1,496, sdpa 953, reduce 413
-    ("sessa", False): (("triton", "reduce"), ("triton", "sdpa")),
-    # compiled reduce 456 and 2,099; compiled triton 371 and 1,478
-    ("sessa", True): (("reduce",), ("reduce",)),
+    # Sessa (attention by sdpa, its one wide feedback head by cuBLAS GEMVs): batch 1: sdpa+matmul 375, triton
+    # 307, reduce 170, sdpa 70; batch 16: sdpa+matmul 2,741, triton 1,680, sdpa 1,026, reduce 427
+    ("sessa", False): (("sdpa+matmul",), ("sdpa+matmul",)),
+    # compiled: batch 1: sdpa+matmul 511, reduce 449, triton 375, sdpa 75; batch 16: sdpa+matmul 2,332, reduce
+    # 2,100, triton 1,479, sdpa 1,101
+    ("sessa", True): (("sdpa+matmul",), ("sdpa+matmul",)),
 }
 
 

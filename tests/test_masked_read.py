@@ -77,18 +77,18 @@ def test_composite_read_sets_attention_and_feedback_reads():
 
 def test_auto_read_is_the_one_measured_faster_at_the_batch_size():
     from sessa_bench.models.generate import resolve_read
-    # Sessa eager: the Triton read where it runs, else the faster of the others (reduce alone, sdpa batched)
-    assert [resolve_read("auto", b, triton=True) for b in (1, 2, 16)] == ["triton"] * 3
-    assert [resolve_read("auto", b) for b in (1, 2, 16)] == ["reduce", "sdpa", "sdpa"]
-    assert [resolve_read("auto", b, compile=True, triton=True) for b in (1, 16)] == ["reduce", "reduce"]
+    # Sessa, eager or compiled, with or without Triton: attention by sdpa, the feedback head by the matmul read
+    for compile in (False, True):
+        for triton in (False, True):
+            assert {resolve_read("auto", b, compile=compile, triton=triton) for b in (1, 2, 16)} == {"sdpa+matmul"}
     # the Transformer's: sdpa eager at every batch, compiled reduce above it
     assert [resolve_read("auto", b, "attention", triton=True) for b in (1, 16)] == ["sdpa", "sdpa"]
     assert [resolve_read("auto", b, "attention", compile=True) for b in (1, 16)] == ["sdpa", "sdpa"]
-    assert [resolve_read("auto", b, "my_mixer") for b in (1, 16)] == ["reduce", "sdpa"]  # no entry: Sessa's
+    assert [resolve_read("auto", b, "my_mixer") for b in (1, 16)] == ["sdpa+matmul"] * 2  # no entry: Sessa's
     assert resolve_read("sdpa", 1) == "sdpa" and resolve_read("reduce", 16) == "reduce"
     from sessa_bench.models.backbone import Backbone
     from sessa_bench.models.config import ModelConfig
     model = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="attention"))
     assert StaticDecoder(model, 1, 4).read == "sdpa" and StaticDecoder(model, 16, 4).read == "sdpa"
     sessa = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="sessa"))
-    assert StaticDecoder(sessa, 1, 4).read == "reduce"  # on the CPU: the Triton read cannot run
+    assert StaticDecoder(sessa, 1, 4).read == "sdpa+matmul"  # no Triton needed: the same on the CPU
