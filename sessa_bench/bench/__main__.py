@@ -21,6 +21,8 @@ from sessa_bench.bench.block_profile import section as block_profile_section
 from sessa_bench.bench.blocks import GRAPHED, bench_blocks
 from sessa_bench.bench.decoding import bench_decoding
 from sessa_bench.bench.harness_loop import window
+from sessa_bench.bench.decode_profile import profile_decoding
+from sessa_bench.bench.decode_profile import section as decode_profile_section
 from sessa_bench.bench.harness_profile import harness_section
 from sessa_bench.bench.profile import profile_training
 from sessa_bench.bench.training import bench_training, side_by_side
@@ -275,11 +277,16 @@ def main(argv=None):
         q = dict(p["profile"])
         loops = q.pop("harness", None) or []  # the training loop's profile too, at this shape (or these)
         loops = [dict(x) for x in (loops if isinstance(loops, list) else [loops])]
+        dec = dict(q.pop("decode", None) or {})  # a decode step's profile too (its `families`; default: all)
         tables = profile_training(device, families, log=log, **q)
         loop_sections = []
         for shape in loops:  # of these families at each shape (`families` in its entry; default: all the bench's)
             wanted = shape.pop("families", families)
             loop_sections.append(harness_section(device, [f for f in families if f in wanted], shape, log=log))
+        if dec:
+            wanted = dec.pop("families", families)
+            profiles = profile_decoding(device, p["dtype"], [f for f in families if f in wanted], log=log, **dec)
+            loop_sections.append(decode_profile_section(profiles, dec, device.type == "cuda"))
         sections.append(
             f"## Profile\n\nOne eager training step (budget `{q['budget_name']}`, T={q['seq_len']}, batch "
             f"{q['batch']}) under torch.profiler, top 15 by self {'CUDA' if device.type == 'cuda' else 'CPU'} "
