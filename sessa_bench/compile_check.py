@@ -16,8 +16,9 @@ H200); the Transformer's wrong graph was 3.8 to 57 (results/bench/nvidia-h200-co
 
 A last pass repeats eager (`grad_repeat`): how far eager is from itself on the same batch, i.e. what the
 nondeterministic kernels (flash attention's backward accumulates dq with atomics) do. Sessa's graphed step at
-T = 2048 differed from eager by 1.2-1.6e-3 (leases 17 and 18; 1e-7 at T = 600): this says whether eager does
-the same on its own, the recurrent solve carrying a 1e-7 difference of its inputs further than attention does.
+T = 2048 differed from eager by 1.2-1.6e-3 (leases 17 and 18; 1e-7 at T = 600, and on CPU Sessa's gradient is
+no more sensitive at 2048 than at 600: results/bench/grad-sensitivity-cpu.md): this says whether eager alone
+differs that much or only the graphed step does.
 """
 
 from __future__ import annotations

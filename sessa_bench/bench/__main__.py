@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from sessa_bench.bench.block_profile import profile_blocks
 from sessa_bench.bench.block_profile import section as block_profile_section
 from sessa_bench.bench.blocks import GRAPHED, bench_blocks
-from sessa_bench.bench.decoding import bench_decoding
-from sessa_bench.bench.harness_loop import window
 from sessa_bench.bench.decode_profile import profile_decoding
 from sessa_bench.bench.decode_profile import section as decode_profile_section
+from sessa_bench.bench.decoding import bench_decoding
+from sessa_bench.bench.harness_loop import window
 from sessa_bench.bench.harness_profile import harness_section
 from sessa_bench.bench.profile import profile_training
 from sessa_bench.bench.training import bench_training, side_by_side
