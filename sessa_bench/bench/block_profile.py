@@ -27,6 +27,18 @@ def step_ms(events, cuda: bool) -> float:
     return total / 1000
 
 
+def profiled(run, device, top: int):
+    """`run()` under torch.profiler (its kernels too on CUDA), synchronised before the profile ends: (the
+    events, the profiler's table of the `top` entries by own device time on a GPU, own CPU time on a CPU)."""
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        run()
+        sync(device)
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return events, events.table(sort_by=sort, row_limit=top, max_name_column_width=70)
+
+
 def profile_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, mamba: dict, T: int,
                    impls: list[str], top: int = 12, warmup: int = 2, log=print) -> dict[str, tuple[float, str]]:
     """impl -> (the step's summed own time of every op or kernel in ms, the profiler's table of the `top`
@@ -43,15 +55,11 @@ def profile_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, mamba
         for _ in range(warmup):
             step()
         sync(device)
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-            step()
-            sync(device)
-        events = prof.key_averages()
+        events, table = profiled(step, device, top)
         total = step_ms(events, cuda)
-        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        out[name] = (total, events.table(sort_by=sort, row_limit=top, max_name_column_width=70))
+        out[name] = (total, table)
         log(f"  block profile {name:20s} T={T}: {total:.2f} ms of {'kernels' if cuda else 'CPU ops'}")
-        del step, prof
+        del step, events
         if cuda:
             torch.cuda.empty_cache()
     return out

@@ -7,12 +7,10 @@ this says which kernels hold the rest. The kernels' summed time gives the cache'
 from __future__ import annotations
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from sessa_bench.bench.block_profile import step_ms
+from sessa_bench.bench.block_profile import profiled, step_ms
+from sessa_bench.bench.decoding import cache_bytes, decode_model
 from sessa_bench.bench.training import sync
-from sessa_bench.budget import load_budget, load_family, solve
-from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.generate import StaticDecoder
 
 
@@ -23,27 +21,20 @@ def profile_decoding(device, dtype, families, budget_name: str, vocab: int, cont
     cuda = device.type == "cuda"
     out = {}
     for fam in families:
-        torch.manual_seed(0)
-        model = Backbone(solve(load_family(fam), load_budget(budget_name), vocab)).to(device=device, dtype=dtype)
-        model.eval()
-        elt = torch.finfo(dtype).bits // 8
-        cache_bytes = sum(m.state_per_token() * context + m.state_fixed() for m in model.mixers) * elt * batch
+        model = decode_model(fam, budget_name, vocab, device, dtype)
+        per_tok, fixed = cache_bytes(model, dtype)
+        read_bytes = (per_tok * context + fixed) * batch
         dec = StaticDecoder(model, batch, context + warmup + steps + 1, cuda_graph=False, read=read)
         dec.tok.random_(0, vocab)
         dec.pos.fill_(context)
         for _ in range(warmup):
             dec.advance()
         sync(device)
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-            for _ in range(steps):
-                dec.advance()
-            sync(device)
-        events = prof.key_averages()
+        events, table = profiled(lambda: [dec.advance() for _ in range(steps)], device, top)
         ms = step_ms(events, cuda) / steps
-        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        out[fam] = (ms, cache_bytes, events.table(sort_by=sort, row_limit=top, max_name_column_width=70))
+        out[fam] = (ms, read_bytes, table)
         log(f"  decode profile {fam}: {ms:.3f} ms of {'kernels' if cuda else 'CPU ops'} per step")
-        del dec, model, prof
+        del dec, model, events
         if cuda:
             torch.cuda.empty_cache()
     return out

@@ -22,15 +22,11 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
                    steps: int = 16, variants=({"read": "reduce", "compile": False},), log=print,
                    on_row=None) -> list[dict]:
     """One row per (family, variant, context, batch); on_row(rows) after each (the caller writes them)."""
-    budget = load_budget(budget_name)
     cuda = device.type == "cuda"
     rows = []
     for fam in families:
-        torch.manual_seed(0)
-        model = Backbone(solve(load_family(fam), budget, vocab)).to(device=device, dtype=dtype).eval()
-        elt = torch.finfo(dtype).bits // 8
-        per_tok = sum(m.state_per_token() for m in model.mixers) * elt
-        fixed = sum(m.state_fixed() for m in model.mixers) * elt
+        model = decode_model(fam, budget_name, vocab, device, dtype)
+        per_tok, fixed = cache_bytes(model, dtype)
         todo = family_variants(model, variants, per_tok > 0)
         for var in todo:
             for ctx in contexts:
@@ -41,6 +37,19 @@ def bench_decoding(device, dtype, families, budget_name: str, vocab: int, contex
         del model
         free_memory()
     return rows
+
+
+def decode_model(family: str, budget_name: str, vocab: int, device, dtype) -> Backbone:
+    """The family's model at the budget, seeded, in eval mode on device in dtype."""
+    torch.manual_seed(0)
+    return Backbone(solve(load_family(family), load_budget(budget_name), vocab)).to(device=device,
+                                                                                   dtype=dtype).eval()
+
+
+def cache_bytes(model, dtype) -> tuple[int, int]:
+    """(bytes of decode cache per token of context, fixed bytes per sequence) of every layer together."""
+    elt = torch.finfo(dtype).bits // 8
+    return (sum(m.state_per_token() for m in model.mixers) * elt, sum(m.state_fixed() for m in model.mixers) * elt)
 
 
 def family_variants(model, variants, reads: bool) -> list[dict]:

@@ -4,8 +4,8 @@ time on a CPU run), after warm-up steps so no compilation or autotuning is in th
 from __future__ import annotations
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from sessa_bench.bench.block_profile import profiled
 from sessa_bench.bench.training import build, make_step, sync
 from sessa_bench.budget import load_budget, load_family, solve
 
@@ -22,14 +22,9 @@ def profile_training(device, families, budget_name: str, vocab: int, seq_len: in
         for _ in range(warmup):
             step()
         sync(device)
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        with profile(activities=acts) as prof:
-            step()
-            sync(device)
-        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        out[fam] = prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=70)
+        out[fam] = profiled(step, device, top)[1]
         log(f"  profile {fam}: done")
-        del model, opt, idx, step, prof
+        del model, opt, idx, step
         if cuda:
             torch.cuda.empty_cache()
     return out
