@@ -327,7 +327,7 @@ fi
 import json, sys, pathlib
 since = pathlib.Path(sys.argv[2]).stat().st_mtime  # the committed folders copied in are not news
 for p in sorted(pathlib.Path(sys.argv[1]).glob("*/*/summary.json")):
-    if p.stat().st_mtime < since:
+    if p.stat().st_mtime <= since:  # <=: a copy can share the marker's (coarse) timestamp
         continue
     s = json.loads(p.read_text())
     f = s["final"]
