@@ -48,9 +48,9 @@ def resolve_read(read: str, batch_size: int, mixer: str = "sessa", compile: bool
         one, more = AUTO_READ.get((mixer, bool(compile)), AUTO_READ[("sessa", bool(compile))])
         return next(r for r in (one if batch_size == 1 else more) if triton or r != "triton")
     parts = read.split("+") if isinstance(read, str) else [read]
-    if len(parts) > 2 or any(p not in READS for p in parts) or parts[0] == "matmul":
-        raise ValueError(f"decode read={read!r} must be 'auto', one of {READS[:3]} (every cache), or "
-                         f"'A+B' (attention read A of {READS[:3]}, Sessa's feedback read B of {READS})")
+    if len(parts) > 2 or any(p not in READS for p in parts):
+        raise ValueError(f"decode read={read!r} must be 'auto', one of {READS} (every cache), or "
+                         f"'A+B' (attention's caches read with A, Sessa's feedback caches with B, each of {READS})")
     return read
 
 

@@ -14,10 +14,15 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
   block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode-2026-11-28.md).
 - "triton": a split-KV Triton kernel (models/kernels/split_read_triton.py): the cache is also split along
   its length, each split an online softmax in float32, then one combine. CUDA only (or TRITON_INTERPRET=1).
-- "matmul": caches of one key/value head only (Sessa's feedback read: one head D wide): two batched
-  matrix-vector products through cuBLAS, which spread a row's whole cache over the GPU at any batch size, with
-  float32 logits and softmax; the weights enter the second product in the cache's dtype (as flash attention
-  rounds P), accumulated in float32 (models/bmm_fp32.py).
+- "matmul": two batched matrix products through cuBLAS, one per side of the softmax, over each sequence's whole
+  cache row (L, H_kv * d) (a view of the cache: no copy), which spread the read over the GPU at any batch size,
+  with float32 logits and softmax; the weights enter the second product in the cache's dtype (as flash
+  attention rounds P), accumulated in float32 (models/bmm_fp32.py). With one key/value head (Sessa's feedback
+  read, one head D wide) these are exactly the two products of attention; with H_kv heads the queries enter as
+  a block-diagonal matrix (query head h's vector in the columns of its key/value head, zeros elsewhere), so
+  the products do H_kv times the arithmetic to read the cache once each at the GEMMs' bandwidth, and the output
+  is their block diagonal. Why: under the boolean mask sdpa picks PyTorch's memory-efficient kernel, which
+  read Sessa's attention caches at ~0.8 TB/s at batch 16 (results/bench/nvidia-h200-profile-2026-12-01.md).
 
 `make bench` times them side by side (conf/bench/*.yaml, decode.variants).
 """
@@ -53,11 +58,7 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
         return torch.ops.sessa_bench.split_read(q.contiguous(), K.contiguous(), V.contiguous(),
                                                 mask.to(torch.uint8))
     if impl == "matmul":
-        if Hkv != 1:
-            raise ValueError(f"decode read='matmul' reads caches of one key/value head (Sessa's feedback read), "
-                             f"got {Hkv}; read attention with 'sdpa', 'reduce' or 'triton' ('sdpa+matmul': "
-                             f"attention with sdpa, the feedback with matmul)")
-        return _matmul_read(q, K[:, :, 0], V[:, :, 0], mask)
+        return _matmul_read(q, K, V, mask)
     if impl != "reduce":
         raise ValueError(f"decode read={impl!r} is not one of {READS}")
     acc = torch.promote_types(q.dtype, torch.float32)
@@ -70,7 +71,19 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
 
 
 def _matmul_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """q (B, H, d) against one key/value head, K and V (B, L, d) (views of the cache: no copy)."""
-    logits = bmm_fp32(q.to(K.dtype), K.transpose(1, 2)) / math.sqrt(q.shape[-1])  # (B, H, L), >= float32
+    """q (B, H, d) against K and V (B, L, Hkv, d), each side one batched product over the rows (L, Hkv * d)."""
+    B, H, d = q.shape
+    L, Hkv = K.shape[1], K.shape[2]
+    G = H // Hkv
+    if Hkv == 1:
+        qb = q.to(K.dtype)                                                        # (B, H, d)
+    else:  # qb[b, j, g, j, :] = q[b, j * G + g]: query head j * G + g reads key/value head j only
+        qb = q.new_zeros(B, Hkv, G, Hkv, d, dtype=K.dtype)
+        qb.diagonal(dim1=1, dim2=3).copy_(q.view(B, Hkv, G, d).permute(0, 2, 3, 1))
+        qb = qb.view(B, H, Hkv * d)
+    logits = bmm_fp32(qb, K.reshape(B, L, Hkv * d).transpose(1, 2)) / math.sqrt(d)  # (B, H, L), >= float32
     p = logits.masked_fill(~mask, float("-inf")).softmax(-1)
-    return bmm_fp32(p.to(V.dtype), V).to(q.dtype)                                  # (B, H, d)
+    r = bmm_fp32(p.to(V.dtype), V.reshape(B, L, Hkv * d))                          # (B, H, Hkv * d)
+    if Hkv > 1:  # the block diagonal: r[b, j * G + g, j * d:(j + 1) * d]
+        r = r.view(B, Hkv, G, Hkv, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(B, H, d)
+    return r.to(q.dtype)

@@ -23,7 +23,7 @@ def make(family, block="gated", dtype=torch.float64, device="cpu"):
     return Backbone(cfg).to(device=device, dtype=dtype).eval()
 
 
-@pytest.mark.parametrize("read", ["reduce", "sdpa", "sdpa+matmul"])  # A+B: attention A, Sessa's feedback B
+@pytest.mark.parametrize("read", ["reduce", "sdpa", "sdpa+matmul", "matmul"])  # A+B: attention A, Sessa's feedback B
 @pytest.mark.parametrize("block", ["gated", "prenorm_mlp"])
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_static_steps_match_parallel(family, block, read):
@@ -153,7 +153,7 @@ def test_decode_step_traces_without_graph_breaks(family):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("family,read", [("sessa", "auto"), ("sessa", "triton"), ("transformer", "auto"),
-                                         ("mamba2", "auto")])
+                                         ("sessa", "matmul"), ("transformer", "matmul"), ("mamba2", "auto")])
 def test_cuda_graph_greedy_matches_eager(family, read):
     model = make(family, dtype=torch.float32, device="cuda")
     prompt = torch.randint(0, 17, (4, 7), device="cuda")
@@ -164,14 +164,16 @@ def test_cuda_graph_greedy_matches_eager(family, read):
 
 
 @pytest.mark.gpu
-def test_matmul_read_of_bf16_caches_on_cuda():
-    """Sessa's feedback read at its real width (one head, D = 768) from bf16 caches: the matmul read (cuBLAS,
-    float32 out) against the reduce read (float32 logits and values) over a masked 4096-position cache."""
+@pytest.mark.parametrize("H,Hkv,d", [(1, 1, 768), (12, 12, 64)])  # Sessa's feedback head; `base` attention
+def test_matmul_read_of_bf16_caches_on_cuda(H, Hkv, d):
+    """The matmul read at `base`'s real widths from bf16 caches (cuBLAS, float32 out; attention's heads through
+    block-diagonal queries) against the reduce read (float32 logits and values) over a masked 4096-position
+    cache."""
     from sessa_bench.models.masked_read import masked_read
     gen = torch.Generator(device="cuda").manual_seed(0)
-    B, L, D = 4, 4096, 768
-    q = (torch.randn(B, 1, D, generator=gen, device="cuda") / 4).bfloat16()
-    K, V = (torch.randn(B, L, 1, D, generator=gen, device="cuda").bfloat16() for _ in range(2))
+    B, L = 4, 4096
+    q = (torch.randn(B, H, d, generator=gen, device="cuda") / 4).bfloat16()
+    K, V = (torch.randn(B, L, Hkv, d, generator=gen, device="cuda").bfloat16() for _ in range(2))
     mask = torch.arange(L, device="cuda") < 3000
     got, want = (masked_read(q, K, V, mask, r).float() for r in ("matmul", "reduce"))
     assert float((got - want).norm() / want.norm()) <= 1e-2

@@ -31,21 +31,18 @@ def test_read_equals_softmax_attention_over_the_mask(impl, H, Hkv, d):
     q = torch.randn(B, H, d, dtype=torch.float64)
     K, V = (torch.randn(B, L, Hkv, d, dtype=torch.float64) for _ in range(2))
     mask = torch.tensor([1, 1, 0, 1, 1, 1, 0, 0, 1, 0, 0], dtype=torch.bool)
-    if impl == "matmul" and Hkv > 1:  # one key/value head only
-        with pytest.raises(ValueError, match="read='matmul' reads caches of one key/value head"):
-            masked_read(q, K, V, mask, impl)
-        return
     torch.testing.assert_close(masked_read(q, K, V, mask, impl), reference(q, K, V, mask), rtol=1e-12, atol=1e-12)
 
 
-def test_matmul_read_of_half_caches_keeps_float32_logits():
+@pytest.mark.parametrize("H,Hkv", [(1, 1), (4, 2), (3, 3)])  # Sessa's feedback head; grouped; one kv head each
+def test_matmul_read_of_half_caches_keeps_float32_logits(H, Hkv):
     """bfloat16 caches: the matmul read against the reference on the same (rounded) values in float64, within
     bfloat16's rounding of the output and of the weights (0.2 % here), not of the logits (rounded to bfloat16,
     logits up to ~13 move the output by ~4 % of its largest entry: checked when this test was written)."""
     torch.manual_seed(1)
     B, L, d = 2, 64, 32
-    q = (4 * torch.randn(B, 1, d)).bfloat16()
-    K, V = (torch.randn(B, L, 1, d).bfloat16() for _ in range(2))
+    q = (4 * torch.randn(B, H, d)).bfloat16()
+    K, V = (torch.randn(B, L, Hkv, d).bfloat16() for _ in range(2))
     mask = torch.ones(L, dtype=torch.bool)
     want = reference(q.double(), K.double(), V.double(), mask)
     got = masked_read(q, K, V, mask, "matmul")
@@ -60,10 +57,12 @@ def test_bad_read_is_one_clear_error():
     from sessa_bench.models.backbone import Backbone
     from sessa_bench.models.config import ModelConfig
     model = Backbone(ModelConfig(vocab_size=5, d_model=8, n_layers=1, n_heads=2, mixer="attention"))
-    for bad in ("flash", "sdpa+flash", "matmul", "matmul+sdpa", "sdpa+matmul+reduce"):
+    for bad in ("flash", "sdpa+flash", "matmul+flash", "sdpa+matmul+reduce"):
         with pytest.raises(ValueError, match=rf"decode read='{re.escape(bad)}' must be 'auto', one of "
-                                             r"\('reduce', 'sdpa', 'triton'\) \(every cache\), or 'A\+B'"):
+                                             r"\('reduce', 'sdpa', 'triton', 'matmul'\) \(every cache\), or 'A\+B'"):
             StaticDecoder(model, 1, 4, read=bad)
+    for good in ("matmul", "matmul+sdpa"):  # the matmul read of attention's caches (block-diagonal queries)
+        assert StaticDecoder(model, 1, 4, read=good).read == good
 
 
 def test_composite_read_sets_attention_and_feedback_reads():
