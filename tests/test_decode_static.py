@@ -135,16 +135,19 @@ def test_a_decode_step_builds_its_angles_and_masks_once_for_all_layers(family):
     assert torch.allclose(torch.stack(steps, 1), ref, atol=1e-10)
 
 
-@pytest.mark.parametrize("family", ["sessa", "transformer", "mamba2"])
-def test_decode_step_traces_without_graph_breaks(family):
+@pytest.mark.parametrize("family,read", [("sessa", None), ("transformer", None), ("mamba2", None),
+                                         ("sessa", "matmul"), ("transformer", "matmul")])
+def test_decode_step_traces_without_graph_breaks(family, read):
     # backend="eager": Dynamo alone, which is what finds graph breaks (fast; no code generation).
     model = make(family, dtype=torch.float32)
-    caches = model.init_cache(2, 8)
+    caches, ref_caches = model.init_cache(2, 8), model.init_cache(2, 8)
+    if read:  # None: the caches' default read
+        for c in caches + ref_caches:
+            c.read, c.feedback_read = cache_reads(read)
     step = torch.compile(model.decode_step, fullgraph=True, backend="eager")
     pos = torch.tensor([0])
     tok = torch.randint(0, 17, (2, 1))
     with torch.no_grad():
-        ref_caches = model.init_cache(2, 8)
         for _ in range(3):
             out, ref = step(tok, caches, pos), model.decode_step(tok, ref_caches, pos)
             assert torch.allclose(out, ref, atol=1e-6)

@@ -1,10 +1,14 @@
-"""Where a greedy decode step goes: torch.profiler over a few eager steps of the static-cache decoder
-(models/generate.py, the kernels a CUDA graph of the step replays) at one context and batch (the profile
-preset's `decode`), after warm-up steps. Issue 13 asks for batch 16 at 8x batch 1's tokens/s; Sessa's batch-16
-step (eager `sdpa+matmul`, lease 18) moved its 8.25 GiB of cache in 5.84 ms, ~1.5 TB/s of the H200's ~4.8:
-this says which kernels hold the rest. The kernels' summed time gives the cache's effective read rate."""
+"""Where a greedy decode step goes: torch.profiler over a few steps of the static-cache decoder
+(models/generate.py) at one context and batch (the profile preset's `decode`), after warm-up steps, eager and,
+on a GPU, replayed from the CUDA graph the decode bench times; beside them each step's wall time, unprofiled.
+Issue 13 asks for batch 16 at 8x batch 1's tokens/s. Lease 19's first profile (eager only) summed Sessa's
+batch-16 kernels to 10.05 ms per step where lease 18's graphed step took 5.84 ms of wall time: the wall columns
+say which of the profiled times is the step's (a profiler that inflates kernel times, or an eager step slower
+than its graph), so the rate over that time is read against the right one."""
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -14,40 +18,71 @@ from sessa_bench.bench.training import sync
 from sessa_bench.models.generate import StaticDecoder
 
 
+def _wall_ms(dec: StaticDecoder, context: int, steps: int, device) -> float:
+    """Unprofiled wall ms per step over `steps` steps from position `context`."""
+    dec.pos.fill_(context)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        dec.advance()
+    sync(device)
+    return 1e3 * (time.perf_counter() - t0) / steps
+
+
+def _profile(dec: StaticDecoder, context: int, steps: int, warmup: int, device, top: int):
+    """(kernel (CPU op) ms per step, the wall ms per step, the profiler's table) of one decoder."""
+    cuda = device.type == "cuda"
+    dec.tok.random_(0, 2)
+    dec.pos.fill_(context)
+    for _ in range(warmup):
+        dec.advance()
+    wall = _wall_ms(dec, context, steps, device)
+    dec.pos.fill_(context)
+    sync(device)
+    events, table = profiled(lambda: [dec.advance() for _ in range(steps)], device, top)
+    return step_ms(events, cuda) / steps, wall, table
+
+
 def profile_decoding(device, dtype, families, budget_name: str, vocab: int, context: int, batch: int, read: str,
-                     steps: int = 4, warmup: int = 2, top: int = 15, log=print) -> dict[str, tuple[float, float, str]]:
-    """family -> (ms of kernels (CPU ops on a CPU) per step, the cache's bytes read per step, the profiler's
-    table of the `top` entries by own time)."""
+                     steps: int = 8, warmup: int = 4, top: int = 15, log=print) -> dict[str, dict]:
+    """family -> {"bytes": the cache's bytes read per step, "eager" / "graph": (kernel (CPU op) ms per step
+    under the profiler, unprofiled wall ms per step, the profiler's table of the `top` entries by own time)};
+    "graph" on CUDA only."""
     cuda = device.type == "cuda"
     out = {}
     for fam in families:
         model = decode_model(fam, budget_name, vocab, device, dtype)
         per_tok, fixed = cache_bytes(model, dtype)
-        read_bytes = (per_tok * context + fixed) * batch
-        dec = StaticDecoder(model, batch, context + warmup + steps + 1, cuda_graph=False, read=read)
-        dec.tok.random_(0, vocab)
-        dec.pos.fill_(context)
-        for _ in range(warmup):
-            dec.advance()
-        sync(device)
-        events, table = profiled(lambda: [dec.advance() for _ in range(steps)], device, top)
-        ms = step_ms(events, cuda) / steps
-        out[fam] = (ms, read_bytes, table)
-        log(f"  decode profile {fam}: {ms:.3f} ms of {'kernels' if cuda else 'CPU ops'} per step")
-        del dec, model, events
-        if cuda:
-            torch.cuda.empty_cache()
+        out[fam] = {"bytes": (per_tok * context + fixed) * batch}
+        for mode in ("eager", "graph") if cuda else ("eager",):
+            dec = StaticDecoder(model, batch, context + max(warmup, steps) + 1, cuda_graph=mode == "graph",
+                                read=read)
+            out[fam][mode] = _profile(dec, context, steps, warmup, device, top)
+            ms, wall, _ = out[fam][mode]
+            log(f"  decode profile {fam} {mode}: {ms:.3f} ms of {'kernels' if cuda else 'CPU ops'} per step, "
+                f"{wall:.3f} ms wall")
+            del dec
+            if cuda:
+                torch.cuda.empty_cache()
+        del model
     return out
 
 
-def section(profiles: dict[str, tuple[float, float, str]], q: dict, cuda: bool) -> str:
+def section(profiles: dict[str, dict], q: dict, cuda: bool) -> str:
     what = "kernel (device)" if cuda else "CPU op"
+    modes = ("eager", "graph") if cuda else ("eager",)
+
+    def cells(p):
+        return " | ".join(f"{p[m][0]:.3f} | {p[m][1]:.3f} | {p['bytes'] / 1e6 / p[m][1]:,.0f}" for m in modes)
     head = (f"### Where a decode step goes (budget `{q['budget_name']}`, context {q['context']}, batch {q['batch']}, "
-            f"read `{q['read']}`, eager, torch.profiler)\n\n{q.get('steps', 4)} steps after "
-            f"{q.get('warmup', 2)} warm-up steps; per step the sum of every {what} time, and the cache read "
-            f"in that time (the bytes of every layer's cache at this context and batch over the summed time: the "
-            f"rate the step would reach if nothing but the kernels ran), then the top entries by own time.\n\n"
-            f"| family | {what} ms per step | cache GiB | cache GB/s over that time |\n|---|---|---|---|\n"
-            + "".join(f"| {fam} | {ms:.3f} | {b / 2**30:.2f} | {b / 1e6 / ms if ms else float('nan'):,.0f} |\n"
-                      for fam, (ms, b, _) in profiles.items()))
-    return head + "\n" + "\n".join(f"#### {fam}\n\n```\n{table}\n```\n" for fam, (_, _, table) in profiles.items())
+            f"read `{q['read']}`, torch.profiler)\n\n{q.get('steps', 8)} steps after {q.get('warmup', 4)} warm-up "
+            f"steps, {' and '.join(modes)}{' (the CUDA graph the decode bench replays)' if cuda else ''}: per step "
+            f"the sum of every {what} time under the profiler, the step's wall time without it, and the cache's "
+            f"read rate over that wall time (the bytes of every layer's cache at this context and batch); then "
+            f"the top entries by own time.\n\n"
+            f"| family | cache GiB | " + " | ".join(f"{m}: {what} ms per step | {m}: wall ms per step | {m}: cache "
+                                                  f"GB/s over the wall" for m in modes)
+            + " |\n|---|---|" + "---|" * (3 * len(modes)) + "\n"
+            + "".join(f"| {fam} | {p['bytes'] / 2**30:.2f} | {cells(p)} |\n" for fam, p in profiles.items()))
+    return head + "\n" + "\n".join(f"#### {fam}, {m}\n\n```\n{p[m][2]}\n```\n" for fam, p in profiles.items()
+                                   for m in modes)
