@@ -57,7 +57,8 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     assert "error:" not in loop_profile and loop_profile.count("ms per step over") == 1, loop_profile[:2000]
     assert "AdamW" in loop_profile
     # a decode step's profile (the CPU preset's one family): its time per step, its cache and the rate
-    dec = md.split("### Where a decode step goes (budget `tiny`, context 32, batch 2, read `sdpa+matmul`", 1)[1].split("\n## ", 1)[0]
+    dec = md.split("### Where a decode step goes (budget `tiny`, context 32, batch 2, read `sdpa+matmul`", 1)[1]
+    dec = dec.split("\n## ", 1)[0]
     assert "#### sessa, eager\n\n" in dec and "#### transformer" not in dec and "graph" not in dec  # no graph on CPU
     assert re.search(r"^\| sessa \| 0\.00 \| \d+\.\d{3} \| \d+\.\d{3} \| [\d,]+ \|$", dec, re.M), dec[:1500]
     rows = list(csv.DictReader((tmp_path / "cpu.csv").open()))

@@ -29,10 +29,10 @@ def _wall_ms(dec: StaticDecoder, context: int, steps: int, device) -> float:
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
-def _profile(dec: StaticDecoder, context: int, steps: int, warmup: int, device, top: int):
+def _profile(dec: StaticDecoder, vocab: int, context: int, steps: int, warmup: int, device, top: int):
     """(kernel (CPU op) ms per step, the wall ms per step, the profiler's table) of one decoder."""
     cuda = device.type == "cuda"
-    dec.tok.random_(0, 2)
+    dec.tok.random_(0, vocab)
     dec.pos.fill_(context)
     for _ in range(warmup):
         dec.advance()
@@ -57,7 +57,7 @@ def profile_decoding(device, dtype, families, budget_name: str, vocab: int, cont
         for mode in ("eager", "graph") if cuda else ("eager",):
             dec = StaticDecoder(model, batch, context + max(warmup, steps) + 1, cuda_graph=mode == "graph",
                                 read=read)
-            out[fam][mode] = _profile(dec, context, steps, warmup, device, top)
+            out[fam][mode] = _profile(dec, vocab, context, steps, warmup, device, top)
             ms, wall, _ = out[fam][mode]
             log(f"  decode profile {fam} {mode}: {ms:.3f} ms of {'kernels' if cuda else 'CPU ops'} per step, "
                 f"{wall:.3f} ms wall")
