@@ -72,6 +72,8 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     minimal = next(r for r in blocks if r["impl"] == "attention/minimal" and (r["T"], r["mode"]) == (sessa["T"], sessa["mode"]))
     assert float(sessa["x_minimal"]) == pytest.approx(float(sessa["ms"]) / float(minimal["ms"]))
     assert "fb_xmin" in md
+    # the decode rows' ratio to batch 1 (x_batch1) beside their tokens/s
+    assert re.search(r"^\| sessa \| sdpa \| False \| 32 \| 4 \| static \| [\d,.]+ \| \d+\.\d\d \|", md, re.M)
     # where a block's step goes: the preset's blocks profiled at one T, each with its summed op time
     prof = md.split("### Where a block's step goes (T=128", 1)[1].split("## Training", 1)[0]
     for name in ("sessa/dense", "attention/sdpa", "attention/minimal"):
@@ -509,3 +511,19 @@ def test_compiled_decode_rows_never_run_into_dynamo_s_recompile_limit(monkeypatc
                                        [1], steps=2, variants=({"read": "reduce", "compile": True},
                                                                {"read": "sdpa", "compile": True}), log=lambda s: None)
     assert len(rows) == 3 and all(isinstance(r["tokens_per_s"], float) for r in rows), rows
+
+
+def test_decode_rows_carry_their_ratio_to_batch_one():
+    """x_batch1 (issue 13's batch-16 goal) divides by the batch-1 row of the same family, read, compile and
+    context only; a failed row or a missing batch-1 row gets none."""
+    from sessa_bench.bench.decoding import with_batch_ratio
+
+    def row(fam, read, comp, ctx, b, tps):
+        return {"family": fam, "read": read, "compile": comp, "context": ctx, "batch": b, "tokens_per_s": tps}
+    rows = [row("sessa", "sdpa", False, 64, 1, 100.0), row("sessa", "sdpa", False, 64, 16, 850.0),
+            row("sessa", "sdpa", True, 64, 1, 200.0), row("sessa", "sdpa", True, 64, 16, 900.0),
+            row("sessa", "matmul", False, 64, 1, "error"), row("sessa", "matmul", False, 64, 16, 700.0),
+            row("sessa", "sdpa", False, 128, 16, 500.0), row("mamba2", "-", False, 64, 16, 40.0)]
+    got = [r.get("x_batch1") for r in with_batch_ratio(rows)]
+    assert got == [1.0, 8.5, 1.0, 4.5, None, None, None, None]
+    assert all("x_batch1" not in r for r in rows)  # the rows themselves are not changed

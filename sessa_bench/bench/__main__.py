@@ -21,7 +21,7 @@ from sessa_bench.bench.block_profile import section as block_profile_section
 from sessa_bench.bench.blocks import GRAPHED, bench_blocks
 from sessa_bench.bench.decode_profile import profile_decoding
 from sessa_bench.bench.decode_profile import section as decode_profile_section
-from sessa_bench.bench.decoding import bench_decoding
+from sessa_bench.bench.decoding import bench_decoding, with_batch_ratio
 from sessa_bench.bench.harness_loop import window
 from sessa_bench.bench.harness_profile import harness_section
 from sessa_bench.bench.profile import profile_training
@@ -160,9 +160,11 @@ def decode_section(rows, d, dtype_name) -> str:
             f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
             f"graph on GPU), one untimed pass first; `read`: how the step reads the caches "
             f"(models/masked_read.py), `compile`: the step through torch.compile. Cache bytes per token of "
-            f"context, plus a fixed state per sequence.\n\n"
-            + md_rows(rows, ["family", "read", "compile", "context", "batch", "path", "tokens_per_s",
-                             "ms_per_step", "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
+            f"context, plus a fixed state per sequence; `x_batch1`: tokens/s over the batch-1 row of the same "
+            f"family, read, compile and context (issue 13's goal: >= 8 at batch 16).\n\n"
+            + md_rows(with_batch_ratio(rows), ["family", "read", "compile", "context", "batch", "path",
+                                               "tokens_per_s", "x_batch1", "ms_per_step", "cache_bytes_per_token",
+                                               "cache_fixed_bytes_per_seq", "cache_gib"],
                       {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n"
             + error_list(rows, lambda r: f"{r['family']} read={r['read']} compile={r['compile']} context "
                                          f"{r['context']} batch {r['batch']}"))

@@ -62,6 +62,18 @@ def family_variants(model, variants, reads: bool) -> list[dict]:
     return [{"read": r, "compile": c} for r, c in seen]
 
 
+def with_batch_ratio(rows: list[dict]) -> list[dict]:
+    """The rows with `x_batch1`: tokens/s over the batch-1 row of the same family, read, compile and context
+    (issue 13 asks batch 16 for 8x batch 1); absent where that row is missing or either failed."""
+    one = {(r["family"], r["read"], r["compile"], r["context"]): r["tokens_per_s"] for r in rows if r["batch"] == 1}
+    out = []
+    for r in rows:
+        base, tps = one.get((r["family"], r["read"], r["compile"], r["context"])), r["tokens_per_s"]
+        ok = all(isinstance(v, (int, float)) and v > 0 for v in (base, tps))
+        out.append({**r, "x_batch1": tps / base} if ok else dict(r))
+    return out
+
+
 def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) -> dict:
     """One timed row; a failure other than running out of memory is the row's `error` (tokens_per_s "error"):
     a variant that does not run, a compile that fails, must not end the part."""
