@@ -336,3 +336,25 @@ def test_a_runs_curve_on_the_page_leaves_out_its_best_checkpoints_final_evaluati
     summary = {"experiment": "t2", "run_name": "r", "family": "sessa", "seed": 0, "task": "bible",
                "budget": "small", "final": {"val/ppl": 28.6}, "fit_metrics_lines": 2}
     assert run_record(tmp_path, summary, {"val/ppl"}, None)["curves"]["val/ppl"] == [[299, 27.3], [599, 73.0]]
+
+
+def test_an_empty_panel_says_when_the_rate_filter_hides_its_sweep(results, tmp_path, chromium, monkeypatch):
+    """An experiment whose runs are all at rates its tables do not report (the long column while its sweep runs)
+    opens with empty panels that say to tick `other runs`; a panel emptied by another filter says only that
+    nothing is selected."""
+    import sessa_bench.dashboard.page as pg
+    long = "table1_symbol_soup_long"
+    monkeypatch.setattr(pg, "chosen_rates", lambda *_: {(long, f): 1e-3 for f in FAMS})
+
+    def notes(page, exp):  # the panels' annotations (SVG text: textContent)
+        sel = f'.panel[data-experiment="{exp}"] .annotation-text'
+        return page.evaluate(f"""() => [...document.querySelectorAll('{sel}')].map(a => a.textContent)""")
+    with browser.open_page(pg.build(results, tmp_path / "dashboard.html")) as (page, errors):
+        assert notes(page, long) and all("tick \u201cother runs\u201d" in t for t in notes(page, long))
+        assert notes(page, "table1_symbol_soup") == []  # its runs are shown
+        page.check('input[data-field="rate"][value="other runs"]')
+        assert notes(page, long) == []
+        for fam in FAMS:
+            page.uncheck(f'input[data-field="family"][value="{fam}"]')
+        assert notes(page, long) and set(notes(page, long)) == {"no selected runs"}
+        assert errors == []

@@ -115,12 +115,14 @@ function traces(panel, runs) {
   return out;
 }
 
-function layout(panel, n) {
+// An empty panel says why when the rate filter hides its experiment's runs (a sweep still under way).
+function layout(panel, n, hidden) {
   const yTitle = panel.kind === "throughput" ? "tokens/s" : panel.kind === "slices" ? "test/acc" : panel.metrics[0];
   return {title: {text: panel.title, font: {size: 13}}, margin: {l: 55, r: 10, t: 40, b: 70}, barmode: "group",
           xaxis: {title: {text: panel.kind === "curve" ? "training step" : ""}}, yaxis: {title: {text: yTitle}},
           legend: {orientation: "h", y: -0.3}, showlegend: true,
-          annotations: n ? [] : [{text: "no selected runs", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5}]};
+          annotations: n ? [] : [{text: hidden ? "no runs at a chosen rate yet: tick \u201cother runs\u201d for the sweep"
+                                          : "no selected runs", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5}]};
 }
 
 function buildSections() {
@@ -143,11 +145,14 @@ function buildSections() {
 
 function draw() {
   const runs = selectedRuns();
+  const other = document.querySelector(`input[data-field="rate"][value="${DATA.rates.other}"]`);
+  const hidden = (p) => other !== null && !other.checked
+    && DATA.runs.some((r) => r.experiment === p.experiment && r.rate === DATA.rates.other);
   DATA.sections.forEach((s, si) => {
     document.querySelectorAll(".table-box")[si].innerHTML = tableHtml(s, runs);
     s.panels.forEach((p, pi) => {
       const t = traces(p, runs);
-      Plotly.react(`panel-${si}-${pi}`, t, layout(p, t.length), {displaylogo: false, responsive: true});
+      Plotly.react(`panel-${si}-${pi}`, t, layout(p, t.length, hidden(p)), {displaylogo: false, responsive: true});
     });
   });
   document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
