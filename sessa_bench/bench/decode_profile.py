@@ -8,25 +8,12 @@ than its graph), so the rate over that time is read against the right one."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from sessa_bench.bench.block_profile import profiled, step_ms
-from sessa_bench.bench.decoding import cache_bytes, decode_model
+from sessa_bench.bench.decoding import cache_bytes, decode_model, seconds_per_step
 from sessa_bench.bench.training import sync
 from sessa_bench.models.generate import StaticDecoder
-
-
-def _wall_ms(dec: StaticDecoder, context: int, steps: int, device) -> float:
-    """Unprofiled wall ms per step over `steps` steps from position `context`."""
-    dec.pos.fill_(context)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        dec.advance()
-    sync(device)
-    return 1e3 * (time.perf_counter() - t0) / steps
 
 
 def _profile(dec: StaticDecoder, vocab: int, context: int, steps: int, warmup: int, device, top: int):
@@ -36,7 +23,7 @@ def _profile(dec: StaticDecoder, vocab: int, context: int, steps: int, warmup: i
     dec.pos.fill_(context)
     for _ in range(warmup):
         dec.advance()
-    wall = _wall_ms(dec, context, steps, device)
+    wall = 1e3 * seconds_per_step(dec, context, steps)
     dec.pos.fill_(context)
     sync(device)
     events, table = profiled(lambda: [dec.advance() for _ in range(steps)], device, top)

@@ -62,13 +62,30 @@ def family_variants(model, variants, reads: bool) -> list[dict]:
     return [{"read": r, "compile": c} for r, c in seen]
 
 
+def seconds_per_step(dec: StaticDecoder, context: int, steps: int) -> float:
+    """Wall seconds per greedy step over `steps` steps of `dec` from position `context`, the device synced
+    before and after."""
+    cuda = dec.device.type == "cuda"
+    dec.pos.fill_(context)
+    if cuda:
+        torch.cuda.synchronize(dec.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        dec.advance()
+    if cuda:
+        torch.cuda.synchronize(dec.device)
+    return (time.perf_counter() - t0) / steps
+
+
 def with_batch_ratio(rows: list[dict]) -> list[dict]:
     """The rows with `x_batch1`: tokens/s over the batch-1 row of the same family, read, compile and context
     (issue 13 asks batch 16 for 8x batch 1); absent where that row is missing or either failed."""
-    one = {(r["family"], r["read"], r["compile"], r["context"]): r["tokens_per_s"] for r in rows if r["batch"] == 1}
+    def key(r):
+        return r["family"], r["read"], r["compile"], r["context"]
+    one = {key(r): r["tokens_per_s"] for r in rows if r["batch"] == 1}
     out = []
     for r in rows:
-        base, tps = one.get((r["family"], r["read"], r["compile"], r["context"])), r["tokens_per_s"]
+        base, tps = one.get(key(r)), r["tokens_per_s"]
         ok = all(isinstance(v, (int, float)) and v > 0 for v in (base, tps))
         out.append({**r, "x_batch1": tps / base} if ok else dict(r))
     return out
@@ -101,17 +118,9 @@ def _measure(row, model, var, ctx, B, steps, vocab, cuda, per_tok, fixed) -> Non
         dec = StaticDecoder(model, B, ctx + steps + 1, cuda_graph=cuda, compile=bool(var["compile"]),
                             read=var["read"] if var["read"] != "-" else "reduce")
         dec.tok.random_(0, vocab)
-        for timed in (False, True):  # one untimed pass first (allocator, lazy inits)
-            dec.pos.fill_(ctx)
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                dec.advance()
-            if cuda:
-                torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        row["tokens_per_s"] = B * steps / dt
-        row["ms_per_step"] = 1e3 * dt / steps
+        seconds_per_step(dec, ctx, steps)  # one untimed pass first (allocator, lazy inits)
+        dt = seconds_per_step(dec, ctx, steps)
+        row["tokens_per_s"] = B / dt
+        row["ms_per_step"] = 1e3 * dt
         row["cache_gib"] = (per_tok * ctx + fixed) * B / 2**30
         del dec
