@@ -9,7 +9,8 @@ With --run, the table's protocol (`sessa_bench/report/protocol.py`) trains what 
 the visible GPUs, at most K per GPU with --jobs-per-gpu K; --jobs-per-gpu alone: K on every GPU):
 1. the sweep: seed 0 of every family at every learning rate of the experiment's `sweep.lr` grid (run names
    carry the rate); the grid grows past an edge that wins (x3 or /3, at most twice), then each family's
-   rate is the one with the best validation metric;
+   rate is the one with the best validation metric (a best-so-far rate at an edge gets its extension in the
+   same round as the rates still missing: `early` in the plan);
 2. the other seeds at the chosen rate (seed 0 is the sweep's run; the seeds are --seeds, else the
    experiment's `sweep.seeds`, else 0 and 1);
 3. convergence: while a family's runs at the chosen rate have not converged, all of them are extended to
@@ -150,7 +151,8 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
             what = (f"extend {t.extends.steps} -> {t.run.steps_requested} steps, "
                     + ("resumed from its checkpoint" if t.extends.folder.checkpoint.exists()
                        else "retrained from step 0 (no checkpoint)"))
-        lines.append(f"  {t.run.folder.path.name}: {what}; ~{'?' if sec is None else f'{sec:.0f}'} s")
+        early = " (early: past the grid's edge, asked for unless a rate still missing wins)" if t.early else ""
+        lines.append(f"  {t.run.folder.path.name}: {what}{early}; ~{'?' if sec is None else f'{sec:.0f}'} s")
     left = clock.end - time.monotonic()
     start, part_est = clock.fit(todo)
     verdict = ("no estimate yet (no finished run times this round), so every run starts; one still going at the "
@@ -178,6 +180,8 @@ class Todo:
     run: Run                       # what trains: its overrides, folder and steps
     extends: Run | None = None     # the finished shorter run it continues (reopened when the round starts)
     peers: list[dict] = field(default_factory=list)  # summaries of the cell's finished runs at its rate
+    early: bool = False            # a sweep rate past the grid's edge, trained before the rates still missing
+    #                                have scored (Cell.ahead): the edge rule asks for it unless one of them wins
 
 
 def shorter_run(r: Run) -> Run | None:
@@ -191,7 +195,8 @@ def shorter_run(r: Run) -> Run | None:
 def sweep_runs(c: Cell) -> list[Todo]:
     """The sweep runs of one cell still to train: seed 0 at each rate its selection still needs. A folder
     that holds a finished shorter run (the experiment's step count was raised since) is extended."""
-    return [Todo(c, r, extends=shorter_run(r)) for r in (c.run(lr, 0) for lr in c.selection()[3])]
+    _, tried, _, left = c.selection()
+    return [Todo(c, r, extends=shorter_run(r), early=r.lr not in tried) for r in (c.run(lr, 0) for lr in left)]
 
 
 def seed_runs(c: Cell, seeds: list[int], max_steps_cap: int | None) -> list[Todo]:

@@ -194,14 +194,14 @@ def overrides(tmp_path, grid):
     return ["results_dir=runs", "budget=tiny", f"trainer.max_steps={STEPS}", f"sweep.lr={grid}"]
 
 
-def finish(c, lr, seed, checkpoint=True, steps=STEPS):
-    """A finished run folder of cell c, unconverged (val/acc still climbing), timed at PACE."""
+def finish(c, lr, seed, checkpoint=True, steps=STEPS, gain=1.0):
+    """A finished run folder of cell c, unconverged (val/acc still climbing, times `gain`), timed at PACE."""
     r = c.run(lr, seed, steps)
     r.folder.path.mkdir(parents=True)
     # the run's resolved config as c.run just composed it (the protocol's own cache: one composition, not two)
     cfg = _compose(tuple(r.overrides))[1]
     r.folder.config.write_text(json.dumps(cfg))  # JSON is YAML
-    rows = [{"step": s, "val/acc": 0.1 + s / (2.5 * steps)} for s in (steps // 4, steps // 2, 3 * steps // 4,
+    rows = [{"step": s, "val/acc": gain * (0.1 + s / (2.5 * steps))} for s in (steps // 4, steps // 2, 3 * steps // 4,
                                                                        steps - 1)]
     r.folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in rows)
                                 + json.dumps({"step": steps - 1, "test/acc": 0.5}) + "\n")
@@ -363,6 +363,45 @@ def test_a_family_whose_rate_is_chosen_trains_its_seeds_beside_another_familys_s
     assert got == [("model=mamba2", "seed=0"), ("model=sessa", "seed=1"), ("model=transformer", "seed=0")], got
 
 
+def sweep_rates(todo: list[list[str]], family: str) -> list[str]:
+    return sorted(next(o for o in ov if o.startswith("optim.lr=")) for ov in todo if f"model={family}" in ov)
+
+
+def test_a_best_rate_at_the_grids_edge_trains_its_extension_beside_the_rates_still_missing(tmp_path, fake_ensure):
+    """The long column, 2026-12-01: Sessa's 1e-4 beat 3e-4 while 1e-3 was still to train. Unless 1e-3 wins,
+    the edge rule will ask for 3.3e-5, so it trains in the same round (a lease earlier); the choice is the
+    rule's either way: a missing rate that wins leaves the early run out of the grid."""
+    grid = "[0.001,0.003,0.01]"
+    c = cell(EXP, "sessa", overrides(tmp_path, grid), "val/acc")
+    finish(c, 0.001, 0)
+    finish(c, 0.003, 0, gain=0.5)
+    with pytest.raises(Trained):
+        run_protocol(tmp_path, grid)
+    (todo,) = fake_ensure
+    assert sweep_rates(todo, "sessa") == ["optim.lr=0.00033", "optim.lr=0.01"]
+    assert len(sweep_rates(todo, "transformer")) == 3  # nothing scored: nothing early
+    chosen, tried, _, left = c.selection()
+    assert (chosen, tried, left) == (None, [0.001, 0.003, 0.01], [0.01, 0.00033])
+
+    finish(c, 0.00033, 0, gain=1.2)  # the early run wins too: the next one past it goes early as well
+    assert c.selection()[3] == [0.01, 0.00011]
+    finish(c, 0.00011, 0, gain=0.9)
+    assert c.selection()[3] == [0.01]  # the edge moved inward: nothing more (two extensions at most anyway)
+    finish(c, 0.01, 0, gain=0.2)
+    assert c.selection()[::3] == (0.00033, [])
+    assert c.selection()[1] == [0.00011, 0.00033, 0.001, 0.003, 0.01]
+
+
+def test_a_missing_rate_that_wins_leaves_the_early_run_out_of_the_grid(tmp_path):
+    grid = "[0.001,0.003,0.01]"
+    c = cell(EXP, "sessa", overrides(tmp_path, grid), "val/acc")
+    for lr, gain in ((0.001, 1.0), (0.003, 0.5), (0.00033, 1.1), (0.01, 1.5)):
+        finish(c, lr, 0, gain=gain)
+    chosen, tried, scores, left = c.selection()
+    assert (chosen, tried, left) == (None, [0.001, 0.003, 0.01, 0.03], [0.03])  # the upper edge won: 3e-2
+    assert 0.00033 not in scores  # better than 0.001, but not a rate the rule asked for
+
+
 def RunFolder_name(ov: list[str]) -> str:
     return _compose(tuple(ov))[1]["run_name"]  # the folder name (composed once by the protocol, cached)
 
@@ -386,14 +425,15 @@ def test_without_a_time_limit_nothing_changes(tmp_path, unconverged, fake_ensure
 
 
 def test_a_sweep_round_is_timed_by_each_familys_runs(tmp_path, fake_ensure, capsys):
-    """Rate 0.001 finished for every family, 0.01 missing: three sweep runs of 100 steps, each at its family's
-    pace, the round at Sessa's 1.5 s."""
+    """Rate 0.001 finished for every family, 0.01 missing: six sweep runs of 100 steps (0.01, and 0.00033
+    early, since 0.001 is the best so far at the grid's lower edge), each at its family's pace, the round at
+    Sessa's 1.5 s."""
     for f in FAMS:
         finish(cell(EXP, f, overrides(tmp_path, "[0.001,0.01]"), "val/acc"), 0.001, 0)
     before = snapshot(tmp_path / "runs")
     run_protocol(tmp_path, "[0.001,0.01]", time_limit=110)  # not even one 100 s run, x1.2
     out = capsys.readouterr().out
-    assert "time limit: the next round (3 runs, ~180 s estimated) does not fit in the" in out, out
+    assert "time limit: the next round (6 runs, ~180 s estimated) does not fit in the" in out, out
     assert fake_ensure == [] and snapshot(tmp_path / "runs") == before
     run_protocol(tmp_path, "[0.001,0.01]", plan=True)
     times = dict(re.findall(r"^  (\w+)-\S+: 100 steps from step 0; ~(\d+) s$", capsys.readouterr().out, re.M))
@@ -603,7 +643,10 @@ def test_plan_of_a_sweep_and_of_nothing_left(tmp_path, fake_ensure, capsys):
         finish(cell(EXP, f, overrides(tmp_path, "[0.001,0.01]"), "val/acc"), 0.001, 0)
     run_protocol(tmp_path, "[0.001,0.01]", plan=True)
     out = capsys.readouterr().out
-    assert out.startswith("plan: the next round is the sweep, 3 runs") and out.count(": 100 steps from step 0;") == 3
+    assert out.startswith("plan: the next round is the sweep, 6 runs") and out.count(": 100 steps from step 0;") == 3
+    early = re.findall(r"^  (\w+)-symbol_soup-tiny-lr0.00033-s0: 100 steps from step 0 \(early: past the grid's "
+                       r"edge, asked for unless a rate still missing wins\); ~\d+ s$", out, re.M)
+    assert sorted(early) == sorted(FAMS), out
     scoped = {EXP: overrides(tmp_path, "[0.001]")}  # the cap at STEPS: nothing to extend, nothing to seed
     for f in FAMS:
         finish(cell(EXP, f, scoped[EXP], "val/acc"), 0.001, 1)

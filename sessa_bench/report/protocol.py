@@ -3,11 +3,12 @@
 - learning-rate selection: each family trains seed 0 at every rate of the table's grid (`sweep.lr`); the
   rate with the best validation metric at the grid's step count wins (validation only, never test): the last
   validation at or before it, or with `sweep.score: best` (the default of best-checkpoint runs) the best one
-  up to it. When the
-  winner is at an edge of the grid, the grid grows by one step beyond it (x3 or /3), at most MAX_EXTENSIONS
-  times. Scores come from metrics.jsonl at the grid's step count, so extending the winning run later does
-  not change the choice; a run retrained from step 0 to be extended (its checkpoint stayed on the GPU
-  machine it trained on) is scored from the lines of its first training that reached the grid's step count,
+  up to it. When the winner is at an edge of the grid, the grid grows by one step beyond it (x3 or /3), at
+  most MAX_EXTENSIONS times. A best rate at an edge among the rates scored so far has its extension trained
+  beside the rates still missing (Cell.ahead): the same choice a round earlier, unless a missing rate wins.
+  Scores come from metrics.jsonl at the grid's step count, so extending the winning run later does not change
+  the choice; a run retrained from step 0 to be extended (its checkpoint stayed on the GPU machine it trained
+  on) is scored from the lines of its first training that reached the grid's step count,
   kept in metrics.prev.jsonl (GPU training is not bit-reproducible, so a retrain's curve differs).
 - convergence: a run is converged when its validation metric moved by less than 0.01 (accuracy, absolute)
   or 1 % (perplexity, relative to the last value) over the last quarter of its steps: max - min over the
@@ -237,7 +238,24 @@ class Cell:
                 if x not in todo:
                     scores[x] = self.score(runs[x])
             if todo or chosen is not None:
-                return chosen, tried, {x: scores.get(x) for x in tried}, todo
+                return chosen, tried, {x: scores.get(x) for x in tried}, todo + self.ahead(scores, todo)
+
+    def ahead(self, scores: dict[float, float | None], missing: list[float]) -> list[float]:
+        """The rates the edge rule will ask for once the `missing` rates have trained, should none of them win
+        (select_lr with each missing rate scored worst): when the best rate scored so far is at an edge of the
+        grid, its extension trains in the same round as the rates still missing, not a round (a lease) later.
+        Should a missing rate win after all, the early run is not part of the grid (select_lr never reads a
+        rate it did not ask for), so the choice is the rule's, whichever way it goes."""
+        if not missing:
+            return []
+        known = {**scores, **{x: None for x in missing}}
+        while True:
+            more = select_lr(self.grid, known, mode_of(self.metric))[2]
+            runs = {x: self.run(x, 0) for x in more}
+            todo = [x for x in more if runs[x].summary is None]
+            if todo or not more:
+                return todo
+            known.update({x: self.score(runs[x]) for x in more})  # trained early already: the next one past it
 
     def converged(self, r: Run) -> tuple[bool, float | None]:
         if not r.summary:
