@@ -31,10 +31,11 @@ AUTO_READ = {
     # compiled sdpa 713 and 5,951, compiled reduce 507 and 3,753 (compiled triton not yet measured)
     ("attention", True): (("sdpa",), ("sdpa",)),
     # Sessa (attention by sdpa, its one wide feedback head by cuBLAS GEMVs): batch 1: sdpa+matmul 375, triton
-    # 307, reduce 170, sdpa 70; batch 16: sdpa+matmul 2,741, triton 1,680, sdpa 1,026, reduce 427
+    # 307, reduce 170, sdpa 70; batch 16: sdpa+matmul 2,741, triton 1,680, sdpa 1,026, reduce 427; matmul (the
+    # attention caches by cuBLAS too, lease 20: nvidia-h200-decode-matmul-2026-12-01.md) 299 and 1,336
     ("sessa", False): (("sdpa+matmul",), ("sdpa+matmul",)),
     # compiled: batch 1: sdpa+matmul 511, reduce 449, triton 375, sdpa 75; batch 16: sdpa+matmul 2,332, reduce
-    # 2,100, triton 1,479, sdpa 1,101
+    # 2,100, triton 1,479, sdpa 1,101; matmul 397 and 1,254 (lease 20)
     ("sessa", True): (("sdpa+matmul",), ("sdpa+matmul",)),
 }
 
