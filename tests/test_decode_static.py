@@ -156,7 +156,8 @@ def test_decode_step_traces_without_graph_breaks(family, read):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("family,read", [("sessa", "auto"), ("sessa", "triton"), ("transformer", "auto"),
-                                         ("sessa", "matmul"), ("transformer", "matmul"), ("mamba2", "auto")])
+                                         ("sessa", "matmul"), ("transformer", "matmul"), ("sessa", "triton+matmul"),
+                                         ("mamba2", "auto")])
 def test_cuda_graph_greedy_matches_eager(family, read):
     model = make(family, dtype=torch.float32, device="cuda")
     prompt = torch.randint(0, 17, (4, 7), device="cuda")
