@@ -201,8 +201,8 @@ def finish(c, lr, seed, checkpoint=True, steps=STEPS, gain=1.0):
     # the run's resolved config as c.run just composed it (the protocol's own cache: one composition, not two)
     cfg = _compose(tuple(r.overrides))[1]
     r.folder.config.write_text(json.dumps(cfg))  # JSON is YAML
-    rows = [{"step": s, "val/acc": gain * (0.1 + s / (2.5 * steps))} for s in (steps // 4, steps // 2, 3 * steps // 4,
-                                                                       steps - 1)]
+    rows = [{"step": s, "val/acc": gain * (0.1 + s / (2.5 * steps))}
+            for s in (steps // 4, steps // 2, 3 * steps // 4, steps - 1)]
     r.folder.metrics.write_text("".join(json.dumps(x) + "\n" for x in rows)
                                 + json.dumps({"step": steps - 1, "test/acc": 0.5}) + "\n")
     r.folder.write_summary({
