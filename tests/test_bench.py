@@ -47,8 +47,8 @@ def cpu_bench(tmp_path_factory):
 def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     tmp_path = cpu_bench[0]
     md = (tmp_path / "cpu.md").read_text()
-    for section in ("## Block level", "## Training", "## Decoding", "## Profile", "### mamba2", "commit",
-                    "rerun: `python -m sessa_bench.bench", "compiled_tok_s", "static", "loop_eager_tok_s",
+    for section in ("## Block level", "## Training", "## Decoding", "## Cache reads", "## Profile", "### mamba2",
+                    "commit", "rerun: `python -m sessa_bench.bench", "compiled_tok_s", "static", "loop_eager_tok_s",
                     "loop_eager_x", "goal is >= 0.9"):
         assert section in md
     # the training loop's profile (the CPU preset's one family): its ms per step and the loop's own ops

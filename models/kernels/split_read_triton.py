@@ -94,11 +94,16 @@ def splits(rows: int, L: int, d: int) -> int:
 
 
 @torch.library.custom_op("sessa_bench::split_read", mutates_args=())
-def split_read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor) -> Tensor:
-    """q (B, H, d), K and V (B, L, H_kv, d), each with unit stride along d; mask (L,) uint8 -> (B, H, d)."""
+def split_read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor, n_splits: int = 0) -> Tensor:
+    """q (B, H, d), K and V (B, L, H_kv, d), each with unit stride along d; mask (L,) uint8 -> (B, H, d).
+    n_splits: the cache's splits, a power of two up to MAX_SPLITS; 0 (the decode step's): `splits`' choice
+    (the read bench times others beside it, sessa_bench/bench/reads.py)."""
     B, H, d = q.shape
     L, Hkv = K.shape[1], K.shape[2]
-    S = splits(B * H, L, d)
+    if n_splits and (n_splits & (n_splits - 1) or n_splits > MAX_SPLITS):
+        raise ValueError(f"split_read n_splits={n_splits}: must be 0 (chosen by size) or a power of two up to "
+                         f"{MAX_SPLITS}")
+    S = n_splits or splits(B * H, L, d)
     BL = block_l(d)
     per_split = -(-L // S)
     per_split = -(-per_split // BL) * BL
@@ -116,5 +121,5 @@ def split_read(q: Tensor, K: Tensor, V: Tensor, mask: Tensor) -> Tensor:
 
 
 @split_read.register_fake
-def _(q, K, V, mask):
+def _(q, K, V, mask, n_splits=0):
     return q.new_empty(q.shape)

@@ -1,4 +1,4 @@
-"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode profile]
+"""`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode reads profile]
 [--families ...] [--budgets NAME ...]
 
 --budgets times only those of the preset's training shapes (e.g. `--budgets small`: Table 1's shapes on GPU).
@@ -25,6 +25,7 @@ from sessa_bench.bench.decoding import bench_decoding, with_batch_ratio
 from sessa_bench.bench.harness_loop import window
 from sessa_bench.bench.harness_profile import harness_section
 from sessa_bench.bench.profile import profile_training
+from sessa_bench.bench.reads import bench_reads
 from sessa_bench.bench.training import bench_training, side_by_side
 from sessa_bench.compose import compose_file
 from sessa_bench.files import atomic_write_text
@@ -32,7 +33,7 @@ from sessa_bench.report.markdown import csv_text, md_table, number
 from sessa_bench.run_folder import git_commit
 
 FAMILIES = ("sessa", "transformer", "mamba2")
-PARTS = ("blocks", "train", "decode", "profile")
+PARTS = ("blocks", "train", "decode", "reads", "profile")
 PRESETS = ("gpu", "cpu")  # conf/bench/<preset>.yaml
 
 
@@ -170,6 +171,22 @@ def decode_section(rows, d, dtype_name) -> str:
                                          f"{r['context']} batch {r['batch']}"))
 
 
+def reads_section(rows, r, dtype_name) -> str:
+    return (f"## Cache reads\n\nThe decode step's read alone (sessa_bench/bench/reads.py): each implementation "
+            f"of models/masked_read.py at the shapes budget `{r['budget_name']}`'s decode step reads (`cache`: "
+            f"attention's heads, or Sessa's one D-wide feedback head; `layers`: how many read it), one query per "
+            f"head over {r['context']} positions, {dtype_name}; on CUDA {r['calls']} reads replayed from one CUDA "
+            f"graph, the median of {r['reps']} replays. `gb_s`: bytes of K and V over the read's time; `x_sdpa`: "
+            f"time over the eager sdpa read's (< 1: faster); `step_ms`: all `layers` reads; `triton/S`: the Triton "
+            f"read at S splits of the cache (`triton`: its own choice); `rel_err`: against the float64 reduce "
+            f"read.\n\n"
+            + md_rows(rows, ["family", "cache", "H", "Hkv", "d", "layers", "context", "batch", "read", "compile",
+                             "us", "gb_s", "x_sdpa", "step_ms", "rel_err"],
+                      {"us": ".1f", "gb_s": ",.0f", "step_ms": ".3f", "rel_err": ".1e"}) + "\n"
+            + error_list(rows, lambda x: f"{x['family']} {x['cache']} batch {x['batch']} read={x['read']} "
+                                         f"compile={x['compile']}"))
+
+
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
     atomic_write_text(out / f"{slug}.md", "\n".join(sections))
     keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k != "part", k))
@@ -272,6 +289,15 @@ def main(argv=None):
         rows = bench_decoding(device, p["dtype"], families, log=log, on_row=so_far("decode", section), **d)
         sections.append(section(rows))
         csv_rows += [{"part": "decode", **r} for r in rows]
+        write(Path(args.out_dir), slug, sections, csv_rows)
+
+    if "reads" in args.parts:
+        log("== cache reads")
+        r = p["reads"]
+        section = functools.partial(reads_section, r=r, dtype_name=dtype_name)
+        rows = bench_reads(device, p["dtype"], families, log=log, on_row=so_far("reads", section), **r)
+        sections.append(section(rows))
+        csv_rows += [{"part": "reads", **x} for x in rows]
         write(Path(args.out_dir), slug, sections, csv_rows)
 
     if "profile" in args.parts:

@@ -1,0 +1,148 @@
+"""The decode step's cache read alone: each implementation of models/masked_read.py at the shapes a family's
+decode step reads (attention's heads; Sessa's one D-wide feedback head), one query per head over a cache of
+`context` positions, at each batch size.
+
+At batch 16 a decode step is mostly this read (Sessa at `base`, 4096 positions: ~8 GiB of cache a step), so how
+fast each implementation streams K and V decides the step: `gb_s` is the bytes of K and V over the read's time,
+`x_sdpa` its time over the eager sdpa read's at the same shape and batch, `step_ms` the time of all the model's
+layers of that shape. On CUDA a read is timed as the decode step runs it, replayed from a CUDA graph (`calls`
+reads in one graph, the median of `reps` replays); the Triton read also at fixed split counts (`triton/S`)
+beside its own choice. Every output is checked against the float64 `reduce` read (`rel_err`; that read is
+tested against a per-head softmax reference in tests/test_masked_read.py), so a fast wrong read cannot pass."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from sessa_bench.bench.decoding import decode_model
+from sessa_bench.bench.timing import free_memory, measure, record_oom
+from sessa_bench.models.kernels import triton_runs_on
+from sessa_bench.models.masked_read import masked_read
+from sessa_bench.models.sessa import SessaMixer
+
+
+def read_shapes(model) -> list[dict]:
+    """The distinct reads of one decode step of `model`: cache kind, query heads H, key/value heads Hkv, head
+    width d, and how many layers read that shape."""
+    count: dict[tuple, int] = {}
+    for m in model.mixers:
+        keys = []
+        if hasattr(m, "n_kv_heads"):  # attention, and Sessa's attention branch
+            keys.append(("attention", m.n_heads, m.n_kv_heads, m.head_dim))
+        if isinstance(m, SessaMixer) and m.feedback:
+            keys.append(("feedback", 1, 1, m.d_model))
+        for k in keys:
+            count[k] = count.get(k, 0) + 1
+    return [{"cache": c, "H": H, "Hkv": Hkv, "d": d, "layers": n} for (c, H, Hkv, d), n in count.items()]
+
+
+def variants(impls, compiled, triton_splits, triton: bool) -> list[tuple[str, bool, int]]:
+    """(read, compiled, forced Triton splits or 0) to time: every read of `impls` eager, those of `compiled`
+    through torch.compile too (a compile per row: only where the compiler can fuse something, as `reduce`'s
+    product and sum). The Triton read needs CUDA and the triton package (`triton`); its forced splits are timed
+    eager (its op is one graph node either way)."""
+    ok = [r for r in impls if r != "triton" or triton]
+    out = [(r, False, 0) for r in ok] + [(r, True, 0) for r in compiled if r in ok]
+    if "triton" in ok:
+        out += [("triton", False, int(s)) for s in triton_splits]
+    return out
+
+
+def bench_reads(device, dtype, families, budget_name: str, vocab: int, context: int, batches, impls,
+                compiled=(), triton_splits=(), calls: int = 10, reps: int = 5, log=print,
+                on_row=None) -> list[dict]:
+    """One row per (family, shape, batch, variant); on_row(rows) after each (the caller writes them)."""
+    triton = triton_runs_on(torch.empty(0, device=device))
+    rows = []
+    for fam in families:
+        model = decode_model(fam, budget_name, vocab, device, dtype)
+        shapes = read_shapes(model)
+        del model
+        free_memory()
+        for shape in shapes:
+            for B in batches:
+                these = []
+                with torch.no_grad():
+                    data = _inputs(B, shape["H"], shape["Hkv"], shape["d"], context, dtype, device)
+                    for read, comp, n_splits in variants(impls, compiled, triton_splits, triton):
+                        row = {"family": fam, **shape, "context": context, "batch": B,
+                               "read": f"triton/{n_splits}" if n_splits else read, "compile": comp}
+                        _time(row, data, read, comp, n_splits, device, calls, reps)
+                        these.append(row)
+                        rows.append(row)
+                        log(f"  read {fam:12s} {shape['cache']:9s} B={B:3d} {row['read']:10s} compile={comp!s:5s} "
+                            f"{row.get('us', '-')} us" + (f"  ERROR {row['error']}" if row.get("error") else ""))
+                        if on_row:
+                            on_row(rows)
+                del data
+                free_memory()
+                with_sdpa_ratio(these)
+    return rows
+
+
+def with_sdpa_ratio(rows: list[dict]) -> None:
+    """`x_sdpa` on each timed row of one shape and batch: its time over the eager sdpa read's (< 1: faster)."""
+    base = next((r["us"] for r in rows if r["read"] == "sdpa" and not r["compile"]
+                 and isinstance(r.get("us"), float)), None)
+    for r in rows:
+        if base and isinstance(r.get("us"), float):
+            r["x_sdpa"] = r["us"] / base
+
+
+def _inputs(B, H, Hkv, d, L, dtype, device):
+    """q, K, V in dtype, the mask of a step mid-decode (the last position not yet written), and the float64
+    reduce read of them that every variant is checked against."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = (torch.randn(B, H, d, generator=gen, device=device) / 4).to(dtype)
+    K, V = (torch.randn(B, L, Hkv, d, generator=gen, device=device).to(dtype) for _ in range(2))
+    mask = torch.arange(L, device=device) < L - 1
+    want = masked_read(q.double(), K.double(), V.double(), mask, "reduce")
+    return q, K, V, mask, want
+
+
+def _time(row, data, read, comp, n_splits, device, calls, reps) -> None:
+    """Fill row with the read's time, rate and error; a failure is the row's `error` (us "error"), an
+    out-of-memory its "OOM": a read that does not run must not end the part."""
+    try:
+        with record_oom(row, "us", "gb_s"):
+            _measure(row, data, read, comp, n_splits, device, calls, reps)
+    except Exception as e:  # noqa: BLE001 - recorded in the row and the log
+        row.update(us="error", gb_s="error", error=f"{type(e).__name__}: {e}"[:300])
+        free_memory()
+
+
+def _measure(row, data, read, comp, n_splits, device, calls, reps) -> None:
+    q, K, V, mask, want = data
+    if n_splits:
+        from sessa_bench.models.kernels import split_read_triton  # noqa: F401 (registers the op)
+        fn = functools.partial(torch.ops.sessa_bench.split_read, q, K, V, mask.to(torch.uint8), n_splits)
+    else:
+        one = functools.partial(masked_read, impl=read)
+        if comp:
+            torch._dynamo.reset()  # one code object compiled per row: each starts from a clean cache
+            one = torch.compile(one, fullgraph=True, dynamic=False)
+        fn = functools.partial(one, q, K, V, mask)
+    row["rel_err"] = float((fn().double() - want).norm() / want.norm())
+    run, per = (_graphed(fn, calls), calls) if device.type == "cuda" else (fn, 1)
+    ms = measure(run, device, warmup=2, reps=reps)["ms"] / per
+    row["us"] = 1e3 * ms
+    row["gb_s"] = (K.nbytes + V.nbytes) / (ms * 1e-3) / 1e9
+    row["step_ms"] = ms * row["layers"]
+
+
+def _graphed(fn, calls: int):
+    """`calls` reads captured in one CUDA graph (warmed up on a side stream first, as capture asks): its
+    replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return graph.replay
