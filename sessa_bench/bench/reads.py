@@ -6,9 +6,10 @@ At batch 16 a decode step is mostly this read (Sessa at `base`, 4096 positions: 
 fast each implementation streams K and V decides the step: `gb_s` is the bytes of K and V over the read's time,
 `x_sdpa` its time over the eager sdpa read's at the same shape and batch, `step_ms` the time of all the model's
 layers of that shape. On CUDA a read is timed as the decode step runs it, replayed from a CUDA graph (`calls`
-reads in one graph, the median of `reps` replays); the Triton read also at fixed split counts (`triton/S`)
-beside its own choice. Every output is checked against the float64 `reduce` read (`rel_err`; that read is
-tested against a per-head softmax reference in tests/test_masked_read.py), so a fast wrong read cannot pass."""
+reads in one graph, over copies of the cache too large together for the L2 cache; the median of `reps`
+replays); the Triton read also at fixed split counts (`triton/S`) beside its own choice. Every output is
+checked against the float64 `reduce` read (`rel_err`; that read is tested against a per-head softmax reference
+in tests/test_masked_read.py), so a fast wrong read cannot pass."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from sessa_bench.bench.timing import free_memory, measure, record_oom
 from sessa_bench.models.kernels import triton_runs_on
 from sessa_bench.models.masked_read import masked_read
 from sessa_bench.models.sessa import SessaMixer
+
+
+FLUSH_BYTES = 256 * 2**20  # the caches' copies together: several times an H100's / H200's 50-60 MB of L2
 
 
 def read_shapes(model) -> list[dict]:
@@ -92,14 +96,17 @@ def with_sdpa_ratio(rows: list[dict]) -> None:
 
 
 def _inputs(B, H, Hkv, d, L, dtype, device):
-    """q, K, V in dtype, the mask of a step mid-decode (the last position not yet written), and the float64
-    reduce read of them that every variant is checked against."""
+    """q, copies of (K, V) in dtype, the mask of a step mid-decode (the last position not yet written), and the
+    float64 reduce read that every variant is checked against. On CUDA the copies hold at least FLUSH_BYTES
+    together and the timed reads cycle through them, as a decode step reads a new layer's cache each time: a
+    batch-1 cache (12.6 MB at `base`) would otherwise be read from the L2 cache."""
     gen = torch.Generator(device=device).manual_seed(0)
     q = (torch.randn(B, H, d, generator=gen, device=device) / 4).to(dtype)
     K, V = (torch.randn(B, L, Hkv, d, generator=gen, device=device).to(dtype) for _ in range(2))
     mask = torch.arange(L, device=device) < L - 1
     want = masked_read(q.double(), K.double(), V.double(), mask, "reduce")
-    return q, K, V, mask, want
+    n = -(-FLUSH_BYTES // (K.nbytes + V.nbytes)) if device.type == "cuda" else 1
+    return q, [(K, V)] + [(K.clone(), V.clone()) for _ in range(n - 1)], mask, want
 
 
 def _time(row, data, read, comp, n_splits, device, calls, reps) -> None:
@@ -114,35 +121,42 @@ def _time(row, data, read, comp, n_splits, device, calls, reps) -> None:
 
 
 def _measure(row, data, read, comp, n_splits, device, calls, reps) -> None:
-    q, K, V, mask, want = data
+    q, copies, mask, want = data
     if n_splits:
         from sessa_bench.models.kernels import split_read_triton  # noqa: F401 (registers the op)
-        fn = functools.partial(torch.ops.sessa_bench.split_read, q, K, V, mask.to(torch.uint8), n_splits)
+        def one(q, K, V, m):
+            return torch.ops.sessa_bench.split_read(q, K, V, m, n_splits)
+        m = mask.to(torch.uint8)
     else:
-        one = functools.partial(masked_read, impl=read)
+        one, m = functools.partial(masked_read, impl=read), mask
         if comp:
             torch._dynamo.reset()  # one code object compiled per row: each starts from a clean cache
             one = torch.compile(one, fullgraph=True, dynamic=False)
-        fn = functools.partial(one, q, K, V, mask)
-    row["rel_err"] = float((fn().double() - want).norm() / want.norm())
-    run, per = (_graphed(fn, calls), calls) if device.type == "cuda" else (fn, 1)
+    fns = [functools.partial(one, q, K, V, m) for K, V in copies]
+    row["rel_err"] = float((fns[0]().double() - want).norm() / want.norm())
+    if device.type == "cuda":
+        calls = max(calls, len(fns))
+        run, per = _graphed(fns, calls), calls
+    else:
+        run, per = fns[0], 1
     ms = measure(run, device, warmup=2, reps=reps)["ms"] / per
+    K, V = copies[0]
     row["us"] = 1e3 * ms
     row["gb_s"] = (K.nbytes + V.nbytes) / (ms * 1e-3) / 1e9
     row["step_ms"] = ms * row["layers"]
 
 
-def _graphed(fn, calls: int):
-    """`calls` reads captured in one CUDA graph (warmed up on a side stream first, as capture asks): its
-    replay."""
+def _graphed(fns, calls: int):
+    """`calls` reads captured in one CUDA graph, cycling through the caches' copies (each warmed up on a side
+    stream first, as capture asks): its replay."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(2):
+        for fn in fns:
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
+        for i in range(calls):
+            fns[i % len(fns)]()
     return graph.replay
