@@ -170,6 +170,21 @@ def test_offline_page_draws_every_panel_and_filters(results, tmp_path, chromium)
         assert errors == []
 
 
+def test_a_cell_whose_sweep_is_under_way_says_so_on_the_page(results, tmp_path, chromium, monkeypatch):
+    """As results/table1.md: `sweep: k of n rates` in place of `not run` while no rate is chosen; its runs are
+    the sweep's, one tick away under `other runs`."""
+    import sessa_bench.dashboard.page as pg
+    from sessa_bench.dashboard.spec import Undecided
+    under_way = {("table1_symbol_soup", "mamba2"): Undecided("sweep: 2 of 3 rates")}
+    monkeypatch.setattr(pg, "chosen_rates", lambda *_: under_way)
+    with browser.open_page(pg.build(results, tmp_path / "dashboard.html")) as (page, errors):
+        assert _table(page, "table1")[3][1] == "sweep: 2 of 3 rates"
+        assert _table(page, "table1")[1][1] == ours(0, 0)  # a cell without a sweep: as before
+        page.check('input[data-field="rate"][value="other runs"]')
+        assert _table(page, "table1")[3][1] == ours(0, 2)
+        assert errors == []
+
+
 def test_page_opens_on_the_chosen_rates_and_other_rates_are_one_tick_away(results, tmp_path, chromium, monkeypatch):
     """A run whose family's sweep chose another rate is labelled `other runs` and starts unticked."""
     import sessa_bench.dashboard.page as pg
@@ -291,12 +306,13 @@ def test_a_cells_marks_say_what_the_paper_tables_say():
 
 def test_a_sweep_under_way_has_no_chosen_rate_and_runs_of_your_own_are_all_shown(tmp_path):
     """Sessa: one protocol sweep run (seed 0 at 1e-4 of the grid 1e-4, 3e-4, 1e-3) and no others: no rate is
-    chosen yet, so the table has no value for it, as results/table1.md has none. The Transformer: runs of
-    your own (not named by the protocol): all of them are averaged."""
+    chosen yet, so the table has no value for it but the sweep's progress, as results/table1.md. The
+    Transformer: runs of your own (not named by the protocol): all of them are averaged."""
     from omegaconf import OmegaConf
 
     from sessa_bench.compose import compose_train
-    from sessa_bench.dashboard.spec import UNDECIDED, chosen_rates, table_rows
+    from sessa_bench.dashboard.spec import Undecided, chosen_rates, table_rows
+    from sessa_bench.run_folder import resolved_config
 
     def write(d, fam, seed, lr, acc):
         d.mkdir(parents=True)
@@ -315,14 +331,15 @@ def test_a_sweep_under_way_has_no_chosen_rate_and_runs_of_your_own_are_all_shown
                          f"results_dir={root}"])
     sweep_run = root / "table1_symbol_soup" / cfg.run_name
     write(sweep_run, "sessa", 0, 1e-4, 0.4)
-    (sweep_run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    (sweep_run / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config(cfg)))  # as train writes it
     for seed, acc in ((0, 0.3), (1, 0.5)):
         write(root / "table1_symbol_soup" / f"mine-s{seed}", "transformer", seed, 3e-4, acc)
     rates = chosen_rates(root, {("table1_symbol_soup", "sessa"), ("table1_symbol_soup", "transformer")})
-    assert rates[("table1_symbol_soup", "sessa")] is UNDECIDED and ("table1_symbol_soup", "transformer") not in rates
+    assert rates[("table1_symbol_soup", "sessa")] == Undecided("sweep: 1 of 3 rates")
+    assert ("table1_symbol_soup", "transformer") not in rates
     _, got = table_rows(TABLES["table1"], root)
     cells = {row[0]: row[1] for row in got}
-    assert cells["sessa"] == "not run" and cells["transformer"] == "0.4000 ± 0.1414"
+    assert cells["sessa"] == "sweep: 1 of 3 rates" and cells["transformer"] == "0.4000 ± 0.1414"
 
 
 def test_a_runs_curve_on_the_page_leaves_out_its_best_checkpoints_final_evaluation(tmp_path):

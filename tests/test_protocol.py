@@ -52,6 +52,18 @@ def test_a_rate_still_at_the_grids_end_after_its_extensions_is_marked():
     assert chosen_text(c, "d") == "?"
 
 
+def test_a_cell_whose_sweep_is_under_way_says_so_instead_of_not_run():
+    from types import SimpleNamespace
+    from sessa_bench.report.paper import missing_text
+    c = SimpleNamespace(tried={"a": {1e-4: 0.85, 3e-4: 0.62, 1e-3: None}, "b": {1e-4: None, 3e-4: None},
+                               "c": {}, "d": {1e-4: 0.3, 3e-4: 0.4}},
+                        chosen={"a": None, "b": None, "c": None, "d": 3e-4})
+    assert missing_text(c, "a") == "sweep: 2 of 3 rates"
+    assert missing_text(c, "b") == "not run"  # nothing scored yet
+    assert missing_text(c, "c") == "not run"
+    assert missing_text(c, "d") == "not run"  # chosen: its seeds are what is missing
+
+
 def test_diverged_runs_lose_and_ties_go_to_the_smaller_rate():
     assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: math.inf, 3e-4: 7.0, 1e-3: math.nan}, "min")[0] == 3e-4
     assert select_lr([1e-4, 3e-4, 1e-3], {1e-4: 0.2, 3e-4: 0.3, 1e-3: 0.3}, "max")[0] == 3e-4

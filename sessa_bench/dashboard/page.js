@@ -42,8 +42,8 @@ function selectedRuns() {
     && on.rate.has(r.rate));
 }
 
-function fmt(values, digits) {
-  if (!values.length) return "not run";
+function fmt(values, digits, missing = "not run") {
+  if (!values.length) return missing;
   const m = mean(values), s = std(values);
   return s === null ? m.toFixed(digits) : `${m.toFixed(digits)} ± ${s.toFixed(digits)}`;
 }
@@ -71,7 +71,8 @@ function tableHtml(section, runs) {
       const paper = section.paper[fam][i];
       const p = paper === null ? "not run" : (paper[1] === null ? paper[0].toFixed(c.digits)
         : `${paper[0].toFixed(c.digits)} ± ${paper[1].toFixed(c.digits)}`);
-      body += `<td>${fmt(vals, c.digits)}${marks(shown, c.experiment, fam)}</td><td>${p}</td>`;
+      const missing = (DATA.undecided || {})[`${c.experiment}|${fam}`] || "not run";  // a sweep under way
+      body += `<td>${fmt(vals, c.digits, missing)}${marks(shown, c.experiment, fam)}</td><td>${p}</td>`;
     });
     body += "</tr>";
   }

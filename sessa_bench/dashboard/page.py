@@ -13,8 +13,8 @@ import html
 import json
 from pathlib import Path
 
-from sessa_bench.dashboard.spec import (CHOSEN, OTHER, Chosen, Section, at_chosen_rate, chosen_rates, experiment_name,
-                                        sections)
+from sessa_bench.dashboard.spec import (CHOSEN, OTHER, Chosen, Section, Undecided, at_chosen_rate, chosen_rates,
+                                        experiment_name, sections)
 from sessa_bench.report.collect import collect
 from sessa_bench.files import atomic_write_text
 from sessa_bench.report.paper import experiments
@@ -23,7 +23,8 @@ from sessa_bench.run_folder import RunFolder
 SCRIPT = (Path(__file__).parent / "page.js").read_text
 
 
-def run_record(results_dir: Path, summary: dict, curve_metrics: set[str], chosen: Chosen | float | None) -> dict:
+def run_record(results_dir: Path, summary: dict, curve_metrics: set[str],
+               chosen: Chosen | Undecided | float | None) -> dict:
     """What the page needs of one run: identity, whether the paper table counts it (`other runs` when the
     protocol chose another rate for its experiment and family, or leaves the run out; a run of a cell without
     a finished sweep counts as chosen), final metrics,
@@ -56,8 +57,11 @@ def page_data(results_dir: str | Path) -> dict:
     runs = [run_record(results_dir, s, curves[exp], chosen.get((exp, s["family"]))) for exp, s in found]
     # the seeds each cell with a chosen rate asks for (the table's `(k of n seeds)`), keyed "experiment|family"
     asked = {f"{exp}|{fam}": c.asked for (exp, fam), c in chosen.items() if isinstance(c, Chosen)}
+    # what an empty cell of a sweep under way says instead of "not run" (`sweep: k of n rates`)
+    undecided = {f"{exp}|{fam}": c.text for (exp, fam), c in chosen.items() if isinstance(c, Undecided)}
     return {"sections": [section_json(s) for s in secs], "runs": runs, "source": str(results_dir),
-            "rates": {"chosen": CHOSEN, "other": OTHER}, "asked": asked}  # rates: the rate filter's values
+            "rates": {"chosen": CHOSEN, "other": OTHER}, "asked": asked,  # rates: the rate filter's values
+            "undecided": undecided}
 
 
 def section_json(s: Section) -> dict:

@@ -16,7 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from sessa_bench.report.collect import collect
-from sessa_bench.report.paper import TABLES, Table, experiments
+from sessa_bench.report.markdown import NOT_RUN
+from sessa_bench.report.paper import TABLES, Table, experiments, sweep_text
 from sessa_bench.report.paper import marks as cell_marks
 
 THROUGHPUT = "throughput_tokens_per_s"
@@ -82,7 +83,11 @@ def sections(results_dir: str | Path) -> list[Section]:
     return out
 
 
-UNDECIDED = math.nan  # a protocol sweep under way: no rate chosen yet, so no run is at the chosen rate
+@dataclass(frozen=True)
+class Undecided:
+    """A protocol sweep under way: no rate chosen yet, so no run is at the chosen rate; `text` is what its
+    table cell says (report.paper.sweep_text, else `not run`)."""
+    text: str
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,10 @@ class Chosen:
         return cell_marks(bool(names & self.unconverged), shown_n, self.asked)
 
 
-def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], Chosen | float]:
+def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple[str, str], Chosen | Undecided]:
     """(experiment_name, family) -> the rate the tables' protocol chose from these run folders and the runs
     the table counts there (Chosen), for the pairs in `present` (those with runs) whose sweep is finished;
-    UNDECIDED where the sweep has begun (a run folder at a rate of its grid) but not finished (the paper
+    Undecided where the sweep has begun (a run folder at a rate of its grid) but not finished (the paper
     table shows no value then either); absent where no run is the protocol's (runs of your own)."""
     from sessa_bench.report.protocol import cell
     from sessa_bench.tables import split_overrides
@@ -121,7 +126,7 @@ def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple
             for f in table.families:
                 if (experiment_name(exp), f) in present:
                     c = cell(exp, f, scoped[exp], table.curve_metric)
-                    lr, tried, _, _ = c.selection()
+                    lr, tried, scores, _ = c.selection()
                     if lr is not None:
                         runs = c.reported(lr, None)
                         out[(experiment_name(exp), f)] = Chosen(
@@ -129,17 +134,19 @@ def chosen_rates(results_dir: Path, present: set[tuple[str, str]]) -> dict[tuple
                             frozenset(r.folder.path.name for r in runs if not c.converged(r)[0]),
                             len(c.seed_list(None)))
                     elif any(c.run(x, 0).folder.config.exists() for x in tried):  # its sweep has begun
-                        out[(experiment_name(exp), f)] = UNDECIDED
+                        out[(experiment_name(exp), f)] = Undecided(sweep_text(scores) or NOT_RUN)
     return out
 
 
-def at_chosen_rate(summary: dict, chosen: Chosen | float | None) -> bool:
+def at_chosen_rate(summary: dict, chosen: Chosen | Undecided | float | None) -> bool:
     """True for a run the paper table counts (Chosen: one of its runs; a bare rate: any run at it), or of a
-    cell without a protocol sweep (nothing to hide then); never while its sweep is under way (UNDECIDED)."""
+    cell without a protocol sweep (nothing to hide then); never while its sweep is under way (Undecided)."""
     if chosen is None:
         return True
     if isinstance(chosen, Chosen):
         return summary.get("run_name") in chosen.runs
+    if isinstance(chosen, Undecided):
+        return False
     lr = summary.get("optim", {}).get("lr")
     return lr is not None and math.isclose(lr, chosen)
 
@@ -170,6 +177,7 @@ def table_rows(table: Table, results_dir: str | Path) -> tuple[list[str], list[l
             ours = cell(col, runs)
             marks = pick.marks([s for s in runs if col.metric in s["final"]]) \
                 if ours is not None and isinstance(pick, Chosen) else ""
-            row += [mean_std(ours, col.digits) + marks, mean_std(table.paper[fam][i], col.digits)]
+            missing = pick.text if isinstance(pick, Undecided) else NOT_RUN
+            row += [mean_std(ours, col.digits, missing=missing) + marks, mean_std(table.paper[fam][i], col.digits)]
         rows.append(row)
     return header, rows

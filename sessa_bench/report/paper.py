@@ -202,6 +202,19 @@ def marks(unconverged: bool, n: int, asked: int) -> str:
     return ("*" if unconverged else "") + (f" ({n} of {asked} seeds)" if n < asked else "")
 
 
+def sweep_text(scores: dict[float, float | None]) -> str | None:
+    """`sweep: k of n rates` for a learning-rate sweep under way with k of the n rates of its grid so far
+    scored; None before any is."""
+    done = sum(v is not None for v in scores.values())
+    return f"sweep: {done} of {len(scores)} rates" if done else None
+
+
+def missing_text(c: Collected, fam: str) -> str:
+    """What a cell without a result says: `sweep_text` while its sweep is under way (its choice still open: the
+    grid column below has the scores so far), else `not run`."""
+    return (c.chosen.get(fam) is None and sweep_text(c.tried.get(fam) or {})) or NOT_RUN
+
+
 def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> tuple[str, str]:
     """(markdown, csv) of one table."""
     head = ["family"] + [x for c in table.columns for x in (c.title, "paper")]
@@ -214,7 +227,8 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
             ours, paper = cell(col, c.runs[fam]), table.paper[fam][i] if in_paper else None
             unconverged = not all(c.converged[fam])
             n, asked = len([r for r in c.runs[fam] if col.metric in r["final"]]), len(c.cells[fam].seed_list(seeds))
-            cells += [mean_std(ours, col.digits) + (marks(unconverged, n, asked) if ours is not None else ""),
+            cells += [mean_std(ours, col.digits, missing=missing_text(c, fam))
+                      + (marks(unconverged, n, asked) if ours is not None else ""),
                       mean_std(paper, col.digits, missing=NOT_RUN if in_paper else NOT_IN_PAPER)]
             rows.append({"table": table.name, "family": fam, "column": col.title, "experiment": col.experiment,
                          "metric": col.metric, "percent": col.percent,
@@ -263,7 +277,9 @@ def render(table: Table, got: dict[str, Collected], seeds: list[int] | None) -> 
     md = (f"# {table_title(table, got)}\n\nOurs: mean ± std over seeds {seeds_text(table, got, seeds)} (one seed: "
           f"the value alone) at each family's learning rate chosen on validation; paper: arXiv 2604.18580 (mean ± "
           f"std over 2 seeds). `{NOT_RUN}`: no finished run folder at the step count its experiment asks for (a "
-          f"shorter run, of an earlier step count, is not counted). `*`: not converged (below). `(k of n seeds)`: "
+          f"shorter run, of an earlier step count, is not counted). `sweep: k of n rates`: its learning-rate sweep "
+          f"is under way, k rates scored (the grid column below), none chosen yet. `*`: not converged (below). "
+          f"`(k of n seeds)`: "
           f"n seeds asked for, k of them finished so far."
           + (f" `{NOT_IN_PAPER}`: a family the paper did not run ({', '.join(extra)})."
              if (extra := [f for f in table.families if f not in table.paper]) else "") + "\n\n"
