@@ -175,8 +175,9 @@ def reads_section(rows, r, dtype_name) -> str:
     return (f"## Cache reads\n\nThe decode step's read alone (sessa_bench/bench/reads.py): each implementation "
             f"of models/masked_read.py at the shapes budget `{r['budget_name']}`'s decode step reads (`cache`: "
             f"attention's heads, or Sessa's one D-wide feedback head; `layers`: how many read it), one query per "
-            f"head over {r['context']} positions, {dtype_name}; on CUDA {r['calls']} reads replayed from one CUDA "
-            f"graph, the median of {r['reps']} replays. `gb_s`: bytes of K and V over the read's time; `x_sdpa`: "
+            f"head over {r['context']} positions, {dtype_name}; on CUDA at least {r['calls']} reads replayed from one "
+            f"CUDA graph, cycling through copies of the cache too large together for the L2 cache, the median of "
+            f"{r['reps']} replays. `gb_s`: bytes of K and V over the read's time; `x_sdpa`: "
             f"time over the eager sdpa read's (< 1: faster); `step_ms`: all `layers` reads; `triton/S`: the Triton "
             f"read at S splits of the cache (`triton`: its own choice); `rel_err`: against the float64 reduce "
             f"read.\n\n"
@@ -271,34 +272,30 @@ def main(argv=None):
         return lambda rows: write(Path(args.out_dir), slug, sections + [section(rows) + PARTIAL],
                                   csv_rows + [{"part": part, **r} for r in rows])
 
+    def run_part(part: str, title: str, section, bench) -> None:
+        """One part: bench(on_row) measures its rows, written as they come (so_far), then as its section."""
+        log(f"== {title}")
+        rows = bench(so_far(part, section))
+        sections.append(section(rows))
+        csv_rows.extend({"part": part, **r} for r in rows)
+        write(Path(args.out_dir), slug, sections, csv_rows)
+
     if "train" in args.parts:
-        log("== training")
         t = p["train"]
         if args.budgets:  # only these shapes are timed, and only they are named in the section
             t = {**t, "shapes": [s for s in t["shapes"] if s["budget_name"] in args.budgets]}
-        section = functools.partial(train_section, t=t)
-        rows = bench_training(device, families, log=log, on_row=so_far("train", section), **t)
-        sections.append(section(rows))
-        csv_rows += [{"part": "train", **r} for r in rows]
-        write(Path(args.out_dir), slug, sections, csv_rows)
+        run_part("train", "training", functools.partial(train_section, t=t),
+                 lambda on_row: bench_training(device, families, log=log, on_row=on_row, **t))
 
     if "decode" in args.parts:
-        log("== decoding")
         d = p["decode"]
-        section = functools.partial(decode_section, d=d, dtype_name=dtype_name)
-        rows = bench_decoding(device, p["dtype"], families, log=log, on_row=so_far("decode", section), **d)
-        sections.append(section(rows))
-        csv_rows += [{"part": "decode", **r} for r in rows]
-        write(Path(args.out_dir), slug, sections, csv_rows)
+        run_part("decode", "decoding", functools.partial(decode_section, d=d, dtype_name=dtype_name),
+                 lambda on_row: bench_decoding(device, p["dtype"], families, log=log, on_row=on_row, **d))
 
     if "reads" in args.parts:
-        log("== cache reads")
         r = p["reads"]
-        section = functools.partial(reads_section, r=r, dtype_name=dtype_name)
-        rows = bench_reads(device, p["dtype"], families, log=log, on_row=so_far("reads", section), **r)
-        sections.append(section(rows))
-        csv_rows += [{"part": "reads", **x} for x in rows]
-        write(Path(args.out_dir), slug, sections, csv_rows)
+        run_part("reads", "cache reads", functools.partial(reads_section, r=r, dtype_name=dtype_name),
+                 lambda on_row: bench_reads(device, p["dtype"], families, log=log, on_row=on_row, **r))
 
     if "profile" in args.parts:
         log("== profile")
