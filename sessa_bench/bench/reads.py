@@ -19,6 +19,7 @@ import torch
 
 from sessa_bench.bench.decoding import decode_model
 from sessa_bench.bench.timing import free_memory, measure, record_oom
+from sessa_bench.cuda_graphs import graph_forward
 from sessa_bench.models.kernels import triton_runs_on
 from sessa_bench.models.masked_read import masked_read
 from sessa_bench.models.sessa import SessaMixer
@@ -135,9 +136,10 @@ def _measure(row, data, read, comp, n_splits, device, calls, reps) -> None:
             one = torch.compile(one, fullgraph=True, dynamic=False)
     fns = [functools.partial(one, q, K, V, m) for K, V in copies]
     row["rel_err"] = float((fns[0]().double() - want).norm() / want.norm())
-    if device.type == "cuda":
+    if device.type == "cuda":  # `calls` reads in one graph, cycling through the copies (warmed up once each)
         calls = max(calls, len(fns))
-        run, per = _graphed(fns, calls), calls
+        run, _ = graph_forward(lambda _: [fns[i % len(fns)]() for i in range(calls)], None, None, warmup=1)
+        per = calls
     else:
         run, per = fns[0], 1
     ms = measure(run, device, warmup=2, reps=reps)["ms"] / per
@@ -145,19 +147,3 @@ def _measure(row, data, read, comp, n_splits, device, calls, reps) -> None:
     row["us"] = 1e3 * ms
     row["gb_s"] = (K.nbytes + V.nbytes) / (ms * 1e-3) / 1e9
     row["step_ms"] = ms * row["layers"]
-
-
-def _graphed(fns, calls: int):
-    """`calls` reads captured in one CUDA graph, cycling through the caches' copies (each warmed up on a side
-    stream first, as capture asks): its replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for fn in fns:
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fns[i % len(fns)]()
-    return graph.replay
