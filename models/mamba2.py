@@ -32,8 +32,9 @@ from .ssd import ssd_chunked, ssd_step
 BACKENDS = ("auto", "torch", "mamba_ssm")
 IN_PROJ_ALIGN = 64    # Mamba2Mixer.in_proj_align: 1.12x a graphed training step at Table 1's shapes on the H200
                       # (results/bench/nvidia-h200-mamba2-speed-ab-graphs.md)
-CONV_IMPL = "conv1d"  # Mamba2Mixer.conv_impl: "conv1d", "shift" (0.97x there: slower in the backward) or
-                      # "triton" (one fused pass each way in in_proj's layout; not yet timed on a GPU)
+CONV_IMPL = "triton"  # Mamba2Mixer.conv_impl: "triton" (SiLU(conv) fused, one pass each way in in_proj's layout:
+                      # 1.45x conv1d's graphed training step at Table 1's shapes on the H200,
+                      # results/bench/nvidia-h200-mamba2-speed-ab-conv.md), "conv1d" or "shift" (0.97x)
 CONV_IMPLS = ("conv1d", "shift", "triton")
 
 
@@ -153,6 +154,12 @@ class Mamba2Mixer(Mixer):
         self.in_proj_align = IN_PROJ_ALIGN
         self.conv_impl = CONV_IMPL
 
+    def backend_used(self):
+        """The SSD backend that ran last, with "+conv_triton" when the parallel forward's conv ran in the
+        Triton kernel (runs before it became the default recorded the plain backend: they used conv1d)."""
+        used = super().backend_used()
+        return f"{used}+conv_triton" if used and getattr(self, "_conv_used", None) == "triton" else used
+
     # --- pieces ------------------------------------------------------------------------------------
     def _split_xbc(self, xBC: torch.Tensor):
         gn = self.ngroups * self.d_state
@@ -176,7 +183,10 @@ class Mamba2Mixer(Mixer):
         w, b = self.conv1d.weight, self.conv1d.bias
         if conv_state is None and self.conv_impl == "triton" and triton_runs_on(xBC):
             from .kernels.causal_conv_triton import conv_silu  # imports Triton: only where it runs
+            self._conv_used = "triton"
             return conv_silu(xBC, w[:, 0], b), None
+        if conv_state is None:  # what the parallel forward ran (recorded in run summaries: backend_used)
+            self._conv_used = "shift" if self.conv_impl == "shift" else "conv1d"
         if conv_state is None and self.conv_impl == "shift":
             # out[t] = b + sum_j w[j] x[t - k + j]: the time axis padded with k zeros in front; weights in
             # the input's dtype, as autocast gives F.conv1d
