@@ -157,6 +157,7 @@ def test_decode_step_traces_without_graph_breaks(family, read):
 @pytest.mark.gpu
 @pytest.mark.parametrize("family,read", [("sessa", "auto"), ("sessa", "triton"), ("transformer", "auto"),
                                          ("sessa", "matmul"), ("transformer", "matmul"), ("sessa", "triton+matmul"),
+                                         ("sessa", "sdpa+reduce"),
                                          ("mamba2", "auto")])
 def test_cuda_graph_greedy_matches_eager(family, read):
     model = make(family, dtype=torch.float32, device="cuda")
