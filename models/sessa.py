@@ -29,9 +29,11 @@ class SessaMixer(CausalAttention):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, gamma_max: float = 0.999,
                  backend: str = "auto", impl: str = "auto", feedback: bool = True,
                  rope_base: float = 10000.0, use_rope: bool = True,
-                 feedback_block_rows: int | None = kernels.DEFAULT_BLOCK_ROWS):
+                 feedback_block_rows: int | None = kernels.DEFAULT_BLOCK_ROWS,
+                 feedback_strip_tile: int | None = kernels.DEFAULT_STRIP_TILE):
         # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is the single level),
-        # None for the single level at every T; a speed knob of impl='triton' only (the others ignore it).
+        # None for the single level at every T; feedback_strip_tile: the tile of its strip kernels (None: the
+        # chunk). Speed knobs of impl='triton' only (the others ignore them).
         try:
             ok = 0.0 < float(gamma_max) < 1.0
         except (TypeError, ValueError):
@@ -40,9 +42,10 @@ class SessaMixer(CausalAttention):
             raise ValueError(f"sessa gamma_max={gamma_max!r} must lie strictly between 0 and 1")
         if impl not in kernels.IMPLS:
             raise ValueError(f"sessa impl={impl!r} is not one of {kernels.IMPLS}")
+        kernels.check_strip_tile(feedback_strip_tile)
         super().__init__(d_model, n_heads, n_kv_heads, backend, rope_base, use_rope)
         self.gamma_max, self.impl, self.feedback = float(gamma_max), impl, bool(feedback)
-        self.feedback_block_rows = feedback_block_rows
+        self.feedback_block_rows, self.feedback_strip_tile = feedback_block_rows, feedback_strip_tile
         self._triton_ok = impl in ("auto", "triton") and kernels.triton_available()  # probed once, here
         # Feedback parameters exist even with feedback=False, so the ablation changes nothing else.
         self.proj_fb = nn.Linear(d_model, 2 * d_model)          # [q_b | k_b], one full-width head
@@ -65,7 +68,7 @@ class SessaMixer(CausalAttention):
         q_b, k_b = self.feedback_qk(x)
         self._impl_used = kernels.resolve_impl(self.impl, f, self._triton_ok)
         return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used, triton_ok=self._triton_ok,
-                                block_rows=self.feedback_block_rows)
+                                block_rows=self.feedback_block_rows, strip_tile=self.feedback_strip_tile)
 
     def init_cache(self, batch_size, max_len, device=None, dtype=None):
         if not self.feedback:
@@ -82,7 +85,7 @@ class SessaMixer(CausalAttention):
         f = self.merge(self.attend(q, k, v))
         q_b, k_b = self.feedback_qk(x)
         s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl, triton_ok=self._triton_ok,
-                             block_rows=self.feedback_block_rows)
+                             block_rows=self.feedback_block_rows, strip_tile=self.feedback_strip_tile)
         cache.write(k=k, v=v, k_b=k_b, s=s)
         cache.advance(x.shape[1])
         return s

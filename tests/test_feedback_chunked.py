@@ -3,7 +3,7 @@ PyTorch version's output and all four gradients over sequence lengths that are a
 chunk, gains near +-gamma_max, peaked and flat routing and exact zeros in gamma; torch.autograd.gradcheck;
 a dispatch-mode check that no T x T tensor is ever created (and that the same check catches the dense
 version); the impl dispatch; and, where Triton is installed, the Triton kernels run by its CPU interpreter,
-single-level and two-level (block_rows)."""
+single-level and two-level (block_rows), their strip kernels also in tiles other than the chunk (strip_tile)."""
 
 import json
 import sys
@@ -185,6 +185,37 @@ TWO_LEVEL = {
 
 TWO_LEVEL_HALF = ("T70-C16-R32-flat", "T100-C16-R32-peaked")  # also in float16: 3 and 4 blocks
 
+# The strip kernels (alpha's strips, dl) in tiles other than the chunk (strip_tile): name -> (B, T, D, chunk,
+# block_rows, strip_tile, regime, strip_elems). Tiles larger than the chunk, blocks and widths that are not
+# multiples of the tile (R = 48 against 64: padded strip rows, masked columns), T not a multiple of either,
+# the single level (dl only), dl in strips of one tile (strip_elems 1), and 128 (the tile `make bench` times).
+STRIP_TILED = {
+    "T100-C16-R32-S32": (2, 100, 8, 16, 32, 32, "peaked", None),
+    "T70-C16-R48-S64": (2, 70, 8, 16, 48, 64, "flat", None),
+    "T37-C16-single-S32": (2, 37, 8, 16, None, 32, "peaked", None),
+    "T70-C16-R32-S32-dl-strips": (2, 70, 8, 16, 32, 32, "flat", 1),
+    "T150-C32-R64-S128": (1, 150, 8, 32, 64, 128, "peaked", None),
+}
+
+
+def strip_in_place(ft) -> dict:
+    """One strip of alpha by _strip in tiles wider than its width (48 columns, tiles of 32: the last column
+    tile half outside): against alpha from the float64 dense softmax, and whether the kernel wrote anything
+    past the strip in a NaN-filled scratch (1.0: it did; a row's overhang would land in the next row, or past
+    the last one)."""
+    B, T, D, chunk = 2, 90, 8, 16
+    _, q, k, gamma = (x.float() for x in draw(B, T, D, "flat", seed=5))
+    cfg = ft._Config(torch.float32, D, chunk, None, None, strip_tile=32)
+    lse, _, _ = ft._prep(q, k, gamma, cfg)
+    scratch = torch.full((B * 96 * 96,), float("nan"))
+    r0, r1, c0, c1 = 64, 90, 16, 64                      # rows 64-89 against columns 16-63
+    got = ft._strip(q, k, lse, r0, r1, c0, c1, scratch, cfg)
+    logits = (q.double() @ k.double().transpose(1, 2)) / D ** 0.5
+    logits = logits.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
+    alpha = torch.nan_to_num(logits.softmax(-1))[:, r0:r1, c0:c1]
+    used = B * 32 * (c1 - c0)                             # its 26 rows fill one row tile of 32
+    return {"alpha": rel(got, alpha), "wrote_past": float(not scratch[used:].isnan().all())}
+
 
 def interpreted_errors() -> dict:
     """Run in the child: the Triton kernels in float32 against the dense float64 reference."""
@@ -200,6 +231,7 @@ def interpreted_errors() -> dict:
         out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d), [x.float() for x in inputs], ds)
         errors[name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf") for n, a, b in zip(NAMES, out, ref)}
     ft.STRIP_ELEMS = 1 << 25
+    errors["strip-in-place"] = strip_in_place(ft)
     for name, (B, T, D, chunk, block_d, regime, block_rows, zero_gamma) in TWO_LEVEL.items():
         f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows)
         if zero_gamma:
@@ -222,6 +254,16 @@ def interpreted_errors() -> dict:
         out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
                   [f.half(), q.half(), k.half(), gamma.float()], ds)
         errors["two-level-half-" + name] = {n: rel(a, b) for n, a, b in zip(NAMES, out, ref)}
+    for name, (B, T, D, chunk, block_rows, tile, regime, strip) in STRIP_TILED.items():
+        ft.STRIP_ELEMS = strip or (1 << 25)
+        f, q, k, gamma = draw(B, T, D, regime, seed=T * D + tile)
+        ds = torch.randn(B, T, D, dtype=torch.float64, generator=torch.Generator().manual_seed(T + 2))
+        ref = run(feedback_dense, (f, q, k, gamma), ds)
+        out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile),
+                  [x.float() for x in (f, q, k, gamma)], ds)
+        errors["strip-tile-" + name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf")
+                                        for n, a, b in zip(NAMES, out, ref)}
+    ft.STRIP_ELEMS = 1 << 25
     # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
     f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
@@ -264,6 +306,20 @@ def test_triton_two_level_interpreted_float32(interpreted, case):
         assert err <= 1e-4, (case, name, err)
 
 
+def test_triton_strip_stays_inside_its_strip(interpreted):
+    errors = interpreted["strip-in-place"]
+    assert errors["wrote_past"] == 0.0
+    assert errors["alpha"] <= 1e-5
+
+
+@pytest.mark.parametrize("case", list(STRIP_TILED))
+def test_triton_strip_tiles_interpreted_float32(interpreted, case):
+    errors = interpreted["strip-tile-" + case]
+    assert set(NAMES) <= set(errors)
+    for name, err in errors.items():
+        assert err <= 1e-4, (case, name, err)
+
+
 @pytest.mark.parametrize("case", TWO_LEVEL_HALF)
 def test_triton_two_level_interpreted_float16(interpreted, case):
     """float16 inputs against the float64 reference: the half-precision copies of s and gamma u that the
@@ -284,6 +340,14 @@ def test_triton_dl_strips_sum_in_float32(interpreted):
 @pytest.mark.parametrize("block_rows", [48, 64, 4096])
 def test_triton_two_level_one_block_is_single_level(interpreted, block_rows):
     assert interpreted[f"one-block-R{block_rows}"] == {n: 0.0 for n in NAMES}
+
+
+def test_triton_strip_tile_must_be_a_listed_power_of_two():
+    from sessa_bench.models.kernels.feedback_triton_op import feedback_op
+    f, q, k, gamma = draw(1, 5, 4, dtype=torch.float32)
+    for bad in (0, 8, 48, 256, 64.0, True):
+        with pytest.raises(ValueError, match="strip_tile"):
+            feedback_op(f, q, k, gamma, chunk=16, strip_tile=bad)
 
 
 def test_triton_block_rows_must_be_a_multiple_of_the_chunk():

@@ -2,7 +2,8 @@
 chunked PyTorch version on CUDA against the dense float64 reference, for s and every gradient, in float32
 (exact dots, and TF32 dots) and bfloat16; bitwise repeatability (a race in the wavefront's flags would show
 as run-to-run differences); more programs than fit on the GPU at once (the ticket order must not deadlock);
-and peak memory far under one T x T buffer at T = 32768; the same for the two-level solve (block_rows)."""
+and peak memory far under one T x T buffer at T = 32768; the same for the two-level solve (block_rows) and its
+strip kernels in other tiles (strip_tile)."""
 
 import pytest
 import torch
@@ -76,6 +77,15 @@ TWO_LEVEL_SHAPES = [(2, 200, 64, 64, 128), (3, 333, 96, 32, 64), (1, 1000, 768, 
 def test_triton_two_level_matches_dense(B, T, D, chunk, block_rows, regime, dtype, tol):
     inputs = draw(B, T, D, regime, dtype, seed=T + D + block_rows)
     check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows), inputs, tol)
+
+
+@pytest.mark.parametrize("B,T,D,chunk,block_rows,strip_tile", [
+    (2, 1000, 768, 64, 256, 128), (2, 333, 96, 32, 64, 128), (1, 2100, 384, 64, 1024, 128), (2, 300, 64, 16, None, 64)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, dtype, tol):
+    """The strip kernels in tiles other than the chunk (8 warps at 128), two-level and single level."""
+    inputs = draw(B, T, D, "peaked", dtype, seed=T + strip_tile)
+    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=strip_tile), inputs, tol)
 
 
 def test_triton_two_level_zero_gains():

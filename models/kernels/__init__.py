@@ -26,6 +26,11 @@ AUTO_DENSE_MAX_T = 512  # dense is fastest on CPU for short rows and its T x T b
 # 6.36 / 6.06 there); at T <= R it is the single level, launch for launch. R = 512 was within one run's noise
 # of it; lease 15 (before the strips' launch cut) had R = 1024 the best two-level setting from T = 1024 up.
 DEFAULT_BLOCK_ROWS = 1024
+# The Sessa mixer's default tile of the Triton solve's fully parallel strip kernels (alpha's strips, dl):
+# None, the chunk (64). 128 (wgmma-sized, 8 warps) is timed beside it by `make bench` (sessa/triton2-r1024-t128)
+# and becomes the default only if it wins there.
+DEFAULT_STRIP_TILE = None
+STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 
 
@@ -38,6 +43,12 @@ def triton_runs_on(x: torch.Tensor) -> bool:
     """Whether a Triton kernel can take x: Triton imports and x is on CUDA (any device under TRITON_INTERPRET=1,
     the CPU tests' interpreter)."""
     return triton_available() and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+
+
+def check_strip_tile(strip_tile) -> None:
+    if strip_tile is not None and (isinstance(strip_tile, bool) or not isinstance(strip_tile, int)
+                                   or strip_tile not in STRIP_TILES):
+        raise ValueError(f"feedback strip_tile={strip_tile!r} must be None (the chunk) or one of {STRIP_TILES}")
 
 
 def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> str:
@@ -54,9 +65,10 @@ def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> s
     return "chunked" if x.shape[1] > AUTO_DENSE_MAX_T else "dense"
 
 
-def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None):
-    """block_rows: the two-level Triton solve's block (feedback_triton); the other impls compute the same s
-    without it and ignore it."""
+def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None,
+             strip_tile: int | None = None):
+    """block_rows, strip_tile: the two-level Triton solve's block and its strip kernels' tile
+    (feedback_triton); the other impls compute the same s without them and ignore them."""
     impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
@@ -68,5 +80,5 @@ def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = No
     if not f.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
     from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
-    return feedback_triton(f, q_b, k_b, gamma, block_rows=block_rows)
+    return feedback_triton(f, q_b, k_b, gamma, block_rows=block_rows, strip_tile=strip_tile)
 

@@ -37,6 +37,7 @@ import triton.language as tl
 
 from ..bmm_fp32 import bmm_fp32
 from .feedback_chunked import check_inputs
+from . import check_strip_tile
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 
@@ -203,6 +204,8 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
 @triton.jit
 def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
                BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """One (BC, BC) tile of a strip of dl per program; BC here is the strip tile (_Config.TS), which need not
+    be the chunk: the strip kernels have no per-chunk structure."""
     i = tl.program_id(0)
     jt = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -210,7 +213,7 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
     rows = r0 + i * BC + tl.arange(0, BC)
     cols = jt * BC + tl.arange(0, BC)
     out = DL + b * RS * LDL + (i * BC + tl.arange(0, BC))[:, None] * LDL + cols[None, :]
-    if jt * BC > r0 + i * BC:  # tile wholly on or above the diagonal: alpha = 0 there
+    if jt * BC >= r0 + (i + 1) * BC - 1:  # every column at or after every row of the tile: alpha = 0 there
         tl.store(out, tl.zeros((BC, BC), dtype=DL.dtype.element_ty))
     else:
         lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
@@ -226,8 +229,9 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
 @triton.jit
 def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
                   BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """OUT[b, i, j] = alpha[r0 + i, c0 + j] for one (BC, BC) tile per program: the strips of the two-level
-    solve, which lie wholly below the diagonal (c0 + width <= r0); rows past T get 0."""
+    """OUT[b, i, j] = alpha[r0 + i, c0 + j] for one (BC, BC) tile per program (BC: the strip tile,
+    _Config.TS): the strips of the two-level solve, which lie wholly below the diagonal (c0 + width <= r0);
+    rows past T get 0, columns past the strip's width (LDO) are not written."""
     i = tl.program_id(0)
     jt = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -237,8 +241,9 @@ def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
     lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
     l = _gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale  # fp32 logits before the exp
     p = tl.where((cols[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l - lse[:, None]), 0.0)
-    out = OUT + b * RS * LDO + (i * BC + tl.arange(0, BC))[:, None] * LDO + (jt * BC + tl.arange(0, BC))[None, :]
-    tl.store(out, p.to(OUT.dtype.element_ty))
+    j = jt * BC + tl.arange(0, BC)
+    out = OUT + b * RS * LDO + (i * BC + tl.arange(0, BC))[:, None] * LDO + j[None, :]
+    tl.store(out, p.to(OUT.dtype.element_ty), mask=j[None, :] < LDO)
 
 
 _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
@@ -247,7 +252,8 @@ _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl
 class _Config:
     """Tile sizes and dot precisions for one call (all compile-time constants of the kernels)."""
 
-    def __init__(self, dtype: torch.dtype, D: int, chunk: int, block_d: int | None, num_warps: int | None):
+    def __init__(self, dtype: torch.dtype, D: int, chunk: int, block_d: int | None, num_warps: int | None,
+                 strip_tile: int | None = None):
         if dtype not in _TL:
             raise ValueError(f"feedback impl='triton' needs q_b/k_b in float16, bfloat16 or float32, got {dtype}")
         if chunk not in (16, 32, 64):
@@ -260,6 +266,11 @@ class _Config:
             raise ValueError(f"feedback block_d={block_d!r} must be a power of two >= 16")
         self.ND = triton.cdiv(D, self.BD)
         self.num_warps = num_warps or (8 if self.BD >= 256 else 4)
+        # The strips (_alpha_kernel, _dl_kernel): square tiles of TS, the chunk unless asked otherwise; 8 warps
+        # (two warpgroups) from 128 up
+        check_strip_tile(strip_tile)
+        self.TS = strip_tile or chunk
+        self.strip_warps = 8 if self.TS >= 128 else 4
         low = dtype != torch.float32
         tf32 = torch.backends.cuda.matmul.allow_tf32
         fp32_prec = "tf32" if tf32 else "ieee"
@@ -297,22 +308,27 @@ def _blocks(T, cfg: _Config, block_rows: int | None):
 
 
 def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
-    """alpha[:, r0:r1, c0:c1] (every entry strictly below the diagonal) in the scratch, via _alpha_kernel;
-    c0, c1 and r0 are multiples of BC. Returns a (B, r1 - r0, c1 - c0) view, in the dtype of q."""
+    """alpha[:, r0:r1, c0:c1] (every entry strictly below the diagonal) in the scratch, via _alpha_kernel in
+    tiles of TS; c0, c1 and r0 are multiples of BC. Returns a (B, r1 - r0, c1 - c0) view, in the dtype of q."""
     B, T, D = q.shape
-    nr, nc = triton.cdiv(r1 - r0, cfg.BC), (c1 - c0) // cfg.BC
-    out = scratch[:B * nr * cfg.BC * (c1 - c0)].view(B, nr * cfg.BC, c1 - c0)
-    _alpha_kernel[(nr, nc, B)](q, k, lse, out, T, D, r0, c0, c1 - c0, nr * cfg.BC, 1.0 / math.sqrt(D),
-                               BC=cfg.BC, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, num_warps=4)
+    TS = cfg.TS
+    nr, nc = triton.cdiv(r1 - r0, TS), triton.cdiv(c1 - c0, TS)
+    out = scratch[:B * nr * TS * (c1 - c0)].view(B, nr * TS, c1 - c0)
+    _alpha_kernel[(nr, nc, B)](q, k, lse, out, T, D, r0, c0, c1 - c0, nr * TS, 1.0 / math.sqrt(D),
+                               BC=TS, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, num_warps=cfg.strip_warps)
     return out[:, :r1 - r0]
 
 
+def _ceil_to(n: int, m: int) -> int:
+    return triton.cdiv(n, m) * m
+
+
 def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
-    """One strip buffer for every block: B x R x T_pad elements at most (forward: R rows x bR columns,
-    adjoint: T - (b+1)R rows x R columns), so memory stays linear in T for a fixed R."""
+    """One strip buffer for every block: forward R rows x bR columns, adjoint T - (b+1)R rows x R columns,
+    rows rounded up to the strip tile: B x R x T elements so rounded at most, linear in T for a fixed R."""
     NC = triton.cdiv(T, cfg.BC)
     R = min(NC, max(1, block_rows // cfg.BC)) * cfg.BC
-    return torch.empty(B * R * NC * cfg.BC, dtype=dtype, device=device)
+    return torch.empty(B * _ceil_to(R, cfg.TS) * _ceil_to(T, cfg.TS), dtype=dtype, device=device)
 
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
@@ -372,8 +388,8 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
 def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
     """dq, dk (fp32) from strips of R rows of dl = alpha (gamma u s^T - delta) / sqrt(D)."""
     B, T, D = q.shape
-    BC = cfg.BC
-    T_pad = triton.cdiv(T, BC) * BC
+    BC = cfg.TS  # the strip tile: rows of a strip and the tiles of dl
+    T_pad = _ceil_to(T, BC)
     R = min(T_pad, BC * max(1, STRIP_ELEMS // (B * T_pad * BC)))
     dl_dtype = q.dtype
     dl = torch.empty(B, R, T_pad, dtype=dl_dtype, device=q.device)
@@ -383,7 +399,7 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
         r1 = min(r0 + R, T)
         grid = (triton.cdiv(r1 - r0, BC), triton.cdiv(r1, BC), B)
         _dl_kernel[grid](q, k, u, s, g, lse, delta, dl, T, D, r0, T_pad, R, 1.0 / math.sqrt(D), BC=BC, BK=cfg.BK,
-                         DT=cfg.DT, PREC=cfg.PREC, num_warps=4)
+                         DT=cfg.DT, PREC=cfg.PREC, num_warps=cfg.strip_warps)
         strip = dl[:, :r1 - r0, :r1]
         # fp32 products, as the wavefronts accumulate: rounded to bf16, dk's sum over strips carried one bf16
         # rounding per strip (the suspect of lease 17's graphed-vs-eager gradient gap of a Sessa step: 1.5e-3
@@ -400,12 +416,12 @@ def check_block_rows(block_rows, chunk: int):
 
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
-                    block_rows: int | None = None):
+                    block_rows: int | None = None, strip_tile: int | None = None):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
     and h = alpha s (B, T, D), all float32 and contiguous. block_rows: see feedback_triton."""
     check_block_rows(block_rows, chunk)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps)
+    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
@@ -414,11 +430,11 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
 
 
 def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,
-                     block_rows: int | None = None):
+                     block_rows: int | None = None, strip_tile: int | None = None):
     """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
     check_block_rows(block_rows, chunk)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps)
+    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg, block_rows)
@@ -429,12 +445,14 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int
 
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
                     chunk: int = 64, block_d: int | None = None, num_warps: int | None = None,
-                    block_rows: int | None = None) -> torch.Tensor:
+                    block_rows: int | None = None, strip_tile: int | None = None) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
     by torch.compile as one custom op (feedback_triton_op.py).
     chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns;
     block_rows: None for the single-level wavefront over all of T, or R (a multiple of chunk) for the
     two-level solve: blocks of R rows, the part of alpha left of / below each block as one strip through
-    cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve."""
+    cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve.
+    strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl), None for the chunk;
+    a speed knob (NOTES.md), the same s and gradients up to rounding."""
     from .feedback_triton_op import feedback_op
-    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows)
+    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile)
