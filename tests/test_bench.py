@@ -117,17 +117,19 @@ def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypa
     assert {"sessa/triton", "sessa/triton2"} <= set(impls)
     seen = []
 
-    def record(f, q_b, k_b, gamma, impl="auto", triton_ok=None, block_rows=None):
-        seen.append((impl, block_rows))
+    def record(f, q_b, k_b, gamma, impl="auto", triton_ok=None, block_rows=None, strip_tile=None):
+        seen.append((impl, block_rows, strip_tile))
         return feedback_dense(f, q_b, k_b, gamma)
 
     monkeypatch.setattr(kernels, "feedback", record)
     x = torch.randn(1, 5, 32)
-    for name in ("sessa/triton", "sessa/triton2"):
+    tiled = f"sessa/triton2-r1024-t{blocks.STRIP_TILE}"
+    for name in ("sessa/triton", "sessa/triton2", tiled):
         mixer = impls[name]()
         mixer.impl = "dense"  # CPU: run the same mixer through the reference
         mixer.parallel(x)
-    assert seen == [("dense", None), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS)]
+    assert seen == [("dense", None, None), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS, None),
+                    ("dense", 1024, blocks.STRIP_TILE)]
 
 
 def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
@@ -144,7 +146,22 @@ def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
     assert {"sessa/triton2", "sessa/triton2-r256", "sessa/triton2-r1024"} <= set(impls)
     assert impls["sessa/triton2-r256"]().feedback_block_rows == 256
     assert impls["sessa/triton"]().feedback_block_rows is None  # the single level, beside the mixer's default
+    tiled = impls[f"sessa/triton2-r1024-t{blocks.STRIP_TILE}"]()  # the default R, larger strip tiles
+    assert (tiled.feedback_block_rows, tiled.feedback_strip_tile) == (1024, blocks.STRIP_TILE)
+    assert impls["sessa/triton2-r1024"]().feedback_strip_tile is None
     assert "mamba2/torch" in blocks.implementations(torch.device("cpu"), 32, 4, {}, families=("mamba2",))
+
+
+def test_block_profile_keeps_the_asked_families():
+    """`--families mamba2` profiles no Sessa block (lease 21 did), and nothing when the preset's profile has no
+    block of the asked families; the references stay beside the blocks that are profiled."""
+    from sessa_bench.bench.blocks import profiled
+
+    impls = ["sessa/triton2-r1024", "sessa/triton", "attention/sdpa", "attention/minimal"]
+    assert profiled(impls, ("mamba2",)) == []
+    assert profiled(impls, ("sessa",)) == impls
+    assert profiled(impls, ("transformer",)) == impls[2:]  # its blocks are the references
+    assert profiled(impls + ["mamba2/torch"], ("mamba2", "transformer")) == [*impls[2:], "mamba2/torch"]
 
 
 def test_minimal_attention_is_causal_rope_attention():

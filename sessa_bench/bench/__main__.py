@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from sessa_bench.bench.block_profile import profile_blocks
 from sessa_bench.bench.block_profile import section as block_profile_section
-from sessa_bench.bench.blocks import GRAPHED, bench_blocks
+from sessa_bench.bench.blocks import GRAPHED, bench_blocks, profiled
 from sessa_bench.bench.decode_profile import profile_decoding
 from sessa_bench.bench.decode_profile import section as decode_profile_section
 from sessa_bench.bench.decoding import bench_decoding, with_batch_ratio
@@ -244,7 +244,8 @@ def main(argv=None):
             f"forward only; `_x` = time / our SDPA attention block's (attention/sdpa) at the same T; `_xmin` = "
             f"time / the bench's minimal attention block's (attention/minimal: SDPA and a RoPE table in a few "
             f"lines, sessa_bench/bench/minimal_attention.py); `_gib` = peak memory above inputs; "
-            f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R."
+            f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R, "
+            f"sessa/triton2-r1024-t<S> its strip kernels in tiles of S (not the chunk's 64)."
             + (f" `_graph_`: the same step replayed from CUDA graphs (as `cuda_graphs=true` trains: eager's "
                f"kernels without the gaps between their launches; {', '.join(GRAPHED)}), `_graph_xmin` against "
                f"the graphed minimal block; `failed`: the capture failed (the log says why)."
@@ -258,10 +259,10 @@ def main(argv=None):
         write(Path(args.out_dir), slug, sections, csv_rows)
         plot(rows, Path(args.out_dir) / f"{slug}.png",
              f"{slug}: gated block fwd+bwd, D={p['d_model']}, {dtype_name}, {p['tokens']} tokens/batch")
-        if p.get("block_profile"):  # which kernels hold the time (issue 14): a few blocks at one T
-            bp = p["block_profile"]
+        bp = p.get("block_profile") or {}
+        if profiled(bp.get("impls", []), families):  # which kernels hold the time (issue 14): blocks at one T
             profiles = profile_blocks(device, p["dtype"], p["d_model"], p["n_heads"], p["tokens"], p["mamba"],
-                                      bp["T"], bp["impls"], log=log)
+                                      bp["T"], profiled(bp["impls"], families), log=log)
             sections[-1] += "\n" + block_profile_section(profiles, bp["T"], max(1, p["tokens"] // bp["T"]),
                                                           device.type == "cuda")
             write(Path(args.out_dir), slug, sections, csv_rows)

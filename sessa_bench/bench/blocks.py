@@ -20,7 +20,11 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # Timed again with the block's step replayed from CUDA graphs (as `cuda_graphs=true` trains): eager, Sessa's
 # block spent ~3 of its 10.2 ms at T = 4096 between kernels, our SDPA block ~1.5 of 4.9
 # (results/bench/nvidia-h200-blocks-2026-11-30-lease15.md), so the eager ratio partly measures launches
-GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024")
+# The mixer's default (R = 1024) with its strip kernels in wgmma-sized tiles (sessa/triton2-r1024-t<S>, S =
+# STRIP_TILE): lease 17's profile had them at 135-190 TFLOP/s in tiles of the chunk (64)
+STRIP_TILE = 128
+GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024",
+           f"sessa/triton2-r1024-t{STRIP_TILE}")
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
@@ -46,6 +50,9 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=rows)
+            out[f"sessa/triton2-r1024-t{STRIP_TILE}"] = lambda: SessaMixer(
+                d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
+                feedback_strip_tile=STRIP_TILE)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
@@ -59,6 +66,15 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
         return out
     wanted = tuple(PREFIX[f] for f in families)
     return {k: v for k, v in out.items() if k in REFERENCES or k.startswith(wanted)}
+
+
+def profiled(impls, families: tuple[str, ...]) -> list[str]:
+    """The preset's block-profile impls that `--families` asks for, with the references beside them; none when
+    it asks for no family in the list (lease 21's `--families mamba2` profiled Sessa's blocks)."""
+    wanted = tuple(PREFIX[f] for f in families)
+    if not any(i.startswith(wanted) for i in impls):
+        return []
+    return [i for i in impls if i in REFERENCES or i.startswith(wanted)]
 
 
 def block_input(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool):
