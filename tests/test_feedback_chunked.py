@@ -198,6 +198,19 @@ STRIP_TILED = {
 }
 
 
+def against_dense(kernel, inputs, ds_seed: int, half: bool = False):
+    """kernel's s and gradients (its inputs float32, or f, q_b, k_b float16 with `half`) and their errors
+    against the float64 dense solve of the same float64 inputs; in float32, an output of another dtype counts
+    as an infinite error."""
+    f = inputs[0]
+    ds = torch.randn(*f.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(ds_seed))
+    ref = run(feedback_dense, inputs, ds)
+    cast = [x.half() for x in inputs[:3]] + [inputs[3].float()] if half else [x.float() for x in inputs]
+    out = run(kernel, cast, ds)
+    return out, {n: rel(a, b) if half or a.dtype == torch.float32 else float("inf")
+                 for n, a, b in zip(NAMES, out, ref)}
+
+
 def strip_in_place(ft) -> dict:
     """One strip of alpha by _strip in tiles wider than its width (48 columns, tiles of 32: the last column
     tile half outside): against alpha from the float64 dense softmax, and whether the kernel wrote anything
@@ -236,33 +249,23 @@ def interpreted_errors() -> dict:
         f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows)
         if zero_gamma:
             gamma[:, ::3] = 0.0
-        ds = torch.randn(B, T, D, dtype=torch.float64, generator=torch.Generator().manual_seed(T + 1))
-        ref = run(feedback_dense, (f, q, k, gamma), ds)
-        out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
-                  [x.float() for x in (f, q, k, gamma)], ds)
-        errors["two-level-" + name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf")
-                                       for n, a, b in zip(NAMES, out, ref)}
+        out, errors["two-level-" + name] = against_dense(
+            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
+            (f, q, k, gamma), T + 1)
         if zero_gamma:  # the zero-gain rows still get a real dgamma (u . h, with h's strip part included)
             errors["two-level-" + name]["dgamma_at_zero_gain"] = float(out[4][:, ::3].abs().max() > 1e-3) - 1.0
     # Half precision (float16: the interpreter cannot compute in bfloat16): the path where the wavefronts also
     # store s and gamma u in q's dtype for the strip products (STORE_LP), which float32 skips in the forward.
     for name in TWO_LEVEL_HALF:
         B, T, D, chunk, block_d, regime, block_rows, _ = TWO_LEVEL[name]
-        f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows)
-        ds = torch.randn(B, T, D, dtype=torch.float64, generator=torch.Generator().manual_seed(T + 1))
-        ref = run(feedback_dense, (f, q, k, gamma), ds)
-        out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
-                  [f.half(), q.half(), k.half(), gamma.float()], ds)
-        errors["two-level-half-" + name] = {n: rel(a, b) for n, a, b in zip(NAMES, out, ref)}
+        _, errors["two-level-half-" + name] = against_dense(
+            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
+            draw(B, T, D, regime, seed=T * D + block_rows), T + 1, half=True)
     for name, (B, T, D, chunk, block_rows, tile, regime, strip) in STRIP_TILED.items():
         ft.STRIP_ELEMS = strip or (1 << 25)
-        f, q, k, gamma = draw(B, T, D, regime, seed=T * D + tile)
-        ds = torch.randn(B, T, D, dtype=torch.float64, generator=torch.Generator().manual_seed(T + 2))
-        ref = run(feedback_dense, (f, q, k, gamma), ds)
-        out = run(lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile),
-                  [x.float() for x in (f, q, k, gamma)], ds)
-        errors["strip-tile-" + name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf")
-                                        for n, a, b in zip(NAMES, out, ref)}
+        _, errors["strip-tile-" + name] = against_dense(
+            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile),
+            draw(B, T, D, regime, seed=T * D + tile), T + 2)
     ft.STRIP_ELEMS = 1 << 25
     # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
