@@ -26,8 +26,8 @@ AUTO_DENSE_MAX_T = 512  # dense is fastest on CPU for short rows and its T x T b
 # 6.36 / 6.06 there); at T <= R it is the single level, launch for launch. R = 512 was within one run's noise
 # of it; lease 15 (before the strips' launch cut) had R = 1024 the best two-level setting from T = 1024 up.
 DEFAULT_BLOCK_ROWS = 1024
-# The Sessa mixer's default tile of the Triton solve's fully parallel strip kernels (alpha's strips, dl):
-# None, the chunk (64). 128 (wgmma-sized, 8 warps) is timed beside it by `make bench` (sessa/triton2-r1024-t128)
+# The Sessa mixer's default tile of the Triton solve's fully parallel kernels (alpha's strips, dl, the lse
+# pass's past tiles): None, the chunk (64). 128 (wgmma-sized, 8 warps) is timed beside it by `make bench` (sessa/triton2-r1024-t128)
 # and becomes the default only if it wins there.
 DEFAULT_STRIP_TILE = None
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)

@@ -43,9 +43,11 @@ STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in b
 
 
 @triton.jit
-def _gram(X, Y, rows, cols, T, D, BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """X[rows] @ Y[cols]^T over the full width D, fp32 accumulator; X, Y already offset to the batch."""
-    acc = tl.zeros((BC, BC), dtype=tl.float32)
+def _gram(X, Y, rows, cols, T, D, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr,
+          PREC: tl.constexpr):
+    """X[rows] @ Y[cols]^T over the full width D, fp32 accumulator, a (BM, BN) tile; X, Y already offset to
+    the batch."""
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
     for d0 in range(0, D, BK):
         dk = d0 + tl.arange(0, BK)
         x = tl.load(X + rows[:, None] * D + dk[None, :], mask=(rows[:, None] < T) & (dk[None, :] < D), other=0.0)
@@ -67,21 +69,23 @@ def _wait(FLAG):
 @triton.jit
 def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
                  BC: tl.constexpr, BK: tl.constexpr, LOG2BC: tl.constexpr, DT: tl.constexpr,
-                 PREC: tl.constexpr, WPREC: tl.constexpr):
+                 PREC: tl.constexpr, WPREC: tl.constexpr, PN: tl.constexpr):
+    # PN: the width of the past tiles the logsumexp runs over (the strip tile; the chunk by default)
     c = NC - 1 - tl.program_id(0)  # longest rows first
     b = tl.program_id(1).to(tl.int64)
     Q += b * T * D
     K += b * T * D
     rows = c * BC + tl.arange(0, BC)
     # Diagonal tile first: it starts the running logsumexp and is kept for alpha_cc.
-    l_cc = _gram(Q, K, rows, rows, T, D, BC, BK, DT, PREC) * scale
+    l_cc = _gram(Q, K, rows, rows, T, D, BC, BC, BK, DT, PREC) * scale
     l_cc = tl.where(rows[None, :] < rows[:, None], l_cc, float("-inf"))
     m_i = tl.max(l_cc, 1)
     z_i = tl.sum(tl.exp(l_cc - tl.where(m_i == float("-inf"), 0.0, m_i)[:, None]), 1)
-    for jt in range(0, c):
-        cols = jt * BC + tl.arange(0, BC)
-        l = _gram(Q, K, rows, cols, T, D, BC, BK, DT, PREC) * scale
-        m_new = tl.maximum(m_i, tl.max(l, 1))  # finite: every row of chunk c > 0 has this whole tile as past
+    for j0 in range(0, c * BC, PN):
+        cols = j0 + tl.arange(0, PN)
+        l = _gram(Q, K, rows, cols, T, D, BC, PN, BK, DT, PREC) * scale
+        l = tl.where(cols[None, :] < c * BC, l, float("-inf"))  # a last tile past the chunk's own start
+        m_new = tl.maximum(m_i, tl.max(l, 1))  # finite: column j0 is in the past of every row of chunk c > 0
         z_i = z_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(l - m_new[:, None]), 1)
         m_i = m_new
     lse = tl.where(z_i == 0.0, 0.0, m_i + tl.log(z_i))  # row 0 has no past: any finite lse gives alpha = 0
@@ -124,7 +128,7 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
     acc = tl.zeros((BC, BD), dtype=tl.float32)
     for jt in range(C0, c):
         cols = jt * BC + tl.arange(0, BC)
-        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale - lse[:, None])
+        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
         ready = _wait(FLAGS + (b * NC + jt) * ND + d)
         s_j = tl.load(S + base + cols[:, None] * D + dcols[None, :],
                       mask=(dcols[None, :] < D) & (ready != 0), other=0.0, cache_modifier=".cg")
@@ -174,7 +178,7 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
         rows = tt * BC + tl.arange(0, BC)
         lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
         g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
-        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale - lse[:, None])
+        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
         p = tl.where(rows[:, None] < T, p, 0.0)
         ready = _wait(FLAGS + (b * NC + tt) * ND + d)
         u_t = tl.load(U + base + rows[:, None] * D + dcols[None, :],
@@ -219,10 +223,10 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
         lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
         g = tl.load(G + b * T + rows, mask=rows < T, other=0.0)
         delta = tl.load(DELTA + b * T + rows, mask=rows < T, other=0.0)
-        l = _gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale
+        l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale
         past = (cols[None, :] < rows[:, None]) & (rows[:, None] < T)
         p = tl.where(past, tl.exp(l - lse[:, None]), 0.0)
-        dalpha = g[:, None] * _gram(U + base, S + base, rows, cols, T, D, BC, BK, DT, PREC)
+        dalpha = g[:, None] * _gram(U + base, S + base, rows, cols, T, D, BC, BC, BK, DT, PREC)
         tl.store(out, (p * (dalpha - delta[:, None]) * scale).to(DL.dtype.element_ty))
 
 
@@ -239,7 +243,7 @@ def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
     rows = r0 + i * BC + tl.arange(0, BC)
     cols = c0 + jt * BC + tl.arange(0, BC)
     lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
-    l = _gram(Q + base, K + base, rows, cols, T, D, BC, BK, DT, PREC) * scale  # fp32 logits before the exp
+    l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale  # fp32 logits before the exp
     p = tl.where((cols[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l - lse[:, None]), 0.0)
     j = jt * BC + tl.arange(0, BC)
     out = OUT + b * RS * LDO + (i * BC + tl.arange(0, BC))[:, None] * LDO + j[None, :]
@@ -267,7 +271,7 @@ class _Config:
         self.ND = triton.cdiv(D, self.BD)
         self.num_warps = num_warps or (8 if self.BD >= 256 else 4)
         # The strips (_alpha_kernel, _dl_kernel): square tiles of TS, the chunk unless asked otherwise; 8 warps
-        # (two warpgroups) from 128 up
+        # (two warpgroups) from 128 up. _prep_kernel's past tiles are (chunk, TS).
         check_strip_tile(strip_tile)
         self.TS = strip_tile or chunk
         self.strip_warps = 8 if self.TS >= 128 else 4
@@ -288,7 +292,8 @@ def _prep(q, k, g, cfg: _Config):
     W = torch.empty(B, NC, cfg.BC, cfg.BC, dtype=torch.float32, device=q.device)
     A = torch.empty_like(W)
     _prep_kernel[(NC, B)](q, k, g, lse, W, A, T, D, NC, 1.0 / math.sqrt(D), BC=cfg.BC, BK=cfg.BK,
-                          LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, num_warps=cfg.num_warps)
+                          LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, PN=cfg.TS,
+                          num_warps=cfg.num_warps)
     return lse, W, A
 
 
@@ -452,7 +457,8 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     block_rows: None for the single-level wavefront over all of T, or R (a multiple of chunk) for the
     two-level solve: blocks of R rows, the part of alpha left of / below each block as one strip through
     cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve.
-    strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl), None for the chunk;
-    a speed knob (NOTES.md), the same s and gradients up to rounding."""
+    strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl) and the width of the
+    lse pass's past tiles, None for the chunk; a speed knob (NOTES.md), the same s and gradients up to
+    rounding."""
     from .feedback_triton_op import feedback_op
     return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile)

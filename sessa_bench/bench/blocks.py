@@ -20,8 +20,8 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # Timed again with the block's step replayed from CUDA graphs (as `cuda_graphs=true` trains): eager, Sessa's
 # block spent ~3 of its 10.2 ms at T = 4096 between kernels, our SDPA block ~1.5 of 4.9
 # (results/bench/nvidia-h200-blocks-2026-11-30-lease15.md), so the eager ratio partly measures launches
-# The mixer's default (R = 1024) with its strip kernels in wgmma-sized tiles (sessa/triton2-r1024-t<S>, S =
-# STRIP_TILE): lease 17's profile had them at 135-190 TFLOP/s in tiles of the chunk (64)
+# The mixer's default (R = 1024) with its strip kernels and lse pass in wgmma-sized tiles
+# (sessa/triton2-r1024-t<S>, S = STRIP_TILE): lease 17's profile had them at 135-190 TFLOP/s in the chunk's 64
 STRIP_TILE = 128
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024",
            f"sessa/triton2-r1024-t{STRIP_TILE}")
