@@ -197,6 +197,18 @@ STRIP_TILED = {
     "T150-C32-R64-S128": (1, 150, 8, 32, 64, 128, "peaked", None),
 }
 
+# strip_diag: the two-level wavefronts read each block's own alpha tiles from its strip: name -> (B, T, D,
+# chunk, block_rows, strip_tile, regime, zero_gamma). Blocks of one and of several chunks, a last block cut
+# short by T, strip tiles smaller, equal and larger than the chunk, zero gains.
+STRIP_DIAG = {
+    "T100-C16-R32": (2, 100, 8, 16, 32, None, "peaked", False),
+    "T70-C16-R48-S32": (2, 70, 8, 16, 48, 32, "flat", False),
+    "T50-C16-R16-one-chunk-blocks": (2, 50, 8, 16, 16, None, "peaked", False),
+    "T150-C32-R64-S128": (1, 150, 8, 32, 64, 128, "flat", False),
+    "T90-C32-R64-S16": (2, 90, 8, 32, 64, 16, "peaked", False),
+    "T70-C16-R32-zero-gains": (2, 70, 8, 16, 32, None, "flat", True),
+}
+
 
 def against_dense(kernel, inputs, ds_seed: int, half: bool = False):
     """kernel's s and gradients (its inputs float32, or f, q_b, k_b float16 with `half`) and their errors
@@ -267,6 +279,18 @@ def interpreted_errors() -> dict:
             lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile),
             draw(B, T, D, regime, seed=T * D + tile), T + 2)
     ft.STRIP_ELEMS = 1 << 25
+    for name, (B, T, D, chunk, block_rows, tile, regime, zero_gamma) in STRIP_DIAG.items():
+        f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows + 1)
+        if zero_gamma:
+            gamma[:, ::3] = 0.0
+        _, errors["strip-diag-" + name] = against_dense(
+            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile, strip_diag=True),
+            (f, q, k, gamma), T + 3)
+    for name in ("T100-C16-R32", "T70-C16-R48-S32"):  # float16: the strips and the tiles read in half precision
+        B, T, D, chunk, block_rows, tile, regime, _ = STRIP_DIAG[name]
+        _, errors["strip-diag-half-" + name] = against_dense(
+            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile, strip_diag=True),
+            draw(B, T, D, regime, seed=T * D + block_rows + 1), T + 3, half=True)
     # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
     f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
@@ -321,6 +345,20 @@ def test_triton_strip_tiles_interpreted_float32(interpreted, case):
     assert set(NAMES) <= set(errors)
     for name, err in errors.items():
         assert err <= 1e-4, (case, name, err)
+
+
+@pytest.mark.parametrize("case", list(STRIP_DIAG))
+def test_triton_strip_diag_interpreted_float32(interpreted, case):
+    errors = interpreted["strip-diag-" + case]
+    assert set(NAMES) <= set(errors)
+    for name, err in errors.items():
+        assert err <= 1e-4, (case, name, err)
+
+
+@pytest.mark.parametrize("case", ["T100-C16-R32", "T70-C16-R48-S32"])
+def test_triton_strip_diag_interpreted_float16(interpreted, case):
+    for name, err in interpreted["strip-diag-half-" + case].items():
+        assert err <= 3e-3, (case, name, err)
 
 
 @pytest.mark.parametrize("case", TWO_LEVEL_HALF)

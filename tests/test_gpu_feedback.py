@@ -82,10 +82,27 @@ def test_triton_two_level_matches_dense(B, T, D, chunk, block_rows, regime, dtyp
 @pytest.mark.parametrize("B,T,D,chunk,block_rows,strip_tile", [
     (2, 1000, 768, 64, 256, 128), (2, 333, 96, 32, 64, 128), (1, 2100, 384, 64, 1024, 128), (2, 300, 64, 16, None, 64)])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
-def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, dtype, tol):
-    """The strip kernels in tiles other than the chunk (8 warps at 128), two-level and single level."""
+@pytest.mark.parametrize("diag", [False, True], ids=["", "diag"])
+def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, dtype, tol, diag):
+    """The strip kernels in tiles other than the chunk (8 warps at 128), two-level and single level; with
+    strip_diag the wavefronts read their alpha tiles from the strips."""
     inputs = draw(B, T, D, "peaked", dtype, seed=T + strip_tile)
-    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=strip_tile), inputs, tol)
+    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=strip_tile,
+                                     strip_diag=diag), inputs, tol)
+
+
+def test_triton_strip_diag_repeatable_and_many_programs():
+    """strip_diag at the bench's shape (B = 4, T = 4096, R = 1024, 128-tiles): bitwise repeatable (the
+    wavefronts' waits still order every read) and within bf16 tolerance of the default solve."""
+    inputs = draw(4, 4096, 768, "peaked", torch.bfloat16, seed=8)
+    ds = torch.randn_like(inputs[0])
+    fn = lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True)  # noqa: E731
+    first = run(fn, inputs, ds)
+    for name, a, b in zip(NAMES, run(fn, inputs, ds), first):
+        assert torch.equal(a, b), name
+    ref = run(lambda *x: feedback_triton(*x, block_rows=1024), inputs, ds)
+    for name, a, b in zip(NAMES, first, ref):
+        assert rel(a, b.double()) <= 2e-2, (name, rel(a, b.double()))
 
 
 def test_triton_two_level_zero_gains():

@@ -30,6 +30,9 @@ DEFAULT_BLOCK_ROWS = 1024
 # pass's past tiles): None, the chunk (64). 128 (wgmma-sized, 8 warps) is timed beside it by `make bench` (sessa/triton2-r1024-t128)
 # and becomes the default only if it wins there.
 DEFAULT_STRIP_TILE = None
+# Whether the two-level wavefronts read each block's own alpha tiles from its strip (written once) instead of
+# computing them in every D tile's program: off until `make bench` (sessa/triton2-r1024-t128d) says it wins.
+DEFAULT_STRIP_DIAG = False
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 
@@ -66,9 +69,10 @@ def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> s
 
 
 def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None,
-             strip_tile: int | None = None):
-    """block_rows, strip_tile: the two-level Triton solve's block and its strip kernels' tile
-    (feedback_triton); the other impls compute the same s without them and ignore them."""
+             strip_tile: int | None = None, strip_diag: bool = False):
+    """block_rows, strip_tile, strip_diag: the two-level Triton solve's block, its strip kernels' tile and
+    whether its wavefronts read their tiles from the strips (feedback_triton); the other impls compute the
+    same s without them and ignore them."""
     impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
@@ -80,5 +84,5 @@ def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = No
     if not f.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
     from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
-    return feedback_triton(f, q_b, k_b, gamma, block_rows=block_rows, strip_tile=strip_tile)
+    return feedback_triton(f, q_b, k_b, gamma, block_rows=block_rows, strip_tile=strip_tile, strip_diag=strip_diag)
 

@@ -107,15 +107,18 @@ def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
 
 @triton.jit
 def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
+                  AS, ASB, LDA,
                   BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                   PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
-                  STORE_LP: tl.constexpr):
+                  STORE_LP: tl.constexpr, DIAG: tl.constexpr):
     # One launch solves the chunks C0, C0 + 1, ... (the grid sets how many): all NC chunks in the single-level
     # solve, one block of chunks in the two-level one. CROSS: X (B, XR, D, rows R0 .. R0 + XR - 1) holds, for
     # these rows, alpha s summed over the columns before chunk C0 (the strip product), to add to the
     # right-hand side and to h.
     # STORE_LP: s is also stored into SLP in its dtype (q's), for the later blocks' strip products (one
     # store here instead of a copy kernel per block).
+    # DIAG: the block's own alpha tiles are read from its strip AS (batch stride ASB, row stride LDA; row 0 =
+    # row R0, column 0 = column 0), written once by _alpha_kernel, instead of computed here in every D tile.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in chunk order: see the module docstring
     c = C0 + tile // (NB * ND)
     b = (tile // ND) % NB
@@ -128,7 +131,11 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
     acc = tl.zeros((BC, BD), dtype=tl.float32)
     for jt in range(C0, c):
         cols = jt * BC + tl.arange(0, BC)
-        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
+        if DIAG:
+            p = tl.load(AS + b64 * ASB + (rows - R0)[:, None] * LDA + cols[None, :], mask=rows[:, None] < T,
+                        other=0.0)
+        else:
+            p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
         ready = _wait(FLAGS + (b * NC + jt) * ND + d)
         s_j = tl.load(S + base + cols[:, None] * D + dcols[None, :],
                       mask=(dcols[None, :] < D) & (ready != 0), other=0.0, cache_modifier=".cg")
@@ -157,13 +164,15 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
 
 @triton.jit
 def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, D, NC, ND, NB, C1, scale,
+                    AS, ASB, LDA,
                     BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                     PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
-                    STORE_LP: tl.constexpr):
+                    STORE_LP: tl.constexpr, DIAG: tl.constexpr):
     # One launch solves the chunks C1 - 1, C1 - 2, ... (the grid sets how many), summing over later chunks
     # before C1 only. CROSS: Y (B, YR, D, rows R0 .. R0 + YR - 1) holds, for these rows, alpha^T (gamma u) over
     # the rows from chunk C1 on (the strip product).
     # STORE_LP: gamma u is also stored into VLP in its dtype (q's), for the earlier blocks' strip products.
+    # DIAG: the block's own alpha tiles come from its strip AS (row 0 = row R0, column 0 = column R0).
     tile = tl.atomic_add(COUNTER, 1)  # tickets in reverse chunk order
     c = C1 - 1 - tile // (NB * ND)
     b = (tile // ND) % NB
@@ -178,7 +187,11 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
         rows = tt * BC + tl.arange(0, BC)
         lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
         g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
-        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
+        if DIAG:
+            p = tl.load(AS + b64 * ASB + (rows - R0)[:, None] * LDA + (cols - R0)[None, :],
+                        mask=rows[:, None] < T, other=0.0)
+        else:
+            p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
         p = tl.where(rows[:, None] < T, p, 0.0)
         ready = _wait(FLAGS + (b * NC + tt) * ND + d)
         u_t = tl.load(U + base + rows[:, None] * D + dcols[None, :],
@@ -234,18 +247,21 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
 def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
                   BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """OUT[b, i, j] = alpha[r0 + i, c0 + j] for one (BC, BC) tile per program (BC: the strip tile,
-    _Config.TS): the strips of the two-level solve, which lie wholly below the diagonal (c0 + width <= r0);
-    rows past T get 0, columns past the strip's width (LDO) are not written."""
+    _Config.TS): the strips of the two-level solve, below the diagonal or (strip_diag) also over a block's
+    own rows and columns; rows past T get 0, columns past the strip's width (LDO) are not written."""
     i = tl.program_id(0)
     jt = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     base = b * T * D
     rows = r0 + i * BC + tl.arange(0, BC)
     cols = c0 + jt * BC + tl.arange(0, BC)
-    lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
-    l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale  # fp32 logits before the exp
-    p = tl.where((cols[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l - lse[:, None]), 0.0)
     j = jt * BC + tl.arange(0, BC)
+    if c0 + jt * BC >= r0 + (i + 1) * BC - 1:  # every column at or after every row (a block's own strip)
+        p = tl.zeros((BC, BC), dtype=tl.float32)
+    else:
+        lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
+        l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale  # fp32 logits, then exp
+        p = tl.where((cols[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l - lse[:, None]), 0.0)
     out = OUT + b * RS * LDO + (i * BC + tl.arange(0, BC))[:, None] * LDO + j[None, :]
     tl.store(out, p.to(OUT.dtype.element_ty), mask=j[None, :] < LDO)
 
@@ -257,7 +273,7 @@ class _Config:
     """Tile sizes and dot precisions for one call (all compile-time constants of the kernels)."""
 
     def __init__(self, dtype: torch.dtype, D: int, chunk: int, block_d: int | None, num_warps: int | None,
-                 strip_tile: int | None = None):
+                 strip_tile: int | None = None, strip_diag: bool = False):
         if dtype not in _TL:
             raise ValueError(f"feedback impl='triton' needs q_b/k_b in float16, bfloat16 or float32, got {dtype}")
         if chunk not in (16, 32, 64):
@@ -275,6 +291,9 @@ class _Config:
         check_strip_tile(strip_tile)
         self.TS = strip_tile or chunk
         self.strip_warps = 8 if self.TS >= 128 else 4
+        # strip_diag: the two-level wavefronts read each block's own alpha tiles from its strip (written once,
+        # in TS-tiles) instead of computing them in every D tile's program
+        self.strip_diag = bool(strip_diag)
         low = dtype != torch.float32
         tf32 = torch.backends.cuda.matmul.allow_tf32
         fp32_prec = "tf32" if tf32 else "ieee"
@@ -329,11 +348,13 @@ def _ceil_to(n: int, m: int) -> int:
 
 
 def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
-    """One strip buffer for every block: forward R rows x bR columns, adjoint T - (b+1)R rows x R columns,
-    rows rounded up to the strip tile: B x R x T elements so rounded at most, linear in T for a fixed R."""
+    """One strip buffer for every block: forward R rows x bR columns, adjoint T - (b+1)R rows x R columns
+    (with strip_diag (b+1)R columns and T - bR rows), rows rounded up to the strip tile, columns to the chunk:
+    B x R x T elements so rounded at most, linear in T for a fixed R."""
     NC = triton.cdiv(T, cfg.BC)
     R = min(NC, max(1, block_rows // cfg.BC)) * cfg.BC
-    return torch.empty(B * _ceil_to(R, cfg.TS) * _ceil_to(T, cfg.TS), dtype=dtype, device=device)
+    unit = max(cfg.TS, cfg.BC)
+    return torch.empty(B * _ceil_to(R, unit) * _ceil_to(T, unit), dtype=dtype, device=device)
 
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
@@ -350,15 +371,18 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
         scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
         if q.dtype != torch.float32:  # filled by the wavefronts as they solve (STORE_LP), block by block
             s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)
+    diag = cfg.strip_diag and len(blocks) > 1
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0]) if n else h  # (B, r1 - r0, D)
+        # the strip: alpha[r0:r1, :r0], with strip_diag through the block's own columns (c0 + m) * BC
+        strip = _strip(q, k, lse, r0, r1, 0, (c0 + m) * cfg.BC if diag else r0, scratch, cfg) if n or diag else h
+        x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0]) if n else h  # (B, r1 - r0, D)
         _solve_kernel[(m * B * cfg.ND,)](
             q, k, f, g, lse, W, A, s, h, s_lp, x, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0,
-            1.0 / math.sqrt(D),
+            1.0 / math.sqrt(D), strip, strip.stride(0), strip.stride(1),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
-            num_warps=cfg.num_warps)
+            DIAG=diag, num_warps=cfg.num_warps)
     return s, h
 
 
@@ -375,18 +399,23 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
         scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
         # gamma u in q's dtype for the strips, filled by the wavefronts as they solve (STORE_LP)
         v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)
+    diag = cfg.strip_diag and len(blocks) > 1
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        y = u
-        if n:
+        y = strip = u
+        if diag:  # rows from the block's own on, its columns: the wavefront reads its part, cuBLAS the rest
+            strip = _strip(q, k, lse, r0, T, r0, (c0 + m) * cfg.BC, scratch, cfg)
+            if n:
+                y = bmm_fp32(strip[:, r1 - r0:].transpose(1, 2), v_lp[:, r1:])  # (B, r1 - r0, D)
+        elif n:
             strip = _strip(q, k, lse, r1, T, r0, r1, scratch, cfg)  # rows after the block, its columns
             y = bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:])  # (B, r1 - r0, D)
         _adjoint_kernel[(m * B * cfg.ND,)](
             q, k, ds, g, lse, W, u, v_lp, y, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0 + m,
-            1.0 / math.sqrt(D),
+            1.0 / math.sqrt(D), strip, strip.stride(0), strip.stride(1),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=n + 1 < len(blocks),
-            num_warps=cfg.num_warps)
+            DIAG=diag, num_warps=cfg.num_warps)
     return u
 
 
@@ -421,12 +450,12 @@ def check_block_rows(block_rows, chunk: int):
 
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
-                    block_rows: int | None = None, strip_tile: int | None = None):
+                    block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
     and h = alpha s (B, T, D), all float32 and contiguous. block_rows: see feedback_triton."""
     check_block_rows(block_rows, chunk)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile)
+    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
@@ -435,11 +464,11 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
 
 
 def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,
-                     block_rows: int | None = None, strip_tile: int | None = None):
+                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False):
     """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
     check_block_rows(block_rows, chunk)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile)
+    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg, block_rows)
@@ -450,7 +479,8 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int
 
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
                     chunk: int = 64, block_d: int | None = None, num_warps: int | None = None,
-                    block_rows: int | None = None, strip_tile: int | None = None) -> torch.Tensor:
+                    block_rows: int | None = None, strip_tile: int | None = None,
+                    strip_diag: bool = False) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
     by torch.compile as one custom op (feedback_triton_op.py).
     chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns;
@@ -458,7 +488,8 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     two-level solve: blocks of R rows, the part of alpha left of / below each block as one strip through
     cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve.
     strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl) and the width of the
-    lse pass's past tiles, None for the chunk; a speed knob (NOTES.md), the same s and gradients up to
-    rounding."""
+    lse pass's past tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
+    alpha tiles from its strip (written once) instead of computing them in every D tile. Speed knobs
+    (NOTES.md): the same s and gradients up to rounding."""
     from .feedback_triton_op import feedback_op
-    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile)
+    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag)

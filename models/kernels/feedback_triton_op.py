@@ -24,14 +24,14 @@ def kernels():
 
 @torch.library.custom_op("sessa_bench::feedback_triton_fwd", mutates_args=())
 def feedback_fwd(f: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, chunk: int, block_d: Optional[int],
-                 num_warps: Optional[int], block_rows: Optional[int] = None,
-                 strip_tile: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 num_warps: Optional[int], block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
+                 strip_diag: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(s, lse, W, h): the solve and what its backward needs (see feedback_triton.forward_kernels)."""
-    return tuple(kernels()[0](f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile))
+    return tuple(kernels()[0](f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag))
 
 
 @feedback_fwd.register_fake
-def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None):
+def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False):
     B, T, D = f.shape
     f32 = torch.float32
     return (f.new_empty((B, T, D)), f.new_empty((B, T), dtype=f32),
@@ -41,30 +41,31 @@ def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile
 @torch.library.custom_op("sessa_bench::feedback_triton_bwd", mutates_args=())
 def feedback_bwd(ds: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, lse: Tensor, W: Tensor, s: Tensor,
                  h: Tensor, chunk: int, block_d: Optional[int], num_warps: Optional[int],
-                 block_rows: Optional[int] = None,
-                 strip_tile: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
+                 strip_diag: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(df, dq_b, dk_b, dgamma)."""
     return tuple(kernels()[1](ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows,
-                              strip_tile))
+                              strip_tile, strip_diag))
 
 
 @feedback_bwd.register_fake
-def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None):
+def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
+      strip_diag=False):
     return (s.new_empty(s.shape), q_b.new_empty(q_b.shape), k_b.new_empty(k_b.shape),
             gamma.new_empty(gamma.shape))
 
 
 def _setup(ctx, inputs, output):
-    f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile = inputs
+    f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag = inputs
     s, lse, W, h = output
     ctx.save_for_backward(q_b, k_b, gamma, lse, W, s, h)
-    ctx.cfg = (chunk, block_d, num_warps, block_rows, strip_tile)
+    ctx.cfg = (chunk, block_d, num_warps, block_rows, strip_tile, strip_diag)
 
 
 def _backward(ctx, ds, _dlse, _dW, _dh):
     q_b, k_b, gamma, lse, W, s, h = ctx.saved_tensors
     df, dq, dk, dgamma = feedback_bwd(ds, q_b, k_b, gamma, lse, W, s, h, *ctx.cfg)
-    return df, dq, dk, dgamma, None, None, None, None, None
+    return df, dq, dk, dgamma, None, None, None, None, None, None
 
 
 feedback_fwd.register_autograd(_backward, setup_context=_setup)
@@ -72,7 +73,7 @@ feedback_fwd.register_autograd(_backward, setup_context=_setup)
 
 def feedback_op(f, q_b, k_b, gamma, chunk: int = 64, block_d: Optional[int] = None,
                 num_warps: Optional[int] = None, block_rows: Optional[int] = None,
-                strip_tile: Optional[int] = None) -> Tensor:
+                strip_tile: Optional[int] = None, strip_diag: bool = False) -> Tensor:
     """s: (B, T, D) in f's dtype. Inputs are checked here, outside the op, so errors name the argument."""
     check_inputs(f, q_b, k_b, gamma)
     if chunk not in CHUNKS:
@@ -81,4 +82,4 @@ def feedback_op(f, q_b, k_b, gamma, chunk: int = 64, block_d: Optional[int] = No
                                    or block_rows <= 0 or block_rows % chunk):
         raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
     check_strip_tile(strip_tile)
-    return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile)[0]
+    return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, bool(strip_diag))[0]
