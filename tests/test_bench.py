@@ -117,19 +117,19 @@ def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypa
     assert {"sessa/triton", "sessa/triton2"} <= set(impls)
     seen = []
 
-    def record(f, q_b, k_b, gamma, impl="auto", triton_ok=None, block_rows=None, strip_tile=None):
-        seen.append((impl, block_rows, strip_tile))
+    def record(f, q_b, k_b, gamma, impl="auto", triton_ok=None, block_rows=None, strip_tile=None,
+               strip_diag=False):
+        seen.append((impl, block_rows, strip_tile, strip_diag))
         return feedback_dense(f, q_b, k_b, gamma)
 
     monkeypatch.setattr(kernels, "feedback", record)
     x = torch.randn(1, 5, 32)
-    tiled = f"sessa/triton2-r1024-t{blocks.STRIP_TILE}"
-    for name in ("sessa/triton", "sessa/triton2", tiled):
+    for name in ("sessa/triton", "sessa/triton2", *blocks.TILED):
         mixer = impls[name]()
         mixer.impl = "dense"  # CPU: run the same mixer through the reference
         mixer.parallel(x)
-    assert seen == [("dense", None, None), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS, None),
-                    ("dense", 1024, blocks.STRIP_TILE)]
+    assert seen == [("dense", None, None, False), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS, None, False),
+                    ("dense", 1024, blocks.STRIP_TILE, False), ("dense", 1024, blocks.STRIP_TILE, True)]
 
 
 def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
@@ -323,6 +323,26 @@ def test_budgets_times_only_the_named_training_shapes(tmp_path, monkeypatch, cap
         main(["--preset", "cpu", "--budgets", "base", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--budgets" in err and "'base'" in err and "tiny, small" in err
+
+
+def test_lengths_time_only_the_named_block_lengths(tmp_path, monkeypatch, capsys):
+    """`--parts blocks --lengths T` (a short lease) times the blocks at those T only, skips the largest-T search
+    (here a preset that has one) and says so in the rerun line; a T below 1 is one clear error."""
+    import pytest
+
+    from sessa_bench.bench import __main__ as bench
+
+    real = bench.load_preset
+    monkeypatch.setattr(bench, "load_preset", lambda name: {**real(name), "fit_lengths": [128]})
+    main(["--preset", "cpu", "--parts", "blocks", "--families", "transformer", "--lengths", "128",
+          "--out-dir", str(tmp_path)])
+    rows = [r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "blocks"]
+    assert rows and {r["T"] for r in rows} == {"128"}
+    md = (tmp_path / "cpu.md").read_text()
+    assert "--parts blocks --families transformer --lengths 128`" in md and "Largest single sequence" not in md
+    with pytest.raises(SystemExit):
+        main(["--preset", "cpu", "--parts", "blocks", "--lengths", "0", "--out-dir", str(tmp_path)])
+    assert "--lengths" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_graphed_rows_sit_beside_eager_on_cuda_only(monkeypatch):

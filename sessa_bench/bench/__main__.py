@@ -205,13 +205,19 @@ def main(argv=None):
     ap.add_argument("--budgets", nargs="+", metavar="NAME",
                     help="train part: time only these budgets' shapes (default: all; "
                          + "; ".join(f"{k}: {' '.join(v)}" for k, v in budgets.items()) + ")")
+    ap.add_argument("--lengths", nargs="+", type=int, metavar="T",
+                    help="blocks part: time only these T (a short lease), and skip its largest-T search")
     args = ap.parse_args(argv)
+    if any(t < 1 for t in args.lengths or []):
+        ap.error(f"argument --lengths: each T must be a positive integer, got {args.lengths}")
     bad = [b for b in args.budgets or [] if b not in budgets[args.preset]]
     if bad:
         ap.error(f"argument --budgets: invalid choice: {bad[0]!r} (--preset {args.preset} has: "
                  f"{', '.join(budgets[args.preset])})")
     families = tuple(args.families)
     p = load_preset(args.preset)
+    if args.lengths:
+        p.update(lengths=list(args.lengths), fit_lengths=[])
     device = torch.device("cuda" if args.preset == "gpu" else "cpu")
     if args.preset == "gpu" and not torch.cuda.is_available():
         sys.exit("--preset gpu needs a CUDA device")
@@ -229,7 +235,8 @@ def main(argv=None):
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
               f"- rerun: `python -m sessa_bench.bench --preset {args.preset} --parts {' '.join(args.parts)}"
               f"{' --families ' + ' '.join(families) if families != FAMILIES else ''}"
-              f"{' --budgets ' + ' '.join(args.budgets) if args.budgets else ''}` "
+              f"{' --budgets ' + ' '.join(args.budgets) if args.budgets else ''}"
+              f"{' --lengths ' + ' '.join(map(str, args.lengths)) if args.lengths else ''}` "
               f"(`make bench` runs every part)\n")
     sections, csv_rows = [header], []
 
@@ -245,7 +252,8 @@ def main(argv=None):
             f"time / the bench's minimal attention block's (attention/minimal: SDPA and a RoPE table in a few "
             f"lines, sessa_bench/bench/minimal_attention.py); `_gib` = peak memory above inputs; "
             f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R, "
-            f"sessa/triton2-r1024-t<S> its strip kernels in tiles of S (not the chunk's 64)."
+            f"sessa/triton2-r1024-t<S> its strip kernels in tiles of S (not the chunk's 64), `d`: its wavefronts "
+            f"reading each block's own alpha tiles from the strip."
             + (f" `_graph_`: the same step replayed from CUDA graphs (as `cuda_graphs=true` trains: eager's "
                f"kernels without the gaps between their launches; {', '.join(GRAPHED)}), `_graph_xmin` against "
                f"the graphed minimal block; `failed`: the capture failed (the log says why)."

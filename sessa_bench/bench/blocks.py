@@ -21,10 +21,12 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # block spent ~3 of its 10.2 ms at T = 4096 between kernels, our SDPA block ~1.5 of 4.9
 # (results/bench/nvidia-h200-blocks-2026-11-30-lease15.md), so the eager ratio partly measures launches
 # The mixer's default (R = 1024) with its strip kernels and lse pass in wgmma-sized tiles
-# (sessa/triton2-r1024-t<S>, S = STRIP_TILE): lease 17's profile had them at 135-190 TFLOP/s in the chunk's 64
+# (sessa/triton2-r1024-t<S>, S = STRIP_TILE): lease 17's profile had them at 135-190 TFLOP/s in the chunk's 64;
+# with `d` its wavefronts also read each block's own alpha tiles from the strip instead of computing them in
+# every D tile (strip_diag: the logits of a block's tile pairs once, not ND = 6 times)
 STRIP_TILE = 128
-GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024",
-           f"sessa/triton2-r1024-t{STRIP_TILE}")
+TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TILE}d")
+GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED)
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
@@ -50,9 +52,10 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=rows)
-            out[f"sessa/triton2-r1024-t{STRIP_TILE}"] = lambda: SessaMixer(
-                d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
-                feedback_strip_tile=STRIP_TILE)
+            for name, diag in zip(TILED, (False, True)):
+                out[name] = lambda diag=diag: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
+                                                         feedback_block_rows=1024, feedback_strip_tile=STRIP_TILE,
+                                                         feedback_strip_diag=diag)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
