@@ -360,7 +360,9 @@ def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
     """s and h = alpha s. block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
     order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product X with s[:bR] (cuBLAS) is read
-    by a wavefront over the block's chunks, which adds the within-block part (CROSS) and writes s and h."""
+    by a wavefront over the block's chunks, which adds the within-block part (CROSS) and writes s and h. With
+    strip_diag the strip runs through the block's own columns (block 0 gets one too) and the wavefront reads
+    its within-block alpha tiles from it (DIAG)."""
     B, T, D = f.shape
     s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
     h = torch.empty_like(s)
@@ -389,7 +391,8 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
 def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
     """u = M^{-T} ds. Two-level: blocks in reverse order; for block b, Y = alpha[(b+1)R:, bR:(b+1)R]^T
     (gamma u)[(b+1)R:] (one strip, cuBLAS), which the reverse wavefront inside the block adds to the rest
-    (CROSS)."""
+    (CROSS). With strip_diag the strip starts at the block's own rows (the last block gets one too) and the
+    wavefront reads its within-block alpha tiles from it (DIAG)."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
