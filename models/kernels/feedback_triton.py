@@ -21,10 +21,13 @@ backward
                    written to an (R, T) scratch; cuBLAS then does dq_strip = dl k, dk += dl^T q. The strip
                    bounds memory at B R T (linear in T for fixed R) and the D = 768-wide contractions of the
                    outputs run once, on the tensor cores, instead of once per D tile.
-two-level (block_rows=R; NOTES.md, not yet measured on a GPU)
+two-level (block_rows=R; NOTES.md; the Sessa mixer's default, R = 1024)
   _alpha_kernel    writes one strip of alpha below the diagonal: per block of R rows, the columns before it
                    (forward) or the rows after it (adjoint); torch.bmm applies it to s or gamma u, and the two
                    wavefronts above run one launch per block over the block's chunks only (C0 / C1, CROSS).
+                   strip_diag: the strip also covers the block's own tiles, which the wavefronts then read
+                   instead of computing (DIAG). strip_tile: the tile of the strip kernels and of _prep's past
+                   tiles (the chunk by default).
 """
 
 from __future__ import annotations
