@@ -130,13 +130,19 @@ def error_list(rows, what) -> str:
     return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 
+def table_section(heading: str, caption: str, table, columns, formats, rows, what) -> str:
+    """A timed part's section: its heading, its caption, the table of `table` (md_rows), then the rows of
+    `rows` that failed (error_list)."""
+    return f"## {heading}\n\n{caption}\n\n" + md_rows(table, columns, formats) + "\n" + error_list(rows, what)
+
+
 def train_section(rows, t) -> str:
     shapes = "; ".join(f"`{x['budget_name']}` T={x['seq_len']} batch {x['batch']} vocab {x['vocab']}"
                        for x in t["shapes"])
     merged = side_by_side(rows)
     loop_cols = [c for c in LOOP_COLS if any(c in m for m in merged)]
     graphed_cols = [c for c in GRAPHED_COLS if any(c in m for m in merged)]
-    return (f"## Training\n\n{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
+    caption = (f"{shapes}; bf16 autocast on GPU, AdamW (fused on GPU); {t['steps']} timed steps "
             f"after {t['warmup']} warm-up steps (compilation and Triton autotuning excluded; `compile_s` is the "
             f"time of those warm-up steps). Compiled = `model.compile(backend={compiler(t)!r})` in "
             f"place, `graph_breaks` counted by Dynamo"
@@ -144,35 +150,36 @@ def train_section(rows, t) -> str:
                "(sessa_bench/cuda_graphs.py: eager's kernels; `graphs_speedup` = graphed / eager)"
                if graphed_cols else "") + ". MFU = tokens/s x training FLOPs per token "
             f"(sessa_bench/flops.py) / dense bf16 peak (989 TFLOP/s on H100/H200)."
-            + (harness_text(t) if t.get("harness") else "") + "\n\n"
-            + md_rows(merged, ["family", "budget", "seq_len", "batch", "params", "eager_tok_s",
-                               "compiled_tok_s", "speedup", *graphed_cols[:2], *loop_cols, "eager_mfu",
-                               "compiled_mfu", *graphed_cols[2:], "graph_breaks", "compile_s", "backends"],
-                      {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f",
-                       "compiled_mfu": ".3f", "compile_s": ".0f", "loop_eager_tok_s": ",.0f",
-                       "loop_compiled_tok_s": ",.0f", "graphed_tok_s": ",.0f", "graphed_mfu": ".3f",
-                       "loop_graphed_tok_s": ",.0f"}) + "\n"
-            + error_list(rows, lambda r: f"harness loop, {r['family']} `{r['budget']}` T={r['seq_len']} "
-                                         f"{r['compile_backend']}"))
+            + (harness_text(t) if t.get("harness") else ""))
+    return table_section(
+        "Training", caption, merged,
+        ["family", "budget", "seq_len", "batch", "params", "eager_tok_s", "compiled_tok_s", "speedup",
+         *graphed_cols[:2], *loop_cols, "eager_mfu", "compiled_mfu", *graphed_cols[2:], "graph_breaks",
+         "compile_s", "backends"],
+        {"eager_tok_s": ",.0f", "compiled_tok_s": ",.0f", "params": ",", "eager_mfu": ".3f", "compiled_mfu": ".3f",
+         "compile_s": ".0f", "loop_eager_tok_s": ",.0f", "loop_compiled_tok_s": ",.0f", "graphed_tok_s": ",.0f",
+         "graphed_mfu": ".3f", "loop_graphed_tok_s": ",.0f"},
+        rows, lambda r: f"harness loop, {r['family']} `{r['budget']}` T={r['seq_len']} {r['compile_backend']}")
 
 
 def decode_section(rows, d, dtype_name) -> str:
-    return (f"## Decoding\n\nBudget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
+    caption = (f"Budget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
             f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
             f"graph on GPU), one untimed pass first; `read`: how the step reads the caches "
             f"(models/masked_read.py), `compile`: the step through torch.compile. Cache bytes per token of "
             f"context, plus a fixed state per sequence; `x_batch1`: tokens/s over the batch-1 row of the same "
-            f"family, read, compile and context (issue 13's goal: >= 8 at batch 16).\n\n"
-            + md_rows(with_batch_ratio(rows), ["family", "read", "compile", "context", "batch", "path",
-                                               "tokens_per_s", "x_batch1", "ms_per_step", "cache_bytes_per_token",
-                                               "cache_fixed_bytes_per_seq", "cache_gib"],
-                      {"tokens_per_s": ",.1f", "ms_per_step": ".3f"}) + "\n"
-            + error_list(rows, lambda r: f"{r['family']} read={r['read']} compile={r['compile']} context "
-                                         f"{r['context']} batch {r['batch']}"))
+            f"family, read, compile and context (issue 13's goal: >= 8 at batch 16).")
+    return table_section(
+        "Decoding", caption, with_batch_ratio(rows),
+        ["family", "read", "compile", "context", "batch", "path", "tokens_per_s", "x_batch1", "ms_per_step",
+         "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
+        {"tokens_per_s": ",.1f", "ms_per_step": ".3f"},
+        rows, lambda r: f"{r['family']} read={r['read']} compile={r['compile']} context {r['context']} batch "
+                        f"{r['batch']}")
 
 
 def reads_section(rows, r, dtype_name) -> str:
-    return (f"## Cache reads\n\nThe decode step's read alone (sessa_bench/bench/reads.py): each implementation "
+    caption = (f"The decode step's read alone (sessa_bench/bench/reads.py): each implementation "
             f"of models/masked_read.py at the shapes budget `{r['budget_name']}`'s decode step reads (`cache`: "
             f"attention's heads, or Sessa's one D-wide feedback head; `layers`: how many read it), one query per "
             f"head over {r['context']} positions, {dtype_name}; on CUDA at least {r['calls']} reads replayed from one "
@@ -180,12 +187,13 @@ def reads_section(rows, r, dtype_name) -> str:
             f"{r['reps']} replays. `gb_s`: bytes of K and V over the read's time; `x_sdpa`: "
             f"time over the eager sdpa read's (< 1: faster); `step_ms`: all `layers` reads; `triton/S`: the Triton "
             f"read at S splits of the cache (`triton`: its own choice); `rel_err`: against the float64 reduce "
-            f"read.\n\n"
-            + md_rows(rows, ["family", "cache", "H", "Hkv", "d", "layers", "context", "batch", "read", "compile",
-                             "us", "gb_s", "x_sdpa", "step_ms", "rel_err"],
-                      {"us": ".1f", "gb_s": ",.0f", "step_ms": ".3f", "rel_err": ".1e"}) + "\n"
-            + error_list(rows, lambda x: f"{x['family']} {x['cache']} batch {x['batch']} read={x['read']} "
-                                         f"compile={x['compile']}"))
+            f"read.")
+    return table_section(
+        "Cache reads", caption, rows,
+        ["family", "cache", "H", "Hkv", "d", "layers", "context", "batch", "read", "compile", "us", "gb_s",
+         "x_sdpa", "step_ms", "rel_err"],
+        {"us": ".1f", "gb_s": ",.0f", "step_ms": ".3f", "rel_err": ".1e"},
+        rows, lambda x: f"{x['family']} {x['cache']} batch {x['batch']} read={x['read']} compile={x['compile']}")
 
 
 def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> None:
