@@ -48,6 +48,12 @@ def triton_runs_on(x: torch.Tensor) -> bool:
     return triton_available() and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 
 
+def check_block_rows(block_rows, chunk: int) -> None:
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
+                                   or block_rows <= 0 or block_rows % chunk):
+        raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
+
+
 def check_strip_tile(strip_tile) -> None:
     if strip_tile is not None and (isinstance(strip_tile, bool) or not isinstance(strip_tile, int)
                                    or strip_tile not in STRIP_TILES):

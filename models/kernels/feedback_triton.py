@@ -39,8 +39,7 @@ import triton
 import triton.language as tl
 
 from ..bmm_fp32 import bmm_fp32
-from .feedback_chunked import check_inputs
-from . import check_strip_tile
+from . import check_block_rows, check_strip_tile
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 
@@ -447,12 +446,6 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
         dq[:, r0:r1] = bmm_fp32(strip, k[:, :r1])
         dk[:, :r1] += bmm_fp32(strip.transpose(1, 2), q[:, r0:r1])
     return dq, dk
-
-
-def check_block_rows(block_rows, chunk: int):
-    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
-                                   or block_rows <= 0 or block_rows % chunk):
-        raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
 
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import check_strip_tile
+from . import check_block_rows, check_strip_tile
 from .feedback_chunked import check_inputs
 
 CHUNKS = (16, 32, 64)
@@ -78,8 +78,6 @@ def feedback_op(f, q_b, k_b, gamma, chunk: int = 64, block_d: Optional[int] = No
     check_inputs(f, q_b, k_b, gamma)
     if chunk not in CHUNKS:
         raise ValueError(f"feedback chunk={chunk!r} must be one of {CHUNKS} for impl='triton'")
-    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
-                                   or block_rows <= 0 or block_rows % chunk):
-        raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
+    check_block_rows(block_rows, chunk)
     check_strip_tile(strip_tile)
     return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, bool(strip_diag))[0]
