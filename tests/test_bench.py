@@ -72,6 +72,11 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     minimal = next(r for r in blocks if r["impl"] == "attention/minimal" and (r["T"], r["mode"]) == (sessa["T"], sessa["mode"]))
     assert float(sessa["x_minimal"]) == pytest.approx(float(sessa["ms"]) / float(minimal["ms"]))
     assert "fb_xmin" in md
+    # every Sessa row checked against the dense solve in float64 before it was timed (float32 here)
+    checked = {r["impl"]: float(r["err"]) for r in blocks if r["impl"].startswith("sessa/") and r["mode"] == "fwd+bwd"}
+    assert {"sessa/dense", "sessa/chunked"} <= set(checked) and all(e < 1e-5 for e in checked.values()), checked
+    assert all(not r["err"] for r in blocks if not r["impl"].startswith("sessa/") or r["mode"] == "fwd")
+    assert "| err |" in md and "the dense solve in float64" in md
     # the decode rows' ratio to batch 1 (x_batch1) beside their tokens/s
     assert re.search(r"^\| sessa \| sdpa \| False \| 32 \| 4 \| static \| [\d,.]+ \| \d+\.\d\d \|", md, re.M)
     # where a block's step goes: the preset's blocks profiled at one T, each with its summed op time
@@ -162,6 +167,33 @@ def test_block_profile_keeps_the_asked_families():
     assert profiled(impls, ("sessa",)) == impls
     assert profiled(impls, ("transformer",)) == impls[2:]  # its blocks are the references
     assert profiled(impls + ["mamba2/torch"], ("mamba2", "transformer")) == [*impls[2:], "mamba2/torch"]
+
+
+def test_the_block_check_finds_a_wrong_solve_and_a_failing_one():
+    """sessa_errors against the dense solve: a correct chunked solve within float32 rounding, a solve of another
+    gamma_max (same weights, other math) far off, a block whose build fails recorded as `failed`; nothing to
+    check without the reference."""
+    import torch
+
+    from sessa_bench.bench.block_check import sessa_errors
+    from sessa_bench.models.sessa import SessaMixer
+
+    def mixer(**kw):
+        return lambda: SessaMixer(16, 2, backend="sdpa", **kw)
+
+    def broken():
+        raise RuntimeError("no kernel")
+    impls = {"sessa/dense": mixer(impl="dense"), "sessa/chunked": mixer(impl="chunked"),
+             "sessa/wrong": mixer(impl="chunked", gamma_max=0.5), "sessa/broken": broken,
+             "attention/sdpa": lambda: None}
+    logged = []
+    errors = sessa_errors(impls, 16, 2, 24, torch.float32, torch.device("cpu"), log=logged.append)
+    assert set(errors) == {"sessa/dense", "sessa/chunked", "sessa/wrong", "sessa/broken"}
+    assert errors["sessa/dense"] < 1e-5 and errors["sessa/chunked"] < 1e-5, errors
+    assert errors["sessa/wrong"] > 1e-2 and errors["sessa/broken"] == "failed"
+    assert any("sessa/broken" in line and "no kernel" in line for line in logged)
+    assert sessa_errors({"sessa/chunked": impls["sessa/chunked"]}, 16, 2, 24, torch.float32,
+                        torch.device("cpu"), log=logged.append) == {}
 
 
 def test_minimal_attention_is_causal_rope_attention():

@@ -63,10 +63,12 @@ def block_table(rows) -> str:
         m[f"{key}_xmin"] = r.get("x_minimal")
         if "graph_ms" in r:
             m[f"{key}_graph_ms"], m[f"{key}_graph_xmin"] = r["graph_ms"], r.get("x_minimal_graph")
+        if "err" in r:
+            m["err"] = r["err"]
     cols = ["impl", "T", "batch", "fb_ms", "fb_x", "fb_xmin", "fb_gib", "f_ms", "f_x", "f_xmin", "f_gib"]
-    cols += [c for c in ("fb_graph_ms", "fb_graph_xmin", "f_graph_ms", "f_graph_xmin")
+    cols += [c for c in ("fb_graph_ms", "fb_graph_xmin", "f_graph_ms", "f_graph_xmin", "err")
              if any(c in m for m in merged.values())]
-    return md_rows(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols)
+    return md_rows(sorted(merged.values(), key=lambda m: (m["impl"], m["T"])), cols, {"err": ".1e"})
 
 
 def plot(rows, path: Path, title: str):
@@ -266,6 +268,12 @@ def main(argv=None):
                f"kernels without the gaps between their launches; {', '.join(GRAPHED)}), `_graph_xmin` against "
                f"the graphed minimal block; `failed`: the capture failed (the log says why)."
                if any("graph_ms" in r for r in rows) else "")
+            + (f" `err`: each Sessa block checked before it is timed (sessa_bench/bench/block_check.py): the "
+               f"largest relative error (max |a - ref| / max |ref|) of its output and input gradient against the "
+               f"same block (same {dtype_name} weights, input and output gradient) with the dense solve in "
+               f"{'float64' if device.type == 'cpu' else 'float32'}; the dense solve's own row is the floor "
+               f"that {dtype_name} rounding sets."
+               if any("err" in r for r in rows) else "")
             + f"\n\n{block_table(rows)}\n\n"
             + (f"Largest single sequence (batch 1) that trains (forward+backward), trying T in "
                f"{p['fit_lengths']}:\n\n{md_rows(fits, ['impl', 'largest_T_fwd_bwd', 'tried_up_to'])}\n\n"

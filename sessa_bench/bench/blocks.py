@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from sessa_bench.bench.block_check import sessa_errors
 from sessa_bench.bench.timing import free_memory, is_oom, measure, record_oom
 from sessa_bench.cuda_graphs import graph_forward
 from sessa_bench.models.attention import CausalAttention, _flash_attn_func
@@ -143,9 +144,12 @@ def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths
     rows = []
     for T in lengths:
         batch = max(1, tokens // T)
+        errors = sessa_errors(impls, d_model, batch, T, dtype, device, log)  # each Sessa row's check, first
         for name, factory in impls.items():
             for backward in (True, False):
                 row = {"impl": name, "T": T, "batch": batch, "mode": "fwd+bwd" if backward else "fwd"}
+                if backward and name in errors:
+                    row["err"] = errors[name]
                 with record_oom(row, "ms", "peak_gib"):
                     row.update(run_one(factory, d_model, batch, T, dtype, device, backward, reps))
                 if device.type == "cuda" and name in GRAPHED and row["ms"] != "OOM":
