@@ -72,6 +72,8 @@
 #   PACE="sessa:cuda_graphs=0.5 ..."  `tables --pace` (each value): a graphed (or compiled) run with no finished
 #                run executed so to time it is timed by eager runs x the factor, a measured ratio
 #                (results/bench/nvidia-h200-execution-ab.md); without it such runs are timed as eager ones.
+#                "mamba2:conv_triton=0.8": Mamba2 runs that did not record the fused conv kernel time the next
+#                ones x 0.8 until one that did has finished (1.45x a graphed step measured, i.e. 0.69).
 #   SAFETY=1.1   `tables --safety`: the margin on the table step's estimates (default 1.2). Two 16000-step Mamba2
 #                retrains, timed by its newest run (its start-up counted once), are ~1460 s each: x1.2 they fit
 #                no lease (1751 s), x1.1 one of LEASE=1680 (1620 s left).

@@ -336,23 +336,27 @@ def estimates(todo: list[Todo], runs_per_gpu: int | None = None,
     """Seconds to train each run of a round (None: nothing to time it by), at its cell's pace
     (`sessa_bench.report.timing.pace`: its own run's and its seeds'), else at the slowest of its experiment's
     finished runs (read once each), scaled to `runs_per_gpu` runs sharing a GPU; a pace borrowed from runs
-    that executed otherwise is scaled by `pace_factor(pace, ...)` (--pace)."""
+    that executed otherwise is scaled by `pace_factor(pace, ...)`, one from runs without a faster backend
+    named in --pace by `backend_pace` (--pace)."""
     finished: dict[tuple, list[dict]] = {}
     out = []
     for t in todo:
         key = tuple(sorted(t.cell.names.items()))
-        factor = pace_factor(pace, t.cell.family, t.cell.execution)
+        how = dict(how=t.cell.execution, fallback=pace_factor(pace, t.cell.family, t.cell.execution),
+                   family=t.cell.family, backend=backend_pace(pace, t.cell.family))
         if key not in finished:
             finished[key] = finished_runs(t.cell)
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
-                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu,
-                                   how=t.cell.execution, fallback=factor, family=t.cell.family))
+                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu, **how))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
-                                   runs_per_gpu=runs_per_gpu, how=t.cell.execution, fallback=factor,
-                                   family=t.cell.family))
+                                   runs_per_gpu=runs_per_gpu, **how))
     return out
+
+
+EXECUTIONS = ("compile", "cuda_graphs")  # --pace keys: how a run executes (summary `compile`, `cuda_graphs`)
+BACKENDS = ("conv_triton",)  # and faster kernels a run records in its summary's `backends`
 
 
 def pace_factor(pace: dict[str, float] | None, family: str, how: str) -> float:
@@ -361,8 +365,19 @@ def pace_factor(pace: dict[str, float] | None, family: str, how: str) -> float:
     return pace.get(f"{family}:{how}", pace.get(how, 1.0))
 
 
+def backend_pace(pace: dict[str, float] | None, family: str) -> tuple[str, float] | None:
+    """(marker, factor) of the --pace backend for a run of `family` (`family:marker` first, then `marker`),
+    or None: runs that did not record the marker time it scaled by the factor (report.timing.timed_by)."""
+    pace = pace or {}
+    for marker in BACKENDS:
+        if (factor := pace.get(f"{family}:{marker}", pace.get(marker))) is not None:
+            return marker, factor
+    return None
+
+
 def parse_pace(items: list[str]) -> dict[str, float]:
-    """--pace values `[family:]execution=factor` -> {key: factor}, one clear error for a bad one."""
+    """--pace values `[family:]execution=factor` or `[family:]backend=factor` -> {key: factor}, one clear
+    error for a bad one."""
     out = {}
     families = sorted({f for t in TABLES.values() for f in t.families})
     for item in items:
@@ -372,9 +387,11 @@ def parse_pace(items: list[str]) -> dict[str, float]:
             factor = float(value)
         except ValueError:
             factor = -1.0
-        if how not in ("compile", "cuda_graphs") or (family and family not in families) or not factor > 0:
-            raise ValueError(f"--pace {item!r}: must be [family:]execution=factor with execution compile or "
-                             f"cuda_graphs, family one of {families}, factor > 0 (e.g. sessa:cuda_graphs=0.5)")
+        if how not in EXECUTIONS + BACKENDS or (family and family not in families) or not factor > 0:
+            raise ValueError(f"--pace {item!r}: must be [family:]execution=factor with execution one of "
+                             f"{', '.join(EXECUTIONS)}, or [family:]backend=factor with backend one of "
+                             f"{', '.join(BACKENDS)}; family one of {families}, factor > 0 (e.g. "
+                             f"sessa:cuda_graphs=0.5, mamba2:conv_triton=0.8)")
         out[key] = factor
     return out
 
@@ -454,7 +471,9 @@ def main(argv=None) -> None:
                     help="with --time-limit or --plan: a run that executes as EXECUTION (compile, cuda_graphs) "
                          "and has no finished run executed so to time it is timed by eager runs x FACTOR "
                          "(a measured ratio, e.g. sessa:cuda_graphs=0.5 from "
-                         "results/bench/nvidia-h200-execution-ab.md); repeatable")
+                         "results/bench/nvidia-h200-execution-ab.md); or [FAMILY:]BACKEND=FACTOR (BACKEND "
+                         "conv_triton): runs that did not record that kernel in their summary's backends time "
+                         "it x FACTOR until one that did has finished (e.g. mamba2:conv_triton=0.8); repeatable")
     ap.add_argument("--safety", type=float, default=SAFETY, metavar="FACTOR",
                     help=f"with --time-limit or --plan: the margin on every estimate (default {SAFETY}); lower "
                          "it only where the runs that time the round ran on the same code and machine kind")

@@ -606,9 +606,33 @@ def test_pace_flag_values_are_checked_and_the_family_one_wins():
     assert p == {"sessa:cuda_graphs": 0.5, "cuda_graphs": 0.8, "compile": 0.6}
     assert pace_factor(p, "sessa", "cuda_graphs") == 0.5 and pace_factor(p, "mamba2", "cuda_graphs") == 0.8
     assert pace_factor(p, "mamba2", "eager") == 1.0 and pace_factor(None, "sessa", "compile") == 1.0
-    for bad in ("sessa:graphs=0.5", "mamba:cuda_graphs=0.5", "cuda_graphs=0", "cuda_graphs=fast", "eager=0.5"):
+    for bad in ("sessa:graphs=0.5", "mamba:cuda_graphs=0.5", "cuda_graphs=0", "cuda_graphs=fast", "eager=0.5",
+                "mamba2:conv=0.8", "mamba2:conv_triton=-1"):
         with pytest.raises(ValueError, match=r"^--pace .*must be \[family:\]execution=factor"):
             parse_pace([bad])
+    from sessa_bench.tables import backend_pace
+    p = parse_pace(["mamba2:conv_triton=0.7", "conv_triton=0.9", "cuda_graphs=0.5"])
+    assert backend_pace(p, "mamba2") == ("conv_triton", 0.7) and backend_pace(p, "sessa") == ("conv_triton", 0.9)
+    assert backend_pace(parse_pace(["cuda_graphs=0.5"]), "mamba2") is None and backend_pace(None, "mamba2") is None
+
+
+def test_a_faster_backend_scales_the_pace_of_runs_without_it_until_one_with_it_times_it():
+    """Lease 21: Mamba2's long 1e-4 run trained with conv1d; its fused conv (1.45x a graphed step) came after.
+    --pace mamba2:conv_triton=F scales the pace of runs that did not record it; once a run that did is
+    finished, it alone times the rest, unscaled; the start-up is never scaled."""
+    old = {**summary(1000, 500.0), "cuda_graphs": True, "backends": ["mamba_ssm"]}
+    new = {**summary(1000, 300.0), "cuda_graphs": True, "backends": ["mamba_ssm+conv_triton"]}
+    eager_new = {**summary(1000, 200.0), "backends": ["mamba_ssm+conv_triton"]}
+    conv = ("conv_triton", 0.5)
+    assert pace(cell=[old], how="cuda_graphs", backend=conv) == 0.25
+    assert pace(cell=[old, new], how="cuda_graphs", backend=conv) == 0.3
+    assert pace(cell=[old], how="cuda_graphs") == 0.5  # without the flag, unchanged
+    # execution first: an eager run with the kernel does not time a graphed one while a graphed run exists
+    assert pace(cell=[old, eager_new], how="cuda_graphs", backend=conv) == 0.25
+    # both factors when neither matches: an eager pace without the kernel for a graphed run with it
+    assert pace(experiment=[{**old, "cuda_graphs": False}], how="cuda_graphs", fallback=0.8, backend=conv) == 0.2
+    started = {**old, **summary(1000, 600.0), "startup_seconds": 100.0}  # (600 - 100) s / 1000 steps
+    assert run_seconds(1000, cell=[started], how="cuda_graphs", backend=conv) == pytest.approx(100.0 + 250.0)
 
 
 def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, fake_ensure, capsys):

@@ -98,17 +98,22 @@ def execution(s: dict) -> str:
     return "compile" if s.get("compile") else "cuda_graphs" if s.get("cuda_graphs") else "eager"
 
 
+def recorded_backend(s: dict, marker: str) -> bool:
+    """Whether the run's summary records `marker` in one of its `backends` (e.g. Mamba2's `conv_triton`)."""
+    return any(marker in b for b in s.get("backends") or ())
+
+
 def pace(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
          runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0,
-         family: str | None = None) -> float | None:
+         family: str | None = None, backend: tuple[str, float] | None = None) -> float | None:
     """Seconds per step for a run to train (`timed_by`'s pace), or None."""
-    timed = timed_by(own, cell, experiment, runs_per_gpu, how, fallback, family)
+    timed = timed_by(own, cell, experiment, runs_per_gpu, how, fallback, family, backend)
     return None if timed is None else timed[0]
 
 
 def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[dict] = (),
              runs_per_gpu: int | None = None, how: str | None = None, fallback: float = 1.0,
-             family: str | None = None) -> tuple[float, dict] | None:
+             family: str | None = None, backend: tuple[str, float] | None = None) -> tuple[float, dict] | None:
     """(seconds per step, the summary timing it) for a run to train: the pace of the longest last process
     among its own finished run (a run being extended), its cell's (same family, experiment and rate) and,
     where they trained longer processes than those, its family's at other rates of the experiment (a 2000-step
@@ -127,7 +132,11 @@ def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[di
     (results/bench/nvidia-h200-small.md), so its pace must not time an eager one; an eager pace for a
     compiled or graphed run leans long, by what that execution saves: `fallback` scales such a borrowed pace
     (tables --pace, from a measured A/B such as results/bench/nvidia-h200-execution-ab.md; default 1: no
-    saving assumed)."""
+    saving assumed). `backend` = (marker, factor) likewise for a faster kernel the run will record in its
+    `backends` (tables --pace mamba2:conv_triton=F): among the runs alike in execution, those that recorded
+    the marker time it alone; without any, the others' pace is scaled by the factor (Mamba2's fused conv, 1.45x
+    a graphed step, came after every Mamba2 run of the long column but one, which timed the rest at conv1d's
+    pace until a run with it finished)."""
     def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
         return seconds_per_step(s) * sharing(s, runs_per_gpu)
 
@@ -138,7 +147,11 @@ def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[di
     def alike(runs: list[dict]) -> tuple[list[dict], float]:
         timed = [s for s in runs if seconds_per_step(s) is not None]
         same = [s for s in timed if how is None or execution(s) == how]
-        return (same, 1.0) if same or how is None else (timed, fallback)
+        runs, scale = (same, 1.0) if same or how is None else (timed, fallback)
+        if backend is None or not runs:
+            return runs, scale
+        marked = [s for s in runs if recorded_backend(s, backend[0])]
+        return (marked, scale) if marked else (runs, scale * backend[1])
 
     pool = [*([own] if own is not None else []), *cell]
     if family:  # its family's runs of the experiment that trained longer processes time it better, at any rate
@@ -165,12 +178,13 @@ def steps_to_train(target: int, done: int = 0, resumable: bool = False) -> int:
 
 def run_seconds(target: int, own: dict | None = None, resumable: bool = False, cell: list[dict] = (),
                 experiment: list[dict] = (), runs_per_gpu: int | None = None,
-                how: str | None = None, fallback: float = 1.0, family: str | None = None) -> float | None:
+                how: str | None = None, fallback: float = 1.0, family: str | None = None,
+                backend: tuple[str, float] | None = None) -> float | None:
     """Seconds to train one run to `target` steps (None: no finished run to time it by): the start-up of the
     run that times it, then its steps at that run's pace. own: the finished shorter run it extends
     (resumable: its checkpoint exists); cell, experiment: finished runs to borrow a pace from (`timed_by`,
-    which also takes `how` and `fallback`)."""
-    timed = timed_by(own, cell, experiment, runs_per_gpu, how, fallback, family)
+    which also takes `how`, `fallback` and `backend`)."""
+    timed = timed_by(own, cell, experiment, runs_per_gpu, how, fallback, family, backend)
     if timed is None:
         return None
     p, by = timed
