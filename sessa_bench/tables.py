@@ -342,16 +342,16 @@ def estimates(todo: list[Todo], runs_per_gpu: int | None = None,
     out = []
     for t in todo:
         key = tuple(sorted(t.cell.names.items()))
-        how = dict(how=t.cell.execution, fallback=pace_factor(pace, t.cell.family, t.cell.execution),
-                   family=t.cell.family, backend=backend_pace(pace, t.cell.family))
+        timing = dict(how=t.cell.execution, fallback=pace_factor(pace, t.cell.family, t.cell.execution),
+                      family=t.cell.family, backend=backend_pace(pace, t.cell.family))
         if key not in finished:
             finished[key] = finished_runs(t.cell)
         if t.extends is not None:
             out.append(run_seconds(t.run.steps_requested, t.extends.summary, t.extends.folder.checkpoint.exists(),
-                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu, **how))
+                                   cell=t.peers, experiment=finished[key], runs_per_gpu=runs_per_gpu, **timing))
         else:
             out.append(run_seconds(t.run.steps_requested, cell=t.peers, experiment=finished[key],
-                                   runs_per_gpu=runs_per_gpu, **how))
+                                   runs_per_gpu=runs_per_gpu, **timing))
     return out
 
 

@@ -135,8 +135,8 @@ def timed_by(own: dict | None = None, cell: list[dict] = (), experiment: list[di
     saving assumed). `backend` = (marker, factor) likewise for a faster kernel the run will record in its
     `backends` (tables --pace mamba2:conv_triton=F): among the runs alike in execution, those that recorded
     the marker time it alone; without any, the others' pace is scaled by the factor (Mamba2's fused conv, 1.45x
-    a graphed step, came after every Mamba2 run of the long column but one, which timed the rest at conv1d's
-    pace until a run with it finished)."""
+    a graphed step, came after the long column's only finished Mamba2 run, whose conv1d pace kept every other
+    Mamba2 run of the column out of a lease)."""
     def at_round(s: dict) -> float:  # its pace, scaled to the round's GPU sharing
         return seconds_per_step(s) * sharing(s, runs_per_gpu)
 
