@@ -287,7 +287,9 @@ fi
 # a TAIL still running: this call waits for it (what it trained comes back in this call's bundle)
 while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done
 
-tar czf "$out/bundle.tar.gz" --exclude='*.ckpt' --exclude='*.lock' --exclude=session/tree -C "$root" paper_runs session 2>/dev/null
+# no checkpoints directory at all: a run caught mid-save has a .last.ckpt.tmp there, which '*.ckpt' let through
+# (lease 23's second call: 228 MB, and the device tool dropped the whole bundle)
+tar czf "$out/bundle.tar.gz" --exclude=checkpoints --exclude='*.lock' --exclude=session/tree -C "$root" paper_runs session 2>/dev/null
 if [[ ${TRITON_CACHE_OUT:-0} == 1 && -d /tmp/triton-cache ]]; then  # for the next lease to carry
   # The device tool brings back at most 16 MiB a file and 8 files: parts of 15 MiB, at most 3 (one lease's
   # cache was 35.7 MB gzipped: h200x2-run5-session.log)

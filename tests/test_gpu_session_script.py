@@ -111,14 +111,17 @@ def test_snapshot_tree_is_a_copy_a_detached_step_can_run_from(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == str(dest / "conf")
 
 
-def dry_run(tmp_path, **env_more):
+def dry_run(tmp_path, seed_root=None, **env_more):
     """The first call of a lease without a GPU: stubs for python3 (records its folder and arguments) and
-    nvidia-smi, the session under SESSION_ROOT. Returns (the call, root, out, calls file)."""
+    nvidia-smi, the session under SESSION_ROOT (seed_root(root) fills it first). Returns (the call, root,
+    out, calls file)."""
     import os
 
     root, out, stub = tmp_path / "root", tmp_path / "out", tmp_path / "bin"
     for d in (root, out, stub):
         d.mkdir()
+    if seed_root:
+        seed_root(root)
     calls = tmp_path / "calls"
     (stub / "python3").write_text(f'#!/bin/sh\necho "$PWD|$PYTHONPATH|$*" >> {calls}\n')
     (stub / "nvidia-smi").write_text("#!/bin/sh\necho '0, NVIDIA H200, 143771 MiB'\n")
@@ -139,7 +142,16 @@ def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tm
     under gpu_busy.py, and the bundle leaves the copy out."""
     import tarfile
 
-    r, root, out, calls = dry_run(tmp_path, BESIDE="python3 beside.py")
+    def a_run_saving_its_checkpoint(root):
+        # a run caught mid-save: Lightning writes .last.ckpt.tmp, then renames it (sessa_bench/callbacks.py);
+        # lease 23's second call packed one (228 MB) and the device tool dropped the whole bundle
+        ckpts = root / "paper_runs" / "t" / "run" / "checkpoints"
+        ckpts.mkdir(parents=True)
+        for name in ("last.ckpt", ".last.ckpt.tmp", "best.ckpt"):
+            (ckpts / name).write_bytes(b"weights")
+        (ckpts.parent / "summary.json").write_text("{}")
+
+    r, root, out, calls = dry_run(tmp_path, seed_root=a_run_saving_its_checkpoint, BESIDE="python3 beside.py")
     tree = root / "session" / "tree"
     assert (tree / "conf" / "train.yaml").is_file() and not (tree / ".git").exists()
     lines = [line.split("|", 2) for line in calls.read_text().splitlines()]
@@ -154,6 +166,7 @@ def test_a_lease_call_dry_run_starts_the_table_step_from_its_copy_of_the_tree(tm
     with tarfile.open(out / "bundle.tar.gz") as t:
         names = t.getnames()
     assert "session/logs/tables.log" in names and not any(n.startswith("session/tree") for n in names)
+    assert "paper_runs/t/run/summary.json" in names and not any("checkpoints" in n for n in names), names
 
 
 def test_a_failed_before_with_the_gate_starts_no_table_step(tmp_path):
