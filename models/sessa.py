@@ -154,4 +154,6 @@ class SessaMixer(CausalAttention):
     def backend_used(self):
         attn = super().backend_used()
         impl = getattr(self, "_impl_used", self.impl)
+        if impl == "triton":
+            impl = kernels.triton_label(self.feedback_strip_tile, self.feedback_strip_diag)
         return attn if not self.feedback or attn is None else f"{attn}+{impl}"

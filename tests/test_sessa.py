@@ -262,3 +262,18 @@ def test_the_solve_gets_the_two_level_block_by_default(monkeypatch):
         SessaMixer(16, 2, **rows).double()(x)
         assert seen[-1] == want
     assert kernels.DEFAULT_BLOCK_ROWS == 1024
+
+
+def test_a_runs_backends_name_the_triton_solves_strip_settings(monkeypatch):
+    """`backends` in a run's summary tells the Triton solve's strip settings apart (the default changed in
+    lease 23; runs before it recorded plain `triton`, the chunk's tile): the solve stubbed, as on a GPU."""
+    monkeypatch.setattr(kernels, "feedback", lambda f, *a, **kw: f)
+    x = torch.randn(1, 6, 16, dtype=torch.float64)
+    for kw, want in (({}, "math+triton-t128d"),
+                     ({"feedback_strip_tile": None, "feedback_strip_diag": False}, "math+triton"),
+                     ({"feedback_strip_tile": 64}, "math+triton-t64d"),
+                     ({"feedback_strip_diag": False}, "math+triton-t128")):
+        m = SessaMixer(16, 2, backend="math", impl="triton", **kw).double()
+        m(x)
+        assert m.backend_used() == want, kw
+    assert (kernels.DEFAULT_STRIP_TILE, kernels.DEFAULT_STRIP_DIAG) == (128, True)

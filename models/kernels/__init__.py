@@ -27,12 +27,15 @@ AUTO_DENSE_MAX_T = 512  # dense is fastest on CPU for short rows and its T x T b
 # of it; lease 15 (before the strips' launch cut) had R = 1024 the best two-level setting from T = 1024 up.
 DEFAULT_BLOCK_ROWS = 1024
 # The Sessa mixer's default tile of the Triton solve's fully parallel kernels (alpha's strips, dl, the lse
-# pass's past tiles): None, the chunk (64). 128 (wgmma-sized, 8 warps) is timed beside it by `make bench` (sessa/triton2-r1024-t128)
-# and becomes the default only if it wins there.
-DEFAULT_STRIP_TILE = None
-# Whether the two-level wavefronts read each block's own alpha tiles from its strip (written once) instead of
-# computing them in every D tile's program: off until `make bench` (sessa/triton2-r1024-t128d) says it wins.
-DEFAULT_STRIP_DIAG = False
+# pass's past tiles; None: the chunk, 64) and whether the two-level wavefronts read each block's own alpha tiles
+# from its strip (written once) instead of computing them in every D tile's program. 128 with the strip read
+# won in two leases' `make bench` (graphed forward+backward over the minimal block, R = 1024, against the chunk's
+# tile without it): 1.37 / 1.56 / 1.97x against 1.51 / 1.66 / 2.16x at T = 2048 / 4096 / 16384 (lease 22,
+# results/bench/nvidia-h200-blocks-2026-12-01-strip.md), 1.57 against 1.66x at T = 4096 (lease 23,
+# ...-2026-12-02-strip.md), the same error against the float64 solve; 128 without the strip read was within
+# noise of it except at T = 2048 (1.48x). Runs record them in `backends` (SessaMixer.backend_used).
+DEFAULT_STRIP_TILE = 128
+DEFAULT_STRIP_DIAG = True
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 
@@ -52,6 +55,12 @@ def check_block_rows(block_rows, chunk: int) -> None:
     if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
                                    or block_rows <= 0 or block_rows % chunk):
         raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
+
+
+def triton_label(strip_tile, strip_diag) -> str:
+    """The Triton solve as a run's `backends` records it: `triton`, then `-t<tile>` for a strip tile other than
+    the chunk and `d` for the strip read (runs before these options recorded plain `triton`: the chunk's tile)."""
+    return "triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag else "")
 
 
 def check_strip_tile(strip_tile) -> None:

@@ -21,12 +21,14 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # Timed again with the block's step replayed from CUDA graphs (as `cuda_graphs=true` trains): eager, Sessa's
 # block spent ~3 of its 10.2 ms at T = 4096 between kernels, our SDPA block ~1.5 of 4.9
 # (results/bench/nvidia-h200-blocks-2026-11-30-lease15.md), so the eager ratio partly measures launches
-# The mixer's default (R = 1024) with its strip kernels and lse pass in wgmma-sized tiles
-# (sessa/triton2-r1024-t<S>, S = STRIP_TILE): lease 17's profile had them at 135-190 TFLOP/s in the chunk's 64;
-# with `d` its wavefronts also read each block's own alpha tiles from the strip instead of computing them in
-# every D tile (strip_diag: the logits of a block's tile pairs once, not ND = 6 times)
+# R = 1024 with its strip kernels and lse pass in wgmma-sized tiles (sessa/triton2-r1024-t<S>, S = STRIP_TILE):
+# lease 17's profile had them at 135-190 TFLOP/s in the chunk's 64; with `d` its wavefronts also read each
+# block's own alpha tiles from the strip instead of computing them in every D tile (strip_diag: the logits of a
+# block's tile pairs once, not ND = 6 times). `d` at S = 128 is the mixer's default since lease 23; every other
+# Sessa row pins the chunk's tile without `d`, so each row's name says what it times, whatever the default.
 STRIP_TILE = 128
 TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TILE}d")
+CHUNK_TILE = {"feedback_strip_tile": None, "feedback_strip_diag": False}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED)
 
 
@@ -47,12 +49,12 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
             continue
         # sessa/triton: the single-level solve at every T (the mixer's default is two-level above R = 1024 rows)
         out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl,
-                                                            feedback_block_rows=None)
+                                                            feedback_block_rows=None, **CHUNK_TILE)
         if impl == "triton":  # the two-level solve beside it (kernels/NOTES.md)
             for rows in (TWO_LEVEL_BLOCK_ROWS, *OTHER_BLOCK_ROWS):
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
-                                                         feedback_block_rows=rows)
+                                                         feedback_block_rows=rows, **CHUNK_TILE)
             for name, diag in zip(TILED, (False, True)):
                 out[name] = lambda diag=diag: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=1024, feedback_strip_tile=STRIP_TILE,
