@@ -144,6 +144,9 @@ def describe(step: str, todo: list[Todo], clock: Clock) -> str:
     lines = [f"plan: the next round is the {step}, {len(todo)} runs, {clock.slots} at a time"
              + ("" if sharing is None else f", {sharing} sharing the busiest GPU")
              + (f" with {beside} more process{'es' if beside > 1 else ''} beside them" if beside and sharing else "")]
+    if sharing is None:  # planning a GPU lease on a CPU machine printed one lease's worth of runs as fitting
+        lines.append("  (no GPU visible: each run at the GPU sharing it was timed at; to plan a lease, give its GPUs "
+                     "as CUDA_VISIBLE_DEVICES, and with MPS any CUDA_MPS_PIPE_DIRECTORY)")
     for t, sec in zip(todo, secs):
         if t.extends is None:
             what = f"{t.run.steps_requested} steps from step 0"

@@ -565,6 +565,7 @@ def test_beside_flag_reaches_the_plan_and_a_bad_one_is_one_line(tmp_path, unconv
     out = capsys.readouterr().out
     assert out.startswith("plan: the next round is the seeds and extensions, 6 runs, 6 at a time, 3 sharing the "
                           "busiest GPU with 2 more processes beside them\n"), out
+    assert "no GPU visible" not in out
     assert os.environ[ENV_BESIDE] == "2" and fake_ensure == []
 
 
@@ -643,7 +644,8 @@ def test_plan_prints_the_next_round_and_changes_nothing(tmp_path, unconverged, f
     run_protocol(tmp_path, "[0.001]", time_limit=300, plan=True)
     out = capsys.readouterr().out
     assert fake_ensure == [] and snapshot(unconverged) == before
-    assert out.startswith("plan: the next round is the seeds and extensions, 6 runs, 6 at a time\n"), out
+    assert out.startswith("plan: the next round is the seeds and extensions, 6 runs, 6 at a time\n"
+                          "  (no GPU visible: each run at the GPU sharing it was timed at;"), out
     assert re.search(r"^  sessa-\S+-s0: extend 100 -> 200 steps, resumed from its checkpoint; ~150 s$", out, re.M)
     assert re.search(r"^  sessa-\S+-s1: extend 100 -> 200 steps, retrained from step 0 \(no checkpoint\); ~300 s$",
                      out, re.M)
