@@ -93,7 +93,7 @@ def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, 
 
 def test_triton_strip_diag_repeatable_and_many_programs():
     """strip_diag at the bench's shape (B = 4, T = 4096, R = 1024, 128-tiles): bitwise repeatable (the
-    wavefronts' waits still order every read) and within bf16 tolerance of the default solve."""
+    wavefronts' waits still order every read) and within bf16 tolerance of the solve in the chunk's tiles."""
     inputs = draw(4, 4096, 768, "peaked", torch.bfloat16, seed=8)
     ds = torch.randn_like(inputs[0])
     fn = lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True)  # noqa: E731
