@@ -157,7 +157,8 @@ def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
     for name in ("sessa/triton", "sessa/triton2", "sessa/triton2-r1024"):  # the chunk's tile, whatever the default
         assert (impls[name]().feedback_strip_tile, impls[name]().feedback_strip_diag) == (None, False), name
     default = impls[f"sessa/triton2-r1024-t{blocks.STRIP_TILE}d"]()
-    assert (default.feedback_strip_tile, default.feedback_strip_diag) == (kernels.DEFAULT_STRIP_TILE, kernels.DEFAULT_STRIP_DIAG)
+    assert (default.feedback_strip_tile, default.feedback_strip_diag) == (kernels.DEFAULT_STRIP_TILE,
+                                                                          kernels.DEFAULT_STRIP_DIAG)
     assert "mamba2/torch" in blocks.implementations(torch.device("cpu"), 32, 4, {}, families=("mamba2",))
 
 

@@ -32,8 +32,9 @@ DEFAULT_BLOCK_ROWS = 1024
 # won in two leases' `make bench` (graphed forward+backward over the minimal block, R = 1024, against the chunk's
 # tile without it): 1.37 / 1.56 / 1.97x against 1.51 / 1.66 / 2.16x at T = 2048 / 4096 / 16384 (lease 22,
 # results/bench/nvidia-h200-blocks-2026-12-01-strip.md), 1.57 against 1.66x at T = 4096 (lease 23,
-# ...-2026-12-02-strip.md), the same error against the float64 solve; 128 without the strip read was within
-# noise of it except at T = 2048 (1.48x). Runs record them in `backends` (SessaMixer.backend_used).
+# ...-2026-12-02-strip.md), the same error (the bench's `err`, against the float32 dense solve); 128 without
+# the strip read was within noise of it except at T = 2048 (1.48x). Runs record them in `backends`
+# (SessaMixer.backend_used).
 DEFAULT_STRIP_TILE = 128
 DEFAULT_STRIP_DIAG = True
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
