@@ -184,15 +184,20 @@ def test_chunked_on_cuda(dtype, tol):
     check(lambda *x: feedback_chunked(*x, chunk=64), inputs, tol)
 
 
-@pytest.mark.parametrize("impl,block_rows", [("triton", None), ("triton", 512), ("chunked", None)])
-def test_memory_linear_in_t(impl, block_rows):
+MIXER_DEFAULT = {"block_rows": kernels.DEFAULT_BLOCK_ROWS, "strip_tile": kernels.DEFAULT_STRIP_TILE,
+                 "strip_diag": kernels.DEFAULT_STRIP_DIAG}  # what SessaMixer passes: the strips through the blocks
+
+
+@pytest.mark.parametrize("impl,knobs", [("triton", {}), ("triton", {"block_rows": 512}), ("triton", MIXER_DEFAULT),
+                                        ("chunked", {})], ids=["single", "r512", "mixer_default", "chunked"])
+def test_memory_linear_in_t(impl, knobs):
     T, D = 32768, 64
     inputs = draw(1, T, D, "flat", torch.bfloat16, seed=1)
     xs = [x.requires_grad_() for x in inputs]
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    s = kernels.feedback(*xs, impl=impl, block_rows=block_rows)
+    s = kernels.feedback(*xs, impl=impl, **knobs)
     s.backward(torch.ones_like(s))
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
