@@ -83,12 +83,39 @@ def interpreted_errors() -> dict:
     # run summaries tell the kernel's runs from conv1d's (1: they do not)
     errors["mixer"]["recorded"] = float(used != ["torch", "torch+conv_triton"])
     errors["mixer"]["same_bits"] = float(all(torch.equal(a, r) for a, r in zip(grads["triton"], grads["conv1d"])))
+    errors["opcheck"] = opcheck_failures()
     return errors
+
+
+def opcheck_failures() -> dict:
+    """torch.library.opcheck of both ops (1: it failed). The fake kernels must give the real outputs' shapes,
+    dtypes and strides, or a compiled graph asserts on them (lease 24: dw came back transposed)."""
+    from sessa_bench.models.kernels import causal_conv_triton as cc
+
+    x, w, b = draw(2, 37, 70, 4, True, seed=5)
+    x, w, b = (t.float().contiguous() for t in (x, w, b))
+    dy = torch.randn(2, 37, 70)
+    failed = {}
+    for name, op, args in (("fwd", cc.conv_silu_fwd, (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())),
+                           ("bwd", cc.conv_silu_bwd, (dy, x.detach(), w.detach(), b.detach()))):
+        try:
+            torch.library.opcheck(op, args)
+            failed[name] = 0.0
+        except Exception as e:  # noqa: BLE001 - any failure counts; the message goes to stderr
+            print(f"opcheck {name}: {e}"[:2000], file=sys.stderr)
+            failed[name] = 1.0
+    return failed
 
 
 @pytest.fixture(scope="module")
 def interpreted():
     return run_interpreted(__file__)
+
+
+def test_conv_silu_ops_pass_opcheck(interpreted):
+    """Fake kernels that match the real ones (shapes, dtypes, strides), autograd registered: what
+    torch.compile relies on when it traces the op into a graph."""
+    assert interpreted["opcheck"] == {"fwd": 0.0, "bwd": 0.0}
 
 
 @pytest.mark.parametrize("case", [*CASES, "mixer"])

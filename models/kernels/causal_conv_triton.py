@@ -126,7 +126,8 @@ def conv_silu_bwd(dy: Tensor, x: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, 
                                  x.stride(1), K=K, BT=BLOCK_T, BC=BLOCK_C)
     dx = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
     _dx_kernel[_grid(B, T, C)](g, w, dx, T, C, K=K, BT=BLOCK_T, BC=BLOCK_C)
-    return dx, dw_parts.sum(0).t().to(w.dtype), db_parts.sum(0).to(b.dtype)
+    # dw contiguous, as the fake kernel says: a transposed view made compiled graphs assert on its strides
+    return dx, dw_parts.sum(0).t().contiguous().to(w.dtype), db_parts.sum(0).to(b.dtype)
 
 
 @conv_silu_bwd.register_fake
