@@ -11,12 +11,12 @@ refuse_long_call() {
 # device_env: compile caches under /tmp for the whole call, no NVLink multicast, and Triton caches of earlier
 # leases: a cold process spent 100-245 s compiling and autotuning mamba_ssm's kernels
 # (bench/nvidia-h200-mamba2-speed-ab.md). Two sources, both unpacked on a fresh machine: the committed
-# scripts/cache/triton-mamba_ssm-h200.tar.gz (mamba_ssm's kernels, their autotune results and the launchers,
-# ~2.7 MB; a session's ignored files do not reach the next session's checkout, so a cache that only travels
-# as a carried path is lost between sessions) and, over it, a carried .triton-cache.tar.gz (TRITON_CACHE_OUT=1
-# of this session's earlier lease). Keyed by source, Triton version and GPU: a stale entry is ignored, never
-# wrong. Run from the root.
-TRACKED_TRITON_CACHE=scripts/cache/triton-mamba_ssm-h200.tar.gz
+# scripts/cache/triton-h200.tar.gz (mamba_ssm's kernels and ours, their autotune results and the launchers,
+# no Inductor kernels: 10 MB, from lease 24 with the long column's shapes; a session's ignored files do not
+# reach the next session's checkout, so a cache that only travels as a carried path is lost between sessions)
+# and, over it, a carried .triton-cache.tar.gz (TRITON_CACHE_OUT=1 of this session's earlier lease). Keyed by
+# source, Triton version and GPU: a stale entry is ignored, never wrong. Run from the root.
+TRACKED_TRITON_CACHE=scripts/cache/triton-h200.tar.gz
 device_env() {
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # no NVLink multicast
   export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache TRITON_CACHE_DIR=/tmp/triton-cache

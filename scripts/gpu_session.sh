@@ -65,7 +65,7 @@
 #                most 3), for the next lease: joined here into .triton-cache.tar.gz (git-ignored) and carried,
 #                it is unpacked before anything runs, so mamba_ssm's kernels are not compiled and autotuned
 #                again (100-245 s cold). It lasts the session only: what outlives it is the committed
-#                scripts/cache/triton-mamba_ssm-h200.tar.gz (device_call.sh), refreshed from such a pack.
+#                scripts/cache/triton-h200.tar.gz (device_call.sh), refreshed from such a pack.
 #   AGAIN=1      in a later call whose table step has finished: start another one (LEASE from now), for the
 #                runs the last one's time limit left unstarted (the calibration lost two calls to estimates
 #                1 s and 13 s over the time left: results/bench/h200x2-run2-session.log).
