@@ -49,7 +49,11 @@
 #                BESIDE="bash scripts/bible_tables.sh /tmp/paper_runs /tmp/session/tables 1560".
 #                Its processes slow the table's runs (lease 14: 1.45-1.65x the estimates, one Bible run
 #                beside two table runs per GPU): BESIDE_PER_GPU=K (`tables --beside K`) counts K such
-#                processes on every GPU in the table step's estimates.
+#                processes on every GPU in the table step's estimates. A call that finds the table step done
+#                and BESIDE running waits for it (as for TAIL), so its run folders come back in that bundle.
+#   BESIDE_MPS=1 (with MPS) BESIDE is a client of the table step's MPS daemon instead of time-slicing beside
+#                it, and the daemon is stopped only once both have ended (a daemon told to quit under a
+#                running client was never tried here): one long run beside a round of one table run.
 #   TAIL="cmd"   (with LEASE) starts detached in the call that starts the table step, waits for the table
 #                step to finish and then runs until the step's limit, whichever call is running: work for the
 #                GPUs a round leaves idle at its end (another experiment's sweep, the calibration), pinned
@@ -84,8 +88,8 @@
 #                H200 trained 1.02x one run's tokens/s time-sliced and 1.35x through MPS
 #                (scripts/mps_check.py, results/bench/nvidia-h200-mps-check.md); each run records it
 #                (placement.mps) and the table step's estimates count it (report/timing.py MPS_GAIN).
-#                BESIDE's and TAIL's processes are not its clients: beside the table's runs they time-slice
-#                (BESIDE_PER_GPU counts them).
+#                BESIDE's (unless BESIDE_MPS=1) and TAIL's processes are not its clients: beside the
+#                table's runs they time-slice (BESIDE_PER_GPU counts them).
 # The first call copies the committed run folders (SEED_FROM, default results/runs) into /tmp/paper_runs, so
 # the protocol continues from what earlier leases finished (their checkpoints stayed there: an extension of
 # such a folder retrains from step 0, and its sweep score keeps coming from the first training).
@@ -233,9 +237,12 @@ if [[ ! -f $started ]]; then
     echo "the table step runs from its copy of the tree, $work/tree" >> "$work/logs/tables.log"
   fi
   busy=("${in_tree[@]}" "${mps[@]}" "${busy[@]}")
-  if [[ -n ${BESIDE:-} ]]; then  # its own session, bounded by the table step's limit
-    echo "beside started (limit $limit s): $BESIDE" >> "$work/logs/beside.log"
-    setsid "${in_tree[@]}" timeout -k 15 "$limit" bash -c "$BESIDE" >> "$work/logs/beside.log" 2>&1 < /dev/null &
+  if [[ -n ${BESIDE:-} ]]; then  # its own session, bounded by the table step's limit; beside.done at its end
+    beside_env=(); [[ ${BESIDE_MPS:-0} == 1 ]] && beside_env=("${mps[@]}")
+    echo "beside started (limit $limit s${beside_env[*]:+, an MPS client}): $BESIDE" >> "$work/logs/beside.log"
+    touch "$work/beside.started"
+    setsid "${in_tree[@]}" "${beside_env[@]}" bash -c 'timeout -k 15 "$1" bash -c "$2"; echo "beside exit $?"
+        touch "$0/beside.done"' "$work" "$limit" "$BESIDE" >> "$work/logs/beside.log" 2>&1 < /dev/null &
   fi
   if (( LEASE > 0 )); then  # detached: its own session outlives this call; done holds its exit status
     setsid bash -c '"$@" >> "$0/logs/tables.log" 2>&1; echo "tables exit $? ('"${per_family[*]}"')" \
@@ -270,10 +277,14 @@ for f in ${GPU_TESTS:-}; do
   echo "exit $? ($f)" >> "$out/gpu_tests.log"
 done
 while [[ ! -f $done ]] && (( $(left) > 5 )); do sleep 5; done
-if [[ -f $done && -f $work/mps.on ]]; then  # the probes and benchmarks after it run as usual
+beside_running() { [[ -f $work/beside.started && ! -f $work/beside.done ]]; }
+stop_mps() {  # once the table step and every client of the daemon have ended
+  [[ -f $done && -f $work/mps.on ]] || return 0
+  [[ ${BESIDE_MPS:-0} == 1 ]] && beside_running && return 0
   echo quit | CUDA_MPS_PIPE_DIRECTORY=$mps_pipe timeout 60 nvidia-cuda-mps-control >> "$work/logs/mps.txt" 2>&1
   echo "MPS daemon stopped (exit $?)" >> "$work/logs/mps.txt"; rm -f "$work/mps.on"
-fi
+}
+stop_mps  # the probes and benchmarks after the table step run as usual
 if [[ -f $done && ${PROBE:-0} == 1 ]] && (( $(left) > 30 )); then
   # shellcheck disable=SC2086
   timeout -k 15 "$(left)" python3 scripts/probe_chosen.py "$runs" --table "$WORK" ${EXPERIMENTS:+--experiments $EXPERIMENTS} \
@@ -284,8 +295,10 @@ if [[ -f $done && -n ${AFTER:-} ]] && (( $(left) > 10 )); then
   timeout -k 15 "$(left)" bash -c "$AFTER" > "$out/after.log" 2>&1
   echo "exit $?" >> "$out/after.log"
 fi
-# a TAIL still running: this call waits for it (what it trained comes back in this call's bundle)
+# a TAIL or BESIDE still running: this call waits for it (what it trained comes back in this call's bundle)
 while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done
+while [[ -f $done ]] && beside_running && (( $(left) > 5 )); do sleep 5; done
+stop_mps
 
 # no checkpoints directory at all: a run caught mid-save has a .last.ckpt.tmp there, which '*.ckpt' let through
 # (lease 23's second call: 228 MB, and the device tool dropped the whole bundle)

@@ -119,7 +119,7 @@ def dry_run(tmp_path, seed_root=None, **env_more):
 
     root, out, stub = tmp_path / "root", tmp_path / "out", tmp_path / "bin"
     for d in (root, out, stub):
-        d.mkdir()
+        d.mkdir(parents=True)
     if seed_root:
         seed_root(root)
     calls = tmp_path / "calls"
@@ -179,3 +179,29 @@ def test_a_failed_before_with_the_gate_starts_no_table_step(tmp_path):
     log = (root / "session" / "logs" / "tables.log").read_text()
     assert "BEFORE failed (exit 3) and BEFORE_GATE=1: the table step was not started" in log
 
+
+
+def test_an_mps_client_beside_keeps_the_daemon_until_it_ends_and_the_call_waits_for_it(tmp_path):
+    """BESIDE_MPS=1: BESIDE runs as a client of the table step's MPS daemon (its pipe in the environment),
+    the daemon is told to quit only after BESIDE has ended although the table step ended first, and the
+    call waits for BESIDE so that what it trained is in this call's bundle. Without BESIDE_MPS, BESIDE is no
+    client. A stub nvidia-cuda-mps-control records its starts and quits in the order they come."""
+    order = tmp_path / "order"
+
+    def stub_mps(root):  # beside dry_run's other stubs
+        mps = root.parent / "bin" / "nvidia-cuda-mps-control"
+        mps.write_text(f'#!/bin/sh\nif [ "$1" = -d ]; then echo start >> {order}; else read c; echo "$c" >> {order}; fi\n')
+        mps.chmod(0o755)
+
+    trained = tmp_path / "trained"
+    beside = f'sleep 3; echo "beside pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {order}; mkdir {trained}'
+    r, root, out, calls = dry_run(tmp_path / "a", seed_root=stub_mps, MPS="1", BESIDE_MPS="1", BESIDE=beside)
+    assert order.read_text().splitlines() == ["start", "beside pipe=/tmp/mps-pipe", "quit"]
+    assert trained.is_dir()  # the call returned after BESIDE, not before
+    log = (root / "session" / "logs" / "beside.log").read_text()
+    assert "an MPS client" in log and "beside exit 0" in log
+
+    order.unlink()
+    dry_run(tmp_path / "b", seed_root=stub_mps, MPS="1", BESIDE=f'echo "beside pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {order}')
+    lines = order.read_text().splitlines()
+    assert "start" in lines and "beside pipe=" in lines  # the daemon ran; BESIDE was not its client
