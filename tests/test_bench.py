@@ -601,3 +601,24 @@ def test_decode_rows_carry_their_ratio_to_batch_one():
     got = [r.get("x_batch1") for r in with_batch_ratio(rows)]
     assert got == [1.0, 8.5, 1.0, 4.5, None, None, None, None]
     assert all("x_batch1" not in r for r in rows)  # the rows themselves are not changed
+
+
+def test_graph_break_reasons_name_each_break():
+    """The train part logs each compiled row's graph breaks by reason (what to fix), from Dynamo's counters."""
+    import torch
+
+    from sessa_bench.bench.training import graph_break_reasons, graph_breaks
+
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+    counters.clear()
+
+    def f(x):
+        x = x + 1
+        torch._dynamo.graph_break()
+        return x * 2
+
+    torch.compile(f, backend="eager")(torch.ones(3))
+    reasons = graph_break_reasons()
+    assert graph_breaks() == sum(reasons.values()) >= 1
+    assert any("graph_break" in r for r in reasons), reasons

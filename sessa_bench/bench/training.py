@@ -19,9 +19,14 @@ from sessa_bench.flops import mfu, train_flops_per_token
 from sessa_bench.models.backbone import Backbone
 
 
-def graph_breaks() -> int:
+def graph_break_reasons() -> dict[str, int]:
+    """Dynamo's graph breaks since the counters were last cleared: reason -> count."""
     from torch._dynamo.utils import counters
-    return sum(counters["graph_break"].values())
+    return dict(counters["graph_break"])
+
+
+def graph_breaks() -> int:
+    return sum(graph_break_reasons().values())
 
 
 def make_step(model, opt, idx, device):
@@ -129,6 +134,8 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                 rows.append(row)
                 log(f"  train {fam:12s} {budget.name} T={T} B={batch} {row['compile_backend']:9s} "
                     f"{row['tokens_per_s']} tok/s  MFU {row['mfu']}  breaks {row.get('graph_breaks')}")
+                for reason, n in graph_break_reasons().items() if compiling and row.get("graph_breaks") else ():
+                    log(f"    graph break x{n}: {' '.join(reason.split())[:300]}")  # what to fix (issue 13)
                 if on_row:
                     on_row(rows)
             # the bare rows of this (shape, family) are the last ones; their model is the harness's reference
