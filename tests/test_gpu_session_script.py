@@ -180,7 +180,6 @@ def test_a_failed_before_with_the_gate_starts_no_table_step(tmp_path):
     assert "BEFORE failed (exit 3) and BEFORE_GATE=1: the table step was not started" in log
 
 
-
 def test_an_mps_client_beside_keeps_the_daemon_until_it_ends_and_the_call_waits_for_it(tmp_path):
     """BESIDE_MPS=1: BESIDE runs as a client of the table step's MPS daemon (its pipe in the environment),
     the daemon is told to quit only after BESIDE has ended although the table step ended first, and the
