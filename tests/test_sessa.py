@@ -272,8 +272,24 @@ def test_a_runs_backends_name_the_triton_solves_strip_settings(monkeypatch):
     for kw, want in (({}, "math+triton-t128d"),
                      ({"feedback_strip_tile": None, "feedback_strip_diag": False}, "math+triton"),
                      ({"feedback_strip_tile": 64}, "math+triton-t64d"),
-                     ({"feedback_strip_diag": False}, "math+triton-t128")):
+                     ({"feedback_strip_diag": False}, "math+triton-t128"),
+                     ({"feedback_chunk": 128}, "math+triton-t128d-c128")):
         m = SessaMixer(16, 2, backend="math", impl="triton", **kw).double()
         m(x)
         assert m.backend_used() == want, kw
     assert (kernels.DEFAULT_STRIP_TILE, kernels.DEFAULT_STRIP_DIAG) == (128, True)
+
+
+def test_the_mixer_passes_its_chunk_to_the_solve_and_checks_it(monkeypatch):
+    """feedback_chunk reaches kernels.feedback (64 unless asked); a chunk the kernels lack, or a block of rows
+    that is not a multiple of it, is refused when the mixer is built, naming the field."""
+    seen = []
+    monkeypatch.setattr(kernels, "feedback", lambda f, *a, chunk=None, **kw: seen.append(chunk) or f)
+    x = torch.randn(1, 6, 16, dtype=torch.float64)
+    for kw, want in (({}, 64), ({"feedback_chunk": 128}, 128), ({"feedback_chunk": 32}, 32)):
+        SessaMixer(16, 2, impl="triton", **kw).double()(x)
+        assert seen[-1] == want
+    for kw, match in (({"feedback_chunk": 48}, "chunk=48"), ({"feedback_chunk": True}, "chunk=True"),
+                      ({"feedback_chunk": 128, "feedback_block_rows": 192}, "block_rows=192")):
+        with pytest.raises(ValueError, match=match):
+            SessaMixer(16, 2, **kw)

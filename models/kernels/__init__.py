@@ -38,6 +38,10 @@ DEFAULT_BLOCK_ROWS = 1024
 DEFAULT_STRIP_TILE = 128
 DEFAULT_STRIP_DIAG = True
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
+# The Triton solve's chunk C (rows a wavefront step solves; W_c is C x C): 64 by default. 128 halves the
+# wavefronts' sequential steps (T / C) for 4x the work a step; correct in the interpreter, untimed (NOTES.md).
+CHUNKS = (16, 32, 64, 128)
+DEFAULT_CHUNK = 64
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 
 
@@ -58,10 +62,17 @@ def check_block_rows(block_rows, chunk: int) -> None:
         raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
 
 
-def triton_label(strip_tile, strip_diag) -> str:
+def triton_label(strip_tile, strip_diag, chunk: int = DEFAULT_CHUNK) -> str:
     """The Triton solve as a run's `backends` records it: `triton`, then `-t<tile>` for a strip tile other than
-    the chunk and `d` for the strip read (runs before these options recorded plain `triton`: the chunk's tile)."""
-    return "triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag else "")
+    the chunk and `d` for the strip read (runs before these options recorded plain `triton`: the chunk's tile),
+    then `-c<chunk>` for a chunk other than the default."""
+    return ("triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag else "")
+            + (f"-c{chunk}" if chunk != DEFAULT_CHUNK else ""))
+
+
+def check_chunk(chunk) -> None:
+    if isinstance(chunk, bool) or chunk not in CHUNKS:
+        raise ValueError(f"feedback chunk={chunk!r} must be one of {CHUNKS} for impl='triton'")
 
 
 def check_strip_tile(strip_tile) -> None:
@@ -85,10 +96,10 @@ def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> s
 
 
 def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None,
-             strip_tile: int | None = None, strip_diag: bool = False):
-    """block_rows, strip_tile, strip_diag: the two-level Triton solve's block, its strip kernels' tile and
-    whether its wavefronts read their tiles from the strips (feedback_triton); the other impls compute the
-    same s without them and ignore them."""
+             strip_tile: int | None = None, strip_diag: bool = False, chunk: int = DEFAULT_CHUNK):
+    """block_rows, strip_tile, strip_diag, chunk: the two-level Triton solve's block, its strip kernels' tile,
+    whether its wavefronts read their tiles from the strips, and its chunk (feedback_triton); the other impls
+    compute the same s without them and ignore them."""
     impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
@@ -100,5 +111,6 @@ def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = No
     if not f.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
     from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
-    return feedback_triton(f, q_b, k_b, gamma, block_rows=block_rows, strip_tile=strip_tile, strip_diag=strip_diag)
+    return feedback_triton(f, q_b, k_b, gamma, chunk=chunk, block_rows=block_rows, strip_tile=strip_tile,
+                           strip_diag=strip_diag)
 

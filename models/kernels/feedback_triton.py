@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from ..bmm_fp32 import bmm_fp32
-from . import check_block_rows, check_strip_tile
+from . import check_block_rows, check_chunk, check_strip_tile
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 
@@ -278,8 +278,7 @@ class _Config:
                  strip_tile: int | None = None, strip_diag: bool = False):
         if dtype not in _TL:
             raise ValueError(f"feedback impl='triton' needs q_b/k_b in float16, bfloat16 or float32, got {dtype}")
-        if chunk not in (16, 32, 64):
-            raise ValueError(f"feedback chunk={chunk!r} must be one of 16, 32, 64 for impl='triton'")
+        check_chunk(chunk)
         self.BC, self.DT = chunk, _TL[dtype]
         self.LOG2BC = chunk.bit_length() - 1
         self.BK = 64 if D >= 64 else max(16, triton.next_power_of_2(D))
@@ -287,7 +286,8 @@ class _Config:
         if self.BD < 16 or self.BD & (self.BD - 1):
             raise ValueError(f"feedback block_d={block_d!r} must be a power of two >= 16")
         self.ND = triton.cdiv(D, self.BD)
-        self.num_warps = num_warps or (8 if self.BD >= 256 else 4)
+        # 8 warps for 128-chunks: a wavefront step holds W_c and its product, two 128 x BD fp32 tiles and more
+        self.num_warps = num_warps or (8 if self.BD >= 256 or chunk >= 128 else 4)
         # The strips (_alpha_kernel, _dl_kernel): square tiles of TS, the chunk unless asked otherwise; 8 warps
         # (two warpgroups) from 128 up. _prep_kernel's past tiles are (chunk, TS).
         check_strip_tile(strip_tile)

@@ -10,10 +10,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import check_block_rows, check_strip_tile
+from . import check_block_rows, check_chunk, check_strip_tile
 from .feedback_chunked import check_inputs
-
-CHUNKS = (16, 32, 64)
 
 
 def kernels():
@@ -76,8 +74,7 @@ def feedback_op(f, q_b, k_b, gamma, chunk: int = 64, block_d: Optional[int] = No
                 strip_tile: Optional[int] = None, strip_diag: bool = False) -> Tensor:
     """s: (B, T, D) in f's dtype. Inputs are checked here, outside the op, so errors name the argument."""
     check_inputs(f, q_b, k_b, gamma)
-    if chunk not in CHUNKS:
-        raise ValueError(f"feedback chunk={chunk!r} must be one of {CHUNKS} for impl='triton'")
+    check_chunk(chunk)
     check_block_rows(block_rows, chunk)
     check_strip_tile(strip_tile)
     return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, bool(strip_diag))[0]
