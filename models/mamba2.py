@@ -25,7 +25,7 @@ from torch import nn
 
 from . import mamba_ssm_import
 from .cache import LayerCache
-from .kernels import triton_runs_on
+from .kernels import triton_available, triton_runs_on
 from .mixer import Mixer, WidthError
 from .ssd import ssd_chunked, ssd_step
 
@@ -153,6 +153,7 @@ class Mamba2Mixer(Mixer):
         # them; the defaults are what it measured best.
         self.in_proj_align = IN_PROJ_ALIGN
         self.conv_impl = CONV_IMPL
+        self._triton_ok = triton_available()  # probed once, here, not in every forward
 
     def backend_used(self):
         """The SSD backend that ran last, with "+conv_triton" when the parallel forward's conv ran in the
@@ -181,7 +182,7 @@ class Mamba2Mixer(Mixer):
         before this chunk; zeros at the start). Also returns the new conv_state when one was given."""
         k, T = self.d_conv - 1, xBC.shape[1]
         w, b = self.conv1d.weight, self.conv1d.bias
-        if conv_state is None and self.conv_impl == "triton" and triton_runs_on(xBC):
+        if conv_state is None and self.conv_impl == "triton" and triton_runs_on(xBC, self._triton_ok):
             from .kernels.causal_conv_triton import conv_silu  # imports Triton: only where it runs
             self._conv_used = "triton"
             return conv_silu(xBC, w[:, 0], b), None

@@ -137,6 +137,21 @@ def test_without_triton_on_the_device_the_mixer_convolves_with_conv1d():
     assert torch.equal(m.parallel(u), ref)
 
 
+def test_the_mixer_probes_for_triton_once_when_built(monkeypatch):
+    """Mamba2's conv asks whether Triton imports when the mixer is built, not in every forward (issue 13: probes
+    resolved at build time; a compiled forward traced the probe's cache wrapper, which Dynamo warns about)."""
+    from sessa_bench.models import kernels
+
+    m = mamba2.Mamba2Mixer(32, d_state=8, headdim=8, chunk_size=8, backend="torch")
+    m.conv_impl = "triton"
+
+    def probe():
+        raise AssertionError("probed in the forward")
+
+    monkeypatch.setattr(kernels, "triton_available", probe)
+    m.parallel(torch.randn(2, 11, 32))  # CPU, no interpreter: conv1d, decided without probing
+
+
 def test_conv_silu_checks_its_shapes():
     pytest.importorskip("triton")
     from sessa_bench.models.kernels.causal_conv_triton import conv_silu

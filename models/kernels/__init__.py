@@ -50,10 +50,12 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def triton_runs_on(x: torch.Tensor) -> bool:
+def triton_runs_on(x: torch.Tensor, triton_ok: bool | None = None) -> bool:
     """Whether a Triton kernel can take x: Triton imports and x is on CUDA (any device under TRITON_INTERPRET=1,
-    the CPU tests' interpreter)."""
-    return triton_available() and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+    the CPU tests' interpreter). triton_ok: the import probe, taken once when a module is built (None: probe
+    now; a compiled forward then traces the probe's cache wrapper, which Dynamo warns about)."""
+    ok = triton_available() if triton_ok is None else triton_ok
+    return ok and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 
 
 def check_block_rows(block_rows, chunk: int) -> None:
