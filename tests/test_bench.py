@@ -466,6 +466,49 @@ def test_graphed_block_times_are_compared_with_the_graphed_references(monkeypatc
     assert "graph" not in block_table(rows)
 
 
+def test_a_block_that_cannot_run_is_recorded_and_the_rest_are_timed(monkeypatch):
+    """A block whose eager step raises something other than OOM (say Triton cannot build a kernel at a new
+    tile size: "out of resource") gets `failed` and the part goes on, so the references after it are still
+    timed and every ratio exists; the block profile skips it the same way (it had ended the bench)."""
+    from types import SimpleNamespace
+
+    from sessa_bench.bench import block_profile, blocks
+    from sessa_bench.bench.__main__ import block_table
+
+    eager = {"sessa/triton2-r1024-t128d-c128": None, "attention/sdpa": 5.0, "attention/minimal": 4.0}
+    monkeypatch.setattr(blocks, "implementations", lambda *a, **k: {n: n for n in eager})
+
+    def run_one(f, d, b, T, dt, dev, bw, reps):
+        if eager[f] is None:
+            raise RuntimeError("out of resource: shared memory, Required: 264192, Hardware limit: 232448")
+        return {"ms": eager[f], "peak_gib": 0.1}
+    monkeypatch.setattr(blocks, "run_one", run_one)
+    monkeypatch.setattr(blocks, "run_graphed", lambda f, *a: {"ms": eager[f] / 2})
+    logged = []
+    rows, _ = blocks.bench_blocks(SimpleNamespace(type="cuda"), None, 8, 2, 64, [16], {}, reps=1, log=logged.append)
+    got = {(r["impl"], r["mode"]): r for r in rows}
+    bad = got[("sessa/triton2-r1024-t128d-c128", "fwd+bwd")]
+    assert (bad["ms"], bad["x_minimal"]) == ("failed", "n/a") and "graph_ms" not in bad
+    assert got[("attention/sdpa", "fwd")]["x_minimal"] == 1.25 and got[("attention/sdpa", "fwd")]["graph_ms"] == 2.5
+    assert any("c128: failed: RuntimeError: out of resource" in line for line in logged)
+    assert "| sessa/triton2-r1024-t128d-c128 | 16 | 4 | failed |" in block_table(rows)
+
+    monkeypatch.setattr(block_profile, "implementations", lambda *a, **k: {n: n for n in eager})
+
+    def block_step(f, *a, **k):
+        if eager[f] is None:
+            raise RuntimeError("out of resource: shared memory")
+        return lambda: None
+    monkeypatch.setattr(block_profile, "block_step", block_step)
+    monkeypatch.setattr(block_profile, "profiled", lambda step, device, top: ([], "table"))
+    monkeypatch.setattr(block_profile, "step_ms", lambda events, cuda: 1.0)
+    monkeypatch.setattr(block_profile, "sync", lambda device: None)
+    out = block_profile.profile_blocks(SimpleNamespace(type="cpu"), None, 8, 2, 64, {}, 16, list(eager),
+                                       log=logged.append)
+    assert list(out) == ["attention/sdpa", "attention/minimal"]
+    assert any("block profile sessa/triton2-r1024-t128d-c128: failed" in line for line in logged)
+
+
 TINY = {"budget_name": "tiny", "vocab": 64, "seq_len": 16, "batch": 2}  # a harness-loop shape that is fast on CPU
 
 

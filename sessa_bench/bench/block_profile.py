@@ -51,17 +51,22 @@ def profile_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, mamba
         if name not in factories:
             log(f"  block profile: {name} is not available here")
             continue
-        step = block_step(factories[name], d_model, batch, T, dtype, device, backward=True)
-        for _ in range(warmup):
-            step()
-        sync(device)
-        events, table = profiled(step, device, top)
-        total = step_ms(events, cuda)
+        try:
+            step = block_step(factories[name], d_model, batch, T, dtype, device, backward=True)
+            for _ in range(warmup):
+                step()
+            sync(device)
+            events, table = profiled(step, device, top)
+            total = step_ms(events, cuda)
+        except Exception as e:  # one block that cannot run leaves the others' profiles (and the parts after)
+            log(f"  block profile {name}: failed: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        finally:
+            step = events = None
+            if cuda:
+                torch.cuda.empty_cache()
         out[name] = (total, table)
         log(f"  block profile {name:20s} T={T}: {total:.2f} ms of {'kernels' if cuda else 'CPU ops'}")
-        del step, events
-        if cuda:
-            torch.cuda.empty_cache()
     return out
 
 
