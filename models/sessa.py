@@ -73,7 +73,11 @@ class SessaMixer(CausalAttention):
             return f
         q_b, k_b = self.feedback_qk(x)
         self._impl_used = kernels.resolve_impl(self.impl, f, self._triton_ok)
-        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self._impl_used, triton_ok=self._triton_ok,
+        return self._solve(f, q_b, k_b, x, self._impl_used)
+
+    def _solve(self, f, q_b, k_b, x, impl: str):
+        """s = (I - diag(gamma) alpha)^{-1} f with the mixer's solve settings (the forward and prefill share them)."""
+        return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=impl, triton_ok=self._triton_ok,
                                 block_rows=self.feedback_block_rows, strip_tile=self.feedback_strip_tile,
                                 strip_diag=self.feedback_strip_diag, chunk=self.feedback_chunk)
 
@@ -91,9 +95,7 @@ class SessaMixer(CausalAttention):
         q, k, v = self.qkv(x)
         f = self.merge(self.attend(q, k, v))
         q_b, k_b = self.feedback_qk(x)
-        s = kernels.feedback(f, q_b, k_b, self.gamma(x), impl=self.impl, triton_ok=self._triton_ok,
-                             block_rows=self.feedback_block_rows, strip_tile=self.feedback_strip_tile,
-                             strip_diag=self.feedback_strip_diag, chunk=self.feedback_chunk)
+        s = self._solve(f, q_b, k_b, x, self.impl)
         cache.write(k=k, v=v, k_b=k_b, s=s)
         cache.advance(x.shape[1])
         return s
