@@ -10,6 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from sessa_bench import compile_check
+from sessa_bench.bench.training import graph_break_reasons
 from sessa_bench.lit_module import LitSequenceModel
 from sessa_bench.models.attention import attention_sdpa
 from table1_batches import table1_batches
@@ -49,4 +50,4 @@ def test_compiled_model_matches_eager_at_table1_shapes(tmp_path, monkeypatch, fa
     print(family, result)
     compile_check.check(result)
     # issue 13: the compiled blocks in one graph each (lease 24's base bench counted 7 breaks in Mamba2's)
-    assert not counters["graph_break"], f"{family}: graph breaks {dict(counters['graph_break'])}"
+    assert not graph_break_reasons(), f"{family}: graph breaks {graph_break_reasons()}"

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from ..bmm_fp32 import bmm_fp32
-from . import check_block_rows, check_chunk, check_strip_tile
+from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 
@@ -477,7 +477,7 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int
 
 
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
-                    chunk: int = 64, block_d: int | None = None, num_warps: int | None = None,
+                    chunk: int = DEFAULT_CHUNK, block_d: int | None = None, num_warps: int | None = None,
                     block_rows: int | None = None, strip_tile: int | None = None,
                     strip_diag: bool = False) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import check_block_rows, check_chunk, check_strip_tile
+from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile
 from .feedback_chunked import check_inputs
 
 
@@ -69,7 +69,7 @@ def _backward(ctx, ds, _dlse, _dW, _dh):
 feedback_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def feedback_op(f, q_b, k_b, gamma, chunk: int = 64, block_d: Optional[int] = None,
+def feedback_op(f, q_b, k_b, gamma, chunk: int = DEFAULT_CHUNK, block_d: Optional[int] = None,
                 num_warps: Optional[int] = None, block_rows: Optional[int] = None,
                 strip_tile: Optional[int] = None, strip_diag: bool = False) -> Tensor:
     """s: (B, T, D) in f's dtype. Inputs are checked here, outside the op, so errors name the argument."""

@@ -29,7 +29,7 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 STRIP_TILE = 128
 TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TILE}d")
 # The default (t128d) with chunks of 128 rows: half the wavefronts' sequential steps, 4x the work of each
-# (kernels/NOTES.md, "Chunks of 128 rows"); untimed until a lease runs this row
+# (kernels/NOTES.md, "Chunks of 128 rows"); no faster than 64 in lease 25, kept to time it against the default
 CHUNK128 = f"sessa/triton2-r1024-t{STRIP_TILE}d-c128"
 CHUNK_TILE = {"feedback_strip_tile": None, "feedback_strip_diag": False}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,

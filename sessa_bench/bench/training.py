@@ -134,8 +134,9 @@ def bench_training(device, families, shapes: list[dict], compile_backends=(None,
                 rows.append(row)
                 log(f"  train {fam:12s} {budget.name} T={T} B={batch} {row['compile_backend']:9s} "
                     f"{row['tokens_per_s']} tok/s  MFU {row['mfu']}  breaks {row.get('graph_breaks')}")
-                for reason, n in graph_break_reasons().items() if compiling and row.get("graph_breaks") else ():
-                    log(f"    graph break x{n}: {' '.join(reason.split())[:300]}")  # what to fix (issue 13)
+                if compiling and row.get("graph_breaks"):
+                    for reason, n in graph_break_reasons().items():  # what to fix (issue 13)
+                        log(f"    graph break x{n}: {' '.join(reason.split())[:300]}")
                 if on_row:
                     on_row(rows)
             # the bare rows of this (shape, family) are the last ones; their model is the harness's reference
