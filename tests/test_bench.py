@@ -129,13 +129,12 @@ def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypa
 
     monkeypatch.setattr(kernels, "feedback", record)
     x = torch.randn(1, 5, 32)
-    for name in ("sessa/triton", "sessa/triton2", *blocks.TILED, blocks.CHUNK128):
+    for name in ("sessa/triton", "sessa/triton2", *blocks.TILED):
         mixer = impls[name]()
         mixer.impl = "dense"  # CPU: run the same mixer through the reference
         mixer.parallel(x)
     assert seen == [("dense", None, None, False, 64), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS, None, False, 64),
-                    ("dense", 1024, blocks.STRIP_TILE, False, 64), ("dense", 1024, blocks.STRIP_TILE, True, 64),
-                    ("dense", 1024, blocks.STRIP_TILE, True, 128)]
+                    ("dense", 1024, blocks.STRIP_TILE, False, 64), ("dense", 1024, blocks.STRIP_TILE, True, 64)]
 
 
 def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
@@ -475,7 +474,7 @@ def test_a_block_that_cannot_run_is_recorded_and_the_rest_are_timed(monkeypatch)
     from sessa_bench.bench import block_profile, blocks
     from sessa_bench.bench.__main__ import block_table
 
-    eager = {"sessa/triton2-r1024-t128d-c128": None, "attention/sdpa": 5.0, "attention/minimal": 4.0}
+    eager = {"sessa/triton2-r1024-t128d": None, "attention/sdpa": 5.0, "attention/minimal": 4.0}
     monkeypatch.setattr(blocks, "implementations", lambda *a, **k: {n: n for n in eager})
 
     def run_one(f, d, b, T, dt, dev, bw, reps):
@@ -487,11 +486,11 @@ def test_a_block_that_cannot_run_is_recorded_and_the_rest_are_timed(monkeypatch)
     logged = []
     rows, _ = blocks.bench_blocks(SimpleNamespace(type="cuda"), None, 8, 2, 64, [16], {}, reps=1, log=logged.append)
     got = {(r["impl"], r["mode"]): r for r in rows}
-    bad = got[("sessa/triton2-r1024-t128d-c128", "fwd+bwd")]
+    bad = got[("sessa/triton2-r1024-t128d", "fwd+bwd")]
     assert (bad["ms"], bad["x_minimal"]) == ("failed", "n/a") and "graph_ms" not in bad
     assert got[("attention/sdpa", "fwd")]["x_minimal"] == 1.25 and got[("attention/sdpa", "fwd")]["graph_ms"] == 2.5
-    assert any("c128: failed: RuntimeError: out of resource" in line for line in logged)
-    assert "| sessa/triton2-r1024-t128d-c128 | 16 | 4 | failed |" in block_table(rows)
+    assert any("t128d: failed: RuntimeError: out of resource" in line for line in logged)
+    assert "| sessa/triton2-r1024-t128d | 16 | 4 | failed |" in block_table(rows)
 
     monkeypatch.setattr(block_profile, "implementations", lambda *a, **k: {n: n for n in eager})
 
@@ -506,7 +505,7 @@ def test_a_block_that_cannot_run_is_recorded_and_the_rest_are_timed(monkeypatch)
     out = block_profile.profile_blocks(SimpleNamespace(type="cpu"), None, 8, 2, 64, {}, 16, list(eager),
                                        log=logged.append)
     assert list(out) == ["attention/sdpa", "attention/minimal"]
-    assert any("block profile sessa/triton2-r1024-t128d-c128: failed" in line for line in logged)
+    assert any("block profile sessa/triton2-r1024-t128d: failed" in line for line in logged)
 
 
 TINY = {"budget_name": "tiny", "vocab": 64, "seq_len": 16, "batch": 2}  # a harness-loop shape that is fast on CPU

@@ -170,7 +170,6 @@ INTERPRETED = {  # name -> (B, T, D, chunk, block_d, regime, strip_elems)
        for T, D, C in [(1, 8, 16), (5, 8, 16), (37, 20, 16), (70, 33, 32), (50, 16, 16)] for r in ("peaked", "flat")},
     "D40-three-d-tiles": (1, 45, 40, 16, 16, "peaked", None),  # each solve program owns one 16-wide D tile
     "several-dl-strips": (2, 40, 8, 16, None, "flat", 1),     # dq, dk from one-chunk row strips of dl
-    "T300-D8-C128-peaked": (1, 300, 8, 128, None, "peaked", None),  # 128-chunks: three, the last cut short
 }
 
 # The two-level solve (block_rows): name -> (B, T, D, chunk, block_d, regime, block_rows, zero_gamma). T is
@@ -181,7 +180,6 @@ TWO_LEVEL = {
     "T70-D33-C32-R64": (2, 70, 33, 32, None, "flat", 64, False),
     "T45-D40-R32-three-d-tiles": (1, 45, 40, 16, 16, "peaked", 32, False),
     "T70-R32-zero-gains": (2, 70, 8, 16, None, "flat", 32, True),           # gamma = 0 at every third row
-    "T400-C128-R256": (1, 400, 8, 128, None, "flat", 256, False),            # 128-chunks, two a block
 }
 
 
@@ -209,8 +207,6 @@ STRIP_DIAG = {
     "T150-C32-R64-S128": (1, 150, 8, 32, 64, 128, "flat", False),
     "T90-C32-R64-S16": (2, 90, 8, 32, 64, 16, "peaked", False),
     "T70-C16-R32-zero-gains": (2, 70, 8, 16, 32, None, "flat", True),
-    "T300-C128-R256-S128": (1, 300, 8, 128, 256, 128, "peaked", False),  # 128-chunks read from 128-strips
-    "T300-C128-R256-S64": (1, 300, 8, 128, 256, 64, "flat", False),      # ... from strips in smaller tiles
 }
 
 

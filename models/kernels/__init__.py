@@ -38,9 +38,9 @@ DEFAULT_BLOCK_ROWS = 1024
 DEFAULT_STRIP_TILE = 128
 DEFAULT_STRIP_DIAG = True
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
-# The Triton solve's chunk C (rows a wavefront step solves; W_c is C x C): 64 by default. 128 halves the
-# wavefronts' sequential steps (T / C) for 4x the work a step: no faster on the H200 (lease 25, NOTES.md).
-CHUNKS = (16, 32, 64, 128)
+# The Triton solve's chunk C (rows a wavefront step solves; W_c is C x C): 64 by default. 128 was tried and
+# removed: no faster on the H200 (lease 25), and its float32 build did not finish in ~280 s (lease 26, NOTES.md).
+CHUNKS = (16, 32, 64)
 DEFAULT_CHUNK = 64
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # float64 references use dense/chunked
 

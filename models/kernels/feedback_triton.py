@@ -286,8 +286,7 @@ class _Config:
         if self.BD < 16 or self.BD & (self.BD - 1):
             raise ValueError(f"feedback block_d={block_d!r} must be a power of two >= 16")
         self.ND = triton.cdiv(D, self.BD)
-        # 8 warps for 128-chunks: a wavefront step holds W_c and its product, two 128 x BD fp32 tiles and more
-        self.num_warps = num_warps or (8 if self.BD >= 256 or chunk >= 128 else 4)
+        self.num_warps = num_warps or (8 if self.BD >= 256 else 4)
         # The strips (_alpha_kernel, _dl_kernel): square tiles of TS, the chunk unless asked otherwise; 8 warps
         # (two warpgroups) from 128 up. _prep_kernel's past tiles are (chunk, TS).
         check_strip_tile(strip_tile)

@@ -28,12 +28,8 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # Sessa row pins the chunk's tile without `d`, so each row's name says what it times, whatever the default.
 STRIP_TILE = 128
 TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TILE}d")
-# The default (t128d) with chunks of 128 rows: half the wavefronts' sequential steps, 4x the work of each
-# (kernels/NOTES.md, "Chunks of 128 rows"); no faster than 64 in lease 25, kept to time it against the default
-CHUNK128 = f"sessa/triton2-r1024-t{STRIP_TILE}d-c128"
 CHUNK_TILE = {"feedback_strip_tile": None, "feedback_strip_diag": False}
-GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,
-           CHUNK128)
+GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED)
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
@@ -59,10 +55,10 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=rows, **CHUNK_TILE)
-            for name, diag, chunk in zip((*TILED, CHUNK128), (False, True, True), (64, 64, 128)):
-                out[name] = lambda diag=diag, chunk=chunk: SessaMixer(
+            for name, diag in zip(TILED, (False, True)):
+                out[name] = lambda diag=diag: SessaMixer(
                     d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
-                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag, feedback_chunk=chunk)
+                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
