@@ -162,6 +162,27 @@ def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
     assert "mamba2/torch" in blocks.implementations(torch.device("cpu"), 32, 4, {}, families=("mamba2",))
 
 
+def test_profile_part_writes_no_section_for_none_of_the_asked_families(tmp_path, monkeypatch):
+    """The preset's loop profile is the Transformer's and its decode profile Sessa's: `--families mamba2` writes
+    neither heading (lease 26's file had both, empty); asked for, each is written (the profilers stubbed)."""
+    from sessa_bench.bench import __main__ as bench_main
+
+    calls = []
+    monkeypatch.setattr(bench_main, "profile_training", lambda device, fams, log, **q: {f: "top ops" for f in fams})
+    monkeypatch.setattr(bench_main, "harness_section",
+                        lambda device, fams, shape, log: calls.append(("loop", fams)) or "### The training loop\n")
+    monkeypatch.setattr(bench_main, "profile_decoding", lambda device, dtype, fams, log, **d: calls.append(
+        ("decode", fams)) or {})
+    monkeypatch.setattr(bench_main, "decode_profile_section", lambda *a: "### Where a decode step goes\n")
+    for fams, want in ((["mamba2"], []), (["mamba2", "sessa", "transformer"],
+                                          [("loop", ["transformer"]), ("decode", ["sessa"])])):
+        calls.clear()
+        main(["--preset", "cpu", "--parts", "profile", "--families", *fams, "--out-dir", str(tmp_path)])
+        md = (tmp_path / "cpu.md").read_text()
+        assert calls == want and "### mamba2" in md
+        assert ("### The training loop" in md) == bool(want) and ("### Where a decode step goes" in md) == bool(want)
+
+
 def test_block_profile_keeps_the_asked_families():
     """`--families mamba2` profiles no Sessa block (lease 21 did), and nothing when the preset's profile has no
     block of the asked families; the references stay beside the blocks that are profiled."""

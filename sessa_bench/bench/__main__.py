@@ -330,12 +330,17 @@ def main(argv=None):
         dec = dict(q.pop("decode", None) or {})  # a decode step's profile too (its `families`; default: all)
         tables = profile_training(device, families, log=log, **q)
         loop_sections = []
-        for shape in loops:  # of these families at each shape (`families` in its entry; default: all the bench's)
-            wanted = shape.pop("families", families)
-            loop_sections.append(harness_section(device, [f for f in families if f in wanted], shape, log=log))
-        if dec:
-            wanted = dec.pop("families", families)
-            profiles = profile_decoding(device, p["dtype"], [f for f in families if f in wanted], log=log, **dec)
+        # of these families at each shape (`families` in its entry; default: all the bench's); an entry for none
+        # of the asked families writes no section (lease 26's `--families mamba2` left two empty headings)
+        def asked(entry: dict) -> list:
+            wanted = entry.pop("families", families)
+            return [f for f in families if f in wanted]
+
+        for shape in loops:
+            if fams := asked(shape):
+                loop_sections.append(harness_section(device, fams, shape, log=log))
+        if dec and (fams := asked(dec)):
+            profiles = profile_decoding(device, p["dtype"], fams, log=log, **dec)
             loop_sections.append(decode_profile_section(profiles, dec, device.type == "cuda"))
         sections.append(
             f"## Profile\n\nOne eager training step (budget `{q['budget_name']}`, T={q['seq_len']}, batch "
