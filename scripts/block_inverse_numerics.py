@@ -1,0 +1,100 @@
+"""How accurate is a feedback solve by dense blocks in bfloat16? (models/kernels/NOTES.md, "Next: dense blocks")
+
+The two-level Triton solve walks each block of R rows with a wavefront of R / C chunk steps. The dense
+alternative inverts a whole block instead: W_R = (I - diag(gamma) alpha_bb)^{-1}, built from the chunks'
+inverses W_c (as `_prep` has them) by block doubling, [[W11, 0], [W22 N21 W11, W22]] for m = C, 2C, ... rows,
+then s_b = W_R (f_b + gamma_b alpha_{b,<b} s_{<b}): matrix products only. This prints the relative error of s
+against the float64 dense solve (feedback_dense) on bfloat16 inputs, with W_R and the right-hand side rounded
+to bfloat16 for the product (float32 accumulation, as on tensor cores), with the doubling's own products
+in float32 or bfloat16, for both regimes of the GPU tests and gains of both signs or positive only (the
+slowest-decaying memory). The GPU tests' bfloat16 tolerance is 2e-2; the Triton solve's error is ~2e-3.
+
+    python scripts/block_inverse_numerics.py [--T 4096] [--D 64] [--R 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from sessa_bench.models.kernels.feedback_dense import feedback_dense
+
+CHUNK = 64
+
+
+def alpha_matrix(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """alpha[t, j] = softmax_{j<t}(q_t . k_j / sqrt(D)), row 0 = 0; float32, (T, T)."""
+    T, D = q.shape
+    logits = (q @ k.T) / math.sqrt(D)
+    logits = logits.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
+    lse = torch.logsumexp(logits, -1, keepdim=True)
+    return torch.exp(logits - torch.where(torch.isinf(lse), torch.zeros_like(lse), lse))
+
+
+def rounded(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x.to(dtype).float()
+
+
+def block_inverse(N: torch.Tensor, product_dtype: torch.dtype) -> torch.Tensor:
+    """(I - N)^{-1} for a strictly lower N (n x n, n a multiple of CHUNK): the chunks' inverses by the product
+    (I + N)(I + N^2)(I + N^4)... in float32, then block doubling with its operands rounded to product_dtype."""
+    n = N.shape[-1]
+    W = torch.zeros_like(N)
+    eye = torch.eye(CHUNK)
+    for c in range(0, n, CHUNK):
+        p = N[c:c + CHUNK, c:c + CHUNK]
+        w = eye + p
+        for _ in range(int(math.log2(CHUNK)) - 1):
+            p = p @ p
+            w = w @ (eye + p)
+        W[c:c + CHUNK, c:c + CHUNK] = w
+    m = CHUNK
+    while m < n:
+        for a0 in range(0, n - m, 2 * m):
+            a1, a2 = a0 + m, min(a0 + 2 * m, n)
+            lower = rounded(W[a1:a2, a1:a2], product_dtype) @ rounded(N[a1:a2, a0:a1], product_dtype)
+            W[a1:a2, a0:a1] = rounded(lower, product_dtype) @ rounded(W[a0:a1, a0:a1], product_dtype)
+        m *= 2
+    return W
+
+
+def dense_blocks(f, q, k, gamma, R: int, product_dtype: torch.dtype) -> torch.Tensor:
+    T = f.shape[0]
+    A = alpha_matrix(q.float(), k.float())
+    s = torch.zeros(f.shape)
+    low = torch.bfloat16
+    for b0 in range(0, T, R):
+        b1 = min(b0 + R, T)
+        g = gamma[b0:b1, None].float()
+        rhs = f[b0:b1].float() + g * (rounded(A[b0:b1, :b0], low) @ rounded(s[:b0], low))
+        s[b0:b1] = rounded(block_inverse(g * A[b0:b1, b0:b1], product_dtype), low) @ rounded(rhs, low)
+    return s
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--T", type=int, default=4096)
+    ap.add_argument("--D", type=int, default=64)
+    ap.add_argument("--R", type=int, default=1024)
+    args = ap.parse_args(argv)
+    if args.R % CHUNK or args.T % args.R:
+        raise SystemExit(f"--R must be a multiple of {CHUNK} and divide --T")
+    torch.manual_seed(0)
+    print(f"T={args.T} D={args.D} R={args.R}, bfloat16 inputs; relative Frobenius error of s against float64")
+    print("| regime | gains | doubling in float32 | doubling in bfloat16 |\n|---|---|---|---|")
+    for regime, q_scale in (("peaked", 4.0), ("flat", 0.01)):
+        for signs in ("both signs", "positive"):
+            f, q, k = (torch.randn(args.T, args.D) for _ in range(3))
+            gamma = 0.999 * torch.tanh(4.0 * torch.randn(args.T))
+            gamma = gamma.abs() if signs == "positive" else gamma
+            f, q, k = (x.bfloat16() for x in (f, q * q_scale, k))
+            ref = feedback_dense(*(x.double()[None] for x in (f, q, k, gamma)))[0]
+            errs = [float((dense_blocks(f, q, k, gamma, args.R, dt).double() - ref).norm() / ref.norm())
+                    for dt in (torch.float32, torch.bfloat16)]
+            print(f"| {regime} | {signs}, max 0.999 | {errs[0]:.2e} | {errs[1]:.2e} |")
+
+
+if __name__ == "__main__":
+    main()
