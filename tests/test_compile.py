@@ -19,14 +19,15 @@ fc = importlib.import_module("sessa_bench.models.kernels.feedback_chunked")  # t
 
 
 # --- the Triton feedback op, with the chunked PyTorch solve standing in for the kernels --------------------
-def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False):
+def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
+                 dense_blocks=False):
     s, h, lse = fc._forward(f.float(), q_b.float(), k_b.float(), gamma.float(), chunk)
     W = torch.zeros(f.shape[0], -(-f.shape[1] // chunk), chunk, chunk)  # the stand-in needs no W
     return s.to(f.dtype), lse, W, h
 
 
 def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
-                 strip_diag=False):
+                 strip_diag=False, dense_blocks=False):
     u, dq, dk, dg = fc._backward(ds.float(), q_b.float(), k_b.float(), gamma.float(), lse, s.float(), h, chunk)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dg), (s, q_b, k_b, gamma)))
 

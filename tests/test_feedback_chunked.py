@@ -5,6 +5,7 @@ a dispatch-mode check that no T x T tensor is ever created (and that the same ch
 version); the impl dispatch; and, where Triton is installed, the Triton kernels run by its CPU interpreter,
 single-level and two-level (block_rows), their strip kernels also in tiles other than the chunk (strip_tile)."""
 
+import functools
 import json
 import sys
 
@@ -209,6 +210,18 @@ STRIP_DIAG = {
     "T70-C16-R32-zero-gains": (2, 70, 8, 16, 32, None, "flat", True),
 }
 
+# dense_blocks: each block inverted whole by block doubling (no wavefront), same fields as STRIP_DIAG. Blocks
+# of one chunk (no doubling), of 2, 3 (padded to 4) and 4 chunks, T shorter than one block, the last block and
+# chunk cut short by T, strip tiles other than the chunk, zero gains.
+DENSE_BLOCKS = {
+    "T100-C16-R32": (2, 100, 8, 16, 32, None, "peaked", False),
+    "T70-C16-R48-S32": (2, 70, 8, 16, 48, 32, "flat", False),
+    "T50-C16-R16-one-chunk-blocks": (2, 50, 8, 16, 16, None, "peaked", False),
+    "T150-C32-R128-S64": (1, 150, 8, 32, 128, 64, "flat", False),
+    "T40-C16-R64-one-block": (2, 40, 8, 16, 64, None, "peaked", False),
+    "T70-C16-R32-zero-gains": (2, 70, 8, 16, 32, None, "flat", True),
+}
+
 
 def against_dense(kernel, inputs, ds_seed: int, half: bool = False):
     """kernel's s and gradients (its inputs float32, or f, q_b, k_b float16 with `half`) and their errors
@@ -279,18 +292,19 @@ def interpreted_errors() -> dict:
             lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile),
             draw(B, T, D, regime, seed=T * D + tile), T + 2)
     ft.STRIP_ELEMS = 1 << 25
-    for name, (B, T, D, chunk, block_rows, tile, regime, zero_gamma) in STRIP_DIAG.items():
-        f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows + 1)
-        if zero_gamma:
-            gamma[:, ::3] = 0.0
-        _, errors["strip-diag-" + name] = against_dense(
-            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile, strip_diag=True),
-            (f, q, k, gamma), T + 3)
-    for name in ("T100-C16-R32", "T70-C16-R48-S32"):  # float16: the strips and the tiles read in half precision
-        B, T, D, chunk, block_rows, tile, regime, _ = STRIP_DIAG[name]
-        _, errors["strip-diag-half-" + name] = against_dense(
-            lambda *x: ft.feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=tile, strip_diag=True),
-            draw(B, T, D, regime, seed=T * D + block_rows + 1), T + 3, half=True)
+    # strip_diag and dense_blocks over their cases (the same fields), two of each also in float16: the strips,
+    # the tiles and the block products read in half precision
+    for prefix, cases, option, offset, halves in (
+            ("strip-diag-", STRIP_DIAG, {"strip_diag": True}, 1, ("T100-C16-R32", "T70-C16-R48-S32")),
+            ("dense-blocks-", DENSE_BLOCKS, {"dense_blocks": True}, 2, ("T100-C16-R32", "T150-C32-R128-S64"))):
+        for name, (B, T, D, chunk, block_rows, tile, regime, zero_gamma) in cases.items():
+            f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows + offset)
+            if zero_gamma:
+                gamma[:, ::3] = 0.0
+            solve = functools.partial(ft.feedback_triton, chunk=chunk, block_rows=block_rows, strip_tile=tile, **option)
+            _, errors[prefix + name] = against_dense(solve, (f, q, k, gamma), T + 2 + offset)
+            if name in halves:
+                _, errors[prefix + "half-" + name] = against_dense(solve, (f, q, k, gamma), T + 2 + offset, half=True)
     # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
     f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
@@ -328,7 +342,7 @@ def test_triton_interpreted_float32(interpreted, case):
 # the two-level solve, its strips in other tiles (strip_tile) and its wavefronts reading alpha from the strips
 # (strip_diag): every output and gradient within float32 rounding of the float64 dense solve
 @pytest.mark.parametrize("case", [f"two-level-{c}" for c in TWO_LEVEL] + [f"strip-tile-{c}" for c in STRIP_TILED]
-                         + [f"strip-diag-{c}" for c in STRIP_DIAG])
+                         + [f"strip-diag-{c}" for c in STRIP_DIAG] + [f"dense-blocks-{c}" for c in DENSE_BLOCKS])
 def test_triton_two_level_variants_interpreted_float32(interpreted, case):
     errors = interpreted[case]
     assert set(NAMES) <= set(errors)
@@ -346,6 +360,23 @@ def test_triton_strip_stays_inside_its_strip(interpreted):
 def test_triton_strip_diag_interpreted_float16(interpreted, case):
     for name, err in interpreted["strip-diag-half-" + case].items():
         assert err <= 3e-3, (case, name, err)
+
+
+@pytest.mark.parametrize("case", ["T100-C16-R32", "T150-C32-R128-S64"])
+def test_triton_dense_blocks_interpreted_float16(interpreted, case):
+    """float16 inputs: W_R, the right-hand sides and the strips in half precision for the products, float32
+    sums (bf16 on the GPU: scripts/block_inverse_numerics.py measured 1.4e-3-1.9e-3 at T = 4096)."""
+    errors = interpreted["dense-blocks-half-" + case]
+    assert set(errors) == set(NAMES)
+    for name, err in errors.items():
+        assert err <= 3e-3, (case, name, err)
+
+
+def test_triton_dense_blocks_need_block_rows():
+    from sessa_bench.models.kernels.feedback_triton_op import feedback_op
+    f, q, k, gamma = draw(1, 5, 4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="dense_blocks=True needs block_rows"):
+        feedback_op(f, q, k, gamma, chunk=16, dense_blocks=True)
 
 
 @pytest.mark.parametrize("case", TWO_LEVEL_HALF)

@@ -91,6 +91,18 @@ def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, 
                                      strip_diag=diag), inputs, tol)
 
 
+@pytest.mark.parametrize("B,T,D,chunk,block_rows", [(2, 1000, 768, 64, 256), (1, 2100, 384, 64, 1024),
+                                                    (2, 333, 96, 32, 64)])
+@pytest.mark.parametrize("regime", ["peaked", "flat"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dtype, tol):
+    """dense_blocks: each block inverted whole by block doubling, no wavefront (kernels/NOTES.md); the last
+    block and chunk cut short by T."""
+    inputs = draw(B, T, D, regime, dtype, seed=T + block_rows)
+    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=128, dense_blocks=True),
+          inputs, tol)
+
+
 def test_triton_strip_diag_repeatable_and_many_programs():
     """strip_diag at the bench's shape (B = 4, T = 4096, R = 1024, 128-tiles): bitwise repeatable (the
     wavefronts' waits still order every read) and within bf16 tolerance of the solve in the chunk's tiles."""

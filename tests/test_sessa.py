@@ -273,7 +273,8 @@ def test_a_runs_backends_name_the_triton_solves_strip_settings(monkeypatch):
                      ({"feedback_strip_tile": None, "feedback_strip_diag": False}, "math+triton"),
                      ({"feedback_strip_tile": 64}, "math+triton-t64d"),
                      ({"feedback_strip_diag": False}, "math+triton-t128"),
-                     ({"feedback_chunk": 32}, "math+triton-t128d-c32")):
+                     ({"feedback_chunk": 32}, "math+triton-t128d-c32"),
+                     ({"feedback_strip_diag": False, "feedback_dense_blocks": True}, "math+triton-t128-dense")):
         m = SessaMixer(16, 2, backend="math", impl="triton", **kw).double()
         m(x)
         assert m.backend_used() == want, kw
@@ -291,6 +292,7 @@ def test_the_mixer_passes_its_chunk_to_the_solve_and_checks_it(monkeypatch):
         assert seen[-1] == want
     for kw, match in (({"feedback_chunk": 48}, "chunk=48"), ({"feedback_chunk": True}, "chunk=True"),
                       ({"feedback_chunk": 128}, "chunk=128"),  # tried and removed (kernels/NOTES.md)
-                      ({"feedback_chunk": 32, "feedback_block_rows": 48}, "block_rows=48")):
+                      ({"feedback_chunk": 32, "feedback_block_rows": 48}, "block_rows=48"),
+                      ({"feedback_dense_blocks": True, "feedback_block_rows": None}, "dense_blocks=True needs")):
         with pytest.raises(ValueError, match=match):
             SessaMixer(16, 2, **kw)

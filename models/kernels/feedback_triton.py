@@ -275,7 +275,7 @@ class _Config:
     """Tile sizes and dot precisions for one call (all compile-time constants of the kernels)."""
 
     def __init__(self, dtype: torch.dtype, D: int, chunk: int, block_d: int | None, num_warps: int | None,
-                 strip_tile: int | None = None, strip_diag: bool = False):
+                 strip_tile: int | None = None, strip_diag: bool = False, dense_blocks: bool = False):
         if dtype not in _TL:
             raise ValueError(f"feedback impl='triton' needs q_b/k_b in float16, bfloat16 or float32, got {dtype}")
         check_chunk(chunk)
@@ -295,6 +295,8 @@ class _Config:
         # strip_diag: the two-level wavefronts read each block's own alpha tiles from its strip (written once,
         # in TS-tiles) instead of computing them in every D tile's program
         self.strip_diag = bool(strip_diag)
+        # dense_blocks: each block of the two-level solve inverted whole (_block_inverse) instead of walked
+        self.dense = bool(dense_blocks)
         low = dtype != torch.float32
         tf32 = torch.backends.cuda.matmul.allow_tf32
         fp32_prec = "tf32" if tf32 else "ieee"
@@ -358,12 +360,91 @@ def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
     return torch.empty(B * _ceil_to(R, unit) * _ceil_to(T, unit), dtype=dtype, device=device)
 
 
+def _diag_blocks(X: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, P, P) -> (B, P // size, size, size): a view of X's diagonal blocks of `size` rows."""
+    B, P, _ = X.shape
+    n = P // size
+    return X.view(B, n, size, n, size).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+
+
+def _block_inverse(g, a_bb, W_chunks, C: int):
+    """W_R = (I - diag(g) a_bb)^{-1} (float32, (B, n, n)) of one block of n rows: g (B, n) its gains, a_bb (B, n, n)
+    its own alpha (strictly lower, q's dtype, from the strip), W_chunks (B, ceil(n / C), C, C) its chunks'
+    inverses from _prep. Block doubling, [[W11, 0], [W22 N21 W11, W22]] for m = C, 2C, ... rows, with the
+    products' operands in a_bb's dtype and float32 sums (bmm_fp32); padded to C 2^k rows with the identity."""
+    B, n, _ = a_bb.shape
+    m = W_chunks.shape[1]
+    P = C * triton.next_power_of_2(m)
+    Wf = torch.zeros(B, P, P, dtype=torch.float32, device=a_bb.device)
+    Nf = torch.zeros(B, P, P, dtype=a_bb.dtype, device=a_bb.device)
+    chunks = _diag_blocks(Wf, C)
+    chunks[:, :m] = W_chunks
+    chunks[:, m:] = torch.eye(C, device=a_bb.device)
+    Nf[:, :n, :n] = (g[:, :, None] * a_bb).to(a_bb.dtype)
+    size = C
+    while size < P:
+        Wd, Nd = _diag_blocks(Wf, 2 * size), _diag_blocks(Nf, 2 * size)
+        flat = lambda x: x.reshape(-1, size, size)  # noqa: E731  (B * pairs, size, size), a copy
+        left = bmm_fp32(flat(Wd[..., size:, size:].to(a_bb.dtype)), flat(Nd[..., size:, :size]))
+        Wd[..., size:, :size] = bmm_fp32(left.to(a_bb.dtype), flat(Wd[..., :size, :size].to(a_bb.dtype))).view(
+            B, -1, size, size)
+        size *= 2
+    return Wf[:, :n, :n]
+
+
+def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
+    """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
+    alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve; the strip runs through the block's own columns for
+    alpha_bb. Products in q's dtype with float32 sums; no wavefront."""
+    B, T, D = f.shape
+    s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
+    h = torch.empty_like(s)
+    s_lp = s if q.dtype == torch.float32 else torch.empty(B, T, D, dtype=q.dtype, device=f.device)
+    scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
+    for c0, m in _blocks(T, cfg, block_rows):
+        r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        strip = _strip(q, k, lse, r0, r1, 0, (c0 + m) * cfg.BC, scratch, cfg)
+        a_bb = strip[:, :, r0:r1]
+        x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0]) if r0 else torch.zeros(B, r1 - r0, D, device=f.device)
+        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
+        rhs = f[:, r0:r1].float() + g[:, r0:r1, None] * x
+        sb = bmm_fp32(w.to(q.dtype), rhs.to(q.dtype))
+        s[:, r0:r1] = sb
+        if s_lp is not s:
+            s_lp[:, r0:r1] = sb.to(q.dtype)
+        h[:, r0:r1] = x + bmm_fp32(a_bb, s_lp[:, r0:r1])
+    return s, h
+
+
+def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
+    """_adjoint with each block inverted whole: blocks in reverse order, u_b = W_R^T (ds_b + Y_b), Y_b =
+    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R recomputed from the strip's diagonal block."""
+    B, T, D = ds.shape
+    u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
+    v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
+    scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
+    for c0, m in _blocks(T, cfg, block_rows)[::-1]:
+        r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        strip = _strip(q, k, lse, r0, T, r0, (c0 + m) * cfg.BC, scratch, cfg)  # rows from the block on, its columns
+        a_bb = strip[:, :r1 - r0, :r1 - r0]
+        rhs = ds[:, r0:r1].float()
+        if r1 < T:
+            rhs = rhs + bmm_fp32(strip[:, r1 - r0:, :r1 - r0].transpose(1, 2), v_lp[:, r1:])
+        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
+        ub = bmm_fp32(w.transpose(1, 2).to(q.dtype), rhs.to(q.dtype))
+        u[:, r0:r1] = ub
+        v_lp[:, r0:r1] = (g[:, r0:r1, None] * ub).to(q.dtype)
+    return u
+
+
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
     """s and h = alpha s. block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
     order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product X with s[:bR] (cuBLAS) is read
     by a wavefront over the block's chunks, which adds the within-block part (CROSS) and writes s and h. With
     strip_diag the strip runs through the block's own columns (block 0 gets one too) and the wavefront reads
     its within-block alpha tiles from it (DIAG)."""
+    if cfg.dense:
+        return _solve_dense(f, q, k, g, lse, W, cfg, block_rows)
     B, T, D = f.shape
     s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
     h = torch.empty_like(s)
@@ -394,6 +475,8 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
     (gamma u)[(b+1)R:] (one strip, cuBLAS), which the reverse wavefront inside the block adds to the rest
     (CROSS). With strip_diag the strip starts at the block's own rows (the last block gets one too) and the
     wavefront reads its within-block alpha tiles from it (DIAG)."""
+    if cfg.dense:
+        return _adjoint_dense(ds, q, k, g, lse, W, cfg, block_rows)
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
@@ -448,12 +531,13 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
 
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
-                    block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False):
+                    block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
+                    dense_blocks: bool = False):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
     and h = alpha s (B, T, D), all float32 and contiguous. block_rows: see feedback_triton."""
-    check_block_rows(block_rows, chunk)
+    check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag)
+    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
@@ -462,11 +546,12 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
 
 
 def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,
-                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False):
+                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
+                     dense_blocks: bool = False):
     """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
-    check_block_rows(block_rows, chunk)
+    check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag)
+    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg, block_rows)
@@ -478,7 +563,7 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
                     chunk: int = DEFAULT_CHUNK, block_d: int | None = None, num_warps: int | None = None,
                     block_rows: int | None = None, strip_tile: int | None = None,
-                    strip_diag: bool = False) -> torch.Tensor:
+                    strip_diag: bool = False, dense_blocks: bool = False) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
     by torch.compile as one custom op (feedback_triton_op.py).
     chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns;
@@ -487,7 +572,9 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve.
     strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl) and the width of the
     lse pass's past tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
-    alpha tiles from its strip (written once) instead of computing them in every D tile. Speed knobs
-    (NOTES.md): the same s and gradients up to rounding."""
+    alpha tiles from its strip (written once) instead of computing them in every D tile; dense_blocks (needs
+    block_rows): no wavefront, each block inverted whole by matrix products (NOTES.md, "Next: dense blocks";
+    strip_diag then changes nothing). Speed knobs (NOTES.md): the same s and gradients up to rounding."""
     from .feedback_triton_op import feedback_op
-    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag)
+    return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,
+                       dense_blocks)
