@@ -1,4 +1,4 @@
-"""How accurate is a feedback solve by dense blocks in bfloat16? (models/kernels/NOTES.md, "Next: dense blocks")
+"""How accurate is a feedback solve by dense blocks in bfloat16? (models/kernels/NOTES.md, "Dense blocks")
 
 The two-level Triton solve walks each block of R rows with a wavefront of R / C chunk steps. The dense
 alternative inverts a whole block instead: W_R = (I - diag(gamma) alpha_bb)^{-1}, built from the chunks'

@@ -573,7 +573,7 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl) and the width of the
     lse pass's past tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
     alpha tiles from its strip (written once) instead of computing them in every D tile; dense_blocks (needs
-    block_rows): no wavefront, each block inverted whole by matrix products (NOTES.md, "Next: dense blocks";
+    block_rows): no wavefront, each block inverted whole by matrix products (NOTES.md, "Dense blocks";
     strip_diag then changes nothing). Speed knobs (NOTES.md): the same s and gradients up to rounding."""
     from .feedback_triton_op import feedback_op
     return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,

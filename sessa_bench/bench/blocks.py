@@ -28,7 +28,7 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # Sessa row pins the chunk's tile without `d`, so each row's name says what it times, whatever the default.
 STRIP_TILE = 128
 TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TILE}d")
-# The blocks of R = 1024 rows inverted whole (dense_blocks, kernels/NOTES.md "Next: dense blocks"): no
+# The blocks of R = 1024 rows inverted whole (dense_blocks, kernels/NOTES.md "Dense blocks"): no
 # wavefront, its strips in the same 128-tiles; timed beside t128d, the default, until it wins or is dropped
 DENSE = f"sessa/triton2-r1024-t{STRIP_TILE}-dense"
 CHUNK_TILE = {"feedback_strip_tile": None, "feedback_strip_diag": False}
