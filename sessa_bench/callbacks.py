@@ -9,6 +9,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+# Lightning's save_checkpoint(weights_only=...): False saves the full training state, which resume needs
+SAVE_WEIGHTS_ONLY = False
+
 
 class AtomicCheckpoint(L.Callback):
     """Saves the full training state to checkpoints/last.ckpt every n steps, via a temporary file and a
@@ -25,10 +28,11 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        # A save option, not a load: the full training state for resume (optimizer, schedulers, loops); said
-        # outright, as Lightning warns on every save otherwise. Every load of a checkpoint is
-        # torch.load(weights_only=True) (tests/test_bad_inputs.py checks each), so nothing in it is executed.
-        trainer.save_checkpoint(tmp, weights_only=False)
+        # The full training state for resume (optimizer, schedulers, loops), passed as Lightning's own
+        # ModelCheckpoint passes its save_weights_only (said outright: Lightning warns on every save otherwise).
+        # A save, not a load: every load of a checkpoint is torch.load(weights_only=True) (tests/test_bad_inputs.py
+        # checks each by AST), so nothing in a checkpoint is ever executed.
+        trainer.save_checkpoint(tmp, SAVE_WEIGHTS_ONLY)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
