@@ -10,66 +10,44 @@ in float32 or bfloat16, for both regimes of the GPU tests and gains of both sign
 slowest-decaying memory). The GPU tests' bfloat16 tolerance is 2e-2; the Triton solve's error is ~2e-3.
 
     python scripts/block_inverse_numerics.py [--T 4096] [--D 64] [--R 1024]
+
+The doubling is the solve's own (`_block_inverse` of feedback_triton.py, plain PyTorch; importing that module
+needs the triton package, not a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
-from sessa_bench.models.kernels.feedback_dense import feedback_dense
+from sessa_bench.models.kernels.feedback_dense import feedback_dense, routing_dense
+from sessa_bench.models.kernels.feedback_triton import _block_inverse  # the solve's own doubling
 
 CHUNK = 64
-
-
-def alpha_matrix(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """alpha[t, j] = softmax_{j<t}(q_t . k_j / sqrt(D)), row 0 = 0; float32, (T, T)."""
-    T, D = q.shape
-    logits = (q @ k.T) / math.sqrt(D)
-    logits = logits.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
-    lse = torch.logsumexp(logits, -1, keepdim=True)
-    return torch.exp(logits - torch.where(torch.isinf(lse), torch.zeros_like(lse), lse))
 
 
 def rounded(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype).float()
 
 
-def block_inverse(N: torch.Tensor, product_dtype: torch.dtype) -> torch.Tensor:
-    """(I - N)^{-1} for a strictly lower N (n x n, n a multiple of CHUNK): the chunks' inverses by the product
-    (I + N)(I + N^2)(I + N^4)... in float32, then block doubling with its operands rounded to product_dtype."""
-    n = N.shape[-1]
-    W = torch.zeros_like(N)
-    eye = torch.eye(CHUNK)
-    for c in range(0, n, CHUNK):
-        p = N[c:c + CHUNK, c:c + CHUNK]
-        w = eye + p
-        for _ in range(int(math.log2(CHUNK)) - 1):
-            p = p @ p
-            w = w @ (eye + p)
-        W[c:c + CHUNK, c:c + CHUNK] = w
-    m = CHUNK
-    while m < n:
-        for a0 in range(0, n - m, 2 * m):
-            a1, a2 = a0 + m, min(a0 + 2 * m, n)
-            lower = rounded(W[a1:a2, a1:a2], product_dtype) @ rounded(N[a1:a2, a0:a1], product_dtype)
-            W[a1:a2, a0:a1] = rounded(lower, product_dtype) @ rounded(W[a0:a1, a0:a1], product_dtype)
-        m *= 2
-    return W
-
-
 def dense_blocks(f, q, k, gamma, R: int, product_dtype: torch.dtype) -> torch.Tensor:
+    """s by blocks of R rows inverted whole: the chunks' inverses in float32 (as `_prep` has them), the
+    doubling by feedback_triton's `_block_inverse` with its operands in product_dtype, then W_R and the
+    right-hand side rounded to bfloat16 for the block's product."""
     T = f.shape[0]
-    A = alpha_matrix(q.float(), k.float())
+    A = routing_dense(q.float()[None], k.float()[None])[0]
     s = torch.zeros(f.shape)
-    low = torch.bfloat16
+    low, eye = torch.bfloat16, torch.eye(CHUNK)
     for b0 in range(0, T, R):
         b1 = min(b0 + R, T)
-        g = gamma[b0:b1, None].float()
-        rhs = f[b0:b1].float() + g * (rounded(A[b0:b1, :b0], low) @ rounded(s[:b0], low))
-        s[b0:b1] = rounded(block_inverse(g * A[b0:b1, b0:b1], product_dtype), low) @ rounded(rhs, low)
+        g = gamma[b0:b1].float()
+        n_cc = torch.stack([g[c:c + CHUNK, None] * A[b0 + c:b0 + c + CHUNK, b0 + c:b0 + c + CHUNK]
+                            for c in range(0, b1 - b0, CHUNK)])
+        w_chunks = torch.linalg.solve_triangular(eye - n_cc, eye.expand_as(n_cc), upper=False, unitriangular=True)
+        w = _block_inverse(g[None], A[None, b0:b1, b0:b1].to(product_dtype), w_chunks[None], CHUNK)[0]
+        rhs = f[b0:b1].float() + g[:, None] * (rounded(A[b0:b1, :b0], low) @ rounded(s[:b0], low))
+        s[b0:b1] = rounded(w, low) @ rounded(rhs, low)
     return s
 
 

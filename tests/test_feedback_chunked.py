@@ -365,7 +365,7 @@ def test_triton_strip_diag_interpreted_float16(interpreted, case):
 @pytest.mark.parametrize("case", ["T100-C16-R32", "T150-C32-R128-S64"])
 def test_triton_dense_blocks_interpreted_float16(interpreted, case):
     """float16 inputs: W_R, the right-hand sides and the strips in half precision for the products, float32
-    sums (bf16 on the GPU: scripts/block_inverse_numerics.py measured 1.4e-3-1.9e-3 at T = 4096)."""
+    sums (bf16 on the GPU: scripts/block_inverse_numerics.py measured 1.4e-3-2.0e-3 at T = 4096)."""
     errors = interpreted["dense-blocks-half-" + case]
     assert set(errors) == set(NAMES)
     for name, err in errors.items():

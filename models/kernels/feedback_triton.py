@@ -380,7 +380,7 @@ def _block_inverse(g, a_bb, W_chunks, C: int):
     chunks = _diag_blocks(Wf, C)
     chunks[:, :m] = W_chunks
     chunks[:, m:] = torch.eye(C, device=a_bb.device)
-    Nf[:, :n, :n] = (g[:, :, None] * a_bb).to(a_bb.dtype)
+    Nf[:, :n, :n] = g[:, :, None] * a_bb  # rounded to a_bb's dtype by the copy
     size = C
     while size < P:
         Wd, Nd = _diag_blocks(Wf, 2 * size), _diag_blocks(Nf, 2 * size)
