@@ -19,6 +19,7 @@ from .masked_read import masked_read
 from .mixer import Mixer, WidthError
 from .per_position import once_per_position
 from .rope import angle_dtype, rope_cos_sin, rope_inv_freq, rotate, rotation
+from .sdpa_order import sdpa_in_order
 
 BACKENDS = ("auto", "math", "sdpa", "flash_attn")
 
@@ -64,16 +65,8 @@ def attention_sdpa(q, k, v):
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
     gqa = k.shape[2] != q.shape[2]
     scale = 1.0 / math.sqrt(d)
-    # Under torch.compile the kernel priority context is left out (it can break the graph); the compiler
-    # picks the SDPA kernel itself.
-    if q.is_cuda and not torch.compiler.is_compiling():
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-        order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
-                 SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-        with sdpa_kernel(order, set_priority=True):
-            o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa, scale=scale)
-    else:
-        o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa, scale=scale)
+    o = sdpa_in_order(("cudnn", "flash", "efficient", "math"), qt, kt, vt, is_causal=True, enable_gqa=gqa,
+                      scale=scale)
     o = o.transpose(1, 2)
     return o[..., :d] if pad else o
 

@@ -12,6 +12,9 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
 - "sdpa": F.scaled_dot_product_attention with a boolean mask (the first implementation). With one query its
   kernels parallelise over batch x heads only: Sessa's feedback read (one head 768 wide) runs on one thread
   block at batch 1, the suspected cause of its 62 tokens/s (results/bench/nvidia-h200-decode-2026-11-28.md).
+  Its kernels are tried in a stated order, cuDNN first (models/sdpa_order.py: left to the process's state,
+  after a training forward the read ran PyTorch's memory-efficient kernel, 260 us a layer at batch 16 against
+  58 us in a fresh process).
 - "triton": a split-KV Triton kernel (models/kernels/split_read_triton.py): the cache is also split along
   its length, each split an online softmax in float32, then one combine. CUDA only (or TRITON_INTERPRET=1).
 - "matmul": two batched matrix products through cuBLAS, one per side of the softmax, over each sequence's whole
@@ -21,8 +24,8 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
   read, one head D wide) these are exactly the two products of attention; with H_kv heads the queries enter as
   a block-diagonal matrix (query head h's vector in the columns of its key/value head, zeros elsewhere), so
   the products do H_kv times the arithmetic to read the cache once each at the GEMMs' bandwidth, and the output
-  is their block diagonal. Tried because under the boolean mask sdpa picks PyTorch's memory-efficient kernel
-  (results/bench/nvidia-h200-profile-2026-12-01.md); measured, it halved Sessa's decode rate at batch 16
+  is their block diagonal. Tried because under the boolean mask sdpa ran PyTorch's memory-efficient kernel
+  (results/bench/nvidia-h200-profile-2026-12-01.md; the process's state, not the mask, chose it: above); measured, it halved Sessa's decode rate at batch 16
   (results/bench/nvidia-h200-decode-matmul-2026-12-01.md: the product with V gives cuBLAS few output tiles
   per sequence and no split along the cache), so only the one wide feedback head reads this way (`auto`).
 
@@ -34,10 +37,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .bmm_fp32 import bmm_fp32
 from .kernels import triton_runs_on
+from .sdpa_order import sdpa_in_order
 
 READS = ("reduce", "sdpa", "triton", "matmul")
 
@@ -47,8 +50,10 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
     B, H, d = q.shape
     Hkv = K.shape[2]
     if impl == "sdpa":
-        o = F.scaled_dot_product_attention(q[:, :, None], K.transpose(1, 2), V.transpose(1, 2),
-                                           attn_mask=mask[None, None, None, :], enable_gqa=Hkv != H)
+        # the order stated (models/sdpa_order.py): left to the process's state, the read fell to the
+        # memory-efficient kernel after a training forward, 4.5x slower at batch 16. Flash takes no mask.
+        o = sdpa_in_order(("cudnn", "efficient", "math"), q[:, :, None], K.transpose(1, 2), V.transpose(1, 2),
+                          attn_mask=mask[None, None, None, :], enable_gqa=Hkv != H)
         return o[:, :, 0]
     if impl == "triton":
         if not torch.compiler.is_compiling():  # traced: StaticDecoder registered the op before compiling

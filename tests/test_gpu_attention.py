@@ -72,3 +72,43 @@ def test_sessa_cuda_matches_cpu_float64(backend, dtype):
         xs = x[:, :16].to("cuda", dtype)
         steps = torch.cat([m(xs[:, t:t + 1], cache) for t in range(16)], 1)
         assert rel(steps, m(xs)) < TOL[dtype]
+
+
+
+READ_KERNELS = r'''
+import sys
+import torch
+from torch.profiler import ProfilerActivity, profile
+from sessa_bench.models.attention import CausalAttention
+from sessa_bench.models.masked_read import masked_read
+
+B, H, L, d = 16, 12, 4105, 64  # the decode profile's shapes: batch 16, context 4096 of a 4105-long cache
+q = torch.randn(B, H, d, device="cuda", dtype=torch.bfloat16)
+K, V = (torch.randn(B, L, H, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+mask = torch.arange(L, device="cuda") <= 4096
+if sys.argv[1] == "after":  # a training forward of attention is the process's first SDPA call
+    m = CausalAttention(768, 12, backend="sdpa").to("cuda", torch.bfloat16)
+    m(torch.randn(2, 64, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)).sum().backward()
+with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    masked_read(q, K, V, mask, "sdpa")
+    torch.cuda.synchronize()
+print("kernels:", sorted({e.key for e in prof.key_averages() if e.device_type.name == "CUDA"
+                          and e.key.lower().startswith(("fmha", "cudnn", "void pytorch_flash", "void fmha"))}))
+'''
+
+
+def test_sdpa_read_kernel_independent_of_what_ran_before(tmp_path):
+    """The decode read's sdpa kernel is the same in a fresh process as after a training forward of attention
+    (lease 27: PyTorch's memory-efficient kernel after it, 4.5x slower; models/sdpa_order.py says why). Each
+    in its own process: the state in question is the process's."""
+    import subprocess
+    import sys
+    script = tmp_path / "read_kernels.py"
+    script.write_text(READ_KERNELS)
+    seen = {}
+    for mode in ("fresh", "after"):
+        out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen[mode] = [line for line in out.stdout.splitlines() if line.startswith("kernels: ")][-1]
+    assert seen["fresh"] != "kernels: []", "no attention kernel seen under the profiler: the filter needs its name"
+    assert seen["fresh"] == seen["after"], seen
