@@ -25,9 +25,10 @@ softmax(q K^T / sqrt(d)) V over the positions where mask is True:
   a block-diagonal matrix (query head h's vector in the columns of its key/value head, zeros elsewhere), so
   the products do H_kv times the arithmetic to read the cache once each at the GEMMs' bandwidth, and the output
   is their block diagonal. Tried because under the boolean mask sdpa ran PyTorch's memory-efficient kernel
-  (results/bench/nvidia-h200-profile-2026-12-01.md; the process's state, not the mask, chose it: above); measured, it halved Sessa's decode rate at batch 16
-  (results/bench/nvidia-h200-decode-matmul-2026-12-01.md: the product with V gives cuBLAS few output tiles
-  per sequence and no split along the cache), so only the one wide feedback head reads this way (`auto`).
+  (results/bench/nvidia-h200-profile-2026-12-01.md; the process's state chose it, above); measured, it halved
+  Sessa's decode rate at batch 16 (results/bench/nvidia-h200-decode-matmul-2026-12-01.md: the product with V
+  gives cuBLAS few output tiles per sequence and no split along the cache), so only the one wide feedback
+  head reads this way (`auto`).
 
 `make bench` times them side by side (conf/bench/*.yaml, decode.variants).
 """

@@ -9,7 +9,10 @@ the process (our training forward), it reads the order from before the lazy inst
 every later SDPA call without a context runs flash > efficient > math > cuDNN for the life of the process.
 Our decode read (one query under a mask, which flash refuses) then fell to the memory-efficient kernel:
 260 us a layer at batch 16 and a 4096 context, where the same read in a fresh process took 58 us
-(results/bench/README.md, lease 27). Stating the order makes the kernel independent of what ran before.
+(results/bench/README.md, lease 27). The mechanism is read from PyTorch's dispatch code (sdp_utils.cpp,
+`priority_order`); lease 27's kernels fit it, and tests/test_gpu_attention.py checks the read's kernels in
+a fresh process against those after a training forward. Stating the order makes the kernel independent of
+what ran before.
 
 On CPU, and while torch.compile traces (the context can break the graph; the compiler picks the kernel
 itself), the call is plain SDPA.

@@ -74,7 +74,6 @@ def test_sessa_cuda_matches_cpu_float64(backend, dtype):
         assert rel(steps, m(xs)) < TOL[dtype]
 
 
-
 READ_KERNELS = r'''
 import sys
 import torch
