@@ -200,7 +200,8 @@ if [[ ${AGAIN:-0} == 1 && -f $done ]]; then  # a later call: a new table step fo
 fi
 left() { echo $((budget - (SECONDS - start) - 40)); }
 if [[ ! -f $started && -n ${BEFORE:-} ]]; then
-  timeout -k 15 "$(left)" bash -c "$BEFORE" > "$out/before.log" 2>&1
+  echo "BEFORE started with $(left) s of this call left" > "$out/before.log"
+  timeout -k 15 "$(left)" bash -c "$BEFORE" >> "$out/before.log" 2>&1
   rc=$?
   echo "exit $rc" >> "$out/before.log"
   if (( rc != 0 )) && [[ ${BEFORE_GATE:-0} == 1 ]]; then  # the checks the runs rely on failed: no table step
@@ -291,9 +292,15 @@ if [[ -f $done && ${PROBE:-0} == 1 ]] && (( $(left) > 30 )); then
     --max-seconds $(( ($(left) - 20) / 3 )) $TABLE_OVERRIDES >> "$work/logs/probe.log" 2>&1
   echo "probe_chosen exit $?" >> "$work/logs/probe.log"
 fi
+# the time AFTER had goes in its log: lease 27's was cut before its first row with ~60 s, and its log said only
+# "exit 124"
 if [[ -f $done && -n ${AFTER:-} ]] && (( $(left) > 10 )); then
-  timeout -k 15 "$(left)" bash -c "$AFTER" > "$out/after.log" 2>&1
+  echo "AFTER started with $(left) s of this call left" > "$out/after.log"
+  timeout -k 15 "$(left)" bash -c "$AFTER" >> "$out/after.log" 2>&1
   echo "exit $?" >> "$out/after.log"
+elif [[ -n ${AFTER:-} ]]; then
+  echo "AFTER not started: $([[ -f $done ]] && echo "$(left) s of this call left" || echo "the table step still runs")" \
+    > "$out/after.log"
 fi
 # a TAIL or BESIDE still running: this call waits for it (what it trained comes back in this call's bundle)
 while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done

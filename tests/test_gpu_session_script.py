@@ -180,6 +180,16 @@ def test_a_failed_before_with_the_gate_starts_no_table_step(tmp_path):
     assert "BEFORE failed (exit 3) and BEFORE_GATE=1: the table step was not started" in log
 
 
+def test_before_and_after_logs_say_how_much_of_the_call_they_had(tmp_path):
+    """BEFORE and AFTER write the seconds of the call left when they started (lease 27's AFTER was cut with
+    ~60 s and its log said only "exit 124"), then their output and exit status."""
+    import re
+    _, _, out, _ = dry_run(tmp_path, BEFORE="echo ran-before", AFTER="echo ran-after")
+    for name, ran in (("before", "ran-before"), ("after", "ran-after")):
+        text = (out / f"{name}.log").read_text()
+        assert re.match(rf"{name.upper()} started with \d+ s of this call left\n{ran}\nexit 0\n$", text), text
+
+
 def test_an_mps_client_beside_keeps_the_daemon_until_it_ends_and_the_call_waits_for_it(tmp_path):
     """BESIDE_MPS=1: BESIDE runs as a client of the table step's MPS daemon (its pipe in the environment),
     the daemon is told to quit only after BESIDE has ended although the table step ended first, and the
