@@ -61,12 +61,24 @@ def cache_reads(read: str) -> tuple[str, str]:
     return attn, fb or attn
 
 
+# The caches' length is max_len rounded up to a multiple of this. The step reads every position of a cache
+# (masked past pos), so a few more cost a few more bytes, but a length of many 2s keeps the reads' batch
+# strides aligned: at a 4096-token context lease 27's profile timed Sessa's feedback read (cuBLAS GEMVs over
+# (B, L, D) caches) at 105 us a layer with L = 4105, where the reads bench timed it at 68 us with L = 4096
+# (results/bench/README.md). That the alignment is the difference is untimed: the decode bench's
+# `cache_multiple: 1` row beside the default measures it.
+CACHE_MULTIPLE = 64
+
+
 class StaticDecoder:
     """Caches, the position tensor and the step for greedy decoding of `batch_size` sequences of at most
-    `max_len` tokens (prompt included)."""
+    `max_len` tokens (prompt included); the caches hold max_len rounded up to a multiple of `cache_multiple`
+    positions (`cache_len`)."""
 
     def __init__(self, model: Backbone, batch_size: int, max_len: int, cuda_graph: bool = True,
-                 compile: bool = False, read: str = "auto"):
+                 compile: bool = False, read: str = "auto", cache_multiple: int = CACHE_MULTIPLE):
+        if not isinstance(cache_multiple, int) or isinstance(cache_multiple, bool) or cache_multiple < 1:
+            raise ValueError(f"cache_multiple must be a positive integer, got {cache_multiple!r}")
         if model.cfg.head != "lm":
             raise ValueError("greedy decoding needs model.head='lm'")
         if not model.supports_static_decode:
@@ -78,7 +90,8 @@ class StaticDecoder:
         attn_read, fb_read = cache_reads(read)
         if "triton" in (attn_read, fb_read) and triton_available():  # the op registered before a compile traces it
             from .kernels import split_read_triton  # noqa: F401
-        self.caches = model.init_cache(batch_size, max_len, device=p.device, dtype=p.dtype)
+        self.cache_len = -(-max_len // cache_multiple) * cache_multiple
+        self.caches = model.init_cache(batch_size, self.cache_len, device=p.device, dtype=p.dtype)
         for c in self.caches:  # how the step reads the caches (models/masked_read.py)
             c.read, c.feedback_read = attn_read, fb_read
         self.pos = torch.zeros(1, dtype=torch.long, device=p.device)    # next position to write

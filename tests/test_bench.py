@@ -77,8 +77,13 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     assert {"sessa/dense", "sessa/chunked"} <= set(checked) and all(e < 1e-5 for e in checked.values()), checked
     assert all(not r["err"] for r in blocks if not r["impl"].startswith("sessa/") or r["mode"] == "fwd")
     assert "| err |" in md and "the dense solve in float64" in md
-    # the decode rows' ratio to batch 1 (x_batch1) beside their tokens/s
-    assert re.search(r"^\| sessa \| sdpa \| False \| 32 \| 4 \| static \| [\d,.]+ \| \d+\.\d\d \|", md, re.M)
+    # the decode rows' ratio to batch 1 (x_batch1) beside their tokens/s; the caches' length (context 32 and
+    # the steps rounded up to the default multiple, 64)
+    assert re.search(r"^\| sessa \| sdpa \| False \| 64 \| 32 \| 64 \| 4 \| static \| [\d,.]+ \| \d+\.\d\d \|", md,
+                     re.M)
+    # the preset's unrounded caches beside the default: context + steps + 1 positions, their own ratio
+    assert re.search(r"^\| sessa \| sdpa\+matmul \| False \| 1 \| 32 \| 37 \| 4 \| static \| [\d,.]+ \| \d+\.\d\d \|",
+                     md, re.M)
     # where a block's step goes: the preset's blocks profiled at one T, each with its summed op time
     prof = md.split("### Where a block's step goes (T=128", 1)[1].split("## Training", 1)[0]
     for name in ("sessa/dense", "attention/sdpa", "attention/minimal"):
@@ -86,11 +91,12 @@ def test_cpu_bench_writes_table_csv_and_plot(cpu_bench):
     decode = [r for r in rows if r["part"] == "decode"]
     assert {r["family"] for r in decode} == {"sessa", "transformer", "mamba2"}
     # the reads side by side for the families that read a cache; Mamba2 (a fixed state) once; "sdpa+matmul"
-    # (Sessa's feedback read by matmul) is plain sdpa for the Transformer, timed once
-    assert {(r["family"], r["read"]) for r in decode} == {
-        ("sessa", "sdpa"), ("sessa", "reduce"), ("sessa", "sdpa+matmul"), ("transformer", "sdpa"),
-        ("transformer", "reduce"), ("mamba2", "-")}
-    assert len([r for r in decode if r["family"] == "transformer"]) == 2 * len([
+    # (Sessa's feedback read by matmul) is plain sdpa for the Transformer, timed once per cache multiple
+    assert {(r["family"], r["read"], r["cache_multiple"]) for r in decode} == {
+        ("sessa", "sdpa", "64"), ("sessa", "reduce", "64"), ("sessa", "sdpa+matmul", "64"),
+        ("sessa", "sdpa+matmul", "1"), ("transformer", "sdpa", "64"), ("transformer", "reduce", "64"),
+        ("transformer", "sdpa", "1"), ("mamba2", "-", "64")}
+    assert len([r for r in decode if r["family"] == "transformer"]) == 3 * len([
         r for r in decode if (r["family"], r["read"]) == ("sessa", "sdpa")])
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["part"] in ("train", "decode"))
     train = [r for r in rows if r["part"] == "train" and r["loop"] == "bare"]
@@ -291,7 +297,7 @@ def test_a_decode_variant_that_fails_is_its_rows_error(tmp_path, monkeypatch):
     assert bad and all(r["tokens_per_s"] == "error" and "no kernel image" in r["error"] for r in bad)
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["read"] != "reduce")
     md = (tmp_path / "cpu.md").read_text()
-    assert "- sessa read=reduce compile=False context 32 batch 1: RuntimeError: no kernel image" in md
+    assert "- sessa read=reduce compile=False cache_multiple=64 context 32 batch 1: RuntimeError: no kernel image" in md
 
 
 def test_harness_loop_trains_the_bare_step_model_at_its_shape(cpu_bench):
@@ -667,6 +673,9 @@ def test_decode_rows_carry_their_ratio_to_batch_one():
     got = [r.get("x_batch1") for r in with_batch_ratio(rows)]
     assert got == [1.0, 8.5, 1.0, 4.5, None, None, None, None]
     assert all("x_batch1" not in r for r in rows)  # the rows themselves are not changed
+    # another cache multiple is another variant: its batch-16 row has no batch-1 row of its own here
+    other = {**row("sessa", "sdpa", False, 64, 16, 900.0), "cache_multiple": 1}
+    assert "x_batch1" not in with_batch_ratio(rows + [other])[-1]
 
 
 def test_graph_break_reasons_name_each_break():

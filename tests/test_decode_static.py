@@ -83,6 +83,31 @@ def test_decoder_reset_and_errors():
         greedy(model, torch.randint(0, 17, (2, 3)), 0)
 
 
+def test_cache_length_is_rounded_up_and_changes_no_token():
+    """The caches hold max_len rounded up to cache_multiple (aligned reads, models/generate.py); the positions
+    past max_len are masked like any unwritten one, so the logits of every step are those of unpadded caches.
+    A cache_multiple that is not a positive integer is refused by name."""
+    model = make("sessa")
+    prompt = torch.randint(0, 17, (2, 5))
+    decs = {m: StaticDecoder(model, 2, 11, cache_multiple=m) for m in (1, 8, 64)}
+    assert {m: d.cache_len for m, d in decs.items()} == {1: 11, 8: 16, 64: 64}
+    assert all(c.buffers["s"].shape[1] == d.cache_len for d in decs.values() for c in d.caches)
+    logits = {}
+    for m, dec in decs.items():
+        dec.prefill(prompt)
+        steps = []
+        for _ in range(5):
+            steps.append(model.decode_step(dec.tok, dec.caches, dec.pos))
+            dec.tok.copy_(steps[-1].argmax(-1, keepdim=True))
+            dec.pos.add_(1)
+        logits[m] = torch.stack(steps)
+    assert torch.allclose(logits[8], logits[1], rtol=0, atol=1e-12)
+    assert torch.allclose(logits[64], logits[1], rtol=0, atol=1e-12)
+    for bad in (0, -64, 2.5, True):
+        with pytest.raises(ValueError, match="cache_multiple must be a positive integer"):
+            StaticDecoder(model, 2, 11, cache_multiple=bad)
+
+
 def test_user_mixer_without_static_step_falls_back():
     cfg = ModelConfig(vocab_size=17, d_model=16, n_layers=1, n_heads=2, mixer="toy_mixer.RunningMeanMixer")
     model = Backbone(cfg).double().eval()

@@ -168,16 +168,18 @@ def decode_section(rows, d, dtype_name) -> str:
     caption = (f"Budget `{d['budget_name']}`, {dtype_name}; {d['steps']} greedy steps after a context "
             f"of the given length through models/generate.py (static caches; the step replayed from a CUDA "
             f"graph on GPU), one untimed pass first; `read`: how the step reads the caches "
-            f"(models/masked_read.py), `compile`: the step through torch.compile. Cache bytes per token of "
-            f"context, plus a fixed state per sequence; `x_batch1`: tokens/s over the batch-1 row of the same "
-            f"family, read, compile and context (issue 13's goal: >= 8 at batch 16).")
+            f"(models/masked_read.py), `compile`: the step through torch.compile, `cache_len`: the caches' "
+            f"positions (read whole every step, masked past the context), the steps' end rounded up to a "
+            f"multiple of `cache_multiple`. Cache bytes per token of context, plus a fixed state per sequence; "
+            f"`x_batch1`: tokens/s over the batch-1 row of the same family, read, compile, cache multiple and "
+            f"context (issue 13's goal: >= 8 at batch 16).")
     return table_section(
         "Decoding", caption, with_batch_ratio(rows),
-        ["family", "read", "compile", "context", "batch", "path", "tokens_per_s", "x_batch1", "ms_per_step",
-         "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
+        ["family", "read", "compile", "cache_multiple", "context", "cache_len", "batch", "path", "tokens_per_s",
+         "x_batch1", "ms_per_step", "cache_bytes_per_token", "cache_fixed_bytes_per_seq", "cache_gib"],
         {"tokens_per_s": ",.1f", "ms_per_step": ".3f"},
-        rows, lambda r: f"{r['family']} read={r['read']} compile={r['compile']} context {r['context']} batch "
-                        f"{r['batch']}")
+        rows, lambda r: f"{r['family']} read={r['read']} compile={r['compile']} cache_multiple="
+                        f"{r.get('cache_multiple')} context {r['context']} batch {r['batch']}")
 
 
 def reads_section(rows, r, dtype_name) -> str:

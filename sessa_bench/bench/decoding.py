@@ -2,7 +2,8 @@
 models/generate.py (the step replayed from a CUDA graph on GPU), and the cache bytes each token of context
 costs. The step's work does not depend on the cache contents, so the context is set by position, not by a
 long prefill. Each variant is a way to run the step (`read`: models/masked_read.py; `compile`: the step
-through torch.compile first), timed side by side; a family without per-token caches (Mamba2) reads nothing,
+through torch.compile first; `cache_multiple`: what the caches' length is rounded up to, models/generate.py's
+CACHE_MULTIPLE when not given), timed side by side; a family without per-token caches (Mamba2) reads nothing,
 so it runs once per distinct `compile`."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from sessa_bench.bench.timing import free_memory, record_oom
 from sessa_bench.budget import load_budget, load_family, solve
 from sessa_bench.models.backbone import Backbone
-from sessa_bench.models.generate import StaticDecoder
+from sessa_bench.models.generate import CACHE_MULTIPLE, StaticDecoder
 from sessa_bench.models.sessa import SessaMixer
 
 
@@ -53,13 +54,16 @@ def cache_bytes(model, dtype) -> tuple[int, int]:
 
 
 def family_variants(model, variants, reads: bool) -> list[dict]:
-    """The variants that differ for this model: one per distinct `compile` when it reads no cache; a read "A+B"
-    (attention A, Sessa's feedback B) is plain A where no mixer reads feedback caches; duplicates dropped."""
+    """The variants that differ for this model, each with its `cache_multiple`: one per distinct `compile` when
+    it reads no cache (the caches' length then changes nothing); a read "A+B" (attention A, Sessa's feedback B)
+    is plain A where no mixer reads feedback caches; duplicates dropped."""
     if not reads:
-        return [{"read": "-", "compile": c} for c in dict.fromkeys(bool(v["compile"]) for v in variants)]
+        return [{"read": "-", "compile": c, "cache_multiple": CACHE_MULTIPLE}
+                for c in dict.fromkeys(bool(v["compile"]) for v in variants)]
     feedback = any(isinstance(m, SessaMixer) and m.feedback for m in model.mixers)
-    seen = {((v["read"] if feedback else v["read"].split("+")[0]), bool(v["compile"])): None for v in variants}
-    return [{"read": r, "compile": c} for r, c in seen]
+    seen = {((v["read"] if feedback else v["read"].split("+")[0]), bool(v["compile"]),
+             int(v.get("cache_multiple", CACHE_MULTIPLE))): None for v in variants}
+    return [{"read": r, "compile": c, "cache_multiple": m} for r, c, m in seen]
 
 
 def seconds_per_step(dec: StaticDecoder, context: int, steps: int) -> float:
@@ -78,10 +82,11 @@ def seconds_per_step(dec: StaticDecoder, context: int, steps: int) -> float:
 
 
 def with_batch_ratio(rows: list[dict]) -> list[dict]:
-    """The rows with `x_batch1`: tokens/s over the batch-1 row of the same family, read, compile and context
-    (issue 13 asks batch 16 for 8x batch 1); absent where that row is missing or either failed."""
+    """The rows with `x_batch1`: tokens/s over the batch-1 row of the same family, read, compile, cache
+    multiple and context (issue 13 asks batch 16 for 8x batch 1); absent where that row is missing or either
+    failed."""
     def key(r):
-        return r["family"], r["read"], r["compile"], r["context"]
+        return r["family"], r["read"], r["compile"], r.get("cache_multiple"), r["context"]
     one = {key(r): r["tokens_per_s"] for r in rows if r["batch"] == 1}
     out = []
     for r in rows:
@@ -94,7 +99,8 @@ def with_batch_ratio(rows: list[dict]) -> list[dict]:
 def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) -> dict:
     """One timed row; a failure other than running out of memory is the row's `error` (tokens_per_s "error"):
     a variant that does not run, a compile that fails, must not end the part."""
-    row = {"family": fam, "read": var["read"], "compile": bool(var["compile"]), "context": ctx, "batch": B,
+    row = {"family": fam, "read": var["read"], "compile": bool(var["compile"]),
+           "cache_multiple": var["cache_multiple"], "context": ctx, "batch": B,
            "cache_bytes_per_token": per_tok, "cache_fixed_bytes_per_seq": fixed,
            "path": "static+cuda_graph" if cuda else "static"}
     try:
@@ -102,7 +108,8 @@ def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) 
     except Exception as e:  # noqa: BLE001 - recorded in the row and the log
         row.update(tokens_per_s="error", ms_per_step="error", error=f"{type(e).__name__}: {e}"[:300])
         free_memory()
-    log(f"  decode {fam:12s} read={row['read']:6s} compile={row['compile']!s:5s} ctx={ctx:6d} B={B:3d} "
+    log(f"  decode {fam:12s} read={row['read']:6s} compile={row['compile']!s:5s} "
+        f"cache_multiple={row['cache_multiple']:<3d} ctx={ctx:6d} B={B:3d} "
         f"{row['tokens_per_s']} tok/s" + (f"  ERROR {row['error']}" if row.get("error") else ""))
     return row
 
@@ -116,7 +123,9 @@ def _measure(row, model, var, ctx, B, steps, vocab, cuda, per_tok, fixed) -> Non
         torch._dynamo.reset()
     with record_oom(row, "tokens_per_s", "ms_per_step"):
         dec = StaticDecoder(model, B, ctx + steps + 1, cuda_graph=cuda, compile=bool(var["compile"]),
-                            read=var["read"] if var["read"] != "-" else "reduce")
+                            read=var["read"] if var["read"] != "-" else "reduce",
+                            cache_multiple=var["cache_multiple"])
+        row["cache_len"] = dec.cache_len
         dec.tok.random_(0, vocab)
         seconds_per_step(dec, ctx, steps)  # one untimed pass first (allocator, lazy inits)
         dt = seconds_per_step(dec, ctx, steps)
