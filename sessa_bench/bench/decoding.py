@@ -62,7 +62,7 @@ def family_variants(model, variants, reads: bool) -> list[dict]:
                 for c in dict.fromkeys(bool(v["compile"]) for v in variants)]
     feedback = any(isinstance(m, SessaMixer) and m.feedback for m in model.mixers)
     seen = {((v["read"] if feedback else v["read"].split("+")[0]), bool(v["compile"]),
-             int(v.get("cache_multiple", CACHE_MULTIPLE))): None for v in variants}
+             v.get("cache_multiple", CACHE_MULTIPLE)): None for v in variants}  # StaticDecoder checks it
     return [{"read": r, "compile": c, "cache_multiple": m} for r, c, m in seen]
 
 
