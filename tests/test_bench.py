@@ -300,6 +300,20 @@ def test_a_decode_variant_that_fails_is_its_rows_error(tmp_path, monkeypatch):
     assert "- sessa read=reduce compile=False cache_multiple=64 context 32 batch 1: RuntimeError: no kernel image" in md
 
 
+def test_a_bad_cache_multiple_is_its_rows_error_naming_the_field():
+    """A decode variant's cache_multiple that is not a positive integer ends as its row's one-line error,
+    naming the field; the part goes on."""
+    import torch
+
+    from sessa_bench.bench import decoding
+    rows = decoding.bench_decoding(torch.device("cpu"), torch.float32, ("sessa",), "tiny", 64, [8], [1], steps=2,
+                                   variants=({"read": "reduce", "compile": False, "cache_multiple": "abc"},
+                                             {"read": "reduce", "compile": False}), log=lambda s: None)
+    assert rows[0]["tokens_per_s"] == "error"
+    assert rows[0]["error"] == "ValueError: cache_multiple must be a positive integer, got 'abc'"
+    assert isinstance(rows[1]["tokens_per_s"], float) and rows[1]["cache_len"] == 64
+
+
 def test_harness_loop_trains_the_bare_step_model_at_its_shape(cpu_bench):
     """The harness loop at the CPU preset's shape trains the bare step's model (same parameter count) on
     batches of exactly (batch, seq_len) tokens, one window of steps after a first window, plus one step

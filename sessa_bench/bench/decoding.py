@@ -109,7 +109,7 @@ def _time_one(model, fam, var, ctx, B, steps, vocab, cuda, per_tok, fixed, log) 
         row.update(tokens_per_s="error", ms_per_step="error", error=f"{type(e).__name__}: {e}"[:300])
         free_memory()
     log(f"  decode {fam:12s} read={row['read']:6s} compile={row['compile']!s:5s} "
-        f"cache_multiple={row['cache_multiple']:<3d} ctx={ctx:6d} B={B:3d} "
+        f"cache_multiple={row['cache_multiple']!s:<3} ctx={ctx:6d} B={B:3d} "
         f"{row['tokens_per_s']} tok/s" + (f"  ERROR {row['error']}" if row.get("error") else ""))
     return row
 
