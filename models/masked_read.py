@@ -51,8 +51,7 @@ def masked_read(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.T
     B, H, d = q.shape
     Hkv = K.shape[2]
     if impl == "sdpa":
-        # the order stated (models/sdpa_order.py): left to the process's state, the read fell to the
-        # memory-efficient kernel after a training forward, 4.5x slower at batch 16. Flash takes no mask.
+        # the order stated, not left to the process's state (models/sdpa_order.py); flash takes no mask
         o = sdpa_in_order(("cudnn", "efficient", "math"), q[:, :, None], K.transpose(1, 2), V.transpose(1, 2),
                           attn_mask=mask[None, None, None, :], enable_gqa=Hkv != H)
         return o[:, :, 0]
