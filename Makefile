@@ -15,7 +15,7 @@ RUNS      ?= $(wildcard results/runs/table1_symbol_soup results/runs/table1_diff
 BIBLE_ARGS ?= task=bible trainer.max_steps=300 trainer.val_check_interval=50 callbacks.checkpoint.every_n_steps=100
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate memory-tail dashboard
+.PHONY: help install demo test test-gpu params bench table1 table2 ablation tables table2-bible ablation-bible calibrate controls memory-tail dashboard
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,11 @@ ablation-bible: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) 
 
 calibrate: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## Diffuse MQAR calibration: task settings x lr grid (small Transformer, GPU) -> results/calibration/diffuse_mqar_lr_grid.md
 	$(PYTHON) -m sessa_bench.calibrate --run $(ARGS)
+
+controls: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## the pre-norm control beside Table 1's Diffuse MQAR runs (from run folders) -> results/control_diffuse_mqar.md
+	$(PYTHON) -m sessa_bench.report.controls control_diffuse_mqar_16000 table1_diffuse_mqar:transformer:0.0003 \
+		table1_diffuse_mqar:sessa:0.0003 table1_diffuse_mqar:mamba2:0.0001 \
+		--title "Diffuse MQAR: a pre-norm GPT block beside Table 1's runs" --out results/control_diffuse_mqar.md
 
 memory-tail: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## influence vs lag at init (tiny, small; CPU) and for RUNS with checkpoints -> results/memory_tail.md
 	$(PYTHON) -m sessa_bench.memory_tail --runs $(RUNS) $(ARGS)
