@@ -14,8 +14,13 @@ Our decode read (one query under a mask, which flash refuses) then fell to the m
 a fresh process against those after a training forward. Stating the order makes the kernel independent of
 what ran before.
 
-On CPU, and while torch.compile traces (the context can break the graph; the compiler picks the kernel
-itself), the call is plain SDPA.
+On CPU, and while torch.compile traces (a context with set_priority fails there, pytorch#155898), the call is
+plain SDPA: the compiler asks PyTorch's chooser at trace time, under the process's order. So that order must
+not be left behind as above either: before the process's first context, `_install_default_order` has PyTorch
+choose once outside any context (a host-side choice, no kernel; `priority_order_init_` in sdp_utils.cpp), so
+every context reads and restores the installed order. Lease 28 timed what happens without it: the compiled
+decode step traced after an eager one ran the memory-efficient read, 141 tokens/s at batch 1 where
+2026-12-01's took 511.
 """
 
 from __future__ import annotations
@@ -33,6 +38,21 @@ def sdpa_in_order(order: tuple[str, ...], q: torch.Tensor, k: torch.Tensor, v: t
     of _NAMES) enabled, tried first to last."""
     if not q.is_cuda or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    _install_default_order(q)
     from torch.nn.attention import SDPBackend, sdpa_kernel
     with sdpa_kernel([getattr(SDPBackend, _NAMES[n]) for n in order], set_priority=True):
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+_installed = False
+
+
+def _install_default_order(q: torch.Tensor) -> None:
+    """Have PyTorch install its default kernel order (lazily, at its first choice on CUDA) before our first
+    context reads the order it will restore."""
+    global _installed
+    if not _installed:
+        one = q[:1, :1, :1]  # a view: nothing allocated; as query, key and value every backend's shapes agree
+        torch._fused_sdp_choice(one, one, one)  # the choice alone runs no kernel: safe under graph capture
+        _installed = True
+

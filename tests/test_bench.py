@@ -711,3 +711,25 @@ def test_graph_break_reasons_name_each_break():
     reasons = graph_break_reasons()
     assert graph_breaks() == sum(reasons.values()) >= 1
     assert any("graph_break" in r for r in reasons), reasons
+
+
+def test_decode_variants_time_only_the_named_variants(tmp_path, capsys):
+    """`--parts decode --decode-variants READ:eager|compiled[:M]` (a short lease) times those variants only, in
+    that order, instead of the preset's, and says so in the rerun line; a malformed one is one clear error
+    naming the option."""
+    import pytest
+
+    from sessa_bench.models.generate import CACHE_MULTIPLE
+
+    main(["--preset", "cpu", "--parts", "decode", "--families", "transformer", "--decode-variants", "reduce:eager:8",
+          "sdpa:eager", "--out-dir", str(tmp_path)])
+    rows = [r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "decode"]
+    assert rows and [(r["read"], r["compile"], r["cache_multiple"]) for r in rows][::len(rows) // 2] == \
+        [("reduce", "False", "8"), ("sdpa", "False", str(CACHE_MULTIPLE))]
+    assert "--decode-variants reduce:eager:8 sdpa:eager`" in (tmp_path / "cpu.md").read_text()
+    for bad, says in (("sdpa", "expected READ:eager|compiled"), ("fast:eager", "decode read='fast'"),
+                      ("sdpa:compiled:x", "M (cache_multiple) must be a positive integer")):
+        with pytest.raises(SystemExit):
+            main(["--preset", "cpu", "--parts", "decode", "--decode-variants", bad, "--out-dir", str(tmp_path)])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--decode-variants" in err and says in err

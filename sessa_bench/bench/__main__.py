@@ -1,7 +1,8 @@
 """`make bench`: python -m sessa_bench.bench [--preset gpu|cpu] [--parts blocks train decode reads profile]
 [--families ...] [--budgets NAME ...]
 
---budgets times only those of the preset's training shapes (e.g. `--budgets small`: Table 1's shapes on GPU).
+--budgets times only those of the preset's training shapes (e.g. `--budgets small`: Table 1's shapes on GPU);
+--decode-variants only these decode variants instead of the preset's (a short lease: READ:eager|compiled[:M]).
 Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sessa_bench.bench.reads import bench_reads
 from sessa_bench.bench.training import bench_training, side_by_side
 from sessa_bench.compose import compose_file
 from sessa_bench.files import atomic_write_text
+from sessa_bench.models.generate import resolve_read
 from sessa_bench.report.markdown import csv_text, md_table, number
 from sessa_bench.run_folder import git_commit
 
@@ -206,6 +208,20 @@ def write(out: Path, slug: str, sections: list[str], csv_rows: list[dict]) -> No
     atomic_write_text(out / f"{slug}.csv", csv_text(keys, csv_rows, lineterminator="\r\n"))
 
 
+def decode_variant(text: str) -> dict:
+    """A decode variant from READ:eager|compiled[:M] (the read checked as the decoder checks it)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[1] not in ("eager", "compiled"):
+        raise ValueError(f"{text!r}: expected READ:eager|compiled[:M], e.g. sdpa+matmul:compiled")
+    resolve_read(parts[0], 1)
+    out = {"read": parts[0], "compile": parts[1] == "compiled"}
+    if len(parts) == 3:
+        if not parts[2].isdigit() or int(parts[2]) < 1:
+            raise ValueError(f"{text!r}: M (cache_multiple) must be a positive integer, got {parts[2]!r}")
+        out["cache_multiple"] = int(parts[2])
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=PRESETS, default="gpu" if torch.cuda.is_available() else "cpu")
@@ -219,7 +235,14 @@ def main(argv=None):
                          + "; ".join(f"{k}: {' '.join(v)}" for k, v in budgets.items()) + ")")
     ap.add_argument("--lengths", nargs="+", type=int, metavar="T",
                     help="blocks part: time only these T (a short lease), and skip its largest-T search")
+    ap.add_argument("--decode-variants", nargs="+", metavar="READ:eager|compiled[:M]",
+                    help="decode part: time only these variants, in this order, instead of the preset's (READ as "
+                         "decode's read=, e.g. sdpa+matmul; M: the caches' cache_multiple, default the decoder's)")
     args = ap.parse_args(argv)
+    try:
+        decode_variants = [decode_variant(v) for v in args.decode_variants or []]
+    except ValueError as e:
+        ap.error(f"argument --decode-variants: {e}")
     if any(t < 1 for t in args.lengths or []):
         ap.error(f"argument --lengths: each T must be a positive integer, got {args.lengths}")
     bad = [b for b in args.budgets or [] if b not in budgets[args.preset]]
@@ -248,7 +271,8 @@ def main(argv=None):
               f"- rerun: `python -m sessa_bench.bench --preset {args.preset} --parts {' '.join(args.parts)}"
               f"{' --families ' + ' '.join(families) if families != FAMILIES else ''}"
               f"{' --budgets ' + ' '.join(args.budgets) if args.budgets else ''}"
-              f"{' --lengths ' + ' '.join(map(str, args.lengths)) if args.lengths else ''}` "
+              f"{' --lengths ' + ' '.join(map(str, args.lengths)) if args.lengths else ''}"
+              f"{' --decode-variants ' + ' '.join(args.decode_variants) if args.decode_variants else ''}` "
               f"(`make bench` runs every part)\n")
     sections, csv_rows = [header], []
 
@@ -315,7 +339,7 @@ def main(argv=None):
                  lambda on_row: bench_training(device, families, log=log, on_row=on_row, **t))
 
     if "decode" in args.parts:
-        d = p["decode"]
+        d = {**p["decode"], **({"variants": decode_variants} if decode_variants else {})}
         run_part("decode", "decoding", functools.partial(decode_section, d=d, dtype_name=dtype_name),
                  lambda on_row: bench_decoding(device, p["dtype"], families, log=log, on_row=on_row, **d))
 
