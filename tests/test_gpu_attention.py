@@ -120,6 +120,7 @@ def test_sdpa_read_kernel_independent_of_what_ran_before(tmp_path):
         out = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         seen[mode] = [line for line in out.stdout.splitlines() if line.startswith(("eager", "compiled", "order"))]
+    print(seen)  # the kernels' names, for the lease's log (pytest -rA)
     assert len(seen["plain"]) == 3 and "kernels: []" not in seen["plain"][0], \
         f"no attention kernel seen under the profiler, the filter needs its name: {seen}"
     assert seen["plain"] == seen["after"], seen
