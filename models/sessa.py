@@ -128,6 +128,10 @@ class SessaMixer(CausalAttention):
             return super().step_static(x, cache, pos)
         f = self.merge(self.step_attend_static(x, cache, pos))      # (B, 1, D)
         q_b, k_b = self.feedback_qk(x)
+        # k_b is written before the read (the mask hides position pos, and at pos = 0 the context is multiplied
+        # by 0), s after it: with both writes after the read, torch.compile kept one of them out of place, a
+        # copy of the whole buffer every step (models/cache.py, write_at)
+        cache.write_at(pos, k_b=k_b)
         Kb, S = cache.buffers["k_b"], cache.buffers["s"]          # (B, L, D)
         L = Kb.shape[1]
 
@@ -141,7 +145,7 @@ class SessaMixer(CausalAttention):
         started = once_per_position(pos, ("started", acc), lambda: (pos > 0).to(acc))  # 0 at pos = 0
         g = self.gamma(x)[..., None] * started                    # (B, 1, 1)
         s = (f.to(acc) + g * ctx.to(acc)).to(f.dtype)
-        cache.write_at(pos, k_b=k_b, s=s)
+        cache.write_at(pos, s=s)
         return s
 
     # --- accounting --------------------------------------------------------------------------------
