@@ -114,4 +114,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from sessa_bench.errors import user_errors
+
+    with user_errors("python -m sessa_bench.report.controls"):
+        raise SystemExit(main())
