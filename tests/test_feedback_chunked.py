@@ -223,14 +223,16 @@ DENSE_BLOCKS = {
 }
 
 
-def against_dense(kernel, inputs, ds_seed: int, half: bool = False):
-    """kernel's s and gradients (its inputs float32, or f, q_b, k_b float16 with `half`) and their errors
-    against the float64 dense solve of the same float64 inputs; in float32, an output of another dtype counts
-    as an infinite error."""
+def against_dense(kernel, inputs, ds_seed: int, half: bool = False, f32_f: bool = False):
+    """kernel's s and gradients (its inputs float32, or f, q_b, k_b float16 with `half`, f kept float32 with
+    `f32_f` too) and their errors against the float64 dense solve of the same float64 inputs; in float32, an
+    output of another dtype counts as an infinite error."""
     f = inputs[0]
     ds = torch.randn(*f.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(ds_seed))
     ref = run(feedback_dense, inputs, ds)
     cast = [x.half() for x in inputs[:3]] + [inputs[3].float()] if half else [x.float() for x in inputs]
+    if f32_f:
+        cast[0] = inputs[0].float()
     out = run(kernel, cast, ds)
     return out, {n: rel(a, b) if half or a.dtype == torch.float32 else float("inf")
                  for n, a, b in zip(NAMES, out, ref)}
@@ -277,8 +279,9 @@ def interpreted_errors() -> dict:
         out, errors["two-level-" + name] = against_dense(
             lambda *x: ft.feedback_triton(*x, chunk=chunk, block_d=block_d, block_rows=block_rows),
             (f, q, k, gamma), T + 1)
-        if zero_gamma:  # the zero-gain rows still get a real dgamma (u . h, with h's strip part included)
-            errors["two-level-" + name]["dgamma_at_zero_gain"] = float(out[4][:, ::3].abs().max() > 1e-3) - 1.0
+        if zero_gamma:  # the zero-gain rows still get a real dgamma (u . h, with h's strip part included);
+            # 0 when they do, 1 (above every tolerance) when they do not
+            errors["two-level-" + name]["dgamma_at_zero_gain"] = 1.0 - float(out[4][:, ::3].abs().max() > 1e-3)
     # Half precision (float16: the interpreter cannot compute in bfloat16): the path where the wavefronts also
     # store s and gamma u in q's dtype for the strip products (STORE_LP), which float32 skips in the forward.
     for name in TWO_LEVEL_HALF:
@@ -305,6 +308,12 @@ def interpreted_errors() -> dict:
             _, errors[prefix + name] = against_dense(solve, (f, q, k, gamma), T + 2 + offset)
             if name in halves:
                 _, errors[prefix + "half-" + name] = against_dense(solve, (f, q, k, gamma), T + 2 + offset, half=True)
+            if option.get("dense_blocks") and name == halves[0]:  # f float32 beside half q_b, k_b: s kept apart
+                out, errors[prefix + "half-qk-" + name] = against_dense(solve, (f, q, k, gamma), T + 2 + offset,
+                                                                       half=True, f32_f=True)
+                # 0 when s carries float32 digits (not all of it is a float16 number), 1 when it went through half
+                errors[prefix + "half-qk-" + name]["s_kept_float32"] = 1.0 - float(
+                    out[0].dtype == torch.float32 and bool((out[0] != out[0].half().float()).any()))
     # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
     f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
@@ -370,6 +379,15 @@ def test_triton_dense_blocks_interpreted_float16(interpreted, case):
     assert set(errors) == set(NAMES)
     for name, err in errors.items():
         assert err <= 3e-3, (case, name, err)
+
+
+def test_triton_dense_blocks_interpreted_float32_f_half_qk(interpreted):
+    """f in float32 beside float16 q_b, k_b: the dense solve keeps a float32 s apart from the half copy the
+    strip products read, and returns s in f's dtype."""
+    errors = interpreted["dense-blocks-half-qk-T100-C16-R32"]
+    assert set(errors) == set(NAMES) | {"s_kept_float32"}
+    for name, err in errors.items():
+        assert err <= 3e-3, name
 
 
 def test_triton_dense_blocks_need_block_rows():

@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..bmm_fp32 import bmm_fp32
+from ..bmm_fp32 import baddbmm_fp32, bmm_fp32
 from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
@@ -368,26 +368,27 @@ def _diag_blocks(X: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _block_inverse(g, a_bb, W_chunks, C: int):
-    """W_R = (I - diag(g) a_bb)^{-1} (float32, (B, n, n)) of one block of n rows: g (B, n) its gains, a_bb (B, n, n)
-    its own alpha (strictly lower, q's dtype, from the strip), W_chunks (B, ceil(n / C), C, C) its chunks'
-    inverses from _prep. Block doubling, [[W11, 0], [W22 N21 W11, W22]] for m = C, 2C, ... rows, with the
-    products' operands in a_bb's dtype and float32 sums (bmm_fp32); padded to C 2^k rows with the identity."""
+    """W_R = (I - diag(g) a_bb)^{-1} ((B, n, n), in a_bb's dtype) of one block of n rows: g (B, n) its gains, a_bb
+    (B, n, n) its own alpha (strictly lower, q's dtype, from the strip), W_chunks (B, ceil(n / C), C, C) its
+    chunks' inverses from _prep (float32). Block doubling, [[W11, 0], [W22 N21 W11, W22]] for m = C, 2C, ... rows,
+    with the products' operands in a_bb's dtype and float32 sums (bmm_fp32); padded to C 2^k rows with the
+    identity. W is kept in a_bb's dtype: every product reads it rounded to that dtype, so a float32 copy would
+    hold the same values at twice the bytes (and a cast before every read)."""
     B, n, _ = a_bb.shape
     m = W_chunks.shape[1]
     P = C * triton.next_power_of_2(m)
-    Wf = torch.zeros(B, P, P, dtype=torch.float32, device=a_bb.device)
-    Nf = torch.zeros(B, P, P, dtype=a_bb.dtype, device=a_bb.device)
+    Wf = torch.zeros(B, P, P, dtype=a_bb.dtype, device=a_bb.device)
+    Nf = torch.zeros_like(Wf)
     chunks = _diag_blocks(Wf, C)
     chunks[:, :m] = W_chunks
     chunks[:, m:] = torch.eye(C, device=a_bb.device)
-    Nf[:, :n, :n] = g[:, :, None] * a_bb  # rounded to a_bb's dtype by the copy
+    torch.mul(a_bb, g[:, :, None], out=Nf[:, :n, :n])  # g a_bb in float32, rounded to a_bb's dtype once
     size = C
     while size < P:
         Wd, Nd = _diag_blocks(Wf, 2 * size), _diag_blocks(Nf, 2 * size)
         flat = lambda x: x.reshape(-1, size, size)  # noqa: E731  (B * pairs, size, size), a copy
-        left = bmm_fp32(flat(Wd[..., size:, size:].to(a_bb.dtype)), flat(Nd[..., size:, :size]))
-        Wd[..., size:, :size] = bmm_fp32(left.to(a_bb.dtype), flat(Wd[..., :size, :size].to(a_bb.dtype))).view(
-            B, -1, size, size)
+        left = bmm_fp32(flat(Wd[..., size:, size:]), flat(Nd[..., size:, :size]))
+        Wd[..., size:, :size] = bmm_fp32(left.to(a_bb.dtype), flat(Wd[..., :size, :size])).view(B, -1, size, size)
         size *= 2
     return Wf[:, :n, :n]
 
@@ -395,45 +396,55 @@ def _block_inverse(g, a_bb, W_chunks, C: int):
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
     alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve; the strip runs through the block's own columns for
-    alpha_bb. Products in q's dtype with float32 sums; no wavefront."""
+    alpha_bb. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f has it
+    (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
+    PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each
+    block writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue."""
     B, T, D = f.shape
-    s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
-    h = torch.empty_like(s)
-    s_lp = s if q.dtype == torch.float32 else torch.empty(B, T, D, dtype=q.dtype, device=f.device)
+    s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)  # what the strip products read
+    s = s_lp if f.dtype == q.dtype else torch.empty(B, T, D, dtype=torch.float32, device=f.device)
+    h = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
+    rhs = torch.empty(B, min(T, max(1, block_rows // cfg.BC) * cfg.BC), D, dtype=q.dtype, device=f.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
     for c0, m in _blocks(T, cfg, block_rows):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         strip = _strip(q, k, lse, r0, r1, 0, (c0 + m) * cfg.BC, scratch, cfg)
-        a_bb = strip[:, :, r0:r1]
-        x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0]) if r0 else torch.zeros(B, r1 - r0, D, device=f.device)
+        a_bb, rhs_b = strip[:, :, r0:r1], rhs[:, :r1 - r0]
+        if r0:
+            x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0])
+            torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
+        else:
+            rhs_b.copy_(f[:, r0:r1])
         w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
-        rhs = f[:, r0:r1].float() + g[:, r0:r1, None] * x
-        sb = bmm_fp32(w.to(q.dtype), rhs.to(q.dtype))
-        s[:, r0:r1] = sb
-        if s_lp is not s:
-            s_lp[:, r0:r1] = sb.to(q.dtype)
-        h[:, r0:r1] = x + bmm_fp32(a_bb, s_lp[:, r0:r1])
+        sb = bmm_fp32(w, rhs_b)
+        s_lp[:, r0:r1] = sb
+        if s is not s_lp:
+            s[:, r0:r1] = sb
+        h[:, r0:r1] = baddbmm_fp32(x, a_bb, s_lp[:, r0:r1]) if r0 else bmm_fp32(a_bb, s_lp[:, r0:r1])
     return s, h
 
 
 def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
     """_adjoint with each block inverted whole: blocks in reverse order, u_b = W_R^T (ds_b + Y_b), Y_b =
-    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R recomputed from the strip's diagonal block."""
+    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R recomputed from the strip's diagonal block. As in
+    _solve_dense, each block's right-hand side and gamma u are written once, in q's dtype."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
+    rhs = torch.empty(B, min(T, max(1, block_rows // cfg.BC) * cfg.BC), D, dtype=q.dtype, device=ds.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
     for c0, m in _blocks(T, cfg, block_rows)[::-1]:
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         strip = _strip(q, k, lse, r0, T, r0, (c0 + m) * cfg.BC, scratch, cfg)  # rows from the block on, its columns
-        a_bb = strip[:, :r1 - r0, :r1 - r0]
-        rhs = ds[:, r0:r1].float()
+        a_bb, rhs_b = strip[:, :r1 - r0, :r1 - r0], rhs[:, :r1 - r0]
         if r1 < T:
-            rhs = rhs + bmm_fp32(strip[:, r1 - r0:, :r1 - r0].transpose(1, 2), v_lp[:, r1:])
+            torch.add(ds[:, r0:r1], bmm_fp32(strip[:, r1 - r0:, :r1 - r0].transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
+        else:
+            rhs_b.copy_(ds[:, r0:r1])
         w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
-        ub = bmm_fp32(w.transpose(1, 2).to(q.dtype), rhs.to(q.dtype))
+        ub = bmm_fp32(w.transpose(1, 2), rhs_b)
         u[:, r0:r1] = ub
-        v_lp[:, r0:r1] = (g[:, r0:r1, None] * ub).to(q.dtype)
+        torch.mul(ub, g[:, r0:r1, None], out=v_lp[:, r0:r1])
     return u
 
 
@@ -541,8 +552,8 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
-    s32, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows)
-    return s32.to(f.dtype), lse, W, h
+    s, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows)  # s float32 (dense blocks: maybe f's dtype)
+    return s.to(f.dtype), lse, W, h
 
 
 def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,

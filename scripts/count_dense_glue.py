@@ -1,0 +1,114 @@
+"""The PyTorch glue of Sessa's dense-block solve: bytes each aten op moves (models/kernels/NOTES.md, "Dense blocks").
+
+Lease 28 timed the dense blocks (`dense_blocks=True`) at 6.05 ms of kernels a T = 4096 step against the
+wavefront solve's 5.56: the products were as estimated, but copies, casts and elementwise ops between them
+took ~1.8 ms. This runs the dense forward solve and adjoint (`_solve_dense`, `_adjoint_dense`) at the bench's
+shapes on the meta device (shapes and dtypes only, nothing computed, no GPU) with the Triton strip kernel
+replaced by an empty strip of its shape, and sums, per aten op, the bytes its tensor arguments and results
+span: the traffic a GPU pays for it. Products (bmm, baddbmm) are listed apart from the glue.
+
+    python scripts/count_dense_glue.py [--B 4] [--T 4096] [--D 768] [--R 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+import sessa_bench.models.kernels.feedback_triton as ft
+
+VIEWS = {"view", "_unsafe_view", "slice", "select", "diagonal", "permute", "transpose", "t", "expand",
+         "unsqueeze", "squeeze", "alias", "as_strided", "reshape", "detach", "empty", "empty_strided",
+         "empty_like"}
+PRODUCTS = {"bmm", "baddbmm", "mm", "addmm"}
+
+
+class Traffic(TorchDispatchMode):
+    """Per aten op: calls and bytes spanned by its tensor inputs and outputs (views and allocations free)."""
+    active: "Traffic | None" = None
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.bytes, self.paused = collections.Counter(), collections.Counter(), False
+
+    def __enter__(self):
+        Traffic.active = self
+        return super().__enter__()
+
+    def record(self, name: str, tensors) -> None:
+        """Each tensor once: an in-place op or an out= op returns the tensor it wrote, already counted."""
+        seen = {id(t): t for t in tree_leaves(tensors) if isinstance(t, torch.Tensor)}
+        self.calls[name] += 1
+        self.bytes[name] += sum(t.numel() * t.element_size() for t in seen.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name not in VIEWS and not self.paused:
+            self.record(name, (args, kwargs, out))
+        return out
+
+
+def fake_strip(q, k, lse, r0, r1, c0, c1, scratch, cfg):
+    """_strip's shape and dtype, without its kernel: (B, r1 - r0, c1 - c0) from the scratch."""
+    B = q.shape[0]
+    return scratch[:B * (r1 - r0) * (c1 - c0)].view(B, r1 - r0, c1 - c0)
+
+
+def gpu_bmm_fp32(a, b):
+    """bmm_fp32 as it runs on CUDA (float32 out of half operands, one op), here on the meta device."""
+    return torch.bmm(a, b, out_dtype=torch.promote_types(a.dtype, torch.float32))
+
+
+def gpu_baddbmm_fp32(c, a, b):
+    """baddbmm_fp32 as it runs on CUDA (c added in cuBLAS's epilogue, one op), here on the meta device, whose
+    baddbmm(out_dtype=) fails (torch 2.13's decomposition takes out_dtype for beta): its result by bmm, its
+    traffic recorded as one baddbmm."""
+    mode = Traffic.active
+    mode.paused = True
+    out = gpu_bmm_fp32(a, b)
+    mode.paused = False
+    mode.record("baddbmm", (c, a, b, out))
+    return out
+
+
+def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16) -> dict[str, Traffic]:
+    ft._strip, ft.bmm_fp32, ft.baddbmm_fp32 = fake_strip, gpu_bmm_fp32, gpu_baddbmm_fp32
+    dev = torch.device("meta")
+    cfg = ft._Config(dtype, D, chunk, None, None, strip_tile=128, strip_diag=True, dense_blocks=True)
+    f, ds = (torch.empty(B, T, D, device=dev, dtype=dtype) for _ in range(2))
+    q, k = (torch.empty(B, T, D, device=dev, dtype=dtype) for _ in range(2))
+    g, lse = torch.empty(B, T, device=dev), torch.empty(B, T, device=dev)
+    W = torch.empty(B, -(-T // chunk), chunk, chunk, device=dev)
+    modes = {}
+    with Traffic() as modes["forward (_solve_dense)"]:
+        ft._solve_dense(f, q, k, g, lse, W, cfg, R)
+    with Traffic() as modes["adjoint (_adjoint_dense)"]:
+        ft._adjoint_dense(ds, q, k, g, lse, W, cfg, R)
+    return modes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--B", type=int, default=4)
+    ap.add_argument("--T", type=int, default=4096)
+    ap.add_argument("--D", type=int, default=768)
+    ap.add_argument("--R", type=int, default=1024)
+    a = ap.parse_args()
+    print(f"B={a.B} T={a.T} D={a.D} R={a.R}, bfloat16; MB spanned by each op's tensors (inputs + outputs)\n")
+    for where, m in count(a.B, a.T, a.D, a.R).items():
+        glue = sum(v for op, v in m.bytes.items() if op not in PRODUCTS)
+        prod = sum(v for op, v in m.bytes.items() if op in PRODUCTS)
+        print(f"{where}: glue {glue / 1e6:.0f} MB, products {prod / 1e6:.0f} MB")
+        for op, v in m.bytes.most_common():
+            if v:
+                    print(f"  {op:14s} {m.calls[op]:4d} calls {v / 1e6:9.1f} MB{'  (product)' if op in PRODUCTS else ''}")
+        print()
+
+
+if __name__ == "__main__":
+    main()
