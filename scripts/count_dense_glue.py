@@ -77,7 +77,9 @@ def gpu_baddbmm_fp32(c, a, b):
 
 
 def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16) -> dict[str, Traffic]:
-    ft._strip, ft.bmm_fp32, ft.baddbmm_fp32 = fake_strip, gpu_bmm_fp32, gpu_baddbmm_fp32
+    """The traffic of one forward solve and one adjoint, by aten op; the solve module as it was afterwards."""
+    swapped = {"_strip": fake_strip, "bmm_fp32": gpu_bmm_fp32, "baddbmm_fp32": gpu_baddbmm_fp32}
+    saved = {name: getattr(ft, name) for name in swapped}
     dev = torch.device("meta")
     cfg = ft._Config(dtype, D, chunk, None, None, strip_tile=128, strip_diag=True, dense_blocks=True)
     f, ds = (torch.empty(B, T, D, device=dev, dtype=dtype) for _ in range(2))
@@ -85,11 +87,21 @@ def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16)
     g, lse = torch.empty(B, T, device=dev), torch.empty(B, T, device=dev)
     W = torch.empty(B, -(-T // chunk), chunk, chunk, device=dev)
     modes = {}
-    with Traffic() as modes["forward (_solve_dense)"]:
-        ft._solve_dense(f, q, k, g, lse, W, cfg, R)
-    with Traffic() as modes["adjoint (_adjoint_dense)"]:
-        ft._adjoint_dense(ds, q, k, g, lse, W, cfg, R)
+    try:
+        for name, fn in swapped.items():
+            setattr(ft, name, fn)
+        with Traffic() as modes["forward (_solve_dense)"]:
+            ft._solve_dense(f, q, k, g, lse, W, cfg, R)
+        with Traffic() as modes["adjoint (_adjoint_dense)"]:
+            ft._adjoint_dense(ds, q, k, g, lse, W, cfg, R)
+    finally:
+        for name, fn in saved.items():
+            setattr(ft, name, fn)
     return modes
+
+
+def glue_bytes(mode: Traffic) -> int:
+    return sum(v for op, v in mode.bytes.items() if op not in PRODUCTS)
 
 
 def main() -> None:
@@ -101,12 +113,11 @@ def main() -> None:
     a = ap.parse_args()
     print(f"B={a.B} T={a.T} D={a.D} R={a.R}, bfloat16; MB spanned by each op's tensors (inputs + outputs)\n")
     for where, m in count(a.B, a.T, a.D, a.R).items():
-        glue = sum(v for op, v in m.bytes.items() if op not in PRODUCTS)
-        prod = sum(v for op, v in m.bytes.items() if op in PRODUCTS)
-        print(f"{where}: glue {glue / 1e6:.0f} MB, products {prod / 1e6:.0f} MB")
+        prod = sum(m.bytes.values()) - glue_bytes(m)
+        print(f"{where}: glue {glue_bytes(m) / 1e6:.0f} MB, products {prod / 1e6:.0f} MB")
         for op, v in m.bytes.most_common():
             if v:
-                    print(f"  {op:14s} {m.calls[op]:4d} calls {v / 1e6:9.1f} MB{'  (product)' if op in PRODUCTS else ''}")
+                print(f"  {op:14s} {m.calls[op]:4d} calls {v / 1e6:9.1f} MB{'  (product)' if op in PRODUCTS else ''}")
         print()
 
 
