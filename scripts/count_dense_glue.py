@@ -59,21 +59,23 @@ def fake_strip(q, k, lse, r0, r1, c0, c1, scratch, cfg):
     return scratch[:B * (r1 - r0) * (c1 - c0)].view(B, r1 - r0, c1 - c0)
 
 
-def gpu_bmm_fp32(a, b):
-    """bmm_fp32 as it runs on CUDA (float32 out of half operands, one op), here on the meta device."""
-    return torch.bmm(a, b, out_dtype=torch.promote_types(a.dtype, torch.float32))
+def gpu_bmm_fp32(a, b, out=None):
+    """bmm_fp32 as it runs on CUDA (float32 out of half operands, one op, into `out` if given), on the meta
+    device."""
+    kw = {} if out is None else {"out": out}
+    return torch.bmm(a, b, out_dtype=torch.promote_types(a.dtype, torch.float32), **kw)
 
 
-def gpu_baddbmm_fp32(c, a, b):
-    """baddbmm_fp32 as it runs on CUDA (c added in cuBLAS's epilogue, one op), here on the meta device, whose
+def gpu_baddbmm_fp32(c, a, b, out=None):
+    """baddbmm_fp32 as it runs on CUDA (c added in cuBLAS's epilogue, one op), on the meta device, whose
     baddbmm(out_dtype=) fails (torch 2.13's decomposition takes out_dtype for beta): its result by bmm, its
     traffic recorded as one baddbmm."""
     mode = Traffic.active
     mode.paused = True
-    out = gpu_bmm_fp32(a, b)
+    result = gpu_bmm_fp32(a, b, out)
     mode.paused = False
-    mode.record("baddbmm", (c, a, b, out))
-    return out
+    mode.record("baddbmm", (c, a, b, result))
+    return result
 
 
 def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16) -> dict[str, Traffic]:

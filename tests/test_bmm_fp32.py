@@ -17,12 +17,20 @@ def operands(dtype, device):
 def check(dtype, device, tol):
     a, b, c = operands(dtype, device)
     exact = a.double() @ b.double()
-    prod, summed = bmm_fp32(a, b), baddbmm_fp32(c, a, b)
-    assert prod.dtype == summed.dtype == torch.float32
-    assert float((prod.double() - exact).abs().max()) <= tol
-    assert float((summed.double() - (c.double() + exact)).abs().max()) <= tol
-    # the result is float32, not the operands' dtype rounded out: a half rounding of values ~10 would be ~1e-2
-    assert float((summed.double() - summed.to(dtype).double()).abs().max()) > 10 * tol
+    # `out`: rows 5..37 of a larger float32 tensor (the dense solve writes a block's rows of (B, T, D) so)
+    rows = {name: torch.full((3, 50, 17), 7.0, device=device) for name in ("bmm out", "baddbmm out")}
+    results = {"bmm": bmm_fp32(a, b), "baddbmm": baddbmm_fp32(c, a, b),
+               "bmm out": bmm_fp32(a, b, out=rows["bmm out"][:, 5:38]),
+               "baddbmm out": baddbmm_fp32(c, a, b, out=rows["baddbmm out"][:, 5:38])}
+    for name, r in results.items():
+        want = exact + (c.double() if name.startswith("baddbmm") else 0)
+        assert r.dtype == torch.float32, name
+        assert float((r.double() - want).abs().max()) <= tol, name
+        # the result is float32, not the operands' dtype rounded out: a half rounding of values ~10 would be ~1e-2
+        assert float((r.double() - r.to(dtype).double()).abs().max()) > 10 * tol, name
+    for name, buf in rows.items():  # written in place, and nowhere else
+        assert results[name].data_ptr() == buf[:, 5:38].data_ptr(), name
+        assert bool((buf[:, :5] == 7).all() and (buf[:, 38:] == 7).all()), name
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -399,7 +399,8 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
     alpha_bb. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f has it
     (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
     PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each
-    block writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue."""
+    block writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the
+    products' float32 results straight into their rows of s, h (and u in the adjoint)."""
     B, T, D = f.shape
     s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)  # what the strip products read
     s = s_lp if f.dtype == q.dtype else torch.empty(B, T, D, dtype=torch.float32, device=f.device)
@@ -416,11 +417,11 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
         else:
             rhs_b.copy_(f[:, r0:r1])
         w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
-        sb = bmm_fp32(w, rhs_b)
-        s_lp[:, r0:r1] = sb
-        if s is not s_lp:
-            s[:, r0:r1] = sb
-        h[:, r0:r1] = baddbmm_fp32(x, a_bb, s_lp[:, r0:r1]) if r0 else bmm_fp32(a_bb, s_lp[:, r0:r1])
+        s_lp[:, r0:r1] = bmm_fp32(w, rhs_b, out=None if s is s_lp else s[:, r0:r1])
+        if r0:
+            baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
+        else:
+            bmm_fp32(a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
     return s, h
 
 
@@ -442,8 +443,7 @@ def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
         else:
             rhs_b.copy_(ds[:, r0:r1])
         w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
-        ub = bmm_fp32(w.transpose(1, 2), rhs_b)
-        u[:, r0:r1] = ub
+        ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
         torch.mul(ub, g[:, r0:r1, None], out=v_lp[:, r0:r1])
     return u
 
