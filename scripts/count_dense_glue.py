@@ -5,7 +5,8 @@ wavefront solve's 5.56: the products were as estimated, but copies, casts and el
 took ~1.8 ms. This runs the dense forward solve and adjoint (`_solve_dense`, `_adjoint_dense`) at the bench's
 shapes on the meta device (shapes and dtypes only, nothing computed, no GPU) with the Triton strip kernel
 replaced by an empty strip of its shape, and sums, per aten op, the bytes its tensor arguments and results
-span: the traffic a GPU pays for it. Products (bmm, baddbmm) are listed apart from the glue.
+span: the traffic a GPU pays for it. Products (bmm, baddbmm) are listed apart from the glue. Also the dq, dk
+strips of the backward (`_qk_grads`, the same for the wavefront solve, the default), its dl kernel not run.
 
     python scripts/count_dense_glue.py [--B 4] [--T 4096] [--D 768] [--R 1024]
 """
@@ -48,9 +49,16 @@ class Traffic(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
-        if name not in VIEWS and not self.paused:
+        if name not in VIEWS and not self.paused and not (name == "copy_" and same_data(*args[:2])):
             self.record(name, (args, kwargs, out))
         return out
+
+
+def same_data(dst: torch.Tensor, src: torch.Tensor) -> bool:
+    """A copy of a view onto itself (what `x[i] += y` ends with), which copy_ returns from at once."""
+    return (dst.untyped_storage()._cdata == src.untyped_storage()._cdata  # the same storage (also on meta)
+            and dst.storage_offset() == src.storage_offset() and dst.stride() == src.stride()
+            and dst.shape == src.shape and dst.dtype == src.dtype)
 
 
 def fake_strip(q, k, lse, r0, r1, c0, c1, scratch, cfg):
@@ -78,9 +86,18 @@ def gpu_baddbmm_fp32(c, a, b, out=None):
     return result
 
 
+class NoLaunch:
+    """A Triton kernel's launch (`kernel[grid](...)`) that does nothing: the strip of dl stays as allocated."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
 def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16) -> dict[str, Traffic]:
-    """The traffic of one forward solve and one adjoint, by aten op; the solve module as it was afterwards."""
-    swapped = {"_strip": fake_strip, "bmm_fp32": gpu_bmm_fp32, "baddbmm_fp32": gpu_baddbmm_fp32}
+    """The traffic of one forward solve, one adjoint and the dq, dk strips that follow every adjoint (both
+    solves share them), by aten op; the solve module as it was afterwards."""
+    swapped = {"_strip": fake_strip, "bmm_fp32": gpu_bmm_fp32, "baddbmm_fp32": gpu_baddbmm_fp32,
+               "_dl_kernel": NoLaunch()}
     saved = {name: getattr(ft, name) for name in swapped}
     dev = torch.device("meta")
     cfg = ft._Config(dtype, D, chunk, None, None, strip_tile=128, strip_diag=True, dense_blocks=True)
@@ -95,7 +112,9 @@ def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16)
         with Traffic() as modes["forward (_solve_dense)"]:
             ft._solve_dense(f, q, k, g, lse, W, cfg, R)
         with Traffic() as modes["adjoint (_adjoint_dense)"]:
-            ft._adjoint_dense(ds, q, k, g, lse, W, cfg, R)
+            u = ft._adjoint_dense(ds, q, k, g, lse, W, cfg, R)
+        with Traffic() as modes["dq, dk (_qk_grads, either solve)"]:
+            ft._qk_grads(q, k, u, u, g, lse, g, cfg)
     finally:
         for name, fn in saved.items():
             setattr(ft, name, fn)

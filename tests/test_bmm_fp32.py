@@ -28,6 +28,13 @@ def check(dtype, device, tol):
         assert float((r.double() - want).abs().max()) <= tol, name
         # the result is float32, not the operands' dtype rounded out: a half rounding of values ~10 would be ~1e-2
         assert float((r.double() - r.to(dtype).double()).abs().max()) > 10 * tol, name
+    # accumulating in place, c the very slice written (the solve's dk over strips): c + a @ b, once
+    acc_rows = torch.full((3, 50, 17), 7.0, device=device)
+    acc_rows[:, 5:38] = c
+    view = acc_rows[:, 5:38]
+    baddbmm_fp32(view, a, b, out=view)
+    assert float((acc_rows[:, 5:38].double() - (exact + c.double())).abs().max()) <= tol
+    assert bool((acc_rows[:, :5] == 7).all() and (acc_rows[:, 38:] == 7).all())
     for name, buf in rows.items():  # written in place, and nowhere else
         assert results[name].data_ptr() == buf[:, 5:38].data_ptr(), name
         assert bool((buf[:, :5] == 7).all() and (buf[:, 38:] == 7).all()), name
