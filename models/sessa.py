@@ -62,9 +62,9 @@ class SessaMixer(CausalAttention):
 
     def gamma(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) feedback gains, in at least float32."""
-        return self.gamma_max * self.gain_shape(x)
+        return self.gamma_max * self.gain_tanh(x)
 
-    def gain_shape(self, x: torch.Tensor) -> torch.Tensor:
+    def gain_tanh(self, x: torch.Tensor) -> torch.Tensor:
         """tanh(gamma_bias + <x, w_gamma>) in at least float32 (gamma / gamma_max). The bias is read in its dtype
         by the add itself, which promotes to the float32 product (exact, as a cast of it first would be)."""
         acc = torch.promote_types(x.dtype, torch.float32)
@@ -150,7 +150,7 @@ class SessaMixer(CausalAttention):
         # gamma_max from position 1 on, 0 at pos = 0, once for all layers of the step: the gain is then one
         # product, gamma_max tanh(.) as gamma() has it (times 1), or 0
         scale = once_per_position(pos, ("gain", acc, self.gamma_max), lambda: (pos > 0).to(acc) * self.gamma_max)
-        g = self.gain_shape(x)[..., None] * scale                 # (B, 1, 1)
+        g = self.gain_tanh(x)[..., None] * scale                 # (B, 1, 1)
         # f + g ctx in float32 (g is), rounded once to f's dtype: two kernels of the eager step where the
         # casts of f and ctx, the product and the sum were five (22 layers: 66 launches a step)
         s = torch.addcmul(f, g, ctx).to(f.dtype)
