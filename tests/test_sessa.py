@@ -105,6 +105,19 @@ def test_gamma_is_gamma_max_tanh():
     torch.testing.assert_close(m.gamma(x), want, rtol=1e-13, atol=1e-13)
 
 
+def test_gamma_of_a_bfloat16_model_is_float32_to_the_bit():
+    """A bf16 model (as decoding runs) gets float32 gains: the bf16 product and bias, each read exactly in float32,
+    summed in float32, as gamma_max * tanh(bias.float() + ctx.float()). A sum left in bf16 fails this."""
+    m = make(gamma_max=0.9).to(torch.bfloat16)
+    with torch.no_grad():
+        m.gamma_bias.fill_(0.3)  # not a bf16-exact sum with the products below
+    x = torch.randn(2, 5, 8).to(torch.bfloat16)
+    ctx = m.gamma_ctx(x).squeeze(-1)
+    want = 0.9 * torch.tanh(m.gamma_bias.float() + ctx.float())
+    got = m.gamma(x)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("H,Hkv,feedback", [(2, None, True), (4, 1, True), (2, None, False)])
 def test_decode_and_prefill_match_parallel(H, Hkv, feedback):
     m = make(8, H, Hkv, feedback=feedback)
