@@ -334,6 +334,12 @@ def _blocks(T, cfg: _Config, block_rows: int | None):
     return [(c0, min(m, NC - c0)) for c0 in range(0, NC, m)]
 
 
+def _block_len(T, cfg: _Config, block_rows: int | None) -> int:
+    """Rows of _blocks' longest block (its first), a multiple of the chunk."""
+    NC = triton.cdiv(T, cfg.BC)
+    return (NC if block_rows is None else min(NC, max(1, block_rows // cfg.BC))) * cfg.BC
+
+
 def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
     """alpha[:, r0:r1, c0:c1] (every entry strictly below the diagonal) in the scratch, via _alpha_kernel in
     tiles of TS; c0, c1 and r0 are multiples of BC. Returns a (B, r1 - r0, c1 - c0) view, in the dtype of q."""
@@ -354,8 +360,7 @@ def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
     """One strip buffer for every block: forward R rows x bR columns, adjoint T - (b+1)R rows x R columns
     (with strip_diag (b+1)R columns and T - bR rows), rows rounded up to the strip tile, columns to the chunk:
     B x R x T elements so rounded at most, linear in T for a fixed R."""
-    NC = triton.cdiv(T, cfg.BC)
-    R = min(NC, max(1, block_rows // cfg.BC)) * cfg.BC
+    R = _block_len(T, cfg, block_rows)
     unit = max(cfg.TS, cfg.BC)
     return torch.empty(B * _ceil_to(R, unit) * _ceil_to(T, unit), dtype=dtype, device=device)
 
@@ -405,7 +410,7 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
     s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)  # what the strip products read
     s = s_lp if f.dtype == q.dtype else torch.empty(B, T, D, dtype=torch.float32, device=f.device)
     h = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
-    rhs = torch.empty(B, min(T, max(1, block_rows // cfg.BC) * cfg.BC), D, dtype=q.dtype, device=f.device)
+    rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=f.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
     for c0, m in _blocks(T, cfg, block_rows):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
@@ -432,7 +437,7 @@ def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
-    rhs = torch.empty(B, min(T, max(1, block_rows // cfg.BC) * cfg.BC), D, dtype=q.dtype, device=ds.device)
+    rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=ds.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
     for c0, m in _blocks(T, cfg, block_rows)[::-1]:
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
