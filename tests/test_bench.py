@@ -171,6 +171,28 @@ def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):
     assert "mamba2/torch" in blocks.implementations(torch.device("cpu"), 32, 4, {}, families=("mamba2",))
 
 
+def test_impls_keeps_the_named_blocks_and_the_references(monkeypatch):
+    """`--impls` (a short lease's block run): the named blocks, the two attention references the ratios need and
+    the dense solve the err column is taken against; an unknown name says which ones this device has."""
+    import torch
+
+    from sessa_bench.bench import blocks
+    from sessa_bench.models import kernels
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    impls = blocks.implementations(torch.device("cuda"), 32, 4, {}, families=("sessa",))
+    kept = blocks.select(impls, [blocks.LOOKAHEAD, blocks.TILED[1]])
+    assert set(kept) == {blocks.LOOKAHEAD, blocks.TILED[1], "attention/sdpa", "attention/minimal", "sessa/dense"}
+    assert blocks.select(impls, None) is impls
+    with pytest.raises(ValueError, match="'sessa/nope' is not a block on this device.*sessa/triton2"):
+        blocks.select(impls, ["sessa/nope"])
+
+
+def test_impls_needs_the_blocks_part():
+    with pytest.raises(SystemExit):
+        main(["--preset", "cpu", "--parts", "decode", "--impls", "sessa/dense"])
+
+
 def test_profile_part_writes_no_section_for_none_of_the_asked_families(tmp_path, monkeypatch):
     """The preset's loop profile is the Transformer's and its decode profile Sessa's: `--families mamba2` writes
     neither heading (lease 26's file had both, empty); asked for, each is written (the profilers stubbed)."""

@@ -235,6 +235,9 @@ def main(argv=None):
                          + "; ".join(f"{k}: {' '.join(v)}" for k, v in budgets.items()) + ")")
     ap.add_argument("--lengths", nargs="+", type=int, metavar="T",
                     help="blocks part: time only these T (a short lease), and skip its largest-T search")
+    ap.add_argument("--impls", nargs="+", metavar="NAME",
+                    help="blocks part: time only these blocks (e.g. sessa/triton2-r1024-t128d), beside the two "
+                         "attention references and sessa/dense (the reference of the err column)")
     ap.add_argument("--decode-variants", nargs="+", metavar="READ:eager|compiled[:M]",
                     help="decode part: time only these variants, in this order, instead of the preset's (READ as "
                          "decode's read=, e.g. sdpa+matmul; M: the caches' cache_multiple, default the decoder's)")
@@ -243,6 +246,8 @@ def main(argv=None):
         decode_variants = [decode_variant(v) for v in args.decode_variants or []]
     except ValueError as e:
         ap.error(f"argument --decode-variants: {e}")
+    if args.impls and "blocks" not in args.parts:
+        ap.error("argument --impls: names blocks of the blocks part, which --parts leaves out")
     if any(t < 1 for t in args.lengths or []):
         ap.error(f"argument --lengths: each T must be a positive integer, got {args.lengths}")
     bad = [b for b in args.budgets or [] if b not in budgets[args.preset]]
@@ -272,6 +277,7 @@ def main(argv=None):
               f"{' --families ' + ' '.join(families) if families != FAMILIES else ''}"
               f"{' --budgets ' + ' '.join(args.budgets) if args.budgets else ''}"
               f"{' --lengths ' + ' '.join(map(str, args.lengths)) if args.lengths else ''}"
+              f"{' --impls ' + ' '.join(args.impls) if args.impls else ''}"
               f"{' --decode-variants ' + ' '.join(args.decode_variants) if args.decode_variants else ''}` "
               f"(`make bench` runs every part)\n")
     sections, csv_rows = [header], []
@@ -279,7 +285,7 @@ def main(argv=None):
     if "blocks" in args.parts:
         log("== blocks")
         rows, fits = bench_blocks(device, p["dtype"], p["d_model"], p["n_heads"], p["tokens"], p["lengths"],
-                                  p["mamba"], p["reps"], p["fit_lengths"], log, families)
+                                  p["mamba"], p["reps"], p["fit_lengths"], log, families, args.impls)
         sections.append(
             f"## Block level\n\nGated block around each mixer implementation; D={p['d_model']}, "
             f"{p['n_heads']} heads, {dtype_name}, {p['tokens']} tokens per batch (batch = tokens // T), "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sessa_bench.bench.block_check import sessa_errors
+from sessa_bench.bench.block_check import REFERENCE, sessa_errors
 from sessa_bench.bench.timing import free_memory, is_oom, measure, record_oom
 from sessa_bench.cuda_graphs import graph_forward
 from sessa_bench.models.attention import CausalAttention, _flash_attn_func
@@ -148,10 +148,23 @@ def run_one(factory, d_model: int, batch: int, T: int, dtype, device, backward: 
     return measure(step, device, reps=reps)
 
 
+def select(impls: dict, only: list[str] | None) -> dict:
+    """impls restricted to the names in `only` (all of them without it), the references every ratio and the
+    err column need kept; an unknown name is a ValueError that lists this device's."""
+    if not only:
+        return impls
+    unknown = [n for n in only if n not in impls]
+    if unknown:
+        raise ValueError(f"--impls: {unknown[0]!r} is not a block on this device (and --families); it has: "
+                         f"{', '.join(impls)}")
+    keep = {*only, *REFERENCES, REFERENCE}
+    return {k: v for k, v in impls.items() if k in keep}
+
+
 def bench_blocks(device, dtype, d_model: int, n_heads: int, tokens: int, lengths: list[int],
                  mamba: dict, reps: int = 5, fit_lengths: list[int] = (), log=print,
-                 families: tuple[str, ...] | None = None) -> tuple[list, list]:
-    impls = implementations(device, d_model, n_heads, mamba, families)
+                 families: tuple[str, ...] | None = None, only: list[str] | None = None) -> tuple[list, list]:
+    impls = select(implementations(device, d_model, n_heads, mamba, families), only)
     rows = []
     for T in lengths:
         batch = max(1, tokens // T)
