@@ -131,9 +131,12 @@ def _solved(FLAG, PTR, rows, dcols, T, D):
 def _pv(p, x, acc, DT: tl.constexpr, PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr):
     """acc + p @ x for an alpha tile p and a tile x of s (or gamma u): in q's dtype with float32 sums for
     half-precision inputs, else at PV_PREC."""
+    # one return at the end: Triton compiles the statements after a return inside a constexpr if as well
     if PV_LOWP:
-        return tl.dot(p.to(DT), x.to(DT), acc)
-    return tl.dot(p, x, acc, input_precision=PV_PREC)
+        out = tl.dot(p.to(DT), x.to(DT), acc)
+    else:
+        out = tl.dot(p, x, acc, input_precision=PV_PREC)
+    return out
 
 
 @triton.jit
@@ -164,7 +167,9 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
     dcols = d * BD + tl.arange(0, BD)
     lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
     acc = tl.zeros((BC, BD), dtype=tl.float32)
-    last = tl.maximum(c - 1, C0) if LOOKAHEAD else c  # the chunks before `last` are summed here
+    last = c  # the chunks before `last` are summed here; with LOOKAHEAD all but c - 1
+    if LOOKAHEAD:
+        last = tl.maximum(c - 1, C0)
     for jt in range(C0, last):
         cols = jt * BC + tl.arange(0, BC)
         p = _alpha_tile(Q, K, AS, base, b64 * ASB, rows, cols, rows - R0, cols, LDA, lse, T, D, scale,
@@ -228,7 +233,9 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
     cols = c * BC + tl.arange(0, BC)  # this program solves u for the rows of chunk c = columns of alpha
     dcols = d * BD + tl.arange(0, BD)
     acc = tl.zeros((BC, BD), dtype=tl.float32)
-    first = tl.minimum(c + 1, C1 - 1) if LOOKAHEAD else c  # the chunks after `first` are summed here
+    first = c  # the chunks after `first` are summed here; with LOOKAHEAD all but c + 1
+    if LOOKAHEAD:
+        first = tl.minimum(c + 1, C1 - 1)
     for i in range(0, C1 - 1 - first):
         tt = C1 - 1 - i  # latest chunk first: it was solved first, so the waits overlap with work
         rows = tt * BC + tl.arange(0, BC)
