@@ -32,14 +32,12 @@ class SessaMixer(CausalAttention):
                  feedback_block_rows: int | None = kernels.DEFAULT_BLOCK_ROWS,
                  feedback_strip_tile: int | None = kernels.DEFAULT_STRIP_TILE,
                  feedback_strip_diag: bool = kernels.DEFAULT_STRIP_DIAG,
-                 feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool = False,
-                 feedback_lookahead: bool = False):
+                 feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool = False):
         # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is the single level),
         # None for the single level at every T; feedback_strip_tile: the tile of its strip kernels (None: the
         # chunk); feedback_strip_diag: its wavefronts read their alpha tiles from the strips; feedback_chunk:
         # the rows a wavefront step solves; feedback_dense_blocks: no wavefront, each block of feedback_block_rows
-        # inverted whole; feedback_lookahead: each wavefront step prepares all but the previous chunk's term while
-        # it waits (kernels/NOTES.md). Speed knobs of impl='triton' only (the others ignore them).
+        # inverted whole (kernels/NOTES.md). Speed knobs of impl='triton' only (the others ignore them).
         try:
             ok = 0.0 < float(gamma_max) < 1.0
         except (TypeError, ValueError):
@@ -55,7 +53,7 @@ class SessaMixer(CausalAttention):
         self.gamma_max, self.impl, self.feedback = float(gamma_max), impl, bool(feedback)
         self.feedback_block_rows, self.feedback_strip_tile = feedback_block_rows, feedback_strip_tile
         self.feedback_strip_diag, self.feedback_chunk = bool(feedback_strip_diag), feedback_chunk
-        self.feedback_dense_blocks, self.feedback_lookahead = bool(feedback_dense_blocks), bool(feedback_lookahead)
+        self.feedback_dense_blocks = bool(feedback_dense_blocks)
         self._triton_ok = impl in ("auto", "triton") and kernels.triton_available()  # probed once, here
         # Feedback parameters exist even with feedback=False, so the ablation changes nothing else.
         self.proj_fb = nn.Linear(d_model, 2 * d_model)          # [q_b | k_b], one full-width head
@@ -89,7 +87,7 @@ class SessaMixer(CausalAttention):
         return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=impl, triton_ok=self._triton_ok,
                                 block_rows=self.feedback_block_rows, strip_tile=self.feedback_strip_tile,
                                 strip_diag=self.feedback_strip_diag, chunk=self.feedback_chunk,
-                                dense_blocks=self.feedback_dense_blocks, lookahead=self.feedback_lookahead)
+                                dense_blocks=self.feedback_dense_blocks)
 
     def init_cache(self, batch_size, max_len, device=None, dtype=None):
         if not self.feedback:
@@ -179,5 +177,5 @@ class SessaMixer(CausalAttention):
         impl = getattr(self, "_impl_used", self.impl)
         if impl == "triton":
             impl = kernels.triton_label(self.feedback_strip_tile, self.feedback_strip_diag, self.feedback_chunk,
-                                        self.feedback_dense_blocks, self.feedback_lookahead)
+                                        self.feedback_dense_blocks)
         return attn if not self.feedback or attn is None else f"{attn}+{impl}"

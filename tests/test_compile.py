@@ -20,14 +20,14 @@ fc = importlib.import_module("sessa_bench.models.kernels.feedback_chunked")  # t
 
 # --- the Triton feedback op, with the chunked PyTorch solve standing in for the kernels --------------------
 def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
-                 dense_blocks=False, lookahead=False):
+                 dense_blocks=False):
     s, h, lse = fc._forward(f.float(), q_b.float(), k_b.float(), gamma.float(), chunk)
     W = torch.zeros(f.shape[0], -(-f.shape[1] // chunk), chunk, chunk)  # the stand-in needs no W
     return s.to(f.dtype), lse, W, h
 
 
 def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
-                 strip_diag=False, dense_blocks=False, lookahead=False):
+                 strip_diag=False, dense_blocks=False):
     u, dq, dk, dg = fc._backward(ds.float(), q_b.float(), k_b.float(), gamma.float(), lse, s.float(), h, chunk)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dg), (s, q_b, k_b, gamma)))
 
@@ -63,7 +63,7 @@ def test_feedback_op_opcheck(feedback_standin):
 
 
 def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
-    """The forward's settings (chunk .. lookahead) reach the backward kernels unchanged, in order."""
+    """The forward's settings (chunk .. dense_blocks) reach the backward kernels unchanged, in order."""
     seen = []
 
     def fwd(*args):
@@ -76,10 +76,9 @@ def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
 
     monkeypatch.setattr(feedback_triton_op, "kernels", lambda: (fwd, bwd))
     inputs = feedback_inputs(T=20)
-    out = feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=32, strip_tile=32, strip_diag=True,
-                                         lookahead=True)
+    out = feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=32, strip_tile=32, strip_diag=True)
     out.sum().backward()
-    settings = (16, None, None, 32, 32, True, False, True)
+    settings = (16, None, None, 32, 32, True, False)
     assert seen == [("fwd", settings), ("bwd", settings)]
 
 

@@ -103,34 +103,6 @@ def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dty
           inputs, tol)
 
 
-@pytest.mark.parametrize("B,T,D,chunk,block_rows,diag", [(2, 1000, 768, 64, None, False), (2, 1000, 768, 64, 256, True),
-                                                         (1, 2100, 384, 64, 1024, True), (3, 333, 96, 32, 64, False)])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
-def test_triton_lookahead_matches_dense(B, T, D, chunk, block_rows, diag, dtype, tol):
-    """lookahead: each wavefront step prepares all but the previous chunk's term while it waits
-    (kernels/NOTES.md); single level and two-level, tiles computed and read from the strips, T cut short."""
-    inputs = draw(B, T, D, "peaked", dtype, seed=T + 3)
-    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=128 if diag else None,
-                                     strip_diag=diag, lookahead=True), inputs, tol)
-
-
-def test_triton_lookahead_repeatable_and_many_programs():
-    """lookahead at the bench's shape with the mixer's default strips (B = 4, T = 4096, R = 1024, 128-tiles,
-    strip_diag) and with 64-wide D tiles (more programs than fit at once): bitwise repeatable (the earlier
-    reads and products must not pass the waits) and within bf16 tolerance of the default solve."""
-    inputs = draw(4, 4096, 768, "peaked", torch.bfloat16, seed=9)
-    ds = torch.randn_like(inputs[0])
-    ref = run(lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True), inputs, ds)
-    for block_d in (None, 64):
-        fn = lambda *x: feedback_triton(*x, block_d=block_d, block_rows=1024, strip_tile=128, strip_diag=True,  # noqa: E731
-                                        lookahead=True)
-        first = run(fn, inputs, ds)
-        for name, a, b in zip(NAMES, run(fn, inputs, ds), first):
-            assert torch.equal(a, b), (block_d, name)
-        for name, a, b in zip(NAMES, first, ref):
-            assert rel(a, b.double()) <= 2e-2, (block_d, name, rel(a, b.double()))
-
-
 def test_triton_strip_diag_repeatable_and_many_programs():
     """strip_diag at the bench's shape (B = 4, T = 4096, R = 1024, 128-tiles): bitwise repeatable (the
     wavefronts' waits still order every read) and within bf16 tolerance of the solve in the chunk's tiles."""

@@ -66,15 +66,12 @@ def check_block_rows(block_rows, chunk: int, dense_blocks: bool = False) -> None
         raise ValueError("feedback dense_blocks=True needs block_rows (the blocks it inverts), got None")
 
 
-def triton_label(strip_tile, strip_diag, chunk: int = DEFAULT_CHUNK, dense_blocks: bool = False,
-                 lookahead: bool = False) -> str:
+def triton_label(strip_tile, strip_diag, chunk: int = DEFAULT_CHUNK, dense_blocks: bool = False) -> str:
     """The Triton solve as a run's `backends` records it: `triton`, then `-t<tile>` for a strip tile other than
     the chunk and `d` for the strip read (runs before these options recorded plain `triton`: the chunk's tile),
-    then `-c<chunk>` for a chunk other than the default, `-dense` for blocks inverted whole and `-la` for the
-    wavefronts' lookahead (not with dense blocks, which have no wavefront)."""
+    then `-c<chunk>` for a chunk other than the default and `-dense` for blocks inverted whole."""
     return ("triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag else "")
-            + (f"-c{chunk}" if chunk != DEFAULT_CHUNK else "") + ("-dense" if dense_blocks else "")
-            + ("-la" if lookahead and not dense_blocks else ""))
+            + (f"-c{chunk}" if chunk != DEFAULT_CHUNK else "") + ("-dense" if dense_blocks else ""))
 
 
 def check_chunk(chunk) -> None:
@@ -104,11 +101,10 @@ def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> s
 
 def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None,
              strip_tile: int | None = None, strip_diag: bool = False, chunk: int = DEFAULT_CHUNK,
-             dense_blocks: bool = False, lookahead: bool = False):
-    """block_rows, strip_tile, strip_diag, chunk, dense_blocks, lookahead: the two-level Triton solve's block, its
-    strip kernels' tile, whether its wavefronts read their tiles from the strips, its chunk, whether its blocks are
-    inverted whole instead, and whether its wavefront steps look ahead (feedback_triton); the other impls compute
-    the same s without them and ignore them."""
+             dense_blocks: bool = False):
+    """block_rows, strip_tile, strip_diag, chunk, dense_blocks: the two-level Triton solve's block, its strip
+    kernels' tile, whether its wavefronts read their tiles from the strips, its chunk, and whether its blocks are
+    inverted whole instead (feedback_triton); the other impls compute the same s without them and ignore them."""
     impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
@@ -121,5 +117,5 @@ def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = No
         raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
     from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
     return feedback_triton(f, q_b, k_b, gamma, chunk=chunk, block_rows=block_rows, strip_tile=strip_tile,
-                           strip_diag=strip_diag, dense_blocks=dense_blocks, lookahead=lookahead)
+                           strip_diag=strip_diag, dense_blocks=dense_blocks)
 

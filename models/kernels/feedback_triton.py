@@ -108,43 +108,11 @@ def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
 
 
 @triton.jit
-def _alpha_tile(Q, K, AS, base, as_base, rows, cols, srows, scols, LDA, lse, T, D, scale,
-                BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, DIAG: tl.constexpr):
-    """alpha[rows, cols] of one (BC, BC) tile: read from the block's strip (DIAG; at its rows srows and
-    columns scols) or computed from the logits (lse: the rows' logsumexp); rows past T read 0 from the strip."""
-    if DIAG:
-        p = tl.load(AS + as_base + srows[:, None] * LDA + scols[None, :], mask=rows[:, None] < T, other=0.0)
-    else:
-        p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
-    return p
-
-
-@triton.jit
-def _solved(FLAG, PTR, rows, dcols, T, D):
-    """The (BC, BD) tile PTR[rows, dcols] of a chunk solved by another program, once its flag is up."""
-    ready = _wait(FLAG)
-    return tl.load(PTR + rows[:, None] * D + dcols[None, :],
-                   mask=(rows[:, None] < T) & (dcols[None, :] < D) & (ready != 0), other=0.0, cache_modifier=".cg")
-
-
-@triton.jit
-def _pv(p, x, acc, DT: tl.constexpr, PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr):
-    """acc + p @ x for an alpha tile p and a tile x of s (or gamma u): in q's dtype with float32 sums for
-    half-precision inputs, else at PV_PREC."""
-    # one return at the end: Triton compiles the statements after a return inside a constexpr if as well
-    if PV_LOWP:
-        out = tl.dot(p.to(DT), x.to(DT), acc)
-    else:
-        out = tl.dot(p, x, acc, input_precision=PV_PREC)
-    return out
-
-
-@triton.jit
 def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER, T, D, NC, ND, NB, C0, scale,
                   AS, ASB, LDA,
                   BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                   PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
-                  STORE_LP: tl.constexpr, DIAG: tl.constexpr, LOOKAHEAD: tl.constexpr):
+                  STORE_LP: tl.constexpr, DIAG: tl.constexpr):
     # One launch solves the chunks C0, C0 + 1, ... (the grid sets how many): all NC chunks in the single-level
     # solve, one block of chunks in the two-level one. CROSS: X (B, XR, D, rows R0 .. R0 + XR - 1) holds, for
     # these rows, alpha s summed over the columns before chunk C0 (the strip product), to add to the
@@ -153,10 +121,6 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
     # store here instead of a copy kernel per block).
     # DIAG: the block's own alpha tiles are read from its strip AS (batch stride ASB, row stride LDA; row 0 =
     # row R0, column 0 = column 0), written once by _alpha_kernel, instead of computed here in every D tile.
-    # LOOKAHEAD: s_c = W_c (f_c + gamma_c (acc + X)) + M_c s_{c-1}, M_c = W_c diag(gamma_c) alpha_{c,c-1}: all
-    # but the last term is computed while chunk c - 1 is still being solved, so between its flag and this
-    # chunk's flag stand one tile load and one product (without it: the alpha s product, the loads of f, X,
-    # gamma and W_c, and the W_c product). The wavefront's sequence of 16 chunk steps a block is its latency.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in chunk order: see the module docstring
     c = C0 + tile // (NB * ND)
     b = (tile // ND) % NB
@@ -167,15 +131,20 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
     dcols = d * BD + tl.arange(0, BD)
     lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
     acc = tl.zeros((BC, BD), dtype=tl.float32)
-    last = c  # the chunks before `last` are summed here; with LOOKAHEAD all but c - 1
-    if LOOKAHEAD:
-        last = tl.maximum(c - 1, C0)
-    for jt in range(C0, last):
+    for jt in range(C0, c):
         cols = jt * BC + tl.arange(0, BC)
-        p = _alpha_tile(Q, K, AS, base, b64 * ASB, rows, cols, rows - R0, cols, LDA, lse, T, D, scale,
-                        BC, BK, DT, PREC, DIAG)
-        s_j = _solved(FLAGS + (b * NC + jt) * ND + d, S + base, cols, dcols, T, D)
-        acc = _pv(p, s_j, acc, DT, PV_LOWP, PV_PREC)
+        if DIAG:
+            p = tl.load(AS + b64 * ASB + (rows - R0)[:, None] * LDA + cols[None, :], mask=rows[:, None] < T,
+                        other=0.0)
+        else:
+            p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
+        ready = _wait(FLAGS + (b * NC + jt) * ND + d)
+        s_j = tl.load(S + base + cols[:, None] * D + dcols[None, :],
+                      mask=(dcols[None, :] < D) & (ready != 0), other=0.0, cache_modifier=".cg")
+        if PV_LOWP:
+            acc = tl.dot(p.to(DT), s_j.to(DT), acc)
+        else:
+            acc = tl.dot(p, s_j, acc, input_precision=PV_PREC)
     io = base + rows[:, None] * D + dcols[None, :]
     io_mask = (rows[:, None] < T) & (dcols[None, :] < D)
     if CROSS:
@@ -184,29 +153,13 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
     r = tl.load(F + io, mask=io_mask, other=0.0).to(tl.float32) + g[:, None] * acc
     i = tl.arange(0, BC)
     offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
-    w = tl.load(Wm + offs)
-    s_c = tl.dot(w, r, input_precision=WPREC)
-    # the previous chunk's tile and s, kept for h (zero in a launch's first chunk, whose range below is empty)
-    p_last = tl.zeros((BC, BC), dtype=DT)
-    s_last = tl.zeros((BC, BD), dtype=DT)
-    if LOOKAHEAD:
-        for jt in range(last, c):
-            cols = jt * BC + tl.arange(0, BC)
-            p = _alpha_tile(Q, K, AS, base, b64 * ASB, rows, cols, rows - R0, cols, LDA, lse, T, D, scale,
-                            BC, BK, DT, PREC, DIAG)
-            m = tl.dot(w, g[:, None] * p.to(tl.float32), input_precision=WPREC)  # M_c
-            s_j = _solved(FLAGS + (b * NC + jt) * ND + d, S + base, cols, dcols, T, D)
-            s_c = _pv(m, s_j, s_c, DT, PV_LOWP, PV_PREC)
-            p_last = p.to(DT)
-            s_last = s_j.to(DT)
+    s_c = tl.dot(tl.load(Wm + offs), r, input_precision=WPREC)
     tl.store(S + io, s_c, mask=io_mask)
     if STORE_LP:
         tl.store(SLP + io, s_c.to(SLP.dtype.element_ty), mask=io_mask)
     tl.debug_barrier()  # every thread's part of s_c is stored before the flag goes up
     tl.atomic_xchg(FLAGS + (b * NC + c) * ND + d, 1, sem="release")
     # h = alpha s for the backward (dgamma = u . h), off the critical path.
-    if LOOKAHEAD:
-        acc = _pv(p_last, s_last, acc, DT, PV_LOWP, PV_PREC)
     h = acc + tl.dot(tl.load(Am + offs), s_c, input_precision=WPREC)
     tl.store(H + io, h, mask=io_mask)
 
@@ -216,14 +169,12 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
                     AS, ASB, LDA,
                     BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                     PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
-                    STORE_LP: tl.constexpr, DIAG: tl.constexpr, LOOKAHEAD: tl.constexpr):
+                    STORE_LP: tl.constexpr, DIAG: tl.constexpr):
     # One launch solves the chunks C1 - 1, C1 - 2, ... (the grid sets how many), summing over later chunks
     # before C1 only. CROSS: Y (B, YR, D, rows R0 .. R0 + YR - 1) holds, for these rows, alpha^T (gamma u) over
     # the rows from chunk C1 on (the strip product).
     # STORE_LP: gamma u is also stored into VLP in its dtype (q's), for the earlier blocks' strip products.
     # DIAG: the block's own alpha tiles come from its strip AS (row 0 = row R0, column 0 = column R0).
-    # LOOKAHEAD: as in _solve_kernel, u_c = W_c^T (ds_c + acc + Y) + M_c u_{c+1} with M_c = W_c^T
-    # alpha_{c+1,c}^T diag(gamma_{c+1}), prepared while chunk c + 1 is being solved.
     tile = tl.atomic_add(COUNTER, 1)  # tickets in reverse chunk order
     c = C1 - 1 - tile // (NB * ND)
     b = (tile // ND) % NB
@@ -233,19 +184,26 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
     cols = c * BC + tl.arange(0, BC)  # this program solves u for the rows of chunk c = columns of alpha
     dcols = d * BD + tl.arange(0, BD)
     acc = tl.zeros((BC, BD), dtype=tl.float32)
-    first = c  # the chunks after `first` are summed here; with LOOKAHEAD all but c + 1
-    if LOOKAHEAD:
-        first = tl.minimum(c + 1, C1 - 1)
-    for i in range(0, C1 - 1 - first):
+    for i in range(0, C1 - 1 - c):
         tt = C1 - 1 - i  # latest chunk first: it was solved first, so the waits overlap with work
         rows = tt * BC + tl.arange(0, BC)
         lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
-        p = _alpha_tile(Q, K, AS, base, b64 * ASB, rows, cols, rows - R0, cols - R0, LDA, lse, T, D, scale,
-                        BC, BK, DT, PREC, DIAG)
-        p = tl.where(rows[:, None] < T, p, 0.0)
         g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
-        v_t = g[:, None] * _solved(FLAGS + (b * NC + tt) * ND + d, U + base, rows, dcols, T, D)
-        acc = _pv(tl.trans(p), v_t, acc, DT, PV_LOWP, PV_PREC)
+        if DIAG:
+            p = tl.load(AS + b64 * ASB + (rows - R0)[:, None] * LDA + (cols - R0)[None, :],
+                        mask=rows[:, None] < T, other=0.0)
+        else:
+            p = tl.exp(_gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale - lse[:, None])
+        p = tl.where(rows[:, None] < T, p, 0.0)
+        ready = _wait(FLAGS + (b * NC + tt) * ND + d)
+        u_t = tl.load(U + base + rows[:, None] * D + dcols[None, :],
+                      mask=(rows[:, None] < T) & (dcols[None, :] < D) & (ready != 0), other=0.0,
+                      cache_modifier=".cg")
+        v_t = g[:, None] * u_t
+        if PV_LOWP:
+            acc = tl.dot(tl.trans(p.to(DT)), v_t.to(DT), acc)
+        else:
+            acc = tl.dot(tl.trans(p), v_t, acc, input_precision=PV_PREC)
     io = base + cols[:, None] * D + dcols[None, :]
     io_mask = (cols[:, None] < T) & (dcols[None, :] < D)
     rhs = tl.load(DS + io, mask=io_mask, other=0.0).to(tl.float32) + acc
@@ -253,19 +211,7 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
         rhs += tl.load(Y + b64 * YR * D + (cols - R0)[:, None] * D + dcols[None, :], mask=io_mask, other=0.0)
     i = tl.arange(0, BC)
     offs = ((b64 * NC + c) * BC + i[:, None]) * BC + i[None, :]
-    wt = tl.trans(tl.load(Wm + offs))
-    u_c = tl.dot(wt, rhs, input_precision=WPREC)
-    if LOOKAHEAD:
-        for tt in range(c + 1, first + 1):  # chunk c + 1, or none in a launch's first (last) chunk
-            rows = tt * BC + tl.arange(0, BC)
-            lse = tl.load(LSE + b64 * T + rows, mask=rows < T, other=0.0)
-            p = _alpha_tile(Q, K, AS, base, b64 * ASB, rows, cols, rows - R0, cols - R0, LDA, lse, T, D, scale,
-                            BC, BK, DT, PREC, DIAG)
-            m = tl.dot(wt, tl.trans(tl.where(rows[:, None] < T, p, 0.0).to(tl.float32)), input_precision=WPREC)
-            g = tl.load(G + b64 * T + rows, mask=rows < T, other=0.0)
-            # M_c u_{c+1} as (W_c^T alpha^T) (gamma u_{c+1}): gamma u in q's dtype, as the sum above reads it
-            v_t = g[:, None] * _solved(FLAGS + (b * NC + tt) * ND + d, U + base, rows, dcols, T, D)
-            u_c = _pv(m, v_t, u_c, DT, PV_LOWP, PV_PREC)
+    u_c = tl.dot(tl.trans(tl.load(Wm + offs)), rhs, input_precision=WPREC)
     tl.store(U + io, u_c, mask=io_mask)
     if STORE_LP:
         g_c = tl.load(G + b64 * T + cols, mask=cols < T, other=0.0)
@@ -329,8 +275,7 @@ class _Config:
     """Tile sizes and dot precisions for one call (all compile-time constants of the kernels)."""
 
     def __init__(self, dtype: torch.dtype, D: int, chunk: int, block_d: int | None, num_warps: int | None,
-                 strip_tile: int | None = None, strip_diag: bool = False, dense_blocks: bool = False,
-                 lookahead: bool = False):
+                 strip_tile: int | None = None, strip_diag: bool = False, dense_blocks: bool = False):
         if dtype not in _TL:
             raise ValueError(f"feedback impl='triton' needs q_b/k_b in float16, bfloat16 or float32, got {dtype}")
         check_chunk(chunk)
@@ -352,8 +297,6 @@ class _Config:
         self.strip_diag = bool(strip_diag)
         # dense_blocks: each block of the two-level solve inverted whole (_block_inverse) instead of walked
         self.dense = bool(dense_blocks)
-        # lookahead: each wavefront step prepares all but the previous chunk's term while it waits
-        self.lookahead = bool(lookahead)
         low = dtype != torch.float32
         tf32 = torch.backends.cuda.matmul.allow_tf32
         fp32_prec = "tf32" if tf32 else "ieee"
@@ -539,7 +482,7 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
             1.0 / math.sqrt(D), strip, strip.stride(0), strip.stride(1),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
-            DIAG=diag, LOOKAHEAD=cfg.lookahead, num_warps=cfg.num_warps)
+            DIAG=diag, num_warps=cfg.num_warps)
     return s, h
 
 
@@ -575,7 +518,7 @@ def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
             1.0 / math.sqrt(D), strip, strip.stride(0), strip.stride(1),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=n + 1 < len(blocks),
-            DIAG=diag, LOOKAHEAD=cfg.lookahead, num_warps=cfg.num_warps)
+            DIAG=diag, num_warps=cfg.num_warps)
     return u
 
 
@@ -607,12 +550,12 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
-                    dense_blocks: bool = False, lookahead: bool = False):
+                    dense_blocks: bool = False):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
     and h = alpha s (B, T, D), all float32 and contiguous. block_rows: see feedback_triton."""
     check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks, lookahead)
+    cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
@@ -622,11 +565,11 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
 
 def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,
                      block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
-                     dense_blocks: bool = False, lookahead: bool = False):
+                     dense_blocks: bool = False):
     """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
     check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
-    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks, lookahead)
+    cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg, block_rows)
@@ -638,7 +581,7 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
                     chunk: int = DEFAULT_CHUNK, block_d: int | None = None, num_warps: int | None = None,
                     block_rows: int | None = None, strip_tile: int | None = None,
-                    strip_diag: bool = False, dense_blocks: bool = False, lookahead: bool = False) -> torch.Tensor:
+                    strip_diag: bool = False, dense_blocks: bool = False) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
     by torch.compile as one custom op (feedback_triton_op.py).
     chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns;
@@ -649,9 +592,7 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     lse pass's past tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
     alpha tiles from its strip (written once) instead of computing them in every D tile; dense_blocks (needs
     block_rows): no wavefront, each block inverted whole by matrix products (NOTES.md, "Dense blocks";
-    strip_diag then changes nothing); lookahead: each wavefront step computes all but the previous chunk's
-    term while that chunk is solved, leaving one product between the two (NOTES.md, "Lookahead"; no effect on
-    dense blocks). Speed knobs (NOTES.md): the same s and gradients up to rounding."""
+    strip_diag then changes nothing). Speed knobs (NOTES.md): the same s and gradients up to rounding."""
     from .feedback_triton_op import feedback_op
     return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,
-                       dense_blocks, lookahead)
+                       dense_blocks)

@@ -23,16 +23,15 @@ def kernels():
 @torch.library.custom_op("sessa_bench::feedback_triton_fwd", mutates_args=())
 def feedback_fwd(f: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, chunk: int, block_d: Optional[int],
                  num_warps: Optional[int], block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
-                 strip_diag: bool = False, dense_blocks: bool = False,
-                 lookahead: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 strip_diag: bool = False, dense_blocks: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(s, lse, W, h): the solve and what its backward needs (see feedback_triton.forward_kernels)."""
     return tuple(kernels()[0](f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,
-                              dense_blocks, lookahead))
+                              dense_blocks))
 
 
 @feedback_fwd.register_fake
 def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
-      dense_blocks=False, lookahead=False):
+      dense_blocks=False):
     B, T, D = f.shape
     f32 = torch.float32
     return (f.new_empty((B, T, D)), f.new_empty((B, T), dtype=f32),
@@ -43,22 +42,21 @@ def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile
 def feedback_bwd(ds: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, lse: Tensor, W: Tensor, s: Tensor,
                  h: Tensor, chunk: int, block_d: Optional[int], num_warps: Optional[int],
                  block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
-                 strip_diag: bool = False, dense_blocks: bool = False,
-                 lookahead: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 strip_diag: bool = False, dense_blocks: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(df, dq_b, dk_b, dgamma)."""
     return tuple(kernels()[1](ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows,
-                              strip_tile, strip_diag, dense_blocks, lookahead))
+                              strip_tile, strip_diag, dense_blocks))
 
 
 @feedback_bwd.register_fake
 def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
-      strip_diag=False, dense_blocks=False, lookahead=False):
+      strip_diag=False, dense_blocks=False):
     return (s.new_empty(s.shape), q_b.new_empty(q_b.shape), k_b.new_empty(k_b.shape),
             gamma.new_empty(gamma.shape))
 
 
 def _setup(ctx, inputs, output):
-    f, q_b, k_b, gamma, *cfg = inputs  # cfg: chunk .. lookahead, as feedback_bwd takes them
+    f, q_b, k_b, gamma, *cfg = inputs  # cfg: chunk .. dense_blocks, as feedback_bwd takes them
     s, lse, W, h = output
     ctx.save_for_backward(q_b, k_b, gamma, lse, W, s, h)
     ctx.cfg = tuple(cfg)
@@ -75,12 +73,11 @@ feedback_fwd.register_autograd(_backward, setup_context=_setup)
 
 def feedback_op(f, q_b, k_b, gamma, chunk: int = DEFAULT_CHUNK, block_d: Optional[int] = None,
                 num_warps: Optional[int] = None, block_rows: Optional[int] = None,
-                strip_tile: Optional[int] = None, strip_diag: bool = False, dense_blocks: bool = False,
-                lookahead: bool = False) -> Tensor:
+                strip_tile: Optional[int] = None, strip_diag: bool = False, dense_blocks: bool = False) -> Tensor:
     """s: (B, T, D) in f's dtype. Inputs are checked here, outside the op, so errors name the argument."""
     check_inputs(f, q_b, k_b, gamma)
     check_chunk(chunk)
     check_block_rows(block_rows, chunk, dense_blocks)
     check_strip_tile(strip_tile)
     return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, bool(strip_diag),
-                        bool(dense_blocks), bool(lookahead))[0]
+                        bool(dense_blocks))[0]

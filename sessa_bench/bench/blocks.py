@@ -31,12 +31,9 @@ TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TIL
 # The blocks of R = 1024 rows inverted whole (dense_blocks, kernels/NOTES.md "Dense blocks"): no
 # wavefront, its strips in the same 128-tiles; timed beside t128d, the default, until it wins or is dropped
 DENSE = f"sessa/triton2-r1024-t{STRIP_TILE}-dense"
-# The default's wavefronts with lookahead (each chunk step prepares all but the previous chunk's term while it
-# waits: one product between two chunks' flags; kernels/NOTES.md "Lookahead"): timed beside t128d until it wins
-LOOKAHEAD = f"sessa/triton2-r1024-t{STRIP_TILE}d-la"
 CHUNK_TILE = {"feedback_strip_tile": None, "feedback_strip_diag": False}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,
-           DENSE, LOOKAHEAD)
+           DENSE)
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
@@ -62,12 +59,10 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=rows, **CHUNK_TILE)
-            for name, diag, dense, ahead in zip((*TILED, DENSE, LOOKAHEAD), (False, True, False, True),
-                                                (False, False, True, False), (False, False, False, True)):
-                out[name] = lambda diag=diag, dense=dense, ahead=ahead: SessaMixer(
+            for name, diag, dense in zip((*TILED, DENSE), (False, True, False), (False, False, True)):
+                out[name] = lambda diag=diag, dense=dense: SessaMixer(
                     d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
-                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag, feedback_dense_blocks=dense,
-                    feedback_lookahead=ahead)
+                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag, feedback_dense_blocks=dense)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue

@@ -1,0 +1,77 @@
+"""The Triton kernels compile for the GPUs we lend (sm_90: H100, H200), checked on this CPU: the interpreter
+runs a kernel's arithmetic but not Triton's compiler, which is where lease 31 lost two bench rows (a
+`return` inside a constexpr `if` made Triton compile the float32 product after it on bf16 operands). Each
+launch the feedback solve makes (forward and backward, the mixer's default settings and the other bench
+variants) is recorded with its real arguments and constexprs by running the launching code on CPU tensors,
+then compiled to a cubin for sm_90 with Triton's own toolchain (no GPU, no driver)."""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from sessa_bench.models.kernels import feedback_triton as ft  # noqa: E402
+
+KERNELS = ("_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel")
+TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32"}
+LAUNCH = ("num_warps", "num_stages")
+
+
+class Recorder:
+    """Stands in for one kernel: `kernel[grid](*args, **constexprs)` records the signature Triton would see."""
+
+    def __init__(self, fn, seen: dict):
+        self.fn, self.seen = fn, seen
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            sig = {}
+            for name, a in zip(self.fn.arg_names, args):
+                if isinstance(a, torch.Tensor):
+                    sig[name] = TYPES[a.dtype]
+                elif isinstance(a, float):
+                    sig[name] = "fp32"
+                else:
+                    sig[name] = "i64" if abs(int(a)) >= 2 ** 31 else "i32"
+            consts = {k: v for k, v in kwargs.items() if k not in LAUNCH}
+            sig.update({k: "constexpr" for k in consts})
+            key = (self.fn.__name__, tuple(sorted(sig.items())), tuple(sorted((k, str(v)) for k, v in consts.items())))
+            self.seen.setdefault(key, (self.fn, sig, consts, kwargs.get("num_warps", 4)))
+        return launch
+
+
+def launches(monkeypatch, dtype, **settings) -> list:
+    """(kernel, signature, constexprs, num_warps) of every distinct launch of one forward and backward."""
+    seen = {}
+    for name in KERNELS:
+        monkeypatch.setattr(ft, name, Recorder(getattr(ft, name), seen))
+    B, T, D = 1, 300, 128
+    f, q, k = (torch.randn(B, T, D).to(dtype) for _ in range(3))
+    g = 0.5 * torch.rand(B, T)
+    s, lse, W, h = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
+    ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, 64, None, None, **settings)
+    return list(seen.values())
+
+
+SETTINGS = {  # the mixer's default (two-level, 128-tiles, strips read by the wavefronts) and the bench's others
+    "default": dict(block_rows=128, strip_tile=128, strip_diag=True),
+    "single-level": dict(),
+    "two-level-chunk-tiles": dict(block_rows=128),
+    "dense-blocks": dict(block_rows=128, strip_tile=128, dense_blocks=True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
+    recorded = launches(monkeypatch, dtype, **SETTINGS[setting])
+    names = {fn.__name__ for fn, *_ in recorded}
+    assert {"_prep_kernel", "_dl_kernel"} <= names  # the launching code ran through forward and backward
+    target = GPUTarget("cuda", 90, 32)
+    for fn, sig, consts, warps in recorded:
+        compiled = triton.compile(ASTSource(fn, sig, constexprs=consts), target=target,
+                                  options={"num_warps": warps})
+        assert compiled.asm.get("cubin"), fn.__name__
