@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -366,10 +367,11 @@ def _scratch(B, T, cfg: _Config, block_rows, dtype, device):
 
 
 def _diag_blocks(X: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, P, P) -> (B, P // size, size, size): a view of X's diagonal blocks of `size` rows."""
+    """(B, P, P) -> (B, P // size, size, size): a view of X's diagonal blocks of `size` rows, at any strides (a
+    block's own alpha is a column slice of its strip)."""
     B, P, _ = X.shape
-    n = P // size
-    return X.view(B, n, size, n, size).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+    sb, sr, sc = X.stride()
+    return X.as_strided((B, P // size, size, size), (sb, size * (sr + sc), sr, sc), X.storage_offset())
 
 
 def _block_inverse(g, a_bb, W_chunks, C: int):
@@ -378,21 +380,28 @@ def _block_inverse(g, a_bb, W_chunks, C: int):
     chunks' inverses from _prep (float32). Block doubling, [[W11, 0], [W22 N21 W11, W22]] for m = C, 2C, ... rows,
     with the products' operands in a_bb's dtype and float32 sums (bmm_fp32); padded to C 2^k rows with the
     identity. W is kept in a_bb's dtype: every product reads it rounded to that dtype, so a float32 copy would
-    hold the same values at twice the bytes (and a cast before every read)."""
+    hold the same values at twice the bytes (and a cast before every read). N = diag(g) a_bb is never formed
+    whole: each level scales the blocks N21 it reads straight from a_bb into the product's operand buffer (in
+    float32, rounded to a_bb's dtype once, as a whole N was), a quarter of N's entries over all levels."""
     B, n, _ = a_bb.shape
     m = W_chunks.shape[1]
     P = C * triton.next_power_of_2(m)
     Wf = torch.zeros(B, P, P, dtype=a_bb.dtype, device=a_bb.device)
-    Nf = torch.zeros_like(Wf)
     chunks = _diag_blocks(Wf, C)
     chunks[:, :m] = W_chunks
     chunks[:, m:] = torch.eye(C, device=a_bb.device)
-    torch.mul(a_bb, g[:, :, None], out=Nf[:, :n, :n])  # g a_bb in float32, rounded to a_bb's dtype once
+    if n < P:  # a block cut short by T, or of chunks that are not a power of 2: zero rows, columns and gains
+        a_bb, g = F.pad(a_bb, (0, P - n, 0, P - n)), F.pad(g, (0, P - n))
+    n21 = torch.empty(B * P * P // 4, dtype=a_bb.dtype, device=a_bb.device)  # the largest level's operand
     size = C
     while size < P:
-        Wd, Nd = _diag_blocks(Wf, 2 * size), _diag_blocks(Nf, 2 * size)
+        pairs = P // (2 * size)
+        Wd = _diag_blocks(Wf, 2 * size)
         flat = lambda x: x.reshape(-1, size, size)  # noqa: E731  (B * pairs, size, size), a copy
-        left = bmm_fp32(flat(Wd[..., size:, size:]), flat(Nd[..., size:, :size]))
+        n_lo = n21[:B * pairs * size * size].view(B, pairs, size, size)
+        torch.mul(_diag_blocks(a_bb, 2 * size)[..., size:, :size], g.view(B, pairs, 2 * size)[..., size:, None],
+                  out=n_lo)
+        left = bmm_fp32(flat(Wd[..., size:, size:]), n_lo.view(-1, size, size))
         Wd[..., size:, :size] = bmm_fp32(left.to(a_bb.dtype), flat(Wd[..., :size, :size])).view(B, -1, size, size)
         size *= 2
     return Wf[:, :n, :n]
