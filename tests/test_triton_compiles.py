@@ -1,9 +1,10 @@
 """The Triton kernels compile for the GPUs we lend (sm_90: H100, H200), checked on this CPU: the interpreter
 runs a kernel's arithmetic but not Triton's compiler, which is where lease 31 lost two bench rows (a
 `return` inside a constexpr `if` made Triton compile the float32 product after it on bf16 operands). Each
-launch the feedback solve makes (forward and backward, the mixer's default settings and the other bench
-variants) is recorded with its real arguments and constexprs by running the launching code on CPU tensors,
-then compiled to a cubin for sm_90 with Triton's own toolchain (no GPU, no driver)."""
+launch a kernel module makes (the feedback solve forward and backward at the mixer's default settings and the
+bench's other variants; RoPE; the split-KV decode read; Mamba2's fused conv, forward and backward) is recorded
+with its real arguments and constexprs by running the launching code on CPU tensors, then compiled to a cubin
+for sm_90 with Triton's own toolchain (no GPU, no driver)."""
 
 import pytest
 import torch
@@ -13,10 +14,13 @@ triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from sessa_bench.models.kernels import causal_conv_triton, rope_triton, split_read_triton  # noqa: E402
 from sessa_bench.models.kernels import feedback_triton as ft  # noqa: E402
 
 KERNELS = ("_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel")
-TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32"}
+TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
+         torch.uint8: "*u8"}
+TARGET = GPUTarget("cuda", 90, 32)
 LAUNCH = ("num_warps", "num_stages")
 
 
@@ -43,17 +47,32 @@ class Recorder:
         return launch
 
 
-def launches(monkeypatch, dtype, **settings) -> list:
-    """(kernel, signature, constexprs, num_warps) of every distinct launch of one forward and backward."""
+def recorded(monkeypatch, kernels: dict, run) -> list:
+    """(kernel, signature, constexprs, num_warps) of every distinct launch of the kernels (module -> names)
+    while run() executes the launching code."""
     seen = {}
-    for name in KERNELS:
-        monkeypatch.setattr(ft, name, Recorder(getattr(ft, name), seen))
-    B, T, D = 1, 300, 128
-    f, q, k = (torch.randn(B, T, D).to(dtype) for _ in range(3))
-    g = 0.5 * torch.rand(B, T)
-    s, lse, W, h = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
-    ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, 64, None, None, **settings)
+    for module, names in kernels.items():
+        for name in names:
+            monkeypatch.setattr(module, name, Recorder(getattr(module, name), seen))
+    run()
     return list(seen.values())
+
+
+def compile_all(launches: list) -> None:
+    for fn, sig, consts, warps in launches:
+        compiled = triton.compile(ASTSource(fn, sig, constexprs=consts), target=TARGET, options={"num_warps": warps})
+        assert compiled.asm.get("cubin"), fn.__name__
+
+
+def feedback_launches(monkeypatch, dtype, **settings) -> list:
+    """Every distinct launch of one forward and backward of the feedback solve."""
+    def run():
+        B, T, D = 1, 300, 128
+        f, q, k = (torch.randn(B, T, D).to(dtype) for _ in range(3))
+        g = 0.5 * torch.rand(B, T)
+        s, lse, W, h = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
+        ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, 64, None, None, **settings)
+    return recorded(monkeypatch, {ft: KERNELS}, run)
 
 
 SETTINGS = {  # the mixer's default (two-level, 128-tiles, strips read by the wavefronts) and the bench's others
@@ -67,11 +86,30 @@ SETTINGS = {  # the mixer's default (two-level, 128-tiles, strips read by the wa
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
-    recorded = launches(monkeypatch, dtype, **SETTINGS[setting])
-    names = {fn.__name__ for fn, *_ in recorded}
+    launches = feedback_launches(monkeypatch, dtype, **SETTINGS[setting])
+    names = {fn.__name__ for fn, *_ in launches}
     assert {"_prep_kernel", "_dl_kernel"} <= names  # the launching code ran through forward and backward
-    target = GPUTarget("cuda", 90, 32)
-    for fn, sig, consts, warps in recorded:
-        compiled = triton.compile(ASTSource(fn, sig, constexprs=consts), target=target,
-                                  options={"num_warps": warps})
-        assert compiled.asm.get("cubin"), fn.__name__
+    compile_all(launches)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_rope_read_and_conv_kernels_compile_for_sm90(monkeypatch, dtype):
+    """RoPE at a Transformer head and Sessa's; the split read at Sessa's 768-wide head (8 warps) and a
+    64-wide grouped one; the fused conv forward and backward."""
+    def run():
+        for H, d in ((12, 64), (1, 768)):
+            x = torch.randn(2, 16, H, d).to(dtype)
+            cos, sin = torch.randn(16, d // 2), torch.randn(16, d // 2)
+            rope_triton._launch(x, cos, sin, 1)
+            L = 200
+            q, K, V = torch.randn(2, H, d).to(dtype), torch.randn(2, L, H, d).to(dtype), torch.randn(2, L, H, d).to(dtype)
+            split_read_triton.split_read(q, K, V, torch.ones(L, dtype=torch.uint8))
+        x, w, b = torch.randn(2, 40, 96).to(dtype), torch.randn(96, 4).to(dtype), torch.randn(96).to(dtype)
+        causal_conv_triton.conv_silu_fwd(x, w, b)
+        causal_conv_triton.conv_silu_bwd(torch.randn_like(x), x, w, b)
+
+    kernels = {rope_triton: ["_rope_kernel"], split_read_triton: ["_partial_kernel", "_combine_kernel"],
+               causal_conv_triton: ["_fwd_kernel", "_grad_kernel", "_dx_kernel"]}
+    launches = recorded(monkeypatch, kernels, run)
+    assert {fn.__name__ for fn, *_ in launches} == {n for names in kernels.values() for n in names}
+    compile_all(launches)
