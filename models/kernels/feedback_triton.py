@@ -382,7 +382,7 @@ def _block_inverse(g, a_bb, W_chunks, C: int):
     identity. W is kept in a_bb's dtype: every product reads it rounded to that dtype, so a float32 copy would
     hold the same values at twice the bytes (and a cast before every read). N = diag(g) a_bb is never formed
     whole: each level scales the blocks N21 it reads straight from a_bb into the product's operand buffer (in
-    float32, rounded to a_bb's dtype once, as a whole N was), a quarter of N's entries over all levels."""
+    float32, rounded to a_bb's dtype once, as a whole N was): about half of N's entries over all levels."""
     B, n, _ = a_bb.shape
     m = W_chunks.shape[1]
     P = C * triton.next_power_of_2(m)
