@@ -24,7 +24,7 @@ import sessa_bench.models.kernels.feedback_triton as ft
 from count_decode_ops import METADATA  # the metadata-only ops that script leaves out too
 
 VIEWS = METADATA | {"reshape", "empty", "empty_strided", "empty_like"}  # and allocations: no traffic
-PRODUCTS = {"bmm", "baddbmm", "mm", "addmm"}
+PRODUCTS = {"bmm", "baddbmm", "mm", "addmm", "pair_product"}
 
 
 class Traffic(TorchDispatchMode):
@@ -85,6 +85,12 @@ def gpu_baddbmm_fp32(c, a, b, out=None):
     return result
 
 
+def gpu_pair_products(a, b, out, g, prec):
+    """_pair_products as it runs on CUDA (one Triton launch reading the blocks where they lie): its traffic
+    recorded as one product, its result left as allocated."""
+    Traffic.active.record("pair_product", (a, b, out, g))
+
+
 class NoLaunch:
     """A Triton kernel's launch (`kernel[grid](...)`) that does nothing: the strip of dl stays as allocated."""
 
@@ -96,7 +102,8 @@ def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16)
     """The traffic of one forward solve, one adjoint and the dq, dk strips that follow every adjoint (both
     solves share them), by aten op; the solve module as it was afterwards."""
     swapped = {"_strip": fake_strip, "bmm_fp32": gpu_bmm_fp32, "baddbmm_fp32": gpu_baddbmm_fp32,
-               "_dl_kernel": NoLaunch()}
+               "_dl_kernel": NoLaunch(), "_pair_products": gpu_pair_products,
+               "_pair_prec": lambda x, cfg: cfg.PV_PREC}  # the doubling's CUDA path
     saved = {name: getattr(ft, name) for name in swapped}
     dev = torch.device("meta")
     cfg = ft._Config(dtype, D, chunk, None, None, strip_tile=128, strip_diag=True, dense_blocks=True)

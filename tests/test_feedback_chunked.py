@@ -314,6 +314,17 @@ def interpreted_errors() -> dict:
                 # 0 when s carries float32 digits (not all of it is a float16 number), 1 when it went through half
                 errors[prefix + "half-qk-" + name]["s_kept_float32"] = 1.0 - float(
                     out[0].dtype == torch.float32 and bool((out[0] != out[0].half().float()).any()))
+    # _block_inverse's products by _pair_product_kernel against its PyTorch products (the reference): blocks read
+    # from a strided strip, chunks that are a power of 2 and not (padded), one chunk (no level at all)
+    for n, C, dt in ((64, 16, torch.float32), (48, 16, torch.float16), (128, 32, torch.float16), (16, 16, torch.float32)):
+        gen = torch.Generator().manual_seed(n + C)
+        a = torch.randn(2, n, n + 8, generator=gen).softmax(-1).tril(-1)[:, :, 3:3 + n].to(dt)
+        gains = 0.99 * torch.tanh(3 * torch.randn(2, n, generator=gen))
+        w_chunks = 0.3 * torch.randn(2, -(-n // C), C, C, generator=gen)
+        want = ft._block_inverse(gains, a, w_chunks, C)
+        got = ft._block_inverse(gains, a, w_chunks, C, "ieee")
+        errors[f"pair-kernel-n{n}-C{C}-{str(dt)[6:]}"] = {
+            "W": rel(got, want.double()), "dtype": float(got.dtype != want.dtype or got.shape != want.shape)}
     # dq, dk (float32, before the final cast) from five strips of dl against one strip, float16 inputs: the
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
     f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
@@ -369,6 +380,15 @@ def test_triton_strip_stays_inside_its_strip(interpreted):
 def test_triton_strip_diag_interpreted_float16(interpreted, case):
     for name, err in interpreted["strip-diag-half-" + case].items():
         assert err <= 3e-3, (case, name, err)
+
+
+@pytest.mark.parametrize("case", ["n64-C16-float32", "n48-C16-float16", "n128-C32-float16", "n16-C16-float32"])
+def test_triton_pair_kernel_matches_the_pytorch_doubling(interpreted, case):
+    """The dense blocks' doubling by _pair_product_kernel (the blocks read and written where they lie) against
+    the same doubling through PyTorch: the same roundings, so float32 and float16 agree to their last bits."""
+    errors = interpreted["pair-kernel-" + case]
+    assert errors["dtype"] == 0.0
+    assert errors["W"] <= (1e-6 if "float32" in case else 1e-3), errors
 
 
 @pytest.mark.parametrize("case", ["T100-C16-R32", "T150-C32-R128-S64"])

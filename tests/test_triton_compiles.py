@@ -17,7 +17,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from sessa_bench.models.kernels import causal_conv_triton, rope_triton, split_read_triton  # noqa: E402
 from sessa_bench.models.kernels import feedback_triton as ft  # noqa: E402
 
-KERNELS = ("_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel")
+KERNELS = ("_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel", "_pair_product_kernel")
 TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
          torch.uint8: "*u8"}
 TARGET = GPUTarget("cuda", 90, 32)
@@ -72,6 +72,7 @@ def feedback_launches(monkeypatch, dtype, **settings) -> list:
         g = 0.5 * torch.rand(B, T)
         s, lse, W, h = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
         ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, 64, None, None, **settings)
+    monkeypatch.setattr(ft, "_pair_prec", lambda x, cfg: cfg.PV_PREC)  # the dense blocks' CUDA path on the CPU
     return recorded(monkeypatch, {ft: KERNELS}, run)
 
 
@@ -89,6 +90,7 @@ def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
     launches = feedback_launches(monkeypatch, dtype, **SETTINGS[setting])
     names = {fn.__name__ for fn, *_ in launches}
     assert {"_prep_kernel", "_dl_kernel"} <= names  # the launching code ran through forward and backward
+    assert ("_pair_product_kernel" in names) == (setting == "dense-blocks")
     compile_all(launches)
 
 

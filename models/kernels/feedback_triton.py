@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from ..bmm_fp32 import baddbmm_fp32, bmm_fp32
-from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile
+from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile, triton_runs_on
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 
@@ -269,6 +269,46 @@ def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
     tl.store(out, p.to(OUT.dtype.element_ty), mask=j[None, :] < LDO)
 
 
+@triton.jit
+def _pair_product_kernel(A, B, C, G, S, pairs, sab, sap, sar, sac, sbb, sbp, sbr, sbc, scb, scp, scr, scc, sgb, sgp,
+                         BT: tl.constexpr, SCALE: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr):
+    """C[b, p] = A[b, p] @ X for the S x S blocks of pair p of batch element b, at any strides (the diagonal
+    blocks of a block's W and alpha, read and written where they lie), one BT x BT tile of C per program:
+    X = diag(G[b, p]) B[b, p] (SCALE; rows scaled in float32 and rounded to A's dtype) or B[b, p]; products in
+    A's dtype with float32 sums (PREC for float32 operands); C rounded to its dtype once."""
+    bp = tl.program_id(0)
+    b = (bp // pairs).to(tl.int64)
+    p = (bp % pairs).to(tl.int64)
+    rows = tl.program_id(1) * BT + tl.arange(0, BT)
+    cols = tl.program_id(2) * BT + tl.arange(0, BT)
+    A += b * sab + p * sap
+    B += b * sbb + p * sbp
+    acc = tl.zeros((BT, BT), dtype=tl.float32)
+    for k0 in range(0, S, BT):
+        ks = k0 + tl.arange(0, BT)
+        a = tl.load(A + rows[:, None] * sar + ks[None, :] * sac)
+        x = tl.load(B + ks[:, None] * sbr + cols[None, :] * sbc)
+        if SCALE:
+            g = tl.load(G + b * sgb + p * sgp + ks)
+            x = (g[:, None] * x.to(tl.float32)).to(A.dtype.element_ty)
+        if LOWP:
+            acc = tl.dot(a, x, acc)
+        else:
+            acc = tl.dot(a, x, acc, input_precision=PREC)
+    tl.store(C + b * scb + p * scp + rows[:, None] * scr + cols[None, :] * scc, acc.to(C.dtype.element_ty))
+
+
+def _pair_products(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, g: torch.Tensor | None, prec: str) -> None:
+    """out[:, p] = a[:, p] @ (diag(g[:, p]) b[:, p] if g is given else b[:, p]) for (B, pairs, S, S) views at any
+    strides (g: (B, pairs, S), unit stride along S), by _pair_product_kernel: no copies of the views."""
+    B, pairs, S, _ = a.shape
+    BT = min(64, S)
+    sg = g.stride()[:2] if g is not None else (0, 0)
+    _pair_product_kernel[(B * pairs, S // BT, S // BT)](
+        a, b, out, g if g is not None else a, S, pairs, *a.stride(), *b.stride(), *out.stride(), *sg,
+        BT=BT, SCALE=g is not None, LOWP=a.dtype != torch.float32, PREC=prec, num_warps=4)
+
+
 _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 
 
@@ -374,7 +414,7 @@ def _diag_blocks(X: torch.Tensor, size: int) -> torch.Tensor:
     return X.as_strided((B, P // size, size, size), (sb, size * (sr + sc), sr, sc), X.storage_offset())
 
 
-def _block_inverse(g, a_bb, W_chunks, C: int):
+def _block_inverse(g, a_bb, W_chunks, C: int, prec: str | None = None):
     """W_R = (I - diag(g) a_bb)^{-1} ((B, n, n), in a_bb's dtype) of one block of n rows: g (B, n) its gains, a_bb
     (B, n, n) its own alpha (strictly lower, q's dtype, from the strip), W_chunks (B, ceil(n / C), C, C) its
     chunks' inverses from _prep (float32). Block doubling, [[W11, 0], [W22 N21 W11, W22]] for m = C, 2C, ... rows,
@@ -382,7 +422,10 @@ def _block_inverse(g, a_bb, W_chunks, C: int):
     identity. W is kept in a_bb's dtype: every product reads it rounded to that dtype, so a float32 copy would
     hold the same values at twice the bytes (and a cast before every read). N = diag(g) a_bb is never formed
     whole: each level scales the blocks N21 it reads straight from a_bb into the product's operand buffer (in
-    float32, rounded to a_bb's dtype once, as a whole N was): about half of N's entries over all levels."""
+    float32, rounded to a_bb's dtype once, as a whole N was): about half of N's entries over all levels.
+    prec (where Triton runs, the mixer's solve): each level's two products by _pair_product_kernel, reading and
+    writing the blocks where they lie (float32 operands at that precision); else through cuBLAS/PyTorch with the
+    blocks copied out and back, the reference the kernel is tested against (and the CPU scripts' path)."""
     B, n, _ = a_bb.shape
     m = W_chunks.shape[1]
     P = C * triton.next_power_of_2(m)
@@ -392,19 +435,29 @@ def _block_inverse(g, a_bb, W_chunks, C: int):
     chunks[:, m:] = torch.eye(C, device=a_bb.device)
     if n < P:  # a block cut short by T, or of chunks that are not a power of 2: zero rows, columns and gains
         a_bb, g = F.pad(a_bb, (0, P - n, 0, P - n)), F.pad(g, (0, P - n))
-    n21 = torch.empty(B * P * P // 4, dtype=a_bb.dtype, device=a_bb.device)  # the largest level's operand
+    buf = torch.empty(B * P * P // 4, dtype=a_bb.dtype, device=a_bb.device)  # the largest level's operand
     size = C
     while size < P:
         pairs = P // (2 * size)
-        Wd = _diag_blocks(Wf, 2 * size)
-        flat = lambda x: x.reshape(-1, size, size)  # noqa: E731  (B * pairs, size, size), a copy
-        n_lo = n21[:B * pairs * size * size].view(B, pairs, size, size)
-        torch.mul(_diag_blocks(a_bb, 2 * size)[..., size:, :size], g.view(B, pairs, 2 * size)[..., size:, None],
-                  out=n_lo)
-        left = bmm_fp32(flat(Wd[..., size:, size:]), n_lo.view(-1, size, size))
-        Wd[..., size:, :size] = bmm_fp32(left.to(a_bb.dtype), flat(Wd[..., :size, :size])).view(B, -1, size, size)
+        Wd, Ad = _diag_blocks(Wf, 2 * size), _diag_blocks(a_bb, 2 * size)
+        g_lo = g.view(B, pairs, 2 * size)[..., size:]  # the gains of each pair's second half
+        tmp = buf[:B * pairs * size * size].view(B, pairs, size, size)
+        if prec is not None:  # left = W22 diag(g2) A21, then W21 = left W11, each in one launch
+            _pair_products(Wd[..., size:, size:], Ad[..., size:, :size], tmp, g_lo, prec)
+            _pair_products(tmp, Wd[..., :size, :size], Wd[..., size:, :size], None, prec)
+        else:
+            flat = lambda x: x.reshape(-1, size, size)  # noqa: E731  (B * pairs, size, size), a copy
+            torch.mul(Ad[..., size:, :size], g_lo[..., None], out=tmp)  # N21, rounded to a_bb's dtype once
+            left = bmm_fp32(flat(Wd[..., size:, size:]), tmp.view(-1, size, size))
+            Wd[..., size:, :size] = bmm_fp32(left.to(a_bb.dtype), flat(Wd[..., :size, :size])).view(B, -1, size, size)
         size *= 2
     return Wf[:, :n, :n]
+
+
+def _pair_prec(x: torch.Tensor, cfg: _Config) -> str | None:
+    """The precision of _block_inverse's products by _pair_product_kernel where Triton runs on x, else None
+    (its PyTorch products)."""
+    return cfg.PV_PREC if triton_runs_on(x, True) else None
 
 
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
@@ -430,7 +483,7 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
             torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
         else:
             rhs_b.copy_(f[:, r0:r1])
-        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
+        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
         s_lp[:, r0:r1] = bmm_fp32(w, rhs_b, out=None if s is s_lp else s[:, r0:r1])
         if r0:
             baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
@@ -456,7 +509,7 @@ def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
             torch.add(ds[:, r0:r1], bmm_fp32(strip[:, r1 - r0:, :r1 - r0].transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
         else:
             rhs_b.copy_(ds[:, r0:r1])
-        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC)
+        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
         ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
         torch.mul(ub, g[:, r0:r1, None], out=v_lp[:, r0:r1])
     return u
