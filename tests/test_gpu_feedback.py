@@ -103,6 +103,23 @@ def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dty
           inputs, tol)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("n", [1024, 960])  # a block of 16 chunks, and one of 15 (padded to 16)
+def test_pair_kernel_matches_the_pytorch_doubling(n, dtype, tol):
+    """The dense blocks' doubling by _pair_product_kernel against the same doubling through cuBLAS (the
+    kernel's reference): one rounding per product in both, their sums in another order."""
+    from sessa_bench.models.kernels import feedback_triton as ft
+
+    gen = torch.Generator(device="cuda").manual_seed(n)
+    a = torch.randn(2, n, n + 64, generator=gen, device="cuda").softmax(-1).tril(-1)[:, :, 32:32 + n].to(dtype)
+    gains = 0.999 * torch.tanh(3 * torch.randn(2, n, generator=gen, device="cuda"))
+    w_chunks = 0.3 * torch.randn(2, -(-n // 64), 64, 64, generator=gen, device="cuda")
+    want = ft._block_inverse(gains, a, w_chunks, 64)
+    got = ft._block_inverse(gains, a, w_chunks, 64, "ieee")
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert rel(got, want.double()) <= tol, rel(got, want.double())
+
+
 def test_triton_strip_diag_repeatable_and_many_programs():
     """strip_diag at the bench's shape (B = 4, T = 4096, R = 1024, 128-tiles): bitwise repeatable (the
     wavefronts' waits still order every read) and within bf16 tolerance of the solve in the chunk's tiles."""
