@@ -61,7 +61,9 @@
 #                Every later call waits for it after PROBE and AFTER, so its run folders come back in the
 #                bundle of the call it ends in; its output goes to /tmp/session/logs/tail.log (summary: tail).
 #   AFTER="cmd"  runs once the table step has finished, in the call's remaining time (benchmarks on a quiet
-#                GPU, say); its output goes to $OUT/after.log.
+#                GPU, say); its output goes to $OUT/after.log. BESIDE and TAIL may still run then (pinned to other
+#                GPUs); AFTER_QUIET=1: the call first waits for both to end, so AFTER has the whole machine (one
+#                GPU: control runs BESIDE, then the bench in the same call once they have ended).
 #   PROBE=1      once the table step has finished, probes each family's chosen runs (scripts/probe_chosen.py:
 #                the seeds at the chosen rate, those whose checkpoint this lease made), for runs trained
 #                with probe=false.
@@ -292,20 +294,26 @@ if [[ -f $done && ${PROBE:-0} == 1 ]] && (( $(left) > 30 )); then
     --max-seconds $(( ($(left) - 20) / 3 )) $TABLE_OVERRIDES >> "$work/logs/probe.log" 2>&1
   echo "probe_chosen exit $?" >> "$work/logs/probe.log"
 fi
+tail_running() { [[ -f $work/tail.started && ! -f $work/tail.done ]]; }
+wait_for_beside_and_tail() {  # what they trained comes back in this call's bundle
+  while tail_running && (( $(left) > 5 )); do sleep 5; done
+  while [[ -f $done ]] && beside_running && (( $(left) > 5 )); do sleep 5; done
+  stop_mps
+}
+if [[ ${AFTER_QUIET:-0} == 1 ]]; then wait_for_beside_and_tail; fi
+quiet() { [[ ${AFTER_QUIET:-0} != 1 ]] || ! { tail_running || beside_running; }; }
 # the time AFTER had goes in its log: lease 27's was cut before its first row with ~60 s, and its log said only
 # "exit 124"
-if [[ -f $done && -n ${AFTER:-} ]] && (( $(left) > 10 )); then
+if [[ -f $done && -n ${AFTER:-} ]] && quiet && (( $(left) > 10 )); then
   echo "AFTER started with $(left) s of this call left" > "$out/after.log"
   timeout -k 15 "$(left)" bash -c "$AFTER" >> "$out/after.log" 2>&1
   echo "exit $?" >> "$out/after.log"
 elif [[ -n ${AFTER:-} ]]; then
-  echo "AFTER not started: $([[ -f $done ]] && echo "$(left) s of this call left" || echo "the table step still runs")" \
-    > "$out/after.log"
+  echo "AFTER not started: $(if [[ ! -f $done ]]; then echo "the table step still runs"; elif ! quiet; then
+    echo "BESIDE or TAIL still runs (AFTER_QUIET=1)"; else echo "$(left) s of this call left"; fi)" > "$out/after.log"
 fi
 # a TAIL or BESIDE still running: this call waits for it (what it trained comes back in this call's bundle)
-while [[ -f $work/tail.started && ! -f $work/tail.done ]] && (( $(left) > 5 )); do sleep 5; done
-while [[ -f $done ]] && beside_running && (( $(left) > 5 )); do sleep 5; done
-stop_mps
+wait_for_beside_and_tail
 
 # no checkpoints directory at all: a run caught mid-save has a .last.ckpt.tmp there, which '*.ckpt' let through
 # (lease 23's second call: 228 MB, and the device tool dropped the whole bundle)

@@ -111,7 +111,7 @@ def test_snapshot_tree_is_a_copy_a_detached_step_can_run_from(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == str(dest / "conf")
 
 
-def dry_run(tmp_path, seed_root=None, **env_more):
+def dry_run(tmp_path, seed_root=None, seconds: int = 60, **env_more):
     """The first call of a lease without a GPU: stubs for python3 (records its folder and arguments) and
     nvidia-smi, the session under SESSION_ROOT (seed_root(root) fills it first). Returns (the call, root,
     out, calls file)."""
@@ -130,7 +130,7 @@ def dry_run(tmp_path, seed_root=None, **env_more):
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "SESSION_ROOT": str(root), "LEASE": "100",
            "PER_GPU": "1", "DDP_CHECK": "0", "SEED_FROM": "", "SESSA_BENCH_GIT_COMMIT": "abc",
            "EXPERIMENTS": "table1_diffuse_mqar", "PYTHONPATH": "/orig", **env_more}
-    r = subprocess.run(["bash", str(SCRIPT), str(out), "60", "first"], cwd=SCRIPT.parent.parent, env=env,
+    r = subprocess.run(["bash", str(SCRIPT), str(out), str(seconds), "first"], cwd=SCRIPT.parent.parent, env=env,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     return r, root, out, calls
@@ -188,6 +188,20 @@ def test_before_and_after_logs_say_how_much_of_the_call_they_had(tmp_path):
     for name, ran in (("before", "ran-before"), ("after", "ran-after")):
         text = (out / f"{name}.log").read_text()
         assert re.match(rf"{name.upper()} started with \d+ s of this call left\n{ran}\nexit 0\n$", text), text
+
+
+def test_after_quiet_waits_for_beside_and_after_alone_does_not(tmp_path):
+    """AFTER_QUIET=1 (one GPU: control runs BESIDE, then the bench): AFTER starts only once BESIDE has ended, in
+    the same call. Without it AFTER runs as soon as the table step has finished, BESIDE still running (two
+    GPUs, each pinned), and the call still waits for BESIDE before it packs."""
+    for quiet in ("1", "0"):
+        done = tmp_path / f"beside-done-{quiet}"
+        beside = f"sleep 12; mkdir {done}"  # AFTER alone starts within ~5 s (the call's 5 s polls)
+        after = f'test -d {done} && echo "after saw beside done" || echo "after ran beside beside"'
+        _, _, out, _ = dry_run(tmp_path / quiet, seconds=90, BESIDE=beside, AFTER=after, AFTER_QUIET=quiet)
+        text = (out / "after.log").read_text()
+        assert ("after saw beside done" if quiet == "1" else "after ran beside beside") in text, text
+        assert done.is_dir()  # either way the call returned after BESIDE
 
 
 def test_an_mps_client_beside_keeps_the_daemon_until_it_ends_and_the_call_waits_for_it(tmp_path):
