@@ -20,10 +20,10 @@ fc = importlib.import_module("sessa_bench.models.kernels.feedback_chunked")  # t
 
 # --- the Triton feedback op, with the chunked PyTorch solve standing in for the kernels --------------------
 def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
-                 dense_blocks=False):
+                 dense_blocks=False, need_h=True):
     s, h, lse = fc._forward(f.float(), q_b.float(), k_b.float(), gamma.float(), chunk)
     W = torch.zeros(f.shape[0], -(-f.shape[1] // chunk), chunk, chunk)  # the stand-in needs no W
-    return s.to(f.dtype), lse, W, h
+    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0)
 
 
 def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
@@ -63,7 +63,8 @@ def test_feedback_op_opcheck(feedback_standin):
 
 
 def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
-    """The forward's settings (chunk .. dense_blocks) reach the backward kernels unchanged, in order."""
+    """The forward's settings (chunk .. dense_blocks) reach the backward kernels unchanged, in order; the
+    forward is asked for h (need_h) when a backward can follow, and not under no_grad."""
     seen = []
 
     def fwd(*args):
@@ -79,7 +80,11 @@ def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
     out = feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=32, strip_tile=32, strip_diag=True)
     out.sum().backward()
     settings = (16, None, None, 32, 32, True, False)
-    assert seen == [("fwd", settings), ("bwd", settings)]
+    assert seen == [("fwd", settings + (True,)), ("bwd", settings)]
+    seen.clear()
+    with torch.no_grad():
+        feedback_triton_op.feedback_op(*inputs, chunk=16)
+    assert seen == [("fwd", (16, None, None, None, None, False, False, False))]
 
 
 def test_feedback_op_rejects_bad_chunk():

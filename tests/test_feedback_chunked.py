@@ -314,6 +314,15 @@ def interpreted_errors() -> dict:
                 # 0 when s carries float32 digits (not all of it is a float16 number), 1 when it went through half
                 errors[prefix + "half-qk-" + name]["s_kept_float32"] = 1.0 - float(
                     out[0].dtype == torch.float32 and bool((out[0] != out[0].half().float()).any()))
+    # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h,
+    # in the wavefronts (two-level, strips read) and in the dense blocks
+    f, q, k, gamma = (x.half() if i < 3 else x.float() for i, x in enumerate(draw(2, 100, 8, "flat", seed=17)))
+    for name, option in (("wavefront", {"strip_diag": True}), ("dense", {"dense_blocks": True})):
+        settings = dict(block_rows=32, strip_tile=32, **option)
+        s, lse, W, h = ft.forward_kernels(f, q, k, gamma, 16, None, None, **settings)
+        s0, _, _, h0 = ft.forward_kernels(f, q, k, gamma, 16, None, None, need_h=False, **settings)
+        errors[f"no-h-{name}"] = {"s": float(not torch.equal(s, s0)), "h_empty": float(h0.numel() != 0),
+                                  "h_full": float(h.shape != s.shape)}
     # _block_inverse's products by _pair_product_kernel against its PyTorch products (the reference): blocks read
     # from a strided strip, chunks that are a power of 2 and not (padded), one chunk (no level at all)
     for n, C, dt in ((64, 16, torch.float32), (48, 16, torch.float16), (128, 32, torch.float16), (16, 16, torch.float32)):
@@ -380,6 +389,11 @@ def test_triton_strip_stays_inside_its_strip(interpreted):
 def test_triton_strip_diag_interpreted_float16(interpreted, case):
     for name, err in interpreted["strip-diag-half-" + case].items():
         assert err <= 3e-3, (case, name, err)
+
+
+@pytest.mark.parametrize("name", ["wavefront", "dense"])
+def test_triton_forward_without_backward_skips_h(interpreted, name):
+    assert interpreted[f"no-h-{name}"] == {"s": 0.0, "h_empty": 0.0, "h_full": 0.0}
 
 
 @pytest.mark.parametrize("case", ["n64-C16-float32", "n48-C16-float16", "n128-C32-float16", "n16-C16-float32"])

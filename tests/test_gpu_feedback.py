@@ -120,6 +120,17 @@ def test_pair_kernel_matches_the_pytorch_doubling(n, dtype, tol):
     assert rel(got, want.double()) <= tol, rel(got, want.double())
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["wavefront", "dense"])
+def test_forward_without_backward_is_the_same_s(dense):
+    """Under no_grad the op skips h (alpha s, only dgamma reads it): the same s bit for bit, at the bench's
+    shape with the mixer's default strips and with dense blocks."""
+    f, q, k, g = draw(4, 4096, 768, "peaked", torch.bfloat16, seed=10)
+    fn = lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True, dense_blocks=dense)  # noqa: E731
+    with_grad = fn(*(x.detach().requires_grad_() for x in (f, q, k, g))).detach()
+    with torch.no_grad():
+        assert torch.equal(fn(f, q, k, g), with_grad)
+
+
 def test_triton_strip_diag_repeatable_and_many_programs():
     """strip_diag at the bench's shape (B = 4, T = 4096, R = 1024, 128-tiles): bitwise repeatable (the
     wavefronts' waits still order every read) and within bf16 tolerance of the solve in the chunk's tiles."""

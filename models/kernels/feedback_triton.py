@@ -113,7 +113,7 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
                   AS, ASB, LDA,
                   BC: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
                   PV_LOWP: tl.constexpr, PV_PREC: tl.constexpr, WPREC: tl.constexpr, CROSS: tl.constexpr,
-                  STORE_LP: tl.constexpr, DIAG: tl.constexpr):
+                  STORE_LP: tl.constexpr, DIAG: tl.constexpr, STORE_H: tl.constexpr):
     # One launch solves the chunks C0, C0 + 1, ... (the grid sets how many): all NC chunks in the single-level
     # solve, one block of chunks in the two-level one. CROSS: X (B, XR, D, rows R0 .. R0 + XR - 1) holds, for
     # these rows, alpha s summed over the columns before chunk C0 (the strip product), to add to the
@@ -160,9 +160,9 @@ def _solve_kernel(Q, K, F, G, LSE, Wm, Am, S, H, SLP, X, R0, XR, FLAGS, COUNTER,
         tl.store(SLP + io, s_c.to(SLP.dtype.element_ty), mask=io_mask)
     tl.debug_barrier()  # every thread's part of s_c is stored before the flag goes up
     tl.atomic_xchg(FLAGS + (b * NC + c) * ND + d, 1, sem="release")
-    # h = alpha s for the backward (dgamma = u . h), off the critical path.
-    h = acc + tl.dot(tl.load(Am + offs), s_c, input_precision=WPREC)
-    tl.store(H + io, h, mask=io_mask)
+    if STORE_H:  # h = alpha s for the backward (dgamma = u . h), off the critical path; not without a backward
+        h = acc + tl.dot(tl.load(Am + offs), s_c, input_precision=WPREC)
+        tl.store(H + io, h, mask=io_mask)
 
 
 @triton.jit
@@ -460,7 +460,7 @@ def _pair_prec(x: torch.Tensor, cfg: _Config) -> str | None:
     return cfg.PV_PREC if triton_runs_on(x, True) else None
 
 
-def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
+def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool = True):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
     alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve; the strip runs through the block's own columns for
     alpha_bb. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f has it
@@ -471,7 +471,7 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
     B, T, D = f.shape
     s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)  # what the strip products read
     s = s_lp if f.dtype == q.dtype else torch.empty(B, T, D, dtype=torch.float32, device=f.device)
-    h = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
+    h = torch.empty((B, T, D) if need_h else (0,), dtype=torch.float32, device=f.device)
     rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=f.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
     for c0, m in _blocks(T, cfg, block_rows):
@@ -485,9 +485,9 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int):
             rhs_b.copy_(f[:, r0:r1])
         w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
         s_lp[:, r0:r1] = bmm_fp32(w, rhs_b, out=None if s is s_lp else s[:, r0:r1])
-        if r0:
+        if need_h and r0:
             baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
-        else:
+        elif need_h:
             bmm_fp32(a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
     return s, h
 
@@ -515,17 +515,17 @@ def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
     return u
 
 
-def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
-    """s and h = alpha s. block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
+def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, need_h: bool = True):
+    """s and h = alpha s (need_h False: an empty h, for a forward without a backward). block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
     order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product X with s[:bR] (cuBLAS) is read
     by a wavefront over the block's chunks, which adds the within-block part (CROSS) and writes s and h. With
     strip_diag the strip runs through the block's own columns (block 0 gets one too) and the wavefront reads
     its within-block alpha tiles from it (DIAG)."""
     if cfg.dense:
-        return _solve_dense(f, q, k, g, lse, W, cfg, block_rows)
+        return _solve_dense(f, q, k, g, lse, W, cfg, block_rows, need_h)
     B, T, D = f.shape
     s = torch.empty(B, T, D, dtype=torch.float32, device=f.device)
-    h = torch.empty_like(s)
+    h = torch.empty((B, T, D) if need_h else (0,), dtype=torch.float32, device=f.device)
     blocks = _blocks(T, cfg, block_rows)
     flags, counters, NC = _wavefront_state(B, T, cfg, len(blocks), f.device)
     s_lp = s  # the strip products read s in q's dtype (bf16 s tiles, as the wavefront's alpha @ s products)
@@ -537,14 +537,15 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None):
     for n, (c0, m) in enumerate(blocks):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         # the strip: alpha[r0:r1, :r0], with strip_diag through the block's own columns (c0 + m) * BC
-        strip = _strip(q, k, lse, r0, r1, 0, (c0 + m) * cfg.BC if diag else r0, scratch, cfg) if n or diag else h
-        x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0]) if n else h  # (B, r1 - r0, D)
+        strip = _strip(q, k, lse, r0, r1, 0, (c0 + m) * cfg.BC if diag else r0, scratch, cfg) if n or diag else s
+        x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0]) if n else s  # (B, r1 - r0, D); s: a pointer never read
         _solve_kernel[(m * B * cfg.ND,)](
-            q, k, f, g, lse, W, A, s, h, s_lp, x, r0, r1 - r0, flags, counters[n:], T, D, NC, cfg.ND, B, c0,
+            q, k, f, g, lse, W, A, s, h if need_h else s, s_lp, x, r0, r1 - r0, flags, counters[n:], T, D, NC,
+            cfg.ND, B, c0,
             1.0 / math.sqrt(D), strip, strip.stride(0), strip.stride(1),
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
-            DIAG=diag, num_warps=cfg.num_warps)
+            DIAG=diag, STORE_H=need_h, num_warps=cfg.num_warps)
     return s, h
 
 
@@ -612,16 +613,17 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
-                    dense_blocks: bool = False):
+                    dense_blocks: bool = False, need_h: bool = True):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
-    and h = alpha s (B, T, D), all float32 and contiguous. block_rows: see feedback_triton."""
+    and h = alpha s (B, T, D), all float32 and contiguous; need_h False (no backward will follow: inference,
+    prefill): h is empty and neither computed nor stored. block_rows: see feedback_triton."""
     check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
-    s, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows)  # s float32 (dense blocks: maybe f's dtype)
+    s, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows, need_h)  # s float32 (dense: maybe f's dtype)
     return s.to(f.dtype), lse, W, h
 
 

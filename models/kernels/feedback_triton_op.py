@@ -23,19 +23,22 @@ def kernels():
 @torch.library.custom_op("sessa_bench::feedback_triton_fwd", mutates_args=())
 def feedback_fwd(f: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, chunk: int, block_d: Optional[int],
                  num_warps: Optional[int], block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
-                 strip_diag: bool = False, dense_blocks: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(s, lse, W, h): the solve and what its backward needs (see feedback_triton.forward_kernels)."""
+                 strip_diag: bool = False, dense_blocks: bool = False,
+                 need_h: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(s, lse, W, h): the solve and what its backward needs (see feedback_triton.forward_kernels); need_h
+    False: h empty (no backward follows)."""
     return tuple(kernels()[0](f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,
-                              dense_blocks))
+                              dense_blocks, need_h))
 
 
 @feedback_fwd.register_fake
 def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
-      dense_blocks=False):
+      dense_blocks=False, need_h=True):
     B, T, D = f.shape
     f32 = torch.float32
     return (f.new_empty((B, T, D)), f.new_empty((B, T), dtype=f32),
-            f.new_empty((B, -(-T // chunk), chunk, chunk), dtype=f32), f.new_empty((B, T, D), dtype=f32))
+            f.new_empty((B, -(-T // chunk), chunk, chunk), dtype=f32),
+            f.new_empty((B, T, D) if need_h else (0,), dtype=f32))
 
 
 @torch.library.custom_op("sessa_bench::feedback_triton_bwd", mutates_args=())
@@ -56,7 +59,7 @@ def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=N
 
 
 def _setup(ctx, inputs, output):
-    f, q_b, k_b, gamma, *cfg = inputs  # cfg: chunk .. dense_blocks, as feedback_bwd takes them
+    f, q_b, k_b, gamma, *cfg, _need_h = inputs  # cfg: chunk .. dense_blocks, as feedback_bwd takes them
     s, lse, W, h = output
     ctx.save_for_backward(q_b, k_b, gamma, lse, W, s, h)
     ctx.cfg = tuple(cfg)
@@ -65,7 +68,7 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, ds, _dlse, _dW, _dh):
     q_b, k_b, gamma, lse, W, s, h = ctx.saved_tensors
     df, dq, dk, dgamma = feedback_bwd(ds, q_b, k_b, gamma, lse, W, s, h, *ctx.cfg)
-    return (df, dq, dk, dgamma) + (None,) * len(ctx.cfg)
+    return (df, dq, dk, dgamma) + (None,) * (len(ctx.cfg) + 1)  # no gradient for the settings and need_h
 
 
 feedback_fwd.register_autograd(_backward, setup_context=_setup)
@@ -79,5 +82,8 @@ def feedback_op(f, q_b, k_b, gamma, chunk: int = DEFAULT_CHUNK, block_d: Optiona
     check_chunk(chunk)
     check_block_rows(block_rows, chunk, dense_blocks)
     check_strip_tile(strip_tile)
+    # h (alpha s, for dgamma) only where a backward can follow: not under no_grad (inference, prefill) nor for
+    # inputs that need no gradient
+    need_h = torch.is_grad_enabled() and any(x.requires_grad for x in (f, q_b, k_b, gamma))
     return feedback_fwd(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, bool(strip_diag),
-                        bool(dense_blocks))[0]
+                        bool(dense_blocks), need_h)[0]
