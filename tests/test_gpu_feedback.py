@@ -103,7 +103,7 @@ def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dty
           inputs, tol)
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("n", [1024, 960])  # a block of 16 chunks, and one of 15 (padded to 16)
 def test_pair_kernel_matches_the_pytorch_doubling(n, dtype, tol):
     """The dense blocks' doubling by _pair_product_kernel against the same doubling through cuBLAS (the
