@@ -97,8 +97,8 @@ def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_rope_read_and_conv_kernels_compile_for_sm90(monkeypatch, dtype):
-    """RoPE at a Transformer head and Sessa's; the split read at Sessa's 768-wide head (8 warps) and a
-    64-wide grouped one; the fused conv forward and backward."""
+    """RoPE and the split read at a Transformer's 12 heads of 64 and Sessa's one 768-wide head (8 warps for
+    the read); the fused conv forward and backward."""
     def run():
         for H, d in ((12, 64), (1, 768)):
             x = torch.randn(2, 16, H, d).to(dtype)
