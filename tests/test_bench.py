@@ -223,6 +223,19 @@ def test_block_profile_keeps_the_asked_families():
     assert profiled(impls, ("sessa",)) == impls
     assert profiled(impls, ("transformer",)) == impls[2:]  # its blocks are the references
     assert profiled(impls + ["mamba2/torch"], ("mamba2", "transformer")) == [*impls[2:], "mamba2/torch"]
+    # --impls: the named blocks (in the preset's list or not) beside the references
+    assert profiled(impls, ("sessa",), ["sessa/triton2-r1024-t128-dense"]) == [
+        "sessa/triton2-r1024-t128-dense", "attention/sdpa", "attention/minimal"]
+    assert profiled(impls, ("mamba2",), ["sessa/triton"]) == []
+
+
+def test_block_profile_lengths_follow_the_preset_and_lengths():
+    from sessa_bench.bench.blocks import profile_lengths
+
+    assert profile_lengths(4096, None) == [4096]
+    assert profile_lengths([4096, 16384], None) == [4096, 16384]
+    assert profile_lengths([4096, 16384], [16384, 2048]) == [16384]
+    assert profile_lengths([4096, 16384], [2048]) == []
 
 
 def test_the_block_check_finds_a_wrong_solve_and_a_failing_one():

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from sessa_bench.bench.block_profile import profile_blocks
 from sessa_bench.bench.block_profile import section as block_profile_section
-from sessa_bench.bench.blocks import GRAPHED, bench_blocks, profiled
+from sessa_bench.bench.blocks import GRAPHED, bench_blocks, profile_lengths, profiled
 from sessa_bench.bench.decode_profile import profile_decoding
 from sessa_bench.bench.decode_profile import section as decode_profile_section
 from sessa_bench.bench.decoding import bench_decoding, with_batch_ratio
@@ -317,10 +317,11 @@ def main(argv=None):
         plot(rows, Path(args.out_dir) / f"{slug}.png",
              f"{slug}: gated block fwd+bwd, D={p['d_model']}, {dtype_name}, {p['tokens']} tokens/batch")
         bp = p.get("block_profile") or {}
-        if profiled(bp.get("impls", []), families):  # which kernels hold the time (issue 14): blocks at one T
+        which = profiled(bp.get("impls", []), families, args.impls)  # which kernels hold the time (issue 14)
+        for T in profile_lengths(bp.get("T", []), args.lengths) if which else []:
             profiles = profile_blocks(device, p["dtype"], p["d_model"], p["n_heads"], p["tokens"], p["mamba"],
-                                      bp["T"], profiled(bp["impls"], families), log=log)
-            sections[-1] += "\n" + block_profile_section(profiles, bp["T"], max(1, p["tokens"] // bp["T"]),
+                                      T, which, log=log)
+            sections[-1] += "\n" + block_profile_section(profiles, T, max(1, p["tokens"] // T),
                                                           device.type == "cuda")
             write(Path(args.out_dir), slug, sections, csv_rows)
 

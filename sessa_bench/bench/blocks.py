@@ -78,13 +78,23 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
     return {k: v for k, v in out.items() if k in REFERENCES or k.startswith(wanted)}
 
 
-def profiled(impls, families: tuple[str, ...]) -> list[str]:
+def profiled(impls, families: tuple[str, ...], only: list[str] | None = None) -> list[str]:
     """The preset's block-profile impls that `--families` asks for, with the references beside them; none when
-    it asks for no family in the list (lease 21's `--families mamba2` profiled Sessa's blocks)."""
+    it asks for no family in the list (lease 21's `--families mamba2` profiled Sessa's blocks). `only`
+    (`--impls`): the named blocks instead of the preset's, beside the references (lease 31 profiled seven
+    blocks where two were asked for)."""
+    if only:
+        impls = [*only, *(r for r in REFERENCES if r not in only)]
     wanted = tuple(PREFIX[f] for f in families)
     if not any(i.startswith(wanted) for i in impls):
         return []
     return [i for i in impls if i in REFERENCES or i.startswith(wanted)]
+
+
+def profile_lengths(T, lengths: list[int] | None) -> list[int]:
+    """The preset's block-profile T (one or a list), those of `--lengths` only when it is given."""
+    ts = [T] if isinstance(T, int) else list(T)
+    return [t for t in ts if lengths is None or t in lengths]
 
 
 def block_input(factory, d_model: int, batch: int, T: int, dtype, device, backward: bool):
