@@ -212,7 +212,8 @@ STRIP_DIAG = {
 
 # dense_blocks: each block inverted whole by block doubling (no wavefront), same fields as STRIP_DIAG. Blocks
 # of one chunk (no doubling), of 2, 3 (padded to 4) and 4 chunks, T shorter than one block, the last block and
-# chunk cut short by T, strip tiles other than the chunk, zero gains.
+# chunk cut short by T, strip tiles other than the chunk, zero gains; T a whole number of blocks (every block's
+# alpha and W_R at once, _diag_inverses), with blocks of 2 chunks and of 3 (padded), a tile wider than a block.
 DENSE_BLOCKS = {
     "T100-C16-R32": (2, 100, 8, 16, 32, None, "peaked", False),
     "T70-C16-R48-S32": (2, 70, 8, 16, 48, 32, "flat", False),
@@ -220,6 +221,8 @@ DENSE_BLOCKS = {
     "T150-C32-R128-S64": (1, 150, 8, 32, 128, 64, "flat", False),
     "T40-C16-R64-one-block": (2, 40, 8, 16, 64, None, "peaked", False),
     "T70-C16-R32-zero-gains": (2, 70, 8, 16, 32, None, "flat", True),
+    "T128-C16-R32-whole-blocks": (2, 128, 8, 16, 32, None, "peaked", False),
+    "T96-C16-R48-S128-whole-padded-blocks": (2, 96, 8, 16, 48, 128, "flat", False),
 }
 
 
@@ -314,6 +317,15 @@ def interpreted_errors() -> dict:
                 # 0 when s carries float32 digits (not all of it is a float16 number), 1 when it went through half
                 errors[prefix + "half-qk-" + name]["s_kept_float32"] = 1.0 - float(
                     out[0].dtype == torch.float32 and bool((out[0] != out[0].half().float()).any()))
+    # The blocks' own alpha and W_R all at once (T a whole number of blocks) against block by block: bit for bit
+    for T, R, tile in ((128, 32, None), (96, 48, 128)):
+        f, q, k, gamma = (x.half() if i < 3 else x.float() for i, x in enumerate(draw(2, T, 8, "peaked", seed=T)))
+        cfg = ft._Config(torch.float16, 8, 16, None, None, strip_tile=tile, dense_blocks=True)
+        lse, W, _ = ft._prep(q, k, gamma, cfg)
+        together, each = (fn(q, k, gamma, lse, W, cfg, R) for fn in (ft._diag_inverses, ft._diag_inverses_each))
+        errors[f"diag-inverses-T{T}-R{R}"] = {
+            "blocks": float(len(together) != T // R or len(each) != T // R),
+            "equal": float(not all(torch.equal(a, b) and torch.equal(w, v) for (a, w), (b, v) in zip(together, each)))}
     # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h,
     # in the wavefronts (two-level, strips read) and in the dense blocks
     f, q, k, gamma = (x.half() if i < 3 else x.float() for i, x in enumerate(draw(2, 100, 8, "flat", seed=17)))
@@ -389,6 +401,11 @@ def test_triton_strip_stays_inside_its_strip(interpreted):
 def test_triton_strip_diag_interpreted_float16(interpreted, case):
     for name, err in interpreted["strip-diag-half-" + case].items():
         assert err <= 3e-3, (case, name, err)
+
+
+@pytest.mark.parametrize("case", ["T128-R32", "T96-R48"])
+def test_triton_dense_blocks_all_at_once_equal_block_by_block(interpreted, case):
+    assert interpreted[f"diag-inverses-{case}"] == {"blocks": 0.0, "equal": 0.0}
 
 
 @pytest.mark.parametrize("name", ["wavefront", "dense"])

@@ -92,12 +92,13 @@ def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, 
 
 
 @pytest.mark.parametrize("B,T,D,chunk,block_rows", [(2, 1000, 768, 64, 256), (1, 2100, 384, 64, 1024),
-                                                    (2, 333, 96, 32, 64)])
+                                                    (2, 333, 96, 32, 64), (2, 1024, 768, 64, 256),
+                                                    (1, 2048, 384, 64, 1024)])
 @pytest.mark.parametrize("regime", ["peaked", "flat"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
 def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dtype, tol):
     """dense_blocks: each block inverted whole by block doubling, no wavefront (kernels/NOTES.md); the last
-    block and chunk cut short by T."""
+    block and chunk cut short by T, and T a whole number of blocks (every block's W_R in one doubling)."""
     inputs = draw(B, T, D, regime, dtype, seed=T + block_rows)
     check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=128, dense_blocks=True),
           inputs, tol)

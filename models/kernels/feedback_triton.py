@@ -460,10 +460,43 @@ def _pair_prec(x: torch.Tensor, cfg: _Config) -> str | None:
     return cfg.PV_PREC if triton_runs_on(x, True) else None
 
 
+def _diag_inverses_each(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
+    """[(a_bb, W_R)] of every block of _blocks, one block at a time: its own alpha (B, n, n) in q's dtype (a
+    strip of its rows and columns) and W_R = (I - diag(g) a_bb)^{-1} (_block_inverse)."""
+    B, T, D = q.shape
+    out = []
+    for c0, m in _blocks(T, cfg, block_rows):
+        r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        unit = max(cfg.TS, cfg.BC)
+        scratch = torch.empty(B * _ceil_to(r1 - r0, unit) * m * cfg.BC, dtype=q.dtype, device=q.device)
+        a_bb = _strip(q, k, lse, r0, r1, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
+        out.append((a_bb, _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))))
+    return out
+
+
+def _diag_inverses(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
+    """_diag_inverses_each's list, computed before the blocks' sequential loop (neither a_bb nor W_R depends on
+    s or u). When T is a whole number of blocks, all at once: (B, T, D) seen as B x blocks sequences of R rows
+    (each row's lse still that of its whole past), one strip launch for every block's own alpha and one doubling
+    for all their W_R, so the doubling's launches do not grow with T / R and each fills more of the GPU. The
+    same numbers bit for bit. Memory B T R for each of the two, linear in T as the strips'."""
+    B, T, D = q.shape
+    R = _block_len(T, cfg, block_rows)
+    nb = T // R
+    if nb < 2 or T % R:
+        return _diag_inverses_each(q, k, g, lse, W, cfg, block_rows)
+    C = cfg.BC
+    scratch = torch.empty(B * nb * _ceil_to(R, max(cfg.TS, C)) * R, dtype=q.dtype, device=q.device)
+    a = _strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, scratch, cfg)
+    w = _block_inverse(g.view(B * nb, R), a, W.view(B * nb, R // C, C, C), C, _pair_prec(q, cfg))
+    a, w = a.unflatten(0, (B, nb)), w.unflatten(0, (B, nb))
+    return [(a[:, i], w[:, i]) for i in range(nb)]
+
+
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool = True):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
-    alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve; the strip runs through the block's own columns for
-    alpha_bb. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f has it
+    alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from
+    _diag_inverses, before the blocks' loop. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f has it
     (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
     PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each
     block writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the
@@ -474,16 +507,14 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
     h = torch.empty((B, T, D) if need_h else (0,), dtype=torch.float32, device=f.device)
     rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=f.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
-    for c0, m in _blocks(T, cfg, block_rows):
+    for (c0, m), (a_bb, w) in zip(_blocks(T, cfg, block_rows), _diag_inverses(q, k, g, lse, W, cfg, block_rows)):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        strip = _strip(q, k, lse, r0, r1, 0, (c0 + m) * cfg.BC, scratch, cfg)
-        a_bb, rhs_b = strip[:, :, r0:r1], rhs[:, :r1 - r0]
+        rhs_b = rhs[:, :r1 - r0]
         if r0:
-            x = bmm_fp32(strip[:, :, :r0], s_lp[:, :r0])
+            x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])  # the columns before the block
             torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
         else:
             rhs_b.copy_(f[:, r0:r1])
-        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
         s_lp[:, r0:r1] = bmm_fp32(w, rhs_b, out=None if s is s_lp else s[:, r0:r1])
         if need_h and r0:
             baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
@@ -494,22 +525,22 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
 
 def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
     """_adjoint with each block inverted whole: blocks in reverse order, u_b = W_R^T (ds_b + Y_b), Y_b =
-    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R recomputed from the strip's diagonal block. As in
-    _solve_dense, each block's right-hand side and gamma u are written once, in q's dtype."""
+    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R recomputed (_diag_inverses). As in _solve_dense, each
+    block's right-hand side and gamma u are written once, in q's dtype."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
     rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=ds.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
-    for c0, m in _blocks(T, cfg, block_rows)[::-1]:
+    blocks = list(zip(_blocks(T, cfg, block_rows), _diag_inverses(q, k, g, lse, W, cfg, block_rows)))
+    for (c0, m), (_, w) in blocks[::-1]:
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        strip = _strip(q, k, lse, r0, T, r0, (c0 + m) * cfg.BC, scratch, cfg)  # rows from the block on, its columns
-        a_bb, rhs_b = strip[:, :r1 - r0, :r1 - r0], rhs[:, :r1 - r0]
-        if r1 < T:
-            torch.add(ds[:, r0:r1], bmm_fp32(strip[:, r1 - r0:, :r1 - r0].transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
+        rhs_b = rhs[:, :r1 - r0]
+        if r1 < T:  # the rows after the block, its columns
+            strip = _strip(q, k, lse, r1, T, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
+            torch.add(ds[:, r0:r1], bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
         else:
             rhs_b.copy_(ds[:, r0:r1])
-        w = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
         ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
         torch.mul(ub, g[:, r0:r1, None], out=v_lp[:, r0:r1])
     return u
