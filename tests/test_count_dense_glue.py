@@ -1,8 +1,8 @@
 """scripts/count_dense_glue.py: the bytes the feedback solve's PyTorch glue moves, on the meta device. Lease 28
 timed the dense-block solve's glue at ~1.85 ms of a T = 4096 block step; session 35 cut it to ~8 passes over a
-(B, T, D) float32 tensor in each direction at the shape below (the forward's was 27; session 36 to ~4), and the dq, dk strips
-that follow every adjoint (the default solve's too) to dk's zero fill alone (6 passes before). The bounds fail
-if a change brings the float32 temporaries back."""
+(B, T, D) float32 tensor in each direction at the shape below (the forward's was 27; session 36 to ~4), and the
+dq, dk strips that follow every adjoint (the default solve's too) to dk's zero fill alone (6 passes before). The
+bounds fail if a change brings the float32 temporaries back."""
 
 import sys
 from pathlib import Path

@@ -325,7 +325,8 @@ def interpreted_errors() -> dict:
         together, each = (fn(q, k, gamma, lse, W, cfg, R) for fn in (ft._diag_inverses, ft._diag_inverses_each))
         errors[f"diag-inverses-T{T}-R{R}"] = {
             "blocks": float(len(together) != T // R or len(each) != T // R),
-            "equal": float(not all(torch.equal(a, b) and torch.equal(w, v) for (a, w), (b, v) in zip(together, each)))}
+            "equal": float(not all(torch.equal(a, b) and torch.equal(w, v)
+                                   for (a, w), (b, v) in zip(together, each)))}
     # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h,
     # in the wavefronts (two-level, strips read) and in the dense blocks
     f, q, k, gamma = (x.half() if i < 3 else x.float() for i, x in enumerate(draw(2, 100, 8, "flat", seed=17)))
@@ -337,7 +338,8 @@ def interpreted_errors() -> dict:
                                   "h_full": float(h.shape != s.shape)}
     # _block_inverse's products by _pair_product_kernel against its PyTorch products (the reference): blocks read
     # from a strided strip, chunks that are a power of 2 and not (padded), one chunk (no level at all)
-    for n, C, dt in ((64, 16, torch.float32), (48, 16, torch.float16), (128, 32, torch.float16), (16, 16, torch.float32)):
+    for n, C, dt in ((64, 16, torch.float32), (48, 16, torch.float16), (128, 32, torch.float16),
+                     (16, 16, torch.float32)):
         gen = torch.Generator().manual_seed(n + C)
         a = torch.randn(2, n, n + 8, generator=gen).softmax(-1).tril(-1)[:, :, 3:3 + n].to(dt)
         gains = 0.99 * torch.tanh(3 * torch.randn(2, n, generator=gen))

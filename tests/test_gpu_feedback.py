@@ -126,7 +126,8 @@ def test_forward_without_backward_is_the_same_s(dense):
     """Under no_grad the op skips h (alpha s, only dgamma reads it): the same s bit for bit, at the bench's
     shape with the mixer's default strips and with dense blocks."""
     f, q, k, g = draw(4, 4096, 768, "peaked", torch.bfloat16, seed=10)
-    fn = lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True, dense_blocks=dense)  # noqa: E731
+    fn = lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True,  # noqa: E731
+                                    dense_blocks=dense)
     with_grad = fn(*(x.detach().requires_grad_() for x in (f, q, k, g))).detach()
     with torch.no_grad():
         assert torch.equal(fn(f, q, k, g), with_grad)

@@ -105,7 +105,8 @@ def test_rope_read_and_conv_kernels_compile_for_sm90(monkeypatch, dtype):
             cos, sin = torch.randn(16, d // 2), torch.randn(16, d // 2)
             rope_triton._launch(x, cos, sin, 1)
             L = 200
-            q, K, V = torch.randn(2, H, d).to(dtype), torch.randn(2, L, H, d).to(dtype), torch.randn(2, L, H, d).to(dtype)
+            q = torch.randn(2, H, d).to(dtype)
+            K, V = torch.randn(2, L, H, d).to(dtype), torch.randn(2, L, H, d).to(dtype)
             split_read_triton.split_read(q, K, V, torch.ones(L, dtype=torch.uint8))
         x, w, b = torch.randn(2, 40, 96).to(dtype), torch.randn(96, 4).to(dtype), torch.randn(96).to(dtype)
         causal_conv_triton.conv_silu_fwd(x, w, b)

@@ -495,12 +495,12 @@ def _diag_inverses(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
 
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool = True):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
-    alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from
-    _diag_inverses, before the blocks' loop. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f has it
-    (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
-    PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each
-    block writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the
-    products' float32 results straight into their rows of s, h (and u in the adjoint)."""
+    alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from _diag_inverses,
+    before the blocks' loop. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f
+    has it (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
+    PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each block
+    writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the products'
+    float32 results straight into their rows of s, h (and u in the adjoint)."""
     B, T, D = f.shape
     s_lp = torch.empty(B, T, D, dtype=q.dtype, device=f.device)  # what the strip products read
     s = s_lp if f.dtype == q.dtype else torch.empty(B, T, D, dtype=torch.float32, device=f.device)
@@ -547,11 +547,11 @@ def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
 
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, need_h: bool = True):
-    """s and h = alpha s (need_h False: an empty h, for a forward without a backward). block_rows None: one wavefront over all chunks. block_rows R: blocks of R rows in
-    order; for block b, alpha[bR:(b+1)R, :bR] is written once and its product X with s[:bR] (cuBLAS) is read
-    by a wavefront over the block's chunks, which adds the within-block part (CROSS) and writes s and h. With
-    strip_diag the strip runs through the block's own columns (block 0 gets one too) and the wavefront reads
-    its within-block alpha tiles from it (DIAG)."""
+    """s and h = alpha s (need_h False: an empty h, for a forward without a backward). block_rows None: one wavefront
+    over all chunks. block_rows R: blocks of R rows in order; for block b, alpha[bR:(b+1)R, :bR] is written once and
+    its product X with s[:bR] (cuBLAS) is read by a wavefront over the block's chunks, which adds the within-block
+    part (CROSS) and writes s and h. With strip_diag the strip runs through the block's own columns (block 0 gets
+    one too) and the wavefront reads its within-block alpha tiles from it (DIAG)."""
     if cfg.dense:
         return _solve_dense(f, q, k, g, lse, W, cfg, block_rows, need_h)
     B, T, D = f.shape
