@@ -393,6 +393,12 @@ def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
     return out[:, :r1 - r0]
 
 
+def _strip_buffer(B: int, rows: int, cols: int, cfg: _Config, q: torch.Tensor) -> torch.Tensor:
+    """Scratch for one _strip of `rows` x `cols` (rows rounded up to the strip tile, as _strip writes them), in
+    q's dtype, for a strip kept beyond the next one (the shared _scratch is rewritten by every strip)."""
+    return torch.empty(B * _ceil_to(rows, cfg.TS) * cols, dtype=q.dtype, device=q.device)
+
+
 def _ceil_to(n: int, m: int) -> int:
     return triton.cdiv(n, m) * m
 
@@ -467,8 +473,7 @@ def _diag_inverses_each(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
     out = []
     for c0, m in _blocks(T, cfg, block_rows):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        unit = max(cfg.TS, cfg.BC)
-        scratch = torch.empty(B * _ceil_to(r1 - r0, unit) * m * cfg.BC, dtype=q.dtype, device=q.device)
+        scratch = _strip_buffer(B, r1 - r0, m * cfg.BC, cfg, q)
         a_bb = _strip(q, k, lse, r0, r1, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
         out.append((a_bb, _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))))
     return out
@@ -486,7 +491,7 @@ def _diag_inverses(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
     if nb < 2 or T % R:
         return _diag_inverses_each(q, k, g, lse, W, cfg, block_rows)
     C = cfg.BC
-    scratch = torch.empty(B * nb * _ceil_to(R, max(cfg.TS, C)) * R, dtype=q.dtype, device=q.device)
+    scratch = _strip_buffer(B * nb, R, R, cfg, q)
     a = _strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, scratch, cfg)
     w = _block_inverse(g.view(B * nb, R), a, W.view(B * nb, R // C, C, C), C, _pair_prec(q, cfg))
     a, w = a.unflatten(0, (B, nb)), w.unflatten(0, (B, nb))
