@@ -226,6 +226,11 @@ DENSE_BLOCKS = {
 }
 
 
+def half_inputs(inputs) -> list:
+    """f, q_b, k_b in float16 (the interpreter cannot compute in bfloat16), gamma in float32."""
+    return [x.half() for x in inputs[:3]] + [inputs[3].float()]
+
+
 def against_dense(kernel, inputs, ds_seed: int, half: bool = False, f32_f: bool = False):
     """kernel's s and gradients (its inputs float32, or f, q_b, k_b float16 with `half`, f kept float32 with
     `f32_f` too) and their errors against the float64 dense solve of the same float64 inputs; in float32, an
@@ -233,7 +238,7 @@ def against_dense(kernel, inputs, ds_seed: int, half: bool = False, f32_f: bool 
     f = inputs[0]
     ds = torch.randn(*f.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(ds_seed))
     ref = run(feedback_dense, inputs, ds)
-    cast = [x.half() for x in inputs[:3]] + [inputs[3].float()] if half else [x.float() for x in inputs]
+    cast = half_inputs(inputs) if half else [x.float() for x in inputs]
     if f32_f:
         cast[0] = inputs[0].float()
     out = run(kernel, cast, ds)
@@ -319,7 +324,7 @@ def interpreted_errors() -> dict:
                     out[0].dtype == torch.float32 and bool((out[0] != out[0].half().float()).any()))
     # The blocks' own alpha and W_R all at once (T a whole number of blocks) against block by block: bit for bit
     for T, R, tile in ((128, 32, None), (96, 48, 128)):
-        f, q, k, gamma = (x.half() if i < 3 else x.float() for i, x in enumerate(draw(2, T, 8, "peaked", seed=T)))
+        f, q, k, gamma = half_inputs(draw(2, T, 8, "peaked", seed=T))
         cfg = ft._Config(torch.float16, 8, 16, None, None, strip_tile=tile, dense_blocks=True)
         lse, W, _ = ft._prep(q, k, gamma, cfg)
         together, each = (fn(q, k, gamma, lse, W, cfg, R) for fn in (ft._diag_inverses, ft._diag_inverses_each))
@@ -329,7 +334,7 @@ def interpreted_errors() -> dict:
                                    for (a, w), (b, v) in zip(together, each)))}
     # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h,
     # in the wavefronts (two-level, strips read) and in the dense blocks
-    f, q, k, gamma = (x.half() if i < 3 else x.float() for i, x in enumerate(draw(2, 100, 8, "flat", seed=17)))
+    f, q, k, gamma = half_inputs(draw(2, 100, 8, "flat", seed=17))
     for name, option in (("wavefront", {"strip_diag": True}), ("dense", {"dense_blocks": True})):
         settings = dict(block_rows=32, strip_tile=32, **option)
         s, lse, W, h = ft.forward_kernels(f, q, k, gamma, 16, None, None, **settings)
