@@ -116,9 +116,9 @@ def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16)
         for name, fn in swapped.items():
             setattr(ft, name, fn)
         with Traffic() as modes["forward (_solve_dense)"]:
-            ft._solve_dense(f, q, k, g, lse, W, cfg, R)
+            WR = ft._solve_dense(f, q, k, g, lse, W, cfg, R)[2]
         with Traffic() as modes["adjoint (_adjoint_dense)"]:
-            u = ft._adjoint_dense(ds, q, k, g, lse, W, cfg, R)
+            u = ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R)
         with Traffic() as modes["dq, dk (_qk_grads, either solve)"]:
             ft._qk_grads(q, k, u, u, g, lse, g, cfg)
     finally:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sessa_bench.models import mamba_ssm_ops
 from sessa_bench.models.backbone import Backbone
 from sessa_bench.models.config import ModelConfig
-from sessa_bench.models.kernels import feedback_triton_op
+from sessa_bench.models.kernels import block_len, feedback_triton_op
 from sessa_bench.models.kernels.feedback_dense import feedback_dense
 from sessa_bench.models.ssd import ssd_chunked
 
@@ -22,11 +22,13 @@ fc = importlib.import_module("sessa_bench.models.kernels.feedback_chunked")  # t
 def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
                  dense_blocks=False, need_h=True):
     s, h, lse = fc._forward(f.float(), q_b.float(), k_b.float(), gamma.float(), chunk)
-    W = torch.zeros(f.shape[0], -(-f.shape[1] // chunk), chunk, chunk)  # the stand-in needs no W
-    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0)
+    B, T, _ = f.shape
+    W = torch.zeros(B, -(-T // chunk), chunk, chunk)  # the stand-in needs neither W nor the blocks' W_R
+    WR = q_b.new_zeros((B, T, block_len(T, chunk, block_rows)) if dense_blocks and need_h else (0,))
+    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0), WR
 
 
-def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
+def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
                  strip_diag=False, dense_blocks=False):
     u, dq, dk, dg = fc._backward(ds.float(), q_b.float(), k_b.float(), gamma.float(), lse, s.float(), h, chunk)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dg), (s, q_b, k_b, gamma)))
@@ -60,19 +62,25 @@ def test_feedback_op_matches_dense_and_compiles(feedback_standin):
 def test_feedback_op_opcheck(feedback_standin):
     f, q, k, g = feedback_inputs(T=20)
     torch.library.opcheck(feedback_triton_op.feedback_fwd, (f, q, k, g, 16, None, None))
+    # the dense blocks' W_R: a fifth output of the fake's shape
+    torch.library.opcheck(feedback_triton_op.feedback_fwd, (f, q, k, g, 16, None, None, 16, None, False, True))
 
 
 def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
     """The forward's settings (chunk .. dense_blocks) reach the backward kernels unchanged, in order; the
-    forward is asked for h (need_h) when a backward can follow, and not under no_grad."""
-    seen = []
+    forward is asked for h (need_h) when a backward can follow, and not under no_grad; the dense blocks' W_R
+    the forward returned is the one the backward reads."""
+    seen, made = [], []
 
     def fwd(*args):
         seen.append(("fwd", args[4:]))
-        return _fwd_standin(*args)
+        out = _fwd_standin(*args)
+        made.append(out[-1])
+        return out
 
     def bwd(*args):
-        seen.append(("bwd", args[8:]))
+        seen.append(("bwd", args[9:]))
+        assert args[8].data_ptr() == made[-1].data_ptr()
         return _bwd_standin(*args)
 
     monkeypatch.setattr(feedback_triton_op, "kernels", lambda: (fwd, bwd))
@@ -85,6 +93,11 @@ def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
     with torch.no_grad():
         feedback_triton_op.feedback_op(*inputs, chunk=16)
     assert seen == [("fwd", (16, None, None, None, None, False, False, False))]
+    seen.clear()
+    feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=16, dense_blocks=True).sum().backward()
+    dense = (16, None, None, 16, None, False, True)
+    assert seen == [("fwd", dense + (True,)), ("bwd", dense)]
+    assert made[-1].shape == (2, 20, 16)
 
 
 def test_feedback_op_rejects_bad_chunk():

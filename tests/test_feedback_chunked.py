@@ -327,20 +327,27 @@ def interpreted_errors() -> dict:
         f, q, k, gamma = half_inputs(draw(2, T, 8, "peaked", seed=T))
         cfg = ft._Config(torch.float16, 8, 16, None, None, strip_tile=tile, dense_blocks=True)
         lse, W, _ = ft._prep(q, k, gamma, cfg)
-        together, each = (fn(q, k, gamma, lse, W, cfg, R) for fn in (ft._diag_inverses, ft._diag_inverses_each))
+        (alphas, WR), (alphas_each, WR_each) = (fn(q, k, gamma, lse, W, cfg, R)
+                                                for fn in (ft._diag_inverses, ft._diag_inverses_each))
         errors[f"diag-inverses-T{T}-R{R}"] = {
-            "blocks": float(len(together) != T // R or len(each) != T // R),
-            "equal": float(not all(torch.equal(a, b) and torch.equal(w, v)
-                                   for (a, w), (b, v) in zip(together, each)))}
-    # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h,
-    # in the wavefronts (two-level, strips read) and in the dense blocks
+            "blocks": float(len(alphas) != T // R or len(alphas_each) != T // R),
+            "equal": float(not (torch.equal(WR, WR_each) and all(map(torch.equal, alphas, alphas_each))))}
+    # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h
+    # (nor the dense blocks' W_R), in the wavefronts (two-level, strips read) and in the dense blocks. The dense
+    # backward reading the forward's W_R gives the gradients of one inverting again, bit for bit.
     f, q, k, gamma = half_inputs(draw(2, 100, 8, "flat", seed=17))
     for name, option in (("wavefront", {"strip_diag": True}), ("dense", {"dense_blocks": True})):
         settings = dict(block_rows=32, strip_tile=32, **option)
-        s, lse, W, h = ft.forward_kernels(f, q, k, gamma, 16, None, None, **settings)
-        s0, _, _, h0 = ft.forward_kernels(f, q, k, gamma, 16, None, None, need_h=False, **settings)
+        s, lse, W, h, WR = ft.forward_kernels(f, q, k, gamma, 16, None, None, **settings)
+        s0, _, _, h0, WR0 = ft.forward_kernels(f, q, k, gamma, 16, None, None, need_h=False, **settings)
         errors[f"no-h-{name}"] = {"s": float(not torch.equal(s, s0)), "h_empty": float(h0.numel() != 0),
-                                  "h_full": float(h.shape != s.shape)}
+                                  "h_full": float(h.shape != s.shape), "WR_empty": float(WR0.numel() != 0),
+                                  "WR": float(WR.shape != ((2, 100, 32) if name == "dense" else (0,)))}
+        if name == "dense":
+            ds = torch.randn_like(s)
+            kept, again = (ft.backward_kernels(ds, q, k, gamma, lse, W, s, h, x, 16, None, None, **settings)
+                           for x in (WR, WR[:0]))
+            errors["dense-kept-WR"] = {"grads": float(not all(map(torch.equal, kept, again)))}
     # _block_inverse's products by _pair_product_kernel against its PyTorch products (the reference): blocks read
     # from a strided strip, chunks that are a power of 2 and not (padded), one chunk (no level at all)
     for n, C, dt in ((64, 16, torch.float32), (48, 16, torch.float16), (128, 32, torch.float16),
@@ -357,7 +364,7 @@ def interpreted_errors() -> dict:
     # strip products keep float32, so the sums agree to float32 rounding (each rounded to float16 they did not).
     f, q, k, gamma = draw(2, 70, 8, "peaked", seed=13)
     q, k, gamma = q.half(), k.half(), gamma.float()
-    s, lse, _, _ = ft.forward_kernels(f.half(), q, k, gamma, 16, None, None)
+    s, lse, *_ = ft.forward_kernels(f.half(), q, k, gamma, 16, None, None)
     gen = torch.Generator().manual_seed(14)
     u, delta = torch.randn(2, 70, 8, generator=gen), torch.randn(2, 70, generator=gen)
     grads = []
@@ -417,7 +424,13 @@ def test_triton_dense_blocks_all_at_once_equal_block_by_block(interpreted, case)
 
 @pytest.mark.parametrize("name", ["wavefront", "dense"])
 def test_triton_forward_without_backward_skips_h(interpreted, name):
-    assert interpreted[f"no-h-{name}"] == {"s": 0.0, "h_empty": 0.0, "h_full": 0.0}
+    """need_h False: the same s, no h and no W_R; need_h True: h, and W_R only for the dense blocks."""
+    assert interpreted[f"no-h-{name}"] == {"s": 0.0, "h_empty": 0.0, "h_full": 0.0, "WR_empty": 0.0, "WR": 0.0}
+
+
+def test_triton_dense_backward_reads_the_forwards_block_inverses(interpreted):
+    """The dense blocks' backward on the forward's W_R gives the gradients of one that inverts the blocks again."""
+    assert interpreted["dense-kept-WR"] == {"grads": 0.0}
 
 
 @pytest.mark.parametrize("case", ["n64-C16-float32", "n48-C16-float16", "n128-C32-float16", "n16-C16-float32"])

@@ -70,9 +70,9 @@ def feedback_launches(monkeypatch, dtype, **settings) -> list:
         B, T, D = 1, 300, 128
         f, q, k = (torch.randn(B, T, D).to(dtype) for _ in range(3))
         g = 0.5 * torch.rand(B, T)
-        s, lse, W, h = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
+        s, lse, W, h, WR = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
         ft.forward_kernels(f, q, k, g, 64, None, None, need_h=False, **settings)  # inference: no h
-        ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, 64, None, None, **settings)
+        ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, WR, 64, None, None, **settings)
     monkeypatch.setattr(ft, "_pair_prec", lambda x, cfg: cfg.PV_PREC)  # the dense blocks' CUDA path on the CPU
     return recorded(monkeypatch, {ft: KERNELS}, run)
 

@@ -58,6 +58,13 @@ def triton_runs_on(x: torch.Tensor, triton_ok: bool | None = None) -> bool:
     return ok and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 
 
+def block_len(T: int, chunk: int, block_rows: int | None) -> int:
+    """Rows of the two-level solve's longest block (its first): a multiple of the chunk, T rounded up to the
+    chunk at most (one block of all T without block_rows)."""
+    chunks = -(-T // chunk)
+    return (chunks if block_rows is None else min(chunks, max(1, block_rows // chunk))) * chunk
+
+
 def check_block_rows(block_rows, chunk: int, dense_blocks: bool = False) -> None:
     if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
                                    or block_rows <= 0 or block_rows % chunk):

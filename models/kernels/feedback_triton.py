@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from ..bmm_fp32 import baddbmm_fp32, bmm_fp32
-from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile, triton_runs_on
+from . import DEFAULT_CHUNK, block_len, check_block_rows, check_chunk, check_strip_tile, triton_runs_on
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 
@@ -377,8 +377,7 @@ def _blocks(T, cfg: _Config, block_rows: int | None):
 
 def _block_len(T, cfg: _Config, block_rows: int | None) -> int:
     """Rows of _blocks' longest block (its first), a multiple of the chunk."""
-    NC = triton.cdiv(T, cfg.BC)
-    return (NC if block_rows is None else min(NC, max(1, block_rows // cfg.BC))) * cfg.BC
+    return block_len(T, cfg.BC, block_rows)
 
 
 def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
@@ -466,25 +465,28 @@ def _pair_prec(x: torch.Tensor, cfg: _Config) -> str | None:
     return cfg.PV_PREC if triton_runs_on(x, True) else None
 
 
-def _diag_inverses_each(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
-    """[(a_bb, W_R)] of every block of _blocks, one block at a time: its own alpha (B, n, n) in q's dtype (a
-    strip of its rows and columns) and W_R = (I - diag(g) a_bb)^{-1} (_block_inverse)."""
+def _diag_inverses_each(q, k, g, lse, W, cfg: _Config, block_rows: int):
+    """([a_bb], W_R) of the blocks of _blocks, one block at a time: each block's own alpha (B, n, n) in q's
+    dtype (a strip of its rows and columns), and W_R = (I - diag(g) a_bb)^{-1} (_block_inverse) of every block
+    in one (B, T, R) tensor in q's dtype: block b's in its rows, its first n columns (_block_w)."""
     B, T, D = q.shape
-    out = []
+    alphas, WR = [], q.new_zeros(B, T, _block_len(T, cfg, block_rows))
     for c0, m in _blocks(T, cfg, block_rows):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         scratch = _strip_buffer(B, r1 - r0, m * cfg.BC, cfg, q)
         a_bb = _strip(q, k, lse, r0, r1, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
-        out.append((a_bb, _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))))
-    return out
+        WR[:, r0:r1, :r1 - r0] = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
+        alphas.append(a_bb)
+    return alphas, WR
 
 
-def _diag_inverses(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
-    """_diag_inverses_each's list, computed before the blocks' sequential loop (neither a_bb nor W_R depends on
-    s or u). When T is a whole number of blocks, all at once: (B, T, D) seen as B x blocks sequences of R rows
-    (each row's lse still that of its whole past), one strip launch for every block's own alpha and one doubling
-    for all their W_R, so the doubling's launches do not grow with T / R and each fills more of the GPU. The
-    same numbers bit for bit. Memory B T R for each of the two, linear in T as the strips'."""
+def _diag_inverses(q, k, g, lse, W, cfg: _Config, block_rows: int):
+    """_diag_inverses_each's ([a_bb], W_R), computed before the blocks' sequential loop (neither a_bb nor W_R
+    depends on s or u). When T is a whole number of blocks, all at once: (B, T, D) seen as B x blocks sequences
+    of R rows (each row's lse still that of its whole past), one strip launch for every block's own alpha and one
+    doubling for all their W_R, so the doubling's launches do not grow with T / R and each fills more of the GPU;
+    W_R is then the doubling's own buffer (no copy where R / chunk is a power of 2). The same numbers bit for
+    bit. Memory B T R for each of the two, linear in T as the strips'."""
     B, T, D = q.shape
     R = _block_len(T, cfg, block_rows)
     nb = T // R
@@ -494,14 +496,19 @@ def _diag_inverses(q, k, g, lse, W, cfg: _Config, block_rows: int) -> list:
     scratch = _strip_buffer(B * nb, R, R, cfg, q)
     a = _strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, scratch, cfg)
     w = _block_inverse(g.view(B * nb, R), a, W.view(B * nb, R // C, C, C), C, _pair_prec(q, cfg))
-    a, w = a.unflatten(0, (B, nb)), w.unflatten(0, (B, nb))
-    return [(a[:, i], w[:, i]) for i in range(nb)]
+    a = a.unflatten(0, (B, nb))
+    return [a[:, i] for i in range(nb)], w.reshape(B, T, R)
+
+
+def _block_w(WR: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+    """Block [r0, r1)'s W_R (B, n, n), a view of _diag_inverses' (B, T, R) tensor."""
+    return WR[:, r0:r1, :r1 - r0]
 
 
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool = True):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
     alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from _diag_inverses,
-    before the blocks' loop. Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f
+    before the blocks' loop. Returns s, h and the blocks' W_R (B, T, R) for the backward (need_h False: empty). Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f
     has it (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
     PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each block
     writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the products'
@@ -512,9 +519,10 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
     h = torch.empty((B, T, D) if need_h else (0,), dtype=torch.float32, device=f.device)
     rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=f.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
-    for (c0, m), (a_bb, w) in zip(_blocks(T, cfg, block_rows), _diag_inverses(q, k, g, lse, W, cfg, block_rows)):
+    alphas, WR = _diag_inverses(q, k, g, lse, W, cfg, block_rows)
+    for (c0, m), a_bb in zip(_blocks(T, cfg, block_rows), alphas):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        rhs_b = rhs[:, :r1 - r0]
+        w, rhs_b = _block_w(WR, r0, r1), rhs[:, :r1 - r0]
         if r0:
             x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])  # the columns before the block
             torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
@@ -525,22 +533,23 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
             baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
         elif need_h:
             bmm_fp32(a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
-    return s, h
+    return s, h, WR if need_h else WR.new_empty(0)
 
 
-def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
+def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int):
     """_adjoint with each block inverted whole: blocks in reverse order, u_b = W_R^T (ds_b + Y_b), Y_b =
-    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R recomputed (_diag_inverses). As in _solve_dense, each
-    block's right-hand side and gamma u are written once, in q's dtype."""
+    alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R the forward's (_solve_dense), recomputed where WR is
+    empty. As in _solve_dense, each block's right-hand side and gamma u are written once, in q's dtype."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
     rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=ds.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
-    blocks = list(zip(_blocks(T, cfg, block_rows), _diag_inverses(q, k, g, lse, W, cfg, block_rows)))
-    for (c0, m), (_, w) in blocks[::-1]:
+    if not WR.numel():
+        WR = _diag_inverses(q, k, g, lse, W, cfg, block_rows)[1]
+    for c0, m in _blocks(T, cfg, block_rows)[::-1]:
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
-        rhs_b = rhs[:, :r1 - r0]
+        w, rhs_b = _block_w(WR, r0, r1), rhs[:, :r1 - r0]
         if r1 < T:  # the rows after the block, its columns
             strip = _strip(q, k, lse, r1, T, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
             torch.add(ds[:, r0:r1], bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
@@ -552,7 +561,8 @@ def _adjoint_dense(ds, q, k, g, lse, W, cfg: _Config, block_rows: int):
 
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, need_h: bool = True):
-    """s and h = alpha s (need_h False: an empty h, for a forward without a backward). block_rows None: one wavefront
+    """s, h = alpha s (need_h False: an empty h, for a forward without a backward) and what the dense blocks'
+    backward reads (_solve_dense's W_R; the wavefronts: empty). block_rows None: one wavefront
     over all chunks. block_rows R: blocks of R rows in order; for block b, alpha[bR:(b+1)R, :bR] is written once and
     its product X with s[:bR] (cuBLAS) is read by a wavefront over the block's chunks, which adds the within-block
     part (CROSS) and writes s and h. With strip_diag the strip runs through the block's own columns (block 0 gets
@@ -582,16 +592,16 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, n
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
             DIAG=diag, STORE_H=need_h, num_warps=cfg.num_warps)
-    return s, h
+    return s, h, q.new_empty(0)
 
 
-def _adjoint(ds, q, k, g, lse, W, cfg: _Config, block_rows: int | None = None):
+def _adjoint(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int | None = None):
     """u = M^{-T} ds. Two-level: blocks in reverse order; for block b, Y = alpha[(b+1)R:, bR:(b+1)R]^T
     (gamma u)[(b+1)R:] (one strip, cuBLAS), which the reverse wavefront inside the block adds to the rest
     (CROSS). With strip_diag the strip starts at the block's own rows (the last block gets one too) and the
     wavefront reads its within-block alpha tiles from it (DIAG)."""
     if cfg.dense:
-        return _adjoint_dense(ds, q, k, g, lse, W, cfg, block_rows)
+        return _adjoint_dense(ds, q, k, g, lse, W, WR, cfg, block_rows)
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
@@ -651,28 +661,31 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
                     dense_blocks: bool = False, need_h: bool = True):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
-    and h = alpha s (B, T, D), all float32 and contiguous; need_h False (no backward will follow: inference,
-    prefill): h is empty and neither computed nor stored. block_rows: see feedback_triton."""
+    and h = alpha s (B, T, D), all float32 and contiguous, and with dense_blocks every block's inverse W_R
+    (B, T, R) in q's dtype (else empty), which the backward would otherwise compute again; need_h False (no
+    backward will follow: inference, prefill): h and W_R are empty and h is not computed. block_rows: see
+    feedback_triton."""
     check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
-    s, h = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows, need_h)  # s float32 (dense: maybe f's dtype)
-    return s.to(f.dtype), lse, W, h
+    s, h, WR = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows, need_h)  # s fp32 (dense: maybe f's dtype)
+    return s.to(f.dtype), lse, W, h, WR
 
 
-def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, chunk: int, block_d: int | None, num_warps: int | None,
+def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk: int, block_d: int | None, num_warps: int | None,
                      block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
                      dense_blocks: bool = False):
-    """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma)."""
+    """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma); WR: forward_kernels' (empty:
+    the dense blocks invert again)."""
     check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
-    u = _adjoint(ds.contiguous(), q, k, g, lse, W, cfg, block_rows)
+    u = _adjoint(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows)
     dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
     dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dgamma), (s, q_b, k_b, gamma)))

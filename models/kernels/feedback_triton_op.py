@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import DEFAULT_CHUNK, check_block_rows, check_chunk, check_strip_tile
+from . import DEFAULT_CHUNK, block_len, check_block_rows, check_chunk, check_strip_tile
 from .feedback_chunked import check_inputs
 
 
@@ -24,9 +24,9 @@ def kernels():
 def feedback_fwd(f: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, chunk: int, block_d: Optional[int],
                  num_warps: Optional[int], block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
                  strip_diag: bool = False, dense_blocks: bool = False,
-                 need_h: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(s, lse, W, h): the solve and what its backward needs (see feedback_triton.forward_kernels); need_h
-    False: h empty (no backward follows)."""
+                 need_h: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(s, lse, W, h, WR): the solve and what its backward needs (see feedback_triton.forward_kernels); need_h
+    False: h and WR empty (no backward follows)."""
     return tuple(kernels()[0](f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,
                               dense_blocks, need_h))
 
@@ -35,24 +35,25 @@ def feedback_fwd(f: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, chunk: int,
 def _(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
       dense_blocks=False, need_h=True):
     B, T, D = f.shape
-    f32 = torch.float32
+    f32, dt = torch.float32, torch.promote_types(q_b.dtype, k_b.dtype)
     return (f.new_empty((B, T, D)), f.new_empty((B, T), dtype=f32),
             f.new_empty((B, -(-T // chunk), chunk, chunk), dtype=f32),
-            f.new_empty((B, T, D) if need_h else (0,), dtype=f32))
+            f.new_empty((B, T, D) if need_h else (0,), dtype=f32),
+            f.new_empty((B, T, block_len(T, chunk, block_rows)) if need_h and dense_blocks else (0,), dtype=dt))
 
 
 @torch.library.custom_op("sessa_bench::feedback_triton_bwd", mutates_args=())
 def feedback_bwd(ds: Tensor, q_b: Tensor, k_b: Tensor, gamma: Tensor, lse: Tensor, W: Tensor, s: Tensor,
-                 h: Tensor, chunk: int, block_d: Optional[int], num_warps: Optional[int],
+                 h: Tensor, WR: Tensor, chunk: int, block_d: Optional[int], num_warps: Optional[int],
                  block_rows: Optional[int] = None, strip_tile: Optional[int] = None,
                  strip_diag: bool = False, dense_blocks: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(df, dq_b, dk_b, dgamma)."""
-    return tuple(kernels()[1](ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows,
+    return tuple(kernels()[1](ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk, block_d, num_warps, block_rows,
                               strip_tile, strip_diag, dense_blocks))
 
 
 @feedback_bwd.register_fake
-def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
+def _(ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
       strip_diag=False, dense_blocks=False):
     return (s.new_empty(s.shape), q_b.new_empty(q_b.shape), k_b.new_empty(k_b.shape),
             gamma.new_empty(gamma.shape))
@@ -60,14 +61,14 @@ def _(ds, q_b, k_b, gamma, lse, W, s, h, chunk, block_d, num_warps, block_rows=N
 
 def _setup(ctx, inputs, output):
     f, q_b, k_b, gamma, *cfg, _need_h = inputs  # cfg: chunk .. dense_blocks, as feedback_bwd takes them
-    s, lse, W, h = output
-    ctx.save_for_backward(q_b, k_b, gamma, lse, W, s, h)
+    s, lse, W, h, WR = output
+    ctx.save_for_backward(q_b, k_b, gamma, lse, W, s, h, WR)
     ctx.cfg = tuple(cfg)
 
 
-def _backward(ctx, ds, _dlse, _dW, _dh):
-    q_b, k_b, gamma, lse, W, s, h = ctx.saved_tensors
-    df, dq, dk, dgamma = feedback_bwd(ds, q_b, k_b, gamma, lse, W, s, h, *ctx.cfg)
+def _backward(ctx, ds, _dlse, _dW, _dh, _dWR):
+    q_b, k_b, gamma, lse, W, s, h, WR = ctx.saved_tensors
+    df, dq, dk, dgamma = feedback_bwd(ds, q_b, k_b, gamma, lse, W, s, h, WR, *ctx.cfg)
     return (df, dq, dk, dgamma) + (None,) * (len(ctx.cfg) + 1)  # no gradient for the settings and need_h
 
 
