@@ -32,12 +32,15 @@ class SessaMixer(CausalAttention):
                  feedback_block_rows: int | None = kernels.DEFAULT_BLOCK_ROWS,
                  feedback_strip_tile: int | None = kernels.DEFAULT_STRIP_TILE,
                  feedback_strip_diag: bool = kernels.DEFAULT_STRIP_DIAG,
-                 feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool = False):
+                 feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool | None = None):
         # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is the single level),
         # None for the single level at every T; feedback_strip_tile: the tile of its strip kernels (None: the
         # chunk); feedback_strip_diag: its wavefronts read their alpha tiles from the strips; feedback_chunk:
         # the rows a wavefront step solves; feedback_dense_blocks: no wavefront, each block of feedback_block_rows
-        # inverted whole (kernels/NOTES.md). Speed knobs of impl='triton' only (the others ignore them).
+        # inverted whole (kernels/NOTES.md), None: kernels.DEFAULT_DENSE_BLOCKS where there are blocks (with
+        # feedback_block_rows None, wavefronts). Speed knobs of impl='triton' only (the others ignore them).
+        if feedback_dense_blocks is None:
+            feedback_dense_blocks = kernels.DEFAULT_DENSE_BLOCKS and feedback_block_rows is not None
         try:
             ok = 0.0 < float(gamma_max) < 1.0
         except (TypeError, ValueError):

@@ -28,8 +28,10 @@ def test_feedback_glue_stays_small_and_the_module_is_restored():
         # blocks of W and a_bb where they lie, scales N's rows as it loads them and writes W21 in place; with T a
         # whole number of blocks, one doubling serves them all (one zero fill, not one a block)
         assert not mode.calls["zeros_like"] and not mode.calls["clone"], dict(mode.calls)
-        levels = (R // 64).bit_length() - 1  # doublings from the 64-row chunks to a block of R rows
-        assert mode.calls["pair_product"] == 2 * levels and mode.calls["zeros"] == 1, dict(mode.calls)
+    levels = (R // 64).bit_length() - 1  # doublings from the 64-row chunks to a block of R rows
+    assert forward.calls["pair_product"] == 2 * levels and forward.calls["zeros"] == 1, dict(forward.calls)
+    # the adjoint reads the forward's W_R (session 38): no doubling, nor the strip of the blocks' own alpha
+    assert not adjoint.calls["pair_product"] and not adjoint.calls["zeros"], dict(adjoint.calls)
     assert forward.calls["baddbmm"] == T // R - 1  # h of every block after the first, through the epilogue
     assert adjoint.calls["bmm"] > 0 and not adjoint.calls["add_"]
     grads_glue = glue[list(modes)[2]]

@@ -227,7 +227,8 @@ def test_chunked_on_cuda(dtype, tol):
 
 
 MIXER_DEFAULT = {"block_rows": kernels.DEFAULT_BLOCK_ROWS, "strip_tile": kernels.DEFAULT_STRIP_TILE,
-                 "strip_diag": kernels.DEFAULT_STRIP_DIAG}  # what SessaMixer passes: the strips through the blocks
+                 "strip_diag": kernels.DEFAULT_STRIP_DIAG,
+                 "dense_blocks": kernels.DEFAULT_DENSE_BLOCKS}  # what SessaMixer passes: its blocks inverted whole
 
 
 @pytest.mark.parametrize("impl,knobs", [("triton", {}), ("triton", {"block_rows": 512}), ("triton", MIXER_DEFAULT),

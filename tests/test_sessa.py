@@ -282,16 +282,20 @@ def test_a_runs_backends_name_the_triton_solves_strip_settings(monkeypatch):
     lease 23; runs before it recorded plain `triton`, the chunk's tile): the solve stubbed, as on a GPU."""
     monkeypatch.setattr(kernels, "feedback", lambda f, *a, **kw: f)
     x = torch.randn(1, 6, 16, dtype=torch.float64)
-    for kw, want in (({}, "math+triton-t128d"),
-                     ({"feedback_strip_tile": None, "feedback_strip_diag": False}, "math+triton"),
-                     ({"feedback_strip_tile": 64}, "math+triton-t64d"),
-                     ({"feedback_strip_diag": False}, "math+triton-t128"),
-                     ({"feedback_chunk": 32}, "math+triton-t128d-c32"),
+    wave = {"feedback_dense_blocks": False}  # the wavefronts, the default until lease 33
+    for kw, want in (({}, "math+triton-t128-dense"),  # blocks inverted whole: no wavefront reads the strips (no d)
+                     ({"feedback_block_rows": None}, "math+triton-t128d"),  # no blocks to invert: wavefronts
+                     ({"feedback_chunk": 32}, "math+triton-t128-c32-dense"),
+                     (wave, "math+triton-t128d"),
+                     ({"feedback_strip_tile": None, "feedback_strip_diag": False, **wave}, "math+triton"),
+                     ({"feedback_strip_tile": 64, **wave}, "math+triton-t64d"),
+                     ({"feedback_strip_diag": False, **wave}, "math+triton-t128"),
+                     ({"feedback_chunk": 32, **wave}, "math+triton-t128d-c32"),
                      ({"feedback_strip_diag": False, "feedback_dense_blocks": True}, "math+triton-t128-dense")):
         m = SessaMixer(16, 2, backend="math", impl="triton", **kw).double()
         m(x)
         assert m.backend_used() == want, kw
-    assert (kernels.DEFAULT_STRIP_TILE, kernels.DEFAULT_STRIP_DIAG) == (128, True)
+    assert (kernels.DEFAULT_STRIP_TILE, kernels.DEFAULT_STRIP_DIAG, kernels.DEFAULT_DENSE_BLOCKS) == (128, True, True)
 
 
 def test_the_mixer_passes_its_chunk_to_the_solve_and_checks_it(monkeypatch):

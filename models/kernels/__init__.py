@@ -37,6 +37,13 @@ DEFAULT_BLOCK_ROWS = 1024
 # (SessaMixer.backend_used).
 DEFAULT_STRIP_TILE = 128
 DEFAULT_STRIP_DIAG = True
+# The Sessa mixer inverts each block of the two-level solve whole (dense_blocks, NOTES.md "Dense blocks") by
+# default since lease 33: graphed forward+backward over the minimal block against the wavefronts' t128d, in one
+# run each (results/bench/nvidia-h200-blocks-2026-12-03-kept-wr*.md): 1.34 / 1.29 / 1.44 / 1.59 / 2.07x against
+# 1.42 / 1.52 / 1.53 / 1.83 / 2.73x at T = 600 / 1024 / 2048 / 4096 / 16384, the same error, memory flat in T
+# (0.75 GiB against 0.69: W_R kept for the backward); eager 5 % faster to 13 % slower (launch-bound, two runs).
+# Where the mixer has no blocks (feedback_block_rows None) it walks wavefronts.
+DEFAULT_DENSE_BLOCKS = True
 STRIP_TILES = (16, 32, 64, 128)  # square tiles, powers of two (tl.arange)
 # The Triton solve's chunk C (rows a wavefront step solves; W_c is C x C): 64 by default. 128 was tried and
 # removed: no faster on the H200 (lease 25), and its float32 build did not finish in ~280 s (lease 26, NOTES.md).
@@ -76,8 +83,9 @@ def check_block_rows(block_rows, chunk: int, dense_blocks: bool = False) -> None
 def triton_label(strip_tile, strip_diag, chunk: int = DEFAULT_CHUNK, dense_blocks: bool = False) -> str:
     """The Triton solve as a run's `backends` records it: `triton`, then `-t<tile>` for a strip tile other than
     the chunk and `d` for the strip read (runs before these options recorded plain `triton`: the chunk's tile),
-    then `-c<chunk>` for a chunk other than the default and `-dense` for blocks inverted whole."""
-    return ("triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag else "")
+    then `-c<chunk>` for a chunk other than the default and `-dense` for blocks inverted whole (which read no
+    wavefront tiles: no `d` then, whatever strip_diag says)."""
+    return ("triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag and not dense_blocks else "")
             + (f"-c{chunk}" if chunk != DEFAULT_CHUNK else "") + ("-dense" if dense_blocks else ""))
 
 

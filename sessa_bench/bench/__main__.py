@@ -236,7 +236,7 @@ def main(argv=None):
     ap.add_argument("--lengths", nargs="+", type=int, metavar="T",
                     help="blocks part: time only these T (a short lease), and skip its largest-T search")
     ap.add_argument("--impls", nargs="+", metavar="NAME",
-                    help="blocks part: time only these blocks (e.g. sessa/triton2-r1024-t128d), beside the two "
+                    help="blocks part: time only these blocks (e.g. sessa/triton2-r1024-t128-dense), beside the two "
                          "attention references and sessa/dense (the reference of the err column)")
     ap.add_argument("--decode-variants", nargs="+", metavar="READ:eager|compiled[:M]",
                     help="decode part: time only these variants, in this order, instead of the preset's (READ as "
@@ -295,8 +295,9 @@ def main(argv=None):
             f"lines, sessa_bench/bench/minimal_attention.py); `_gib` = peak memory above inputs; "
             f"sessa/triton2 is the two-level solve at R = 512 rows, sessa/triton2-r<R> at other R, "
             f"sessa/triton2-r1024-t<S> its strip kernels in tiles of S (the others: the chunk's 64), `d`: its "
-            f"wavefronts reading each block's own alpha tiles from the strip (the mixer's default: r1024-t128d), "
-            f"`-dense`: each block inverted whole, no wavefront (models/kernels/NOTES.md)."
+            f"wavefronts reading each block's own alpha tiles from the strip (the mixer's default until lease 33: "
+            f"r1024-t128d), `-dense`: each block inverted whole, no wavefront (the mixer's default since: "
+            f"r1024-t128-dense; models/kernels/NOTES.md)."
             + (f" `_graph_`: the same step replayed from CUDA graphs (as `cuda_graphs=true` trains: eager's "
                f"kernels without the gaps between their launches; {', '.join(GRAPHED)}), `_graph_xmin` against "
                f"the graphed minimal block; `failed`: the capture failed (the log says why)."

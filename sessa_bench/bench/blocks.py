@@ -24,14 +24,15 @@ PREFIX = {"sessa": "sessa/", "transformer": "attention/", "mamba2": "mamba2/"}
 # R = 1024 with its strip kernels and lse pass in wgmma-sized tiles (sessa/triton2-r1024-t<S>, S = STRIP_TILE):
 # lease 17's profile had them at 135-190 TFLOP/s in the chunk's 64; with `d` its wavefronts also read each
 # block's own alpha tiles from the strip instead of computing them in every D tile (strip_diag: the logits of a
-# block's tile pairs once, not ND = 6 times). `d` at S = 128 is the mixer's default since lease 23; every other
-# Sessa row pins the chunk's tile without `d`, so each row's name says what it times, whatever the default.
+# block's tile pairs once, not ND = 6 times). `d` at S = 128 was the mixer's default from lease 23 to 33; every
+# other Sessa row pins the chunk's tile without `d`, and wavefronts, so each row's name says what it times,
+# whatever the default.
 STRIP_TILE = 128
 TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TILE}d")
 # The blocks of R = 1024 rows inverted whole (dense_blocks, kernels/NOTES.md "Dense blocks"): no
-# wavefront, its strips in the same 128-tiles; timed beside t128d, the default, until it wins or is dropped
+# wavefront, its strips in the same 128-tiles; the mixer's default since lease 33 (beside t128d, the one before)
 DENSE = f"sessa/triton2-r1024-t{STRIP_TILE}-dense"
-CHUNK_TILE = {"feedback_strip_tile": None, "feedback_strip_diag": False}
+CHUNK_WAVEFRONT = {"feedback_strip_tile": None, "feedback_strip_diag": False, "feedback_dense_blocks": False}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,
            DENSE)
 
@@ -53,12 +54,12 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
             continue
         # sessa/triton: the single-level solve at every T (the mixer's default is two-level above R = 1024 rows)
         out[f"sessa/{impl}"] = lambda impl=impl: SessaMixer(d_model, n_heads, backend="sdpa", impl=impl,
-                                                            feedback_block_rows=None, **CHUNK_TILE)
+                                                            feedback_block_rows=None, **CHUNK_WAVEFRONT)
         if impl == "triton":  # the two-level solve beside it (kernels/NOTES.md)
             for rows in (TWO_LEVEL_BLOCK_ROWS, *OTHER_BLOCK_ROWS):
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
-                                                         feedback_block_rows=rows, **CHUNK_TILE)
+                                                         feedback_block_rows=rows, **CHUNK_WAVEFRONT)
             for name, diag, dense in zip((*TILED, DENSE), (False, True, False), (False, False, True)):
                 out[name] = lambda diag=diag, dense=dense: SessaMixer(
                     d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
