@@ -43,6 +43,13 @@ from ..bmm_fp32 import baddbmm_fp32, bmm_fp32
 from . import DEFAULT_CHUNK, block_len, check_block_rows, check_chunk, check_strip_tile, triton_runs_on
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
+# Launch options of the three logit kernels over and above the _Config's warps (num_warps, num_stages; empty:
+# Triton's defaults), for scripts/sweep_feedback_launches.py, which times settings before any becomes a default.
+LAUNCH = {"prep": {}, "strip": {}, "dl": {}}
+
+
+def _launch(kernel: str, num_warps: int) -> dict:
+    return {"num_warps": num_warps, **LAUNCH[kernel]}
 
 
 @triton.jit
@@ -356,7 +363,7 @@ def _prep(q, k, g, cfg: _Config):
     A = torch.empty_like(W)
     _prep_kernel[(NC, B)](q, k, g, lse, W, A, T, D, NC, 1.0 / math.sqrt(D), BC=cfg.BC, BK=cfg.BK,
                           LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, PN=cfg.TS,
-                          num_warps=cfg.num_warps)
+                          **_launch("prep", cfg.num_warps))
     return lse, W, A
 
 
@@ -388,7 +395,7 @@ def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
     nr, nc = triton.cdiv(r1 - r0, TS), triton.cdiv(c1 - c0, TS)
     out = scratch[:B * nr * TS * (c1 - c0)].view(B, nr * TS, c1 - c0)
     _alpha_kernel[(nr, nc, B)](q, k, lse, out, T, D, r0, c0, c1 - c0, nr * TS, 1.0 / math.sqrt(D),
-                               BC=TS, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, num_warps=cfg.strip_warps)
+                               BC=TS, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, **_launch("strip", cfg.strip_warps))
     return out[:, :r1 - r0]
 
 
@@ -508,8 +515,9 @@ def _block_w(WR: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool = True):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
     alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from _diag_inverses,
-    before the blocks' loop. Returns s, h and the blocks' W_R (B, T, R) for the backward (need_h False: empty). Products in q's dtype with float32 sums; no wavefront. Returns s in q's dtype where f
-    has it (the float32 s would only be rounded to it by the caller) and h in float32. Lease 28 timed this path's
+    before the blocks' loop. Products in q's dtype with float32 sums; no wavefront. Returns s (in q's dtype where
+    f has it: the float32 s would only be rounded to it by the caller), h in float32 and the blocks' W_R (B, T, R)
+    for the backward (need_h False: h and W_R empty). Lease 28 timed this path's
     PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each block
     writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the products'
     float32 results straight into their rows of s, h (and u in the adjoint)."""
@@ -645,7 +653,7 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
         r1 = min(r0 + R, T)
         grid = (triton.cdiv(r1 - r0, BC), triton.cdiv(r1, BC), B)
         _dl_kernel[grid](q, k, u, s, g, lse, delta, dl, T, D, r0, T_pad, R, 1.0 / math.sqrt(D), BC=BC, BK=cfg.BK,
-                         DT=cfg.DT, PREC=cfg.PREC, num_warps=cfg.strip_warps)
+                         DT=cfg.DT, PREC=cfg.PREC, **_launch("dl", cfg.strip_warps))
         strip = dl[:, :r1 - r0, :r1]
         # fp32 products, as the wavefronts accumulate: rounded to bf16, dk's sum over strips carried one bf16
         # rounding per strip (the suspect of lease 17's graphed-vs-eager gradient gap of a Sessa step: 1.5e-3
