@@ -24,7 +24,8 @@ LAUNCH_KEY = {"prep (lse pass)": "prep", "strips (alpha)": "strip", "dl + dq, dk
 
 
 def kernels(B: int, T: int, D: int, R: int, device: str = "cuda"):
-    """name -> a function running that kernel (or kernels) once and returning what it wrote, and the _Config
+    """name -> a function running that kernel (or kernels) once, which with check=True also returns what it wrote
+    (the strips' reads are kept out of the timed runs: seven small reductions between the launches), and the _Config
     (device "cpu": under TRITON_INTERPRET=1, the CPU test's, in float16: the interpreter's dots lack bfloat16)."""
     gen = torch.Generator(device=device).manual_seed(0)
     dt = torch.bfloat16 if device == "cuda" else torch.float16
@@ -38,21 +39,22 @@ def kernels(B: int, T: int, D: int, R: int, device: str = "cuda"):
     nb = T // R
     own = ft._strip_buffer(B * nb, R, R, cfg, q)
 
-    def strips():
-        out = [ft._strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, own,
-                         cfg).float().sum()]  # the blocks' own alpha, all at once
+    def strips(check: bool = False):
+        read = (lambda x: x.float().sum()) if check else (lambda x: x)
+        out = [read(ft._strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, own,
+                              cfg))]  # the blocks' own alpha, all at once
         for c0, m in ft._blocks(T, cfg, R):
             r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
             if r0:  # forward: the block's rows, the columns before it
-                out.append(ft._strip(q, k, lse, r0, r1, 0, r0, scratch, cfg).float().sum())
+                out.append(read(ft._strip(q, k, lse, r0, r1, 0, r0, scratch, cfg)))
             if r1 < T:  # backward: the rows after the block, its columns
-                out.append(ft._strip(q, k, lse, r1, T, r0, r1, scratch, cfg).float().sum())
-        return torch.stack(out)
+                out.append(read(ft._strip(q, k, lse, r1, T, r0, r1, scratch, cfg)))
+        return torch.stack(out) if check else None
 
-    return {"prep (lse pass)": lambda: ft._prep(q, k, g, cfg)[0],
+    return {"prep (lse pass)": lambda check=False: ft._prep(q, k, g, cfg)[0],
             "strips (alpha)": strips,
-            "dl + dq, dk products": lambda: torch.cat([x.flatten() for x in ft._qk_grads(q, k, u, s, g, lse, delta,
-                                                                                          cfg)])}, cfg
+            "dl + dq, dk products": lambda check=False: torch.cat(
+                [x.flatten() for x in ft._qk_grads(q, k, u, s, g, lse, delta, cfg)])}, cfg
 
 
 def main(argv=None) -> None:
@@ -71,14 +73,14 @@ def main(argv=None) -> None:
     for name, fn in fns.items():
         ft.LAUNCH.update({k: dict(v) for k, v in saved.items()})
         cfg.BK = bk
-        ref = fn().float()
+        ref = fn(check=True).float()
         own = triton.testing.do_bench(fn, return_mode="median")
         cells = []
         for warps, stages, k_step in SETTINGS:
             ft.LAUNCH[LAUNCH_KEY[name]] = {"num_warps": warps, "num_stages": stages}
             cfg.BK = k_step
             try:
-                err = float((fn().float() - ref).abs().max() / ref.abs().max())
+                err = float((fn(check=True).float() - ref).abs().max() / ref.abs().max())
                 ms = triton.testing.do_bench(fn, return_mode="median")
                 cells.append(f"{ms:.3f}" + (f" (err {err:.0e})" if err > 1e-2 else ""))
             except Exception as e:  # e.g. out of shared memory: the setting does not fit
