@@ -32,9 +32,11 @@ TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TIL
 # The blocks of R = 1024 rows inverted whole (dense_blocks, kernels/NOTES.md "Dense blocks"): no
 # wavefront, its strips in the same 128-tiles; the mixer's default since lease 33 (beside t128d, the one before)
 DENSE = f"sessa/triton2-r1024-t{STRIP_TILE}-dense"
+# The same with dl taken from the alpha the solve holds (dl_from_alpha; NOTES.md), timed beside it until it wins
+DENSE_DLA = f"{DENSE}-dla"
 CHUNK_WAVEFRONT = {"feedback_strip_tile": None, "feedback_strip_diag": False, "feedback_dense_blocks": False}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,
-           DENSE)
+           DENSE, DENSE_DLA)
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
@@ -60,10 +62,12 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=rows, **CHUNK_WAVEFRONT)
-            for name, diag, dense in zip((*TILED, DENSE), (False, True, False), (False, False, True)):
-                out[name] = lambda diag=diag, dense=dense: SessaMixer(
+            for name, diag, dense, dla in zip((*TILED, DENSE, DENSE_DLA), (False, True, False, False),
+                                              (False, False, True, True), (False, False, False, True)):
+                out[name] = lambda diag=diag, dense=dense, dla=dla: SessaMixer(
                     d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
-                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag, feedback_dense_blocks=dense)
+                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag, feedback_dense_blocks=dense,
+                    feedback_dl_from_alpha=dla)
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
