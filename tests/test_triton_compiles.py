@@ -79,11 +79,12 @@ def feedback_launches(monkeypatch, dtype, **settings) -> list:
     return recorded(monkeypatch, {ft: KERNELS}, run)
 
 
-SETTINGS = {  # the mixer's default (two-level, 128-tiles, strips read by the wavefronts) and the bench's others
-    "default": dict(block_rows=128, strip_tile=128, strip_diag=True),
+SETTINGS = {  # the mixer's default (dense blocks, 128-tiles; since lease 33), the wavefronts' one before it (two-level,
+    # 128-tiles, strips read by the wavefronts) and the bench's others
+    "wavefronts-t128d": dict(block_rows=128, strip_tile=128, strip_diag=True),
     "single-level": dict(),
     "two-level-chunk-tiles": dict(block_rows=128),
-    "dense-blocks": dict(block_rows=128, strip_tile=128, dense_blocks=True),
+    "dense-blocks": dict(block_rows=128, strip_tile=128, strip_diag=True, dense_blocks=True),
     "dense-blocks-dla": dict(block_rows=128, strip_tile=128, dense_blocks=True, dl_from_alpha=True),
 }
 
