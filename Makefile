@@ -35,8 +35,11 @@ TEST_WORKERS ?= auto
 test: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## CPU test suite (GPU tests skipped), one worker per core
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
+# Several pytest processes share the GPU (correctness tests only, nothing is timed): lease 33 ran the suite as four
+# processes sharing one H200 and every test passed (results/bench/h200-run25-session.log). 0: one process.
+GPU_TEST_WORKERS ?= 4
 test-gpu: ## GPU tests only: fast paths against the PyTorch references (needs CUDA)
-	$(PYTHON) -m pytest -m gpu -rs
+	$(PYTHON) -m pytest -m gpu -rs -n $(GPU_TEST_WORKERS) --dist load
 
 demo: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/.installed) ## tiny Sessa vs Transformer vs Mamba2 on SymbolSoup (CPU) -> results/demo.md
 	$(PYTHON) -m sessa_bench.demo
