@@ -34,13 +34,14 @@ class SessaMixer(CausalAttention):
                  feedback_strip_diag: bool = kernels.DEFAULT_STRIP_DIAG,
                  feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool | None = None,
                  feedback_dl_from_alpha: bool = False):
-        # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is the single level),
-        # None for the single level at every T; feedback_strip_tile: the tile of its strip kernels (None: the
-        # chunk); feedback_strip_diag: its wavefronts read their alpha tiles from the strips; feedback_chunk:
-        # the rows a wavefront step solves; feedback_dense_blocks: no wavefront, each block of feedback_block_rows
-        # inverted whole (kernels/NOTES.md), None: kernels.DEFAULT_DENSE_BLOCKS where there are blocks (with
-        # feedback_block_rows None, wavefronts); feedback_dl_from_alpha: the dense blocks keep their own alpha and
-        # take dl from the alpha they hold (not yet timed). Speed knobs of impl='triton' only (the others ignore them).
+        # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is one block: the single
+        # level with wavefronts), None for the single-level wavefront at every T; feedback_strip_tile: the tile of
+        # its strip kernels (None: the chunk); feedback_strip_diag: its wavefronts read their alpha tiles from the
+        # strips; feedback_chunk: the rows a wavefront step solves; feedback_dense_blocks: no wavefront, each block
+        # of feedback_block_rows inverted whole (kernels/NOTES.md), None: kernels.DEFAULT_DENSE_BLOCKS where there
+        # are blocks (with feedback_block_rows None, wavefronts); feedback_dl_from_alpha: the dense blocks keep
+        # their own alpha and take dl from the alpha they hold (not yet timed). Speed knobs of impl='triton' only
+        # (the others ignore them).
         if feedback_dense_blocks is None:
             feedback_dense_blocks = kernels.DEFAULT_DENSE_BLOCKS and feedback_block_rows is not None
         try:
