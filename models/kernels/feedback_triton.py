@@ -511,14 +511,20 @@ def _pair_prec(x: torch.Tensor, cfg: _Config) -> str | None:
 def _diag_inverses_each(q, k, g, lse, W, cfg: _Config, block_rows: int):
     """(AB, W_R) of the blocks of _blocks, one block at a time, each a (B, T, R) tensor in q's dtype holding block
     b's (B, n, n) in its rows, its first n columns (_block_w): AB each block's own alpha (a strip of its rows and
-    columns), W_R = (I - diag(g) a_bb)^{-1} (_block_inverse)."""
+    columns), W_R = (I - diag(g) a_bb)^{-1} (_block_inverse). Entries past a block's own n columns are never read
+    and left unwritten. One block (T <= R: Table 1's lengths) is its own strip, already (B, T, R): no copy."""
     B, T, D = q.shape
-    AB, WR = (q.new_zeros(B, T, _block_len(T, cfg, block_rows)) for _ in range(2))
-    for c0, m in _blocks(T, cfg, block_rows):
+    blocks = _blocks(T, cfg, block_rows)
+    WR = q.new_empty(B, T, _block_len(T, cfg, block_rows))
+    AB = None if len(blocks) == 1 else torch.empty_like(WR)
+    for c0, m in blocks:
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
+        strip = _strip(q, k, lse, r0, r1, r0, (c0 + m) * cfg.BC, _strip_buffer(B, r1 - r0, m * cfg.BC, cfg, q), cfg)
+        if AB is None:
+            AB = strip
+        else:
+            _block_w(AB, r0, r1).copy_(strip[:, :, :r1 - r0])
         a_bb = _block_w(AB, r0, r1)
-        scratch = _strip_buffer(B, r1 - r0, m * cfg.BC, cfg, q)
-        a_bb.copy_(_strip(q, k, lse, r0, r1, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0])
         WR[:, r0:r1, :r1 - r0] = _block_inverse(g[:, r0:r1], a_bb, W[:, c0:c0 + m], cfg.BC, _pair_prec(q, cfg))
     return AB, WR
 
@@ -738,7 +744,8 @@ def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_war
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
     s, h, WR, AB = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows, need_h)  # s fp32 (dense: f's dtype)
-    return s.to(f.dtype), lse, W, h, WR, AB if dl_from_alpha else AB.new_empty(0)
+    # AB contiguous as the op declares it (one block's is its strip, whose rows the strip tile pads)
+    return s.to(f.dtype), lse, W, h, WR, AB.contiguous() if dl_from_alpha else AB.new_empty(0)
 
 
 def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, WR, AB, chunk: int, block_d: int | None,
