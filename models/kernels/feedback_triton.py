@@ -229,6 +229,15 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
 
 
 @triton.jit
+def _dl_tile(p, U, S, g, delta, rows, cols, T, D, scale, BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr,
+             PREC: tl.constexpr):
+    """dl = alpha (g (u s^T) - delta) / sqrt(D) of a (BC, BC) tile whose alpha is p (float32), g and delta its
+    rows'; U, S already offset to the batch. The tile of _dl_kernel and of _dl_alpha_kernel."""
+    dalpha = g[:, None] * _gram(U, S, rows, cols, T, D, BC, BC, BK, DT, PREC)
+    return p * (dalpha - delta[:, None]) * scale
+
+
+@triton.jit
 def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
                BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """One (BC, BC) tile of a strip of dl per program; BC here is the strip tile (_Config.TS), which need not
@@ -249,8 +258,8 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
         l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale
         past = (cols[None, :] < rows[:, None]) & (rows[:, None] < T)
         p = tl.where(past, tl.exp(l - lse[:, None]), 0.0)
-        dalpha = g[:, None] * _gram(U + base, S + base, rows, cols, T, D, BC, BC, BK, DT, PREC)
-        tl.store(out, (p * (dalpha - delta[:, None]) * scale).to(DL.dtype.element_ty))
+        dl = _dl_tile(p, U + base, S + base, g, delta, rows, cols, T, D, scale, BC, BK, DT, PREC)
+        tl.store(out, dl.to(DL.dtype.element_ty))
 
 
 @triton.jit
@@ -271,9 +280,8 @@ def _dl_alpha_kernel(A, U, S, G, DELTA, OUT, T, D, r0, c0, NR, NCOL, sab, sar, s
         g = tl.load(G + b * T + rows, mask=ri < NR, other=0.0)
         delta = tl.load(DELTA + b * T + rows, mask=ri < NR, other=0.0)
         a = tl.load(A + b * sab + ri[:, None] * sar + cj[None, :] * sac, mask=inside, other=0.0).to(tl.float32)
-        us = _gram(U + b * T * D, S + b * T * D, rows, c0 + cj, T, D, BC, BC, BK, DT, PREC)
-        tl.store(OUT + b * sob + ri[:, None] * sor + cj[None, :] * soc,
-                 (a * (g[:, None] * us - delta[:, None]) * scale).to(OUT.dtype.element_ty), mask=inside)
+        dl = _dl_tile(a, U + b * T * D, S + b * T * D, g, delta, rows, c0 + cj, T, D, scale, BC, BK, DT, PREC)
+        tl.store(OUT + b * sob + ri[:, None] * sor + cj[None, :] * soc, dl.to(OUT.dtype.element_ty), mask=inside)
 
 
 @triton.jit
