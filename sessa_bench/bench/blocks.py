@@ -35,6 +35,9 @@ DENSE = f"sessa/triton2-r1024-t{STRIP_TILE}-dense"
 # The same with dl taken from the alpha the solve holds (dl_from_alpha; NOTES.md), timed beside it until it wins
 DENSE_DLA = f"{DENSE}-dla"
 CHUNK_WAVEFRONT = {"feedback_strip_tile": None, "feedback_strip_diag": False, "feedback_dense_blocks": False}
+# The rows at R = 1024 in 128-tiles: what each sets beside the wavefronts without the strip read
+R1024_TILED = {TILED[0]: {}, TILED[1]: {"feedback_strip_diag": True}, DENSE: {"feedback_dense_blocks": True},
+               DENSE_DLA: {"feedback_dense_blocks": True, "feedback_dl_from_alpha": True}}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,
            DENSE, DENSE_DLA)
 
@@ -62,12 +65,11 @@ def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dic
                 name = "sessa/triton2" + ("" if rows == TWO_LEVEL_BLOCK_ROWS else f"-r{rows}")
                 out[name] = lambda rows=rows: SessaMixer(d_model, n_heads, backend="sdpa", impl="triton",
                                                          feedback_block_rows=rows, **CHUNK_WAVEFRONT)
-            for name, diag, dense, dla in zip((*TILED, DENSE, DENSE_DLA), (False, True, False, False),
-                                              (False, False, True, True), (False, False, False, True)):
-                out[name] = lambda diag=diag, dense=dense, dla=dla: SessaMixer(
+            for name, settings in R1024_TILED.items():
+                out[name] = lambda settings=settings: SessaMixer(
                     d_model, n_heads, backend="sdpa", impl="triton", feedback_block_rows=1024,
-                    feedback_strip_tile=STRIP_TILE, feedback_strip_diag=diag, feedback_dense_blocks=dense,
-                    feedback_dl_from_alpha=dla)
+                    feedback_strip_tile=STRIP_TILE, **{"feedback_strip_diag": False, "feedback_dense_blocks": False,
+                                                       **settings})
     for backend in ("math", "sdpa", "flash_attn"):
         if backend == "flash_attn" and not (cuda and _flash_attn_func() is not None):
             continue
