@@ -25,7 +25,8 @@ def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None,
     B, T, _ = f.shape
     W = torch.zeros(B, -(-T // chunk), chunk, chunk)  # the stand-in needs neither W nor the blocks' W_R
     WR = q_b.new_zeros((B, T, block_len(T, chunk, block_rows)) if dense_blocks and need_h else (0,))
-    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0), WR, torch.zeros_like(WR) if dl_from_alpha else WR.new_zeros(0)
+    AB = torch.zeros_like(WR) if dl_from_alpha else WR.new_zeros(0)  # the blocks' own alpha, as unread
+    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0), WR, AB
 
 
 def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, WR, AB, chunk, block_d, num_warps, block_rows=None, strip_tile=None,

@@ -430,7 +430,8 @@ def test_triton_dense_blocks_all_at_once_equal_block_by_block(interpreted, case)
 
 @pytest.mark.parametrize("name", ["wavefront", "dense"])
 def test_triton_forward_without_backward_skips_h(interpreted, name):
-    """need_h False: the same s, no h and no W_R; need_h True: h, and W_R only for the dense blocks."""
+    """need_h False: the same s, no h, W_R nor AB; need_h True: h, and W_R and AB (dl_from_alpha) only for the
+    dense blocks."""
     assert interpreted[f"no-h-{name}"] == {"s": 0.0, "h_empty": 0.0, "h_full": 0.0, "WR_empty": 0.0, "WR": 0.0}
 
 
