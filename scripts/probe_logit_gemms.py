@@ -1,0 +1,118 @@
+"""Where the dense feedback solve's logits and strip products could go faster, timed on a GPU before anything is
+built (models/kernels/NOTES.md, "Logits by cuBLAS?"): the Triton logit kernels of the forward (the lse pass
+`_prep_kernel`, alpha's strips `_alpha_kernel`) against cuBLAS computing the same logits q k^T in float32 (what
+a cuBLAS-plus-normalise path would start from), with one float32 read+write pass over those logits as the cost
+of the normalising kernel it would need; and the forward's strip products alpha s[:r0] (cuBLAS, one per block)
+against the same products split along their long inner dimension (split-K by hand: at B = 1 a (1024, 768)
+result is only ~24 of cuBLAS's output tiles for 132 SMs); and the whole op forward and backward (dense blocks)
+with those long products split so (`feedback_triton.SPLIT_K`: the forward's, the adjoint's and dq's). Each timed as a CUDA graph of its launches
+(triton.testing.do_bench_cudagraph), at the block bench's two shapes; TFLOP/s counts the multiply-adds done.
+
+    python scripts/probe_logit_gemms.py [--D 768] [--R 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import triton
+
+import sessa_bench.models.kernels.feedback_triton as ft
+from sessa_bench.models.bmm_fp32 import bmm_fp32
+
+
+def probe(B: int, T: int, D: int, R: int) -> list[tuple[str, float, float]]:
+    """(what, ms, TFLOP/s) rows at one shape."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    dt = torch.bfloat16
+    q, k, s = (torch.randn(B, T, D, device="cuda", generator=gen).to(dt) for _ in range(3))
+    g = 0.99 * torch.tanh(torch.randn(B, T, device="cuda", generator=gen))
+    cfg = ft._Config(dt, D, 64, None, None, strip_tile=128, strip_diag=True, dense_blocks=True)
+    lse, _, _ = ft._prep(q, k, g, cfg)
+    nb = T // R
+    scratch = ft._scratch(B, T, cfg, R, q.dtype, q.device)
+    own = ft._strip_buffer(B * nb, R, R, cfg, q)
+    past = [torch.empty(B, R, b * R, device="cuda", dtype=dt) for b in range(1, nb)]  # the forward's past strips
+    full = [torch.empty(B, R, (b + 1) * R, device="cuda") for b in range(nb)]  # float32 logits, a block's row
+    part = [torch.empty(B, R, b * R, device="cuda") for b in range(nb)]  # the same, the columns before the block
+    for b, x in enumerate(past, 1):
+        x.copy_(ft._strip(q, k, lse, b * R, (b + 1) * R, 0, b * R, scratch, cfg))
+    tri = B * T * T / 2 * 2 * D  # flops of one gram over the causal triangle
+
+    def strips():
+        ft._strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, own, cfg)
+        for b in range(1, nb):
+            ft._strip(q, k, lse, b * R, (b + 1) * R, 0, b * R, scratch, cfg)
+
+    def logits(with_own: bool):
+        def run():
+            for b in range(0 if with_own else 1, nb):
+                w = (b + 1 if with_own else b) * R
+                bmm_fp32(q[:, b * R:(b + 1) * R], k[:, :w].mT, out=(full if with_own else part)[b])
+        return run
+
+    def passes():
+        for x in full:
+            torch.exp(x, out=x)
+
+    xs = [torch.empty(B, R, D, device="cuda") for _ in past]
+
+    def products(split: int):
+        def run():
+            for b, a in enumerate(past, 1):
+                if split == 1:
+                    bmm_fp32(a, s[:, :b * R], out=xs[b - 1])
+                    continue
+                w = b * R // split
+                for i in range(B):  # (split, R, w) views of one batch element's strip, their sum
+                    parts = bmm_fp32(a[i].unflatten(1, (split, w)).transpose(0, 1), s[i, :b * R].view(split, w, D))
+                    torch.sum(parts, 0, out=xs[b - 1][i])
+        return run
+
+    own_flops = B * nb * R * R / 2 * 2 * D
+    past_flops = sum(B * R * b * R * 2 * D for b in range(1, nb))
+    rows = [("triton lse pass (_prep_kernel)", lambda: ft._prep(q, k, g, cfg), tri),
+            ("triton strips: own (all at once) + past", strips, own_flops + past_flops),
+            ("cublas fp32 logits: each block's whole row", logits(True), sum(B * R * (b + 1) * R * 2 * D
+                                                                               for b in range(nb))),
+            ("cublas fp32 logits: past only", logits(False), past_flops),
+            ("fp32 read+write pass over the whole rows", passes, 0.0)]
+    rows += [(f"strip products alpha s, split {k_}", products(k_), past_flops) for k_ in (1, 2, 4, 8)
+             if all((b * R) % k_ == 0 for b in range(1, nb))]
+    f = torch.randn(B, T, D, device="cuda", generator=gen).to(dt)
+    leaves = [x.detach().requires_grad_() for x in (f, q, k, g)]
+    grad = torch.randn(B, T, D, device="cuda", generator=gen).to(dt)
+
+    def op(split: int):
+        def run():
+            ft.SPLIT_K = split
+            s = ft.feedback_triton(*leaves, block_rows=R, strip_tile=128, dense_blocks=True)
+            torch.autograd.grad(s, leaves, grad)
+        return run
+    rows += [(f"whole op fwd+bwd (dense blocks), SPLIT_K {k_}", op(k_), 0.0) for k_ in (1, 2, 4, 8)]
+    out = []
+    for name, fn, flops in rows:
+        fn()
+        torch.cuda.synchronize()
+        ms = triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median")
+        out.append((name, ms, flops / ms / 1e9 if flops else float("nan")))
+    ft.SPLIT_K = 1
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--D", type=int, default=768)
+    ap.add_argument("--R", type=int, default=1024)
+    args = ap.parse_args(argv)
+    print(f"# {torch.cuda.get_device_name()}, D={args.D} R={args.R}, bf16; median ms of a CUDA graph "
+          "(triton.testing.do_bench_cudagraph)\n")
+    print("| B | T | what | ms | TFLOP/s |\n|---|---|---|---|---|")
+    for B, T in ((4, 4096), (1, 16384)):
+        for name, ms, tf in probe(B, T, args.D, args.R):
+            print(f"| {B} | {T} | {name} | {ms:.3f} | {tf:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
