@@ -4,9 +4,10 @@ built (models/kernels/NOTES.md, "Logits by cuBLAS?"): the Triton logit kernels o
 a cuBLAS-plus-normalise path would start from), with one float32 read+write pass over those logits as the cost
 of the normalising kernel it would need; and the forward's strip products alpha s[:r0] (cuBLAS, one per block)
 against the same products split along their long inner dimension (split-K by hand: at B = 1 a (1024, 768)
-result is only ~24 of cuBLAS's output tiles for 132 SMs); and the whole op forward and backward (dense blocks)
-with those long products split so (`feedback_triton.SPLIT_K`: the forward's, the adjoint's and dq's). Each timed as a CUDA graph of its launches
-(triton.testing.do_bench_cudagraph), at the block bench's two shapes; TFLOP/s counts the multiply-adds done.
+result is only ~24 of cuBLAS's output tiles for 132 SMs); and the whole op forward and backward (dense
+blocks) with those long products split so (`feedback_triton.SPLIT_K`: the forward's, the adjoint's and dq's).
+Each timed as a CUDA graph of its launches (triton.testing.do_bench_cudagraph), at the block bench's two
+shapes; TFLOP/s counts the multiply-adds done.
 
     python scripts/probe_logit_gemms.py [--D 768] [--R 1024]
 """
