@@ -42,19 +42,3 @@ def _out(out: torch.Tensor | None) -> dict:
 
 def _into(x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     return x if out is None else out.copy_(x)
-
-
-def bmm_fp32_split(a: torch.Tensor, b: torch.Tensor, splits: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """bmm_fp32 with the inner dimension K cut into `splits` equal parts, each batch element's parts multiplied as
-    one batch and then summed in float32: `splits` times cuBLAS's output tiles where (n, m) alone fills few of the
-    GPU's SMs (a long strip of alpha times s at batch 1: (1024, 768), K up to T). The same float32 sums in
-    another order. splits <= 1, or K not a multiple of it: bmm_fp32."""
-    B, n, K = a.shape
-    if splits <= 1 or K % splits:
-        return bmm_fp32(a, b, out)
-    w = K // splits
-    if out is None:
-        out = torch.empty(B, n, b.shape[2], dtype=torch.promote_types(a.dtype, torch.float32), device=a.device)
-    for i in range(B):  # (splits, n, w) views of one element's rows: a batch cuBLAS takes at a's strides
-        torch.sum(bmm_fp32(a[i].unflatten(1, (splits, w)).transpose(0, 1), b[i].view(splits, w, -1)), 0, out=out[i])
-    return out

@@ -2,11 +2,10 @@
 built (models/kernels/NOTES.md, "Logits by cuBLAS?"): the Triton logit kernels of the forward (the lse pass
 `_prep_kernel`, alpha's strips `_alpha_kernel`) against cuBLAS computing the same logits q k^T in float32 (what
 a cuBLAS-plus-normalise path would start from), with one float32 read+write pass over those logits as the cost
-of the normalising kernel it would need; and the forward's strip products alpha s[:r0] (cuBLAS, one per block)
-against the same products split along their long inner dimension (split-K by hand: at B = 1 a (1024, 768)
-result is only ~24 of cuBLAS's output tiles for 132 SMs); and the whole op forward and backward (dense
-blocks) with those long products split so (`feedback_triton.SPLIT_K`: the forward's, the adjoint's and dq's).
-Each timed as a CUDA graph of its launches (triton.testing.do_bench_cudagraph), at the block bench's two
+of the normalising kernel it would need; the forward's strip products alpha s[:r0] (cuBLAS, one per block);
+and the whole op forward and backward (dense blocks). Lease 37 ran it with those products also split along their
+long inner dimension by hand (split-K, commit 6415367: slower at every split, so removed;
+results/bench/nvidia-h200-logit-gemms-2026-12-03.md). Each timed as a CUDA graph of its launches (triton.testing.do_bench_cudagraph), at the block bench's two
 shapes; TFLOP/s counts the multiply-adds done.
 
     python scripts/probe_logit_gemms.py [--D 768] [--R 1024]
@@ -59,17 +58,9 @@ def probe(B: int, T: int, D: int, R: int) -> list[tuple[str, float, float]]:
 
     xs = [torch.empty(B, R, D, device="cuda") for _ in past]
 
-    def products(split: int):
-        def run():
-            for b, a in enumerate(past, 1):
-                if split == 1:
-                    bmm_fp32(a, s[:, :b * R], out=xs[b - 1])
-                    continue
-                w = b * R // split
-                for i in range(B):  # (split, R, w) views of one batch element's strip, their sum
-                    parts = bmm_fp32(a[i].unflatten(1, (split, w)).transpose(0, 1), s[i, :b * R].view(split, w, D))
-                    torch.sum(parts, 0, out=xs[b - 1][i])
-        return run
+    def products():
+        for b, a in enumerate(past, 1):
+            bmm_fp32(a, s[:, :b * R], out=xs[b - 1])
 
     own_flops = B * nb * R * R / 2 * 2 * D
     past_flops = sum(B * R * b * R * 2 * D for b in range(1, nb))
@@ -79,26 +70,21 @@ def probe(B: int, T: int, D: int, R: int) -> list[tuple[str, float, float]]:
                                                                                for b in range(nb))),
             ("cublas fp32 logits: past only", logits(False), past_flops),
             ("fp32 read+write pass over the whole rows", passes, 0.0)]
-    rows += [(f"strip products alpha s, split {k_}", products(k_), past_flops) for k_ in (1, 2, 4, 8)
-             if all((b * R) % k_ == 0 for b in range(1, nb))]
+    rows.append(("strip products alpha s", products, past_flops))
     f = torch.randn(B, T, D, device="cuda", generator=gen).to(dt)
     leaves = [x.detach().requires_grad_() for x in (f, q, k, g)]
     grad = torch.randn(B, T, D, device="cuda", generator=gen).to(dt)
 
-    def op(split: int):
-        def run():
-            ft.SPLIT_K = split
-            s = ft.feedback_triton(*leaves, block_rows=R, strip_tile=128, dense_blocks=True)
-            torch.autograd.grad(s, leaves, grad)
-        return run
-    rows += [(f"whole op fwd+bwd (dense blocks), SPLIT_K {k_}", op(k_), 0.0) for k_ in (1, 2, 4, 8)]
+    def op():
+        s = ft.feedback_triton(*leaves, block_rows=R, strip_tile=128, dense_blocks=True)
+        torch.autograd.grad(s, leaves, grad)
+    rows.append(("whole op fwd+bwd (dense blocks)", op, 0.0))
     out = []
     for name, fn, flops in rows:
         fn()
         torch.cuda.synchronize()
         ms = triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median")
         out.append((name, ms, flops / ms / 1e9 if flops else float("nan")))
-    ft.SPLIT_K = 1
     return out
 
 

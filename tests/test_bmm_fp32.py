@@ -1,10 +1,10 @@
-"""bmm_fp32, baddbmm_fp32 and bmm_fp32_split (models/bmm_fp32.py): half operands, float32 results, against
-float64 products of the same operands. On the CPU they take their fallbacks; on CUDA cuBLAS's out_dtype kernels (the gpu test)."""
+"""bmm_fp32 and baddbmm_fp32 (models/bmm_fp32.py): half operands, float32 results, against float64 products of the
+same operands. On the CPU they take their fallbacks; on CUDA cuBLAS's out_dtype kernels (the gpu test)."""
 
 import pytest
 import torch
 
-from sessa_bench.models.bmm_fp32 import baddbmm_fp32, bmm_fp32, bmm_fp32_split
+from sessa_bench.models.bmm_fp32 import baddbmm_fp32, bmm_fp32
 
 
 def operands(dtype, device):
@@ -50,24 +50,3 @@ def test_products_in_float32_cpu(dtype):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_products_in_float32_cuda(dtype):
     check(dtype, "cuda", 1e-4)
-
-
-@pytest.mark.parametrize("splits", [1, 2, 4, 3])
-@pytest.mark.parametrize("layout", ["rows", "transposed"])
-def test_split_products_are_the_products(splits, layout):
-    """bmm_fp32_split: a @ b in float32 with K cut into `splits` parts (3 does not divide K = 64: bmm_fp32's
-    result), a as stored or a transposed view (the adjoint's strip^T), written into a slice of rows and nowhere
-    else; float64 operands: the same sums up to rounding."""
-    gen = torch.Generator().manual_seed(1)
-    a = torch.randn(2, 9, 64, generator=gen, dtype=torch.float64)
-    b = torch.randn(2, 64, 5, generator=gen, dtype=torch.float64)
-    if layout == "transposed":
-        a = a.transpose(1, 2).contiguous().transpose(1, 2)
-    buf = torch.full((2, 14, 5), 7.0, dtype=torch.float64)
-    out = bmm_fp32_split(a, b, splits, out=buf[:, 3:12])
-    assert out.data_ptr() == buf[:, 3:12].data_ptr()
-    assert torch.allclose(buf[:, 3:12], a @ b, rtol=0, atol=1e-12)
-    assert bool((buf[:, :3] == 7).all() and (buf[:, 12:] == 7).all())
-    half = bmm_fp32_split(a.half(), b.half(), splits)
-    exact = a.half().double() @ b.half().double()
-    assert half.dtype == torch.float32 and torch.allclose(half.double(), exact, rtol=0, atol=1e-4)

@@ -39,16 +39,13 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ..bmm_fp32 import baddbmm_fp32, bmm_fp32, bmm_fp32_split
+from ..bmm_fp32 import baddbmm_fp32, bmm_fp32
 from . import DEFAULT_CHUNK, block_len, check_block_rows, check_chunk, check_strip_tile, triton_runs_on
 
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 # Launch options of the three logit kernels over and above the _Config's warps (num_warps, num_stages; empty:
 # Triton's defaults), for scripts/sweep_feedback_launches.py, which times settings before any becomes a default.
 LAUNCH = {"prep": {}, "strip": {}, "dl": {}}
-# The strips' long products (alpha s[:r0] in the forward, alpha^T (gamma u) in the adjoint, dl k in dq): their
-# inner dimension cut into this many parts (bmm_fp32_split), for scripts/probe_logit_gemms.py to time.
-SPLIT_K = 1
 
 
 def _launch(kernel: str, num_warps: int) -> dict:
@@ -584,7 +581,7 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         a_bb, w, rhs_b = _block_w(AB, r0, r1), _block_w(WR, r0, r1), rhs[:, :r1 - r0]
         if r0:
-            x = bmm_fp32_split(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0], SPLIT_K)  # cols before it
+            x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])  # the columns before the block
             torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
         else:
             rhs_b.copy_(f[:, r0:r1])
@@ -624,7 +621,7 @@ def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int, kept=
         w, rhs_b = _block_w(WR, r0, r1), rhs[:, :r1 - r0]
         if r1 < T:  # the rows after the block, its columns
             strip = _strip(q, k, lse, r1, T, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
-            torch.add(ds[:, r0:r1], bmm_fp32_split(strip.transpose(1, 2), v_lp[:, r1:], SPLIT_K), out=rhs_b)
+            torch.add(ds[:, r0:r1], bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
         else:
             rhs_b.copy_(ds[:, r0:r1])
         ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
@@ -735,7 +732,7 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
         # at T = 2048, four strips; 1e-7 at T = 600, one strip). Written in place by the products (dk's sum by
         # cuBLAS's epilogue): the same float32 sums without a float32 temporary and its copy or add, ~0.18 GB less
         # traffic a T = 4096 block step at batch 4 (scripts/count_dense_glue.py)
-        bmm_fp32_split(strip, k[:, :r1], SPLIT_K, out=dq[:, r0:r1])
+        bmm_fp32(strip, k[:, :r1], out=dq[:, r0:r1])
         baddbmm_fp32(dk[:, :r1], strip.transpose(1, 2), q[:, r0:r1], out=dk[:, :r1])
     return dq, dk
 
