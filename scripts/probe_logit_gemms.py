@@ -1,12 +1,13 @@
 """Where the dense feedback solve's logits and strip products could go faster, timed on a GPU before anything is
-built (models/kernels/NOTES.md, "Logits by cuBLAS?"): the Triton logit kernels of the forward (the lse pass
-`_prep_kernel`, alpha's strips `_alpha_kernel`) against cuBLAS computing the same logits q k^T in float32 (what
-a cuBLAS-plus-normalise path would start from), with one float32 read+write pass over those logits as the cost
-of the normalising kernel it would need; the forward's strip products alpha s[:r0] (cuBLAS, one per block);
-and the whole op forward and backward (dense blocks). Lease 37 ran it with those products also split along their
-long inner dimension by hand (split-K, commit 6415367: slower at every split, so removed;
-results/bench/nvidia-h200-logit-gemms-2026-12-03.md). Each timed as a CUDA graph of its launches (triton.testing.do_bench_cudagraph), at the block bench's two
-shapes; TFLOP/s counts the multiply-adds done.
+built (models/kernels/NOTES.md, "Which logit pass is slow"): the Triton logit kernels of the forward (the lse
+pass `_prep`, in pieces of 2 to 64 strip tiles: `LSE_PIECE`; alpha's strips `_alpha_kernel`) against cuBLAS
+computing the same logits q k^T in float32 (what a cuBLAS-plus-normalise path would start from), with one
+float32 read+write pass over those logits as the cost of the normalising kernel it would need; the forward's
+strip products alpha s[:r0] (cuBLAS, one per block); and the whole op forward and backward (dense blocks).
+Lease 37 ran it with those products also split along their long inner dimension by hand (split-K, commit
+6415367: slower at every split, so removed; results/bench/nvidia-h200-logit-gemms-2026-12-03.md). Each timed
+as a CUDA graph of its launches (triton.testing.do_bench_cudagraph), at the block bench's two shapes; TFLOP/s
+counts the multiply-adds done.
 
     python scripts/probe_logit_gemms.py [--D 768] [--R 1024]
 """
@@ -39,6 +40,7 @@ def probe(B: int, T: int, D: int, R: int) -> list[tuple[str, float, float]]:
     for b, x in enumerate(past, 1):
         x.copy_(ft._strip(q, k, lse, b * R, (b + 1) * R, 0, b * R, scratch, cfg))
     tri = B * T * T / 2 * 2 * D  # flops of one gram over the causal triangle
+    piece = ft.LSE_PIECE
 
     def strips():
         ft._strip(q.view(B * nb, R, D), k.view(B * nb, R, D), lse.view(B * nb, R), 0, R, 0, R, own, cfg)
@@ -64,7 +66,13 @@ def probe(B: int, T: int, D: int, R: int) -> list[tuple[str, float, float]]:
 
     own_flops = B * nb * R * R / 2 * 2 * D
     past_flops = sum(B * R * b * R * 2 * D for b in range(1, nb))
-    rows = [("triton lse pass (_prep_kernel)", lambda: ft._prep(q, k, g, cfg), tri),
+    def prep(piece: int):
+        def run():
+            ft.LSE_PIECE = piece
+            ft._prep(q, k, g, cfg)
+        return run
+    rows = [(f"triton lse pass (_prep: pieces of {p_} tiles)", prep(p_), tri) for p_ in (2, 4, 8, 64)]
+    rows += [
             ("triton strips: own (all at once) + past", strips, own_flops + past_flops),
             ("cublas fp32 logits: each block's whole row", logits(True), sum(B * R * (b + 1) * R * 2 * D
                                                                                for b in range(nb))),
@@ -85,6 +93,7 @@ def probe(B: int, T: int, D: int, R: int) -> list[tuple[str, float, float]]:
         torch.cuda.synchronize()
         ms = triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median")
         out.append((name, ms, flops / ms / 1e9 if flops else float("nan")))
+    ft.LSE_PIECE = piece
     return out
 
 

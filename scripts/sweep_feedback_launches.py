@@ -22,7 +22,7 @@ import sessa_bench.models.kernels.feedback_triton as ft
 # (num_warps, num_stages, BK); the solve's own launch: the _Config's warps (4 for the lse pass, 8 for the
 # 128-tiles of the strips and dl), Triton's default stages, BK = 64
 SETTINGS = [(4, 2, 64), (4, 3, 64), (4, 4, 64), (8, 2, 64), (8, 3, 64), (8, 4, 64), (8, 2, 128), (8, 3, 128)]
-LAUNCH_KEY = {"prep (lse pass)": "prep", "strips (alpha)": "strip", "dl + dq, dk products": "dl",
+LAUNCH_KEY = {"prep (lse pass)": "lse", "strips (alpha)": "strip", "dl + dq, dk products": "dl",
               "dense backward, dl from alpha": "dl"}  # ft.LAUNCH's
 
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sessa_bench.models import kernels
@@ -265,6 +266,34 @@ def strip_in_place(ft) -> dict:
     return {"alpha": rel(got, alpha), "wrote_past": float(not scratch[used:].isnan().all())}
 
 
+# The lse pass in pieces (_lse_part_kernel, combined by _prep_kernel): name -> (T, chunk, strip_tile, LSE_PIECE,
+# LSE_PIECES). One piece a row tile; one tile a piece; pieces capped (longer pieces than LSE_PIECE); a cap that
+# does not divide the tiles (the kernels' piece, cdiv(tiles, pieces), below LSE_PIECE); more than the 16 pieces
+# _prep_kernel reads at once; T not a multiple of the tile or the chunk.
+LSE_PIECES = {"T90-C16-S32-one-piece": (90, 16, 32, 4, 32), "T90-C16-S32-one-tile": (90, 16, 32, 1, 32),
+              "T90-C16-S32-capped": (90, 16, 32, 1, 2), "T200-C16-S16-capped": (200, 16, 16, 1, 4),
+              "T144-C16-S16-uneven": (144, 16, 16, 4, 32), "T300-C32-S16-many": (300, 32, 16, 1, 32)}
+
+
+def lse_pieces(ft) -> dict:
+    """_prep's lse and each chunk's alpha_cc against the float64 softmax, for every LSE_PIECES case (row 0 has
+    no past: its lse is any finite number, its alpha row 0)."""
+    errors, saved = {}, (ft.LSE_PIECE, ft.LSE_PIECES)
+    for name, (T, chunk, tile, piece, pieces) in LSE_PIECES.items():
+        ft.LSE_PIECE, ft.LSE_PIECES = piece, pieces
+        _, q, k, gamma = (x.float() for x in draw(2, T, 8, "flat", seed=T + tile))
+        lse, _, A = ft._prep(q, k, gamma, ft._Config(torch.float32, 8, chunk, None, None, strip_tile=tile))
+        logits = (q.double() @ k.double().transpose(1, 2)) / 8 ** 0.5
+        logits = logits.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
+        n = A.shape[1] * chunk
+        alpha = F.pad(torch.nan_to_num(logits.softmax(-1)), (0, n - T, 0, n - T))
+        blocks = torch.stack([alpha[:, c:c + chunk, c:c + chunk] for c in range(0, n, chunk)], 1)
+        errors["lse-pieces-" + name] = {"lse": rel(lse[:, 1:], logits.logsumexp(-1)[:, 1:]),
+                                        "alpha_cc": rel(A, blocks), "finite": float(not lse.isfinite().all())}
+    ft.LSE_PIECE, ft.LSE_PIECES = saved
+    return errors
+
+
 def interpreted_errors() -> dict:
     """Run in the child: the Triton kernels in float32 against the dense float64 reference."""
     patch_interpreter()
@@ -280,6 +309,7 @@ def interpreted_errors() -> dict:
         errors[name] = {n: rel(a, b) if a.dtype == torch.float32 else float("inf") for n, a, b in zip(NAMES, out, ref)}
     ft.STRIP_ELEMS = 1 << 25
     errors["strip-in-place"] = strip_in_place(ft)
+    errors.update(lse_pieces(ft))
     for name, (B, T, D, chunk, block_d, regime, block_rows, zero_gamma) in TWO_LEVEL.items():
         f, q, k, gamma = draw(B, T, D, regime, seed=T * D + block_rows)
         if zero_gamma:
@@ -409,6 +439,12 @@ def test_triton_two_level_variants_interpreted_float32(interpreted, case):
     assert set(NAMES) <= set(errors)
     for name, err in errors.items():
         assert err <= 1e-4, (case, name, err)
+
+
+@pytest.mark.parametrize("case", list(LSE_PIECES))
+def test_triton_lse_in_pieces_is_the_logsumexp(interpreted, case):
+    for name, err in interpreted["lse-pieces-" + case].items():
+        assert err <= 1e-6, (case, name, err)
 
 
 def test_triton_strip_stays_inside_its_strip(interpreted):

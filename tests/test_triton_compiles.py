@@ -17,8 +17,8 @@ from triton.compiler import ASTSource  # noqa: E402
 from sessa_bench.models.kernels import causal_conv_triton, rope_triton, split_read_triton  # noqa: E402
 from sessa_bench.models.kernels import feedback_triton as ft  # noqa: E402
 
-KERNELS = ("_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel", "_pair_product_kernel",
-           "_dl_alpha_kernel")
+KERNELS = ("_lse_part_kernel", "_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel",
+           "_pair_product_kernel", "_dl_alpha_kernel")
 TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
          torch.uint8: "*u8"}
 TARGET = GPUTarget("cuda", 90, 32)
@@ -95,7 +95,8 @@ def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
     launches = feedback_launches(monkeypatch, dtype, **SETTINGS[setting])
     names = {fn.__name__ for fn, *_ in launches}
     dla = setting == "dense-blocks-dla"  # dl from the alpha the solve holds (_dl_alpha_kernel), not the logits
-    assert {"_prep_kernel", "_dl_alpha_kernel" if dla else "_dl_kernel"} <= names  # forward and backward ran
+    # forward (the lse pass in pieces, the chunks' inverses) and backward ran
+    assert {"_lse_part_kernel", "_prep_kernel", "_dl_alpha_kernel" if dla else "_dl_kernel"} <= names
     assert ("_pair_product_kernel" in names) == setting.startswith("dense") and ("_dl_kernel" in names) != dla
     compile_all(launches)
 

@@ -5,8 +5,10 @@ N_c = diag(gamma_c) alpha_cc the strictly lower diagonal block of chunk c, W_c =
 NOTES.md beside this file has the algorithm, its flop and byte counts and the expected times.
 
 forward
-  _prep_kernel     grid (chunks, B), fully parallel: lse (flash-style online logsumexp over the row's past
-                   tiles), alpha_cc and W_c = (I+N)(I+N^2)(I+N^4)... (N is nilpotent: log2(C) doublings).
+  _lse_part_kernel grid (row tiles, pieces, B), fully parallel: flash-style online logsumexp of a row tile's
+                   logits over one piece of its past (a few strip tiles), partial (max, sum) per row.
+  _prep_kernel     grid (chunks, B), fully parallel: lse from those pieces, alpha_cc and
+                   W_c = (I+N)(I+N^2)(I+N^4)... (N is nilpotent: log2(C) doublings).
   _solve_kernel    one program per (chunk, batch, D tile), in chunk order: s_c = W_c (f_c + gamma_c
                    sum_{j<c} alpha_cj s_j). The alpha tiles need no s, so each program computes them while
                    earlier chunks are still being solved and waits, per tile, on a flag that the program of
@@ -26,8 +28,8 @@ two-level (block_rows=R; NOTES.md; the Sessa mixer's default, R = 1024)
                    (forward) or the rows after it (adjoint); torch.bmm applies it to s or gamma u, and the two
                    wavefronts above run one launch per block over the block's chunks only (C0 / C1, CROSS).
                    strip_diag: the strip also covers the block's own tiles, which the wavefronts then read
-                   instead of computing (DIAG). strip_tile: the tile of the strip kernels and of _prep's past
-                   tiles (the chunk by default).
+                   instead of computing (DIAG). strip_tile: the tile of the strip kernels and of the lse
+                   pass (the chunk by default).
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ from . import DEFAULT_CHUNK, block_len, check_block_rows, check_chunk, check_str
 STRIP_ELEMS = 1 << 25  # scratch for dl: B * R * T elements at most (64 MiB in bf16)
 # Launch options of the three logit kernels over and above the _Config's warps (num_warps, num_stages; empty:
 # Triton's defaults), for scripts/sweep_feedback_launches.py, which times settings before any becomes a default.
-LAUNCH = {"prep": {}, "strip": {}, "dl": {}}
+LAUNCH = {"lse": {}, "prep": {}, "strip": {}, "dl": {}}
+# The lse pass in pieces of a row tile's past (_lse_part_kernel): at most LSE_PIECE strip tiles each, so that the
+# longest rows are not one program's work (the old single pass walked them alone: 187 TFLOP/s where the strips
+# reach 360, results/bench/nvidia-h200-logit-gemms-2026-12-03.md); at most LSE_PIECES pieces a row (longer
+# pieces past that), so their partial sums stay linear in T.
+LSE_PIECE, LSE_PIECES = 4, 32
 
 
 def _launch(kernel: str, num_warps: int) -> dict:
@@ -77,30 +84,66 @@ def _wait(FLAG):
 
 
 @triton.jit
-def _prep_kernel(Q, K, G, LSE, Wm, Am, T, D, NC, scale,
+def _online_lse(m_i, z_i, l):
+    """The running (max, sum of exp) of each row after the (rows, n) logits l (-inf where masked); safe for rows
+    that have seen nothing finite yet (max -inf)."""
+    m_new = tl.maximum(m_i, tl.max(l, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    return m_new, z_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(l - m_safe[:, None]), 1)
+
+
+@triton.jit
+def _lse_part_kernel(Q, K, MP, ZP, T, D, NP, scale,
+                     BT: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """One piece of the logsumexp of the rows of one BT-tile over their past: rows [i BT, (i+1) BT), the
+    columns [p L, (p+1) L) (L = PIECE tiles of BT, a runtime argument) before each row; its (max, sum of exp)
+    per row into MP, ZP[b, p]. Pieces that start past the tile's own columns have nothing to do."""
+    NT = tl.num_programs(0)
+    i = NT - 1 - tl.program_id(0)  # longest rows first
+    p = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    piece = tl.cdiv(NT, NP)  # tiles per piece
+    n = tl.minimum(piece, i + 1 - p * piece)  # of them in this tile's past (its own tile included)
+    if n > 0:
+        rows = i * BT + tl.arange(0, BT)
+        m_i = tl.full((BT,), float("-inf"), tl.float32)
+        z_i = tl.zeros((BT,), tl.float32)
+        for t in range(0, n):
+            cols = (p * piece + t) * BT + tl.arange(0, BT)
+            l = _gram(Q + b * T * D, K + b * T * D, rows, cols, T, D, BT, BT, BK, DT, PREC) * scale
+            m_i, z_i = _online_lse(m_i, z_i, tl.where(cols[None, :] < rows[:, None], l, float("-inf")))
+        tl.store(MP + (b * NP + p) * T + rows, m_i, mask=rows < T)
+        tl.store(ZP + (b * NP + p) * T + rows, z_i, mask=rows < T)
+
+
+@triton.jit
+def _prep_kernel(Q, K, G, MP, ZP, LSE, Wm, Am, T, D, NC, NP, scale,
                  BC: tl.constexpr, BK: tl.constexpr, LOG2BC: tl.constexpr, DT: tl.constexpr,
-                 PREC: tl.constexpr, WPREC: tl.constexpr, PN: tl.constexpr):
-    # PN: the width of the past tiles the logsumexp runs over (the strip tile; the chunk by default)
-    c = NC - 1 - tl.program_id(0)  # longest rows first
+                 PREC: tl.constexpr, WPREC: tl.constexpr, BT: tl.constexpr, PB: tl.constexpr):
+    """Per chunk: lse from the pieces of _lse_part_kernel (a row's: those its BT-tile has), alpha_cc and W_c."""
+    c = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     Q += b * T * D
     K += b * T * D
     rows = c * BC + tl.arange(0, BC)
-    # Diagonal tile first: it starts the running logsumexp and is kept for alpha_cc.
-    l_cc = _gram(Q, K, rows, rows, T, D, BC, BC, BK, DT, PREC) * scale
-    l_cc = tl.where(rows[None, :] < rows[:, None], l_cc, float("-inf"))
-    m_i = tl.max(l_cc, 1)
-    z_i = tl.sum(tl.exp(l_cc - tl.where(m_i == float("-inf"), 0.0, m_i)[:, None]), 1)
-    for j0 in range(0, c * BC, PN):
-        cols = j0 + tl.arange(0, PN)
-        l = _gram(Q, K, rows, cols, T, D, BC, PN, BK, DT, PREC) * scale
-        l = tl.where(cols[None, :] < c * BC, l, float("-inf"))  # a last tile past the chunk's own start
-        m_new = tl.maximum(m_i, tl.max(l, 1))  # finite: column j0 is in the past of every row of chunk c > 0
-        z_i = z_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(l - m_new[:, None]), 1)
+    piece = tl.cdiv(tl.cdiv(T, BT), NP)
+    have = (rows // BT) // piece + 1  # pieces of each row's tile
+    m_i = tl.full((BC,), float("-inf"), tl.float32)
+    z_i = tl.zeros((BC,), tl.float32)
+    for p0 in range(0, ((c * BC + BC - 1) // BT) // piece + 1, PB):
+        ps = p0 + tl.arange(0, PB)
+        at = (b * NP + ps[None, :]) * T + rows[:, None]
+        mask = (ps[None, :] < have[:, None]) & (rows[:, None] < T)
+        mp = tl.load(MP + at, mask=mask, other=float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(mp, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        z_i = z_i * tl.exp(m_i - m_safe) + tl.sum(tl.load(ZP + at, mask=mask, other=0.0)
+                                                   * tl.exp(mp - m_safe[:, None]), 1)
         m_i = m_new
     lse = tl.where(z_i == 0.0, 0.0, m_i + tl.log(z_i))  # row 0 has no past: any finite lse gives alpha = 0
     tl.store(LSE + b * T + rows, lse, mask=rows < T)
-    a_cc = tl.exp(l_cc - lse[:, None])
+    l_cc = _gram(Q, K, rows, rows, T, D, BC, BC, BK, DT, PREC) * scale
+    a_cc = tl.where((rows[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l_cc - lse[:, None]), 0.0)
     g = tl.load(G + b * T + rows, mask=rows < T, other=0.0)
     n = g[:, None] * a_cc
     # W = sum_{i < BC} N^i, built as (I + N)(I + N^2)(I + N^4)...: after k steps W = sum_{i < 2^(k+1)} N^i.
@@ -367,7 +410,7 @@ class _Config:
         self.ND = triton.cdiv(D, self.BD)
         self.num_warps = num_warps or (8 if self.BD >= 256 else 4)
         # The strips (_alpha_kernel, _dl_kernel): square tiles of TS, the chunk unless asked otherwise; 8 warps
-        # (two warpgroups) from 128 up. _prep_kernel's past tiles are (chunk, TS).
+        # (two warpgroups) from 128 up. _lse_part_kernel's tiles are (TS, TS) too.
         check_strip_tile(strip_tile)
         self.TS = strip_tile or chunk
         self.strip_warps = 8 if self.TS >= 128 else 4
@@ -387,13 +430,22 @@ class _Config:
 
 
 def _prep(q, k, g, cfg: _Config):
+    """lse (B, T), and each chunk's W_c and alpha_cc (B, NC, C, C), float32: the logsumexp in pieces of at most
+    LSE_PIECE strip tiles of a row tile's past (_lse_part_kernel; more where T has more than LSE_PIECES
+    pieces: their partials are B x pieces x T), combined per chunk by _prep_kernel."""
     B, T, D = q.shape
     NC = triton.cdiv(T, cfg.BC)
+    NT = triton.cdiv(T, cfg.TS)
+    NP = triton.cdiv(NT, max(LSE_PIECE, triton.cdiv(NT, LSE_PIECES)))
     lse = torch.empty(B, T, dtype=torch.float32, device=q.device)
+    parts = torch.empty(2, B, NP, T, dtype=torch.float32, device=q.device)
     W = torch.empty(B, NC, cfg.BC, cfg.BC, dtype=torch.float32, device=q.device)
     A = torch.empty_like(W)
-    _prep_kernel[(NC, B)](q, k, g, lse, W, A, T, D, NC, 1.0 / math.sqrt(D), BC=cfg.BC, BK=cfg.BK,
-                          LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, PN=cfg.TS,
+    scale = 1.0 / math.sqrt(D)
+    _lse_part_kernel[(NT, NP, B)](q, k, parts[0], parts[1], T, D, NP, scale, BT=cfg.TS, BK=cfg.BK, DT=cfg.DT,
+                                  PREC=cfg.PREC, **_launch("lse", cfg.strip_warps))
+    _prep_kernel[(NC, B)](q, k, g, parts[0], parts[1], lse, W, A, T, D, NC, NP, scale, BC=cfg.BC, BK=cfg.BK,
+                          LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, BT=cfg.TS, PB=16,
                           **_launch("prep", cfg.num_warps))
     return lse, W, A
 
@@ -786,7 +838,7 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     two-level solve: blocks of R rows, the part of alpha left of / below each block as one strip through
     cuBLAS, the wavefronts only inside a block (NOTES.md). R >= T is the single-level solve.
     strip_tile: the square tile of the fully parallel strip kernels (alpha's strips, dl) and the width of the
-    lse pass's past tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
+    lse pass's tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
     alpha tiles from its strip (written once) instead of computing them in every D tile; dense_blocks (needs
     block_rows): no wavefront, each block inverted whole by matrix products (NOTES.md, "Dense blocks";
     strip_diag then changes nothing); dl_from_alpha (needs dense_blocks): the forward keeps each block's own alpha
