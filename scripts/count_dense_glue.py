@@ -119,9 +119,9 @@ def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16)
         with Traffic() as modes["forward (_solve_dense)"]:
             _, _, WR, AB = ft._solve_dense(f, q, k, g, lse, W, cfg, R)
         with Traffic() as modes["adjoint (_adjoint_dense)"]:
-            u = ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R)[0]
+            u, v = ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R)[:2]
         with Traffic() as modes["dq, dk (_qk_grads: the wavefronts' and a dense backward without AB)"]:
-            ft._qk_grads(q, k, u, u, g, lse, g, cfg)
+            ft._qk_grads(q, k, u, u, g, lse, g, cfg, v)
         with Traffic() as modes["adjoint with dl, dq, dk from the kept alpha (the dense blocks' backward)"]:
             ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R, (AB, f, u))
     finally:

@@ -57,7 +57,7 @@ def kernels(B: int, T: int, D: int, R: int, device: str = "cuda"):
     AB, WR = ft._diag_inverses(q, k, g, lse, W, cfg, R)
 
     def dense_backward(check: bool = False):  # the adjoint with dl from the alpha it holds (dl_from_alpha)
-        _, grads = ft._adjoint_dense(u, q, k, g, lse, W, WR, cfg, R, (AB, s.to(dt), h))
+        _, _, grads = ft._adjoint_dense(u, q, k, g, lse, W, WR, cfg, R, (AB, s.to(dt), h))
         return torch.cat([x.flatten() for x in grads])
 
     return {"prep (lse pass)": lambda check=False: ft._prep(q, k, g, cfg)[0],

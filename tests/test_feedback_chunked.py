@@ -408,6 +408,14 @@ def interpreted_errors() -> dict:
         grads.append(ft._qk_grads(q, k, u, s, gamma, lse, delta, ft._Config(torch.float16, 8, 16, None, None)))
     ft.STRIP_ELEMS = 1 << 25
     errors["dl-strips-half"] = {n: rel(a, b.double()) for n, a, b in zip(("dq", "dk"), grads[1], grads[0])}
+    # dl reading gamma u as the dense adjoint holds it (v, in q's dtype) against reading u (float32): float32
+    # alike to rounding; float16 within the rounding of gamma u against that of u
+    for dt in (torch.float32, torch.float16):
+        qd, kd, sd = (x.to(dt) for x in (q, k, s))
+        cfg = ft._Config(dt, 8, 16, None, None)
+        by_u, by_v = (ft._qk_grads(qd, kd, u, sd, gamma, lse, delta, cfg, v)
+                      for v in (None, (gamma[..., None] * u).to(dt)))
+        errors[f"dl-scaled-{str(dt)[6:]}"] = {n: rel(a, b.double()) for n, a, b in zip(("dq", "dk"), by_v, by_u)}
     # block_rows >= T is one block: the very same launches as block_rows=None, so equal bit for bit.
     inputs = [x.float() for x in draw(2, 37, 8, "peaked", seed=11)]
     ds = torch.randn(2, 37, 8, dtype=torch.float64)
@@ -529,6 +537,12 @@ def test_triton_two_level_interpreted_float16(interpreted, case):
     assert set(errors) == set(NAMES)
     for name, err in errors.items():
         assert err <= 3e-3, (case, name, err)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("float16", 3e-3)])
+def test_triton_dl_reads_gamma_u_as_the_dense_adjoint_holds_it(interpreted, dtype, tol):
+    for name, err in interpreted[f"dl-scaled-{dtype}"].items():
+        assert err <= tol, (dtype, name, err)
 
 
 def test_triton_dl_strips_sum_in_float32(interpreted):

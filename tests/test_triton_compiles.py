@@ -98,6 +98,8 @@ def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
     # forward (the lse pass in pieces, the chunks' inverses) and backward ran
     assert {"_lse_part_kernel", "_prep_kernel", "_dl_alpha_kernel" if dla else "_dl_kernel"} <= names
     assert ("_pair_product_kernel" in names) == setting.startswith("dense") and ("_dl_kernel" in names) != dla
+    # dl's u s^T reads gamma u in q's dtype where the dense adjoint holds it for every row, u otherwise
+    assert {c["SCALED"] for fn, _, c, _ in launches if fn.__name__ == "_dl_kernel"} <= {setting == "dense-blocks"}
     compile_all(launches)
 
 

@@ -273,16 +273,21 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
 
 @triton.jit
 def _dl_tile(p, U, S, g, delta, rows, cols, T, D, scale, BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr,
-             PREC: tl.constexpr):
+             PREC: tl.constexpr, SCALED: tl.constexpr):
     """dl = alpha (g (u s^T) - delta) / sqrt(D) of a (BC, BC) tile whose alpha is p (float32), g and delta its
-    rows'; U, S already offset to the batch. The tile of _dl_kernel and of _dl_alpha_kernel."""
-    dalpha = g[:, None] * _gram(U, S, rows, cols, T, D, BC, BC, BK, DT, PREC)
+    rows'; U, S already offset to the batch; SCALED: U holds gamma u already (in q's dtype: a dot operand as
+    stored, which a float32 u converted in registers before each dot is not). The tile of _dl_kernel and of
+    _dl_alpha_kernel."""
+    if SCALED:
+        dalpha = _gram(U, S, rows, cols, T, D, BC, BC, BK, DT, PREC)
+    else:
+        dalpha = g[:, None] * _gram(U, S, rows, cols, T, D, BC, BC, BK, DT, PREC)
     return p * (dalpha - delta[:, None]) * scale
 
 
 @triton.jit
 def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
-               BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+               BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, SCALED: tl.constexpr):
     """One (BC, BC) tile of a strip of dl per program; BC here is the strip tile (_Config.TS), which need not
     be the chunk: the strip kernels have no per-chunk structure."""
     i = tl.program_id(0)
@@ -301,7 +306,7 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
         l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale
         past = (cols[None, :] < rows[:, None]) & (rows[:, None] < T)
         p = tl.where(past, tl.exp(l - lse[:, None]), 0.0)
-        dl = _dl_tile(p, U + base, S + base, g, delta, rows, cols, T, D, scale, BC, BK, DT, PREC)
+        dl = _dl_tile(p, U + base, S + base, g, delta, rows, cols, T, D, scale, BC, BK, DT, PREC, SCALED)
         tl.store(out, dl.to(DL.dtype.element_ty))
 
 
@@ -323,7 +328,8 @@ def _dl_alpha_kernel(A, U, S, G, DELTA, OUT, T, D, r0, c0, NR, NCOL, sab, sar, s
         g = tl.load(G + b * T + rows, mask=ri < NR, other=0.0)
         delta = tl.load(DELTA + b * T + rows, mask=ri < NR, other=0.0)
         a = tl.load(A + b * sab + ri[:, None] * sar + cj[None, :] * sac, mask=inside, other=0.0).to(tl.float32)
-        dl = _dl_tile(a, U + b * T * D, S + b * T * D, g, delta, rows, c0 + cj, T, D, scale, BC, BK, DT, PREC)
+        dl = _dl_tile(a, U + b * T * D, S + b * T * D, g, delta, rows, c0 + cj, T, D, scale, BC, BK, DT, PREC,
+                      False)
         tl.store(OUT + b * sob + ri[:, None] * sor + cj[None, :] * soc, dl.to(OUT.dtype.element_ty), mask=inside)
 
 
@@ -649,11 +655,12 @@ def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int, kept=
     """_adjoint with each block inverted whole: blocks in reverse order, u_b = W_R^T (ds_b + Y_b), Y_b =
     alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R the forward's (_solve_dense), recomputed where WR is
     empty. As in _solve_dense, each block's right-hand side and gamma u are written once, in q's dtype.
-    Returns u and, given kept = (AB, s, h) (the blocks' own alpha from the forward, s and h), also dq, dk and
-    dgamma (else None): once u_b is known, the block's dl (rows and columns of the block, from AB) and its strip's
-    (rows after the block: u is known there already) are computed from the alpha the solve holds
-    (_dl_from_alpha), the strip's in place once Y_b has read it, and their dq, dk products summed in place; so
-    dl takes no third pass over the logits (_qk_grads's _dl_kernel recomputes them)."""
+    Returns u, gamma u in q's dtype (every row: what _qk_grads's dl reads) and, given kept = (AB, s, h) (the
+    blocks' own alpha from the forward, s and h), also dq, dk and dgamma (else None): once u_b is known, the
+    block's dl (rows and columns of the block, from AB) and its strip's (rows after the block: u is known there
+    already) are computed from the alpha the solve holds (_dl_from_alpha), the strip's in place once Y_b has
+    read it, and their dq, dk products summed in place; so dl takes no third pass over the logits (_qk_grads's
+    _dl_kernel recomputes them)."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
@@ -689,7 +696,7 @@ def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int, kept=
             dl = _dl_from_alpha(strip, u, s, g, delta, r1, r0, cfg)
             baddbmm_fp32(dk[:, r0:r1], dl.transpose(1, 2), q[:, r1:], out=dk[:, r0:r1])
             baddbmm_fp32(dq[:, r1:], dl, k[:, r0:r1], out=dq[:, r1:])
-    return u, None if kept is None else (dq, dk, dgamma)
+    return u, v_lp, None if kept is None else (dq, dk, dgamma)
 
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, need_h: bool = True):
@@ -728,12 +735,13 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, n
 
 
 def _adjoint(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int | None = None):
-    """u = M^{-T} ds. Two-level: blocks in reverse order; for block b, Y = alpha[(b+1)R:, bR:(b+1)R]^T
-    (gamma u)[(b+1)R:] (one strip, cuBLAS), which the reverse wavefront inside the block adds to the rest
-    (CROSS). With strip_diag the strip starts at the block's own rows (the last block gets one too) and the
-    wavefront reads its within-block alpha tiles from it (DIAG)."""
+    """u = M^{-T} ds, and gamma u in q's dtype where the solve has it for every row (the dense blocks; else None:
+    the wavefronts keep it only for the strips of later blocks). Two-level: blocks in reverse order; for block
+    b, Y = alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:] (one strip, cuBLAS), which the reverse wavefront
+    inside the block adds to the rest (CROSS). With strip_diag the strip starts at the block's own rows (the
+    last block gets one too) and the wavefront reads its within-block alpha tiles from it (DIAG)."""
     if cfg.dense:
-        return _adjoint_dense(ds, q, k, g, lse, W, WR, cfg, block_rows)[0]
+        return _adjoint_dense(ds, q, k, g, lse, W, WR, cfg, block_rows)[:2]
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
@@ -760,11 +768,12 @@ def _adjoint(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int | None = Non
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=n + 1 < len(blocks),
             DIAG=diag, num_warps=cfg.num_warps)
-    return u
+    return u, None
 
 
-def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
-    """dq, dk (fp32) from strips of R rows of dl = alpha (gamma u s^T - delta) / sqrt(D)."""
+def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config, v=None):
+    """dq, dk (fp32) from strips of R rows of dl = alpha (gamma u s^T - delta) / sqrt(D); v: gamma u in q's dtype
+    for every row, read in place of u (and gamma) where given."""
     B, T, D = q.shape
     BC = cfg.TS  # the strip tile: rows of a strip and the tiles of dl
     T_pad = _ceil_to(T, BC)
@@ -776,8 +785,9 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config):
     for r0 in range(0, T, R):
         r1 = min(r0 + R, T)
         grid = (triton.cdiv(r1 - r0, BC), triton.cdiv(r1, BC), B)
-        _dl_kernel[grid](q, k, u, s, g, lse, delta, dl, T, D, r0, T_pad, R, 1.0 / math.sqrt(D), BC=BC, BK=cfg.BK,
-                         DT=cfg.DT, PREC=cfg.PREC, **_launch("dl", cfg.strip_warps))
+        _dl_kernel[grid](q, k, u if v is None else v, s, g, lse, delta, dl, T, D, r0, T_pad, R, 1.0 / math.sqrt(D),
+                         BC=BC, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, SCALED=v is not None,
+                         **_launch("dl", cfg.strip_warps))
         strip = dl[:, :r1 - r0, :r1]
         # fp32 products, as the wavefronts accumulate: rounded to bf16, dk's sum over strips carried one bf16
         # rounding per strip (the suspect of lease 17's graphed-vs-eager gradient gap of a Sessa step: 1.5e-3
@@ -819,11 +829,11 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, WR, AB, chunk: int, bloc
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     if cfg.dense and AB.numel():  # dl from the alpha the solve holds (_adjoint_dense)
-        u, (dq, dk, dgamma) = _adjoint_dense(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows, (AB, s, h))
+        u, _, (dq, dk, dgamma) = _adjoint_dense(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows, (AB, s, h))
     else:
-        u = _adjoint(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows)
+        u, v = _adjoint(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows)
         dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
-        dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg)
+        dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg, v)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dgamma), (s, q_b, k_b, gamma)))
 
 
