@@ -32,16 +32,14 @@ class SessaMixer(CausalAttention):
                  feedback_block_rows: int | None = kernels.DEFAULT_BLOCK_ROWS,
                  feedback_strip_tile: int | None = kernels.DEFAULT_STRIP_TILE,
                  feedback_strip_diag: bool = kernels.DEFAULT_STRIP_DIAG,
-                 feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool | None = None,
-                 feedback_dl_from_alpha: bool = False):
+                 feedback_chunk: int = kernels.DEFAULT_CHUNK, feedback_dense_blocks: bool | None = None):
         # feedback_block_rows: R for the two-level Triton solve (kernels/NOTES.md; R >= T is one block: the single
         # level with wavefronts), None for the single-level wavefront at every T; feedback_strip_tile: the tile of
         # its strip kernels (None: the chunk); feedback_strip_diag: its wavefronts read their alpha tiles from the
         # strips; feedback_chunk: the rows a wavefront step solves; feedback_dense_blocks: no wavefront, each block
         # of feedback_block_rows inverted whole (kernels/NOTES.md), None: kernels.DEFAULT_DENSE_BLOCKS where there
-        # are blocks (with feedback_block_rows None, wavefronts); feedback_dl_from_alpha: the dense blocks keep
-        # their own alpha and take dl from the alpha they hold (not yet timed). Speed knobs of impl='triton' only
-        # (the others ignore them).
+        # are blocks (with feedback_block_rows None, wavefronts). Speed knobs of impl='triton' only (the others
+        # ignore them).
         if feedback_dense_blocks is None:
             feedback_dense_blocks = kernels.DEFAULT_DENSE_BLOCKS and feedback_block_rows is not None
         try:
@@ -54,13 +52,12 @@ class SessaMixer(CausalAttention):
             raise ValueError(f"sessa impl={impl!r} is not one of {kernels.IMPLS}")
         kernels.check_strip_tile(feedback_strip_tile)
         kernels.check_chunk(feedback_chunk)
-        kernels.check_block_rows(feedback_block_rows, feedback_chunk, feedback_dense_blocks, feedback_dl_from_alpha)
+        kernels.check_block_rows(feedback_block_rows, feedback_chunk, feedback_dense_blocks)
         super().__init__(d_model, n_heads, n_kv_heads, backend, rope_base, use_rope)
         self.gamma_max, self.impl, self.feedback = float(gamma_max), impl, bool(feedback)
         self.feedback_block_rows, self.feedback_strip_tile = feedback_block_rows, feedback_strip_tile
         self.feedback_strip_diag, self.feedback_chunk = bool(feedback_strip_diag), feedback_chunk
         self.feedback_dense_blocks = bool(feedback_dense_blocks)
-        self.feedback_dl_from_alpha = bool(feedback_dl_from_alpha)
         self._triton_ok = impl in ("auto", "triton") and kernels.triton_available()  # probed once, here
         # Feedback parameters exist even with feedback=False, so the ablation changes nothing else.
         self.proj_fb = nn.Linear(d_model, 2 * d_model)          # [q_b | k_b], one full-width head
@@ -94,7 +91,7 @@ class SessaMixer(CausalAttention):
         return kernels.feedback(f, q_b, k_b, self.gamma(x), impl=impl, triton_ok=self._triton_ok,
                                 block_rows=self.feedback_block_rows, strip_tile=self.feedback_strip_tile,
                                 strip_diag=self.feedback_strip_diag, chunk=self.feedback_chunk,
-                                dense_blocks=self.feedback_dense_blocks, dl_from_alpha=self.feedback_dl_from_alpha)
+                                dense_blocks=self.feedback_dense_blocks)
 
     def init_cache(self, batch_size, max_len, device=None, dtype=None):
         if not self.feedback:
@@ -184,5 +181,5 @@ class SessaMixer(CausalAttention):
         impl = getattr(self, "_impl_used", self.impl)
         if impl == "triton":
             impl = kernels.triton_label(self.feedback_strip_tile, self.feedback_strip_diag, self.feedback_chunk,
-                                        self.feedback_dense_blocks, self.feedback_dl_from_alpha)
+                                        self.feedback_dense_blocks)
         return attn if not self.feedback or attn is None else f"{attn}+{impl}"

@@ -99,11 +99,10 @@ class NoLaunch:
 
 
 def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16) -> dict[str, Traffic]:
-    """The traffic of one forward solve, one adjoint, the dq, dk strips that follow it without the forward's
-    alpha, and the dense blocks' backward (the adjoint with dq, dk from the kept alpha), by aten op; the solve
-    module as it was afterwards."""
+    """The traffic of one forward solve, one adjoint and the dq, dk strips that follow every adjoint (both
+    solves share them), by aten op; the solve module as it was afterwards."""
     swapped = {"_strip": fake_strip, "bmm_fp32": gpu_bmm_fp32, "baddbmm_fp32": gpu_baddbmm_fp32,
-               "_dl_kernel": NoLaunch(), "_dl_alpha_kernel": NoLaunch(), "_pair_products": gpu_pair_products,
+               "_dl_kernel": NoLaunch(), "_pair_products": gpu_pair_products,
                "_pair_prec": lambda x, cfg: cfg.PV_PREC}  # the doubling's CUDA path
     saved = {name: getattr(ft, name) for name in swapped}
     dev = torch.device("meta")
@@ -117,13 +116,11 @@ def count(B: int, T: int, D: int, R: int, chunk: int = 64, dtype=torch.bfloat16)
         for name, fn in swapped.items():
             setattr(ft, name, fn)
         with Traffic() as modes["forward (_solve_dense)"]:
-            _, _, WR, AB = ft._solve_dense(f, q, k, g, lse, W, cfg, R)
+            WR = ft._solve_dense(f, q, k, g, lse, W, cfg, R)[2]
         with Traffic() as modes["adjoint (_adjoint_dense)"]:
-            u, v = ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R)[:2]
-        with Traffic() as modes["dq, dk (_qk_grads: the wavefronts' and a dense backward without AB)"]:
+            u, v = ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R)
+        with Traffic() as modes["dq, dk (_qk_grads, either solve)"]:
             ft._qk_grads(q, k, u, u, g, lse, g, cfg, v)
-        with Traffic() as modes["adjoint with dl, dq, dk from the kept alpha (the dense blocks' backward)"]:
-            ft._adjoint_dense(ds, q, k, g, lse, W, WR, cfg, R, (AB, f, u))
     finally:
         for name, fn in saved.items():
             setattr(ft, name, fn)

@@ -1,11 +1,10 @@
 """Launch settings of the feedback solve's three logit kernels, each timed alone on a GPU (models/kernels/NOTES.md,
-"Kept block inverses"): the lse pass (`_prep_kernel`), alpha's strips (`_alpha_kernel`: every strip a dense
-forward and backward compute, the blocks' own alpha included) and dl (`_dl_kernel`, timed inside `_qk_grads`
-with its two cuBLAS products, which no setting changes; and `_dl_alpha_kernel`, timed inside the dense backward
-that takes dl from the alpha it holds, `dl_from_alpha`, with its strips and products), at the block bench's
-shape, for num_warps x num_stages and the K step of the logits (BK). Each setting's results are checked against
-the solve's own launch in the same process before it is timed. Prints one markdown table; the solve's settings
-are restored after.
+"Kept block inverses"): the lse pass (`_lse_part_kernel`, timed inside `_prep` with the chunks' inverses),
+alpha's strips (`_alpha_kernel`: every strip a dense forward and backward compute, the blocks' own alpha
+included) and dl (`_dl_kernel`, timed inside `_qk_grads` with its two cuBLAS products, which no setting
+changes), at the block bench's shape, for num_warps x num_stages and the K step of the logits (BK). Each
+setting's results are checked against the solve's own launch in the same process before it is timed. Prints one
+markdown table; the solve's settings are restored after.
 
     python scripts/sweep_feedback_launches.py [--B 4] [--T 4096] [--D 768] [--R 1024]
 """
@@ -19,11 +18,10 @@ import triton
 
 import sessa_bench.models.kernels.feedback_triton as ft
 
-# (num_warps, num_stages, BK); the solve's own launch: the _Config's warps (4 for the lse pass, 8 for the
-# 128-tiles of the strips and dl), Triton's default stages, BK = 64
+# (num_warps, num_stages, BK); the solve's own launch: the _Config's warps (8 for the 128-tiles of the lse pass,
+# the strips and dl), Triton's default stages, BK = 64
 SETTINGS = [(4, 2, 64), (4, 3, 64), (4, 4, 64), (8, 2, 64), (8, 3, 64), (8, 4, 64), (8, 2, 128), (8, 3, 128)]
-LAUNCH_KEY = {"prep (lse pass)": "lse", "strips (alpha)": "strip", "dl + dq, dk products": "dl",
-              "dense backward, dl from alpha": "dl"}  # ft.LAUNCH's
+LAUNCH_KEY = {"prep (lse pass)": "lse", "strips (alpha)": "strip", "dl + dq, dk products": "dl"}  # ft.LAUNCH's
 
 
 def kernels(B: int, T: int, D: int, R: int, device: str = "cuda"):
@@ -35,8 +33,9 @@ def kernels(B: int, T: int, D: int, R: int, device: str = "cuda"):
     q, k = (torch.randn(B, T, D, device=device, generator=gen).to(dt) for _ in range(2))
     g = 0.99 * torch.tanh(torch.randn(B, T, device=device, generator=gen))
     cfg = ft._Config(dt, D, 64, None, None, strip_tile=128, strip_diag=True, dense_blocks=True)
-    lse, W, _ = ft._prep(q, k, g, cfg)
-    u, s, h = (torch.randn(B, T, D, device=device, generator=gen) for _ in range(3))
+    lse = ft._prep(q, k, g, cfg)[0]
+    u, s = (torch.randn(B, T, D, device=device, generator=gen) for _ in range(2))
+    v = (g[..., None] * u).to(dt)  # gamma u as the dense adjoint hands it to dl
     delta = torch.randn(B, T, device=device, generator=gen)
     scratch = ft._scratch(B, T, cfg, R, q.dtype, q.device)
     nb = T // R
@@ -54,17 +53,10 @@ def kernels(B: int, T: int, D: int, R: int, device: str = "cuda"):
                 out.append(read(ft._strip(q, k, lse, r1, T, r0, r1, scratch, cfg)))
         return torch.stack(out) if check else None
 
-    AB, WR = ft._diag_inverses(q, k, g, lse, W, cfg, R)
-
-    def dense_backward(check: bool = False):  # the adjoint with dl from the alpha it holds (dl_from_alpha)
-        _, _, grads = ft._adjoint_dense(u, q, k, g, lse, W, WR, cfg, R, (AB, s.to(dt), h))
-        return torch.cat([x.flatten() for x in grads])
-
     return {"prep (lse pass)": lambda check=False: ft._prep(q, k, g, cfg)[0],
             "strips (alpha)": strips,
             "dl + dq, dk products": lambda check=False: torch.cat(
-                [x.flatten() for x in ft._qk_grads(q, k, u, s, g, lse, delta, cfg)]),
-            "dense backward, dl from alpha": dense_backward}, cfg
+                [x.flatten() for x in ft._qk_grads(q, k, u, s, g, lse, delta, cfg, v)])}, cfg
 
 
 def main(argv=None) -> None:

@@ -129,21 +129,20 @@ def test_gpu_block_list_has_the_two_level_sessa_beside_the_single_level(monkeypa
     seen = []
 
     def record(f, q_b, k_b, gamma, impl="auto", triton_ok=None, block_rows=None, strip_tile=None,
-               strip_diag=False, chunk=None, dense_blocks=False, dl_from_alpha=False):
-        seen.append((impl, block_rows, strip_tile, strip_diag, chunk, dense_blocks, dl_from_alpha))
+               strip_diag=False, chunk=None, dense_blocks=False):
+        seen.append((impl, block_rows, strip_tile, strip_diag, chunk, dense_blocks))
         return feedback_dense(f, q_b, k_b, gamma)
 
     monkeypatch.setattr(kernels, "feedback", record)
     x = torch.randn(1, 5, 32)
-    for name in ("sessa/triton", "sessa/triton2", *blocks.TILED, blocks.DENSE, blocks.DENSE_DLA):
+    for name in ("sessa/triton", "sessa/triton2", *blocks.TILED, blocks.DENSE):
         mixer = impls[name]()
         mixer.impl = "dense"  # CPU: run the same mixer through the reference
         mixer.parallel(x)
     tile = blocks.STRIP_TILE
-    assert seen == [("dense", None, None, False, 64, False, False),
-                    ("dense", blocks.TWO_LEVEL_BLOCK_ROWS, None, False, 64, False, False),
-                    ("dense", 1024, tile, False, 64, False, False), ("dense", 1024, tile, True, 64, False, False),
-                    ("dense", 1024, tile, False, 64, True, False), ("dense", 1024, tile, False, 64, True, True)]
+    assert seen == [("dense", None, None, False, 64, False), ("dense", blocks.TWO_LEVEL_BLOCK_ROWS, None, False, 64, False),
+                    ("dense", 1024, tile, False, 64, False), ("dense", 1024, tile, True, 64, False),
+                    ("dense", 1024, tile, False, 64, True)]
 
 
 def test_block_list_keeps_the_asked_families_and_both_references(monkeypatch):

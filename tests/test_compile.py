@@ -20,16 +20,15 @@ fc = importlib.import_module("sessa_bench.models.kernels.feedback_chunked")  # t
 
 # --- the Triton feedback op, with the chunked PyTorch solve standing in for the kernels --------------------
 def _fwd_standin(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows=None, strip_tile=None, strip_diag=False,
-                 dense_blocks=False, need_h=True, dl_from_alpha=False):
+                 dense_blocks=False, need_h=True):
     s, h, lse = fc._forward(f.float(), q_b.float(), k_b.float(), gamma.float(), chunk)
     B, T, _ = f.shape
     W = torch.zeros(B, -(-T // chunk), chunk, chunk)  # the stand-in needs neither W nor the blocks' W_R
     WR = q_b.new_zeros((B, T, block_len(T, chunk, block_rows)) if dense_blocks and need_h else (0,))
-    AB = torch.zeros_like(WR) if dl_from_alpha else WR.new_zeros(0)  # the blocks' own alpha, as unread
-    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0), WR, AB
+    return s.to(f.dtype), lse, W, h if need_h else h.new_empty(0), WR
 
 
-def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, WR, AB, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
+def _bwd_standin(ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk, block_d, num_warps, block_rows=None, strip_tile=None,
                  strip_diag=False, dense_blocks=False):
     u, dq, dk, dg = fc._backward(ds.float(), q_b.float(), k_b.float(), gamma.float(), lse, s.float(), h, chunk)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dg), (s, q_b, k_b, gamma)))
@@ -65,25 +64,23 @@ def test_feedback_op_opcheck(feedback_standin):
     torch.library.opcheck(feedback_triton_op.feedback_fwd, (f, q, k, g, 16, None, None))
     # the dense blocks' W_R: a fifth output of the fake's shape
     torch.library.opcheck(feedback_triton_op.feedback_fwd, (f, q, k, g, 16, None, None, 16, None, False, True))
-    # and their own alpha AB with dl_from_alpha: a sixth
-    torch.library.opcheck(feedback_triton_op.feedback_fwd, (f, q, k, g, 16, None, None, 16, None, False, True, True))
 
 
 def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
     """The forward's settings (chunk .. dense_blocks) reach the backward kernels unchanged, in order; the
     forward is asked for h (need_h) when a backward can follow, and not under no_grad; the dense blocks' W_R
-    (and with dl_from_alpha their own alpha AB) the forward returned is what the backward reads."""
+    the forward returned is the one the backward reads."""
     seen, made = [], []
 
     def fwd(*args):
         seen.append(("fwd", args[4:]))
         out = _fwd_standin(*args)
-        made.append(out[-2:])
+        made.append(out[-1])
         return out
 
     def bwd(*args):
-        seen.append(("bwd", args[10:]))
-        assert [x.data_ptr() for x in args[8:10]] == [x.data_ptr() for x in made[-1]]
+        seen.append(("bwd", args[9:]))
+        assert args[8].data_ptr() == made[-1].data_ptr()
         return _bwd_standin(*args)
 
     monkeypatch.setattr(feedback_triton_op, "kernels", lambda: (fwd, bwd))
@@ -91,18 +88,16 @@ def test_feedback_op_hands_every_setting_to_both_kernels(monkeypatch):
     out = feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=32, strip_tile=32, strip_diag=True)
     out.sum().backward()
     settings = (16, None, None, 32, 32, True, False)
-    assert seen == [("fwd", settings + (True, False)), ("bwd", settings)]  # + need_h, dl_from_alpha
+    assert seen == [("fwd", settings + (True,)), ("bwd", settings)]
     seen.clear()
     with torch.no_grad():
         feedback_triton_op.feedback_op(*inputs, chunk=16)
-    assert seen == [("fwd", (16, None, None, None, None, False, False, False, False))]
+    assert seen == [("fwd", (16, None, None, None, None, False, False, False))]
+    seen.clear()
+    feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=16, dense_blocks=True).sum().backward()
     dense = (16, None, None, 16, None, False, True)
-    for dla in (False, True):
-        seen.clear()
-        feedback_triton_op.feedback_op(*inputs, chunk=16, block_rows=16, dense_blocks=True,
-                                       dl_from_alpha=dla).sum().backward()
-        assert seen == [("fwd", dense + (True, dla)), ("bwd", dense)]
-        assert made[-1][0].shape == (2, 20, 16) and made[-1][1].shape == ((2, 20, 16) if dla else (0,))
+    assert seen == [("fwd", dense + (True,)), ("bwd", dense)]
+    assert made[-1].shape == (2, 20, 16)
 
 
 def test_feedback_op_rejects_bad_chunk():

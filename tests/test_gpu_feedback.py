@@ -96,14 +96,12 @@ def test_triton_strip_tiles_match_dense(B, T, D, chunk, block_rows, strip_tile, 
                                                     (1, 2048, 384, 64, 1024)])
 @pytest.mark.parametrize("regime", ["peaked", "flat"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("dla", [False, True], ids=["dl-logits", "dl-from-alpha"])
-def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dtype, tol, dla):
+def test_triton_dense_blocks_match_dense(B, T, D, chunk, block_rows, regime, dtype, tol):
     """dense_blocks: each block inverted whole by block doubling, no wavefront (kernels/NOTES.md); the last
-    block and chunk cut short by T, and T a whole number of blocks (every block's W_R in one doubling); with
-    dl_from_alpha, dl from the alpha the solve holds."""
+    block and chunk cut short by T, and T a whole number of blocks (every block's W_R in one doubling)."""
     inputs = draw(B, T, D, regime, dtype, seed=T + block_rows)
-    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=128, dense_blocks=True,
-                                     dl_from_alpha=dla), inputs, tol)
+    check(lambda *x: feedback_triton(*x, chunk=chunk, block_rows=block_rows, strip_tile=128, dense_blocks=True),
+          inputs, tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])

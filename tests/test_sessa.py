@@ -291,8 +291,7 @@ def test_a_runs_backends_name_the_triton_solves_strip_settings(monkeypatch):
                      ({"feedback_strip_tile": 64, **wave}, "math+triton-t64d"),
                      ({"feedback_strip_diag": False, **wave}, "math+triton-t128"),
                      ({"feedback_chunk": 32, **wave}, "math+triton-t128d-c32"),
-                     ({"feedback_strip_diag": False, "feedback_dense_blocks": True}, "math+triton-t128-dense"),
-                     ({"feedback_dl_from_alpha": True}, "math+triton-t128-dense-dla")):
+                     ({"feedback_strip_diag": False, "feedback_dense_blocks": True}, "math+triton-t128-dense")):
         m = SessaMixer(16, 2, backend="math", impl="triton", **kw).double()
         m(x)
         assert m.backend_used() == want, kw
@@ -311,8 +310,6 @@ def test_the_mixer_passes_its_chunk_to_the_solve_and_checks_it(monkeypatch):
     for kw, match in (({"feedback_chunk": 48}, "chunk=48"), ({"feedback_chunk": True}, "chunk=True"),
                       ({"feedback_chunk": 128}, "chunk=128"),  # tried and removed (kernels/NOTES.md)
                       ({"feedback_chunk": 32, "feedback_block_rows": 48}, "block_rows=48"),
-                      ({"feedback_dense_blocks": True, "feedback_block_rows": None}, "dense_blocks=True needs"),
-                      ({"feedback_dl_from_alpha": True, "feedback_block_rows": None}, "dl_from_alpha=True needs"),
-                      ({"feedback_dl_from_alpha": True, "feedback_dense_blocks": False}, "dl_from_alpha=True needs")):
+                      ({"feedback_dense_blocks": True, "feedback_block_rows": None}, "dense_blocks=True needs")):
         with pytest.raises(ValueError, match=match):
             SessaMixer(16, 2, **kw)

@@ -18,7 +18,7 @@ from sessa_bench.models.kernels import causal_conv_triton, rope_triton, split_re
 from sessa_bench.models.kernels import feedback_triton as ft  # noqa: E402
 
 KERNELS = ("_lse_part_kernel", "_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel",
-           "_pair_product_kernel", "_dl_alpha_kernel")
+           "_pair_product_kernel")
 TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
          torch.uint8: "*u8"}
 TARGET = GPUTarget("cuda", 90, 32)
@@ -71,10 +71,9 @@ def feedback_launches(monkeypatch, dtype, **settings) -> list:
         B, T, D = 1, 300, 128
         f, q, k = (torch.randn(B, T, D).to(dtype) for _ in range(3))
         g = 0.5 * torch.rand(B, T)
-        s, lse, W, h, WR, AB = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
+        s, lse, W, h, WR = ft.forward_kernels(f, q, k, g, 64, None, None, **settings)
         ft.forward_kernels(f, q, k, g, 64, None, None, need_h=False, **settings)  # inference: no h
-        bwd = {key: v for key, v in settings.items() if key != "dl_from_alpha"}  # the backward reads AB alone
-        ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, WR, AB, 64, None, None, **bwd)
+        ft.backward_kernels(torch.randn_like(s), q, k, g, lse, W, s, h, WR, 64, None, None, **settings)
     monkeypatch.setattr(ft, "_pair_prec", lambda x, cfg: cfg.PV_PREC)  # the dense blocks' CUDA path on the CPU
     return recorded(monkeypatch, {ft: KERNELS}, run)
 
@@ -85,7 +84,6 @@ SETTINGS = {  # the mixer's default (dense blocks, 128-tiles; since lease 33), t
     "single-level": dict(),
     "two-level-chunk-tiles": dict(block_rows=128),
     "dense-blocks": dict(block_rows=128, strip_tile=128, strip_diag=True, dense_blocks=True),
-    "dense-blocks-dla": dict(block_rows=128, strip_tile=128, dense_blocks=True, dl_from_alpha=True),
 }
 
 
@@ -94,10 +92,9 @@ SETTINGS = {  # the mixer's default (dense blocks, 128-tiles; since lease 33), t
 def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
     launches = feedback_launches(monkeypatch, dtype, **SETTINGS[setting])
     names = {fn.__name__ for fn, *_ in launches}
-    dla = setting == "dense-blocks-dla"  # dl from the alpha the solve holds (_dl_alpha_kernel), not the logits
     # forward (the lse pass in pieces, the chunks' inverses) and backward ran
-    assert {"_lse_part_kernel", "_prep_kernel", "_dl_alpha_kernel" if dla else "_dl_kernel"} <= names
-    assert ("_pair_product_kernel" in names) == setting.startswith("dense") and ("_dl_kernel" in names) != dla
+    assert {"_lse_part_kernel", "_prep_kernel", "_dl_kernel"} <= names
+    assert ("_pair_product_kernel" in names) == (setting == "dense-blocks")
     # dl's u s^T reads gamma u in q's dtype where the dense adjoint holds it for every row, u otherwise
     assert {c["SCALED"] for fn, _, c, _ in launches if fn.__name__ == "_dl_kernel"} <= {setting == "dense-blocks"}
     compile_all(launches)

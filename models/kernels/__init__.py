@@ -72,25 +72,21 @@ def block_len(T: int, chunk: int, block_rows: int | None) -> int:
     return (chunks if block_rows is None else min(chunks, max(1, block_rows // chunk))) * chunk
 
 
-def check_block_rows(block_rows, chunk: int, dense_blocks: bool = False, dl_from_alpha: bool = False) -> None:
+def check_block_rows(block_rows, chunk: int, dense_blocks: bool = False) -> None:
     if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
                                    or block_rows <= 0 or block_rows % chunk):
         raise ValueError(f"feedback block_rows={block_rows!r} must be None or a positive multiple of chunk={chunk}")
     if dense_blocks and block_rows is None:  # one block of all T would be a T x T inverse
         raise ValueError("feedback dense_blocks=True needs block_rows (the blocks it inverts), got None")
-    if dl_from_alpha and not dense_blocks:  # the blocks' own alpha it reads is the dense blocks' (_solve_dense)
-        raise ValueError("feedback dl_from_alpha=True needs dense_blocks=True (the alpha it keeps), got False")
 
 
-def triton_label(strip_tile, strip_diag, chunk: int = DEFAULT_CHUNK, dense_blocks: bool = False,
-                 dl_from_alpha: bool = False) -> str:
+def triton_label(strip_tile, strip_diag, chunk: int = DEFAULT_CHUNK, dense_blocks: bool = False) -> str:
     """The Triton solve as a run's `backends` records it: `triton`, then `-t<tile>` for a strip tile other than
     the chunk and `d` for the strip read (runs before these options recorded plain `triton`: the chunk's tile),
     then `-c<chunk>` for a chunk other than the default and `-dense` for blocks inverted whole (which read no
-    wavefront tiles: no `d` then, whatever strip_diag says), then `-dla` for their dl from the alpha they hold."""
+    wavefront tiles: no `d` then, whatever strip_diag says)."""
     return ("triton" + (f"-t{strip_tile}" if strip_tile else "") + ("d" if strip_diag and not dense_blocks else "")
-            + (f"-c{chunk}" if chunk != DEFAULT_CHUNK else "") + ("-dense" if dense_blocks else "")
-            + ("-dla" if dl_from_alpha else ""))
+            + (f"-c{chunk}" if chunk != DEFAULT_CHUNK else "") + ("-dense" if dense_blocks else ""))
 
 
 def check_chunk(chunk) -> None:
@@ -120,11 +116,10 @@ def resolve_impl(impl: str, x: torch.Tensor, triton_ok: bool | None = None) -> s
 
 def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = None, block_rows: int | None = None,
              strip_tile: int | None = None, strip_diag: bool = False, chunk: int = DEFAULT_CHUNK,
-             dense_blocks: bool = False, dl_from_alpha: bool = False):
-    """block_rows, strip_tile, strip_diag, chunk, dense_blocks, dl_from_alpha: the two-level Triton solve's block,
-    its strip kernels' tile, whether its wavefronts read their tiles from the strips, its chunk, whether its blocks
-    are inverted whole instead, and whether those take dl from the alpha they hold (feedback_triton); the other
-    impls compute the same s without them and ignore them."""
+             dense_blocks: bool = False):
+    """block_rows, strip_tile, strip_diag, chunk, dense_blocks: the two-level Triton solve's block, its strip
+    kernels' tile, whether its wavefronts read their tiles from the strips, its chunk, and whether its blocks are
+    inverted whole instead (feedback_triton); the other impls compute the same s without them and ignore them."""
     impl = resolve_impl(impl, f, triton_ok)
     if impl == "dense":
         return feedback_dense(f, q_b, k_b, gamma)
@@ -137,5 +132,5 @@ def feedback(f, q_b, k_b, gamma, impl: str = "auto", triton_ok: bool | None = No
         raise ValueError(f"sessa impl='triton' needs CUDA tensors, got {f.device}; use impl='chunked' on CPU")
     from .feedback_triton import feedback_triton  # imported on first use: Triton is optional
     return feedback_triton(f, q_b, k_b, gamma, chunk=chunk, block_rows=block_rows, strip_tile=strip_tile,
-                           strip_diag=strip_diag, dense_blocks=dense_blocks, dl_from_alpha=dl_from_alpha)
+                           strip_diag=strip_diag, dense_blocks=dense_blocks)
 

@@ -272,20 +272,6 @@ def _adjoint_kernel(Q, K, DS, G, LSE, Wm, U, VLP, Y, R0, YR, FLAGS, COUNTER, T, 
 
 
 @triton.jit
-def _dl_tile(p, U, S, g, delta, rows, cols, T, D, scale, BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr,
-             PREC: tl.constexpr, SCALED: tl.constexpr):
-    """dl = alpha (g (u s^T) - delta) / sqrt(D) of a (BC, BC) tile whose alpha is p (float32), g and delta its
-    rows'; U, S already offset to the batch; SCALED: U holds gamma u already (in q's dtype: a dot operand as
-    stored, which a float32 u converted in registers before each dot is not). The tile of _dl_kernel and of
-    _dl_alpha_kernel."""
-    if SCALED:
-        dalpha = _gram(U, S, rows, cols, T, D, BC, BC, BK, DT, PREC)
-    else:
-        dalpha = g[:, None] * _gram(U, S, rows, cols, T, D, BC, BC, BK, DT, PREC)
-    return p * (dalpha - delta[:, None]) * scale
-
-
-@triton.jit
 def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
                BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, SCALED: tl.constexpr):
     """One (BC, BC) tile of a strip of dl per program; BC here is the strip tile (_Config.TS), which need not
@@ -306,31 +292,11 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
         l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale
         past = (cols[None, :] < rows[:, None]) & (rows[:, None] < T)
         p = tl.where(past, tl.exp(l - lse[:, None]), 0.0)
-        dl = _dl_tile(p, U + base, S + base, g, delta, rows, cols, T, D, scale, BC, BK, DT, PREC, SCALED)
-        tl.store(out, dl.to(DL.dtype.element_ty))
-
-
-@triton.jit
-def _dl_alpha_kernel(A, U, S, G, DELTA, OUT, T, D, r0, c0, NR, NCOL, sab, sar, sac, sob, sor, soc, scale,
-                     BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """_dl_kernel on one (BC, BC) tile of alpha[r0:r0 + NR, c0:c0 + NCOL] that the solve already holds in A (a
-    strip, or a block's own alpha: strides sab, sar, sac), read instead of computed from the logits again:
-    OUT (strides sob, sor, soc; may be A itself) = alpha (g (u s^T) - delta) / sqrt(D). Tiles whose every
-    column is at or after every row are left alone (alpha and dl 0: a block's own alpha holds its zeros)."""
-    i = tl.program_id(0)
-    jt = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    if c0 + jt * BC < r0 + (i + 1) * BC - 1:
-        ri = i * BC + tl.arange(0, BC)
-        cj = jt * BC + tl.arange(0, BC)
-        inside = (ri[:, None] < NR) & (cj[None, :] < NCOL)
-        rows = r0 + ri
-        g = tl.load(G + b * T + rows, mask=ri < NR, other=0.0)
-        delta = tl.load(DELTA + b * T + rows, mask=ri < NR, other=0.0)
-        a = tl.load(A + b * sab + ri[:, None] * sar + cj[None, :] * sac, mask=inside, other=0.0).to(tl.float32)
-        dl = _dl_tile(a, U + b * T * D, S + b * T * D, g, delta, rows, c0 + cj, T, D, scale, BC, BK, DT, PREC,
-                      False)
-        tl.store(OUT + b * sob + ri[:, None] * sor + cj[None, :] * soc, dl.to(OUT.dtype.element_ty), mask=inside)
+        # dl = alpha (g (u s^T) - delta) / sqrt(D); SCALED: U holds gamma u already, in q's dtype (a dot operand as
+        # stored, which a float32 u converted in registers before each dot is not)
+        us = _gram(U + base, S + base, rows, cols, T, D, BC, BC, BK, DT, PREC)
+        dalpha = us if SCALED else g[:, None] * us
+        tl.store(out, (p * (dalpha - delta[:, None]) * scale).to(DL.dtype.element_ty))
 
 
 @triton.jit
@@ -488,19 +454,6 @@ def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
     return out[:, :r1 - r0]
 
 
-def _dl_from_alpha(alpha, u, s, g, delta, r0: int, c0: int, cfg: _Config, out=None):
-    """dl (as _dl_kernel) of the (B, NR, NCOL) alpha[r0:, c0:] the solve holds (any strides), into out (same
-    shape; None: over alpha itself), by _dl_alpha_kernel in tiles of TS."""
-    B, NR, NCOL = alpha.shape
-    T, D = u.shape[1:]
-    out = alpha if out is None else out
-    TS = cfg.TS
-    _dl_alpha_kernel[(triton.cdiv(NR, TS), triton.cdiv(NCOL, TS), B)](
-        alpha, u, s, g, delta, out, T, D, r0, c0, NR, NCOL, *alpha.stride(), *out.stride(), 1.0 / math.sqrt(D),
-        BC=TS, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, **_launch("dl", cfg.strip_warps))
-    return out
-
-
 def _strip_buffer(B: int, rows: int, cols: int, cfg: _Config, q: torch.Tensor) -> torch.Tensor:
     """Scratch for one _strip of `rows` x `cols` (rows rounded up to the strip tile, as _strip writes them), in
     q's dtype, for a strip kept beyond the next one (the shared _scratch is rewritten by every strip)."""
@@ -623,8 +576,8 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
     alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from _diag_inverses,
     before the blocks' loop. Products in q's dtype with float32 sums; no wavefront. Returns s (in q's dtype where
-    f has it: the float32 s would only be rounded to it by the caller), h in float32, the blocks' W_R (B, T, R)
-    and the blocks' own alpha AB for the backward (need_h False: h, W_R and AB empty). Lease 28 timed this path's
+    f has it: the float32 s would only be rounded to it by the caller), h in float32 and the blocks' W_R (B, T, R)
+    for the backward (need_h False: h and W_R empty). Lease 28 timed this path's
     PyTorch glue between the products at ~1 ms of a T = 4096 step (kernels/NOTES.md, "Dense blocks"), so each block
     writes its tensors once: f_b + g_b X_b straight into q's dtype, h_b through cuBLAS's epilogue, the products'
     float32 results straight into their rows of s, h (and u in the adjoint)."""
@@ -648,33 +601,21 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
             baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
         elif need_h:
             bmm_fp32(a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
-    return (s, h) + ((WR, AB) if need_h else (WR.new_empty(0), WR.new_empty(0)))  # two: op outputs never alias
+    return s, h, WR if need_h else WR.new_empty(0)
 
 
-def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int, kept=None):
+def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int):
     """_adjoint with each block inverted whole: blocks in reverse order, u_b = W_R^T (ds_b + Y_b), Y_b =
     alpha[(b+1)R:, bR:(b+1)R]^T (gamma u)[(b+1)R:]; W_R the forward's (_solve_dense), recomputed where WR is
     empty. As in _solve_dense, each block's right-hand side and gamma u are written once, in q's dtype.
-    Returns u, gamma u in q's dtype (every row: what _qk_grads's dl reads) and, given kept = (AB, s, h) (the
-    blocks' own alpha from the forward, s and h), also dq, dk and dgamma (else None): once u_b is known, the
-    block's dl (rows and columns of the block, from AB) and its strip's (rows after the block: u is known there
-    already) are computed from the alpha the solve holds (_dl_from_alpha), the strip's in place once Y_b has
-    read it, and their dq, dk products summed in place; so dl takes no third pass over the logits (_qk_grads's
-    _dl_kernel recomputes them)."""
+    Returns u and gamma u in q's dtype (every row: what _qk_grads's dl reads)."""
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     v_lp = torch.empty(B, T, D, dtype=q.dtype, device=ds.device)  # gamma u, as the strip products read it
-    R = _block_len(T, cfg, block_rows)
-    rhs = torch.empty(B, R, D, dtype=q.dtype, device=ds.device)
+    rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=ds.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, ds.device)
     if not WR.numel():
         WR = _diag_inverses(q, k, g, lse, W, cfg, block_rows)[1]
-    if kept is not None:
-        AB, s, h = kept
-        f32 = dict(dtype=torch.float32, device=ds.device)
-        dq, dk, dgamma, delta = torch.zeros(B, T, D, **f32), torch.empty(B, T, D, **f32), *torch.empty(2, B, T, **f32)
-        # a block's own dl (AB stays as saved); zeros: _dl_alpha_kernel leaves the tiles above the diagonal alone
-        dl_bb = torch.zeros(B, R, R, dtype=q.dtype, device=ds.device)
     for c0, m in _blocks(T, cfg, block_rows)[::-1]:
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         w, rhs_b = _block_w(WR, r0, r1), rhs[:, :r1 - r0]
@@ -685,23 +626,12 @@ def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int, kept=
             rhs_b.copy_(ds[:, r0:r1])
         ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
         torch.mul(ub, g[:, r0:r1, None], out=v_lp[:, r0:r1])
-        if kept is None:
-            continue
-        torch.linalg.vecdot(ub, h[:, r0:r1], out=dgamma[:, r0:r1])  # u . (alpha s): exact also where gamma = 0
-        torch.mul(g[:, r0:r1], dgamma[:, r0:r1], out=delta[:, r0:r1])
-        dl = _dl_from_alpha(_block_w(AB, r0, r1), u, s, g, delta, r0, r0, cfg, out=dl_bb[:, :r1 - r0, :r1 - r0])
-        bmm_fp32(dl.transpose(1, 2), q[:, r0:r1], out=dk[:, r0:r1])
-        baddbmm_fp32(dq[:, r0:r1], dl, k[:, r0:r1], out=dq[:, r0:r1])
-        if r1 < T:
-            dl = _dl_from_alpha(strip, u, s, g, delta, r1, r0, cfg)
-            baddbmm_fp32(dk[:, r0:r1], dl.transpose(1, 2), q[:, r1:], out=dk[:, r0:r1])
-            baddbmm_fp32(dq[:, r1:], dl, k[:, r0:r1], out=dq[:, r1:])
-    return u, v_lp, None if kept is None else (dq, dk, dgamma)
+    return u, v_lp
 
 
 def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, need_h: bool = True):
     """s, h = alpha s (need_h False: an empty h, for a forward without a backward) and what the dense blocks'
-    backward reads (_solve_dense's W_R and AB; the wavefronts: empty). block_rows None: one wavefront
+    backward reads (_solve_dense's W_R; the wavefronts: empty). block_rows None: one wavefront
     over all chunks. block_rows R: blocks of R rows in order; for block b, alpha[bR:(b+1)R, :bR] is written once and
     its product X with s[:bR] (cuBLAS) is read by a wavefront over the block's chunks, which adds the within-block
     part (CROSS) and writes s and h. With strip_diag the strip runs through the block's own columns (block 0 gets
@@ -731,7 +661,7 @@ def _solve(f, q, k, g, lse, W, A, cfg: _Config, block_rows: int | None = None, n
             BC=cfg.BC, BD=cfg.BD, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, PV_LOWP=cfg.PV_LOWP,
             PV_PREC=cfg.PV_PREC, WPREC=cfg.WPREC, CROSS=n > 0, STORE_LP=s_lp is not s and n + 1 < len(blocks),
             DIAG=diag, STORE_H=need_h, num_warps=cfg.num_warps)
-    return s, h, q.new_empty(0), q.new_empty(0)
+    return s, h, q.new_empty(0)
 
 
 def _adjoint(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int | None = None):
@@ -741,7 +671,7 @@ def _adjoint(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int | None = Non
     inside the block adds to the rest (CROSS). With strip_diag the strip starts at the block's own rows (the
     last block gets one too) and the wavefront reads its within-block alpha tiles from it (DIAG)."""
     if cfg.dense:
-        return _adjoint_dense(ds, q, k, g, lse, W, WR, cfg, block_rows)[:2]
+        return _adjoint_dense(ds, q, k, g, lse, W, WR, cfg, block_rows)
     B, T, D = ds.shape
     u = torch.empty(B, T, D, dtype=torch.float32, device=ds.device)
     blocks = _blocks(T, cfg, block_rows)[::-1]
@@ -801,46 +731,41 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config, v=None):
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
                     block_rows: int | None = None, strip_tile: int | None = None, strip_diag: bool = False,
-                    dense_blocks: bool = False, need_h: bool = True, dl_from_alpha: bool = False):
+                    dense_blocks: bool = False, need_h: bool = True):
     """The forward solve. Returns s (f's dtype) and what the backward needs: lse (B, T), W (B, NC, C, C)
-    and h = alpha s (B, T, D), all float32 and contiguous, and with dense_blocks every block's inverse W_R and,
-    with dl_from_alpha, its own alpha AB, each (B, T, R) in q's dtype (else empty), which the backward would
-    otherwise compute again; need_h False (no backward will follow: inference, prefill): h, W_R and AB are empty
-    and h is not computed. block_rows: see feedback_triton."""
-    check_block_rows(block_rows, chunk, dense_blocks, dl_from_alpha)
+    and h = alpha s (B, T, D), all float32 and contiguous, and with dense_blocks every block's inverse W_R (B, T,
+    R) in q's dtype (else empty), which the backward would otherwise compute again; need_h False (no backward will
+    follow: inference, prefill): h and W_R are empty and h is not computed. block_rows: see feedback_triton."""
+    check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, f.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     lse, W, A = _prep(q, k, g, cfg)
-    s, h, WR, AB = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows, need_h)  # s fp32 (dense: f's dtype)
-    # AB contiguous as the op declares it (one block's is its strip, whose rows the strip tile pads)
-    return s.to(f.dtype), lse, W, h, WR, AB.contiguous() if dl_from_alpha else AB.new_empty(0)
+    s, h, WR = _solve(f.contiguous(), q, k, g, lse, W, A, cfg, block_rows, need_h)  # s fp32 (dense: f's dtype)
+    return s.to(f.dtype), lse, W, h, WR
 
 
-def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, WR, AB, chunk: int, block_d: int | None,
+def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk: int, block_d: int | None,
                      num_warps: int | None, block_rows: int | None = None, strip_tile: int | None = None,
                      strip_diag: bool = False, dense_blocks: bool = False):
-    """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma); WR, AB: forward_kernels' (WR
-    empty: the dense blocks invert again; AB empty: dl from the logits again, _qk_grads)."""
+    """Gradients (df, dq_b, dk_b, dgamma) in the dtypes of (s, q_b, k_b, gamma); WR: forward_kernels' (empty:
+    the dense blocks invert again)."""
     check_block_rows(block_rows, chunk, dense_blocks)
     dt = torch.promote_types(q_b.dtype, k_b.dtype)
     cfg = _Config(dt, s.shape[-1], chunk, block_d, num_warps, strip_tile, strip_diag, dense_blocks)
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
-    if cfg.dense and AB.numel():  # dl from the alpha the solve holds (_adjoint_dense)
-        u, _, (dq, dk, dgamma) = _adjoint_dense(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows, (AB, s, h))
-    else:
-        u, v = _adjoint(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows)
-        dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
-        dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg, v)
+    u, v = _adjoint(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows)
+    dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
+    dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg, v)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dgamma), (s, q_b, k_b, gamma)))
 
 
 def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma: torch.Tensor,
                     chunk: int = DEFAULT_CHUNK, block_d: int | None = None, num_warps: int | None = None,
                     block_rows: int | None = None, strip_tile: int | None = None,
-                    strip_diag: bool = False, dense_blocks: bool = False, dl_from_alpha: bool = False) -> torch.Tensor:
+                    strip_diag: bool = False, dense_blocks: bool = False) -> torch.Tensor:
     """f, q_b, k_b: (B, T, D); gamma: (B, T). Returns s: (B, T, D) in f's dtype; differentiable, and traced
     by torch.compile as one custom op (feedback_triton_op.py).
     chunk: rows per tile and per diagonal solve; block_d: width of the D tile each solve program owns;
@@ -851,9 +776,7 @@ def feedback_triton(f: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, gamma
     lse pass's tiles, None for the chunk; strip_diag: the two-level wavefronts read each block's own
     alpha tiles from its strip (written once) instead of computing them in every D tile; dense_blocks (needs
     block_rows): no wavefront, each block inverted whole by matrix products (NOTES.md, "Dense blocks";
-    strip_diag then changes nothing); dl_from_alpha (needs dense_blocks): the forward keeps each block's own alpha
-    and the backward takes dl from it and from the strips it computes anyway, not from the logits again (NOTES.md,
-    "dl from the alpha the solve holds"). Speed knobs (NOTES.md): the same s and gradients up to rounding."""
+    strip_diag then changes nothing). Speed knobs (NOTES.md): the same s and gradients up to rounding."""
     from .feedback_triton_op import feedback_op
     return feedback_op(f, q_b, k_b, gamma, chunk, block_d, num_warps, block_rows, strip_tile, strip_diag,
-                       dense_blocks, dl_from_alpha)
+                       dense_blocks)

@@ -32,14 +32,11 @@ TILED = (f"sessa/triton2-r1024-t{STRIP_TILE}", f"sessa/triton2-r1024-t{STRIP_TIL
 # The blocks of R = 1024 rows inverted whole (dense_blocks, kernels/NOTES.md "Dense blocks"): no
 # wavefront, its strips in the same 128-tiles; the mixer's default since lease 33 (beside t128d, the one before)
 DENSE = f"sessa/triton2-r1024-t{STRIP_TILE}-dense"
-# The same with dl taken from the alpha the solve holds (dl_from_alpha; NOTES.md), timed beside it until it wins
-DENSE_DLA = f"{DENSE}-dla"
 CHUNK_WAVEFRONT = {"feedback_strip_tile": None, "feedback_strip_diag": False, "feedback_dense_blocks": False}
 # The rows at R = 1024 in 128-tiles: what each sets beside the wavefronts without the strip read
-R1024_TILED = {TILED[0]: {}, TILED[1]: {"feedback_strip_diag": True}, DENSE: {"feedback_dense_blocks": True},
-               DENSE_DLA: {"feedback_dense_blocks": True, "feedback_dl_from_alpha": True}}
+R1024_TILED = {TILED[0]: {}, TILED[1]: {"feedback_strip_diag": True}, DENSE: {"feedback_dense_blocks": True}}
 GRAPHED = ("attention/sdpa", "attention/minimal", "sessa/triton", "sessa/triton2", "sessa/triton2-r1024", *TILED,
-           DENSE, DENSE_DLA)
+           DENSE)
 
 
 def implementations(device: torch.device, d_model: int, n_heads: int, mamba: dict,
