@@ -1,0 +1,35 @@
+"""scripts/probe_logit_gemms.py on CPU (Triton's interpreter): every row it times runs, at a small shape, so a
+GPU lease cannot spend its minutes on a probe that breaks (lease 37-38 ran it twice)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = r'''
+import sys
+sys.path[:0] = ["scripts", "tests"]
+from triton_interpreter import patch_interpreter
+patch_interpreter()
+import probe_logit_gemms as probe
+ft = probe.ft
+piece = ft.LSE_PIECE
+rows = probe.probe(1, 256, 16, 128, device="cpu", timer=lambda fn: 1.0)
+names = [name for name, *_ in rows]
+assert len(names) == len(set(names)) == 12, names
+assert sum("lse pass" in n for n in names) == 4 and sum("_qk_grads" in n for n in names) == 2, names
+assert ft.LSE_PIECE == piece  # restored after the lse rows
+print("ok")
+'''
+
+
+def test_every_row_of_the_probe_runs():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
