@@ -11,15 +11,24 @@ import sys
 import pytest
 
 
-def run_interpreted(script: str, timeout: int = 300) -> dict:
-    """Run `script --interpret` under TRITON_INTERPRET=1; its last stdout line, parsed as JSON."""
+def _child(args: list, timeout: int, cwd=None) -> subprocess.CompletedProcess:
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, script, "--interpret"], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_interpreted(script: str, timeout: int = 300) -> dict:
+    """Run `script --interpret` under TRITON_INTERPRET=1; its last stdout line, parsed as JSON."""
+    proc = _child([script, "--interpret"], timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_code_interpreted(code: str, cwd, timeout: int = 300) -> None:
+    """Run `python -c code` from cwd under TRITON_INTERPRET=1: it must exit 0 with `ok` as its last line."""
+    proc = _child(["-c", code], timeout, cwd)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
 def patch_interpreter() -> None:
