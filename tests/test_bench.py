@@ -440,6 +440,33 @@ def test_budgets_times_only_the_named_training_shapes(tmp_path, monkeypatch, cap
     assert "--budgets" in err and "'base'" in err and "tiny, small" in err
 
 
+def test_train_part_times_the_wavefront_solve_beside_sessa(tmp_path, monkeypatch, capsys):
+    """`--parts train --families sessa sessa_wavefronts`: both models' rows in one run (the same parameters: one
+    model, two solves); sessa_wavefronts with any other part is one clear error."""
+    import pytest
+
+    from sessa_bench.bench import __main__ as bench
+
+    real = bench.load_preset
+
+    def one_step(name):
+        p = real(name)
+        p["train"].update(shapes=[{"budget_name": "tiny", "vocab": 64, "seq_len": 16, "batch": 2}],
+                          compile_backends=[None], warmup=0, steps=1, harness=False)
+        return p
+
+    monkeypatch.setattr(bench, "load_preset", one_step)
+    main(["--preset", "cpu", "--parts", "train", "--families", "sessa", "sessa_wavefronts",
+          "--out-dir", str(tmp_path)])
+    rows = [r for r in csv.DictReader((tmp_path / "cpu.csv").open()) if r["part"] == "train"]
+    assert [r["family"] for r in rows] == ["sessa", "sessa_wavefronts"] and rows[0]["params"] == rows[1]["params"]
+    for parts in (["blocks"], ["train", "decode"]):
+        with pytest.raises(SystemExit):
+            main(["--preset", "cpu", "--parts", *parts, "--families", "sessa_wavefronts", "--out-dir", str(tmp_path)])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "sessa_wavefronts is timed by the train part only" in err, err
+
+
 def test_lengths_time_only_the_named_block_lengths(tmp_path, monkeypatch, capsys):
     """`--parts blocks --lengths T` (a short lease) times the blocks at those T only, skips the largest-T search
     (here a preset that has one) and says so in the rerun line; a T below 1 is one clear error."""

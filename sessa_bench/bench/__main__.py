@@ -2,6 +2,7 @@
 [--families ...] [--budgets NAME ...]
 
 --budgets times only those of the preset's training shapes (e.g. `--budgets small`: Table 1's shapes on GPU);
+--families sessa sessa_wavefronts with --parts train: Sessa's two Triton solves side by side in one run;
 --decode-variants only these decode variants instead of the preset's (a short lease: READ:eager|compiled[:M]).
 Writes results/bench/<device>.md, .csv and .png (block time and memory versus T)."""
 
@@ -35,6 +36,8 @@ from sessa_bench.report.markdown import csv_text, md_table, number
 from sessa_bench.run_folder import git_commit
 
 FAMILIES = ("sessa", "transformer", "mamba2")
+# model configs timed by the train part only, beside the families (a solve setting of Sessa's as its own model)
+TRAIN_ONLY = ("sessa_wavefronts",)
 PARTS = ("blocks", "train", "decode", "reads", "profile")
 PRESETS = ("gpu", "cpu")  # conf/bench/<preset>.yaml
 
@@ -226,7 +229,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=PRESETS, default="gpu" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
-    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES + TRAIN_ONLY,
+                    help=f"default: {' '.join(FAMILIES)}; {' '.join(TRAIN_ONLY)}: with --parts train only")
     ap.add_argument("--out-dir", default="results/bench")
     # the allowed names depend on --preset, so they are checked after parsing
     budgets = {name: [s["budget_name"] for s in load_preset(name)["train"]["shapes"]] for name in PRESETS}
@@ -246,6 +250,9 @@ def main(argv=None):
         decode_variants = [decode_variant(v) for v in args.decode_variants or []]
     except ValueError as e:
         ap.error(f"argument --decode-variants: {e}")
+    only = [f for f in args.families if f in TRAIN_ONLY]
+    if only and set(args.parts) != {"train"}:
+        ap.error(f"argument --families: {only[0]} is timed by the train part only; give --parts train")
     if args.impls and "blocks" not in args.parts:
         ap.error("argument --impls: names blocks of the blocks part, which --parts leaves out")
     if any(t < 1 for t in args.lengths or []):
