@@ -268,7 +268,7 @@ def strip_in_place(ft) -> dict:
 
 # The lse pass in pieces (_lse_part_kernel, combined by _prep_kernel): name -> (T, chunk, strip_tile, LSE_PIECE,
 # LSE_PIECES). One piece a row tile; one tile a piece; pieces capped (longer pieces than LSE_PIECE); a cap that
-# does not divide the tiles (the kernels' piece, cdiv(tiles, pieces), below LSE_PIECE); more than the 16 pieces
+# does not divide the tiles (the piece _prep passes, cdiv(tiles, pieces), below LSE_PIECE); more than the 16 pieces
 # _prep_kernel reads at once; T not a multiple of the tile or the chunk.
 LSE_PIECES = {"T90-C16-S32-one-piece": (90, 16, 32, 4, 32), "T90-C16-S32-one-tile": (90, 16, 32, 1, 32),
               "T90-C16-S32-capped": (90, 16, 32, 1, 2), "T200-C16-S16-capped": (200, 16, 16, 1, 4),

@@ -84,25 +84,24 @@ def _wait(FLAG):
 
 
 @triton.jit
-def _online_lse(m_i, z_i, l):
-    """The running (max, sum of exp) of each row after the (rows, n) logits l (-inf where masked); safe for rows
-    that have seen nothing finite yet (max -inf)."""
+def _online_lse(m_i, z_i, l, w):
+    """The running (max, sum of w exp) of each row after the (rows, n) logits l (-inf where masked), each weighted
+    by w (1 for logits; a partial's own sum when l are partial maxima); safe for rows that have seen nothing
+    finite yet (max -inf)."""
     m_new = tl.maximum(m_i, tl.max(l, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    return m_new, z_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(l - m_safe[:, None]), 1)
+    return m_new, z_i * tl.exp(m_i - m_safe) + tl.sum(w * tl.exp(l - m_safe[:, None]), 1)
 
 
 @triton.jit
-def _lse_part_kernel(Q, K, MP, ZP, T, D, NP, scale,
+def _lse_part_kernel(Q, K, MP, ZP, T, D, NP, piece, scale,
                      BT: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """One piece of the logsumexp of the rows of one BT-tile over their past: rows [i BT, (i+1) BT), the
-    columns [p L, (p+1) L) (L = PIECE tiles of BT, a runtime argument) before each row; its (max, sum of exp)
-    per row into MP, ZP[b, p]. Pieces that start past the tile's own columns have nothing to do."""
-    NT = tl.num_programs(0)
-    i = NT - 1 - tl.program_id(0)  # longest rows first
+    columns [p L, (p+1) L) (L = `piece` tiles of BT) before each row; its (max, sum of exp) per row into
+    MP, ZP[b, p] (NP pieces a row). Pieces that start past the tile's own columns have nothing to do."""
+    i = tl.num_programs(0) - 1 - tl.program_id(0)  # longest rows first
     p = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    piece = tl.cdiv(NT, NP)  # tiles per piece
     n = tl.minimum(piece, i + 1 - p * piece)  # of them in this tile's past (its own tile included)
     if n > 0:
         rows = i * BT + tl.arange(0, BT)
@@ -111,13 +110,13 @@ def _lse_part_kernel(Q, K, MP, ZP, T, D, NP, scale,
         for t in range(0, n):
             cols = (p * piece + t) * BT + tl.arange(0, BT)
             l = _gram(Q + b * T * D, K + b * T * D, rows, cols, T, D, BT, BT, BK, DT, PREC) * scale
-            m_i, z_i = _online_lse(m_i, z_i, tl.where(cols[None, :] < rows[:, None], l, float("-inf")))
+            m_i, z_i = _online_lse(m_i, z_i, tl.where(cols[None, :] < rows[:, None], l, float("-inf")), 1.0)
         tl.store(MP + (b * NP + p) * T + rows, m_i, mask=rows < T)
         tl.store(ZP + (b * NP + p) * T + rows, z_i, mask=rows < T)
 
 
 @triton.jit
-def _prep_kernel(Q, K, G, MP, ZP, LSE, Wm, Am, T, D, NC, NP, scale,
+def _prep_kernel(Q, K, G, MP, ZP, LSE, Wm, Am, T, D, NC, NP, piece, scale,
                  BC: tl.constexpr, BK: tl.constexpr, LOG2BC: tl.constexpr, DT: tl.constexpr,
                  PREC: tl.constexpr, WPREC: tl.constexpr, BT: tl.constexpr, PB: tl.constexpr):
     """Per chunk: lse from the pieces of _lse_part_kernel (a row's: those its BT-tile has), alpha_cc and W_c."""
@@ -126,7 +125,6 @@ def _prep_kernel(Q, K, G, MP, ZP, LSE, Wm, Am, T, D, NC, NP, scale,
     Q += b * T * D
     K += b * T * D
     rows = c * BC + tl.arange(0, BC)
-    piece = tl.cdiv(tl.cdiv(T, BT), NP)
     have = (rows // BT) // piece + 1  # pieces of each row's tile
     m_i = tl.full((BC,), float("-inf"), tl.float32)
     z_i = tl.zeros((BC,), tl.float32)
@@ -134,12 +132,8 @@ def _prep_kernel(Q, K, G, MP, ZP, LSE, Wm, Am, T, D, NC, NP, scale,
         ps = p0 + tl.arange(0, PB)
         at = (b * NP + ps[None, :]) * T + rows[:, None]
         mask = (ps[None, :] < have[:, None]) & (rows[:, None] < T)
-        mp = tl.load(MP + at, mask=mask, other=float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(mp, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        z_i = z_i * tl.exp(m_i - m_safe) + tl.sum(tl.load(ZP + at, mask=mask, other=0.0)
-                                                   * tl.exp(mp - m_safe[:, None]), 1)
-        m_i = m_new
+        m_i, z_i = _online_lse(m_i, z_i, tl.load(MP + at, mask=mask, other=float("-inf")),
+                               tl.load(ZP + at, mask=mask, other=0.0))
     lse = tl.where(z_i == 0.0, 0.0, m_i + tl.log(z_i))  # row 0 has no past: any finite lse gives alpha = 0
     tl.store(LSE + b * T + rows, lse, mask=rows < T)
     l_cc = _gram(Q, K, rows, rows, T, D, BC, BC, BK, DT, PREC) * scale
@@ -409,14 +403,15 @@ def _prep(q, k, g, cfg: _Config):
     NC = triton.cdiv(T, cfg.BC)
     NT = triton.cdiv(T, cfg.TS)
     NP = triton.cdiv(NT, max(LSE_PIECE, triton.cdiv(NT, LSE_PIECES)))
+    piece = triton.cdiv(NT, NP)  # tiles a piece: NP of them cover the longest row's NT
     lse = torch.empty(B, T, dtype=torch.float32, device=q.device)
     parts = torch.empty(2, B, NP, T, dtype=torch.float32, device=q.device)
     W = torch.empty(B, NC, cfg.BC, cfg.BC, dtype=torch.float32, device=q.device)
     A = torch.empty_like(W)
     scale = 1.0 / math.sqrt(D)
-    _lse_part_kernel[(NT, NP, B)](q, k, parts[0], parts[1], T, D, NP, scale, BT=cfg.TS, BK=cfg.BK, DT=cfg.DT,
-                                  PREC=cfg.PREC, **_launch("lse", cfg.strip_warps))
-    _prep_kernel[(NC, B)](q, k, g, parts[0], parts[1], lse, W, A, T, D, NC, NP, scale, BC=cfg.BC, BK=cfg.BK,
+    _lse_part_kernel[(NT, NP, B)](q, k, parts[0], parts[1], T, D, NP, piece, scale, BT=cfg.TS, BK=cfg.BK,
+                                  DT=cfg.DT, PREC=cfg.PREC, **_launch("lse", cfg.strip_warps))
+    _prep_kernel[(NC, B)](q, k, g, parts[0], parts[1], lse, W, A, T, D, NC, NP, piece, scale, BC=cfg.BC, BK=cfg.BK,
                           LOG2BC=cfg.LOG2BC, DT=cfg.DT, PREC=cfg.PREC, WPREC=cfg.WPREC, BT=cfg.TS, PB=16,
                           **_launch("prep", cfg.num_warps))
     return lse, W, A
