@@ -51,8 +51,9 @@ LAUNCH = {"lse": {}, "prep": {}, "strip": {}, "dl": {}}
 # The lse pass in pieces of a row tile's past (_lse_part_kernel): at most LSE_PIECE strip tiles each, so that the
 # longest rows are not one program's work (the old single pass walked them alone: 187 TFLOP/s where the strips
 # reach 360, results/bench/nvidia-h200-logit-gemms-2026-12-03.md); at most LSE_PIECES pieces a row (longer
-# pieces past that), so their partial sums stay linear in T.
-LSE_PIECE, LSE_PIECES = 4, 32
+# pieces past that), so their partial sums stay linear in T. Pieces of 2 tiles: 0.170 ms at B = 4, T = 4096
+# against 0.180 (4) and 0.194 (8), level at 16384 (0.533 / 0.535 / 0.539; lease 39, ...-logit-gemms-2026-12-03-b.md).
+LSE_PIECE, LSE_PIECES = 2, 32
 
 
 def _launch(kernel: str, num_warps: int) -> dict:
