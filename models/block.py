@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .split_linear import split_linear
+
 BLOCKS = ("gated", "prenorm_mlp")
 
 
@@ -31,7 +33,7 @@ class GatedBlock(nn.Module):
         self.mixer = mixer
 
     def forward(self, x, cache=None, pos=None):
-        a, g = self.W_in(self.ln(x)).chunk(2, dim=-1)
+        a, g = split_linear(self.W_in, self.ln(x))  # contiguous halves: GELU and the gate run vectorised
         return x + self.W_out(_mix(self.mixer, F.gelu(a), cache, pos) * g)
 
 

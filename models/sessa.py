@@ -23,6 +23,7 @@ from .attention import CausalAttention
 from .cache import LayerCache
 from .masked_read import masked_read
 from .per_position import once_per_position
+from .split_linear import split_linear
 
 
 class SessaMixer(CausalAttention):
@@ -75,7 +76,7 @@ class SessaMixer(CausalAttention):
         return torch.tanh(self.gamma_ctx(x).squeeze(-1).to(acc) + self.gamma_bias)
 
     def feedback_qk(self, x: torch.Tensor):
-        return self.proj_fb(x).chunk(2, dim=-1)
+        return split_linear(self.proj_fb, x)  # q_b, k_b each contiguous: the Triton solve reads their rows
 
     # --- Mixer interface ---------------------------------------------------------------------------
     def parallel(self, x):
