@@ -21,8 +21,10 @@ def test_feedback_glue_stays_small_and_the_module_is_restored():
     one_pass = B * T * D * 4  # one float32 (B, T, D) tensor
     glue = {where: count_dense_glue.glue_bytes(mode) for where, mode in modes.items()}
     forward, adjoint, grads = (modes[k] for k in modes)
-    for where, mode in list(modes.items())[:2]:
-        assert 3 * one_pass < glue[where] <= 5 * one_pass, (where, glue[where] / one_pass)
+    # session 40: s's rows rounded by cuBLAS (no float32 result copied in), block 0's right-hand side read in place,
+    # the adjoint's ds added in the products' epilogue (no float32 Y): forward ~2.6 passes (was ~4), adjoint ~1.5
+    for (where, mode), bound in zip(list(modes.items())[:2], (3, 2)):
+        assert bound - 1 < glue[where] / one_pass <= bound, (where, glue[where] / one_pass)
         # the doubling (session 36) forms no N = diag(g) a_bb (a zero fill and a product over every block's R x R)
         # and copies no block out and back: each level is two launches of _pair_product_kernel, which reads the
         # blocks of W and a_bb where they lie, scales N's rows as it loads them and writes W21 in place; with T a
@@ -33,7 +35,7 @@ def test_feedback_glue_stays_small_and_the_module_is_restored():
     # the adjoint reads the forward's W_R (session 38): no doubling, nor the strip of the blocks' own alpha
     assert not adjoint.calls["pair_product"] and not adjoint.calls["zeros"], dict(adjoint.calls)
     assert forward.calls["baddbmm"] == T // R - 1  # h of every block after the first, through the epilogue
-    assert adjoint.calls["bmm"] > 0 and not adjoint.calls["add_"]
+    assert adjoint.calls["bmm"] > 0 and not adjoint.calls["add_"] and not adjoint.calls["add"]
     grads_glue = glue[list(modes)[2]]
     assert grads_glue == one_pass and grads.calls["zeros"] == 1, grads_glue / one_pass  # dk's zero fill only
     assert grads.calls["baddbmm"] == grads.calls["bmm"] >= 1  # dk summed in place, dq written in place

@@ -361,15 +361,20 @@ def interpreted_errors() -> dict:
         errors[f"diag-inverses-T{T}-R{R}"] = {
             "blocks": float(any(x.shape != (2, T, R) for x in (*together, *each))),
             "equal": float(not all(map(torch.equal, together, each)))}
-    # A forward without a backward (need_h=False: inference, prefill) computes the same s bit for bit and no h
-    # (nor the dense blocks' W_R), in the wavefronts (two-level, strips read) and in the dense blocks. The dense
-    # backward reading the forward's W_R gives the gradients of one inverting again, bit for bit.
-    f, q, k, gamma = half_inputs(draw(2, 100, 8, "flat", seed=17))
+    # A forward without a backward (need_h=False: inference, prefill) computes no h (nor the dense blocks' W_R)
+    # and the same s: bit for bit in the wavefronts (two-level, strips read); in the dense blocks, whose
+    # right-hand sides then take the gains in the strip (g alpha rounded once where alpha was), within float16
+    # rounding of the path with h and of the float64 solve. The dense backward reading the forward's W_R gives
+    # the gradients of one inverting again, bit for bit.
+    inputs = draw(2, 100, 8, "flat", seed=17)
+    f, q, k, gamma = half_inputs(inputs)
+    exact = feedback_dense(*inputs)
     for name, option in (("wavefront", {"strip_diag": True}), ("dense", {"dense_blocks": True})):
         settings = dict(block_rows=32, strip_tile=32, **option)
         s, lse, W, h, WR = ft.forward_kernels(f, q, k, gamma, 16, None, None, **settings)
         s0, _, _, h0, WR0 = ft.forward_kernels(f, q, k, gamma, 16, None, None, need_h=False, **settings)
-        errors[f"no-h-{name}"] = {"s": float(not torch.equal(s, s0)), "h_empty": float(h0.numel() != 0),
+        errors[f"no-h-{name}"] = {"s": float(not torch.equal(s, s0)) if name == "wavefront" else rel(s0, s),
+                                  "s_exact": rel(s0, exact), "h_empty": float(h0.numel() != 0),
                                   "h_full": float(h.shape != s.shape), "WR_empty": float(WR0.numel() != 0),
                                   "WR": float(WR.shape != ((2, 100, 32) if name == "dense" else (0,)))}
         if name == "dense":
@@ -467,8 +472,12 @@ def test_triton_dense_blocks_all_at_once_equal_block_by_block(interpreted, case)
 
 @pytest.mark.parametrize("name", ["wavefront", "dense"])
 def test_triton_forward_without_backward_skips_h(interpreted, name):
-    """need_h False: the same s, no h and no W_R; need_h True: h, and W_R only for the dense blocks."""
-    assert interpreted[f"no-h-{name}"] == {"s": 0.0, "h_empty": 0.0, "h_full": 0.0, "WR_empty": 0.0, "WR": 0.0}
+    """need_h False: no h and no W_R, and the same s (the dense blocks': within float16 rounding, their gains
+    taken into the strip); need_h True: h, and W_R only for the dense blocks."""
+    errors = dict(interpreted[f"no-h-{name}"])
+    assert errors.pop("s") <= (0.0 if name == "wavefront" else 1e-3), interpreted[f"no-h-{name}"]
+    assert errors.pop("s_exact") <= 1e-3, interpreted[f"no-h-{name}"]
+    assert errors == {"h_empty": 0.0, "h_full": 0.0, "WR_empty": 0.0, "WR": 0.0}
 
 
 def test_triton_dense_backward_reads_the_forwards_block_inverses(interpreted):

@@ -123,14 +123,19 @@ def test_pair_kernel_matches_the_pytorch_doubling(n, dtype, tol):
 
 @pytest.mark.parametrize("dense", [False, True], ids=["wavefront", "dense"])
 def test_forward_without_backward_is_the_same_s(dense):
-    """Under no_grad the op skips h (alpha s, only dgamma reads it): the same s bit for bit, at the bench's
-    shape with the mixer's default strips and with dense blocks."""
+    """Under no_grad the op skips h (alpha s, only dgamma reads it): the same s, at the bench's shape with the
+    mixer's default strips (bit for bit) and with dense blocks (within bf16 rounding: their right-hand sides then
+    take the gains into the strip, g alpha rounded once where alpha was)."""
     f, q, k, g = draw(4, 4096, 768, "peaked", torch.bfloat16, seed=10)
     fn = lambda *x: feedback_triton(*x, block_rows=1024, strip_tile=128, strip_diag=True,  # noqa: E731
                                     dense_blocks=dense)
     with_grad = fn(*(x.detach().requires_grad_() for x in (f, q, k, g))).detach()
     with torch.no_grad():
-        assert torch.equal(fn(f, q, k, g), with_grad)
+        without = fn(f, q, k, g)
+    if dense:
+        assert rel(without, with_grad) <= 2e-2, rel(without, with_grad)  # the bf16 tolerance of every GPU test
+    else:
+        assert torch.equal(without, with_grad)
 
 
 def test_triton_strip_diag_repeatable_and_many_programs():

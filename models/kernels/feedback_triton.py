@@ -295,11 +295,12 @@ def _dl_kernel(Q, K, U, S, G, LSE, DELTA, DL, T, D, r0, LDL, RS, scale,
 
 
 @triton.jit
-def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
-                  BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+def _alpha_kernel(Q, K, LSE, G, OUT, T, D, r0, c0, LDO, RS, scale,
+                  BC: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr, GAINS: tl.constexpr):
     """OUT[b, i, j] = alpha[r0 + i, c0 + j] for one (BC, BC) tile per program (BC: the strip tile,
     _Config.TS): the strips of the two-level solve, below the diagonal or (strip_diag) also over a block's
-    own rows and columns; rows past T get 0, columns past the strip's width (LDO) are not written."""
+    own rows and columns; rows past T get 0, columns past the strip's width (LDO) are not written. GAINS:
+    gamma[r0 + i] alpha[r0 + i, c0 + j] (rounded once), the rows of diag(gamma) alpha."""
     i = tl.program_id(0)
     jt = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -313,6 +314,8 @@ def _alpha_kernel(Q, K, LSE, OUT, T, D, r0, c0, LDO, RS, scale,
         lse = tl.load(LSE + b * T + rows, mask=rows < T, other=0.0)
         l = _gram(Q + base, K + base, rows, cols, T, D, BC, BC, BK, DT, PREC) * scale  # fp32 logits, then exp
         p = tl.where((cols[None, :] < rows[:, None]) & (rows[:, None] < T), tl.exp(l - lse[:, None]), 0.0)
+        if GAINS:
+            p = p * tl.load(G + b * T + rows, mask=rows < T, other=0.0)[:, None]
     out = OUT + b * RS * LDO + (i * BC + tl.arange(0, BC))[:, None] * LDO + j[None, :]
     tl.store(out, p.to(OUT.dtype.element_ty), mask=j[None, :] < LDO)
 
@@ -438,15 +441,17 @@ def _block_len(T, cfg: _Config, block_rows: int | None) -> int:
     return block_len(T, cfg.BC, block_rows)
 
 
-def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config):
+def _strip(q, k, lse, r0, r1, c0, c1, scratch, cfg: _Config, gains=None):
     """alpha[:, r0:r1, c0:c1] (every entry strictly below the diagonal) in the scratch, via _alpha_kernel in
-    tiles of TS; c0, c1 and r0 are multiples of BC. Returns a (B, r1 - r0, c1 - c0) view, in the dtype of q."""
+    tiles of TS; c0, c1 and r0 are multiples of BC. Returns a (B, r1 - r0, c1 - c0) view, in the dtype of q.
+    gains: (B, T) float32 gamma, each row times its gain (diag(gamma) alpha)."""
     B, T, D = q.shape
     TS = cfg.TS
     nr, nc = triton.cdiv(r1 - r0, TS), triton.cdiv(c1 - c0, TS)
     out = scratch[:B * nr * TS * (c1 - c0)].view(B, nr * TS, c1 - c0)
-    _alpha_kernel[(nr, nc, B)](q, k, lse, out, T, D, r0, c0, c1 - c0, nr * TS, 1.0 / math.sqrt(D),
-                               BC=TS, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC, **_launch("strip", cfg.strip_warps))
+    _alpha_kernel[(nr, nc, B)](q, k, lse, lse if gains is None else gains, out, T, D, r0, c0, c1 - c0, nr * TS,
+                               1.0 / math.sqrt(D), BC=TS, BK=cfg.BK, DT=cfg.DT, PREC=cfg.PREC,
+                               GAINS=gains is not None, **_launch("strip", cfg.strip_warps))
     return out[:, :r1 - r0]
 
 
@@ -584,15 +589,28 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
     rhs = torch.empty(B, _block_len(T, cfg, block_rows), D, dtype=q.dtype, device=f.device)
     scratch = _scratch(B, T, cfg, block_rows, q.dtype, f.device)
     AB, WR = _diag_inverses(q, k, g, lse, W, cfg, block_rows)
+    # Without h (no backward) X_b = alpha s is not kept, so the gains go into the strip and the right-hand side is
+    # one product whose epilogue adds f_b: no float32 X_b written and read again, no separate pass for f + g X
+    # (0.06 ms of the T = 4096 block's 1.42 ms forward on an H200, lease 39); g alpha is rounded to q's dtype
+    # once where alpha was, so s differs from the path with h in its last bits
+    fold = not need_h and f.dtype == q.dtype
     for c0, m in _blocks(T, cfg, block_rows):
         r0, r1 = c0 * cfg.BC, min((c0 + m) * cfg.BC, T)
         a_bb, w, rhs_b = _block_w(AB, r0, r1), _block_w(WR, r0, r1), rhs[:, :r1 - r0]
-        if r0:
+        if r0 and fold:  # f_b + (diag(g) alpha) s: cuBLAS adds f_b in its float32 epilogue, rounded once
+            torch.baddbmm(f[:, r0:r1], _strip(q, k, lse, r0, r1, 0, r0, scratch, cfg, gains=g), s_lp[:, :r0],
+                          out=rhs_b)
+        elif r0:
             x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])  # the columns before the block
             torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
+        elif f.dtype == q.dtype:  # block 0: f's own rows are the right-hand side, read in place
+            rhs_b = f[:, r0:r1]
         else:
             rhs_b.copy_(f[:, r0:r1])
-        s_lp[:, r0:r1] = bmm_fp32(w, rhs_b, out=None if s is s_lp else s[:, r0:r1])
+        if s is s_lp:  # cuBLAS rounds its float32 sums into s's rows itself: no float32 result to copy in
+            torch.bmm(w, rhs_b, out=s_lp[:, r0:r1])
+        else:
+            s_lp[:, r0:r1] = bmm_fp32(w, rhs_b, out=s[:, r0:r1])
         if need_h and r0:
             baddbmm_fp32(x, a_bb, s_lp[:, r0:r1], out=h[:, r0:r1])
         elif need_h:
@@ -617,7 +635,12 @@ def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int):
         w, rhs_b = _block_w(WR, r0, r1), rhs[:, :r1 - r0]
         if r1 < T:  # the rows after the block, its columns
             strip = _strip(q, k, lse, r1, T, r0, (c0 + m) * cfg.BC, scratch, cfg)[:, :, :r1 - r0]
-            torch.add(ds[:, r0:r1], bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
+            if ds.dtype == q.dtype:  # ds_b added in cuBLAS's float32 epilogue, rounded once: no float32 Y_b
+                torch.baddbmm(ds[:, r0:r1], strip.transpose(1, 2), v_lp[:, r1:], out=rhs_b)
+            else:
+                torch.add(ds[:, r0:r1], bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
+        elif ds.dtype == q.dtype:  # the last block: ds's own rows are the right-hand side, read in place
+            rhs_b = ds[:, r0:r1]
         else:
             rhs_b.copy_(ds[:, r0:r1])
         ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
