@@ -206,8 +206,9 @@ def test_triton_repeatable_and_many_programs():
 
 
 def test_dq_dk_strips_sum_in_float32(monkeypatch):
-    """dq, dk (float32, before the cast to q_b's dtype) from eight strips of dl equal those from one strip to
-    float32 accuracy: the strip products keep float32 (rounded to bf16 per strip they differed by ~1e-3)."""
+    """dk (float32, before the cast to k_b's dtype) from eight strips of dl equals that from one strip to float32
+    accuracy: the strip products keep float32 (rounded to bf16 per strip they differed by ~1e-3). dq's rows are
+    each one product, rounded once to q's dtype: alike to that rounding."""
     from sessa_bench.models.kernels import feedback_triton as ft
 
     B, T, D = 2, 2048, 768
@@ -221,8 +222,9 @@ def test_dq_dk_strips_sum_in_float32(monkeypatch):
     for strips in (1, 8):
         monkeypatch.setattr(ft, "STRIP_ELEMS", B * T * T // strips)
         grads[strips] = ft._qk_grads(q, k, u, s, g.float(), lse, delta, cfg)
-    for name, a, b in zip(("dq", "dk"), grads[8], grads[1]):
-        assert rel(a, b.double()) <= 1e-5, (name, rel(a, b.double()))
+    assert [x.dtype for x in grads[8]] == [torch.bfloat16, torch.float32]
+    for name, a, b, tol in zip(("dq", "dk"), grads[8], grads[1], (4e-3, 1e-5)):
+        assert rel(a, b.double()) <= tol, (name, rel(a, b.double()))
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])

@@ -18,7 +18,7 @@ from sessa_bench.models.kernels import causal_conv_triton, rope_triton, split_re
 from sessa_bench.models.kernels import feedback_triton as ft  # noqa: E402
 
 KERNELS = ("_lse_part_kernel", "_prep_kernel", "_solve_kernel", "_adjoint_kernel", "_dl_kernel", "_alpha_kernel",
-           "_pair_product_kernel")
+           "_pair_product_kernel", "_rowdot_kernel")
 TYPES = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
          torch.uint8: "*u8"}
 TARGET = GPUTarget("cuda", 90, 32)
@@ -93,10 +93,13 @@ def test_feedback_kernels_compile_for_sm90(monkeypatch, setting, dtype):
     launches = feedback_launches(monkeypatch, dtype, **SETTINGS[setting])
     names = {fn.__name__ for fn, *_ in launches}
     # forward (the lse pass in pieces, the chunks' inverses) and backward ran
-    assert {"_lse_part_kernel", "_prep_kernel", "_dl_kernel"} <= names
+    assert {"_lse_part_kernel", "_prep_kernel", "_dl_kernel", "_rowdot_kernel"} <= names
     assert ("_pair_product_kernel" in names) == (setting == "dense-blocks")
     # dl's u s^T reads gamma u in q's dtype where the dense adjoint holds it for every row, u otherwise
     assert {c["SCALED"] for fn, _, c, _ in launches if fn.__name__ == "_dl_kernel"} <= {setting == "dense-blocks"}
+    # the strips take the gains only in the dense blocks' forward without h (inference)
+    gains = {c["GAINS"] for fn, _, c, _ in launches if fn.__name__ == "_alpha_kernel"}
+    assert gains == ({False, True} if setting == "dense-blocks" else {False} if gains else set())
     compile_all(launches)
 
 

@@ -721,15 +721,15 @@ def _adjoint(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int | None = Non
 
 
 def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config, v=None):
-    """dq, dk (fp32) from strips of R rows of dl = alpha (gamma u s^T - delta) / sqrt(D); v: gamma u in q's dtype
-    for every row, read in place of u (and gamma) where given."""
+    """dq (q's dtype), dk (fp32) from strips of R rows of dl = alpha (gamma u s^T - delta) / sqrt(D); v: gamma u
+    in q's dtype for every row, read in place of u (and gamma) where given."""
     B, T, D = q.shape
     BC = cfg.TS  # the strip tile: rows of a strip and the tiles of dl
     T_pad = _ceil_to(T, BC)
     R = min(T_pad, BC * max(1, STRIP_ELEMS // (B * T_pad * BC)))
     dl_dtype = q.dtype
     dl = torch.empty(B, R, T_pad, dtype=dl_dtype, device=q.device)
-    dq = torch.empty(B, T, D, dtype=torch.float32, device=q.device)
+    dq = torch.empty(B, T, D, dtype=q.dtype, device=q.device)  # each row one product: rounded once, by cuBLAS
     dk = torch.zeros(B, T, D, dtype=torch.float32, device=q.device)
     for r0 in range(0, T, R):
         r1 = min(r0 + R, T)
@@ -743,9 +743,34 @@ def _qk_grads(q, k, u, s, g, lse, delta, cfg: _Config, v=None):
         # at T = 2048, four strips; 1e-7 at T = 600, one strip). Written in place by the products (dk's sum by
         # cuBLAS's epilogue): the same float32 sums without a float32 temporary and its copy or add, ~0.18 GB less
         # traffic a T = 4096 block step at batch 4 (scripts/count_dense_glue.py)
-        bmm_fp32(strip, k[:, :r1], out=dq[:, r0:r1])
+        torch.bmm(strip, k[:, :r1], out=dq[:, r0:r1])  # float32 sums rounded once (no float32 dq and its cast)
         baddbmm_fp32(dk[:, :r1], strip.transpose(1, 2), q[:, r0:r1], out=dk[:, :r1])
     return dq, dk
+
+
+@triton.jit
+def _rowdot_kernel(U, H, OUT, N, D, BR: tl.constexpr, BD: tl.constexpr):
+    """OUT[r] = sum_d U[r, d] H[r, d] in float32 for BR rows per program."""
+    rows = tl.program_id(0) * BR + tl.arange(0, BR)
+    acc = tl.zeros((BR,), dtype=tl.float32)
+    for d0 in range(0, D, BD):
+        d = d0 + tl.arange(0, BD)
+        at = rows[:, None].to(tl.int64) * D + d[None, :]
+        mask = (rows[:, None] < N) & (d[None, :] < D)
+        x = tl.load(U + at, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.sum(x * tl.load(H + at, mask=mask, other=0.0).to(tl.float32), axis=1)
+    tl.store(OUT + rows, acc, mask=rows < N)
+
+
+def _rowdot(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """(u * h).sum(-1) in float32 for contiguous (B, T, D) u, h, in one pass: dgamma, which as a product and a
+    sum was two passes and a float32 (B, T, D) temporary (0.053 ms of a T = 4096 block step, lease 39)."""
+    B, T, D = u.shape
+    u, h = u.contiguous(), h.contiguous()
+    out = torch.empty(B, T, dtype=torch.float32, device=u.device)
+    BR = 16
+    _rowdot_kernel[(triton.cdiv(B * T, BR),)](u, h, out, B * T, D, BR=BR, BD=min(256, triton.next_power_of_2(D)))
+    return out
 
 
 def forward_kernels(f, q_b, k_b, gamma, chunk: int, block_d: int | None, num_warps: int | None,
@@ -776,7 +801,7 @@ def backward_kernels(ds, q_b, k_b, gamma, lse, W, s, h, WR, chunk: int, block_d:
     q, k = q_b.to(dt).contiguous(), k_b.to(dt).contiguous()
     g = gamma.to(torch.float32).contiguous()
     u, v = _adjoint(ds.contiguous(), q, k, g, lse, W, WR, cfg, block_rows)
-    dgamma = (u * h).sum(-1)  # u . (alpha s): exact also where gamma = 0
+    dgamma = _rowdot(u, h)  # u . (alpha s): exact also where gamma = 0
     dq, dk = _qk_grads(q, k, u, s, g, lse, g * dgamma, cfg, v)
     return tuple(x.to(t.dtype) for x, t in zip((u, dq, dk, dgamma), (s, q_b, k_b, gamma)))
 
