@@ -56,7 +56,8 @@ def ours(e) -> str:
 
 def profile_step(step, device) -> tuple[list[tuple[str, int, float]], list[tuple[str, str, str, int, float]]]:
     """(kernels: name, calls, ms, by ms), (glue ops: op, our frame, input shapes, calls, ms) of one step: on a
-    GPU the ms are device time (an op's: its kernels' sum), on a CPU the ops' own CPU time."""
+    GPU the ms are device time (an op's: its kernels' sum, so an op and the ops it calls list the same kernels:
+    contiguous -> clone -> copy_), on a CPU the ops' own CPU time."""
     cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts, record_shapes=True, with_stack=True) as prof:
