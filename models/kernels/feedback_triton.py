@@ -573,6 +573,12 @@ def _block_w(X: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
     return X[:, r0:r1, :r1 - r0]
 
 
+def _as_rhs(rows: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """A block's right-hand side that is only these rows (the first block's f, the last block's ds): read in place
+    where they have buf's dtype (q's), else rounded into buf."""
+    return rows if rows.dtype == buf.dtype else buf.copy_(rows)
+
+
 def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool = True):
     """_solve with each block inverted whole: s_b = W_R (f_b + g_b X_b), h_b = X_b + alpha_bb s_b, where X_b =
     alpha[bR:(b+1)R, :bR] s[:bR] as in the two-level solve, and alpha_bb and W_R of every block from _diag_inverses,
@@ -603,10 +609,8 @@ def _solve_dense(f, q, k, g, lse, W, cfg: _Config, block_rows: int, need_h: bool
         elif r0:
             x = bmm_fp32(_strip(q, k, lse, r0, r1, 0, r0, scratch, cfg), s_lp[:, :r0])  # the columns before the block
             torch.addcmul(f[:, r0:r1], g[:, r0:r1, None], x, out=rhs_b)  # in float32, rounded once
-        elif f.dtype == q.dtype:  # block 0: f's own rows are the right-hand side, read in place
-            rhs_b = f[:, r0:r1]
-        else:
-            rhs_b.copy_(f[:, r0:r1])
+        else:  # block 0: f's own rows
+            rhs_b = _as_rhs(f[:, r0:r1], rhs_b)
         if s is s_lp:  # cuBLAS rounds its float32 sums into s's rows itself: no float32 result to copy in
             torch.bmm(w, rhs_b, out=s_lp[:, r0:r1])
         else:
@@ -639,10 +643,8 @@ def _adjoint_dense(ds, q, k, g, lse, W, WR, cfg: _Config, block_rows: int):
                 torch.baddbmm(ds[:, r0:r1], strip.transpose(1, 2), v_lp[:, r1:], out=rhs_b)
             else:
                 torch.add(ds[:, r0:r1], bmm_fp32(strip.transpose(1, 2), v_lp[:, r1:]), out=rhs_b)
-        elif ds.dtype == q.dtype:  # the last block: ds's own rows are the right-hand side, read in place
-            rhs_b = ds[:, r0:r1]
-        else:
-            rhs_b.copy_(ds[:, r0:r1])
+        else:  # the last block: ds's own rows
+            rhs_b = _as_rhs(ds[:, r0:r1], rhs_b)
         ub = bmm_fp32(w.transpose(1, 2), rhs_b, out=u[:, r0:r1])
         torch.mul(ub, g[:, r0:r1, None], out=v_lp[:, r0:r1])
     return u, v_lp
