@@ -26,6 +26,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from sessa_bench.bench.block_profile import device_us
 from sessa_bench.bench.blocks import block_step, implementations
 from sessa_bench.bench.training import sync
 
@@ -33,11 +34,6 @@ GLUE = {"aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::
         "aten::add_", "aten::sub", "aten::div", "aten::addcmul", "aten::sum", "aten::cat", "aten::zeros",
         "aten::fill_", "aten::zero_", "aten::tanh", "aten::exp", "aten::neg", "aten::mul_", "aten::copy"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def device_us(e) -> float:
-    us = getattr(e, "self_device_time_total", None)
-    return e.self_cuda_time_total if us is None else us
 
 
 def ours(e) -> str:

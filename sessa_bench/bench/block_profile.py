@@ -15,16 +15,18 @@ from sessa_bench.bench.training import sync
 
 def step_ms(events, cuda: bool) -> float:
     """The summed own time of a profiled step in ms, as the profiler's table footer sums it: on a GPU the
-    kernels' (device events only: an op's own device time repeats its kernels'; the attribute's name moved from
-    cuda to device across torch versions), on a CPU the ops' CPU time."""
+    kernels' (device events only: an op's own device time repeats its kernels'), on a CPU the ops' CPU time."""
     if not cuda:
         return sum(e.self_cpu_time_total for e in events) / 1000
-    total = 0.0
-    for e in events:
-        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False):
-            us = getattr(e, "self_device_time_total", None)
-            total += e.self_cuda_time_total if us is None else us
-    return total / 1000
+    return sum(device_us(e) for e in events
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) / 1000
+
+
+def device_us(e) -> float:
+    """A profiler event's own device time in us (the attribute's name moved from cuda to device across torch
+    versions)."""
+    us = getattr(e, "self_device_time_total", None)
+    return e.self_cuda_time_total if us is None else us
 
 
 def profiled(run, device, top: int):
